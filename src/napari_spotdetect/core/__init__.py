@@ -1,0 +1,11 @@
+"""The engine: models, tiled detection, training and metrics. No Qt or napari imports here."""
+
+from .detect import Detections, Progress, detect, detect_iter
+from .errors import Cancelled, ModelFileError, SpotDetectError
+from .models.base import ModelInfo, SpotModel
+from .models.zoo import load_model
+
+__all__ = [
+    "Cancelled", "Detections", "ModelFileError", "ModelInfo", "Progress", "SpotDetectError", "SpotModel",
+    "detect", "detect_iter", "load_model",
+]

@@ -1,0 +1,285 @@
+"""Tiled inference: image in, :class:`Detections` (spot table + cached maps) out.
+
+``detect_iter`` is a generator that yields :class:`Progress` after every tile batch and returns the
+:class:`Detections`, so a napari ``thread_worker`` (or any caller) can show progress and stop between
+batches; ``detect`` runs it to the end. Memory is bounded by the tile batch: only one batch of tiles is
+materialised at a time (plus the stitched maps, if kept).
+
+Spots are found per tile at the lowest threshold the model allows and kept by the tile that owns their
+position. Re-thresholding filters that table, so it never runs the network again and, for planes, is
+exactly what detecting at the new threshold would give. For z-stacks spots are merged across planes as
+piscis does (one spot per 3-D connected component above the threshold), from the stitched maps.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from itertools import product
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .device import default_batch_size, free_cached_memory, is_out_of_memory
+from .errors import Cancelled, SpotDetectError
+from .models.base import SpotModel
+from .ops import stack_components
+from .tiling import TilePlan, extract_tile, plan_tiles
+from .validate import check_finite, check_image
+
+
+@dataclass
+class Progress:
+    done: int
+    total: int
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+@dataclass
+class Detections:
+    """Spots found in an image, with what is needed to re-threshold without the network.
+
+    ``spots`` is a DataFrame with one row per spot: the outer axes present (``t``, ``c``), ``z`` for stacks,
+    ``y``, ``x`` (pixel centres at integers), ``score``, ``intensity`` (raw image value at the spot's
+    pixel), ``source`` (``"predicted"``) and ``model``. ``maps`` holds the stitched model maps by name,
+    shaped like the image (axes ``axes``) without its channel axis when channels were fed together.
+    """
+
+    axes: str
+    image_shape: tuple
+    threshold: float
+    floor: float
+    model_name: str
+    score_map: str
+    provenance: dict
+    maps: dict = field(default_factory=dict)
+    candidates: pd.DataFrame | None = None  # planes: every spot above `floor`
+    stack: bool = False
+    _image: object = None  # the (canonical) image, for intensities of stack spots
+    _outer_axes: str = ""
+
+    @property
+    def spots(self) -> pd.DataFrame:
+        return self.rethreshold(self.threshold)
+
+    def set_threshold(self, threshold: float) -> pd.DataFrame:
+        spots = self.rethreshold(threshold)
+        self.threshold = float(threshold)
+        self.provenance["threshold"] = self.threshold
+        return spots
+
+    def rethreshold(self, threshold: float) -> pd.DataFrame:
+        """The spots whose score is above ``threshold``; the network is not run again."""
+        threshold = float(threshold)
+        if not self.stack:
+            if threshold < self.floor - 1e-12:
+                raise SpotDetectError(
+                    f"Threshold {threshold} is below {self.floor}, the lowest one this detection kept.",
+                    f"run detection again with threshold <= {threshold}.")
+            df = self.candidates
+            out = df[df["score"] > threshold].reset_index(drop=True)
+        else:
+            out = self._stack_spots(threshold)
+        out["source"] = "predicted"
+        out["model"] = self.model_name
+        return out
+
+    def _stack_spots(self, threshold: float) -> pd.DataFrame:
+        score = self.maps[self.score_map]
+        dy, dx = self.maps["dy"], self.maps["dx"]
+        outer_shape = score.shape[: len(self._outer_axes)]
+        frames = []
+        for idx in np.ndindex(*outer_shape):
+            vox, peak = stack_components(score[idx], threshold)
+            z, r, c = vox[:, 0], vox[:, 1], vox[:, 2]
+            y = r + dy[idx][z, r, c].astype(np.float64)
+            x = c + dx[idx][z, r, c].astype(np.float64)
+            h, w = score.shape[-2:]
+            keep = (y > -0.5) & (y < h - 0.5) & (x > -0.5) & (x < w - 0.5)
+            cols = {a: np.full(int(keep.sum()), i) for a, i in zip(self._outer_axes, idx)}
+            img = self._image[idx] if self._image is not None else None
+            inten = _intensity(img, np.stack([y, x], 1)[keep], z[keep]) if img is not None else np.nan
+            cols.update(z=z[keep].astype(np.float64), y=y[keep], x=x[keep], score=peak[keep].astype(np.float64),
+                        intensity=inten)
+            frames.append(pd.DataFrame(cols))
+        return _concat(frames, list(self._outer_axes) + ["z"])
+
+
+def _intensity(img: np.ndarray, yx: np.ndarray, z=None) -> np.ndarray:
+    """Raw value at each spot's nearest pixel; ``img`` is (H, W), (C, H, W) or (Z, [C,] H, W)."""
+    h, w = img.shape[-2:]
+    r = np.clip(np.rint(yx[:, 0]).astype(np.int64), 0, h - 1)
+    c = np.clip(np.rint(yx[:, 1]).astype(np.int64), 0, w - 1)
+    if z is not None:
+        img = np.asarray(img[np.asarray(z, dtype=np.int64)] if img.ndim >= 3 else img)
+        if img.ndim == 4:  # (K, C, H, W): first channel
+            img = img[:, 0]
+        return img[np.arange(len(r)), r, c].astype(np.float64)
+    img = np.asarray(img)
+    while img.ndim > 2:
+        img = img[0]
+    return img[r, c].astype(np.float64)
+
+
+def _concat(frames, lead):
+    cols = lead + ["y", "x", "score", "intensity"]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in cols})
+    return pd.concat(frames, ignore_index=True)[cols]
+
+
+def _forward(model: SpotModel, x: np.ndarray) -> np.ndarray:
+    """Run a batch, halving it on out-of-memory errors until one tile at a time."""
+    try:
+        with torch.inference_mode():
+            xt = torch.from_numpy(x).to(model.device)
+            return model.forward_maps(xt).float().cpu().numpy()
+    except (RuntimeError, torch.cuda.OutOfMemoryError) as err:
+        if not is_out_of_memory(err):
+            raise
+        free_cached_memory(model.device)
+        if len(x) == 1:
+            raise SpotDetectError(f"Out of memory on {model.device} even for a single tile.",
+                                  "use a smaller tile size or device='cpu'.") from err
+        half = len(x) // 2
+        return np.concatenate([_forward(model, x[:half]), _forward(model, x[half:])])
+
+
+def detect_iter(image, model, threshold: float | None = None, *, axes: str | None = None,
+                tile_size=None, batch_size: int | None = None, min_distance: int = 1,
+                keep_maps: bool = True, device=None):
+    """Generator form of :func:`detect`: yields :class:`Progress`, returns :class:`Detections`."""
+    from .models.zoo import load_model  # noqa: PLC0415 (avoid an import cycle)
+
+    from .. import __version__  # noqa: PLC0415
+
+    model = load_model(model, device=device)
+    arr, axes = check_image(image, axes)
+    threshold = model.default_threshold if threshold is None else float(threshold)
+    if not np.isfinite(threshold):
+        raise SpotDetectError(f"Threshold {threshold} is not a number.", "pass a finite threshold.")
+    floor = min(threshold, model.threshold_range[0])
+    tile = tuple(int(v) for v in (tile_size or model.tile_size))
+    if len(tile) == 1:
+        tile = (tile[0], tile[0])
+    m = model.size_multiple
+    if any(t < m or t % m for t in tile):
+        raise SpotDetectError(f"Tile size {tile} does not fit this model.",
+                              f"use a tile size that is a multiple of {m} (e.g. {model.tile_size}).")
+    batch = int(batch_size or default_batch_size(model.device))
+
+    feed_channels = "c" in axes and model.channels > 1
+    if model.channels > 1:
+        if not feed_channels or arr.shape[axes.index("c")] != model.channels:
+            raise SpotDetectError(
+                f"This model takes {model.channels} channels at once, the image has axes {axes!r} "
+                f"and shape {tuple(arr.shape)}.",
+                f"pass an image with a 'c' axis of length {model.channels}.")
+    stack = "z" in axes
+    outer_axes = "".join(a for a in axes if a in "tc" and not (a == "c" and feed_channels))
+    outer_shape = tuple(arr.shape[axes.index(a)] for a in outer_axes)
+    h, w = arr.shape[-2:]
+    nz = arr.shape[axes.index("z")] if stack else 1
+    plan = plan_tiles((h, w), tile, model.tile_overlap)
+    pad_mode = model.tile_pad_mode((h, w))
+    keep_maps = keep_maps or stack
+    map_shape = outer_shape + ((nz,) if stack else ()) + (h, w)
+    maps = {n: np.zeros(map_shape, dtype=np.float32) for n in model.map_names} if keep_maps else {}
+
+    n_planes = int(np.prod(outer_shape, dtype=np.int64)) * nz
+    total = n_planes * len(plan)
+    done = 0
+    yield Progress(0, total, f"{total} tiles in {n_planes} plane(s)")
+    frames = []
+    for oidx in np.ndindex(*outer_shape) if outer_shape else [()]:
+        sel = _outer_selector(axes, outer_axes, oidx)
+        vol = arr[sel]
+        if feed_channels and stack:
+            vol = np.moveaxis(vol, 0, 1)  # (C, Z, H, W) -> (Z, C, H, W)
+        for z in range(nz):
+            plane = np.asarray(vol[z] if stack else vol)  # (C, H, W) or (H, W)
+            if plane.ndim == 2:
+                plane = plane[None]
+            where = f" (plane {dict(zip(outer_axes + ('z' if stack else ''), oidx + ((z,) if stack else ())))})"
+            check_finite(plane, where if n_planes > 1 else "")
+            plane = model.prepare_image(plane)
+            cands = []
+            for start in range(0, len(plan), batch):
+                tiles = plan.tiles[start:start + batch]
+                raw = np.stack([extract_tile(plane, t, tile, pad_mode) for t in tiles])
+                out = _forward(model, model.normalize_tiles(raw))
+                for t, tmaps in zip(tiles, out):
+                    r0, r1, c0, c1 = t.own
+                    if keep_maps:
+                        ms = oidx + ((z,) if stack else ())
+                        for i, n in enumerate(model.map_names):
+                            maps[n][ms + (slice(r0, r1), slice(c0, c1))] = tmaps[
+                                i, r0 - t.rows.start:r1 - t.rows.start, c0 - t.cols.start:c1 - t.cols.start]
+                    if not stack:
+                        tc = model.tile_candidates(tmaps, floor, min_distance)
+                        yx = tc.coords + (t.rows.start, t.cols.start)
+                        keep = t.owns(yx)
+                        cands.append((yx[keep], tc.scores[keep]))
+                done += len(tiles)
+                yield Progress(done, total, f"tile {done}/{total}")
+            if not stack:
+                yx = np.concatenate([c[0] for c in cands]) if cands else np.zeros((0, 2))
+                sc = np.concatenate([c[1] for c in cands]) if cands else np.zeros(0)
+                cols = {a: np.full(len(sc), i) for a, i in zip(outer_axes, oidx)}
+                cols.update(y=yx[:, 0], x=yx[:, 1], score=sc, intensity=_intensity(plane, yx))
+                frames.append(pd.DataFrame(cols))
+    provenance = {
+        "package": "napari-spotdetect",
+        "package_version": __version__,
+        "model": model.info.name,
+        "model_arch": model.info.arch,
+        "model_variant": model.info.variant,
+        "model_source": model.info.source,
+        "model_sha256": model.info.sha256,
+        "threshold": threshold,
+        "min_distance": int(min_distance),
+        "axes": axes,
+        "tiling": {**plan.describe(), "overlap": model.tile_overlap, "pad": pad_mode, "batch_size": batch},
+        "device": str(model.device),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return Detections(
+        axes=axes, image_shape=tuple(arr.shape), threshold=threshold, floor=floor, model_name=model.info.name,
+        score_map=model.score_map, provenance=provenance, maps=maps,
+        candidates=None if stack else _concat(frames, list(outer_axes)),
+        stack=stack, _image=arr if stack else None, _outer_axes=outer_axes,
+    )
+
+
+def _outer_selector(axes: str, outer_axes: str, oidx: tuple) -> tuple:
+    return tuple(oidx[outer_axes.index(a)] if a in outer_axes else slice(None) for a in axes)
+
+
+def detect(image, model, threshold: float | None = None, *, progress=None, should_stop=None, **kwargs) -> Detections:
+    """Find spots in ``image`` with ``model`` (a loaded model, a path or ``"default"``).
+
+    Args:
+        image: numpy or dask array, 2-D to 5-D; ``axes`` names its dimensions (default ``"yx"``, ``"tyx"``,
+            ``"tzyx"``, ``"tczyx"`` by rank; use ``"zyx"`` for a z-stack, ``"cyx"`` for channels).
+        threshold: score threshold; default the model's own (tuned) threshold.
+        progress: called with a :class:`Progress` after each tile batch.
+        should_stop: called between batches; when it returns True, :class:`Cancelled` is raised.
+        **kwargs: ``axes``, ``tile_size``, ``batch_size``, ``min_distance``, ``keep_maps``, ``device``.
+    """
+    gen = detect_iter(image, model, threshold, **kwargs)
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(p)
+        if should_stop is not None and should_stop():
+            gen.close()
+            raise Cancelled("Detection was stopped before it finished; no spots were kept.")

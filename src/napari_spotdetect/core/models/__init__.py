@@ -1,0 +1,1 @@
+"""Networks and the model wrapper that the detection engine drives."""

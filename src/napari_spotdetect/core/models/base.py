@@ -1,0 +1,96 @@
+"""The contract between a network and the detection engine.
+
+``detect()`` knows nothing about Piscis or DeepSpot: it cuts the image into tiles, asks the model to
+normalise them, run them, and list candidate spots in each tile's maps, then stitches. A new architecture is
+a subclass of :class:`SpotModel` that fills in those steps.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..device import select_device
+
+
+@dataclass
+class ModelInfo:
+    """Where a model came from, for provenance and for the model picker."""
+
+    name: str
+    arch: str  # "piscis", "deepspot", ...
+    source: str = ""  # path or bundled name
+    sha256: str = ""  # of the weights file (or of the variables for a folder)
+    variant: str = ""  # e.g. "current" / "legacy" for piscis
+    card: dict = field(default_factory=dict)  # training data, date, metrics (our own models)
+
+
+@dataclass
+class TileCandidates:
+    """Spots found in one tile's maps at the lowest useful threshold, in tile pixel coordinates."""
+
+    coords: np.ndarray  # (K, 2) float64, sub-pixel (y, x)
+    scores: np.ndarray  # (K,) float
+    pixels: np.ndarray  # (K, 2) int64, the map pixel the spot was read at
+
+
+class SpotModel(abc.ABC):
+    """A network plus the pre- and post-processing that turn pixels into spots."""
+
+    #: names of the maps ``forward_maps`` returns, channel by channel
+    map_names: tuple[str, ...] = ()
+    #: the map whose values are the spot scores (thresholded, shown as an Image layer)
+    score_map: str = ""
+    #: tiles and images must be multiples of this size
+    size_multiple: int = 8
+    #: fraction of a tile that neighbouring tiles share, on axes longer than a tile
+    tile_overlap: float = 0.1
+
+    def __init__(self, net: torch.nn.Module, info: ModelInfo, *, tile_size=(256, 256), channels: int = 1,
+                 default_threshold: float = 0.5, threshold_range=(0.0, 1.0), device=None):
+        self.net = net.eval()
+        self.info = info
+        self.tile_size = tuple(int(v) for v in tile_size)
+        self.channels = int(channels)
+        self.default_threshold = float(default_threshold)
+        self.threshold_range = tuple(float(v) for v in threshold_range)
+        self.device = torch.device("cpu")
+        self.to(device)
+
+    # -- device ------------------------------------------------------------------------------------------
+    def to(self, device=None) -> "SpotModel":
+        self.device = select_device(device)
+        self.net.to(self.device)
+        return self
+
+    # -- the steps detect() calls -----------------------------------------------------------------------
+    def prepare_image(self, image: np.ndarray) -> np.ndarray:
+        """Whole-image pre-processing before tiling (identity unless the model normalises per image)."""
+        return image
+
+    @abc.abstractmethod
+    def normalize_tiles(self, tiles: np.ndarray) -> np.ndarray:
+        """(B, C, h, w) raw tiles -> float32 network input."""
+
+    @abc.abstractmethod
+    def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) input on ``self.device`` -> (B, len(map_names), h, w) maps."""
+
+    @abc.abstractmethod
+    def tile_candidates(self, maps: np.ndarray, floor: float, min_distance: int = 1) -> TileCandidates:
+        """Spots in one tile's (M, h, w) maps whose score is above ``floor``."""
+
+    def tile_pad_mode(self, image_shape) -> str:
+        """numpy pad mode for tiles that stick out of the image (bottom and right)."""
+        return "symmetric"
+
+    # -- conveniences ------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.info.name!r} ({self.info.arch} {self.info.variant}) on {self.device}>"

@@ -1,0 +1,69 @@
+"""Piscis as a :class:`SpotModel`: per-tile standardisation, pooled labels + displacements, peak finding."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..ops import local_maxima
+from .base import ModelInfo, SpotModel, TileCandidates
+from .piscis_net import PiscisConfig, PiscisNet
+
+#: pooling variant -> (deformable pooling mode, default threshold, slider range, lowest threshold kept)
+VARIANTS = {
+    "current": ("max", 0.5, (0.05, 1.0)),
+    "legacy": ("sum", 1.0, (0.1, 9.0)),
+}
+
+
+class PiscisModel(SpotModel):
+    map_names = ("labels", "dy", "dx")
+    score_map = "labels"
+    size_multiple = 8
+    tile_overlap = 0.1
+
+    def __init__(self, net: PiscisNet, info: ModelInfo, *, adjustment: str | None = "standardize",
+                 tile_size=(256, 256), default_threshold: float | None = None, device=None):
+        variant = "legacy" if net.cfg.pooling == "sum" else "current"
+        _, thr, rng = VARIANTS[variant]
+        info.variant = info.variant or variant
+        self.adjustment = adjustment
+        super().__init__(net, info, tile_size=tile_size, channels=net.cfg.in_channels,
+                         default_threshold=thr if default_threshold is None else default_threshold,
+                         threshold_range=rng, device=device)
+
+    @property
+    def cfg(self) -> PiscisConfig:
+        return self.net.cfg
+
+    def tile_pad_mode(self, image_shape) -> str:
+        # piscis mirrors unless the image is smaller than half a tile on either axis, then pads with zeros
+        h, w = image_shape[-2:]
+        th, tw = self.tile_size
+        return "symmetric" if (2 * h >= th and 2 * w >= tw) else "constant"
+
+    def normalize_tiles(self, tiles: np.ndarray) -> np.ndarray:
+        """Per tile and channel, over the padded tile: standardise, min-max normalise, or leave as is."""
+        if tiles.dtype not in (np.float32, np.float64):
+            tiles = tiles.astype(np.float64)  # integers are normalised in float64, as piscis does
+        out = np.empty(tiles.shape, dtype=np.float32)
+        for idx in np.ndindex(tiles.shape[:-2]):
+            t = np.ascontiguousarray(tiles[idx])
+            if self.adjustment == "standardize":
+                t = (t - t.mean()) / (t.std() + 1e-7)
+            elif self.adjustment == "normalize":
+                lo, hi = t.min(), t.max()
+                t = (t - lo) / (hi - lo + 1e-7)
+            out[idx] = t
+        return out
+
+    def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
+        pooled, deltas = self.net(x)
+        return torch.cat([pooled[:, None], deltas], dim=1)
+
+    def tile_candidates(self, maps: np.ndarray, floor: float, min_distance: int = 1) -> TileCandidates:
+        score = maps[0]
+        peaks = local_maxima(score, floor, min_distance)
+        r, c = peaks[:, 0], peaks[:, 1]
+        coords = peaks + np.stack([maps[1][r, c], maps[2][r, c]], axis=1).astype(np.float64)
+        return TileCandidates(coords.reshape(-1, 2), score[r, c].astype(np.float64), peaks)

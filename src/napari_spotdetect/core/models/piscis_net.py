@@ -1,0 +1,246 @@
+"""The Piscis spots network (FPN decoder on an EfficientNetV2-like encoder), written for PyTorch.
+
+Module names are chosen so that ``state_dict()`` keys and shapes are exactly those of the model files that
+the ``piscis`` package (1.1.0) saves: a user's ``.pt`` file loads with ``load_state_dict(strict=True)``.
+Widths and depths are parameters so that our own, smaller default model is the same architecture scaled
+down; the defaults are piscis's (7,436,307 parameters).
+
+Layout facts (see shared/specs/piscis-1.1.md section 2): encoder convs are conv -> BN -> SiLU without bias;
+decoder convs are BN -> SiLU -> conv with bias; a style vector (L2-normalised global mean of the deepest
+features) is added as a bias inside every decoder block; the four decoder levels are brought to full
+resolution and summed; the head gives (label logit, dy, dx).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops import deformable_pool
+
+
+@dataclass(frozen=True)
+class PiscisConfig:
+    """Architecture hyper-parameters; the defaults reproduce piscis's ``SpotsModel``."""
+
+    in_channels: int = 1
+    widths: tuple[int, int, int, int] = (32, 64, 128, 256)
+    depths: tuple[int, int, int, int] = (4, 4, 4, 4)
+    expand: tuple[int, int, int, int] = (1, 2, 4, 4)
+    se_ratio: float = 0.25
+    kernel_size: int = 3  # deformable pooling window, 2 * dilation_iterations + 1
+    pooling: str = "max"  # "max" (piscis 1.1.0) or "sum" (PiscisLegacy)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PiscisConfig":
+        d = dict(d)
+        for k in ("widths", "depths", "expand"):
+            if k in d:
+                d[k] = tuple(int(v) for v in d[k])
+        return cls(**d)
+
+
+def _bn(c: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c, eps=1e-5, momentum=0.1)
+
+
+class ConvBNAct(nn.Module):
+    """conv (no bias) -> BN [-> SiLU]; keys ``conv.0`` and ``conv.1``."""
+
+    def __init__(self, cin: int, cout: int, k: int, groups: int = 1, act: bool = True):
+        super().__init__()
+        layers = [nn.Conv2d(cin, cout, k, padding=(k - 1) // 2, groups=groups, bias=False), _bn(cout)]
+        if act:
+            layers.append(nn.SiLU(inplace=True))
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, c: int, squeeze: int):
+        super().__init__()
+        self.reduce = nn.Conv2d(c, squeeze, 1)
+        self.expand = nn.Conv2d(squeeze, c, 1)
+
+    def forward(self, x):
+        s = F.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.expand(F.silu(self.reduce(s))))
+
+
+class EncoderBlock(nn.Module):
+    """FusedMBConv (``fused=True``) or MBConv with squeeze-excite; residual when shapes allow."""
+
+    def __init__(self, cin: int, cout: int, expand: int, fused: bool, se_ratio: float):
+        super().__init__()
+        mid = cin * expand
+        if fused:
+            if expand == 1:
+                layers = [ConvBNAct(cin, cout, 3)]
+            else:
+                layers = [ConvBNAct(cin, mid, 3), ConvBNAct(mid, cout, 1, act=False)]
+        else:
+            layers = [
+                ConvBNAct(cin, mid, 1),
+                ConvBNAct(mid, mid, 3, groups=mid),
+                SqueezeExcite(mid, max(1, int(cin * se_ratio))),
+                ConvBNAct(mid, cout, 1, act=False),
+            ]
+        self.block = nn.Sequential(*layers)
+        self.residual = cin == cout
+
+    def forward(self, x):
+        y = self.block(x)
+        return y + x if self.residual else y
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: PiscisConfig):
+        super().__init__()
+        w = cfg.widths
+        self.stem = ConvBNAct(cfg.in_channels, w[0], 3)
+        stages = []
+        cin = w[0]
+        for s in range(4):
+            blocks = [nn.MaxPool2d(2)] if s > 0 else []
+            for j in range(cfg.depths[s]):
+                blocks.append(EncoderBlock(cin, w[s], cfg.expand[s], fused=s < 2, se_ratio=cfg.se_ratio))
+                cin = w[s]
+            stages.append(nn.Sequential(*blocks))
+        self.blocks = nn.ModuleList(stages)
+
+    def forward(self, x):
+        x = self.stem(x)
+        feats = []
+        for stage in self.blocks:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+class BNActConv(nn.Module):
+    """BN -> SiLU -> conv (with bias); keys ``conv.0`` (BN) and ``conv.2`` (conv)."""
+
+    def __init__(self, cin: int, cout: int, k: int):
+        super().__init__()
+        self.conv = nn.Sequential(_bn(cin), nn.SiLU(inplace=False), nn.Conv2d(cin, cout, k, padding=(k - 1) // 2))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class BNConv(nn.Module):
+    """BN -> conv (with bias), the decoder's projection; keys ``conv.0`` and ``conv.1``."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv = nn.Sequential(_bn(cin), nn.Conv2d(cin, cout, 1))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class StyleConv(nn.Module):
+    """Adds the skip features and the style bias, then BN -> SiLU -> conv 3x3."""
+
+    def __init__(self, c: int, style_dim: int):
+        super().__init__()
+        self.conv = BNActConv(c, c, 3)
+        self.dense = nn.Linear(style_dim, c)
+
+    def forward(self, x, style, skip=None):
+        if skip is not None:
+            x = x + skip
+        return self.conv(x + self.dense(style)[:, :, None, None])
+
+
+class UpConv(nn.Module):
+    def __init__(self, cin: int, cout: int, style_dim: int):
+        super().__init__()
+        self.proj = BNConv(cin, cout)
+        self.conv = BNActConv(cin, cout, 3)
+        self.convs_0 = StyleConv(cout, style_dim)
+        self.convs_1 = StyleConv(cout, style_dim)
+        self.convs_2 = StyleConv(cout, style_dim)
+
+    def forward(self, x, style, skip=None):
+        h = self.proj(x) + self.convs_0(self.conv(x), style, skip)
+        return h + self.convs_2(self.convs_1(h, style), style)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: PiscisConfig):
+        super().__init__()
+        w0, w1, w2, w3 = cfg.widths
+        self.up_blocks = nn.ModuleList(
+            [UpConv(w3, w3, w3), UpConv(w3, w2, w3), UpConv(w2, w1, w3), UpConv(w1, w0, w3)]
+        )
+        self.resize_up_blocks = nn.ModuleList(
+            [
+                nn.ModuleList([UpConv(w3, w0, w3), UpConv(w0, w0, w3), UpConv(w0, w0, w3)]),
+                nn.ModuleList([UpConv(w2, w0, w3), UpConv(w0, w0, w3)]),
+                nn.ModuleList([UpConv(w1, w0, w3)]),
+            ]
+        )
+
+    def forward(self, feats, style):
+        f = feats[3]
+        acc = None
+        for i in range(4):
+            f = self.up_blocks[i](f, style, skip=feats[3 - i])
+            g = f
+            if i < 3:
+                for blk in self.resize_up_blocks[i]:
+                    g = blk(_up2(g), style)
+            acc = g if acc is None else acc + g
+            if i < 3:
+                f = _up2(f)
+        return acc
+
+
+def _up2(x):
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+class FPN(nn.Module):
+    def __init__(self, cfg: PiscisConfig):
+        super().__init__()
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.output = BNActConv(cfg.widths[0], 3, 1)
+
+    def forward(self, x):
+        feats = self.encoder(x)
+        style = feats[3].mean(dim=(2, 3))
+        style = style / torch.linalg.vector_norm(style, dim=1, keepdim=True)
+        return self.output(self.decoder(feats, style))
+
+
+class PiscisNet(nn.Module):
+    """Image (B, C, H, W), H and W multiples of 8 -> pooled labels (B, H, W) and deltas (B, 2, H, W)."""
+
+    def __init__(self, cfg: PiscisConfig = PiscisConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.fpn = FPN(cfg)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def heads(self, x):
+        """Un-pooled label probabilities (B, H, W) and displacements (B, 2, H, W)."""
+        logits = self.fpn(x)
+        return torch.sigmoid(logits[:, 0]), logits[:, 1:]
+
+    def forward(self, x):
+        labels, deltas = self.heads(x)
+        return deformable_pool(labels, deltas, self.cfg.kernel_size, self.cfg.pooling), deltas

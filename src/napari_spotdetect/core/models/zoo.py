@@ -1,0 +1,127 @@
+"""``load_model``: a name, file or folder in, a ready :class:`SpotModel` out.
+
+Sniffing order: an already-built model; a bundled name (``"default"``); a folder (a TensorFlow SavedModel
+of DeepSpot); a file (torch: a piscis model, a piscis checkpoint, or a model file of our own). Anything else
+gets an error that says what was found and what we expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelFileError
+from .base import SpotModel
+
+#: model names shipped inside the package: name -> file in napari_spotdetect/data
+BUNDLED = {"default": "default_model.pt"}
+
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def bundled_path(name: str) -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("napari_spotdetect").joinpath("data", BUNDLED[name])))
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model(source, device=None, variant: str | None = None) -> SpotModel:
+    """Load a spot-detection model.
+
+    Args:
+        source: a :class:`SpotModel`; ``"default"`` (our bundled model); a piscis ``.pt`` file or training
+            checkpoint; a DeepSpot TensorFlow SavedModel folder; or a model file written by this package.
+        device: ``"cuda"``, ``"mps"``, ``"cpu"`` or ``None``/``"auto"`` for the best available.
+        variant: piscis only: ``"current"`` (max pooling, threshold 0.5) or ``"legacy"`` (sum pooling,
+            threshold 1.0); by default guessed from the file.
+    """
+    if isinstance(source, SpotModel):
+        return source.to(device) if device is not None else source
+    if isinstance(source, str) and source in BUNDLED:
+        path = bundled_path(source)
+        if not path.exists():
+            raise ModelFileError(f"The bundled model {source!r} is missing from this installation ({path}).",
+                                 "reinstall napari-spotdetect, or pass the path of a model file.")
+        return _load_file(path, device, variant)
+    path = Path(source).expanduser()
+    if not path.exists():
+        known = ", ".join(repr(k) for k in BUNDLED)
+        raise ModelFileError(f"No model at {str(path)!r}: the path does not exist.",
+                             f"pass an existing .pt file, a DeepSpot SavedModel folder, or one of {known}.")
+    if path.is_dir():
+        return _load_folder(path, device)
+    return _load_file(path, device, variant)
+
+
+def _load_folder(path: Path, device) -> SpotModel:
+    if (path / "variables" / "variables.index").exists() or (path / "saved_model.pb").exists():
+        from ..weights.tf_bundle import load_deepspot_savedmodel  # noqa: PLC0415 (optional, heavy)
+
+        return load_deepspot_savedmodel(path, device=device)
+    raise ModelFileError(
+        f"{path} is a folder but not a TensorFlow SavedModel (no variables/variables.index inside).",
+        "point at a DeepSpot model folder such as .../MHybrid, or at a .pt model file.",
+    )
+
+
+def _looks_like_msgpack_map(head: bytes) -> bool:
+    """A msgpack map with a string key (not a pickle, which starts 0x80 then a protocol byte 2-5)."""
+    if len(head) < 2:
+        return False
+    if 0x80 <= head[0] <= 0x8F and 0xA0 <= head[1] <= 0xBF:
+        return True
+    return head[0] in (0xDE, 0xDF)
+
+
+def _load_file(path: Path, device, variant) -> SpotModel:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) == 0:
+        raise ModelFileError(f"{path} is empty (0 bytes).", "download or copy the model file again.")
+    if path.suffix.lower() in (".index",) or path.name.startswith("variables.data"):
+        raise ModelFileError(f"{path} is one file of a TensorFlow SavedModel.",
+                             "pass the SavedModel folder (the one that holds saved_model.pb and variables/).")
+    if _looks_like_msgpack_map(head):
+        # msgpack maps: the legacy Flax files of piscis <= 0.2 (no extension)
+        raise ModelFileError(
+            f"{path} looks like a legacy piscis (JAX/Flax, msgpack) model file.",
+            "convert it once with piscis's converter (piscis >= 1.0 does it when it loads the model) and pass "
+            "the resulting .pt file.",
+        )
+    sha = file_sha256(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, io.UnsupportedOperation) as err:
+        if head.startswith(_ZIP_MAGIC):
+            problem = f"{path} is a torch file but cannot be read ({type(err).__name__}: {str(err)[:200]})."
+            fix = "it may be truncated or corrupt: download it again and compare its size with the original."
+        else:
+            problem = f"{path} is not a model file torch can read ({type(err).__name__})."
+            fix = "pass a piscis .pt file, a model file saved by napari-spotdetect, or a DeepSpot SavedModel folder."
+        raise ModelFileError(problem, fix) from err
+    from ..weights.piscis_pt import is_piscis_state, piscis_from_state
+
+    if isinstance(obj, dict) and obj.get("format") == "napari-spotdetect":
+        from ..weights.native import native_from_state  # noqa: PLC0415
+
+        return native_from_state(obj, path=path, sha256=sha, device=device)
+    if is_piscis_state(obj):
+        return piscis_from_state(obj, path=path, sha256=sha, variant=variant, device=device)
+    keys = list(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
+    raise ModelFileError(
+        f"{path} is a torch file but not a model we know (found {keys}).",
+        "pass a piscis model file (.pt with fpn.* keys and metadata), a napari-spotdetect model file, or a "
+        "DeepSpot SavedModel folder.",
+    )

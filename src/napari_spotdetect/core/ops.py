@@ -1,0 +1,109 @@
+"""Array operations shared by inference and training: deformable pooling, peak finding, stack merging.
+
+Deformable pooling is the step that turns Piscis's per-pixel spot probabilities and displacements into one
+sharp value per spot: every pixel "votes" for the pixel its displacement points at, if that pixel is inside
+its k x k window. The rounding (half to even) and the window rule follow piscis 1.1.0 exactly, because they
+decide which pixel a spot lands on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+
+def landing_pixels(deltas: torch.Tensor, kernel_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat index of the pixel each pixel votes for, and whether the vote counts.
+
+    ``deltas`` is (B, 2, H, W) (dy, dx). A vote counts if the rounded displacement stays inside the
+    ``kernel_size`` window around the source pixel and inside the image.
+    """
+    b, _, h, w = deltas.shape
+    r = kernel_size // 2
+    step = torch.round(deltas).to(torch.int64)  # half to even, as torch.round in piscis
+    rows = torch.arange(h, device=deltas.device).view(1, h, 1)
+    cols = torch.arange(w, device=deltas.device).view(1, 1, w)
+    ly = rows + step[:, 0]
+    lx = cols + step[:, 1]
+    valid = (step[:, 0].abs() <= r) & (step[:, 1].abs() <= r) & (ly >= 0) & (ly < h) & (lx >= 0) & (lx < w)
+    flat = (ly.clamp(0, h - 1) * w + lx.clamp(0, w - 1)) + (torch.arange(b, device=deltas.device) * h * w).view(
+        b, 1, 1
+    )
+    return flat, valid
+
+
+def deformable_pool(labels: torch.Tensor, deltas: torch.Tensor, kernel_size: int = 3, mode: str = "max"):
+    """Pool (B, H, W) ``labels`` along (B, 2, H, W) ``deltas``: ``max`` (piscis) or ``sum`` (PiscisLegacy).
+
+    Max pooling starts from 0, so pixels nobody votes for are 0. Both modes are differentiable in ``labels``
+    (scatter-max passes the gradient to the winning voter).
+    """
+    b, h, w = labels.shape
+    flat, valid = landing_pixels(deltas, kernel_size)
+    src = torch.where(valid, labels, torch.zeros((), dtype=labels.dtype, device=labels.device)).reshape(-1)
+    out = torch.zeros(b * h * w, dtype=labels.dtype, device=labels.device)
+    if mode == "max":
+        out = out.scatter_reduce(0, flat.reshape(-1), src, reduce="amax", include_self=True)
+    elif mode == "sum":
+        out = out.scatter_add(0, flat.reshape(-1), src)
+    else:
+        raise ValueError(f"unknown pooling mode {mode!r} (expected 'max' or 'sum')")
+    return out.view(b, h, w)
+
+
+def local_maxima(score: np.ndarray, floor: float, min_distance: int = 1) -> np.ndarray:
+    """Peak pixels of a 2-D map, as skimage's ``peak_local_max(exclude_border=False)`` finds them.
+
+    A peak equals the maximum of its (2 min_distance + 1)^2 neighbourhood (edges replicated) and is strictly
+    above ``floor``; a map equal to its maximum filter everywhere has none. Returned (K, 2) int64, ordered
+    by decreasing value (ties in raster order). With ``min_distance > 1`` equal neighbours are thinned greedily
+    in that order; because the greedy pass only looks at stronger peaks, keeping the peaks above a higher
+    threshold later is the same as finding them at that threshold.
+    """
+    size = 2 * min_distance + 1
+    mx = ndimage.maximum_filter(score, size=size, mode="nearest")
+    is_max = score == mx
+    if is_max.all():
+        return np.zeros((0, 2), dtype=np.int64)
+    peaks = np.argwhere(is_max & (score > floor))
+    order = np.argsort(-score[peaks[:, 0], peaks[:, 1]], kind="stable")
+    peaks = peaks[order]
+    if min_distance > 1 and len(peaks) > 1:
+        peaks = _thin_peaks(peaks, min_distance)
+    return peaks
+
+
+def _thin_peaks(peaks: np.ndarray, min_distance: int) -> np.ndarray:
+    """Greedy Chebyshev spacing: drop a peak within ``min_distance`` of an already kept one."""
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(peaks)
+    removed = np.zeros(len(peaks), dtype=bool)
+    for i in range(len(peaks)):
+        if removed[i]:
+            continue
+        for j in tree.query_ball_point(peaks[i], r=min_distance, p=np.inf):
+            if j > i:
+                removed[j] = True
+    return peaks[~removed]
+
+
+def stack_components(score: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Spots of a (Z, H, W) score map as piscis finds them in stacks.
+
+    One spot per 26-connected component of ``score > threshold``: its voxel is the component's centroid
+    truncated to integers. Returns (K, 3) int64 voxels and (K,) the component's maximum score.
+    """
+    mask = score > threshold
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return np.zeros((0, 3), dtype=np.int64), np.zeros(0, dtype=np.float32)
+    index = np.arange(1, n + 1)
+    zz, yy, xx = np.nonzero(lab)
+    ids = lab[zz, yy, xx]
+    counts = np.bincount(ids, minlength=n + 1)[1:]
+    cent = np.stack([np.bincount(ids, weights=a, minlength=n + 1)[1:] / counts for a in (zz, yy, xx)], axis=1)
+    voxels = cent.astype(np.int64)  # truncation, as piscis casts the centroid
+    peak = ndimage.maximum(score, lab, index).astype(np.float32)
+    return voxels, np.atleast_1d(peak)

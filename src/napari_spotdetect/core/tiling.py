@@ -1,0 +1,104 @@
+"""Cutting an image into overlapping tiles and deciding which tile owns which pixel.
+
+The rules are those of piscis 1.1.0 (via deeptile), because Piscis normalises each tile on its own and its
+outputs depend on exactly where tiles start: overlap only on axes longer than a tile, ``rint(0.1 * tile)``
+pixels of overlap, the last tile ending at the image edge, and ownership borders half-way into each
+overlap. Every position in ``(-0.5, L - 0.5)`` belongs to exactly one tile, so a spot is reported once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import product
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    starts: tuple[int, ...]
+    stops: tuple[int, ...]  # exclusive; the last tile stops at the image edge (shorter than a tile)
+    borders: tuple[int, ...]  # ownership: tile k owns positions in (borders[k] - 0.5, borders[k+1] - 0.5)
+
+
+def plan_axis(length: int, tile: int, overlap: float = 0.1) -> AxisPlan:
+    if length <= tile:
+        return AxisPlan((0,), (length,), (0, length))
+    ov = int(np.rint(tile * overlap))
+    stride = tile - ov
+    n = max(1, math.ceil((length - ov) / stride))
+    starts = tuple(k * stride for k in range(n))
+    stops = tuple(min(s + tile, length) for s in starts)
+    half = round(ov / 2)  # Python round: half to even, as deeptile
+    borders = (0,) + tuple(k * stride + half for k in range(1, n)) + (length,)
+    return AxisPlan(starts, stops, borders)
+
+
+@dataclass(frozen=True)
+class Tile:
+    index: int
+    rows: slice  # the part of the image the tile covers (before padding)
+    cols: slice
+    own: tuple[int, int, int, int]  # ownership box r0, r1, c0, c1
+
+    def owns(self, yx: np.ndarray) -> np.ndarray:
+        """Mask of image coordinates (K, 2) that this tile reports."""
+        r0, r1, c0, c1 = self.own
+        y, x = yx[:, 0], yx[:, 1]
+        return (y > r0 - 0.5) & (y < r1 - 0.5) & (x > c0 - 0.5) & (x < c1 - 0.5)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    shape: tuple[int, int]
+    tile: tuple[int, int]
+    tiles: tuple[Tile, ...]
+    grid: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def describe(self) -> dict:
+        """Plain-data summary for provenance."""
+        return {"tile": list(self.tile), "grid": list(self.grid), "n_tiles": len(self.tiles)}
+
+
+def plan_tiles(shape, tile, overlap: float = 0.1) -> TilePlan:
+    """Row-major tiles covering a (H, W) image."""
+    h, w = (int(v) for v in shape[-2:])
+    th, tw = (int(v) for v in tile)
+    ay, ax = plan_axis(h, th, overlap), plan_axis(w, tw, overlap)
+    tiles = []
+    for (i, (r0, r1)), (j, (c0, c1)) in product(enumerate(zip(ay.starts, ay.stops)), enumerate(zip(ax.starts, ax.stops))):
+        own = (ay.borders[i], ay.borders[i + 1], ax.borders[j], ax.borders[j + 1])
+        tiles.append(Tile(len(tiles), slice(r0, r1), slice(c0, c1), own))
+    return TilePlan((h, w), (th, tw), tuple(tiles), (len(ay.starts), len(ax.starts)))
+
+
+def extract_tile(image: np.ndarray, tile: Tile, size, mode: str) -> np.ndarray:
+    """The tile's pixels (..., h, w) padded at the bottom/right to ``size``.
+
+    ``symmetric`` padding is taken from the image itself (a mirror about the last pixel, as deeptile's
+    net effect), not from the short tile, so a pad longer than the tile still mirrors real image content.
+    """
+    th, tw = size
+    r0, c0 = tile.rows.start, tile.cols.start
+    h, w = image.shape[-2:]
+    if tile.rows.stop - r0 == th and tile.cols.stop - c0 == tw:
+        return image[..., tile.rows, tile.cols]
+    if mode == "symmetric":
+        rows = _mirror_index(np.arange(r0, r0 + th), h)
+        cols = _mirror_index(np.arange(c0, c0 + tw), w)
+        return image[..., rows[:, None], cols[None, :]]
+    out = np.zeros(image.shape[:-2] + (th, tw), dtype=image.dtype)
+    part = image[..., tile.rows, tile.cols]
+    out[..., : part.shape[-2], : part.shape[-1]] = part
+    return out
+
+
+def _mirror_index(idx: np.ndarray, n: int) -> np.ndarray:
+    """np.pad 'symmetric' indexing (edge repeated), valid for any pad length."""
+    period = 2 * n
+    m = np.mod(idx, period)
+    return np.where(m < n, m, period - 1 - m)

@@ -1,0 +1,78 @@
+"""Checking images and axes before any work starts, with messages a biologist can act on."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import SpotDetectError
+
+#: the order axes are brought into: outer (time / position), channel, z, then the plane
+CANONICAL = "tczyx"
+DEFAULT_AXES = {2: "yx", 3: "tyx", 4: "tzyx", 5: "tczyx"}
+
+
+def check_axes(ndim: int, axes: str | None) -> str:
+    if axes is None:
+        if ndim not in DEFAULT_AXES:
+            raise SpotDetectError(f"The image has {ndim} dimensions; spots are found in 2-D planes.",
+                                  "pass a 2-D to 5-D image and name its axes, e.g. axes='tczyx'.")
+        return DEFAULT_AXES[ndim]
+    axes = axes.lower()
+    bad = set(axes) - set(CANONICAL)
+    if bad or len(set(axes)) != len(axes) or "y" not in axes or "x" not in axes:
+        raise SpotDetectError(f"Axes {axes!r} are not valid.",
+                              "use each of the letters t, c, z, y, x at most once, including y and x, e.g. 'zyx'.")
+    if len(axes) != ndim:
+        raise SpotDetectError(f"Axes {axes!r} name {len(axes)} dimensions but the image has {ndim}.",
+                              f"give one letter per dimension, e.g. {DEFAULT_AXES.get(ndim, 'tczyx')!r}.")
+    return axes
+
+
+def check_image(image, axes: str | None = None, min_size: int = 2):
+    """Return (array in canonical axis order, canonical axes). Raises :class:`SpotDetectError`."""
+    if image is None:
+        raise SpotDetectError("No image was given.", "pass a numpy/dask array or choose an image layer.")
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        try:
+            image = np.asarray(image)
+        except Exception as err:  # noqa: BLE001
+            raise SpotDetectError(f"Cannot use a {type(image).__name__} as an image.",
+                                  "pass a numpy or dask array.") from err
+    dt = np.dtype(image.dtype)
+    if dt == np.bool_:
+        raise SpotDetectError("The image is boolean (a mask?), not intensities.",
+                              "pass the fluorescence image itself, not a binary mask or labels.")
+    if dt.kind == "c":
+        raise SpotDetectError("The image has complex values.", "pass real intensities, e.g. np.abs(image).")
+    if dt.kind not in "uif":
+        raise SpotDetectError(f"The image has dtype {dt}, not numbers.", "pass a numeric array (integers or floats).")
+    shape = tuple(int(s) for s in image.shape)
+    if axes is None and len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) > 4:
+        raise SpotDetectError(
+            f"The image of shape {shape} looks like RGB(A) colour.",
+            "spots are detected in one fluorescence channel: convert to grayscale or pick a channel, or say "
+            "axes='yxc' to detect in each channel.",
+        )
+    axes = check_axes(len(shape), axes)
+    if any(s == 0 for s in shape):
+        raise SpotDetectError(f"The image is empty (shape {shape}).", "pass an image with pixels in it.")
+    h, w = shape[axes.index("y")], shape[axes.index("x")]
+    if h < min_size or w < min_size:
+        raise SpotDetectError(f"The image plane is only {h} x {w} pixels.",
+                              f"pass planes of at least {min_size} x {min_size} pixels (check the axes: {axes!r}).")
+    order = [axes.index(a) for a in CANONICAL if a in axes]
+    canon = "".join(a for a in CANONICAL if a in axes)
+    if order != list(range(len(order))):
+        image = image.transpose(order)
+    return image, canon
+
+
+def check_finite(plane: np.ndarray, where: str = "") -> None:
+    if plane.dtype.kind == "f":
+        bad = ~np.isfinite(plane)
+        n = int(bad.sum())
+        if n:
+            raise SpotDetectError(
+                f"The image{where} has {n} NaN or infinite pixel(s).",
+                "replace them before detection (e.g. np.nan_to_num(image, nan=np.nanmedian(image))) or crop them out.",
+            )

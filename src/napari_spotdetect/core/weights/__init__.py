@@ -1,0 +1,1 @@
+"""Readers for the weight files of the models we support."""
