@@ -152,8 +152,8 @@ def _forward(model: SpotModel, x: np.ndarray) -> np.ndarray:
 
 
 def detect_iter(image, model, threshold: float | None = None, *, axes: str | None = None,
-                tile_size=None, batch_size: int | None = None, min_distance: int = 1,
-                keep_maps: bool = True, device=None):
+                tile_size=None, overlap: float | None = None, batch_size: int | None = None,
+                min_distance: int = 1, keep_maps: bool = True, device=None):
     """Generator form of :func:`detect`: yields :class:`Progress`, returns :class:`Detections`."""
     from .models.zoo import load_model  # noqa: PLC0415 (avoid an import cycle)
 
@@ -186,7 +186,10 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
     outer_shape = tuple(arr.shape[axes.index(a)] for a in outer_axes)
     h, w = arr.shape[-2:]
     nz = arr.shape[axes.index("z")] if stack else 1
-    plan = plan_tiles((h, w), tile, model.tile_overlap)
+    overlap = model.tile_overlap if overlap is None else float(overlap)
+    if not 0.0 <= overlap < 0.5:
+        raise SpotDetectError(f"Tile overlap {overlap} is out of range.", "use a fraction between 0 and 0.5.")
+    plan = plan_tiles((h, w), tile, overlap)
     pad_mode = model.tile_pad_mode((h, w))
     keep_maps = keep_maps or stack
     map_shape = outer_shape + ((nz,) if stack else ()) + (h, w)
@@ -245,7 +248,7 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
         "threshold": threshold,
         "min_distance": int(min_distance),
         "axes": axes,
-        "tiling": {**plan.describe(), "overlap": model.tile_overlap, "pad": pad_mode, "batch_size": batch},
+        "tiling": {**plan.describe(), "overlap": overlap, "pad": pad_mode, "batch_size": batch},
         "device": str(model.device),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -270,7 +273,8 @@ def detect(image, model, threshold: float | None = None, *, progress=None, shoul
         threshold: score threshold; default the model's own (tuned) threshold.
         progress: called with a :class:`Progress` after each tile batch.
         should_stop: called between batches; when it returns True, :class:`Cancelled` is raised.
-        **kwargs: ``axes``, ``tile_size``, ``batch_size``, ``min_distance``, ``keep_maps``, ``device``.
+        **kwargs: ``axes``, ``tile_size``, ``overlap`` (fraction of a tile; default the model's), ``batch_size``,
+            ``min_distance``, ``keep_maps``, ``device``.
     """
     gen = detect_iter(image, model, threshold, **kwargs)
     while True:

@@ -1,0 +1,53 @@
+"""Shared test fixtures: the reference material in ../shared and small models."""
+
+from __future__ import annotations
+
+import lzma
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SPOTDETECT_SHARED", ROOT.parent / "shared"))
+PISCIS_FIX = SHARED / "fixtures" / "piscis"
+DEEPSPOT_FIX = SHARED / "fixtures" / "deepspot"
+
+os.environ.setdefault("SPOTDETECT_SETTINGS_DIR", str(ROOT / ".pytest_cache" / "settings"))
+
+
+def need_shared(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"reference material not found at {path} (it ships beside the project in CI; a fresh clone "
+                    "without ../shared skips these tests)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def piscis_fixture_file(tmp_path_factory) -> Path:
+    """The real piscis 1.1.0 model file, decompressed once per session."""
+    src = need_shared(PISCIS_FIX / "piscis_fixture.pt.xz")
+    out = tmp_path_factory.mktemp("piscis") / "piscis_fixture.pt"
+    out.write_bytes(lzma.open(src).read())
+    return out
+
+
+@pytest.fixture(scope="session")
+def piscis_model(piscis_fixture_file):
+    from napari_spotdetect import load_model
+
+    return load_model(piscis_fixture_file, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_piscis():
+    """A randomly initialised, small Piscis-architecture model: fast, for plumbing tests."""
+    import torch
+
+    from napari_spotdetect.core.models.base import ModelInfo
+    from napari_spotdetect.core.models.piscis import PiscisModel
+    from napari_spotdetect.core.models.piscis_net import PiscisConfig, PiscisNet
+
+    torch.manual_seed(0)
+    net = PiscisNet(PiscisConfig(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1)))
+    return PiscisModel(net, ModelInfo(name="tiny", arch="piscis"), tile_size=(64, 64), device="cpu")

@@ -1,0 +1,77 @@
+"""Tiled inference: every spot once, whatever the tiling."""
+
+import numpy as np
+import pytest
+
+from napari_spotdetect import detect
+from napari_spotdetect.core.metrics import match_spots
+from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.tiling import plan_axis, plan_tiles
+
+
+@pytest.mark.parametrize("length,starts,borders", [
+    (256, (0,), (0, 256)),
+    (300, (0, 230), (0, 243, 300)),
+    (1024, (0, 230, 460, 690, 920), (0, 243, 473, 703, 933, 1024)),
+])
+def test_axis_plan_follows_piscis(length, starts, borders):
+    p = plan_axis(length, 256, 0.1)
+    assert p.starts == starts and p.borders == borders and p.stops[-1] == length
+
+
+@pytest.mark.parametrize("shape,tile", [((700, 530), (256, 256)), ((100, 90), (256, 256)), ((513, 257), (64, 128))])
+def test_ownership_partitions_the_image(shape, tile):
+    plan = plan_tiles(shape, tile)
+    rng = np.random.default_rng(1)
+    pts = rng.uniform(-0.49, np.array(shape) - 0.51, size=(5000, 2))
+    owners = np.stack([t.owns(pts) for t in plan.tiles]).sum(0)
+    assert (owners == 1).all()
+    for t in plan.tiles:  # a tile owns only what it sees
+        r0, r1, c0, c1 = t.own
+        assert t.rows.start <= r0 < r1 <= t.rows.stop and t.cols.start <= c0 < c1 <= t.cols.stop
+
+
+@pytest.fixture(scope="module")
+def big_image():
+    return synthetic_image((560, 600), n_spots=260, seed=7, amplitude=(500, 1000))
+
+
+@pytest.fixture(scope="module")
+def reference(piscis_model, big_image):
+    return detect(big_image[0], piscis_model, batch_size=1).spots
+
+
+def _no_doubles(spots):
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(spots[["y", "x"]].to_numpy()).query_pairs(1.5)
+    assert not pairs, f"{len(pairs)} spots reported twice"
+
+
+def test_batch_size_never_changes_spots(piscis_model, big_image, reference):
+    other = detect(big_image[0], piscis_model, batch_size=3).spots
+    assert len(other) == len(reference)
+    np.testing.assert_allclose(np.sort(other[["y", "x"]].to_numpy(), 0), np.sort(reference[["y", "x"]].to_numpy(), 0),
+                               atol=1e-3)
+
+
+def test_reference_finds_the_spots_once(big_image, reference):
+    _no_doubles(reference)
+    assert match_spots(reference[["y", "x"]], big_image[1], 1.0).f1 > 0.9
+
+
+@pytest.mark.parametrize("kwargs", [{"tile_size": (192, 192)}, {"overlap": 0.2}, {"tile_size": (256, 128), "overlap": 0.15}])
+def test_other_tilings_agree(piscis_model, big_image, reference, kwargs):
+    spots = detect(big_image[0], piscis_model, **kwargs).spots
+    _no_doubles(spots)
+    assert match_spots(spots[["y", "x"]], reference[["y", "x"]], 1.0).f1 >= 0.99
+
+
+def test_image_offset_agrees(piscis_model, big_image, reference):
+    dy, dx = 37, 53
+    spots = detect(big_image[0][dy:, dx:], piscis_model).spots
+    got = spots[["y", "x"]].to_numpy() + (dy, dx)
+    ref = reference[["y", "x"]].to_numpy()
+    inner = lambda a: a[(a[:, 0] > dy + 4) & (a[:, 1] > dx + 4)]  # noqa: E731 (spots cut by the crop excluded)
+    _no_doubles(spots)
+    assert match_spots(inner(got), inner(ref), 1.0).f1 >= 0.99
