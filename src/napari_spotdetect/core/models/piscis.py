@@ -57,8 +57,14 @@ class PiscisModel(SpotModel):
             out[idx] = t
         return out
 
+    def to(self, device=None) -> "PiscisModel":
+        super().to(device)
+        # NHWC is what oneDNN (CPU) and cuDNN prefer for these convolutions; results are unchanged (<1e-6)
+        self.net.to(memory_format=torch.channels_last)
+        return self
+
     def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
-        pooled, deltas = self.net(x)
+        pooled, deltas = self.net(x.contiguous(memory_format=torch.channels_last))
         return torch.cat([pooled[:, None], deltas], dim=1)
 
     def tile_candidates(self, maps: np.ndarray, floor: float, min_distance: int = 1) -> TileCandidates:
