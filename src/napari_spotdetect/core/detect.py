@@ -91,7 +91,8 @@ class Detections:
 
     def _stack_spots(self, threshold: float) -> pd.DataFrame:
         score = self.maps[self.score_map]
-        dy, dx = self.maps["dy"], self.maps["dx"]
+        zero = np.zeros_like(score)
+        dy, dx = self.maps.get("dy", zero), self.maps.get("dx", zero)  # models without offsets: voxel centres
         outer_shape = score.shape[: len(self._outer_axes)]
         frames = []
         for idx in np.ndindex(*outer_shape):
@@ -165,7 +166,8 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
     if not np.isfinite(threshold):
         raise SpotDetectError(f"Threshold {threshold} is not a number.", "pass a finite threshold.")
     floor = min(threshold, model.threshold_range[0])
-    tile = tuple(int(v) for v in (tile_size or model.tile_size))
+    tile = tile_size or model.tile_size
+    tile = (int(tile),) if np.isscalar(tile) else tuple(int(v) for v in tile)
     if len(tile) == 1:
         tile = (tile[0], tile[0])
     m = model.size_multiple
@@ -211,6 +213,7 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
                 plane = plane[None]
             where = f" (plane {dict(zip(outer_axes + ('z' if stack else ''), oidx + ((z,) if stack else ())))})"
             check_finite(plane, where if n_planes > 1 else "")
+            raw_plane = plane
             plane = model.prepare_image(plane)
             cands = []
             for start in range(0, len(plan), batch):
@@ -235,7 +238,7 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
                 yx = np.concatenate([c[0] for c in cands]) if cands else np.zeros((0, 2))
                 sc = np.concatenate([c[1] for c in cands]) if cands else np.zeros(0)
                 cols = {a: np.full(len(sc), i) for a, i in zip(outer_axes, oidx)}
-                cols.update(y=yx[:, 0], x=yx[:, 1], score=sc, intensity=_intensity(plane, yx))
+                cols.update(y=yx[:, 0], x=yx[:, 1], score=sc, intensity=_intensity(raw_plane, yx))
                 frames.append(pd.DataFrame(cols))
     provenance = {
         "package": "napari-spotdetect",

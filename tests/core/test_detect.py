@@ -1,0 +1,140 @@
+"""Engine behaviour: re-thresholding, axes, lazy input, progress and cancel, out-of-memory fallback."""
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from napari_spotdetect import detect, detect_iter
+from napari_spotdetect.core.errors import Cancelled, SpotDetectError
+from napari_spotdetect.core.synthetic import synthetic_image
+
+
+@pytest.fixture(scope="module")
+def image():
+    return synthetic_image((150, 170), n_spots=40, seed=2)[0]
+
+
+def test_rethreshold_is_detection_at_that_threshold(piscis_model):
+    img = synthetic_image((300, 280), n_spots=80, seed=5, amplitude=(60, 900))[0]
+    low = detect(img, piscis_model, threshold=0.1)
+    for t in (0.1, 0.3, 0.5, 0.9):
+        direct = detect(img, piscis_model, threshold=t).spots
+        again = low.rethreshold(t)
+        assert len(direct) == len(again)
+        np.testing.assert_allclose(direct[["y", "x", "score"]].to_numpy(), again[["y", "x", "score"]].to_numpy())
+    assert len(low.set_threshold(0.7)) == len(low.spots) and low.provenance["threshold"] == 0.7
+
+
+def test_rethreshold_does_not_run_the_network(tiny_piscis, image, monkeypatch):
+    det = detect(image, tiny_piscis, threshold=0.05)
+    calls = []
+    monkeypatch.setattr(tiny_piscis, "forward_maps", lambda x: calls.append(1))
+    n = [len(det.rethreshold(t)) for t in (0.05, 0.2, 0.6)]
+    assert not calls and n == sorted(n, reverse=True)
+
+
+def test_intensity_is_the_raw_pixel_value(tiny_piscis, image):
+    spots = detect(image * 7 + 3, tiny_piscis, threshold=0.05).spots
+    assert len(spots)
+    r = np.clip(np.rint(spots.y).astype(int), 0, image.shape[0] - 1)
+    c = np.clip(np.rint(spots.x).astype(int), 0, image.shape[1] - 1)
+    np.testing.assert_allclose(spots.intensity, image[r, c] * 7 + 3, rtol=1e-6)
+    assert set(spots.source) == {"predicted"} and set(spots.model) == {"tiny"}
+
+
+def test_time_and_channel_axes_are_looped(tiny_piscis, image):
+    one = detect(image, tiny_piscis, threshold=0.05).spots
+    tc = np.stack([np.stack([image, image[::-1]])] * 2)  # (t=2, c=2, y, x)
+    spots = detect(tc, tiny_piscis, threshold=0.05, axes="tcyx").spots
+    assert list(spots.columns[:4]) == ["t", "c", "y", "x"]
+    first = spots[(spots.t == 1) & (spots.c == 0)]
+    np.testing.assert_allclose(first[["y", "x"]].to_numpy(), one[["y", "x"]].to_numpy())
+    flipped = spots[(spots.t == 0) & (spots.c == 1)]
+    direct = detect(np.ascontiguousarray(image[::-1]), tiny_piscis, threshold=0.05).spots
+    np.testing.assert_allclose(flipped[["y", "x"]].to_numpy(), direct[["y", "x"]].to_numpy())
+
+
+def test_channel_last_axes(tiny_piscis, image):
+    yxc = np.stack([image, image], axis=-1)
+    spots = detect(yxc, tiny_piscis, threshold=0.05, axes="yxc").spots
+    assert set(spots.c) == {0, 1}
+
+
+def test_dask_input_gives_the_same_spots(tiny_piscis, image):
+    a = detect(image, tiny_piscis, threshold=0.05).spots
+    b = detect(da.from_array(image, chunks=(64, 64)), tiny_piscis, threshold=0.05).spots
+    np.testing.assert_allclose(a[["y", "x", "score"]].to_numpy(), b[["y", "x", "score"]].to_numpy())
+
+
+def test_integer_tile_size(tiny_piscis, image):
+    det = detect(image, tiny_piscis, tile_size=64)
+    assert det.provenance["tiling"]["tile"] == [64, 64]
+
+
+def test_progress_reaches_total(tiny_piscis, image):
+    seen = []
+    det = detect(image, tiny_piscis, progress=seen.append, batch_size=2)
+    assert seen[0].done == 0 and seen[-1].done == seen[-1].total == det.provenance["tiling"]["n_tiles"]
+    assert [p.done for p in seen] == sorted(p.done for p in seen)
+
+
+def test_generator_form_returns_detections(tiny_piscis, image):
+    gen = detect_iter(image, tiny_piscis)
+    events = []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        det = stop.value
+    assert events and det.spots is not None
+
+
+def test_should_stop_cancels_between_batches(tiny_piscis, image, monkeypatch):
+    calls = []
+    original = tiny_piscis.forward_maps
+    monkeypatch.setattr(tiny_piscis, "forward_maps", lambda x: (calls.append(len(x)), original(x))[1])
+    with pytest.raises(Cancelled):
+        detect(image, tiny_piscis, batch_size=1, should_stop=lambda: len(calls) >= 2)
+    assert len(calls) == 2  # stopped right after the second batch, not at the end
+
+
+def test_out_of_memory_halves_the_batch(tiny_piscis, image, monkeypatch):
+    ref = detect(image, tiny_piscis, threshold=0.05, batch_size=1).spots
+    original = tiny_piscis.forward_maps
+    sizes = []
+
+    def flaky(x):
+        sizes.append(len(x))
+        if len(x) > 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(x)
+
+    monkeypatch.setattr(tiny_piscis, "forward_maps", flaky)
+    spots = detect(image, tiny_piscis, threshold=0.05, batch_size=4).spots
+    assert max(sizes) == 4 and 1 in sizes
+    np.testing.assert_allclose(spots[["y", "x"]].to_numpy(), ref[["y", "x"]].to_numpy())
+
+
+def test_out_of_memory_on_one_tile_is_explained(tiny_piscis, image, monkeypatch):
+    def oom(x):
+        raise RuntimeError("CUDA out of memory.")
+
+    monkeypatch.setattr(tiny_piscis, "forward_maps", oom)
+    with pytest.raises(SpotDetectError, match="smaller tile size"):
+        detect(image, tiny_piscis, batch_size=1)
+
+
+def test_other_runtime_errors_are_not_swallowed(tiny_piscis, image, monkeypatch):
+    def boom(x):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(tiny_piscis, "forward_maps", boom)
+    with pytest.raises(RuntimeError, match="something else"):
+        detect(image, tiny_piscis)
+
+
+def test_stack_without_offset_maps(tiny_piscis, image, monkeypatch):
+    det = detect(np.stack([image, image]), tiny_piscis, axes="zyx", threshold=0.05)
+    det.maps.pop("dy"), det.maps.pop("dx")
+    spots = det.rethreshold(0.05)
+    assert (spots.y == np.round(spots.y)).all()
