@@ -49,8 +49,14 @@ def detect_widget(make_napari_viewer):
     return viewer, widget
 
 
-def run_and_wait(qtbot, widget, timeout=60_000):
-    worker = widget.run()
-    assert worker is not None, widget.problem()
-    qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
-    return worker
+@pytest.fixture
+def run_and_wait(qtbot):
+    """Press Run and wait for the worker to finish (the viewer keeps processing events meanwhile)."""
+
+    def run(widget, timeout=60_000):
+        worker = widget.run()
+        assert worker is not None, widget.problem()
+        qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
+        return worker
+
+    return run

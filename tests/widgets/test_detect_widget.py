@@ -9,8 +9,6 @@ from napari_spotdetect.core import detect
 from napari_spotdetect.core.models.zoo import bundled_path
 from napari_spotdetect.widgets.detect_widget import DETS_KEY, META_KEY, DetectWidget
 
-from .conftest import run_and_wait
-
 
 def _spots_layer(viewer):
     found = [lay for lay in viewer.layers if META_KEY in lay.metadata]
@@ -18,7 +16,7 @@ def _spots_layer(viewer):
     return found[0]
 
 
-def test_detect_2d_sample_gives_aligned_scored_points(detect_widget, qtbot, tiny_model):
+def test_detect_2d_sample_gives_aligned_scored_points(detect_widget, qtbot, tiny_model, run_and_wait):
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
     image = viewer.layers["smFISH (synthetic)"]
@@ -27,7 +25,7 @@ def test_detect_2d_sample_gives_aligned_scored_points(detect_widget, qtbot, tiny
     widget.set_model(tiny_model)
     assert widget._axes.value == "yx"
 
-    run_and_wait(qtbot, widget)
+    run_and_wait(widget)
 
     points = _spots_layer(viewer)
     expected = detect(image.data, tiny_model).spots
@@ -50,11 +48,11 @@ def test_detect_2d_sample_gives_aligned_scored_points(detect_widget, qtbot, tiny
     assert widget._threshold.enabled and "Done:" in widget._status.value
 
 
-def test_threshold_moves_spots_without_running_the_network(detect_widget, qtbot, tiny_model):
+def test_threshold_moves_spots_without_running_the_network(detect_widget, qtbot, tiny_model, run_and_wait):
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
     widget.set_model(tiny_model)
-    run_and_wait(qtbot, widget)
+    run_and_wait(widget)
     points = _spots_layer(viewer)
     n_default, calls = len(points.data), tiny_model.calls
     assert calls > 0
@@ -74,7 +72,7 @@ def test_threshold_moves_spots_without_running_the_network(detect_widget, qtbot,
     assert tiny_model.calls == calls  # never ran the network again
 
 
-def test_cancel_stops_early_and_adds_no_layer(detect_widget, qtbot, tiny_model):
+def test_cancel_stops_early_and_adds_no_layer(detect_widget, qtbot, tiny_model, run_and_wait):
     viewer, widget = detect_widget
     viewer.add_image(np.random.default_rng(0).normal(100, 10, (1024, 1024)).astype(np.float32), name="big")
     tiny_model.delay = 0.3
@@ -91,14 +89,14 @@ def test_cancel_stops_early_and_adds_no_layer(detect_widget, qtbot, tiny_model):
     assert widget._run.enabled and not widget._cancel.enabled
 
 
-def test_zstack_detected_plane_by_plane_with_scale(detect_widget, qtbot, tiny_model):
+def test_zstack_detected_plane_by_plane_with_scale(detect_widget, qtbot, tiny_model, run_and_wait):
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_stack")
     image = viewer.layers["smFISH stack (synthetic)"]
     image.scale = (3.0, 0.5, 0.5)
     widget.set_model(tiny_model)
     assert widget._axes.value == "zyx"
-    run_and_wait(qtbot, widget)
+    run_and_wait(widget)
     points = _spots_layer(viewer)
     assert points.ndim == 3 and len(points.data) > 0
     assert points.data[:, 0].min() >= 0 and points.data[:, 0].max() <= image.data.shape[0] - 1
@@ -112,7 +110,7 @@ def test_zstack_detected_plane_by_plane_with_scale(detect_widget, qtbot, tiny_mo
     assert tiny_model.calls == calls
 
 
-def test_axes_in_layer_order_and_user_override(detect_widget, qtbot, tiny_model):
+def test_axes_in_layer_order_and_user_override(detect_widget, qtbot, tiny_model, run_and_wait):
     viewer, widget = detect_widget
     rng = np.random.default_rng(1)
     data = rng.normal(100, 10, (96, 80, 2)).astype(np.float32)
@@ -124,7 +122,7 @@ def test_axes_in_layer_order_and_user_override(detect_widget, qtbot, tiny_model)
     assert not widget._run.enabled and "not valid" in widget._status.value
     widget._axes.value = "yxc"  # ...until the user says the last axis holds channels
     assert widget._run.enabled
-    run_and_wait(qtbot, widget)
+    run_and_wait(widget)
     points = _spots_layer(viewer)
     for ch in (0, 1):
         ref = detect(data[..., ch], tiny_model).spots
@@ -144,22 +142,22 @@ def test_axis_labels_and_rgb(detect_widget):
     assert "RGB" in widget.problem() and widget.run() is None
 
 
-def test_model_choice_is_remembered_and_errors_are_shown(detect_widget, qtbot, tmp_path):
+def test_model_choice_is_remembered_and_errors_are_shown(detect_widget, run_and_wait, tmp_path):
     viewer, widget = detect_widget
     viewer.add_image(np.zeros((64, 64), np.float32))
     bad = tmp_path / "not_a_model.pt"
-    bad.write_bytes(b"this is not a torch file")
+    bad.write_bytes(b"")  # e.g. an interrupted download
     widget._model_kind.value = "file"
     widget._model_path.value = bad
-    assert widget._model_path.visible and widget._run.enabled
-    run_and_wait(qtbot, widget)
-    assert "not a model file" in widget._status.value and "Fix:" in widget._status.value
+    assert not widget._model_path.native.isHidden() and widget._run.enabled
+    run_and_wait(widget)
+    assert "is empty" in widget._status.value and "Fix:" in widget._status.value
     assert not [lay for lay in viewer.layers if META_KEY in lay.metadata]
 
     again = DetectWidget(viewer)  # a new session reads the settings file
     assert again._model_kind.value == "file" and str(again._model_path.value) == str(bad)
     again.restore_defaults()
-    assert again._model_kind.value == "default" and not again._model_path.visible
+    assert again._model_kind.value == "default" and again._model_path.native.isHidden()
     assert DetectWidget(viewer)._model_kind.value == "default"
 
 

@@ -62,6 +62,7 @@ class DetectWidget(Container):
         self._memory_model: SpotModel | None = None
         self._worker = None
         self._cancelled = False
+        self._error: str | None = None
         self._target = None  # the Points layer the threshold slider drives
         self._last_model: SpotModel | None = None
 
@@ -217,6 +218,7 @@ class DetectWidget(Container):
                             keep_maps=bool(self._maps.value), model_cache=self._model_cache),
             data.shape, axes)
         self._cancelled = False
+        self._error = None
         self._run.enabled = False
         self._cancel.enabled = True
         self._progress.visible = True
@@ -246,18 +248,19 @@ class DetectWidget(Container):
         else:
             log.error("Spot detection failed", exc_info=err)
             text = f"Detection failed: {type(err).__name__}: {err}"
-        self._set_status(text, error=True)
+        self._error = text
         show_error(text)
 
     def _on_finished(self):
-        cancelled = self._cancelled
         self._worker = None
         self._cancel.enabled = False
         self._progress.visible = False
         self._validate()
-        if cancelled:
+        if self._cancelled:
             self._set_status("Stopped; no spots were added.", error=True)
-        elif self._target is not None and not self._status.value.startswith("Detection failed"):
+        elif self._error:
+            self._set_status(self._error, error=True)
+        elif self._target is not None:
             self._set_status(self._summary())
 
     def _on_result(self, res, context):
