@@ -7,6 +7,7 @@ into layers in the main thread. The threshold slider filters the cached :class:`
 from __future__ import annotations
 
 import logging
+import time
 
 import napari
 import numpy as np
@@ -106,7 +107,7 @@ class DetectWidget(Container):
         self._timer.setSingleShot(True)
         self._timer.setInterval(30)  # coalesce slider ticks: one layer update per pause, not per pixel moved
         self._timer.timeout.connect(self.apply_threshold)
-        self._threshold.changed.connect(lambda _v: self._timer.start())
+        self._threshold.changed.connect(self._on_slider)
         viewer.layers.events.removed.connect(self._on_layer_removed)
         viewer.layers.selection.events.active.connect(self._on_active_layer)
         self._on_image_changed()
@@ -318,6 +319,15 @@ class DetectWidget(Container):
         self._tuned.enabled = model is not None
         self._count.value = f"{len(layer.data):,} in '{layer.name}'"
 
+    def _on_slider(self, value: float) -> None:
+        """Count at once (a table filter, milliseconds); redraw the layer when the slider pauses."""
+        layer = self._target
+        dets = layer.metadata.get(DETS_KEY) if layer is not None else None
+        if dets is not None and not dets.stack:
+            n = int((dets.candidates["score"] > float(value)).sum())
+            self._count.value = f"{n:,} at {float(value):.2f} (updating '{layer.name}'…)"
+        self._timer.start()
+
     def apply_threshold(self, value: float | None = None) -> int:
         """Filter the cached detections at ``value`` (default: the slider) and update the layer; no network."""
         self._timer.stop()
@@ -332,7 +342,11 @@ class DetectWidget(Container):
             self._set_status(str(err), error=True)
             return len(layer.data)
         coords, features = L.points_from_spots(spots, layer.metadata[META_KEY]["layer_axes"])
+        t0 = time.perf_counter()
         L.replace_points(layer, coords, features)
+        # wait at least twice as long as an update takes before the next, so dragging never queues updates
+        ms = 1000 * (time.perf_counter() - t0)
+        self._timer.setInterval(int(min(1000, max(30, 2 * ms))))
         layer.metadata[META_KEY]["threshold"] = float(t)
         self._count.value = f"{len(coords):,} in '{layer.name}'"
         return len(coords)
