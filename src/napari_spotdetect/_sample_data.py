@@ -38,5 +38,7 @@ def smfish_stack(shape=(9, 256, 256), n_spots: int = 150, seed: int = 3):
         img[:, y0:y1, x0:x1] += a * blob
     img = rng.poisson(img).astype(np.float64) + rng.normal(0, 10, size=shape)
     truth = {"name": "true spots", "features": {"source": np.full(n_spots, "truth")}, **_TRUTH_STYLE}
-    return [(img.astype(np.float32), {"name": "smFISH stack (synthetic)", "colormap": "gray"}, "image"),
-            (zyx, truth, "points")]
+    labels = ("z", "y", "x")  # so napari's slider says "z" and the widget reads the axes from the layer
+    return [(img.astype(np.float32), {"name": "smFISH stack (synthetic)", "colormap": "gray",
+                                      "axis_labels": labels}, "image"),
+            (zyx, {**truth, "axis_labels": labels}, "points")]

@@ -56,7 +56,7 @@ class DetectWidget(Container):
     """Dock widget for spot detection (npe2 command ``napari-spotdetect.detect_widget``)."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__(labels=True)
+        super().__init__(labels=False)
         self._viewer = viewer
         self._settings = {**DEFAULTS, **load_settings(SECTION)}
         self._model_cache: dict = {}
@@ -72,12 +72,12 @@ class DetectWidget(Container):
         self._model_kind = ComboBox(label="Model", choices=_MODEL_KINDS, tooltip=_TIP["model"])
         self._model_path = FileEdit(label="Model file", mode="r", tooltip=_TIP["path"])
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], tooltip=_TIP["device"])
-        self._tile = SpinBox(label="Tile size", min=0, max=8192, step=8, tooltip=_TIP["tile"])
+        self._tile = SpinBox(label="Tile size (0: auto)", min=0, max=8192, step=8, tooltip=_TIP["tile"])
         self._maps = CheckBox(text="Add the score map as an image", tooltip=_TIP["maps"])
         self._run = PushButton(text="Detect spots", tooltip="Find spots in the image with the chosen model.")
         self._cancel = PushButton(text="Cancel", enabled=False, tooltip="Stop after the current tile; nothing is added.")
-        self._progress = ProgressBar(label="Progress", min=0, max=1, value=0, visible=False)
-        self._status = Label(label="", value="")
+        self._progress = ProgressBar(min=0, max=1, value=0, visible=False)
+        self._status = Label(value="")
         self._threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, step=0.01, enabled=False,
                                       tooltip=_TIP["threshold"])
         self._count = Label(label="Spots", value="run a detection first")
@@ -87,10 +87,17 @@ class DetectWidget(Container):
                                  tooltip="Bundled model, automatic device and tile size, axes from the layer.")
         buttons = Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False)
         thr_buttons = Container(widgets=[self._tuned, self._reset], layout="horizontal", labels=False)
-        self.extend([
-            self._image, self._axes, self._model_kind, self._model_path, self._device, self._tile, self._maps,
-            buttons, self._progress, self._status, self._threshold, self._count, thr_buttons,
-        ])
+        head1 = Label(value="<b>1. Find spots</b>")
+        head2 = Label(value="<b>2. Keep the spots above a threshold</b><br>"
+                            "Live: moving it does not run the network again.")
+        form1 = Container(widgets=[self._image, self._axes, self._model_kind, self._model_path, self._device,
+                                   self._tile, self._maps], labels=True)
+        form2 = Container(widgets=[self._threshold, self._count], labels=True)
+        self.extend([head1, form1, buttons, self._progress, self._status, head2, form2, thr_buttons])
+        for lab in (head1, head2):
+            lab.native.setWordWrap(True)
+        for form in (form1, form2, buttons, thr_buttons):
+            form.margins = (0, 0, 0, 0)
         self._status.native.setWordWrap(True)
         self._status.native.setMinimumWidth(200)
 
