@@ -25,7 +25,7 @@ _LABEL_ALIASES = {
 #: maps not worth showing as images (sub-pixel offsets)
 HIDDEN_MAPS = {"dy", "dx"}
 #: above this many spots per update the layer gets slow (see benchmarks/bench_points.py)
-MANY_SPOTS = 200_000
+MANY_SPOTS = 100_000
 
 
 def axes_from_labels(labels) -> str | None:
