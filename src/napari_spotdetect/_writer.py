@@ -1,0 +1,36 @@
+"""Writer for Points layers: a spot CSV (coordinates, then every feature) and its provenance beside it.
+
+Column names come from the detection's axes when the layer came from this plugin, else from the layer's
+axis labels, else the last axes are y, x (then z, t). The write is atomic: the file is complete or absent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .core.spots_io import write_spots_csv
+from .widgets.layers import axes_from_labels
+
+
+def write_points(path: str, data, meta: dict) -> list[str]:
+    data = np.asarray(data, dtype=float).reshape(-1, np.shape(data)[-1] if np.ndim(data) == 2 else 2)
+    axes = _layer_axes(data.shape[1], meta)
+    df = pd.DataFrame({a: data[:, i] for i, a in enumerate(axes)})
+    features = meta.get("features")
+    if features is not None and len(features) == len(df):
+        feats = pd.DataFrame(features).reset_index(drop=True)
+        df = pd.concat([df, feats.drop(columns=[c for c in feats.columns if c in axes])], axis=1)
+    metadata = meta.get("metadata") or {}
+    prov = metadata.get("spotdetect")
+    write_spots_csv(df, path, provenance=dict(prov) if isinstance(prov, dict) else None)
+    return [str(path)]
+
+
+def _layer_axes(ndim: int, meta: dict) -> str:
+    metadata = meta.get("metadata") or {}
+    for axes in ((metadata.get("spotdetect") or {}).get("layer_axes"), metadata.get("spotdetect_axes"),
+                 axes_from_labels(meta.get("axis_labels") or ())):
+        if axes and len(axes) == ndim:
+            return axes
+    return "tzyx"[-ndim:] if ndim <= 4 else "tczyx"[-ndim:]

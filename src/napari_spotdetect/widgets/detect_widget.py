@@ -1,0 +1,411 @@
+"""The "Detect spots" dock widget: pick an image and a model, run in a worker, then move the threshold live.
+
+The widget only collects choices, starts :func:`workers.detection_steps` in a thread and turns its result
+into layers in the main thread. The threshold slider filters the cached :class:`Detections` (no network).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import napari
+import numpy as np
+from magicgui.widgets import (
+    CheckBox, ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, ProgressBar, PushButton, SpinBox,
+    create_widget,
+)
+from napari.utils.notifications import show_error, show_warning
+from qtpy.QtCore import QTimer
+
+from ..core.device import available_devices
+from ..core.errors import SpotDetectError
+from ..core.models.base import SpotModel
+from ..core.models.zoo import BUNDLED, bundled_path
+from . import layers as L
+from .settings import load_settings, save_settings
+from .workers import detection_steps, start_worker
+
+log = logging.getLogger(__name__)
+
+SECTION = "detect"
+DEFAULTS = {"model_kind": "default", "model_path": "", "device": "auto", "tile_size": 0, "show_maps": True}
+META_KEY = "spotdetect"  # provenance (plain dict, saved with the spots)
+DETS_KEY = "spotdetect_detections"  # the Detections object, for re-thresholding
+_MODEL_KINDS = [
+    ("Bundled default model", "default"),
+    ("Model file (.pt: piscis or ours)", "file"),
+    ("DeepSpot model folder", "folder"),
+]
+_TIP = {
+    "image": "The fluorescence image to search for spots.",
+    "axes": "One letter per image dimension: t = time, c = channel, z = depth, y = rows, x = columns.\n"
+            "Taken from the layer; change it if napari guessed wrong (e.g. 'cyx' for a channel stack).\n"
+            "z-stacks are detected plane by plane and spots are merged across planes.",
+    "model": "Which trained network finds the spots. The last model you used is remembered.",
+    "path": "The model file (.pt) or DeepSpot SavedModel folder.",
+    "device": "Where the network runs: a GPU (cuda, mps) is much faster than the CPU.",
+    "tile": "The image is cut into square tiles of this many pixels (0 = the model's own size).\n"
+            "Smaller tiles need less memory; the result is the same.",
+    "maps": "Also add the model's score map as an image layer, aligned with the image.",
+    "threshold": "Spots whose score is above this value are kept. Moving it does not run the network again.",
+}
+
+
+class DetectWidget(Container):
+    """Dock widget for spot detection (npe2 command ``napari-spotdetect.detect_widget``)."""
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=False)
+        self._viewer = viewer
+        self._settings = {**DEFAULTS, **load_settings(SECTION)}
+        self._model_cache: dict = {}
+        self._memory_model: SpotModel | None = None
+        self._worker = None
+        self._cancelled = False
+        self._error: str | None = None
+        self._target = None  # the Points layer the threshold slider drives
+        self._last_model: SpotModel | None = None
+
+        self._image = create_widget(annotation=napari.layers.Image, label="Image", options={"tooltip": _TIP["image"]})
+        self._axes = LineEdit(label="Axes", tooltip=_TIP["axes"])
+        self._model_kind = ComboBox(label="Model", choices=_MODEL_KINDS, tooltip=_TIP["model"])
+        self._model_path = FileEdit(label="Model file", mode="r", tooltip=_TIP["path"])
+        self._device = ComboBox(label="Device", choices=["auto", *available_devices()], tooltip=_TIP["device"])
+        self._tile = SpinBox(label="Tile size (0: auto)", min=0, max=8192, step=8, tooltip=_TIP["tile"])
+        self._maps = CheckBox(text="Add the score map as an image", tooltip=_TIP["maps"])
+        self._run = PushButton(text="Detect spots", tooltip="Find spots in the image with the chosen model.")
+        self._cancel = PushButton(text="Cancel", enabled=False, tooltip="Stop after the current tile; nothing is added.")
+        self._progress = ProgressBar(min=0, max=1, value=0, visible=False)
+        self._status = Label(value="")
+        self._threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, step=0.01, enabled=False,
+                                      tooltip=_TIP["threshold"])
+        self._count = Label(label="Spots", value="run a detection first")
+        self._tuned = PushButton(text="Use model's tuned threshold", enabled=False,
+                                 tooltip="Set the threshold the model's authors tuned on validation data.")
+        self._reset = PushButton(text="Restore defaults",
+                                 tooltip="Bundled model, automatic device and tile size, axes from the layer.")
+        buttons = Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False)
+        thr_buttons = Container(widgets=[self._tuned, self._reset], layout="horizontal", labels=False)
+        head1 = Label(value="<b>1. Find spots</b>")
+        head2 = Label(value="<b>2. Keep the spots above a threshold</b><br>"
+                            "Live: moving it does not run the network again.")
+        form1 = Container(widgets=[self._image, self._axes, self._model_kind, self._model_path, self._device,
+                                   self._tile, self._maps], labels=True)
+        form2 = Container(widgets=[self._threshold, self._count], labels=True)
+        self.extend([head1, form1, buttons, self._progress, self._status, head2, form2, thr_buttons])
+        for lab in (head1, head2):
+            lab.native.setWordWrap(True)
+        for form in (form1, form2, buttons, thr_buttons):
+            form.margins = (0, 0, 0, 0)
+        self._status.native.setWordWrap(True)
+        self._status.native.setMinimumWidth(200)
+
+        self._apply_settings(self._settings)
+        self._image.changed.connect(self._on_image_changed)
+        self._axes.changed.connect(self._validate)
+        self._model_kind.changed.connect(self._on_model_kind)
+        self._model_path.changed.connect(self._validate)
+        self._run.changed.connect(self.run)
+        self._cancel.changed.connect(self.cancel)
+        self._tuned.changed.connect(self.use_tuned_threshold)
+        self._reset.changed.connect(self.restore_defaults)
+        self._timer = QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(30)  # coalesce slider ticks: one layer update per pause, not per pixel moved
+        self._timer.timeout.connect(self.apply_threshold)
+        self._threshold.changed.connect(self._on_slider)
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+        viewer.layers.selection.events.active.connect(self._on_active_layer)
+        self._on_image_changed()
+
+    # -- choices ------------------------------------------------------------------------------------------
+    def _apply_settings(self, s: dict) -> None:
+        kind = s.get("model_kind", "default")
+        self._model_kind.value = kind if kind in {v for _, v in _MODEL_KINDS} else "default"
+        self._model_path.value = s.get("model_path") or ""
+        dev = s.get("device", "auto")
+        self._device.value = dev if dev in self._device.choices else "auto"
+        self._tile.value = int(s.get("tile_size") or 0)
+        self._maps.value = bool(s.get("show_maps", True))
+        self._on_model_kind()
+
+    def set_model(self, model: SpotModel) -> None:
+        """Use an already-built model (scripts, notebooks, tests); it is offered as "In memory: <name>"."""
+        self._memory_model = model
+        choices = [c for c in _MODEL_KINDS] + [(f"In memory: {model.info.name}", "memory")]
+        self._model_kind.choices = choices
+        self._model_kind.value = "memory"
+
+    def _on_model_kind(self, *_):
+        kind = self._model_kind.value
+        self._model_path.visible = kind in ("file", "folder")
+        self._model_path.mode = "d" if kind == "folder" else "r"
+        self._model_path.label = "Model folder" if kind == "folder" else "Model file"
+        self._validate()
+
+    def _on_image_changed(self, *_):
+        layer = self._image.value
+        if layer is None:
+            self._axes.value = ""
+        else:
+            try:
+                self._axes.value = L.guess_layer_axes(layer.ndim, layer.axis_labels, layer.rgb)
+            except SpotDetectError:
+                self._axes.value = ""
+        self._validate()
+
+    def _model_source(self):
+        kind = self._model_kind.value
+        if kind == "memory":
+            return self._memory_model
+        if kind == "default":
+            return "default"
+        return str(self._model_path.value)
+
+    def problem(self) -> str | None:
+        """Why Run cannot start now (a message for the user), or None when everything is ready."""
+        layer = self._image.value
+        if layer is None:
+            return "Open or choose an image layer."
+        try:
+            L.guess_layer_axes(layer.ndim, (), layer.rgb)  # refuses RGB
+            from ..core.validate import check_axes
+
+            check_axes(layer.ndim, self._axes.value.strip() or None)
+        except SpotDetectError as err:
+            return str(err)
+        kind = self._model_kind.value
+        if kind == "default" and not bundled_path("default").exists():
+            return ("The bundled default model is not installed in this version. Choose 'Model file' and a "
+                    "piscis .pt file (or one of ours), or a DeepSpot model folder.")
+        if kind in ("file", "folder"):
+            from pathlib import Path
+
+            p = Path(str(self._model_path.value)).expanduser()
+            if str(self._model_path.value) in ("", ".") or not p.exists():
+                return "Choose the model file." if kind == "file" else "Choose the DeepSpot model folder."
+            if kind == "file" and p.is_dir():
+                return "This is a folder; choose a model file, or pick 'DeepSpot model folder'."
+        return None
+
+    def _validate(self, *_):
+        if self._worker is not None:
+            return
+        msg = self.problem()
+        self._run.enabled = msg is None
+        self._set_status(msg or "Ready.", error=msg is not None)
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        self._status.value = text
+        self._status.native.setStyleSheet("color: #e0a040;" if error else "")
+
+    # -- running ------------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def run(self, *_):
+        """Start detection in a worker thread; returns the worker (None if the choices are not valid)."""
+        msg = self.problem()
+        if msg is not None:
+            self._set_status(msg, error=True)
+            return None
+        layer = self._image.value
+        data = layer.data[0] if layer.multiscale else layer.data
+        axes = self._axes.value.strip().lower()
+        kind = self._model_kind.value
+        if kind != "memory":
+            save_settings(SECTION, {"model_kind": kind, "model_path": str(self._model_path.value),
+                                    "device": self._device.value, "tile_size": int(self._tile.value),
+                                    "show_maps": bool(self._maps.value)})
+        device = None if self._device.value == "auto" else self._device.value
+        tile = int(self._tile.value) or None
+        gen = _with_plane_messages(
+            detection_steps(data, self._model_source(), axes=axes, device=device, tile_size=tile,
+                            keep_maps=bool(self._maps.value), model_cache=self._model_cache),
+            data.shape, axes)
+        self._cancelled = False
+        self._error = None
+        self._run.enabled = False
+        self._cancel.enabled = True
+        self._progress.visible = True
+        self._progress.max, self._progress.value = 1, 0
+        self._set_status("Starting…")
+        context = {"layer": layer, "axes": axes}
+        self._worker = start_worker(
+            gen, on_yield=self._on_progress, on_return=lambda res: self._on_result(res, context),
+            on_error=self._on_error, on_finish=self._on_finished)
+        return self._worker
+
+    def cancel(self, *_):
+        """Stop the running detection after the current tile batch; nothing is added."""
+        if self._worker is not None:
+            self._cancelled = True
+            self._set_status("Stopping after the current tile…")
+            self._worker.quit()
+
+    def _on_progress(self, p):
+        self._progress.max = max(int(p.total), 1)
+        self._progress.value = min(int(p.done), self._progress.max)
+        self._set_status(p.message)
+
+    def _on_error(self, err):
+        if isinstance(err, SpotDetectError):
+            text = str(err)
+        else:
+            log.error("Spot detection failed", exc_info=err)
+            text = f"Detection failed: {type(err).__name__}: {err}"
+        self._error = text
+        show_error(text)
+
+    def _on_finished(self):
+        self._worker = None
+        self._cancel.enabled = False
+        self._progress.visible = False
+        self._validate()
+        if self._cancelled:
+            self._set_status("Stopped; no spots were added.", error=True)
+        elif self._error:
+            self._set_status(self._error, error=True)
+        elif self._target is not None:
+            self._set_status(self._summary())
+
+    def _on_result(self, res, context):
+        if self._cancelled:  # cancel clicked after the last tile but before this ran: honour it
+            return
+        dets, model = res.detections, res.model
+        image_layer, axes = context["layer"], context["axes"]
+        self._last_model = model
+        new_layers = self._build_layers(dets, model, image_layer, axes)
+        # every layer is built before any is added, so a failure above leaves the viewer untouched
+        for old in [lay for lay in self._viewer.layers if lay.name in {n.name for n in new_layers}
+                    and (META_KEY in lay.metadata or lay.metadata.get("spotdetect_map"))]:
+            self._viewer.layers.remove(old)
+        for lay in new_layers:
+            self._viewer.layers.append(lay)
+        self._viewer.layers.selection.active = new_layers[-1]
+        self._set_target(new_layers[-1])
+
+    def _build_layers(self, dets, model, image_layer, axes):
+        from napari.layers import Image, Points
+
+        scale, translate = np.asarray(image_layer.scale), np.asarray(image_layer.translate)
+        out = []
+        for name, arr in dets.maps.items():
+            if name in L.HIDDEN_MAPS or not self._maps.value:
+                continue
+            data, dims = L.map_in_layer_order(arr, dets.axes, axes)
+            out.append(Image(data, name=f"{image_layer.name} {name} (model map)", scale=scale[dims],
+                             translate=translate[dims], colormap="magma", blending="additive", opacity=0.6,
+                             metadata={"spotdetect_map": name}))
+        spots = dets.spots
+        coords, features = L.points_from_spots(spots, axes)
+        provenance = {**dets.provenance, "layer_axes": axes, "image_layer": image_layer.name}
+        kw = L.points_layer_kwargs(f"{image_layer.name} spots", features, score_range=model.threshold_range,
+                                   scale=scale, translate=translate, stack="z" in axes,
+                                   metadata={META_KEY: provenance, DETS_KEY: dets})
+        kw["ndim"] = len(axes)
+        out.append(Points(coords, **kw))
+        if len(coords) > L.MANY_SPOTS:
+            show_warning(f"{len(coords):,} spots: the layer will be slow to draw and to re-threshold. "
+                         "Raise the threshold or detect in a crop.")
+        return out
+
+    # -- threshold ----------------------------------------------------------------------------------------
+    def _set_target(self, layer) -> None:
+        self._target = layer
+        dets = layer.metadata[DETS_KEY]
+        model = self._last_model
+        lo, hi = model.threshold_range if model is not None else (dets.floor, max(1.0, dets.threshold))
+        lo = max(lo, dets.floor)
+        with self._threshold.changed.blocked():
+            self._threshold.min, self._threshold.max = lo, max(hi, dets.threshold)
+            self._threshold.value = dets.threshold
+        self._threshold.enabled = True
+        self._tuned.enabled = model is not None
+        self._count.value = f"{len(layer.data):,} in '{layer.name}'"
+
+    def _on_slider(self, value: float) -> None:
+        """Count at once (a table filter, milliseconds); redraw the layer when the slider pauses."""
+        layer = self._target
+        dets = layer.metadata.get(DETS_KEY) if layer is not None else None
+        if dets is not None and not dets.stack:
+            n = int((dets.candidates["score"] > float(value)).sum())
+            self._count.value = f"{n:,} at {float(value):.2f} (updating '{layer.name}'…)"
+        self._timer.start()
+
+    def apply_threshold(self, value: float | None = None) -> int:
+        """Filter the cached detections at ``value`` (default: the slider) and update the layer; no network."""
+        self._timer.stop()
+        layer = self._target
+        if layer is None or DETS_KEY not in layer.metadata:
+            return 0
+        t = float(self._threshold.value if value is None else value)
+        dets = layer.metadata[DETS_KEY]
+        try:
+            spots = dets.set_threshold(t)
+        except SpotDetectError as err:
+            self._set_status(str(err), error=True)
+            return len(layer.data)
+        coords, features = L.points_from_spots(spots, layer.metadata[META_KEY]["layer_axes"])
+        t0 = time.perf_counter()
+        L.replace_points(layer, coords, features)
+        # wait at least twice as long as an update takes before the next, so dragging never queues updates
+        ms = 1000 * (time.perf_counter() - t0)
+        self._timer.setInterval(int(min(1000, max(30, 2 * ms))))
+        layer.metadata[META_KEY]["threshold"] = float(t)
+        self._count.value = f"{len(coords):,} in '{layer.name}'"
+        return len(coords)
+
+    def use_tuned_threshold(self, *_):
+        if self._last_model is not None:
+            self._threshold.value = self._last_model.default_threshold
+            self.apply_threshold()
+
+    def restore_defaults(self, *_):
+        """Default model, device and tile size; axes from the layer; the tuned threshold on the current result."""
+        save_settings(SECTION, dict(DEFAULTS))
+        self._model_kind.choices = _MODEL_KINDS
+        self._memory_model = None
+        self._apply_settings(dict(DEFAULTS))
+        self._on_image_changed()
+        if self._target is not None:
+            self.use_tuned_threshold()
+
+    def _summary(self) -> str:
+        prov = self._target.metadata[META_KEY]
+        return (f"Done: {len(self._target.data):,} spots at threshold {prov['threshold']:.2f} "
+                f"with {prov['model']} on {prov['device']}.")
+
+    def _on_layer_removed(self, event):
+        if event.value is self._target:
+            self._target = None
+            self._threshold.enabled = False
+            self._tuned.enabled = False
+            self._count.value = "run a detection first"
+
+    def _on_active_layer(self, event):
+        layer = event.value
+        if layer is not None and layer is not self._target and DETS_KEY in getattr(layer, "metadata", {}):
+            self._set_target(layer)
+
+
+def _with_plane_messages(gen, shape, axes):
+    """Re-word the engine's tile progress as "plane k of n (t=.., z=..)" for stacks and time series."""
+    outer = [(a, shape[axes.index(a)]) for a in "tcz" if a in axes]
+    n_planes = int(np.prod([n for _, n in outer], dtype=np.int64)) if outer else 1
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if p.total and p.done and n_planes > 1 and p.total % n_planes == 0:
+            per = p.total // n_planes
+            k = (p.done - 1) // per
+            idx = np.unravel_index(k, [n for _, n in outer])
+            where = ", ".join(f"{a}={int(i)}" for (a, _), i in zip(outer, idx))
+            p.message = f"plane {k + 1} of {n_planes} ({where}) · tile {p.done} of {p.total}"
+        elif p.total and p.done:
+            p.message = f"tile {p.done} of {p.total}"
+        yield p

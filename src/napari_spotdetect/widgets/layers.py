@@ -1,0 +1,106 @@
+"""From detections to napari layer data, and the layer updates a threshold change needs.
+
+Kept apart from the widget so it can be tested and benchmarked without one. The engine works in canonical
+axis order (``tczyx``); layers keep the user's order, so every conversion goes through the layer's axes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..core.errors import SpotDetectError
+from ..core.spots_io import COORD_ORDER
+from ..core.validate import check_axes
+
+#: the axes a layer of each rank is assumed to have when its axis labels say nothing
+LAYER_DEFAULT_AXES = {2: "yx", 3: "zyx", 4: "tzyx", 5: "tczyx"}
+_LABEL_ALIASES = {
+    "t": "t", "time": "t", "frame": "t", "frames": "t", "timepoint": "t",
+    "c": "c", "ch": "c", "channel": "c", "channels": "c",
+    "z": "z", "depth": "z", "plane": "z", "planes": "z", "slice": "z",
+    "y": "y", "row": "y", "rows": "y",
+    "x": "x", "col": "x", "column": "x", "columns": "x",
+}
+#: maps not worth showing as images (sub-pixel offsets)
+HIDDEN_MAPS = {"dy", "dx"}
+#: above this many spots per update the layer gets slow (see benchmarks/bench_points.py)
+MANY_SPOTS = 100_000
+
+
+def axes_from_labels(labels) -> str | None:
+    """Axes letters from a layer's axis labels, or None when the labels are napari's defaults or unknown."""
+    letters = [_LABEL_ALIASES.get(str(lab).strip().lower()) for lab in labels]
+    if any(a is None for a in letters):
+        return None
+    axes = "".join(letters)
+    try:
+        return check_axes(len(axes), axes)
+    except SpotDetectError:
+        return None
+
+
+def guess_layer_axes(ndim: int, axis_labels=(), rgb: bool = False) -> str:
+    """The axes to propose for an image layer; raises a user-facing error for what cannot be detected."""
+    if rgb:
+        raise SpotDetectError("This image layer is RGB colour; spots are found in one fluorescence channel.",
+                              "split the channels (right-click the layer > Split RGB) and choose one.")
+    named = axes_from_labels(axis_labels) if axis_labels else None
+    if named is not None:
+        return named
+    if ndim not in LAYER_DEFAULT_AXES:
+        raise SpotDetectError(f"The image layer has {ndim} dimensions; 2 to 5 are supported.",
+                              "choose a 2-D to 5-D image layer.")
+    return LAYER_DEFAULT_AXES[ndim]
+
+
+def points_from_spots(spots: pd.DataFrame, layer_axes: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """(N, ndim) coordinates in the layer's axis order, and the remaining columns as features.
+
+    An axis the table lacks (channels fed to the network together) gets 0.
+    """
+    n = len(spots)
+    coords = np.zeros((n, len(layer_axes)), dtype=np.float64)
+    for i, a in enumerate(layer_axes):
+        if a in spots.columns:
+            coords[:, i] = spots[a].to_numpy(dtype=np.float64)
+    features = spots.drop(columns=[c for c in COORD_ORDER if c in spots.columns]).reset_index(drop=True)
+    return coords, features
+
+
+def map_in_layer_order(arr: np.ndarray, detection_axes: str, layer_axes: str) -> tuple[np.ndarray, list[int]]:
+    """A stitched model map (canonical order, maybe without 'c') in the layer's order, plus the layer dims it spans."""
+    map_axes = detection_axes if arr.ndim == len(detection_axes) else detection_axes.replace("c", "")
+    target = [a for a in layer_axes if a in map_axes]
+    out = np.transpose(arr, [map_axes.index(a) for a in target])
+    return out, [layer_axes.index(a) for a in target]
+
+
+def points_layer_kwargs(name: str, features: pd.DataFrame, *, score_range, scale, translate,
+                        stack: bool, metadata: dict) -> dict:
+    """Style of a detection layer: hollow rings coloured by score, so the spot itself stays visible."""
+    kw = dict(
+        name=name, features=features, size=7, face_color="transparent", border_color="score",
+        border_colormap="plasma", border_contrast_limits=tuple(float(v) for v in score_range),
+        border_width=0.18, border_width_is_relative=True, scale=tuple(scale), translate=tuple(translate),
+        metadata=metadata,
+    )
+    if stack:
+        # spots are drawn, shrinking, on the planes next to theirs (napari < 0.9: out_of_slice_display)
+        from napari.layers import Points
+
+        if hasattr(Points, "projection_mode"):
+            kw["projection_mode"] = "rescale_linear"
+        else:  # pragma: no cover - older napari
+            kw["out_of_slice_display"] = True
+    return kw
+
+
+def replace_points(layer, coords: np.ndarray, features: pd.DataFrame) -> None:
+    """Swap a Points layer's spots and features as one batch (no per-point work on our side).
+
+    napari's own cost dominates (about 1 ms per 1,000 points when the count shrinks, 3 ms when it grows,
+    napari 0.9.2; see benchmarks/bench_points.py), so callers debounce slider moves.
+    """
+    layer.data = coords
+    layer.features = features

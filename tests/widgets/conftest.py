@@ -1,0 +1,62 @@
+"""Fixtures for the napari tests: a tiny random network (fast), a call counter, isolated settings."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from napari_spotdetect.core.models.base import ModelInfo
+from napari_spotdetect.core.models.piscis import PiscisModel
+from napari_spotdetect.core.models.piscis_net import PiscisConfig, PiscisNet
+from napari_spotdetect.widgets.settings import ENV_VAR
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _private_settings(tmp_path, monkeypatch):
+    """Never read or write the user's own widget settings."""
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "settings.json"))
+
+
+class CountingModel(PiscisModel):
+    """A tiny random Piscis network that counts forward passes (and can be slowed down)."""
+
+    calls = 0
+    delay = 0.0
+
+    def forward_maps(self, x):
+        self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        return super().forward_maps(x)
+
+
+@pytest.fixture
+def tiny_model() -> CountingModel:
+    torch.manual_seed(0)
+    net = PiscisNet(PiscisConfig(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1)))
+    return CountingModel(net, ModelInfo(name="tiny-random", arch="piscis", source="<test>"), device="cpu")
+
+
+@pytest.fixture
+def detect_widget(make_napari_viewer):
+    """A viewer and the plugin's widget, docked through the npe2 manifest as a user would open it."""
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
+    return viewer, widget
+
+
+@pytest.fixture
+def run_and_wait(qtbot):
+    """Press Run and wait for the worker to finish (the viewer keeps processing events meanwhile)."""
+
+    def run(widget, timeout=60_000):
+        worker = widget.run()
+        assert worker is not None, widget.problem()
+        qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
+        return worker
+
+    return run

@@ -1,0 +1,170 @@
+"""The detection widget in a real (headless) napari viewer, driven the way a user drives it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_spotdetect.core import detect
+from napari_spotdetect.core.models.zoo import bundled_path
+from napari_spotdetect.widgets.detect_widget import DETS_KEY, META_KEY, DetectWidget
+
+
+def _spots_layer(viewer):
+    found = [lay for lay in viewer.layers if META_KEY in lay.metadata]
+    assert len(found) == 1, [lay.name for lay in viewer.layers]
+    return found[0]
+
+
+def test_detect_2d_sample_gives_aligned_scored_points(detect_widget, qtbot, tiny_model, run_and_wait):
+    viewer, widget = detect_widget
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    image = viewer.layers["smFISH (synthetic)"]
+    image.scale, image.translate = (0.5, 0.25), (10.0, -3.0)
+    widget._image.value = image
+    widget.set_model(tiny_model)
+    assert widget._axes.value == "yx"
+
+    run_and_wait(widget)
+
+    points = _spots_layer(viewer)
+    expected = detect(image.data, tiny_model).spots
+    assert len(points.data) == len(expected) > 0
+    np.testing.assert_allclose(points.data, expected[["y", "x"]].to_numpy())
+    assert {"score", "intensity", "source", "model"} <= set(points.features.columns)
+    assert (points.features["source"] == "predicted").all()
+    assert (points.features["score"] > 0.5).all()
+    assert points.border_color_mode == "colormap"
+    np.testing.assert_allclose(points.scale, image.scale)
+    np.testing.assert_allclose(points.translate, image.translate)
+    prov = points.metadata[META_KEY]
+    assert prov["model"] == "tiny-random" and prov["threshold"] == 0.5 and prov["layer_axes"] == "yx"
+    assert "tiling" in prov and prov["device"] == "cpu"
+    score_map = viewer.layers["smFISH (synthetic) labels (model map)"]
+    assert score_map.data.shape == image.data.shape
+    np.testing.assert_allclose(score_map.scale, image.scale)
+    np.testing.assert_allclose(score_map.translate, image.translate)
+    assert "dy (model map)" not in " ".join(lay.name for lay in viewer.layers)
+    assert widget._threshold.enabled and "Done:" in widget._status.value
+
+
+def test_threshold_moves_spots_without_running_the_network(detect_widget, qtbot, tiny_model, run_and_wait):
+    viewer, widget = detect_widget
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    widget.set_model(tiny_model)
+    run_and_wait(widget)
+    points = _spots_layer(viewer)
+    n_default, calls = len(points.data), tiny_model.calls
+    assert calls > 0
+
+    widget._threshold.value = 0.2  # as the slider does; the update is debounced
+    qtbot.waitUntil(lambda: len(points.data) != n_default, timeout=5000)
+    assert len(points.data) > n_default
+    assert len(points.features) == len(points.data)
+    assert (points.features["score"] > 0.2).all()
+    assert points.metadata[META_KEY]["threshold"] == pytest.approx(0.2)
+    assert points.metadata[DETS_KEY].threshold == pytest.approx(0.2)
+    assert str(len(points.data)) in widget._count.value
+
+    widget.use_tuned_threshold()
+    assert len(points.data) == n_default
+    assert widget._threshold.value == pytest.approx(0.5)
+    assert tiny_model.calls == calls  # never ran the network again
+
+
+def test_cancel_stops_early_and_adds_no_layer(detect_widget, qtbot, tiny_model, run_and_wait):
+    viewer, widget = detect_widget
+    viewer.add_image(np.random.default_rng(0).normal(100, 10, (1024, 1024)).astype(np.float32), name="big")
+    tiny_model.delay = 0.3
+    widget.set_model(tiny_model)
+    widget._maps.value = True
+    worker = widget.run()
+    qtbot.waitUntil(lambda: tiny_model.calls >= 1, timeout=20_000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=20_000)
+    assert [lay.name for lay in viewer.layers] == ["big"]
+    assert tiny_model.calls < 25  # 25 tiles in all: it stopped within a tile batch
+    assert worker.abort_requested
+    assert "no spots were added" in widget._status.value
+    assert widget._run.enabled and not widget._cancel.enabled
+
+
+def test_zstack_detected_plane_by_plane_with_scale(detect_widget, qtbot, tiny_model, run_and_wait):
+    viewer, widget = detect_widget
+    viewer.open_sample("napari-spotdetect", "smfish_stack")
+    image = viewer.layers["smFISH stack (synthetic)"]
+    image.scale = (3.0, 0.5, 0.5)
+    widget.set_model(tiny_model)
+    assert widget._axes.value == "zyx"
+    run_and_wait(widget)
+    points = _spots_layer(viewer)
+    assert points.ndim == 3 and len(points.data) > 0
+    assert points.data[:, 0].min() >= 0 and points.data[:, 0].max() <= image.data.shape[0] - 1
+    np.testing.assert_allclose(points.scale, image.scale)
+    assert str(points.projection_mode) == "rescale_linear"
+    score_map = viewer.layers["smFISH stack (synthetic) labels (model map)"]
+    assert score_map.data.shape == image.data.shape
+    np.testing.assert_allclose(score_map.scale, image.scale)
+    calls = tiny_model.calls
+    assert len(points.data) != widget.apply_threshold(0.1)  # stack spots are merged again, from the maps
+    assert tiny_model.calls == calls
+
+
+def test_axes_in_layer_order_and_user_override(detect_widget, qtbot, tiny_model, run_and_wait):
+    viewer, widget = detect_widget
+    rng = np.random.default_rng(1)
+    data = rng.normal(100, 10, (96, 80, 2)).astype(np.float32)
+    layer = viewer.add_image(data, name="two channels last", rgb=False)
+    widget._image.value = layer
+    widget.set_model(tiny_model)
+    assert widget._axes.value == "zyx"  # a 3-D layer without labels is taken as a z-stack...
+    widget._axes.value = "yxq"
+    assert not widget._run.enabled and "not valid" in widget._status.value
+    widget._axes.value = "yxc"  # ...until the user says the last axis holds channels
+    assert widget._run.enabled
+    run_and_wait(widget)
+    points = _spots_layer(viewer)
+    for ch in (0, 1):
+        ref = detect(data[..., ch], tiny_model).spots
+        mine = points.data[points.data[:, 2] == ch]
+        np.testing.assert_allclose(mine[:, :2], ref[["y", "x"]].to_numpy())
+    assert viewer.layers["two channels last labels (model map)"].data.shape == data.shape
+
+
+def test_axis_labels_and_rgb(detect_widget):
+    viewer, widget = detect_widget
+    labelled = viewer.add_image(np.zeros((3, 32, 32), np.float32), axis_labels=("time", "row", "column"))
+    widget._image.value = labelled
+    assert widget._axes.value == "tyx"
+    rgb = viewer.add_image(np.zeros((32, 32, 3), np.uint8), rgb=True)
+    widget._image.value = rgb
+    assert not widget._run.enabled
+    assert "RGB" in widget.problem() and widget.run() is None
+
+
+def test_model_choice_is_remembered_and_errors_are_shown(detect_widget, run_and_wait, tmp_path):
+    viewer, widget = detect_widget
+    viewer.add_image(np.zeros((64, 64), np.float32))
+    bad = tmp_path / "not_a_model.pt"
+    bad.write_bytes(b"")  # e.g. an interrupted download
+    widget._model_kind.value = "file"
+    widget._model_path.value = bad
+    assert not widget._model_path.native.isHidden() and widget._run.enabled
+    run_and_wait(widget)
+    assert "is empty" in widget._status.value and "Fix:" in widget._status.value
+    assert not [lay for lay in viewer.layers if META_KEY in lay.metadata]
+
+    again = DetectWidget(viewer)  # a new session reads the settings file
+    assert again._model_kind.value == "file" and str(again._model_path.value) == str(bad)
+    again.restore_defaults()
+    assert again._model_kind.value == "default" and again._model_path.native.isHidden()
+    assert DetectWidget(viewer)._model_kind.value == "default"
+
+
+@pytest.mark.skipif(bundled_path("default").exists(), reason="the bundled model is installed")
+def test_missing_default_model_is_explained(detect_widget):
+    viewer, widget = detect_widget
+    viewer.add_image(np.zeros((64, 64), np.float32))
+    widget._model_kind.value = "default"
+    assert not widget._run.enabled
+    assert "bundled default model is not installed" in widget._status.value
