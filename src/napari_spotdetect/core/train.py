@@ -61,7 +61,7 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     val_radius: float = 1.0  # match radius (px) for the validation F1 and threshold tuning
-    tile_size: int = 256
+    tile_size: int | None = None  # inference tile of the trained model; default: the base model's, or 256
     device: str | None = "cpu"
 
     @classmethod
@@ -219,8 +219,8 @@ class Trainer:
             raise SpotDetectError("Training currently supports single-channel models.", "use in_channels=1.")
         self.device = torch.device(c.device or "cpu")
         self.net = net.to(self.device)
-        self.model = PiscisModel(self.net, info, adjustment=adjustment, tile_size=(c.tile_size, c.tile_size),
-                                 device=self.device)
+        tile = (c.tile_size, c.tile_size) if c.tile_size else (model.tile_size if self.mode == "finetune" else (256, 256))
+        self.model = PiscisModel(self.net, info, adjustment=adjustment, tile_size=tile, device=self.device)
         self.opt = self._optimizer()
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.name = name

@@ -74,9 +74,10 @@ def _plain(obj):
 
 
 def arch_of(model: SpotModel) -> str:
-    for name, spec in ARCHS.items():
-        if isinstance(model, spec.model_type):
-            return name
+    for cls in type(model).__mro__:  # the most specific registered class wins
+        for name, spec in ARCHS.items():
+            if spec.model_type is cls:
+                return name
     raise SpotDetectError(f"Cannot save a {type(model).__name__}: no file format is registered for it.",
                           f"save one of: {', '.join(ARCHS)}.")
 
