@@ -107,3 +107,54 @@ def stack_components(score: np.ndarray, threshold: float) -> tuple[np.ndarray, n
     voxels = cent.astype(np.int64)  # truncation, as piscis casts the centroid
     peak = ndimage.maximum(score, lab, index).astype(np.float32)
     return voxels, np.atleast_1d(peak)
+
+
+def _windows(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """(B, H, W) -> (B, k*k, H, W): each pixel's zero-padded k x k neighbourhood, row-major offsets."""
+    b, h, w = x.shape
+    r = kernel_size // 2
+    cols = torch.nn.functional.unfold(x[:, None], kernel_size, padding=r)
+    return cols.view(b, kernel_size * kernel_size, h, w)
+
+
+def _votes(deltas: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """(B, k*k, H, W) bool: does the window pixel at each offset vote for the centre pixel?
+
+    The pixel at offset (a, b) from q lands on q iff its rounded displacement is exactly (-a, -b). Padding
+    outside the image has displacement 0 and so only "votes" at offset 0, which is always inside.
+    """
+    r = kernel_size // 2
+    step = torch.round(deltas.detach())
+    wy = _windows(step[:, 0], kernel_size)
+    wx = _windows(step[:, 1], kernel_size)
+    off = torch.arange(-r, r + 1, device=deltas.device, dtype=deltas.dtype)
+    oy = off.repeat_interleave(kernel_size).view(1, -1, 1, 1)
+    ox = off.repeat(kernel_size).view(1, -1, 1, 1)
+    return (wy == -oy) & (wx == -ox)
+
+
+def deformable_softmax_pool(labels: torch.Tensor, deltas: torch.Tensor, x: torch.Tensor | None = None,
+                            kernel_size: int = 3, temperature: float = 0.05) -> torch.Tensor:
+    """Softmax-weighted average of ``x`` (default ``labels``) over the pixels that vote for each pixel.
+
+    The weights are a softmax over the whole k x k window of ``labels * vote / temperature``; pixels that do
+    not vote enter the softmax as 0 rather than being excluded, and their ``x`` is averaged in with that
+    small weight (piscis 1.1.0's rule, which the SmoothF1 loss relies on).
+    Used only by the loss, where ``deltas`` are the ground truth.
+    """
+    x = labels if x is None else x
+    vote = _votes(deltas, kernel_size)
+    lab = _windows(labels, kernel_size) * vote
+    weights = torch.softmax(lab / temperature, dim=1)
+    return (weights * _windows(x, kernel_size)).sum(dim=1)
+
+
+def peak_local_softmax(values: torch.Tensor, kernel_size: int = 3, temperature: float = 0.05) -> torch.Tensor:
+    """Differentiable non-maximum suppression: each value times its softmax weight in its k x k window.
+
+    A clear local maximum keeps (almost) its value, its neighbours are pushed towards 0, so a spot counts
+    once in SmoothF1's sums however many pixels light up around it.
+    """
+    win = _windows(values, kernel_size)
+    centre = (kernel_size * kernel_size) // 2
+    return values * torch.softmax(win / temperature, dim=1)[:, centre]

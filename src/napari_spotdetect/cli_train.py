@@ -1,0 +1,126 @@
+"""``spotdetect train`` and ``spotdetect finetune``: thin command-line wrappers around the Trainer.
+
+``add_train_parsers(subparsers)`` is called by the main CLI (``cli.py``). Checkpoints go to a work folder
+next to the output (``<out stem>_checkpoints``) so that an interrupted run can ``--resume``; the final
+model is written atomically to ``--out`` and loads with ``--model <out>`` everywhere.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .core.errors import SpotDetectError
+
+
+def _common(p, epochs: int, steps: int | None, lr: float):
+    p.add_argument("--images", help="folder of training images")
+    p.add_argument("--spots", default=None, help="folder of <image stem>.csv spot tables (default: --images)")
+    p.add_argument("--val-images", default=None, help="folder of validation images (default: hold out 15%%)")
+    p.add_argument("--val-spots", default=None, help="folder of validation CSVs (default: --val-images)")
+    p.add_argument("--out", required=True, help="model file to write (.pt)")
+    p.add_argument("--epochs", type=int, default=epochs, help="(default: %(default)s)")
+    p.add_argument("--steps-per-epoch", type=int, default=steps, help="(default: one pass over the images)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--crop", type=int, default=128, help="training crop size, multiple of 8 (default: %(default)s)")
+    p.add_argument("--loss", default="smoothf1", choices=["smoothf1", "dice", "ce", "focal"])
+    p.add_argument("--l2-weight", type=float, default=0.25, help="weight of the masked L2 term (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=lr, help="learning rate (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoints of an earlier run")
+    p.add_argument("--half", action="store_true", help="store weights in half precision (smaller file)")
+
+
+def add_train_parsers(subparsers) -> None:
+    t = subparsers.add_parser("train", help="train a new Piscis-architecture model (from folders or synthetic data)")
+    _common(t, epochs=40, steps=None, lr=0.1)
+    t.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="train on N synthetic images instead of (or in addition to) --images")
+    t.add_argument("--kind", default="train", help="synthetic preset (default: %(default)s)")
+    t.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    t.add_argument("--widths", type=int, nargs=4, default=[16, 32, 64, 128])
+    t.add_argument("--depths", type=int, nargs=4, default=[1, 2, 2, 2])
+    t.set_defaults(func=cmd_train)
+    f = subparsers.add_parser("finetune", help="adapt a model to your images from a few annotated examples")
+    _common(f, epochs=10, steps=10, lr=3e-4)
+    f.add_argument("--model", default="default", help="model to start from (default: %(default)s)")
+    f.set_defaults(func=cmd_finetune)
+
+
+def _data(args, synthetic: int = 0, kind: str = "train"):
+    from .core.synthetic import synthetic_dataset
+    from .core.train import pairs_from_folder
+
+    train = pairs_from_folder(args.images, args.spots) if args.images else []
+    if synthetic:
+        train += synthetic_dataset(synthetic, kind, seed=args.seed + 1)
+    if not train:
+        raise SpotDetectError("No training data.", "pass --images FOLDER (with CSVs) or --synthetic N.")
+    val = pairs_from_folder(args.val_images, args.val_spots) if args.val_images else None
+    if val is None and synthetic and not args.images:
+        val = synthetic_dataset(max(2, synthetic // 10), kind, seed=args.seed + 2, shape=(256, 256))
+    info = {"images": str(Path(args.images).resolve()) if args.images else None,
+            "synthetic": {"n_images": synthetic, "kind": kind} if synthetic else None,
+            "validation": str(Path(args.val_images).resolve()) if args.val_images else None}
+    return train, val, info
+
+
+def _run(model_or_cfg, train, val, cfg, args, info) -> int:
+    import torch
+
+    from .core.train import Trainer
+    from .core.weights.native import save_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    work = out.parent / f"{out.stem}_checkpoints"
+    tr = Trainer(model_or_cfg, train, val, cfg, out_dir=work, name=out.stem, resume=args.resume, data_info=info)
+
+    def show(ev):
+        if ev.kind == "step":
+            loss = ev.losses.get("loss", float("nan"))
+            print(f"\repoch {ev.epoch}/{ev.epochs} step {ev.step}/{ev.steps} loss {loss:.4f}", end="",
+                  file=sys.stderr, flush=True)
+        else:
+            print(f"\r{ev.message}", file=sys.stderr, flush=True)
+
+    res = tr.fit(show)
+    path = save_model(res.model, out, half=args.half)
+    val_f1 = res.model.info.card.get("validation", {}).get("f1")
+    print(f"wrote {path} (threshold {res.model.default_threshold:.2f}"
+          + (f", validation F1 {val_f1:.3f}" if val_f1 is not None else "") + f"); checkpoints in {work}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .core.models.piscis_net import PiscisConfig
+    from .core.train import TrainConfig
+
+    train, val, info = _data(args, args.synthetic, args.kind)
+    cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+                      crop=args.crop, loss=args.loss, l2_weight=args.l2_weight, optimizer=args.optimizer, lr=args.lr,
+                      seed=args.seed, device=args.device)
+    arch = PiscisConfig(widths=tuple(args.widths), depths=tuple(args.depths))
+    return _run(arch, train, val, cfg, args, info)
+
+
+def cmd_finetune(args) -> int:
+    from .core.models.piscis import PiscisModel
+    from .core.models.zoo import load_model
+    from .core.train import TrainConfig
+
+    if not args.images:
+        raise SpotDetectError("Fine-tuning needs annotated images.", "pass --images FOLDER with one CSV per image.")
+    model = load_model(args.model, device="cpu")
+    if not isinstance(model, PiscisModel):
+        raise SpotDetectError(f"{args.model} is a {model.info.arch} model; fine-tuning supports Piscis models.",
+                              "start from 'default' or a piscis / napari-spotdetect .pt file.")
+    train, val, info = _data(args)
+    cfg = TrainConfig.finetune(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+                               crop=args.crop, loss=args.loss, l2_weight=args.l2_weight, lr=args.lr, seed=args.seed,
+                               device=args.device)
+    return _run(model, train, val, cfg, args, info)

@@ -1,0 +1,470 @@
+"""Training and fine-tuning of Piscis-architecture models, for the CLI and the widgets alike.
+
+``Trainer.iter_fit()`` is a generator that yields a :class:`TrainEvent` after every step and epoch, so a
+napari ``thread_worker`` can show progress and stop between steps; ``fit()`` runs it to the end. The
+network being trained is always a deep copy: the model a user has loaded is never modified, and a stop
+or a crash leaves only complete files behind (checkpoints are written to a temporary file and renamed).
+
+Schedule (Piscis paper 4.3.2 / piscis 1.1.0): SGD with Nesterov momentum, linear warm-up, constant, then
+step decay (x ``decay_factor``, ``decay_steps`` times over the last ``decay_fraction`` of training). The
+learning rate is set per step from the fraction of training done, so short runs get the same shape.
+Fine-tuning uses Adam at a small constant rate. After each epoch the model runs :func:`detect` on the
+validation images, the score threshold that maximises the mean F1 there is chosen, and the best epoch
+(by that F1) is kept, with its threshold, as the ``best`` checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .augment import random_augment
+from .errors import Cancelled, SpotDetectError
+from .losses import PiscisLoss
+from .metrics import evaluate, match_spots
+from .models.base import ModelInfo
+from .models.piscis import PiscisModel
+from .models.piscis_net import PiscisConfig, PiscisNet
+from .ops import deformable_pool
+from .targets import voronoi_targets
+
+THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (saved in the model card)."""
+
+    epochs: int = 40
+    steps_per_epoch: int | None = None  # default: one pass over the training images
+    batch_size: int = 4
+    crop: int = 128  # training crops are crop x crop (a multiple of 8)
+    loss: str = "smoothf1"
+    l2_weight: float = 0.25  # the paper's; piscis 1.1.0 uses 0.1
+    optimizer: str = "sgd"  # "sgd" (from scratch) or "adam" (fine-tuning)
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    warmup_fraction: float = 0.04
+    decay_fraction: float = 0.4
+    decay_steps: int = 10
+    decay_factor: float = 0.5
+    grad_clip: float | None = 5.0  # tiny CPU batches make SGD at lr 0.1 spiky; None turns it off
+    augment: bool = True
+    seed: int = 0
+    val_radius: float = 1.0  # match radius (px) for the validation F1 and threshold tuning
+    tile_size: int | None = None  # inference tile of the trained model; default: the base model's, or 256
+    device: str | None = "cpu"
+
+    @classmethod
+    def finetune(cls, **kw) -> "TrainConfig":
+        """Defaults for adapting a trained model to a few annotated images."""
+        base = dict(optimizer="adam", lr=3e-4, epochs=10, warmup_fraction=0.0, decay_fraction=0.0,
+                    weight_decay=0.0, steps_per_epoch=10)
+        base.update(kw)
+        return cls(**base)
+
+
+@dataclass
+class TrainEvent:
+    """Progress report. ``kind``: "start", "step", "epoch", "stopped" or "done"."""
+
+    kind: str
+    epoch: int
+    epochs: int
+    step: int = 0
+    steps: int = 0
+    lr: float = 0.0
+    losses: dict = field(default_factory=dict)
+    val: dict | None = None
+    best_f1: float | None = None
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        if self.kind == "done":
+            return 1.0
+        return ((self.epoch - 1) + (self.step / self.steps if self.steps else 1.0)) / max(self.epochs, 1)
+
+
+@dataclass
+class TrainResult:
+    model: PiscisModel  # best weights (or last, with no validation data) with the tuned threshold
+    best_path: Path | None
+    last_path: Path | None
+    history: list
+    stopped: bool = False
+
+
+def _as_pairs(data, what: str) -> list:
+    """Validate (image, coords) pairs: 2-D finite images, (N, 2) coordinates."""
+    out = []
+    for i, item in enumerate(data or []):
+        try:
+            img, pts = item
+        except (TypeError, ValueError) as err:
+            raise SpotDetectError(f"{what} item {i} is not an (image, spots) pair.",
+                                  "pass a list of (2-D image, (N, 2) y/x array) pairs.") from err
+        img = np.asarray(img)
+        if img.ndim != 2:
+            raise SpotDetectError(f"{what} image {i} has shape {img.shape}; training takes 2-D images.",
+                                  "pass single planes (split z-stacks and channels first).")
+        if img.shape[0] < 16 or img.shape[1] < 16:
+            raise SpotDetectError(f"{what} image {i} is only {img.shape}.", "use images of at least 16 x 16 pixels.")
+        img = img.astype(np.float32)
+        if not np.isfinite(img).all():
+            raise SpotDetectError(f"{what} image {i} contains NaN or infinite pixels.", "clean the image first.")
+        if hasattr(pts, "columns"):  # a spot DataFrame
+            pts = pts[["y", "x"]].to_numpy()
+        pts = np.asarray(pts, dtype=np.float64)
+        pts = pts.reshape(0, 2) if pts.size == 0 else pts
+        if pts.ndim != 2 or pts.shape[1] != 2:
+            raise SpotDetectError(f"{what} spots {i} have shape {pts.shape}; expected (N, 2) rows of (y, x).",
+                                  "pass 2-D spot coordinates (drop z or other columns).")
+        out.append((img, pts))
+    return out
+
+
+def _standardize(img: np.ndarray) -> np.ndarray:
+    return ((img - img.mean()) / (img.std() + 1e-7)).astype(np.float32)
+
+
+def lr_factor(t: float, warmup: float, decay: float, n_decay: int, factor: float) -> float:
+    """Learning-rate multiplier at fraction ``t`` of training: warm-up, plateau, ``n_decay`` step decays."""
+    if warmup > 0 and t < warmup:
+        return max(t / warmup, 1e-3)
+    start = 1.0 - decay
+    if decay <= 0 or t < start:
+        return 1.0
+    k = min(n_decay, int((t - start) / decay * n_decay) + 1)
+    return factor ** k
+
+
+class Trainer:
+    """Train (from a :class:`PiscisConfig`) or fine-tune (from a loaded :class:`PiscisModel`) on spots.
+
+    Args:
+        model: a ``PiscisConfig`` (train from scratch) or a ``PiscisModel`` (copied, never modified).
+        train: (image, spots) pairs; spots are (N, 2) y/x arrays or DataFrames with y, x columns.
+        val: validation pairs; without them 15 % of ``train`` (at least one image) is held out, or, with a
+            single training image, that image is also used for validation (reported in the card).
+        config: :class:`TrainConfig`.
+        out_dir, name: where ``{name}_best.pt`` and ``{name}_last.pt`` go (nothing is written if None).
+        stop: a ``threading.Event`` or a callable returning True to stop between steps.
+        resume: continue from ``{name}_last.pt`` in ``out_dir`` if it exists.
+        data_info: a description of the training data for the model card.
+    """
+
+    def __init__(self, model, train, val=None, config: TrainConfig | None = None, *, out_dir=None,
+                 name: str = "model", stop=None, resume: bool = False, data_info: dict | None = None):
+        self.cfg = config or TrainConfig()
+        c = self.cfg
+        if c.crop % 8 or c.crop < 16:
+            raise SpotDetectError(f"Training crop {c.crop} is not a multiple of 8 (>= 16).", "use e.g. 128 or 256.")
+        if c.batch_size < 1 or c.epochs < 1:
+            raise SpotDetectError("batch_size and epochs must be at least 1.", "pass positive values.")
+        if c.optimizer not in ("sgd", "adam"):
+            raise SpotDetectError(f"Unknown optimizer {c.optimizer!r}.", "use 'sgd' or 'adam'.")
+        train = _as_pairs(train, "training")
+        val = _as_pairs(val, "validation")
+        if not train:
+            raise SpotDetectError("No training images.", "pass at least one (image, spots) pair.")
+        if sum(len(p) for _, p in train) == 0:
+            raise SpotDetectError("None of the training images has any spot annotated.",
+                                  "annotate spots (a CSV of y,x per image) before training.")
+        self.val_note = "given"
+        if not val:
+            if len(train) == 1:
+                val, self.val_note = list(train), "the single training image (no held-out data)"
+            else:
+                n_val = max(1, int(round(0.15 * len(train))))
+                order = np.random.default_rng(c.seed).permutation(len(train))
+                val = [train[i] for i in order[:n_val]]
+                train = [train[i] for i in order[n_val:]]
+                self.val_note = f"{n_val} of the training images held out"
+        self.train_raw, self.val = train, val
+        self.train = [(_standardize(im), pts) for im, pts in train]
+        self.loss = PiscisLoss(c.loss, c.l2_weight)
+        torch.manual_seed(c.seed)
+        self.base_card: dict = {}
+        if isinstance(model, PiscisConfig):
+            net = PiscisNet(model)
+            self.mode = "scratch"
+            info = ModelInfo(name=name, arch="piscis")
+            adjustment = "standardize"
+        elif isinstance(model, PiscisModel):
+            if model.adjustment != "standardize":
+                raise SpotDetectError(f"Fine-tuning expects a model that standardises its input, this one uses "
+                                      f"{model.adjustment!r}.", "fine-tune a Piscis-architecture model.")
+            net = copy.deepcopy(model.net).cpu()
+            self.mode = "finetune"
+            self.base_card = {"base_model": model.info.name, "base_model_sha256": model.info.sha256,
+                              "base_model_source": model.info.source}
+            info = ModelInfo(name=name, arch="piscis")
+            adjustment = model.adjustment
+        else:
+            raise SpotDetectError(f"Cannot train a {type(model).__name__}.",
+                                  "pass a PiscisConfig (new model) or a loaded Piscis model (fine-tuning).")
+        if net.cfg.pooling != "max":
+            net.cfg = PiscisConfig.from_dict({**net.cfg.to_dict(), "pooling": "max"})  # training pools by max
+        if net.cfg.in_channels != 1:
+            raise SpotDetectError("Training currently supports single-channel models.", "use in_channels=1.")
+        self.device = torch.device(c.device or "cpu")
+        self.net = net.to(self.device)
+        tile = (c.tile_size, c.tile_size) if c.tile_size else (model.tile_size if self.mode == "finetune" else (256, 256))
+        self.model = PiscisModel(self.net, info, adjustment=adjustment, tile_size=tile, device=self.device)
+        self.opt = self._optimizer()
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.name = name
+        self.stop = stop
+        self.data_info = data_info or {}
+        self.history: list[dict] = []
+        self.best: dict | None = None  # {"f1", "epoch", "threshold", "state"}
+        self.start_epoch = 1
+        self.steps_per_epoch = c.steps_per_epoch or max(1, len(self.train) // c.batch_size)
+        if resume and self.last_path is not None and self.last_path.exists():
+            self._resume()
+
+    # -- paths ---------------------------------------------------------------------------------------
+    @property
+    def best_path(self) -> Path | None:
+        return self.out_dir / f"{self.name}_best.pt" if self.out_dir else None
+
+    @property
+    def last_path(self) -> Path | None:
+        return self.out_dir / f"{self.name}_last.pt" if self.out_dir else None
+
+    def _optimizer(self):
+        c = self.cfg
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(self.net.parameters(), lr=c.lr, momentum=c.momentum, nesterov=True,
+                                   weight_decay=c.weight_decay)
+        return torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+
+    def _should_stop(self) -> bool:
+        s = self.stop
+        if s is None:
+            return False
+        if isinstance(s, threading.Event):
+            return s.is_set()
+        return bool(s())
+
+    # -- data ----------------------------------------------------------------------------------------
+    def _batch(self, rng: np.random.Generator):
+        c = self.cfg
+        imgs, labs, dels, counts = [], [], [], []
+        while len(imgs) < c.batch_size:
+            for _ in range(10):  # crops without spots teach SmoothF1 nothing: draw again (as piscis)
+                img, pts = self.train[rng.integers(len(self.train))]
+                if c.augment:
+                    x, p = random_augment(img, pts, (c.crop, c.crop), rng)
+                else:
+                    x, p = _center(img, pts, c.crop)
+                if len(p):
+                    break
+            lab, dl = voronoi_targets(p, (c.crop, c.crop), self.loss.dilation)
+            imgs.append(x)
+            labs.append(lab)
+            dels.append(dl)
+            counts.append(len(p))
+        dev = self.device
+        x = torch.from_numpy(np.stack(imgs)[:, None]).to(dev)
+        target = {"labels": torch.from_numpy(np.stack(labs)).to(dev), "deltas": torch.from_numpy(np.stack(dels)).to(dev),
+                  "n_spots": torch.tensor(counts, device=dev)}
+        return x, target
+
+    # -- validation ----------------------------------------------------------------------------------
+    def validate(self) -> dict:
+        """Detect on the validation images; tune the threshold for the best mean F1 at ``val_radius``."""
+        from .detect import detect  # noqa: PLC0415
+
+        self.net.eval()
+        floor = float(THRESHOLDS[0])
+        preds = []
+        for img, _ in self.val:
+            det = detect(img, self.model, threshold=floor, keep_maps=False)
+            cand = det.candidates
+            preds.append((cand[["y", "x"]].to_numpy(), cand["score"].to_numpy()))
+        truth = [p for _, p in self.val]
+        f1s = []
+        for t in THRESHOLDS:
+            f1s.append(np.mean([match_spots(yx[s > t], gt, self.cfg.val_radius).f1
+                                for (yx, s), gt in zip(preds, truth)]))
+        f1s = np.array(f1s)
+        best = np.flatnonzero(f1s >= f1s.max() - 1e-9)
+        thr = float(THRESHOLDS[best[np.argmin(np.abs(THRESHOLDS[best] - 0.5))]])  # ties: nearest 0.5
+        per = [evaluate(yx[s > thr], gt, self.cfg.val_radius) for (yx, s), gt in zip(preds, truth)]
+        out = {k: float(np.mean([m[k] for m in per])) for k in ("precision", "recall", "f1", "f1_integral")}
+        out.update(threshold=thr, f1_at_0_5=float(f1s[np.argmin(np.abs(THRESHOLDS - 0.5))]))
+        self.net.train()
+        return out
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def card(self, val: dict | None, epoch: int) -> dict:
+        from .. import __version__  # noqa: PLC0415
+
+        return {"trained_with": f"napari-spotdetect {__version__}", "mode": self.mode,
+                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "epoch": epoch, "epochs": self.cfg.epochs, "steps_per_epoch": self.steps_per_epoch,
+                "train_config": asdict(self.cfg), "n_train_images": len(self.train), "n_val_images": len(self.val),
+                "validation_data": self.val_note, "validation": val or {}, "training_data": self.data_info,
+                **self.base_card}
+
+    def _save_last(self, epoch: int, val: dict | None) -> None:
+        if self.last_path is None:
+            return
+        from .weights.native import save_model  # noqa: PLC0415
+
+        extra = {"training": {"epoch": epoch, "optimizer": self.opt.state_dict(), "history": self.history,
+                              "best": {k: v for k, v in (self.best or {}).items() if k != "state"},
+                              "best_state": (self.best or {}).get("state", {})}}
+        save_model(self.model, self.last_path, card=self.card(val, epoch), extra=extra)
+
+    def _resume(self) -> None:
+        obj = torch.load(self.last_path, map_location="cpu", weights_only=True)
+        tr = obj.get("training")
+        if not isinstance(tr, dict):
+            raise SpotDetectError(f"{self.last_path} has no training state to resume from.",
+                                  "delete it or train without resume.")
+        self.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in obj["state_dict"].items()})
+        self.opt.load_state_dict(tr["optimizer"])
+        self.history = list(tr["history"])
+        if tr.get("best"):
+            self.best = {**tr["best"], "state": tr["best_state"]}
+        self.model.default_threshold = float(obj.get("threshold", 0.5))
+        self.start_epoch = int(tr["epoch"]) + 1
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def iter_fit(self):
+        """Yield :class:`TrainEvent` s; return a :class:`TrainResult` (``StopIteration.value``)."""
+        c = self.cfg
+        spe, total = self.steps_per_epoch, c.epochs * self.steps_per_epoch
+        self.net.train()
+        yield TrainEvent("start", self.start_epoch, c.epochs, 0, spe, message=f"{self.mode}: {len(self.train)} "
+                         f"training / {len(self.val)} validation images, {c.epochs} epochs x {spe} steps")
+        for epoch in range(self.start_epoch, c.epochs + 1):
+            rng = np.random.default_rng([c.seed, epoch])  # per-epoch stream: resuming repeats the same data
+            torch.manual_seed(c.seed * 100003 + epoch)
+            sums: dict[str, float] = {}
+            t0 = time.perf_counter()
+            for step in range(1, spe + 1):
+                if self._should_stop():
+                    yield from self._stopped(epoch, step)
+                    return self._result(stopped=True)
+                g = ((epoch - 1) * spe + step - 1) / total
+                lr = c.lr * lr_factor(g, c.warmup_fraction, c.decay_fraction, c.decay_steps, c.decay_factor)
+                for group in self.opt.param_groups:
+                    group["lr"] = lr
+                x, target = self._batch(rng)
+                labels, deltas = self.net.heads(x)
+                pooled = deformable_pool(labels, deltas, self.net.cfg.kernel_size, "max")
+                loss, parts = self.loss(labels, pooled, deltas, target)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if c.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.grad_clip)
+                self.opt.step()
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                yield TrainEvent("step", epoch, c.epochs, step, spe, lr, parts,
+                                 best_f1=self.best["f1"] if self.best else None)
+            if self._should_stop():
+                yield from self._stopped(epoch, spe)
+                return self._result(stopped=True)
+            val = self.validate() if self.val else None
+            losses = {k: v / spe for k, v in sums.items()}
+            rec = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in losses.items()},
+                   **({f"val_{k}": v for k, v in val.items()} if val else {}), "seconds": time.perf_counter() - t0}
+            self.history.append(rec)
+            if val is not None and (self.best is None or val["f1"] > self.best["f1"]):
+                self.model.default_threshold = val["threshold"]
+                self.best = {"f1": val["f1"], "epoch": epoch, "threshold": val["threshold"], "val": val,
+                             "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
+                if self.best_path is not None:
+                    from .weights.native import save_model  # noqa: PLC0415
+
+                    save_model(self.model, self.best_path, card=self.card(val, epoch))
+            self._save_last(epoch, val)
+            yield TrainEvent("epoch", epoch, c.epochs, spe, spe, lr, losses, val,
+                             best_f1=self.best["f1"] if self.best else None,
+                             message=f"epoch {epoch}/{c.epochs}: loss {losses.get('loss', float('nan')):.4f}"
+                             + (f", val F1 {val['f1']:.3f} (threshold {val['threshold']:.2f})" if val else ""))
+        result = self._result(stopped=False)
+        yield TrainEvent("done", c.epochs, c.epochs, spe, spe, best_f1=self.best["f1"] if self.best else None,
+                         message=f"done; best validation F1 {self.best['f1']:.3f} at epoch {self.best['epoch']}"
+                         if self.best else "done")
+        return result
+
+    def _stopped(self, epoch, step):
+        yield TrainEvent("stopped", epoch, self.cfg.epochs, step, self.steps_per_epoch,
+                         best_f1=self.best["f1"] if self.best else None,
+                         message="stopped; the last complete checkpoint is kept")
+
+    def _result(self, stopped: bool) -> TrainResult:
+        """A fresh model with the best weights (the trainer's own network keeps training state)."""
+        net = PiscisNet(self.net.cfg)
+        if self.best is not None:
+            net.load_state_dict(self.best["state"])
+            thr = self.best["threshold"]
+            card = self.card(self.best.get("val"), self.best["epoch"])
+        else:
+            net.load_state_dict(self.net.state_dict())
+            thr = self.model.default_threshold
+            card = self.card(None, len(self.history))
+        info = ModelInfo(name=self.name, arch="piscis", source=str(self.best_path or ""), card=card)
+        model = PiscisModel(net, info, adjustment=self.model.adjustment, tile_size=self.model.tile_size,
+                            default_threshold=thr, device=self.device)
+        return TrainResult(model, self.best_path if self.best else None, self.last_path, self.history, stopped)
+
+    def fit(self, progress=None) -> TrainResult:
+        """Run :meth:`iter_fit` to the end; ``progress`` is called with every event."""
+        gen = self.iter_fit()
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if progress is not None:
+                progress(ev)
+
+
+def _center(img, pts, crop):
+    """Centre crop (or zero-pad) to crop x crop, for training without augmentation."""
+    from .augment import warp
+
+    return warp(img, pts, (crop, crop), np.eye(2), snap=True)
+
+
+def pairs_from_folder(images, spots=None) -> list:
+    """(image, spots) pairs from a folder of images and a folder (default: the same) of same-named CSVs."""
+    from .spots_io import IMAGE_SUFFIXES, read_image, read_spots_csv  # noqa: PLC0415
+
+    images = Path(images)
+    spots = Path(spots) if spots is not None else images
+    if not images.is_dir():
+        raise SpotDetectError(f"{images} is not a folder.", "pass a folder of images with a CSV of spots per image.")
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not files:
+        raise SpotDetectError(f"No images in {images}.", f"put images ({', '.join(sorted(IMAGE_SUFFIXES))}) there.")
+    pairs, missing = [], []
+    for f in files:
+        csv = spots / f"{f.stem}.csv"
+        if not csv.exists():
+            missing.append(csv.name)
+            continue
+        pairs.append((np.squeeze(read_image(f)), read_spots_csv(csv)[["y", "x"]].to_numpy()))
+    if missing:
+        raise SpotDetectError(f"{len(missing)} image(s) in {images} have no spot CSV (e.g. {missing[:3]}) in {spots}.",
+                              "add one CSV per image, named like the image with .csv (columns y,x), or remove the image.")
+    return pairs
+
+
+__all__ = ["Cancelled", "TrainConfig", "TrainEvent", "TrainResult", "Trainer", "lr_factor", "pairs_from_folder"]

@@ -1,0 +1,153 @@
+"""Our own model file: one ``torch.save``'d dict that says what network it is and how to use it.
+
+``{"format": "napari-spotdetect", "format_version": 1, "arch": "piscis", "config": {...},
+"state_dict": {...}, "normalization": "standardize", "tile_size": [256, 256], "threshold": 0.43,
+"card": {...}}``. Only tensors, dicts, lists, strings and numbers, so ``torch.load(weights_only=True)``
+reads it without running any code from the file. Large weight tensors may be stored in half precision;
+they come back as float32. Architectures register a pair of functions in :data:`ARCHS` so another network
+(DeepSpot) plugs in without touching this module's readers.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import ModelFileError, SpotDetectError
+from ..models.base import ModelInfo, SpotModel
+
+FORMAT = "napari-spotdetect"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ArchSpec:
+    """How to take a model of one architecture apart (``describe``) and build it again (``build``)."""
+
+    model_type: type
+    describe: Callable[[SpotModel], dict]  # -> {"config", "state_dict", "normalization", "tile_size"}
+    build: Callable[[dict, ModelInfo, object], SpotModel]  # (file dict, info, device) -> model
+
+
+ARCHS: dict[str, ArchSpec] = {}
+
+
+def register_arch(name: str, spec: ArchSpec) -> None:
+    ARCHS[name] = spec
+
+
+def _piscis_describe(model) -> dict:
+    return {"config": _plain(model.cfg.to_dict()), "state_dict": model.net.state_dict(),
+            "normalization": model.adjustment, "tile_size": list(model.tile_size)}
+
+
+def _piscis_build(obj: dict, info: ModelInfo, device) -> SpotModel:
+    from ..models.piscis import PiscisModel
+    from ..models.piscis_net import PiscisConfig, PiscisNet
+
+    net = PiscisNet(PiscisConfig.from_dict(obj["config"]))
+    net.load_state_dict(obj["state_dict"], strict=True)
+    return PiscisModel(net, info, adjustment=obj.get("normalization", "standardize"),
+                       tile_size=tuple(obj.get("tile_size", (256, 256))), default_threshold=obj.get("threshold"),
+                       device=device)
+
+
+def _register_builtin() -> None:
+    from ..models.piscis import PiscisModel
+
+    register_arch("piscis", ArchSpec(PiscisModel, _piscis_describe, _piscis_build))
+
+
+_register_builtin()
+
+
+def _plain(obj):
+    """Card/config values as JSON types (tuples -> lists, numpy scalars -> numbers), safe for weights_only."""
+    return json.loads(json.dumps(obj, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def arch_of(model: SpotModel) -> str:
+    for cls in type(model).__mro__:  # the most specific registered class wins
+        for name, spec in ARCHS.items():
+            if spec.model_type is cls:
+                return name
+    raise SpotDetectError(f"Cannot save a {type(model).__name__}: no file format is registered for it.",
+                          f"save one of: {', '.join(ARCHS)}.")
+
+
+def model_to_state(model: SpotModel, card: dict | None = None, half: bool = False) -> dict:
+    """The dict that :func:`save_model` writes. ``half`` stores conv/linear weights as float16."""
+    arch = arch_of(model)
+    d = ARCHS[arch].describe(model)
+    state = {}
+    for k, v in d["state_dict"].items():
+        v = v.detach().cpu().clone()
+        if half and v.is_floating_point() and v.ndim >= 2:
+            v = v.half()
+        state[k] = v
+    card = {**(model.info.card or {}), **(card or {})}
+    card.setdefault("saved", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch, "name": model.info.name,
+            "config": d["config"], "state_dict": state, "normalization": d["normalization"],
+            "tile_size": d["tile_size"], "threshold": float(model.default_threshold), "card": _plain(card)}
+
+
+def atomic_torch_save(obj, path) -> Path:
+    """Write to a temporary file next to ``path``, then rename: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_model(model: SpotModel, path, card: dict | None = None, half: bool = False, extra: dict | None = None) -> Path:
+    """Save ``model`` (weights, config, normalisation, tile size, threshold, ``card``) atomically.
+
+    ``extra`` adds top-level keys (the trainer keeps its resume state there); readers ignore them.
+    """
+    obj = model_to_state(model, card, half)
+    if extra:
+        obj.update(extra)
+    return atomic_torch_save(obj, path)
+
+
+def native_from_state(obj: dict, *, path=None, sha256: str = "", device=None) -> SpotModel:
+    """Build the model described by a loaded napari-spotdetect file."""
+    where = str(path) if path else "the model file"
+    version = obj.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(f"{where} has format version {version!r}; this napari-spotdetect reads up to "
+                             f"{FORMAT_VERSION}.", "update napari-spotdetect.")
+    arch = obj.get("arch")
+    if arch not in ARCHS:
+        raise ModelFileError(f"{where} holds a {arch!r} network, which this installation cannot build.",
+                             f"update napari-spotdetect (known architectures: {', '.join(ARCHS)}).")
+    missing = [k for k in ("config", "state_dict") if not isinstance(obj.get(k), dict)]
+    if missing:
+        raise ModelFileError(f"{where} lacks {', '.join(missing)}.", "save the model again with save_model().")
+    obj = dict(obj)
+    obj["state_dict"] = {k: (v.float() if v.is_floating_point() else v) for k, v in obj["state_dict"].items()}
+    card = dict(obj.get("card") or {})
+    name = obj.get("name") or (Path(path).stem if path else arch)
+    info = ModelInfo(name=str(name), arch=arch, source=str(path or ""), sha256=sha256, card=card)
+    try:
+        return ARCHS[arch].build(obj, info, device)
+    except (RuntimeError, TypeError, KeyError, ValueError) as err:
+        raise ModelFileError(f"{where} does not fit the {arch} network it names: {str(err)[:300]}",
+                             "the file may come from an incompatible version; train or export it again.") from err

@@ -1,0 +1,165 @@
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_spotdetect.core.detect import detect
+from napari_spotdetect.core.errors import SpotDetectError
+from napari_spotdetect.core.metrics import evaluate
+from napari_spotdetect.core.models.piscis_net import PiscisConfig
+from napari_spotdetect.core.models.zoo import bundled_path, load_model
+from napari_spotdetect.core.synthetic import synthetic_dataset, synthetic_image
+from napari_spotdetect.core.train import TrainConfig, Trainer, lr_factor, pairs_from_folder
+
+TINY = PiscisConfig(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1))
+
+
+def _data(n=3, shape=(64, 64), seed=0):
+    return [synthetic_image(shape, n_spots=8, seed=seed + i, min_distance=6) for i in range(n)]
+
+
+def _cfg(**kw):
+    base = dict(epochs=2, steps_per_epoch=2, batch_size=2, crop=32, tile_size=64, lr=0.01)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_events_checkpoints_and_result(tmp_path):
+    tr = Trainer(TINY, _data(), _data(1, seed=10), _cfg(), out_dir=tmp_path, name="m")
+    events = list(_drain(tr.iter_fit()))
+    kinds = [e.kind for e in events[0]]
+    assert kinds == ["start", "step", "step", "epoch", "step", "step", "epoch", "done"]
+    for e in events[0]:
+        assert all(np.isfinite(v) for v in e.losses.values())
+    epoch_ev = [e for e in events[0] if e.kind == "epoch"]
+    assert all(0 <= e.val["f1"] <= 1 and 0.05 <= e.val["threshold"] <= 0.95 for e in epoch_ev)
+    res = events[1]
+    assert res.best_path.exists() and res.last_path.exists() and len(res.history) == 2
+    best = load_model(res.best_path, device="cpu")
+    assert best.default_threshold == pytest.approx(res.model.default_threshold)
+    assert best.info.card["mode"] == "scratch" and "validation" in best.info.card
+    assert load_model(res.last_path, device="cpu").info.card["epoch"] == 2
+
+
+def _drain(gen):
+    out = []
+    while True:
+        try:
+            out.append(next(gen))
+        except StopIteration as stop:
+            return out, stop.value
+
+
+def test_stop_mid_epoch_is_prompt_and_keeps_the_best_checkpoint(tmp_path):
+    stop = threading.Event()
+    tr = Trainer(TINY, _data(), _data(1, seed=10), _cfg(epochs=5, steps_per_epoch=4), out_dir=tmp_path, name="m",
+                 stop=stop)
+    gen = tr.iter_fit()
+    seen = []
+    for ev in gen:
+        seen.append(ev)
+        if ev.kind == "epoch":
+            best_bytes = tr.best_path.read_bytes()
+        if ev.kind == "step" and ev.epoch == 2 and ev.step == 2:
+            stop.set()
+            break
+    rest, result = _drain(gen)
+    assert [e.kind for e in rest] == ["stopped"]  # no further step ran
+    assert result.stopped and len(result.history) == 1
+    assert tr.best_path.read_bytes() == best_bytes  # untouched by the stop
+    m = load_model(tr.best_path, device="cpu")
+    assert m.info.card["epoch"] == 1
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_callable_stop_and_fit(tmp_path):
+    calls = []
+    tr = Trainer(TINY, _data(), None, _cfg(), stop=lambda: len(calls) >= 3)
+    res = tr.fit(calls.append)
+    assert res.stopped and calls[-1].kind == "stopped" and res.best_path is None
+
+
+def test_same_seed_same_run():
+    def losses(seed):
+        tr = Trainer(TINY, _data(), _data(1, seed=10), _cfg(epochs=1, steps_per_epoch=3, seed=seed))
+        return [e.losses["loss"] for e in tr.iter_fit() if e.kind == "step"]
+
+    a, b, c = losses(0), losses(0), losses(1)
+    assert a == b and a != c
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    Trainer(TINY, _data(), _data(1, seed=10), _cfg(epochs=2), out_dir=tmp_path, name="m").fit()
+    tr = Trainer(TINY, _data(), _data(1, seed=10), _cfg(epochs=3), out_dir=tmp_path, name="m", resume=True)
+    assert tr.start_epoch == 3
+    res = tr.fit()
+    assert [h["epoch"] for h in res.history] == [1, 2, 3]
+
+
+def test_finetuning_copies_the_model(tiny_base):
+    before = {k: v.clone() for k, v in tiny_base.net.state_dict().items()}
+    res = Trainer(tiny_base, _data(1), None, TrainConfig.finetune(epochs=1, steps_per_epoch=2, crop=32,
+                                                                  batch_size=2)).fit()
+    after = tiny_base.net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert res.model.net is not tiny_base.net and res.model.info.card["mode"] == "finetune"
+    assert res.model.tile_size == tiny_base.tile_size
+
+
+@pytest.fixture
+def tiny_base():
+    from napari_spotdetect.core.models.base import ModelInfo
+    from napari_spotdetect.core.models.piscis import PiscisModel
+    from napari_spotdetect.core.models.piscis_net import PiscisNet
+
+    torch.manual_seed(0)
+    return PiscisModel(PiscisNet(TINY), ModelInfo(name="tiny", arch="piscis"), tile_size=(64, 64), device="cpu")
+
+
+def test_bad_training_data_is_explained():
+    with pytest.raises(SpotDetectError, match="2-D"):
+        Trainer(TINY, [(np.zeros((2, 64, 64)), np.zeros((1, 2)))], None, _cfg())
+    with pytest.raises(SpotDetectError, match="annotate"):
+        Trainer(TINY, [(np.zeros((64, 64)), np.zeros((0, 2)))], None, _cfg())
+    with pytest.raises(SpotDetectError, match="multiple of 8"):
+        Trainer(TINY, _data(1), None, _cfg(crop=30))
+    with pytest.raises(SpotDetectError, match=r"\(N, 2\)"):
+        Trainer(TINY, [(np.zeros((64, 64)), np.zeros((3, 3)))], None, _cfg())
+
+
+def test_pairs_from_folder(tmp_path):
+    img, pts = synthetic_image((40, 50), n_spots=5, seed=1)
+    np.save(tmp_path / "a.npy", img)
+    (tmp_path / "a.csv").write_text("y,x\n" + "\n".join(f"{y},{x}" for y, x in pts))
+    pairs = pairs_from_folder(tmp_path)
+    assert len(pairs) == 1 and pairs[0][0].shape == (40, 50)
+    np.testing.assert_allclose(pairs[0][1], pts)
+    np.save(tmp_path / "b.npy", img)
+    with pytest.raises(SpotDetectError, match="b.csv"):
+        pairs_from_folder(tmp_path)
+
+
+def test_schedule_warms_up_holds_and_decays():
+    f = [lr_factor(t, 0.04, 0.4, 10, 0.5) for t in np.linspace(0, 0.999, 1000)]
+    assert f[0] < 0.01 and f[39] == pytest.approx(39 / 40) and f[100] == f[599] == 1.0
+    assert f[600] == 0.5 and f[-1] == pytest.approx(0.5 ** 10)
+    assert all(a >= b for a, b in zip(f[40:], f[41:]))
+
+
+def test_finetuning_on_one_image_of_an_unseen_kind_helps():
+    """CI-sized: the bundled (small) default model, one annotated 'large_spots' image, ~30 s of Adam."""
+    if not bundled_path("default").exists():
+        pytest.skip("the bundled default model is not in this checkout")
+    base = load_model("default", device="cpu")
+    held_out = synthetic_dataset(3, "large_spots", seed=50, shape=(128, 128))
+    one = synthetic_dataset(1, "large_spots", seed=51, shape=(192, 192))
+
+    def f1(m):
+        return np.mean([evaluate(detect(i, m, keep_maps=False).spots[["y", "x"]].to_numpy(), g)["f1"]
+                        for i, g in held_out])
+
+    before = f1(base)
+    res = Trainer(base, one, None, TrainConfig.finetune(epochs=3, steps_per_epoch=8, crop=96)).fit()
+    after = f1(res.model)
+    assert after > before + 0.05, (before, after)
