@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,3 +61,51 @@ def run_and_wait(qtbot):
         return worker
 
     return run
+
+
+class MouseEvent:
+    """The parts of a napari mouse event that the Points mouse callbacks read."""
+
+    def __init__(self, type, position, modifiers=(), pos=(0, 0)):
+        self.type = type
+        self.position = tuple(position)
+        self.modifiers = list(modifiers)
+        self.pos = np.asarray(pos, dtype=float)
+        self.is_dragging = type == "mouse_move"
+        self.view_direction = None
+        self.up_direction = None
+        self.dims_displayed = [0, 1]
+        self.handled = False
+
+
+@pytest.fixture
+def click():
+    """Press and release the mouse on a layer at a world position, through napari's callback machinery."""
+    from napari.utils._proxies import ReadOnlyWrapper
+    from napari.utils.interactions import mouse_move_callbacks, mouse_press_callbacks, mouse_release_callbacks
+
+    def wrap(*args, **kwargs):  # as the canvas does: callbacks see later events through the first one
+        return ReadOnlyWrapper(MouseEvent(*args, **kwargs), exceptions=("handled",))
+
+    def do(layer, position, modifiers=(), drag_to=None):
+        mouse_press_callbacks(layer, wrap("mouse_press", position, modifiers))
+        end = position
+        if drag_to is not None:
+            for f in np.linspace(0.25, 1.0, 4):
+                end = tuple(np.asarray(position) + f * (np.asarray(drag_to) - np.asarray(position)))
+                mouse_move_callbacks(layer, wrap("mouse_move", end, modifiers, pos=(50 * f, 50 * f)))
+        mouse_release_callbacks(layer, wrap("mouse_release", end, modifiers,
+                                                  pos=(50, 50) if drag_to is not None else (0, 0)))
+
+    return do
+
+
+@pytest.fixture
+def detected_2d(detect_widget, tiny_model, run_and_wait):
+    """The 2-D sample detected with the tiny model: (viewer, image layer, spots layer, true spots layer)."""
+    viewer, widget = detect_widget
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    widget.set_model(tiny_model)
+    run_and_wait(widget)
+    spots = next(lay for lay in viewer.layers if "spotdetect" in lay.metadata)
+    return viewer, viewer.layers["smFISH (synthetic)"], spots, viewer.layers["true spots"]

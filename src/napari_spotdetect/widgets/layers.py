@@ -104,3 +104,44 @@ def replace_points(layer, coords: np.ndarray, features: pd.DataFrame) -> None:
     """
     layer.data = coords
     layer.features = features
+
+
+#: face colour of hand-placed spots (their score is NaN, so the score colormap leaves their ring blank)
+MANUAL_FACE = (0.0, 0.9, 1.0, 0.55)
+#: QC colours: found (true positive), false alarm (false positive), missed truth (false negative)
+QC_COLOURS = {"TP": "#30d030", "FP": "#ff3030", "FN": "#ffd000"}
+
+
+def layer_axes(layer) -> str:
+    """A Points layer's axes: from the detection's provenance, else its axis labels, else the default order."""
+    prov = layer.metadata.get("spotdetect") or {}
+    axes = prov.get("layer_axes")
+    if isinstance(axes, str) and len(axes) == layer.ndim:
+        return axes
+    named = axes_from_labels(layer.axis_labels)
+    if named is not None:
+        return named
+    return LAYER_DEFAULT_AXES.get(layer.ndim, "tczyx"[-layer.ndim:])
+
+
+def to_layer_coords(src, dst, coords: np.ndarray) -> np.ndarray:
+    """Data coordinates of ``src`` as data coordinates of ``dst`` (through world space: scale, translate)."""
+    coords = np.asarray(coords, dtype=np.float64).reshape(-1, src.ndim)
+    if len(coords) == 0:
+        return np.zeros((0, dst.ndim))
+    if np.allclose(src.affine.affine_matrix, dst.affine.affine_matrix) and np.allclose(src.scale, dst.scale) \
+            and np.allclose(src.translate, dst.translate) and src.ndim == dst.ndim:
+        return coords.copy()
+    return np.array([dst.world_to_data(src.data_to_world(c)) for c in coords]).reshape(-1, dst.ndim)
+
+
+def style_by_source(layer) -> None:
+    """Hand-placed spots filled cyan diamonds, predictions hollow rings, so a reviewer tells them apart."""
+    n = len(layer.data)
+    if n == 0 or "source" not in layer.features.columns:
+        return
+    manual = layer.features["source"].astype(str).to_numpy() == "manual"
+    face = np.zeros((n, 4))
+    face[manual] = MANUAL_FACE
+    layer.face_color = face
+    layer.symbol = np.where(manual, "diamond", "disc")

@@ -1,0 +1,418 @@
+"""The "Correct spots" dock widget: turn detections into ground truth by hand, saved after every edit.
+
+napari's own Points tools add, delete and move spots; this widget listens to the layer's data events to
+snap new points onto the spot centre, mark them ``manual``, remember deleted predictions as negatives,
+keep an undo history (napari 0.9 has none for Points) and write the ground truth to disk at once, so a
+crash loses nothing. The review list puts the least confident predictions first.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import napari
+import numpy as np
+import pandas as pd
+from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, create_widget
+from napari.layers.base._base_constants import ActionType
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+
+from ..core import annotations as A
+from ..core.errors import SpotDetectError
+from . import layers as L
+
+log = logging.getLogger(__name__)
+
+REJECTED_KEY = "spotdetect_rejected"  # DataFrame of deleted predictions (negatives for training)
+TRUTH_KEY = "spotdetect_truth"  # {"image": name, "folder": str|None} when the layer is ground truth
+REVIEW_ROWS = 300  # the list shows this many of the least confident spots; more would not be reviewed
+SHORTCUTS = {  # bound on the corrected layer only
+    "n": "jump to the next doubtful spot",
+    "Shift-n": "jump to the previous one",
+    "g": "snapping on/off",
+    "x": "delete the selected spots (as Delete does)",
+    "Control-z": "undo",
+    "Control-Shift-z": "redo",
+}
+HELP = (
+    "<b>Add</b> a missed spot: Points 'add' tool (P), click it; it snaps to the spot's centre "
+    "(hold <b>Shift</b> to place it exactly where you click).<br>"
+    "<b>Delete</b> a false spot: select tool (S), click it, press Delete or X.<br>"
+    "<b>Move</b>: drag it with the select tool.<br>"
+    "Shortcuts: " + ", ".join(f"<b>{k.replace('Control', 'Ctrl')}</b> {v}" for k, v in SHORTCUTS.items())
+)
+
+
+class CorrectWidget(Container):
+    """Dock widget for correcting detections (npe2 command ``napari-spotdetect.correct_widget``)."""
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=False)
+        self._viewer = viewer
+        self._layer = None
+        self._history = A.History()
+        self._before: A.Snapshot | None = None
+        self._removing: pd.DataFrame | None = None
+        self._restoring = False
+        self._shift = False
+        self._dragging = False
+        self._drag_pushed = False
+        self._dirty = False
+        self._last_error: str | None = None
+        self._cursor = -1  # position in the review order for N / Shift-N
+
+        self._points = create_widget(annotation=napari.layers.Points, label="Spots",
+                                     options={"tooltip": "The spots to correct (a detection or ground-truth layer)."})
+        self._image = create_widget(annotation=napari.layers.Image, label="Image",
+                                    options={"tooltip": "The image the spots belong to: used to snap new spots "
+                                                        "and to name the saved file."})
+        self._snap = CheckBox(value=True, text="Snap new spots to the spot centre (G)",
+                              tooltip="A spot you add moves to the brightest point under it, to sub-pixel "
+                                      "precision.\nHold Shift while clicking to place one exactly.")
+        self._copy = PushButton(text="Start ground truth from these spots",
+                                tooltip="Copy the spots into a new layer that you correct and that is saved "
+                                        "after every edit; the detections stay as they are for QC.")
+        self._truth = CheckBox(value=False, text="Ground truth: save after every edit",
+                               tooltip="Write this layer to <image>.csv (and deleted predictions to "
+                                       "<image>.rejected.csv) after each change.")
+        self._folder = FileEdit(label="Save in", mode="d",
+                                tooltip="Folder for the ground truth. Empty: beside the image file.")
+        self._where = Label(value="")
+        self._undo_btn = PushButton(text="Undo", enabled=False, tooltip="Undo the last add, delete or move (Ctrl+Z).")
+        self._redo_btn = PushButton(text="Redo", enabled=False, tooltip="Redo (Ctrl+Shift+Z).")
+        self._status = Label(value="")
+        help_label = Label(value=HELP)
+        head = Label(value="<b>Check the least confident spots first</b> (click a row to go there)")
+        form = Container(widgets=[self._points, self._image, self._folder], labels=True)
+        buttons = Container(widgets=[self._undo_btn, self._redo_btn], layout="horizontal", labels=False)
+        self.extend([form, self._snap, self._copy, self._truth, self._where, buttons, help_label, head])
+        for w in (form, buttons):
+            w.margins = (0, 0, 0, 0)
+        for lab in (help_label, head, self._where, self._status):
+            lab.native.setWordWrap(True)
+        help_label.native.setMinimumWidth(260)
+
+        self._table = QTableWidget(0, 4)
+        self._table.setHorizontalHeaderLabels(["score", "y", "x", "source"])
+        self._table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self._table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self._table.verticalHeader().setVisible(False)
+        self._table.setMinimumHeight(180)
+        self._table.cellClicked.connect(lambda row, _col: self.go_to(row))
+        self.native.layout().addWidget(self._table)
+        self.append(self._status)
+        self._row_index: list[int] = []
+
+        self._review_timer = QTimer()
+        self._review_timer.setSingleShot(True)
+        self._review_timer.setInterval(100)
+        self._review_timer.timeout.connect(self.refresh_review)
+
+        self._points.changed.connect(lambda *_: self.attach(self._points.value))
+        self._truth.changed.connect(self._on_truth_toggled)
+        self._folder.changed.connect(lambda *_: self._on_truth_toggled(self._truth.value))
+        self._copy.changed.connect(self.start_ground_truth)
+        self._undo_btn.changed.connect(self.undo)
+        self._redo_btn.changed.connect(self.redo)
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.attach(self._points.value)
+
+    # -- attaching to a layer -----------------------------------------------------------------------------
+    def attach(self, layer) -> None:
+        """Follow ``layer``'s edits (and stop following the previous one)."""
+        if _same(layer, self._layer):
+            return
+        self.detach()
+        self._layer = layer
+        self._history = A.History()
+        if layer is None:
+            self.refresh_review()
+            return
+        layer.metadata.setdefault(REJECTED_KEY, pd.DataFrame())
+        self._before = self._snapshot()
+        layer.events.data.connect(self._on_data)
+        layer.events.features.connect(self._on_features)
+        layer.mouse_drag_callbacks.insert(0, self._on_mouse)
+        for key, func in self._key_actions().items():
+            layer.bind_key(key, func, overwrite=True)
+        image_name = (layer.metadata.get(TRUTH_KEY) or {}).get("image") or \
+            (layer.metadata.get("spotdetect") or {}).get("image_layer")
+        if image_name in self._viewer.layers:
+            self._image.value = self._viewer.layers[image_name]
+        with self._truth.changed.blocked():
+            self._truth.value = TRUTH_KEY in layer.metadata
+        self._update_where()
+        self._update_buttons()
+        self.refresh_review()
+
+    def detach(self) -> None:
+        layer = self._layer
+        if layer is None:
+            return
+        self.flush()
+        layer.events.data.disconnect(self._on_data)
+        layer.events.features.disconnect(self._on_features)
+        if self._on_mouse in layer.mouse_drag_callbacks:
+            layer.mouse_drag_callbacks.remove(self._on_mouse)
+        for key in self._key_actions():
+            layer.keymap.pop(_key(key), None)
+        self._layer = None
+
+    def _key_actions(self) -> dict:
+        return {"n": lambda _l: self.next_doubtful(1), "Shift-n": lambda _l: self.next_doubtful(-1),
+                "g": lambda _l: self.toggle_snap(), "x": lambda lay: lay.remove_selected(),
+                "Control-z": lambda _l: self.undo(), "Control-Shift-z": lambda _l: self.redo()}
+
+    def _on_layer_removed(self, event):
+        if _same(event.value, self._layer):
+            self.detach()
+            self.refresh_review()
+
+    # -- edits --------------------------------------------------------------------------------------------
+    def _snapshot(self) -> A.Snapshot:
+        lay = self._layer
+        return A.Snapshot.take(lay.data, lay.features, lay.metadata.get(REJECTED_KEY, pd.DataFrame()))
+
+    def _on_mouse(self, layer, event):
+        self._shift = "Shift" in event.modifiers
+        self._dragging, self._drag_pushed = True, False
+        yield
+        while event.type == "mouse_move":
+            yield
+        self._dragging = False
+        if self._dirty:  # napari's own release step may move the points once more: save after it
+            QTimer.singleShot(0, self.flush)
+
+    def _on_data(self, event) -> None:
+        if self._restoring or self._layer is None:
+            return
+        action = getattr(event, "action", None)
+        layer = self._layer
+        if action == ActionType.REMOVING:  # remember what is about to go, while it is still there
+            idx = [i for i in event.data_indices if 0 <= i < len(layer.features)]
+            self._removing = (np.array(layer.data[idx]), layer.features.iloc[idx].copy()) if idx else None
+            return
+        if action not in (ActionType.ADDED, ActionType.REMOVED, ActionType.CHANGED):
+            return
+        moving = action == ActionType.CHANGED
+        if action == ActionType.ADDED:
+            indices = list(event.data_indices)
+            if indices and all(i < 0 for i in indices):  # layer.add(): points placed by the user
+                self._handle_added([len(layer.data) + i for i in indices])
+        elif action == ActionType.REMOVED and self._removing is not None:
+            removed = A.spots_table(*self._removing, L.layer_axes(layer))
+            rejected = A.rejected_rows(removed)
+            if len(rejected):
+                old = layer.metadata.get(REJECTED_KEY, pd.DataFrame())
+                layer.metadata[REJECTED_KEY] = pd.concat([old, rejected], ignore_index=True)
+            self._removing = None
+        if not (moving and self._drag_pushed):
+            self._history.push(self._before)
+            self._drag_pushed = moving and self._dragging
+        self._before = self._snapshot()
+        self._update_buttons()
+        if moving and self._dragging:
+            self._dirty = True  # one write when the drag ends, not one per mouse move
+        else:
+            self._save()
+        self._review_timer.start()
+
+    def _on_features(self, _event=None) -> None:
+        """New features for the same spots (the threshold slider sets them after the data) join the last state.
+
+        Only the features: napari also emits this during a drag, before the move is recorded.
+        """
+        lay = self._layer
+        if not self._restoring and lay is not None and self._before is not None \
+                and len(lay.features) == len(self._before.data):
+            self._before.features = lay.features.copy()
+
+    def _handle_added(self, rows: list[int]) -> None:
+        layer = self._layer
+        if self._snap.value and not self._shift:
+            image = self._image.value
+            if image is not None:
+                data = image.data[0] if image.multiscale else image.data
+                axes = L.layer_axes(layer)
+                if len(axes) != data.ndim:
+                    axes = L.guess_layer_axes(data.ndim, image.axis_labels, image.rgb)
+                pts = L.to_layer_coords(layer, image, layer.data[rows])
+                snapped = np.array([A.snap_point(data, p, axes) for p in pts])
+                layer.data[rows] = L.to_layer_coords(image, layer, snapped)
+        layer.features = A.manual_features(layer.features, rows)
+        L.style_by_source(layer)
+        layer.refresh()
+
+    def flush(self) -> None:
+        """Write a pending change now (end of a drag, closing, switching layers)."""
+        if self._dirty:
+            self._save()
+
+    # -- ground truth on disk -----------------------------------------------------------------------------
+    def start_ground_truth(self, *_):
+        """A copy of the chosen spots, marked as ground truth and saved at once; returns the new layer."""
+        src = self._points.value
+        if src is None:
+            self._set_status("Choose a spots layer first.", error=True)
+            return None
+        image = self._image.value
+        name = f"{image.name if image is not None else src.name} ground truth"
+        meta = {k: v for k, v in src.metadata.items() if k not in ("spotdetect_detections", TRUTH_KEY)}
+        meta[REJECTED_KEY] = pd.DataFrame()
+        new = self._viewer.add_points(
+            np.array(src.data, copy=True), name=name, features=src.features.copy(), ndim=src.ndim,
+            size=src.size.copy() if len(src.data) else 7, face_color="transparent", border_color="#40ff80",
+            border_width=0.15, border_width_is_relative=True, scale=src.scale, translate=src.translate,
+            metadata=meta, projection_mode=getattr(src, "projection_mode", "none"),
+        )
+        src.visible = False
+        self._points.value = new  # attaches
+        self._truth.value = True  # marks and saves
+        new.mode = "add"
+        return new
+
+    def _on_truth_toggled(self, on) -> None:
+        layer = self._layer
+        if layer is None:
+            return
+        if on:
+            image = self._image.value
+            layer.metadata[TRUTH_KEY] = {"image": image.name if image is not None else layer.name}
+            self._last_error = None
+            self._save()
+        else:
+            layer.metadata.pop(TRUTH_KEY, None)
+        self._update_where()
+
+    def paths(self):
+        """(truth CSV, rejected CSV) for the current layer; raises SpotDetectError if there is no place."""
+        image = self._image.value
+        folder = str(self._folder.value) if str(self._folder.value) not in ("", ".") else None
+        src = getattr(getattr(image, "source", None), "path", None) if image is not None else None
+        name = image.name if image is not None else self._layer.name
+        return A.annotation_paths(name, src, folder)
+
+    def _update_where(self):
+        if self._layer is None or TRUTH_KEY not in self._layer.metadata:
+            self._where.value = "Not saved automatically (tick 'Ground truth' to save after every edit)."
+            return
+        try:
+            truth, rejected = self.paths()
+            self._where.value = f"Saving to {truth} (deleted predictions: {rejected.name})"
+        except SpotDetectError as err:
+            self._where.value = str(err)
+
+    def _save(self) -> None:
+        self._dirty = False
+        layer = self._layer
+        if layer is None or TRUTH_KEY not in layer.metadata:
+            return
+        try:
+            truth, rejected = self.paths()
+            table = A.spots_table(layer.data, layer.features, L.layer_axes(layer))
+            prov = dict(layer.metadata.get("spotdetect") or {})
+            prov["ground_truth"] = {"image": layer.metadata[TRUTH_KEY].get("image"), "n_spots": len(table),
+                                    "n_manual": int((table.get("source", pd.Series(dtype=str)) == A.MANUAL).sum())}
+            A.save_annotations(table, layer.metadata.get(REJECTED_KEY), truth, rejected, prov)
+            self._last_error = None
+            self._set_status(f"Saved {len(table)} spots to {truth.name}.")
+        except (SpotDetectError, OSError) as err:
+            msg = f"Ground truth NOT saved: {err}"
+            self._set_status(msg, error=True)
+            if msg != self._last_error:  # one pop-up per problem, not one per click
+                show_error(msg)
+            self._last_error = msg
+
+    # -- undo ---------------------------------------------------------------------------------------------
+    def undo(self, *_):
+        if self._layer is not None:
+            self._restore(self._history.undo(self._snapshot()))
+
+    def redo(self, *_):
+        if self._layer is not None:
+            self._restore(self._history.redo(self._snapshot()))
+
+    def _restore(self, state: A.Snapshot | None) -> None:
+        if state is None:
+            return
+        layer = self._layer
+        self._restoring = True
+        try:
+            layer.selected_data = set()
+            layer.data = state.data.copy()
+            layer.features = state.features.copy()
+            layer.metadata[REJECTED_KEY] = state.rejected.copy()
+            L.style_by_source(layer)
+        finally:
+            self._restoring = False
+        self._before = self._snapshot()
+        self._update_buttons()
+        self._save()
+        self.refresh_review()
+
+    def _update_buttons(self):
+        self._undo_btn.enabled = self._history.can_undo
+        self._redo_btn.enabled = self._history.can_redo
+
+    # -- review -------------------------------------------------------------------------------------------
+    def toggle_snap(self):
+        self._snap.value = not self._snap.value
+        self._set_status(f"Snapping {'on' if self._snap.value else 'off'}.")
+
+    def refresh_review(self) -> None:
+        """Fill the list with the least confident spots (hand-placed ones last)."""
+        self._review_timer.stop()
+        layer = self._layer
+        order = [] if layer is None else A.review_order(layer.features)[:REVIEW_ROWS].tolist()
+        self._row_index = order
+        self._table.setRowCount(len(order))
+        if layer is None:
+            return
+        axes = L.layer_axes(layer)
+        iy, ix = axes.index("y") if "y" in axes else -2, axes.index("x") if "x" in axes else -1
+        score = layer.features["score"] if "score" in layer.features else pd.Series(np.nan, index=layer.features.index)
+        source = layer.features["source"] if "source" in layer.features else pd.Series("", index=layer.features.index)
+        for row, i in enumerate(order):
+            s = float(score.iloc[i])
+            values = ["—" if np.isnan(s) else f"{s:.2f}", f"{layer.data[i, iy]:.1f}",
+                      f"{layer.data[i, ix]:.1f}", str(source.iloc[i])]
+            for col, v in enumerate(values):
+                self._table.setItem(row, col, QTableWidgetItem(v))
+
+    def go_to(self, row: int) -> None:
+        """Centre the view on the spot in review row ``row`` (its plane too) and select it."""
+        layer = self._layer
+        if layer is None or not 0 <= row < len(self._row_index):
+            return
+        i = self._row_index[row]
+        self._cursor = row
+        world = np.asarray(layer.data_to_world(layer.data[i]))
+        dims = self._viewer.dims
+        for d in range(min(len(world), dims.ndim)):
+            if d not in dims.displayed:
+                dims.set_point(d, world[d])
+        self._viewer.camera.center = tuple(world[list(dims.displayed)])
+        layer.selected_data = {i}
+        self._table.selectRow(row)
+
+    def next_doubtful(self, step: int = 1) -> None:
+        if self._row_index:
+            self.go_to((self._cursor + step) % len(self._row_index))
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        self._status.value = text
+        self._status.native.setStyleSheet("color: #e0a040;" if error else "")
+
+
+def _same(a, b) -> bool:
+    """Identity through napari's plugin proxies (a proxied layer is not ``is`` the layer itself)."""
+    return getattr(a, "__wrapped__", a) is getattr(b, "__wrapped__", b)
+
+
+def _key(key: str):
+    """The keymap key napari stores for a key string (for unbinding)."""
+    from napari.utils.key_bindings import coerce_keybinding
+
+    return coerce_keybinding(key)
