@@ -1,0 +1,181 @@
+"""The "Check against ground truth" dock widget: how good are the detections, and where are the mistakes.
+
+The numbers come from :func:`core.metrics.evaluate` (the function ``spotdetect evaluate`` prints), so the
+widget and the command line never disagree. On the canvas, predictions are coloured found (TP) or false
+alarm (FP) and the missed true spots (FN) get their own layer, so the user sees where the model fails.
+"""
+
+from __future__ import annotations
+
+import napari
+import numpy as np
+from magicgui.widgets import CheckBox, Container, FileEdit, FloatSpinBox, Label, PushButton, create_widget
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+
+from ..core import annotations as A
+from ..core.errors import SpotDetectError
+from . import layers as L
+from .correct_widget import TRUTH_KEY
+
+FN_KEY = "spotdetect_qc_missed"  # marks the layer of missed true spots made here
+_SHOWN = ["image", "n_pred", "n_true", "tp", "fp", "fn", "precision", "recall", "f1", "f1_integral"]
+
+
+def image_key(layer) -> str:
+    """The image a spots layer belongs to: from the detection or ground-truth mark, else from its name."""
+    meta = layer.metadata
+    if TRUTH_KEY in meta:
+        return str(meta[TRUTH_KEY].get("image"))
+    prov = meta.get("spotdetect") or {}
+    if prov.get("image_layer"):
+        return str(prov["image_layer"])
+    for suffix in (" ground truth", " truth", " spots"):
+        if layer.name.endswith(suffix):
+            return layer.name[: -len(suffix)]
+    return layer.name
+
+
+def auto_pairs(layers) -> list[tuple]:
+    """(predictions, ground truth) for each image that has both open: detections vs layers marked truth."""
+    points = [lay for lay in layers if isinstance(lay, napari.layers.Points) and FN_KEY not in lay.metadata]
+    truths = {image_key(lay): lay for lay in points if TRUTH_KEY in lay.metadata}
+    preds = [lay for lay in points if TRUTH_KEY not in lay.metadata and "spotdetect" in lay.metadata]
+    return [(p, truths[image_key(p)]) for p in preds if image_key(p) in truths]
+
+
+class QCWidget(Container):
+    """Dock widget for quality control (npe2 command ``napari-spotdetect.qc_widget``)."""
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=False)
+        self._viewer = viewer
+        self.rows: list[dict] = []
+        self._pred = create_widget(annotation=napari.layers.Points, label="Predictions",
+                                   options={"tooltip": "The detected spots to check."})
+        self._truth = create_widget(annotation=napari.layers.Points, label="Ground truth",
+                                    options={"tooltip": "The correct spots (e.g. made with 'Correct spots')."})
+        self._radius = FloatSpinBox(label="Match radius (px)", value=1.0, min=0.1, max=20.0, step=0.5,
+                                    tooltip="A prediction counts as found if a true spot lies within this "
+                                            "distance (one-to-one). 'spotdetect evaluate --radius' uses the same.")
+        self._all = CheckBox(value=True, text="Also every other image with both layers open",
+                             tooltip="Pairs detections with the ground truth made for the same image.")
+        self._run = PushButton(text="Compare", tooltip="Score the predictions and colour them on the canvas.")
+        self._summary = Label(value="Choose predictions and ground truth, then Compare.")
+        self._legend = Label(value=(f"<span style='color:{L.QC_COLOURS['TP']}'>■ found (TP)</span> &nbsp; "
+                                    f"<span style='color:{L.QC_COLOURS['FP']}'>■ false alarm (FP)</span> &nbsp; "
+                                    f"<span style='color:{L.QC_COLOURS['FN']}'>■ missed (FN)</span>"))
+        self._out = FileEdit(label="Table file", mode="w", filter="*.csv", tooltip="Where to export the table.")
+        self._export = PushButton(text="Export table (CSV)", enabled=False)
+        form = Container(widgets=[self._pred, self._truth, self._radius], labels=True)
+        form.margins = (0, 0, 0, 0)
+        self.extend([form, self._all, self._run, self._summary, self._legend])
+        self._summary.native.setWordWrap(True)
+        self._table = QTableWidget(0, len(_SHOWN))
+        self._table.setHorizontalHeaderLabels(["image", "pred", "true", "TP", "FP", "FN", "precision", "recall",
+                                               "F1", "F1 int."])
+        self._table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self._table.verticalHeader().setVisible(False)
+        self._table.setMinimumHeight(120)
+        self.native.layout().addWidget(self._table)
+        out_form = Container(widgets=[self._out], labels=True)
+        out_form.margins = (0, 0, 0, 0)
+        self.extend([out_form, self._export])
+        self._run.changed.connect(self.compare)
+        self._export.changed.connect(self.export)
+        pairs = auto_pairs(viewer.layers)
+        if pairs:
+            self._pred.value, self._truth.value = pairs[0]
+
+    def pairs(self) -> list[tuple]:
+        chosen = (self._pred.value, self._truth.value)
+        out = [chosen] if all(v is not None for v in chosen) else []
+        if self._all.value:
+            seen = {tuple(id(getattr(x, "__wrapped__", x)) for x in pair) for pair in out}
+            out += [p for p in auto_pairs(self._viewer.layers)
+                    if tuple(id(getattr(x, "__wrapped__", x)) for x in p) not in seen]
+        return out
+
+    def compare(self, *_) -> list[dict]:
+        """Score every pair, colour the predictions, show the missed spots; returns the table rows."""
+        pairs = self.pairs()
+        if not pairs:
+            self._summary.value = "Choose a predictions layer and a ground-truth layer."
+            return []
+        radius = float(self._radius.value)
+        rows = []
+        try:
+            for pred, truth in pairs:
+                if _unwrap(pred) is _unwrap(truth):
+                    raise SpotDetectError("Predictions and ground truth are the same layer.",
+                                          "choose the detections and the corrected copy.")
+                truth_xy = L.to_layer_coords(truth, pred, truth.data)
+                scores, is_tp, found = A.qc_compare(pred.data, truth_xy, radius)
+                self._colour(pred, is_tp)
+                self._missed_layer(pred, truth_xy[~found])
+                rows.append({"image": image_key(pred), "predictions": pred.name, "truth": truth.name,
+                             "radius": radius, **{k: scores[k] for k in A.QC_COLUMNS if k in scores}})
+        except SpotDetectError as err:
+            self._summary.value = str(err)
+            show_error(str(err))
+            return []
+        self.rows = rows
+        r = rows[0]
+        self._summary.value = (f"<b>{r['image']}</b> at {radius:g} px: precision {r['precision']:.3f}, recall "
+                               f"{r['recall']:.3f}, <b>F1 {r['f1']:.3f}</b>; F1 integral (0–3 px) "
+                               f"{r['f1_integral']:.3f}.<br>{r['tp']} found, {r['fp']} false alarms, "
+                               f"{r['fn']} missed.")
+        self._fill_table()
+        self._export.enabled = True
+        return rows
+
+    def _colour(self, pred, is_tp: np.ndarray) -> None:
+        features = pred.features.copy()
+        features["qc"] = np.where(is_tp, "TP", "FP")
+        pred.features = features
+        if len(pred.data):
+            pred.border_color = [L.QC_COLOURS["TP"] if t else L.QC_COLOURS["FP"] for t in is_tp]
+
+    def _missed_layer(self, pred, coords: np.ndarray):
+        name = f"{image_key(pred)} missed (FN)"
+        existing = [lay for lay in self._viewer.layers if lay.name == name and FN_KEY in lay.metadata]
+        coords = np.asarray(coords, dtype=np.float64).reshape(-1, pred.ndim)
+        if existing:
+            layer = existing[0]
+            layer.data = coords
+        else:
+            layer = self._viewer.add_points(
+                coords, ndim=pred.ndim, name=name, symbol="square", size=9, face_color="transparent",
+                border_color=L.QC_COLOURS["FN"], border_width=0.15, border_width_is_relative=True,
+                scale=pred.scale, translate=pred.translate, metadata={FN_KEY: pred.name},
+                projection_mode=getattr(pred, "projection_mode", "none"))
+        return layer
+
+    def _fill_table(self):
+        self._table.setRowCount(len(self.rows))
+        for i, row in enumerate(self.rows):
+            for j, key in enumerate(_SHOWN):
+                v = row[key]
+                text = f"{v:.3f}" if isinstance(v, float) else str(v)
+                self._table.setItem(i, j, QTableWidgetItem(text))
+        self._table.resizeColumnsToContents()
+
+    def export(self, *_):
+        """Write the table to the chosen CSV file (atomic); returns the path or None."""
+        path = str(self._out.value)
+        if not self.rows or path in ("", "."):
+            self._summary.value = "Compare first, then choose a file to export the table to."
+            return None
+        if not path.lower().endswith(".csv"):
+            path += ".csv"
+        try:
+            out = A.write_qc_table(self.rows, path)
+        except OSError as err:
+            show_error(f"Cannot write {path}: {err}")
+            return None
+        self._summary.value += f"<br>Table saved to {out}."
+        return out
+
+
+def _unwrap(x):
+    return getattr(x, "__wrapped__", x)
