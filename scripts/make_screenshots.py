@@ -30,6 +30,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="a model file (default: the piscis fixture, decompressed)")
     ap.add_argument("--out", default=str(ROOT / "docs"))
+    ap.add_argument("--only", choices=["detect", "hitl"], help="make only these screenshots")
     args = ap.parse_args()
     import napari
     import torch
@@ -49,6 +50,10 @@ def main():
     os.environ.setdefault("NAPARI_SPOTDETECT_SETTINGS", str(tmp / "settings.json"))
     app = QApplication.instance() or QApplication([])
     try:
+        if args.only != "detect":
+            correct_and_qc_screenshots(model, out, app, tmp)
+        if args.only == "hitl":
+            return
         for sample, name, zoom in (("smfish_2d", "detect_2d", 2.0), ("smfish_stack", "detect_stack", 3.0)):
             viewer = napari.Viewer(show=True)
             viewer.window.resize(1400, 900)
@@ -73,6 +78,68 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("wrote", sorted(p.name for p in out.glob("detect_*.png")))
+
+
+def correct_and_qc_screenshots(model, out: Path, app, tmp: Path) -> None:
+    """The correction widget with its review list, then the QC widget with TP/FP/FN on the canvas."""
+    import napari
+    import numpy as np
+    from scipy.spatial.distance import cdist
+
+    from napari_spotdetect.core.synthetic import synthetic_image
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1400, 900)
+    # a harder image than the sample (crowded, dim, noisy): the model makes mistakes worth showing
+    img, true_xy = synthetic_image((256, 256), n_spots=250, seed=5, amplitude=(40.0, 400.0), read_noise=20.0,
+                                   min_distance=2.5)
+    viewer.add_image(img, name="smFISH (synthetic)", colormap="gray")
+    viewer.add_points(true_xy, name="true spots", size=9, face_color="transparent", border_color="#40e0d0",
+                      border_width=0.1, symbol="square", visible=False)
+    _d, det = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
+    det._model_kind.value, det._model_path.value, det._device.value, det._maps.value = "file", model, "cpu", False
+    det.run()
+    wait(det, app)
+    spots = viewer.layers["smFISH (synthetic) spots"]
+    truth = viewer.layers["true spots"]
+    det._threshold.value = 0.3  # below the tuned 0.5: more doubtful spots to review
+    det.apply_threshold()
+    print("screenshot:", len(spots.data), "spots,", len(truth.data), "true")
+    viewer.window.remove_dock_widget("all")
+    _d, cor = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Correct spots")
+    cor._points.value = spots
+    cor._folder.value = tmp
+    gt = cor.start_ground_truth()
+    # one correction of each kind, as a user would make them
+    d = cdist(gt.data, truth.data).min(axis=1)
+    gt.selected_data = {int(np.argmax(d))}
+    gt.remove_selected()
+    missed = truth.data[cdist(truth.data, gt.data).min(axis=1) > 3]
+    centre = np.array([96.0, 96.0])
+    if len(missed):
+        near = missed[np.argmin(np.linalg.norm(missed - centre, axis=1))]
+        gt.add(near + 0.8)
+        centre = near
+    gt.mode = "select"
+    cor.refresh_review()
+    viewer.scene.camera.zoom = 4.0
+    viewer.scene.camera.center = tuple(centre)
+    for _ in range(10):
+        app.processEvents()
+    viewer.screenshot(str(out / "correct_widget.png"), canvas_only=False)
+    viewer.window.remove_dock_widget("all")
+    _d, qc = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Check against ground truth")
+    gt.visible = False
+    spots.visible = True
+    qc._pred.value, qc._truth.value = spots, truth
+    qc._all.value = False
+    qc.compare()
+    viewer.scene.camera.zoom = 4.0
+    viewer.scene.camera.center = (96.0, 96.0)
+    for _ in range(10):
+        app.processEvents()
+    viewer.screenshot(str(out / "qc_widget.png"), canvas_only=False)
+    viewer.close()
 
 
 if __name__ == "__main__":

@@ -92,7 +92,8 @@ class CorrectWidget(Container):
             w.margins = (0, 0, 0, 0)
         for lab in (help_label, head, self._where, self._status):
             lab.native.setWordWrap(True)
-        help_label.native.setMinimumWidth(260)
+        for lab in (help_label, head, self._where, self._status):
+            lab.native.setMinimumWidth(300)
 
         self._table = QTableWidget(0, 4)
         self._table.setHorizontalHeaderLabels(["score", "y", "x", "source"])
@@ -100,6 +101,7 @@ class CorrectWidget(Container):
         self._table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self._table.verticalHeader().setVisible(False)
         self._table.setMinimumHeight(180)
+        self._table.horizontalHeader().setStretchLastSection(True)
         self._table.cellClicked.connect(lambda row, _col: self.go_to(row))
         self.native.layout().addWidget(self._table)
         self.append(self._status)
@@ -263,7 +265,7 @@ class CorrectWidget(Container):
         meta[REJECTED_KEY] = pd.DataFrame()
         new = self._viewer.add_points(
             np.array(src.data, copy=True), name=name, features=src.features.copy(), ndim=src.ndim,
-            size=src.size.copy() if len(src.data) else 7, face_color="transparent", border_color="#40ff80",
+            size=src.size.copy() if len(src.data) else 7, face_color="transparent", border_color="#ff66ff",
             border_width=0.15, border_width_is_relative=True, scale=src.scale, translate=src.translate,
             metadata=meta, projection_mode=getattr(src, "projection_mode", "none"),
         )
@@ -376,10 +378,11 @@ class CorrectWidget(Container):
         source = layer.features["source"] if "source" in layer.features else pd.Series("", index=layer.features.index)
         for row, i in enumerate(order):
             s = float(score.iloc[i])
-            values = ["—" if np.isnan(s) else f"{s:.2f}", f"{layer.data[i, iy]:.1f}",
+            values = ["—" if np.isnan(s) else f"{s:.3f}", f"{layer.data[i, iy]:.1f}",
                       f"{layer.data[i, ix]:.1f}", str(source.iloc[i])]
             for col, v in enumerate(values):
                 self._table.setItem(row, col, QTableWidgetItem(v))
+        self._table.resizeColumnsToContents()
 
     def go_to(self, row: int) -> None:
         """Centre the view on the spot in review row ``row`` (its plane too) and select it."""

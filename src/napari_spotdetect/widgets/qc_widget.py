@@ -19,7 +19,8 @@ from . import layers as L
 from .correct_widget import TRUTH_KEY
 
 FN_KEY = "spotdetect_qc_missed"  # marks the layer of missed true spots made here
-_SHOWN = ["image", "n_pred", "n_true", "tp", "fp", "fn", "precision", "recall", "f1", "f1_integral"]
+#: the table leads with the numbers people compare; counts follow
+_SHOWN = ["image", "f1", "f1_integral", "precision", "recall", "tp", "fp", "fn", "n_pred", "n_true"]
 
 
 def image_key(layer) -> str:
@@ -71,9 +72,10 @@ class QCWidget(Container):
         form.margins = (0, 0, 0, 0)
         self.extend([form, self._all, self._run, self._summary, self._legend])
         self._summary.native.setWordWrap(True)
+        self._summary.native.setMinimumWidth(300)
         self._table = QTableWidget(0, len(_SHOWN))
-        self._table.setHorizontalHeaderLabels(["image", "pred", "true", "TP", "FP", "FN", "precision", "recall",
-                                               "F1", "F1 int."])
+        self._table.setHorizontalHeaderLabels(["image", "F1", "F1 int.", "precision", "recall", "TP", "FP", "FN",
+                                               "pred", "true"])
         self._table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self._table.verticalHeader().setVisible(False)
         self._table.setMinimumHeight(120)
