@@ -35,7 +35,7 @@ def test_predict_reports_bad_model_without_traceback(tmp_path, capsys):
 
 
 def _write(path, pts, cols=("y", "x")):
-    pd.DataFrame(np.asarray(pts, float), columns=list(cols)).to_csv(path, index=False)
+    pd.DataFrame(np.asarray(pts, float).reshape(-1, len(cols)), columns=list(cols)).to_csv(path, index=False)
 
 
 def test_evaluate_prints_and_writes_json(tmp_path, capsys):
@@ -75,3 +75,18 @@ def test_evaluate_reads_piscis_headerless_and_napari_layouts(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"),
                  "--json", str(tmp_path / "m.json")]) == 0
     assert json.loads((tmp_path / "m.json").read_text())["mean"]["f1"] == 1.0
+
+
+def test_evaluate_skips_rejected_sidecars_and_reads_header_only_tables(tmp_path, capsys):
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "truth").mkdir()
+    _write(tmp_path / "pred" / "a.csv", [(1, 1)])
+    _write(tmp_path / "truth" / "a.csv", [(1, 1.2)])
+    _write(tmp_path / "truth" / "a.rejected.csv", [(5, 5)])
+    _write(tmp_path / "pred" / "empty.csv", [])
+    _write(tmp_path / "truth" / "empty.csv", [])
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"),
+                 "--json", str(tmp_path / "m.json")]) == 0
+    doc = json.loads((tmp_path / "m.json").read_text())
+    assert [r["image"] for r in doc["images"]] == ["a", "empty"]
+    assert doc["images"][1]["f1"] == 1.0 and "warning" not in capsys.readouterr().err

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .core.errors import SpotDetectError
-from .core.spots_io import IMAGE_SUFFIXES, coordinate_columns, read_spots_csv
+from .core.spots_io import IMAGE_SUFFIXES, coordinate_columns, is_sidecar, read_spots_csv
 
 METRIC_KEYS = ("precision", "recall", "f1", "f1_integral")
 
@@ -64,7 +64,7 @@ def cmd_evaluate(args) -> int:
     for d in (pred_dir, truth_dir):
         if not d.is_dir():
             raise SpotDetectError(f"{d} is not a folder.", "pass folders of CSV files named after the images.")
-    truths = sorted(truth_dir.glob("*.csv"))
+    truths = sorted(p for p in truth_dir.glob("*.csv") if not is_sidecar(p))
     if not truths:
         raise SpotDetectError(f"No CSV files in {truth_dir}.", "put one ground-truth CSV per image there.")
     rows = []

@@ -66,6 +66,11 @@ def provenance_path(csv_path) -> Path:
     return p.with_name(p.stem + ".provenance.json")
 
 
+def is_sidecar(path) -> bool:
+    """Files we write beside a spot table that are not themselves the spots of an image."""
+    return Path(path).name.endswith((".rejected.csv", ".provenance.json"))
+
+
 def read_spots_csv(path, ndim: int | None = None) -> pd.DataFrame:
     """Read a spot table into a DataFrame with canonical coordinate columns (``z``, ``y``, ``x``, ...).
 
@@ -97,6 +102,8 @@ def read_spots_csv(path, ndim: int | None = None) -> pd.DataFrame:
     if not {"y", "x"} <= set(df.columns):
         raise NotASpotTable(f"{path} has no y/x coordinate columns (found {list(df.columns)[:6]}).",
                             "name the coordinate columns y,x (or z,y,x), row,col, or axis-0,axis-1.")
+    if len(df) == 0:  # a header-only table: no spots, but the columns still say what it is
+        return df.astype({c: np.float64 for c in coordinate_columns(df)})
     for c in coordinate_columns(df):
         if not pd.api.types.is_numeric_dtype(df[c]):
             raise NotASpotTable(f"Column {c!r} of {path} is not numeric.", "check the file's delimiter and header.")

@@ -124,7 +124,7 @@ class CorrectWidget(Container):
     # -- attaching to a layer -----------------------------------------------------------------------------
     def attach(self, layer) -> None:
         """Follow ``layer``'s edits (and stop following the previous one)."""
-        if _same(layer, self._layer):
+        if L.same_layer(layer, self._layer):
             return
         self.detach()
         self._layer = layer
@@ -168,7 +168,7 @@ class CorrectWidget(Container):
                 "Control-z": lambda _l: self.undo(), "Control-Shift-z": lambda _l: self.redo()}
 
     def _on_layer_removed(self, event):
-        if _same(event.value, self._layer):
+        if L.same_layer(event.value, self._layer):
             self.detach()
             self.refresh_review()
 
@@ -407,11 +407,6 @@ class CorrectWidget(Container):
     def _set_status(self, text: str, error: bool = False) -> None:
         self._status.value = text
         self._status.native.setStyleSheet("color: #e0a040;" if error else "")
-
-
-def _same(a, b) -> bool:
-    """Identity through napari's plugin proxies (a proxied layer is not ``is`` the layer itself)."""
-    return getattr(a, "__wrapped__", a) is getattr(b, "__wrapped__", b)
 
 
 def _key(key: str):

@@ -379,7 +379,7 @@ class DetectWidget(Container):
                 f"with {prov['model']} on {prov['device']}.")
 
     def _on_layer_removed(self, event):
-        if event.value is self._target:
+        if L.same_layer(event.value, self._target):
             self._target = None
             self._threshold.enabled = False
             self._tuned.enabled = False
@@ -387,7 +387,7 @@ class DetectWidget(Container):
 
     def _on_active_layer(self, event):
         layer = event.value
-        if layer is not None and layer is not self._target and DETS_KEY in getattr(layer, "metadata", {}):
+        if layer is not None and not L.same_layer(layer, self._target) and DETS_KEY in getattr(layer, "metadata", {}):
             self._set_target(layer)
 
 

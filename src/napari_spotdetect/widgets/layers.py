@@ -145,3 +145,13 @@ def style_by_source(layer) -> None:
     face[manual] = MANUAL_FACE
     layer.face_color = face
     layer.symbol = np.where(manual, "diamond", "disc")
+
+
+def unwrap_layer(layer):
+    """The real layer behind napari's plugin proxy (npe2 hands widgets proxied objects)."""
+    return getattr(layer, "__wrapped__", layer)
+
+
+def same_layer(a, b) -> bool:
+    """Identity through plugin proxies: a proxied layer is not ``is`` the layer itself."""
+    return unwrap_layer(a) is unwrap_layer(b)

@@ -93,9 +93,9 @@ class QCWidget(Container):
         chosen = (self._pred.value, self._truth.value)
         out = [chosen] if all(v is not None for v in chosen) else []
         if self._all.value:
-            seen = {tuple(id(getattr(x, "__wrapped__", x)) for x in pair) for pair in out}
+            seen = {tuple(id(L.unwrap_layer(x)) for x in pair) for pair in out}
             out += [p for p in auto_pairs(self._viewer.layers)
-                    if tuple(id(getattr(x, "__wrapped__", x)) for x in p) not in seen]
+                    if tuple(id(L.unwrap_layer(x)) for x in p) not in seen]
         return out
 
     def compare(self, *_) -> list[dict]:
@@ -108,7 +108,7 @@ class QCWidget(Container):
         rows = []
         try:
             for pred, truth in pairs:
-                if _unwrap(pred) is _unwrap(truth):
+                if L.unwrap_layer(pred) is L.unwrap_layer(truth):
                     raise SpotDetectError("Predictions and ground truth are the same layer.",
                                           "choose the detections and the corrected copy.")
                 truth_xy = L.to_layer_coords(truth, pred, truth.data)
@@ -177,7 +177,3 @@ class QCWidget(Container):
             return None
         self._summary.value += f"<br>Table saved to {out}."
         return out
-
-
-def _unwrap(x):
-    return getattr(x, "__wrapped__", x)
