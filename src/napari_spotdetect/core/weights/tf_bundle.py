@@ -322,11 +322,17 @@ class TensorBundle:
                 off, p = _varint(handle, 0)
                 size, _ = _varint(handle, p)
                 for key, value in _block_entries(_read_block(raw, off, size, "data", path)):
+                    if header is None and key != b"":
+                        raise ModelFileError(
+                            f"{path} is a LevelDB-style table but not a TensorFlow tensor bundle (no header).",
+                            "pass the variables.index of a TensorFlow SavedModel or checkpoint.")
                     if key == b"":
                         header = dict((f, v) for f, _, v in _proto_fields(value))
                     else:
                         name = key.decode("utf-8")
                         entries[name] = _parse_entry(name, value)
+        except ModelFileError:
+            raise
         except (ValueError, UnicodeDecodeError, struct.error) as err:
             raise ModelFileError(f"{path}: malformed checkpoint index ({err}).",
                                  "download or copy the model folder again.") from err
@@ -471,11 +477,11 @@ def write_bundle(prefix, tensors: dict, num_shards: int = 1) -> Path:
                    for s in range(num_shards)]
     try:
         for i, name in enumerate(tensors):  # data in insertion order, index sorted (as TF does)
-            arr = np.ascontiguousarray(tensors[name])
+            arr = np.asarray(tensors[name])  # (not ascontiguousarray: it turns scalars into shape (1,))
             code = _DTYPE_CODES.get(arr.dtype.newbyteorder("<")) or _DTYPE_CODES.get(arr.dtype)
             if code is None:
                 raise ValueError(f"cannot write dtype {arr.dtype}")
-            data = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+            data = arr.astype(arr.dtype.newbyteorder("<")).tobytes(order="C")
             shard = i % num_shards
             f = shard_files[shard]
             off = f.tell()
