@@ -106,8 +106,12 @@ class DeepSpotModel(SpotModel):
             h = min(th, -(-self._plane_hw[0] // m) * m)
             w = min(tw, -(-self._plane_hw[1] // m) * m)
         if (h, w) != (th, tw) and not x[..., h:, :].any() and not x[..., :, w:].any():
-            return F.pad(self.net(x[..., :h, :w]), (0, tw - w, 0, th - h))
-        return self.net(x)
+            return F.pad(self._run(x[..., :h, :w]), (0, tw - w, 0, th - h))
+        return self._run(x)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        # channels-last is ~1.7x faster on CPU (oneDNN), mostly in the transposed convolutions
+        return self.net(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
     def tile_candidates(self, maps: np.ndarray, floor: float, min_distance: int = 1) -> TileCandidates:
         score = maps[0]
@@ -161,6 +165,7 @@ def load_deepspot_savedmodel(path: str | os.PathLike, device=None, *, fuse: bool
     if folder.name == "variables":
         folder = folder.parent
     net, bundle = load_deepspot_net(folder, fuse=fuse)
+    net = net.to(memory_format=torch.channels_last)
     info = ModelInfo(name=folder.name, arch="deepspot", source=str(folder), sha256=_variables_sha256(bundle),
                      card={"enhancer": "napari-DeepSpot 0.0.7 MHybrid", "normalisation": "image / max(image)"})
     return DeepSpotModel(net, info, device=device)

@@ -309,4 +309,3 @@ def count_parameters(net: nn.Module) -> int:
     """Weights plus BN moving statistics (Keras ``count_params`` counts both): 4,037,249 for MHybrid."""
     return sum(p.numel() for p in net.parameters()) + sum(
         b.numel() for n, b in net.named_buffers() if not n.endswith("num_batches_tracked"))
-
