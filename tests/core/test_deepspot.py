@@ -14,7 +14,7 @@ from napari_spotdetect.core.metrics import evaluate
 from napari_spotdetect.core.models import deepspot_net as dn
 from napari_spotdetect.core.models.base import ModelInfo
 from napari_spotdetect.core.models.deepspot import (DeepSpotModel, load_deepspot_net, load_deepspot_savedmodel,
-                                                    refine_peaks)
+                                                    refine_peaks, savedmodel_layer_names)
 from napari_spotdetect.core.models.zoo import load_model
 from napari_spotdetect.core.synthetic import synthetic_image
 from napari_spotdetect.core.weights import deepspot_fetch
@@ -157,6 +157,39 @@ def test_refuses_other_checkpoint(tmp_path):
     write_bundle(tmp_path / "other" / "variables" / "variables", {"model/dense/kernel": np.zeros((3, 4), np.float32)})
     with pytest.raises(ModelFileError, match="not the DeepSpot"):
         load_model(tmp_path / "other")
+
+
+def _saved_model_pb(names: list[str]) -> bytes:
+    """A minimal saved_model.pb whose object graph names ``layer_with_weights-N`` like Keras does."""
+    import json
+
+    from napari_spotdetect.core.weights.tf_bundle import _enc_field
+
+    def child(node_id, local):
+        return _enc_field(1, _enc_field(1, node_id, 0) + _enc_field(2, local.encode(), 2), 2)
+
+    root = b"".join(child(i + 1, f"layer_with_weights-{i}") for i in range(len(names)))
+    nodes = [root] + [_enc_field(4, _enc_field(3, json.dumps({"name": n}).encode(), 2), 2) for n in names]
+    graph = b"".join(_enc_field(1, n, 2) for n in nodes)
+    return _enc_field(2, _enc_field(7, graph, 2), 2)
+
+
+def test_layer_names_in_saved_model_are_checked(tmp_path, random_net):
+    ckpt = _keras_checkpoint(random_net)
+    write_bundle(tmp_path / "ok" / "variables" / "variables", ckpt)
+    (tmp_path / "ok" / "saved_model.pb").write_bytes(_saved_model_pb(dn.KERAS_LAYERS))
+    assert savedmodel_layer_names(tmp_path / "ok") == dict(enumerate(dn.KERAS_LAYERS))
+    load_model(tmp_path / "ok", device="cpu")
+    swapped = list(dn.KERAS_LAYERS)
+    swapped[0], swapped[1] = swapped[1], swapped[0]  # same shapes: only the names can tell
+    write_bundle(tmp_path / "swap" / "variables" / "variables", ckpt)
+    (tmp_path / "swap" / "saved_model.pb").write_bytes(_saved_model_pb(swapped))
+    with pytest.raises(ModelFileError, match="conv_atrou1 \\(expected conv_maxpool1\\)"):
+        load_model(tmp_path / "swap")
+
+
+def test_published_saved_model_names_match_table(mhybrid):
+    assert savedmodel_layer_names(mhybrid) == dict(enumerate(dn.KERAS_LAYERS))
 
 
 def test_prepare_image_divides_by_plane_max(random_net):

@@ -132,12 +132,53 @@ def _variables_sha256(bundle) -> str:
     return h.hexdigest()
 
 
+def savedmodel_layer_names(folder: Path) -> dict[int, str] | None:
+    """``{N: Keras layer name}`` for ``layer_with_weights-N``, read from ``saved_model.pb``; None if unreadable.
+
+    Why: layers of equal shapes (e.g. ``conv_maxpool1`` and ``conv_atrou1``) could be swapped in another
+    export without any shape check noticing; the object graph names them. Field numbers: SavedModel
+    .meta_graphs 2, MetaGraphDef.object_graph_def 7, SavedObjectGraph.nodes 1, SavedObject.children 1
+    (node_id 1, local_name 2), .user_object 4, SavedUserObject.metadata 3 (JSON with the layer name).
+    """
+    import json
+
+    from ..weights.tf_bundle import proto_fields  # noqa: PLC0415
+
+    pb = Path(folder) / "saved_model.pb"
+    try:
+        meta_graph = next(v for f, _, v in proto_fields(pb.read_bytes()) if f == 2)
+        graph = next(v for f, _, v in proto_fields(meta_graph) if f == 7)
+        nodes = [v for f, _, v in proto_fields(graph) if f == 1]
+        names = {}
+        for f, _, ref in proto_fields(nodes[0]):
+            if f != 1:
+                continue
+            d = {ff: vv for ff, _, vv in proto_fields(ref)}
+            local = d.get(2, b"").decode()
+            if local.startswith("layer_with_weights-"):
+                user = next(v for ff, _, v in proto_fields(nodes[d.get(1, 0)]) if ff == 4)
+                meta = next(v for ff, _, v in proto_fields(user) if ff == 3)
+                names[int(local.rsplit("-", 1)[1])] = json.loads(meta)["name"]
+        return names or None
+    except (OSError, ValueError, StopIteration, IndexError, KeyError, TypeError, UnicodeDecodeError):
+        return None  # the variables alone are enough to load; the names are a cross-check
+
+
 def load_deepspot_net(path, *, fuse: bool = True, verify: bool = True) -> tuple[DeepSpotNet, object]:
     """(net in eval mode, its TensorBundle) from a SavedModel folder; refuses variables that do not fit."""
     from ..weights.tf_bundle import TensorBundle  # noqa: PLC0415
-    from .deepspot_net import keras_state_dict
+    from .deepspot_net import KERAS_LAYERS, keras_state_dict
 
     bundle = TensorBundle(path)
+    folder = bundle.index_path.parent.parent
+    stored = savedmodel_layer_names(folder)
+    if stored is not None:
+        wrong = [f"{n}: {stored.get(n)} (expected {name})" for n, name in enumerate(KERAS_LAYERS) if stored.get(n) != name]
+        wrong += [f"{n}: {stored[n]} (unexpected)" for n in sorted(stored) if n >= len(KERAS_LAYERS)]
+        if wrong:
+            raise ModelFileError(f"{folder}/saved_model.pb stores other layers than DeepSpot (MHybrid): "
+                                 + "; ".join(wrong[:6]) + (" ..." if len(wrong) > 6 else "") + ".",
+                                 "pass the MHybrid folder of napari-DeepSpot 0.0.7 (cbib/DeepSpot's Mmixed).")
     wanted = [k for k in bundle.keys() if k.startswith("layer_with_weights-") and ".OPTIMIZER_SLOT" not in k]
     others = [k for k in bundle.keys() if not k.startswith("layer_with_weights-")]
     tensors = {k: bundle.get(k, verify) for k in wanted}
@@ -145,7 +186,7 @@ def load_deepspot_net(path, *, fuse: bool = True, verify: bool = True) -> tuple[
     net = DeepSpotNet()
     state, problems = keras_state_dict(tensors, net)
     if problems:
-        raise ModelFileError(f"{bundle.index_path.parent.parent} is not the DeepSpot (MHybrid) network: "
+        raise ModelFileError(f"{folder} is not the DeepSpot (MHybrid) network: "
                              + "; ".join(problems) + ".",
                              "pass the MHybrid folder of napari-DeepSpot 0.0.7 (cbib/DeepSpot's Mmixed).")
     net.load_state_dict(state, strict=True)

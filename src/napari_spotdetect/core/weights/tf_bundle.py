@@ -130,7 +130,7 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint longer than 10 bytes")
 
 
-def _proto_fields(buf: bytes) -> list[tuple[int, int, object]]:
+def proto_fields(buf: bytes) -> list[tuple[int, int, object]]:
     """(field number, wire type, value) for every field; length-delimited values stay bytes."""
     out, pos = [], 0
     while pos < len(buf):
@@ -215,14 +215,14 @@ class BundleEntry:
 
 def _parse_entry(name: str, value: bytes) -> BundleEntry:
     dtype, shape, shard, offset, size, crc = 0, (), 0, 0, 0, None
-    for field, _, val in _proto_fields(value):
+    for field, _, val in proto_fields(value):
         if field == 1:
             dtype = val
         elif field == 2:
             dims = []
-            for f2, _, dim in _proto_fields(val):
+            for f2, _, dim in proto_fields(val):
                 if f2 == 2:
-                    d = dict((f3, v3) for f3, _, v3 in _proto_fields(dim))
+                    d = dict((f3, v3) for f3, _, v3 in proto_fields(dim))
                     dims.append(_signed64(d.get(1, 0)))
                 elif f2 == 3 and val:
                     raise ValueError("tensor of unknown rank")
@@ -327,7 +327,7 @@ class TensorBundle:
                             f"{path} is a LevelDB-style table but not a TensorFlow tensor bundle (no header).",
                             "pass the variables.index of a TensorFlow SavedModel or checkpoint.")
                     if key == b"":
-                        header = dict((f, v) for f, _, v in _proto_fields(value))
+                        header = dict((f, v) for f, _, v in proto_fields(value))
                     else:
                         name = key.decode("utf-8")
                         entries[name] = _parse_entry(name, value)
