@@ -206,6 +206,13 @@ def test_refine_peaks_moves_toward_brighter_side():
     s[2:5, 3] = [0.8, 1.0, 0.8]
     (y, x), = refine_peaks(s, np.array([[3, 3]]))
     assert y == pytest.approx(3.0) and 3.0 < x < 3.5
+    s[3, 2:5] = [0.5, 1.0, 1.0]  # a saturated plateau: half-way, but never exactly on the pixel border
+    (_, x), = refine_peaks(s, np.array([[3, 3]]))
+    assert 3.4 < x < 3.5
+    edge = np.zeros((5, 5))
+    edge[0, 2], edge[1, 2] = 1.0, 0.6  # a peak on the map's edge is not pushed outward
+    (y, x), = refine_peaks(edge, np.array([[0, 2]]))
+    assert y == 0.0 and x == 2.0
 
 
 # -- parity with TensorFlow -------------------------------------------------------------------------------

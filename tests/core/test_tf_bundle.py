@@ -75,6 +75,7 @@ def test_round_trip(tmp_path, shards):
         assert got.dtype == arr.dtype and got.shape == arr.shape
         np.testing.assert_array_equal(got, arr)
     assert tb.TensorBundle(str(prefix) + ".index").keys() == bundle.keys()
+    assert tb.TensorBundle(tmp_path / "variables").keys() == bundle.keys()  # the variables/ folder itself
     assert bundle.entries["big"].crc32c is not None
 
 
@@ -136,6 +137,9 @@ def test_foreign_files(tmp_path):
         tb.TensorBundle(tmp_path)
     with pytest.raises(ModelFileError, match="No TensorFlow checkpoint index"):
         tb.TensorBundle(tmp_path / "nowhere")
+    (tmp_path / "pbonly").mkdir()
+    with pytest.raises(ModelFileError, match="pbonly/variables/variables.index"):
+        tb.TensorBundle(tmp_path / "pbonly")
 
 
 def test_missing_shard(written):

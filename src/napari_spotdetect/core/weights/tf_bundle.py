@@ -280,7 +280,8 @@ def _resolve_prefix(path) -> Path:
     """Accept the SavedModel folder, its ``variables`` folder, the index file or the bare prefix."""
     p = Path(path).expanduser()
     if p.is_dir():
-        p = p / "variables" / "variables" if (p / "variables" / "variables.index").exists() else p / "variables"
+        # the variables/ folder itself, else a SavedModel folder (the error then names the missing index)
+        p = p / "variables" if (p / "variables.index").exists() else p / "variables" / "variables"
     elif p.name.endswith(".index"):
         p = p.with_name(p.name[: -len(".index")])
     return p
