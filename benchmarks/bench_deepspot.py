@@ -92,10 +92,11 @@ def main(argv=None) -> dict:
         x = torch.from_numpy(model.prepare_image(img[None]))[None]
         with torch.inference_mode():  # the net is warm from the rows above
             ts = _time(lambda: model.forward_maps(x), max(1, args.repeats // 3), warm=False)
-        rows.append({"what": f"net whole {n}x{n} (one pass)", "seconds": float(np.median(ts)), "min": float(min(ts)),
-                     "per_256": float(np.median(ts)) / equiv, "runs": ts})
+        rows.append({"what": f"net whole {n}x{n} (one pass)", "seconds": float(np.median(ts)),
+                     "min": float(min(ts)), "per_256": float(np.median(ts)) / equiv, "runs": ts})
         dets = []
-        ts = _time(lambda: dets.append(detect(img, model, keep_maps=False)), max(1, args.repeats // 3), warm=False)
+        ts = _time(lambda: dets.append(detect(img, model, keep_maps=False)), max(1, args.repeats // 3),
+                   warm=False)
         det = dets[-1]
         rows.append({"what": f"detect {n}x{n} ({det.provenance['tiling']['n_tiles']} tiles of "
                              f"{model.tile_size[0]}, overlap {model.tile_overlap})",
@@ -103,7 +104,8 @@ def main(argv=None) -> dict:
                      "per_256": float(np.median(ts)) / equiv, "runs": ts, "spots": len(det.spots)})
     parity = _parity(model)
     result = {
-        "model": str(weights), "threads": args.threads, "torch": torch.__version__, "cpu_count": os.cpu_count(),
+        "model": str(weights), "threads": args.threads, "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
         "machine": platform.machine(), "processor": platform.processor(),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         "tf_seconds_per_256_spec": TF_SECONDS_PER_256, "parity_max_abs_err": parity, "rows": rows,
@@ -115,7 +117,8 @@ def main(argv=None) -> dict:
     for r in rows:
         print(f"{r['what']:58s} {r['seconds']:9.3f} {r.get('min', r['seconds']):8.3f} "
               f"{r.get('per_256', float('nan')):8.3f}")
-    print(f"TensorFlow 2.15 (spec, same machine kind, 2 cores): {TF_SECONDS_PER_256[0]}-{TF_SECONDS_PER_256[1]} s per 256^2")
+    lo, hi = TF_SECONDS_PER_256
+    print(f"TensorFlow 2.15 (spec, same machine kind, 2 cores): {lo}-{hi} s per 256^2")
     if parity is not None:
         print(f"parity with TF after optimisation: max |err| = {parity:.2e}")
     out = Path(args.out)

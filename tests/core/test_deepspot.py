@@ -13,8 +13,13 @@ from napari_spotdetect.core.errors import ModelFileError, SpotDetectError
 from napari_spotdetect.core.metrics import evaluate
 from napari_spotdetect.core.models import deepspot_net as dn
 from napari_spotdetect.core.models.base import ModelInfo
-from napari_spotdetect.core.models.deepspot import (DeepSpotModel, load_deepspot_net, load_deepspot_savedmodel,
-                                                    refine_peaks, savedmodel_layer_names)
+from napari_spotdetect.core.models.deepspot import (
+    DeepSpotModel,
+    load_deepspot_net,
+    load_deepspot_savedmodel,
+    refine_peaks,
+    savedmodel_layer_names,
+)
 from napari_spotdetect.core.models.zoo import load_model
 from napari_spotdetect.core.synthetic import synthetic_image
 from napari_spotdetect.core.weights import deepspot_fetch
@@ -66,7 +71,8 @@ def test_architecture_matches_stored_layer_list():
     paths = [dn.keras_to_module(n) for n in dn.KERAS_LAYERS]
     assert len(set(paths)) == 123 and all(p in modules for p in paths)
     assert dn.KERAS_LAYERS[0] == "conv_maxpool1" and dn.KERAS_LAYERS[4] == "conv1"
-    assert dn.keras_to_module("up_bn6b_branch1") == "up6b.bn1" and dn.keras_to_module("bn3m_branch2c") == "res3m.bn2c"
+    assert dn.keras_to_module("up_bn6b_branch1") == "up6b.bn1"
+    assert dn.keras_to_module("bn3m_branch2c") == "res3m.bn2c"
     x = torch.zeros(1, 1, 48, 40)
     with torch.inference_mode():
         assert net.eval()(x).shape == (1, 1, 48, 40)
@@ -86,7 +92,8 @@ def test_tf_same_padding_rules():
         ct.bias.zero_()
     y = ct(torch.ones(1, 1, 3, 3))
     assert y.shape == (1, 1, 6, 6)
-    assert y[0, 0, 0, 0] == 1 and y[0, 0, 2, 2] == 1 and y[0, 0, 1, 1] == 0  # no shift: the full output's start
+    # no shift: the kept part is the start of the full output
+    assert y[0, 0, 0, 0] == 1 and y[0, 0, 2, 2] == 1 and y[0, 0, 1, 1] == 0
 
 
 def _keras_checkpoint(net: dn.DeepSpotNet) -> dict:
@@ -105,7 +112,8 @@ def _keras_checkpoint(net: dn.DeepSpotNet) -> dict:
             if is_bn and attr == "bias":
                 attr = "beta"
             v = state[key].numpy()
-            out[f"layer_with_weights-{n}/{attr}/.ATTRIBUTES/VARIABLE_VALUE"] = v.transpose(2, 3, 1, 0) if v.ndim == 4 else v
+            key = f"layer_with_weights-{n}/{attr}/.ATTRIBUTES/VARIABLE_VALUE"
+            out[key] = v.transpose(2, 3, 1, 0) if v.ndim == 4 else v
     out["optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE"] = np.array(3, dtype=np.int64)
     return out
 
@@ -141,7 +149,7 @@ def test_own_checkpoint_loads_and_fused_net_agrees(tmp_path, random_net):
 def test_refuses_checkpoint_with_wrong_variables(tmp_path, random_net):
     ckpt = _keras_checkpoint(random_net)
     ckpt.pop("layer_with_weights-122/bias/.ATTRIBUTES/VARIABLE_VALUE")  # missing
-    ckpt["layer_with_weights-123/kernel/.ATTRIBUTES/VARIABLE_VALUE"] = np.zeros((1, 1, 1, 1), np.float32)  # extra
+    ckpt["layer_with_weights-123/kernel/.ATTRIBUTES/VARIABLE_VALUE"] = np.zeros((1, 1, 1, 1), np.float32)
     key = "layer_with_weights-19/kernel/.ATTRIBUTES/VARIABLE_VALUE"
     ckpt[key] = ckpt[key].transpose(0, 1, 3, 2).copy()  # (1, 1, 128, 384): a transposed 1x1 kernel
     write_bundle(tmp_path / "bad" / "variables" / "variables", ckpt)
@@ -154,7 +162,8 @@ def test_refuses_checkpoint_with_wrong_variables(tmp_path, random_net):
 
 
 def test_refuses_other_checkpoint(tmp_path):
-    write_bundle(tmp_path / "other" / "variables" / "variables", {"model/dense/kernel": np.zeros((3, 4), np.float32)})
+    write_bundle(tmp_path / "other" / "variables" / "variables",
+                 {"model/dense/kernel": np.zeros((3, 4), np.float32)})
     with pytest.raises(ModelFileError, match="not the DeepSpot"):
         load_model(tmp_path / "other")
 
@@ -230,11 +239,10 @@ def test_output_matches_tensorflow(case, fixture_dir, exact_net, model):
 
 def test_intermediate_layers_match_tensorflow(fixture_dir, exact_net):
     acts = {}
-    hooks = [getattr(exact_net.caso, "conv1").register_forward_hook(lambda m, i, o: acts.__setitem__("conv1", o)),
-             exact_net.caso.register_forward_hook(lambda m, i, o: acts.__setitem__("concatenate", o)),
-             exact_net.res3a.register_forward_hook(lambda m, i, o: acts.__setitem__("add", o)),
-             exact_net.res3m.register_forward_hook(lambda m, i, o: acts.__setitem__("add_12", o)),
-             exact_net.up6a.register_forward_hook(lambda m, i, o: acts.__setitem__("activation_50", o))]
+    layers = {"conv1": exact_net.caso.conv1, "concatenate": exact_net.caso, "add": exact_net.res3a,
+              "add_12": exact_net.res3m, "activation_50": exact_net.up6a}  # Keras name -> our module
+    hooks = [m.register_forward_hook(lambda mod, i, o, name=name: acts.__setitem__(name, o))
+             for name, m in layers.items()]
     try:
         _run(exact_net, np.load(fixture_dir / "synth_a_input.npy"))
     finally:
@@ -264,7 +272,8 @@ def test_detect_returns_spots_and_enhanced_map(fixture_dir, model):
 
 def test_tiled_equals_untiled(model):
     """Tiles overlapping by 256 px reproduce whole-image inference (the network sees ~100 px away)."""
-    img, _ = synthetic_image((256, 1792), 150, seed=4)  # two 1024-px tiles along x, the last one ends at the edge
+    # two 1024-px tiles along x, the last one ending at the image edge
+    img, _ = synthetic_image((256, 1792), 150, seed=4)
     whole = _run(model.net, model.prepare_image(img[None])[0])
     det = detect(img, model, keep_maps=True)
     assert det.provenance["tiling"]["grid"] == [1, 2]

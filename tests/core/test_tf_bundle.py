@@ -1,4 +1,4 @@
-"""The numpy-only TensorFlow tensor-bundle reader: checksums, a round trip through our writer, damaged files."""
+"""The numpy-only TF tensor-bundle reader: checksums, a round trip through our writer, damaged files."""
 
 from __future__ import annotations
 
@@ -49,8 +49,9 @@ def test_mask_round_trip_and_differs():
 # -- writer -> reader round trip --------------------------------------------------------------------------
 def _tensors():
     rng = np.random.default_rng(0)
-    out = {f"layer_with_weights-{i}/kernel/.ATTRIBUTES/VARIABLE_VALUE": rng.normal(size=(3, 3, 2, i + 1)).astype(np.float32)
-           for i in range(20)}  # > 16 keys with shared prefixes: restarts and prefix compression
+    # > 16 keys with shared prefixes: restarts and prefix compression
+    out = {f"layer_with_weights-{i}/kernel/.ATTRIBUTES/VARIABLE_VALUE":
+           rng.normal(size=(3, 3, 2, i + 1)).astype(np.float32) for i in range(20)}
     out.update({
         "optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE": np.array(14062, dtype=np.int64),
         "big": rng.normal(size=(70, 300)).astype(np.float32),  # > 8 kB: the chunked CRC path

@@ -136,7 +136,7 @@ def _variables_sha256(bundle) -> str:
 
 
 def savedmodel_layer_names(folder: Path) -> dict[int, str] | None:
-    """``{N: Keras layer name}`` for ``layer_with_weights-N``, read from ``saved_model.pb``; None if unreadable.
+    """``{N: Keras layer name}`` of ``layer_with_weights-N``, from ``saved_model.pb``; None if unreadable.
 
     Why: layers of equal shapes (e.g. ``conv_maxpool1`` and ``conv_atrou1``) could be swapped in another
     export without any shape check noticing; the object graph names them. Field numbers: SavedModel
@@ -176,7 +176,8 @@ def load_deepspot_net(path, *, fuse: bool = True, verify: bool = True) -> tuple[
     folder = bundle.index_path.parent.parent
     stored = savedmodel_layer_names(folder)
     if stored is not None:
-        wrong = [f"{n}: {stored.get(n)} (expected {name})" for n, name in enumerate(KERAS_LAYERS) if stored.get(n) != name]
+        wrong = [f"{n}: {stored.get(n)} (expected {name})" for n, name in enumerate(KERAS_LAYERS)
+                 if stored.get(n) != name]
         wrong += [f"{n}: {stored[n]} (unexpected)" for n in sorted(stored) if n >= len(KERAS_LAYERS)]
         if wrong:
             raise ModelFileError(f"{folder}/saved_model.pb stores other layers than DeepSpot (MHybrid): "
@@ -211,5 +212,6 @@ def load_deepspot_savedmodel(path: str | os.PathLike, device=None, *, fuse: bool
     net, bundle = load_deepspot_net(folder, fuse=fuse)
     net = net.to(memory_format=torch.channels_last)
     info = ModelInfo(name=folder.name, arch="deepspot", source=str(folder), sha256=_variables_sha256(bundle),
-                     card={"enhancer": "napari-DeepSpot 0.0.7 MHybrid", "normalisation": "image / max(image)"})
+                     card={"enhancer": "napari-DeepSpot 0.0.7 MHybrid",
+                           "normalisation": "image / max(image)"})
     return DeepSpotModel(net, info, device=device)

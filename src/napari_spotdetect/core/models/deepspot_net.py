@@ -186,7 +186,7 @@ class UpBlock(nn.Module):
 
 
 class DeepSpotNet(nn.Module):
-    """(B, 1, H, W) image divided by its maximum -> (B, 1, H, W) sigmoid "enhanced" map; H, W multiples of 8."""
+    """(B, 1, H, W) image divided by its max -> (B, 1, H, W) sigmoid "enhanced" map; H, W multiples of 8."""
 
     size_multiple = 8
 
@@ -213,7 +213,7 @@ class DeepSpotNet(nn.Module):
 
     # -- weights ----------------------------------------------------------------------------------------
     def load_keras_weights(self, tensors: dict) -> None:
-        """Fill the net from checkpoint tensors keyed ``layer_with_weights-N/<attr>/.ATTRIBUTES/VARIABLE_VALUE``.
+        """Fill the net from tensors keyed ``layer_with_weights-N/<attr>/.ATTRIBUTES/VARIABLE_VALUE``.
 
         Raises :class:`ModelFileError` listing missing, unexpected or mis-shaped variables.
         """
@@ -270,8 +270,8 @@ def keras_state_dict(tensors: dict, net: nn.Module) -> tuple[dict, list[str]]:
         if ".OPTIMIZER_SLOT" in key or key.startswith(_SKIP_PREFIXES):
             continue
         parts = key.split("/")
-        if (len(parts) != 4 or not parts[0].startswith("layer_with_weights-") or parts[2:] != [".ATTRIBUTES",
-                                                                                              "VARIABLE_VALUE"]):
+        if (len(parts) != 4 or not parts[0].startswith("layer_with_weights-")
+                or parts[2:] != [".ATTRIBUTES", "VARIABLE_VALUE"]):
             unexpected.append(key)
             continue
         n = parts[0].rsplit("-", 1)[1]

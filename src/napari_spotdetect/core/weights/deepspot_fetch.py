@@ -26,7 +26,8 @@ WHEEL_PREFIX = "napari_deepspot/models/MHybrid/"
 MHYBRID_SHA256 = {
     "saved_model.pb": "15e9707e2a092bd38218f31cbc68694cea9065e2a823371bd79442269fe4e65b",
     "variables/variables.index": "794c4fc2d5dba7f82f0edb6cde241d76db11ce1d586c3f7dee930b8aef1d2545",
-    "variables/variables.data-00000-of-00001": "cd077f0047154428dc473d8802fc155f3df78704a29df43ce660379c8af5326d",
+    "variables/variables.data-00000-of-00001":
+        "cd077f0047154428dc473d8802fc155f3df78704a29df43ce660379c8af5326d",
 }
 
 
@@ -52,8 +53,8 @@ def _complete(folder: Path) -> bool:
 def _download_wheel(dest: Path, timeout: float) -> Path:
     """pip first (it honours the user's index, proxy and certificate settings), then the PyPI JSON API."""
     errors = []
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-           "-q", "-d", str(dest), f"{PACKAGE}=={VERSION}"]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-q", "-d", str(dest), f"{PACKAGE}=={VERSION}"]
     try:
         subprocess.run(cmd, check=True, capture_output=True, timeout=timeout)
         wheels = sorted(dest.glob("*.whl"))
@@ -113,8 +114,8 @@ def fetch_deepspot_weights(cache: str | os.PathLike | None = None, *, timeout: f
         for rel, sha in MHYBRID_SHA256.items():
             p = staging / rel
             if not p.is_file() or _sha256(p) != sha:
-                raise SpotDetectError(f"{rel} in {wheel.name} is missing or differs from the published MHybrid.",
-                                      "delete the cache folder and try again.")
+                raise SpotDetectError(f"{rel} in {wheel.name} is missing or differs from the published "
+                                      "MHybrid.", "delete the cache folder and try again.")
         (staging / ".complete").write_text(f"{PACKAGE}=={VERSION}\n")
         if folder.exists():
             shutil.rmtree(folder)

@@ -84,7 +84,10 @@ def crc32c(data, crc: int = 0) -> int:
     Long inputs are cut into equal chunks whose CRCs are computed side by side with numpy (one table step
     per byte position), then chained by the linear "shift over L zero bytes" map. 16 MB takes ~0.1 s.
     """
-    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
+    if isinstance(data, np.ndarray):
+        buf = data.reshape(-1).view(np.uint8)
+    else:
+        buf = np.frombuffer(data, dtype=np.uint8)
     n = buf.size
     reg = (crc ^ _M32) & _M32
     if n < 8192:
@@ -243,16 +246,22 @@ def _parse_entry(name: str, value: bytes) -> BundleEntry:
 def _read_block(raw: bytes, offset: int, size: int, what: str, path: Path) -> bytes:
     end = offset + size + 5
     if offset < 0 or end > len(raw):
-        raise ModelFileError(f"{path} is truncated: its {what} block ends at byte {end}, the file has {len(raw)}.",
-                             "download or copy the model folder again.")
-    block, kind, stored = raw[offset:offset + size], raw[offset + size], struct.unpack_from("<I", raw, offset + size + 1)[0]
+        raise ModelFileError(f"{path} is truncated: its {what} block ends at byte {end}, the file has "
+                             f"{len(raw)}.", "download or copy the model folder again.")
+    block, kind = raw[offset:offset + size], raw[offset + size]
+    stored = struct.unpack_from("<I", raw, offset + size + 1)[0]
     if unmask_crc(stored) != crc32c(raw[offset:offset + size + 1]):
-        raise ModelFileError(f"{path}: the checksum of its {what} block does not match (the file is damaged).",
-                             "download or copy the model folder again.")
+        raise ModelFileError(f"{path}: the checksum of its {what} block does not match (the file is "
+                             "damaged).", "download or copy the model folder again.")
     if kind != 0:
         raise ModelFileError(f"{path}: the {what} block is compressed (type {kind}); TF bundles never are.",
                              "pass the variables.index of a TensorFlow SavedModel or checkpoint.")
     return block
+
+
+def _not_a_bundle(path) -> tuple[str, str]:
+    return (f"{path} is a LevelDB-style table but not a TensorFlow tensor bundle (no header).",
+            "pass the variables.index of a TensorFlow SavedModel or checkpoint.")
 
 
 def _block_entries(block: bytes):
@@ -324,9 +333,7 @@ class TensorBundle:
                 size, _ = _varint(handle, p)
                 for key, value in _block_entries(_read_block(raw, off, size, "data", path)):
                     if header is None and key != b"":
-                        raise ModelFileError(
-                            f"{path} is a LevelDB-style table but not a TensorFlow tensor bundle (no header).",
-                            "pass the variables.index of a TensorFlow SavedModel or checkpoint.")
+                        raise ModelFileError(*_not_a_bundle(path))
                     if key == b"":
                         header = dict((f, v) for f, _, v in proto_fields(value))
                     else:
@@ -338,8 +345,7 @@ class TensorBundle:
             raise ModelFileError(f"{path}: malformed checkpoint index ({err}).",
                                  "download or copy the model folder again.") from err
         if header is None:
-            raise ModelFileError(f"{path} is a LevelDB-style table but not a TensorFlow tensor bundle (no header).",
-                                 "pass the variables.index of a TensorFlow SavedModel or checkpoint.")
+            raise ModelFileError(*_not_a_bundle(path))
         if header.get(2, 0) != 0:
             raise ModelFileError(f"{path} stores big-endian tensors, which are not supported.",
                                  "re-save the checkpoint on a little-endian machine.")
@@ -371,17 +377,17 @@ class TensorBundle:
             raise KeyError(name)
         e = self.entries[name]
         if e.shard >= self.num_shards:
-            raise ModelFileError(f"{self.index_path}: tensor {name!r} points at shard {e.shard} of {self.num_shards}.",
-                                 "download or copy the model folder again.")
+            raise ModelFileError(f"{self.index_path}: tensor {name!r} points at shard {e.shard} of "
+                                 f"{self.num_shards}.", "download or copy the model folder again.")
         data = self._shard(e.shard)
         if e.offset < 0 or e.offset + e.size > data.size:
             raise ModelFileError(
-                f"{self.shard_path(e.shard)} is truncated: tensor {name!r} needs bytes {e.offset}..{e.offset + e.size}, "
-                f"the file has {data.size}.", "download or copy the model folder again.")
+                f"{self.shard_path(e.shard)} is truncated: tensor {name!r} needs bytes {e.offset}.."
+                f"{e.offset + e.size}, the file has {data.size}.", "download or copy the model folder again.")
         buf = data[e.offset:e.offset + e.size]
         if verify and e.crc32c is not None and _entry_crc(e, buf) != unmask_crc(e.crc32c):
-            raise ModelFileError(f"{self.shard_path(e.shard)}: checksum mismatch for tensor {name!r} (the file is damaged).",
-                                 "download or copy the model folder again.")
+            raise ModelFileError(f"{self.shard_path(e.shard)}: checksum mismatch for tensor {name!r} "
+                                 "(the file is damaged).", "download or copy the model folder again.")
         return self._decode(e, buf)
 
     def _decode(self, e: BundleEntry, buf: np.ndarray):
@@ -390,15 +396,16 @@ class TensorBundle:
         if kind == "string":
             return _decode_strings(bytes(buf), n)
         if kind == "?unknown":
-            raise ModelFileError(f"{self.index_path}: tensor {e.name!r} has TF dtype {e.dtype}, which is not supported.",
-                                 "only numeric and string tensors can be read.")
+            raise ModelFileError(f"{self.index_path}: tensor {e.name!r} has TF dtype {e.dtype}, which is not "
+                                 "supported.", "only numeric and string tensors can be read.")
         if kind == "bfloat16":
             raw = np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16
             return raw.view(np.float32).reshape(e.shape)
         dt = np.dtype(kind)
         if n * dt.itemsize != e.size:
-            raise ModelFileError(f"{self.index_path}: tensor {e.name!r} has {e.size} bytes, its shape {e.shape} "
-                                 f"and dtype need {n * dt.itemsize}.", "download or copy the model folder again.")
+            raise ModelFileError(f"{self.index_path}: tensor {e.name!r} has {e.size} bytes, its shape "
+                                 f"{e.shape} and dtype need {n * dt.itemsize}.",
+                                 "download or copy the model folder again.")
         return np.frombuffer(buf, dtype=dt).reshape(e.shape).astype(dt.newbyteorder("="), copy=True)
 
 
