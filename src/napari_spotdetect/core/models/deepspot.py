@@ -2,8 +2,11 @@
 
 DeepSpot does not detect spots: it "enhances" an image (a sigmoid map in (0, 1) where every spot becomes a
 saturated 3x3 peak on a dimmed copy of the background). Its promise is that one fixed detector then works
-on every image without tuning, so the peak finder below has parameters fixed once for all images, chosen
-on synthetic data (see ``tests/core/test_deepspot.py`` and the issue report).
+on every image without tuning, so the peak finder below has parameters fixed once for all images: maxima
+of 5x5 neighbourhoods above 0.65, refined by a parabola per axis. They were chosen on 45 synthetic
+256x256 images of ``core.synthetic`` (20-250 spots, peak amplitude 30-3000 over a background of 100):
+mean F1 at 1 px 0.997 on the 27 brighter ones and 0.909 on 18 harder ones (0.774 on the dimmest third);
+0.5 lets background through on dim images (F1 0.70), 0.8 loses dim spots (0.88).
 """
 
 from __future__ import annotations
