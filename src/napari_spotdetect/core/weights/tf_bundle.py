@@ -1,0 +1,523 @@
+"""TensorFlow checkpoint "tensor bundles" read (and, for tests, written) with numpy alone.
+
+DeepSpot's weights exist only as a TF SavedModel. Its ``variables/`` folder is a tensor bundle: an index
+file (a LevelDB-format table mapping tensor names to small protobuf records) and data shards holding the
+raw little-endian tensors. We decode the handful of protobuf fields by hand and check the masked CRC32C
+checksums the format stores, so a truncated or damaged download is reported, not silently loaded. Neither
+TensorFlow nor the protobuf package is needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelFileError
+
+# ---------------------------------------------------------------------------------------------------------
+# CRC32C (Castagnoli), as LevelDB/TF use it, with their "mask" so that CRCs of CRCs stay well spread
+# ---------------------------------------------------------------------------------------------------------
+_POLY = 0x82F63B78
+_MASK_DELTA = 0xA282EAD8
+_M32 = 0xFFFFFFFF
+
+
+def _byte_table() -> np.ndarray:
+    t = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        t = np.where(t & 1, (t >> 1) ^ np.uint32(_POLY), t >> 1).astype(np.uint32)
+    return t
+
+
+_TABLE = _byte_table()
+_TABLE_L = [int(v) for v in _TABLE]
+
+
+def _advance(reg: int, data: bytes) -> int:
+    """The reflected CRC register after feeding ``data`` (no initial or final xor)."""
+    t = _TABLE_L
+    for b in data:
+        reg = t[(reg ^ b) & 0xFF] ^ (reg >> 8)
+    return reg
+
+
+def _op_apply(op: list[int], v: int) -> int:
+    """Apply a GF(2)-linear map on 32-bit registers, given as the images of the 32 unit vectors."""
+    r, j = 0, 0
+    while v:
+        if v & 1:
+            r ^= op[j]
+        v >>= 1
+        j += 1
+    return r
+
+
+@functools.lru_cache(maxsize=64)
+def _zeros_op(n: int) -> tuple[int, ...]:
+    """The linear map "advance the register over ``n`` zero bytes", by repeated squaring."""
+    result = [1 << j for j in range(32)]
+    base = [_advance(1 << j, b"\0") for j in range(32)]
+    while n:
+        if n & 1:
+            result = [_op_apply(base, x) for x in result]
+        base = [_op_apply(base, x) for x in base]
+        n >>= 1
+    return tuple(result)
+
+
+@functools.lru_cache(maxsize=16)
+def _zeros_tables(n: int) -> tuple[list[int], ...]:
+    """``_zeros_op(n)`` as four 256-entry tables, one per register byte, for a fast scalar apply."""
+    op = list(_zeros_op(n))
+    return tuple([_op_apply(op, b << (8 * k)) for b in range(256)] for k in range(4))
+
+
+def crc32c(data, crc: int = 0) -> int:
+    """Standard CRC32C of ``data`` (bytes-like or uint8 array), optionally continuing from ``crc``.
+
+    Long inputs are cut into equal chunks whose CRCs are computed side by side with numpy (one table step
+    per byte position), then chained by the linear "shift over L zero bytes" map. 16 MB takes ~0.1 s.
+    """
+    if isinstance(data, np.ndarray):
+        buf = data.reshape(-1).view(np.uint8)
+    else:
+        buf = np.frombuffer(data, dtype=np.uint8)
+    n = buf.size
+    reg = (crc ^ _M32) & _M32
+    if n < 8192:
+        return _advance(reg, buf.tobytes()) ^ _M32
+    chunk = 1 << round(math.log2(math.sqrt(n)))
+    count = n // chunk
+    cols = np.ascontiguousarray(buf[: count * chunk].reshape(count, chunk).T)  # (chunk, count)
+    c = np.zeros(count, dtype=np.uint32)
+    for row in cols:
+        c = _TABLE[(c ^ row) & 0xFF] ^ (c >> 8)
+    # raw chunk CRCs start from 0; the register value before each chunk is shifted across it and added
+    t0, t1, t2, t3 = _zeros_tables(chunk)
+    for ci in c.tolist():
+        reg = t0[reg & 0xFF] ^ t1[(reg >> 8) & 0xFF] ^ t2[(reg >> 16) & 0xFF] ^ t3[reg >> 24] ^ ci
+    reg = _advance(reg, buf[count * chunk:].tobytes())
+    return reg ^ _M32
+
+
+def mask_crc(crc: int) -> int:
+    return ((((crc >> 15) | (crc << 17)) & _M32) + _MASK_DELTA) & _M32
+
+
+def unmask_crc(masked: int) -> int:
+    rot = (masked - _MASK_DELTA) & _M32
+    return ((rot >> 17) | (rot << 15)) & _M32
+
+
+# ---------------------------------------------------------------------------------------------------------
+# protobuf wire format: just enough to read and write the bundle records
+# ---------------------------------------------------------------------------------------------------------
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("varint runs past the end of the buffer")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def proto_fields(buf: bytes) -> list[tuple[int, int, object]]:
+    """(field number, wire type, value) for every field; length-delimited values stay bytes."""
+    out, pos = [], 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            val, pos = _varint(buf, pos)
+        elif wire == 1:
+            val = struct.unpack_from("<Q", buf, pos)[0]
+            pos += 8
+        elif wire == 2:
+            ln, pos = _varint(buf, pos)
+            if pos + ln > len(buf):
+                raise ValueError("length-delimited field runs past the end")
+            val = bytes(buf[pos:pos + ln])
+            pos += ln
+        elif wire == 5:
+            val = struct.unpack_from("<I", buf, pos)[0]
+            pos += 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        out.append((field, wire, val))
+    if pos != len(buf):
+        raise ValueError("protobuf message ends inside a field")
+    return out
+
+
+def _signed64(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _enc_varint(v: int) -> bytes:
+    v &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _enc_field(field: int, value, wire: int) -> bytes:
+    key = _enc_varint(field << 3 | wire)
+    if wire == 0:
+        return key + _enc_varint(value)
+    if wire == 2:
+        return key + _enc_varint(len(value)) + value
+    if wire == 5:
+        return key + struct.pack("<I", value)
+    raise ValueError(wire)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bundle entries
+# ---------------------------------------------------------------------------------------------------------
+#: TF DataType enum -> numpy dtype ("string" handled apart; bfloat16 widened to float32 on read)
+DTYPES = {1: "<f4", 2: "<f8", 3: "<i4", 4: "u1", 5: "<i2", 6: "i1", 7: "string", 9: "<i8", 10: "?",
+          14: "bfloat16", 17: "<u2", 19: "<f2", 22: "<u4", 23: "<u8"}
+_DTYPE_CODES = {np.dtype(v): k for k, v in DTYPES.items() if v not in ("string", "bfloat16")}
+
+_FOOTER_LEN = 48
+_TABLE_MAGIC = 0xDB4775248B80FB57
+
+
+@dataclass(frozen=True)
+class BundleEntry:
+    name: str
+    dtype: int  # TF DataType code
+    shape: tuple[int, ...]
+    shard: int
+    offset: int
+    size: int
+    crc32c: int | None  # masked, as stored; None when the writer left it out
+
+    @property
+    def numpy_dtype(self) -> str:
+        return DTYPES.get(self.dtype, "?unknown")
+
+
+def _parse_entry(name: str, value: bytes) -> BundleEntry:
+    dtype, shape, shard, offset, size, crc = 0, (), 0, 0, 0, None
+    for field, _, val in proto_fields(value):
+        if field == 1:
+            dtype = val
+        elif field == 2:
+            dims = []
+            for f2, _, dim in proto_fields(val):
+                if f2 == 2:
+                    d = dict((f3, v3) for f3, _, v3 in proto_fields(dim))
+                    dims.append(_signed64(d.get(1, 0)))
+                elif f2 == 3 and val:
+                    raise ValueError("tensor of unknown rank")
+            shape = tuple(dims)
+        elif field == 3:
+            shard = val
+        elif field == 4:
+            offset = _signed64(val)
+        elif field == 5:
+            size = _signed64(val)
+        elif field == 6:
+            crc = val
+        elif field == 7:
+            raise ValueError("partitioned (sliced) variables are not supported")
+    return BundleEntry(name, dtype, shape, shard, offset, size, crc)
+
+
+def _read_block(raw: bytes, offset: int, size: int, what: str, path: Path) -> bytes:
+    end = offset + size + 5
+    if offset < 0 or end > len(raw):
+        raise ModelFileError(f"{path} is truncated: its {what} block ends at byte {end}, the file has "
+                             f"{len(raw)}.", "download or copy the model folder again.")
+    block, kind = raw[offset:offset + size], raw[offset + size]
+    stored = struct.unpack_from("<I", raw, offset + size + 1)[0]
+    if unmask_crc(stored) != crc32c(raw[offset:offset + size + 1]):
+        raise ModelFileError(f"{path}: the checksum of its {what} block does not match (the file is "
+                             "damaged).", "download or copy the model folder again.")
+    if kind != 0:
+        raise ModelFileError(f"{path}: the {what} block is compressed (type {kind}); TF bundles never are.",
+                             "pass the variables.index of a TensorFlow SavedModel or checkpoint.")
+    return block
+
+
+def _not_a_bundle(path) -> tuple[str, str]:
+    return (f"{path} is a LevelDB-style table but not a TensorFlow tensor bundle (no header).",
+            "pass the variables.index of a TensorFlow SavedModel or checkpoint.")
+
+
+def _block_entries(block: bytes):
+    """(key, value) pairs of one table block, undoing the prefix compression of the keys."""
+    if len(block) < 4:
+        raise ValueError("block shorter than its restart count")
+    n_restarts = struct.unpack_from("<I", block, len(block) - 4)[0]
+    limit = len(block) - 4 - 4 * n_restarts
+    if limit < 0:
+        raise ValueError("restart array larger than the block")
+    pos, key = 0, b""
+    while pos < limit:
+        shared, pos = _varint(block, pos)
+        unshared, pos = _varint(block, pos)
+        vlen, pos = _varint(block, pos)
+        if shared > len(key) or pos + unshared + vlen > limit:
+            raise ValueError("table entry runs past its block")
+        key = key[:shared] + block[pos:pos + unshared]
+        pos += unshared
+        yield key, block[pos:pos + vlen]
+        pos += vlen
+
+
+def _resolve_prefix(path) -> Path:
+    """Accept the SavedModel folder, its ``variables`` folder, the index file or the bare prefix."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        # the variables/ folder itself, else a SavedModel folder (the error then names the missing index)
+        p = p / "variables" if (p / "variables.index").exists() else p / "variables" / "variables"
+    elif p.name.endswith(".index"):
+        p = p.with_name(p.name[: -len(".index")])
+    return p
+
+
+class TensorBundle:
+    """The tensors of a TF checkpoint, read lazily from its data shards (memory-mapped)."""
+
+    def __init__(self, path):
+        self.prefix = _resolve_prefix(path)
+        self.index_path = self.prefix.with_name(self.prefix.name + ".index")
+        if not self.index_path.is_file():
+            raise ModelFileError(f"No TensorFlow checkpoint index at {self.index_path}.",
+                                 "pass a SavedModel folder (with variables/variables.index inside).")
+        raw = self.index_path.read_bytes()
+        self.num_shards, self.entries = self._parse_index(raw)
+        self._shards: dict[int, np.ndarray] = {}
+
+    def _parse_index(self, raw: bytes) -> tuple[int, dict[str, BundleEntry]]:
+        path = self.index_path
+        if len(raw) < _FOOTER_LEN or struct.unpack_from("<Q", raw, len(raw) - 8)[0] != _TABLE_MAGIC:
+            raise ModelFileError(
+                f"{path} is not a TensorFlow checkpoint index (no table footer: the file is truncated or of "
+                f"another kind, {len(raw)} bytes).", "download or copy the model folder again.")
+        try:
+            footer = raw[-_FOOTER_LEN:]
+            _meta_off, pos = _varint(footer, 0)
+            _meta_size, pos = _varint(footer, pos)
+            idx_off, pos = _varint(footer, pos)
+            idx_size, pos = _varint(footer, pos)
+        except ValueError as err:
+            raise ModelFileError(f"{path}: unreadable table footer ({err}).",
+                                 "download or copy the model folder again.") from err
+        index_block = _read_block(raw, idx_off, idx_size, "index", path)
+        entries: dict[str, BundleEntry] = {}
+        header = None
+        try:
+            for _, handle in _block_entries(index_block):
+                off, p = _varint(handle, 0)
+                size, _ = _varint(handle, p)
+                for key, value in _block_entries(_read_block(raw, off, size, "data", path)):
+                    if header is None and key != b"":
+                        raise ModelFileError(*_not_a_bundle(path))
+                    if key == b"":
+                        header = dict((f, v) for f, _, v in proto_fields(value))
+                    else:
+                        name = key.decode("utf-8")
+                        entries[name] = _parse_entry(name, value)
+        except ModelFileError:
+            raise
+        except (ValueError, UnicodeDecodeError, struct.error) as err:
+            raise ModelFileError(f"{path}: malformed checkpoint index ({err}).",
+                                 "download or copy the model folder again.") from err
+        if header is None:
+            raise ModelFileError(*_not_a_bundle(path))
+        if header.get(2, 0) != 0:
+            raise ModelFileError(f"{path} stores big-endian tensors, which are not supported.",
+                                 "re-save the checkpoint on a little-endian machine.")
+        return int(header.get(1, 1)), entries
+
+    # -- data -----------------------------------------------------------------------------------------
+    def shard_path(self, shard: int) -> Path:
+        return self.prefix.with_name(f"{self.prefix.name}.data-{shard:05d}-of-{self.num_shards:05d}")
+
+    def _shard(self, shard: int) -> np.ndarray:
+        if shard not in self._shards:
+            p = self.shard_path(shard)
+            if not p.is_file():
+                raise ModelFileError(f"The checkpoint data file {p} is missing.",
+                                     "copy the whole variables/ folder of the model.")
+            self._shards[shard] = (np.memmap(p, dtype=np.uint8, mode="r") if p.stat().st_size
+                                   else np.zeros(0, np.uint8))
+        return self._shards[shard]
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def get(self, name: str, verify: bool = True):
+        """The tensor ``name`` as a numpy array (a list of bytes for string tensors), checksum verified."""
+        if name not in self.entries:
+            raise KeyError(name)
+        e = self.entries[name]
+        if e.shard >= self.num_shards:
+            raise ModelFileError(f"{self.index_path}: tensor {name!r} points at shard {e.shard} of "
+                                 f"{self.num_shards}.", "download or copy the model folder again.")
+        data = self._shard(e.shard)
+        if e.offset < 0 or e.offset + e.size > data.size:
+            raise ModelFileError(
+                f"{self.shard_path(e.shard)} is truncated: tensor {name!r} needs bytes {e.offset}.."
+                f"{e.offset + e.size}, the file has {data.size}.", "download or copy the model folder again.")
+        buf = data[e.offset:e.offset + e.size]
+        if verify and e.crc32c is not None and _entry_crc(e, buf) != unmask_crc(e.crc32c):
+            raise ModelFileError(f"{self.shard_path(e.shard)}: checksum mismatch for tensor {name!r} "
+                                 "(the file is damaged).", "download or copy the model folder again.")
+        return self._decode(e, buf)
+
+    def _decode(self, e: BundleEntry, buf: np.ndarray):
+        kind = e.numpy_dtype
+        n = int(np.prod(e.shape, dtype=np.int64))
+        if kind == "string":
+            return _decode_strings(bytes(buf), n)
+        if kind == "?unknown":
+            raise ModelFileError(f"{self.index_path}: tensor {e.name!r} has TF dtype {e.dtype}, which is not "
+                                 "supported.", "only numeric and string tensors can be read.")
+        if kind == "bfloat16":
+            raw = np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16
+            return raw.view(np.float32).reshape(e.shape)
+        dt = np.dtype(kind)
+        if n * dt.itemsize != e.size:
+            raise ModelFileError(f"{self.index_path}: tensor {e.name!r} has {e.size} bytes, its shape "
+                                 f"{e.shape} and dtype need {n * dt.itemsize}.",
+                                 "download or copy the model folder again.")
+        return np.frombuffer(buf, dtype=dt).reshape(e.shape).astype(dt.newbyteorder("="), copy=True)
+
+
+def _entry_crc(e: BundleEntry, buf: np.ndarray) -> int:
+    """Numeric tensors: CRC of their bytes. Strings: the lengths count as uint32, not as stored varints."""
+    if e.numpy_dtype != "string":
+        return crc32c(buf)
+    raw = bytes(buf)
+    lengths, pos = _string_lengths(raw, int(np.prod(e.shape, dtype=np.int64)))
+    crc = crc32c(b"".join(struct.pack("<I", ln & _M32) for ln in lengths))
+    return crc32c(raw[pos:], crc)
+
+
+def _string_lengths(buf: bytes, n: int) -> tuple[list[int], int]:
+    lengths, pos = [], 0
+    for _ in range(n):
+        ln, pos = _varint(buf, pos)
+        lengths.append(ln)
+    return lengths, pos
+
+
+def _decode_strings(buf: bytes, n: int) -> list[bytes]:
+    lengths, pos = _string_lengths(buf, n)
+    pos += 4  # masked CRC32C of the lengths, covered by the entry checksum already
+    out = []
+    for ln in lengths:
+        out.append(buf[pos:pos + ln])
+        pos += ln
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# writer (tests build their own checkpoints with it)
+# ---------------------------------------------------------------------------------------------------------
+def _enc_entry(dtype: int, shape, shard: int, offset: int, size: int, crc: int) -> bytes:
+    dims = b"".join(_enc_field(2, _enc_field(1, int(d), 0), 2) for d in shape)
+    out = _enc_field(1, dtype, 0) + _enc_field(2, dims, 2)
+    if shard:
+        out += _enc_field(3, shard, 0)
+    if offset:
+        out += _enc_field(4, offset, 0)
+    if size:
+        out += _enc_field(5, size, 0)
+    return out + _enc_field(6, crc, 5)
+
+
+def _enc_block(items, restart_interval: int = 16) -> bytes:
+    out, restarts, prev = bytearray(), [], b""
+    for i, (key, value) in enumerate(items):
+        shared = 0
+        if i % restart_interval:
+            while shared < min(len(prev), len(key)) and prev[shared] == key[shared]:
+                shared += 1
+        else:
+            restarts.append(len(out))
+        out += _enc_varint(shared) + _enc_varint(len(key) - shared) + _enc_varint(len(value))
+        out += key[shared:] + value
+        prev = key
+    restarts = restarts or [0]
+    out += b"".join(struct.pack("<I", r) for r in restarts) + struct.pack("<I", len(restarts))
+    return bytes(out)
+
+
+def _append_block(f, block: bytes) -> bytes:
+    """Write block + trailer; return its handle."""
+    off = f.tell()
+    f.write(block + b"\0" + struct.pack("<I", mask_crc(crc32c(block + b"\0"))))
+    return _enc_varint(off) + _enc_varint(len(block))
+
+
+def write_bundle(prefix, tensors: dict, num_shards: int = 1) -> Path:
+    """Write numeric numpy ``tensors`` as ``<prefix>.index`` + data shards (round-robin over shards)."""
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    records = []
+    shard_files = [open(prefix.with_name(f"{prefix.name}.data-{s:05d}-of-{num_shards:05d}"), "wb")
+                   for s in range(num_shards)]
+    try:
+        for i, name in enumerate(tensors):  # data in insertion order, index sorted (as TF does)
+            arr = np.asarray(tensors[name])  # (not ascontiguousarray: it turns scalars into shape (1,))
+            code = _DTYPE_CODES.get(arr.dtype.newbyteorder("<")) or _DTYPE_CODES.get(arr.dtype)
+            if code is None:
+                raise ValueError(f"cannot write dtype {arr.dtype}")
+            data = arr.astype(arr.dtype.newbyteorder("<")).tobytes(order="C")
+            shard = i % num_shards
+            f = shard_files[shard]
+            off = f.tell()
+            f.write(data)
+            records.append((name.encode(), _enc_entry(code, arr.shape, shard, off, len(data),
+                                                      mask_crc(crc32c(data)))))
+    finally:
+        for f in shard_files:
+            f.close()
+    header = _enc_field(1, num_shards, 0) + _enc_field(3, _enc_field(1, 1, 0), 2)
+    items = [(b"", header)] + sorted(records)
+    with open(prefix.with_name(prefix.name + ".index"), "wb") as f:
+        data_handle = _append_block(f, _enc_block(items))
+        meta_handle = _append_block(f, _enc_block([]))
+        index_handle = _append_block(f, _enc_block([(items[-1][0] + b"\0", data_handle)]))
+        footer = meta_handle + index_handle
+        f.write(footer + b"\0" * (40 - len(footer)) + struct.pack("<Q", _TABLE_MAGIC))
+    return prefix
+
+
+def read_bundle(path, names=None, verify: bool = True) -> dict:
+    """All (or the named) tensors of a checkpoint as a dict of numpy arrays."""
+    b = TensorBundle(path)
+    return {k: b.get(k, verify) for k in (names if names is not None else b.keys())}
+
+
+def load_deepspot_savedmodel(path: str | os.PathLike, device=None):
+    """A DeepSpot SavedModel folder -> :class:`~napari_spotdetect.core.models.deepspot.DeepSpotModel`."""
+    from ..models.deepspot import load_deepspot_savedmodel as _load  # noqa: PLC0415 (torch-heavy)
+
+    return _load(path, device=device)
