@@ -75,3 +75,23 @@ def test_image_offset_agrees(piscis_model, big_image, reference):
     inner = lambda a: a[(a[:, 0] > dy + 4) & (a[:, 1] > dx + 4)]  # noqa: E731 (spots cut by the crop excluded)
     _no_doubles(spots)
     assert match_spots(inner(got), inner(ref), 1.0).f1 >= 0.99
+
+
+@pytest.mark.parametrize("length,tile", [(2048, 1024), (1500, 1024), (1030, 1024), (700, 256), (2000, 512)])
+def test_end_aligned_tiles_stay_inside_and_partition(length, tile):
+    p = plan_axis(length, tile, 0.25, end_align=8)
+    assert p.stops[-1] == length and all(e - s == tile for s, e in zip(p.starts[:-1], p.stops[:-1]))
+    assert tile - 8 < p.stops[-1] - p.starts[-1] <= tile
+    assert all(s % 8 == 0 for s in p.starts) and list(p.starts) == sorted(set(p.starts))
+    assert p.borders[0] == 0 and p.borders[-1] == length
+    for k in range(len(p.starts)):  # each tile owns a part of what it covers, with a margin inside
+        assert p.starts[k] <= p.borders[k] < p.borders[k + 1] <= p.stops[k]
+
+
+def test_fit_tiles_to_image_shrinks_tiles(tiny_piscis, monkeypatch):
+    from napari_spotdetect import detect
+
+    monkeypatch.setattr(type(tiny_piscis), "fit_tiles_to_image", True)
+    img = np.random.default_rng(0).normal(size=(100, 90)).astype(np.float32)
+    prov = detect(img, tiny_piscis, tile_size=256).provenance["tiling"]
+    assert prov["tile"] == [104, 96] and prov["n_tiles"] == 1

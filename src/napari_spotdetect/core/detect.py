@@ -191,7 +191,9 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
     overlap = model.tile_overlap if overlap is None else float(overlap)
     if not 0.0 <= overlap < 0.5:
         raise SpotDetectError(f"Tile overlap {overlap} is out of range.", "use a fraction between 0 and 0.5.")
-    plan = plan_tiles((h, w), tile, overlap)
+    if model.fit_tiles_to_image:
+        tile = tuple(min(t, -(-n // m) * m) for t, n in zip(tile, (h, w)))
+    plan = plan_tiles((h, w), tile, overlap, end_align=m if model.fit_tiles_to_image else None)
     pad_mode = model.tile_pad_mode((h, w))
     keep_maps = keep_maps or stack
     map_shape = outer_shape + ((nz,) if stack else ()) + (h, w)

@@ -22,17 +22,31 @@ class AxisPlan:
     borders: tuple[int, ...]  # ownership: tile k owns positions in (borders[k] - 0.5, borders[k+1] - 0.5)
 
 
-def plan_axis(length: int, tile: int, overlap: float = 0.1) -> AxisPlan:
+def plan_axis(length: int, tile: int, overlap: float = 0.1, end_align: int | None = None) -> AxisPlan:
+    """Tiles along one axis.
+
+    By default the last tile is cut at the image edge and padded (piscis). With ``end_align=m`` the last
+    tile is instead moved back to end at the image edge (its start rounded up to a multiple of ``m``, so at
+    most ``m - 1`` pixels of padding past the edge), so that models that see far past a tile's edge
+    (DeepSpot) never see padding where there is image.
+    """
     if length <= tile:
         return AxisPlan((0,), (length,), (0, length))
     ov = int(np.rint(tile * overlap))
     stride = tile - ov
     n = max(1, math.ceil((length - ov) / stride))
-    starts = tuple(k * stride for k in range(n))
-    stops = tuple(min(s + tile, length) for s in starts)
+    starts = [k * stride for k in range(n)]
     half = round(ov / 2)  # Python round: half to even, as deeptile
-    borders = (0,) + tuple(k * stride + half for k in range(1, n)) + (length,)
-    return AxisPlan(starts, stops, borders)
+    borders = [0] + [k * stride + half for k in range(1, n)] + [length]
+    if end_align and n > 1:
+        last = -(-(length - tile) // end_align) * end_align
+        if last <= starts[-2]:  # the previous tile already reaches the end
+            starts, borders = starts[:-1], borders[:-2] + [length]
+        else:
+            starts[-1] = last
+            borders[-2] = (starts[-2] + tile + last) // 2  # middle of the last overlap
+    stops = [min(s + tile, length) for s in starts]
+    return AxisPlan(tuple(starts), tuple(stops), tuple(borders))
 
 
 @dataclass(frozen=True)
@@ -64,11 +78,11 @@ class TilePlan:
         return {"tile": list(self.tile), "grid": list(self.grid), "n_tiles": len(self.tiles)}
 
 
-def plan_tiles(shape, tile, overlap: float = 0.1) -> TilePlan:
-    """Row-major tiles covering a (H, W) image."""
+def plan_tiles(shape, tile, overlap: float = 0.1, end_align: int | None = None) -> TilePlan:
+    """Row-major tiles covering a (H, W) image (see :func:`plan_axis` for ``end_align``)."""
     h, w = (int(v) for v in shape[-2:])
     th, tw = (int(v) for v in tile)
-    ay, ax = plan_axis(h, th, overlap), plan_axis(w, tw, overlap)
+    ay, ax = plan_axis(h, th, overlap, end_align), plan_axis(w, tw, overlap, end_align)
     tiles = []
     for (i, (r0, r1)), (j, (c0, c1)) in product(enumerate(zip(ay.starts, ay.stops)), enumerate(zip(ax.starts, ax.stops))):
         own = (ay.borders[i], ay.borders[i + 1], ax.borders[j], ax.borders[j + 1])

@@ -48,6 +48,9 @@ class SpotModel(abc.ABC):
     size_multiple: int = 8
     #: fraction of a tile that neighbouring tiles share, on axes longer than a tile
     tile_overlap: float = 0.1
+    #: shrink tiles to the image (rounded up to ``size_multiple``) and end the last tile at the image edge,
+    #: instead of padding; for networks whose output depends on what lies far past a tile's edge
+    fit_tiles_to_image: bool = False
 
     def __init__(self, net: torch.nn.Module, info: ModelInfo, *, tile_size=(256, 256), channels: int = 1,
                  default_threshold: float = 0.5, threshold_range=(0.0, 1.0), device=None):
