@@ -17,6 +17,8 @@ from .base import SpotModel
 
 #: model names shipped inside the package: name -> file in napari_spotdetect/data
 BUNDLED = {"default": "default_model.pt"}
+#: published models fetched once into the user cache (needs internet the first time)
+DOWNLOADABLE = ("deepspot",)
 
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -39,7 +41,8 @@ def load_model(source, device=None, variant: str | None = None) -> SpotModel:
     """Load a spot-detection model.
 
     Args:
-        source: a :class:`SpotModel`; ``"default"`` (our bundled model); a piscis ``.pt`` file or training
+        source: a :class:`SpotModel`; ``"default"`` (our bundled model); ``"deepspot"`` (the published
+            MHybrid weights, downloaded once from PyPI into the user cache); a piscis ``.pt`` file or training
             checkpoint; a DeepSpot TensorFlow SavedModel folder; or a model file written by this package.
         device: ``"cuda"``, ``"mps"``, ``"cpu"`` or ``None``/``"auto"`` for the best available.
         variant: piscis only: ``"current"`` (max pooling, threshold 0.5) or ``"legacy"`` (sum pooling,
@@ -47,6 +50,16 @@ def load_model(source, device=None, variant: str | None = None) -> SpotModel:
     """
     if isinstance(source, SpotModel):
         return source.to(device) if device is not None else source
+    if isinstance(source, str) and source.lower() in DOWNLOADABLE:
+        from ..weights.deepspot_fetch import fetch_deepspot_weights  # noqa: PLC0415
+
+        try:
+            folder = fetch_deepspot_weights()
+        except Exception as err:  # noqa: BLE001 (network, pip, disk: all mean the same to the user)
+            raise ModelFileError(
+                f"Could not download the DeepSpot MHybrid weights ({type(err).__name__}: {str(err)[:200]}).",
+                "connect to the internet once (PyPI), or pass the path of a DeepSpot SavedModel folder.") from err
+        return _load_folder(folder, device)
     if isinstance(source, str) and source in BUNDLED:
         path = bundled_path(source)
         if not path.exists():
