@@ -262,10 +262,11 @@ class FinetuneWidget(Container):
         self._use_run = PushButton(text="Use it and detect again", enabled=False,
                                    tooltip="Select the new model in 'Detect spots' and run it on the chosen image.")
 
-        heads = [Label(value="<b>1. Examples with correct spots</b>"),
-                 Label(value="<b>2. Model and training</b>"),
-                 Label(value="<b>3. Train</b> — watch the curves: loss should fall, F1 rise"),
-                 Label(value="<b>4. Use the new model</b> (nothing changes until you press a button)")]
+        heads = [Label(value="<b>1. Examples with correct spots</b>"), Label(value="<b>2. Model and training</b>"),
+                 Label(value="<b>3. Train and watch the curves</b>"), Label(value="<b>4. Use the new model</b>")]
+        self._plot_hint = Label(value="Loss should fall and validation F1 rise. Epoch 0 is the model you start "
+                                      "from; the best epoch is kept.")
+        use_hint = Label(value="Nothing changes in 'Detect spots' until you press one of these.")
         self._data_form = Container(widgets=[self._source, self._folder], labels=True)
         form = Container(widgets=[self._start, self._start_path, self._epochs, self._steps, self._lr, self._loss,
                                   self._val], labels=True)
@@ -274,13 +275,15 @@ class FinetuneWidget(Container):
         buttons = Container(widgets=[self._train, self._stop_btn], layout="horizontal", labels=False)
         use = Container(widgets=[self._use, self._use_run], layout="horizontal", labels=False)
         self.extend([heads[0], self._data_form, self._rows_box, self._add_row, heads[1], form, self._advanced,
-                     self._adv_form, out_form, heads[2], buttons, self._progress, self._status])
-        self.native.layout().addWidget(self._plot)
-        self.extend([heads[3], self._outcome, use])
+                     self._adv_form, out_form, heads[2], buttons, self._progress, self._status,
+                     self._plot_hint, heads[3], use_hint, self._outcome, use])
+        layout = self.native.layout()  # the plot is a plain QWidget: place it under the status line
+        layout.insertWidget(layout.indexOf(self._status.native) + 1, self._plot)
         for c in (self._data_form, form, self._adv_form, out_form, buttons, use):
             c.margins = (0, 0, 0, 0)
-        for lab in (*heads, self._status, self._outcome):
+        for lab in (self._status, self._outcome, self._plot_hint, use_hint):
             lab.native.setWordWrap(True)
+            lab.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self._status.native.setMinimumWidth(200)
 
         self._lr.value = min((v for _, v in _LRS), key=lambda v: abs(v - float(s["lr"])))
@@ -446,6 +449,7 @@ class FinetuneWidget(Container):
         source, name, out = self._model_source(), self._name.value.strip(), Path(str(self._out.value)).expanduser()
         self._stop = threading.Event()
         stop = self._stop
+        self.native.destroyed.connect(stop.set)  # closing the panel (or napari) ends training too
 
         def steps():
             from ..core.train import pairs_from_folder
@@ -504,12 +508,14 @@ class FinetuneWidget(Container):
                                    "detect with is unchanged.")
             return
         self._entry = session_models.add(res.model, res.path)
-        val = res.model.info.card.get("validation") or {}
+        card = res.model.info.card
+        val = card.get("validation") or {}
         before = f" (the starting model: {res.before['f1']:.2f})" if res.before else ""
+        on_itself = " measured on the training image itself" if "single" in str(card.get("validation_data")) else ""
         self._outcome.value = (
-            f"{'Stopped early; kept' if res.stopped else 'Saved'} the best epoch "
-            f"({res.model.info.card.get('epoch', '?')}): validation F1 {val.get('f1', float('nan')):.2f}{before}, "
-            f"threshold {res.model.default_threshold:.2f}.<br>File: {res.path}")
+            f"{'Stopped early; kept' if res.stopped else 'Saved'} the best epoch ({card.get('epoch', '?')}): "
+            f"validation F1 {val.get('f1', float('nan')):.2f}{before}{on_itself}; "
+            f"its tuned threshold is {res.model.default_threshold:.2f}.<br>File: {res.path}")
         self._use.enabled = self._use_run.enabled = True
         self._name.value = _next_name(self._name.value.strip(), Path(str(self._out.value)).expanduser())
 
