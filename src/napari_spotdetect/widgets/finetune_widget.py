@@ -69,8 +69,9 @@ class TrainingPlot(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.setMinimumHeight(190)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.setFixedHeight(200)  # a fixed height: the wrapped labels around it must not squeeze it
+        self.setMinimumWidth(240)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.clear()
 
     def clear(self, epochs: int = 1) -> None:
@@ -100,16 +101,19 @@ class TrainingPlot(QWidget):
         font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
         p.setFont(font)
         fm = p.fontMetrics()
-        left, right, top, bottom = fm.horizontalAdvance("0.000") + 10, fm.horizontalAdvance("1.0") + 12, 8 + fm.height(), fm.height() + 10
-        w, h = self.width() - left - right, self.height() - top - bottom
-        if w < 40 or h < 40:
-            return
         losses = [v for _, v in self.step_loss + self.epoch_loss]
         lo, hi = (min(losses), max(losses)) if losses else (0.0, 1.0)
         if hi - lo < 1e-6:
             lo, hi = lo - 0.5, hi + 0.5
+        digits = 2 if hi - lo >= 0.1 else 3
+        ticks_y = [(v, f"{v:.{digits}f}") for v in (lo, (lo + hi) / 2, hi)]
         pad = 0.05 * (hi - lo)
         lo, hi = lo - pad, hi + pad
+        left = max(fm.horizontalAdvance(t) for _, t in ticks_y) + 8
+        right, top, bottom = fm.horizontalAdvance("1.0") + 12, 8 + fm.height(), fm.height() + 10
+        w, h = self.width() - left - right, self.height() - top - bottom
+        if w < 40 or h < 40:
+            return
 
         def X(x):
             return left + w * x / self.epochs
@@ -120,8 +124,8 @@ class TrainingPlot(QWidget):
         # frame, ticks and labels
         p.setPen(QPen(fg, 1))
         p.drawRect(left, top, w, h)
-        for v in (lo + pad, (lo + hi) / 2, hi - pad):
-            p.drawText(2, int(Y(v)) + fm.ascent() // 2, f"{v:.3f}"[:5])
+        for v, text in ticks_y:
+            p.drawText(2, int(Y(v)) + fm.ascent() // 2, text)
         p.setPen(QPen(self.COLORS["f1"], 1))
         for v in (0.0, 0.5, 1.0):
             p.drawText(left + w + 4, int(Y(v, 0, 1)) + fm.ascent() // 2, f"{v:.1f}")
@@ -277,8 +281,8 @@ class FinetuneWidget(Container):
         self.extend([heads[0], self._data_form, self._rows_box, self._add_row, heads[1], form, self._advanced,
                      self._adv_form, out_form, heads[2], buttons, self._progress, self._status,
                      self._plot_hint, heads[3], use_hint, self._outcome, use])
-        layout = self.native.layout()  # the plot is a plain QWidget: place it under the status line
-        layout.insertWidget(layout.indexOf(self._status.native) + 1, self._plot)
+        layout = self.native.layout()  # the plot is a plain QWidget: place it under its explanation
+        layout.insertWidget(layout.indexOf(self._plot_hint.native) + 1, self._plot)
         for c in (self._data_form, form, self._adv_form, out_form, buttons, use):
             c.margins = (0, 0, 0, 0)
         for lab in (self._status, self._outcome, self._plot_hint, use_hint):
