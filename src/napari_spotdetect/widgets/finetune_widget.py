@@ -169,8 +169,11 @@ class TrainingPlot(QWidget):
 
 
 # -- training data from layers ----------------------------------------------------------------------------
-def pair_from_layers(image_layer, points_layer) -> tuple[np.ndarray, np.ndarray]:
-    """(2-D image, (N, 2) y/x in the image's pixels) from two layers, honouring their scale and translate."""
+def pair_from_layers(image_layer, points_layer, load: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    """(2-D image, (N, 2) y/x in the image's pixels) from two layers, honouring their scale and translate.
+
+    ``load=False`` only checks (no pixel copy), for the validation that runs on every layer change.
+    """
     if image_layer is None or points_layer is None:
         raise SpotDetectError("A row has no image or no spot layer chosen.", "pick both, or remove the row.")
     data = image_layer.data[0] if image_layer.multiscale else image_layer.data
@@ -191,7 +194,7 @@ def pair_from_layers(image_layer, points_layer) -> tuple[np.ndarray, np.ndarray]
     if not inside.any():
         raise SpotDetectError(f"No point of '{points_layer.name}' lies on '{image_layer.name}'.",
                               "pair each image with the spot layer drawn on it.")
-    return np.asarray(data, dtype=np.float32), yx[inside]
+    return (np.asarray(data, dtype=np.float32) if load else None), yx[inside]
 
 
 def split_pairs(pairs: list, val_percent: float, seed: int = 0) -> tuple[list, list | None]:
@@ -226,7 +229,7 @@ class FinetuneWidget(Container):
     """Dock widget for fine-tuning (npe2 command ``napari-spotdetect.finetune_widget``)."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__(labels=False)
+        super().__init__(labels=False, scrollable=True)  # long panel: scroll rather than squeeze the plot
         self._viewer = viewer
         s = {**DEFAULTS, **load_settings(SECTION)}
         self._worker = None
@@ -271,6 +274,10 @@ class FinetuneWidget(Container):
         self._plot_hint = Label(value="Loss should fall and validation F1 rise. Epoch 0 is the model you start "
                                       "from; the best epoch is kept.")
         use_hint = Label(value="Nothing changes in 'Detect spots' until you press one of these.")
+        for lab in (self._status, self._outcome, self._plot_hint, use_hint):  # before insertion: the scroll
+            lab.native.setWordWrap(True)  # area takes its minimum width from the unwrapped text otherwise
+            lab.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+            lab.native.setMinimumWidth(200)
         self._data_form = Container(widgets=[self._source, self._folder], labels=True)
         form = Container(widgets=[self._start, self._start_path, self._epochs, self._steps, self._lr, self._loss,
                                   self._val], labels=True)
@@ -285,10 +292,6 @@ class FinetuneWidget(Container):
         layout.insertWidget(layout.indexOf(self._plot_hint.native) + 1, self._plot)
         for c in (self._data_form, form, self._adv_form, out_form, buttons, use):
             c.margins = (0, 0, 0, 0)
-        for lab in (self._status, self._outcome, self._plot_hint, use_hint):
-            lab.native.setWordWrap(True)
-            lab.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        self._status.native.setMinimumWidth(200)
 
         self._lr.value = min((v for _, v in _LRS), key=lambda v: abs(v - float(s["lr"])))
         self._loss.value = s["loss"] if s["loss"] in {v for _, v in _LOSSES} else "smoothf1"
@@ -331,9 +334,12 @@ class FinetuneWidget(Container):
         used = {r.image.value for r in self._rows}
         images = [v for v in row.image.choices if v is not None]
         points_layers = [v for v in row.points.choices if v is not None]
-        gt = [p for p in points_layers if p.metadata.get("spotdetect_ground_truth")]
         row.image.value = image or next((i for i in images if i not in used), images[0] if images else None)
-        row.points.value = points or (gt or points_layers or [None])[-1]
+        if points is None and row.image.value is not None:  # prefer ground truth, and a name like the image's
+            named = [p for p in points_layers if row.image.value.name in p.name]
+            gt = [p for p in points_layers if p.metadata.get("spotdetect_ground_truth")]
+            points = ([p for p in gt if p in named] or named or gt or points_layers or [None])[-1]
+        row.points.value = points
         row.image.changed.connect(self._validate)
         row.points.changed.connect(self._validate)
         self._validate()
@@ -390,7 +396,7 @@ class FinetuneWidget(Container):
                 for row in self._rows:
                     if row.image.value is None or row.points.value is None:
                         raise SpotDetectError("Pick an image and its spot layer in every row (or remove the row).")
-                    pair_from_layers(row.image.value, row.points.value)
+                    pair_from_layers(row.image.value, row.points.value, load=False)
             except SpotDetectError as err:
                 return str(err)
         if self._start.value is None:
