@@ -121,14 +121,15 @@ def finetune_screenshots(app, out: Path, model) -> None:
         time.sleep(0.02)
     for _ in range(10):
         app.processEvents()
-    tune.native.grab().save(str(out / "finetune_training.png"))
+    tune.body.native.grab().save(str(out / "finetune_training.png"))
     wait(tune, app, timeout=900)
     for _ in range(10):
         app.processEvents()
-    tune.native.grab().save(str(out / "finetune_done.png"))
+    tune.body.native.grab().save(str(out / "finetune_done.png"))
     tune.use_model(detect_again=True)
     wait(detect, app)
     viewer.layers["image A: correct spots"].visible = True
+    tune._scroll.ensureWidgetVisible(tune._outcome.native)  # show the plot and the result in the dock
     viewer.scene.camera.zoom = 3.0
     viewer.scene.camera.center = (96, 96)
     for _ in range(10):

@@ -21,7 +21,7 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
-from qtpy.QtWidgets import QSizePolicy, QWidget
+from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea, QSizePolicy, QWidget
 
 from ..core.errors import SpotDetectError
 from ..core.models.zoo import bundled_path
@@ -206,6 +206,14 @@ def split_pairs(pairs: list, val_percent: float, seed: int = 0) -> tuple[list, l
     return [pairs[i] for i in order[n_val:]], [pairs[i] for i in order[:n_val]]
 
 
+def _compact(*combos) -> None:
+    """Let combo boxes shrink below their longest item (layer and model names can be long): the panel
+    scrolls, so a wide item would otherwise widen it past the dock and cut off its right side."""
+    for c in combos:
+        c.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        c.native.setMinimumContentsLength(8)
+
+
 class PairRow(Container):
     """One training example: an image layer and the Points layer with its correct spots."""
 
@@ -218,6 +226,7 @@ class PairRow(Container):
         self.image = ComboBox(choices=layers(Image), tooltip="The image.", nullable=True)
         self.points = ComboBox(choices=layers(Points), tooltip="Its correct spots (a Points layer).", nullable=True)
         self.remove = PushButton(text="✕", tooltip="Remove this example.")
+        _compact(self.image, self.points)
         super().__init__(widgets=[self.image, self.points, self.remove], layout="horizontal", labels=False)
         self.margins = (0, 0, 0, 0)
         self.remove.native.setMaximumWidth(28)
@@ -229,7 +238,7 @@ class FinetuneWidget(Container):
     """Dock widget for fine-tuning (npe2 command ``napari-spotdetect.finetune_widget``)."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__(labels=False, scrollable=True)  # long panel: scroll rather than squeeze the plot
+        super().__init__(labels=False)
         self._viewer = viewer
         s = {**DEFAULTS, **load_settings(SECTION)}
         self._worker = None
@@ -274,6 +283,7 @@ class FinetuneWidget(Container):
         self._plot_hint = Label(value="Loss should fall and validation F1 rise. Epoch 0 is the model you start "
                                       "from; the best epoch is kept.")
         use_hint = Label(value="Nothing changes in 'Detect spots' until you press one of these.")
+        _compact(self._source, self._start, self._lr, self._loss)
         for lab in (self._status, self._outcome, self._plot_hint, use_hint):  # before insertion: the scroll
             lab.native.setWordWrap(True)  # area takes its minimum width from the unwrapped text otherwise
             lab.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
@@ -285,11 +295,25 @@ class FinetuneWidget(Container):
         out_form = Container(widgets=[self._out, self._name], labels=True)
         buttons = Container(widgets=[self._train, self._stop_btn], layout="horizontal", labels=False)
         use = Container(widgets=[self._use, self._use_run], layout="horizontal", labels=False)
-        self.extend([heads[0], self._data_form, self._rows_box, self._add_row, heads[1], form, self._advanced,
-                     self._adv_form, out_form, heads[2], buttons, self._progress, self._status,
-                     self._plot_hint, heads[3], use_hint, self._outcome, use])
-        layout = self.native.layout()  # the plot is a plain QWidget: place it under its explanation
+        self.body = Container(labels=False, widgets=[
+            heads[0], self._data_form, self._rows_box, self._add_row, heads[1], form, self._advanced,
+            self._adv_form, out_form, heads[2], buttons, self._progress, self._status, self._plot_hint, heads[3],
+            use_hint, self._outcome, use])
+        layout = self.body.native.layout()  # the plot is a plain QWidget: place it under its explanation
         layout.insertWidget(layout.indexOf(self._plot_hint.native) + 1, self._plot)
+        # The panel is taller than a shared dock: scroll rather than squeeze (squeezed widgets overlap).
+        # Our own QScrollArea, because napari docks `.native`, which for magicgui's scrollable=True is the
+        # inner widget, torn out of its scroll area.
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(self.body.native)
+        scroll.setMinimumWidth(self.body.native.minimumSizeHint().width() + 16)
+        scroll.setMinimumHeight(480)  # else a dock above it takes all the height and leaves a slit
+        self.native.layout().addWidget(scroll)
+        self._scroll = scroll
+        self.margins = (0, 0, 0, 0)
         for c in (self._data_form, form, self._adv_form, out_form, buttons, use):
             c.margins = (0, 0, 0, 0)
 
