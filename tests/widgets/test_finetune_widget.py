@@ -119,6 +119,32 @@ def test_stop_midway_keeps_a_loadable_best_checkpoint(finetune_widget, qtbot, ti
     assert tune.use_model() and detect._model_kind.value == tune._entry.key
 
 
+def test_finetune_from_a_folder_of_images_and_csvs(finetune_widget, qtbot, tiny_model, tmp_path):
+    import pandas as pd
+
+    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.weights.native import save_model
+
+    viewer, _detect, tune = finetune_widget
+    data = tmp_path / "annotated"
+    data.mkdir()
+    for i in range(2):
+        img, pts = synthetic_image((96, 96), n_spots=15, seed=i)
+        np.save(data / f"cell{i}.npy", img)
+        pd.DataFrame({"y": pts[:, 0], "x": pts[:, 1]}).to_csv(data / f"cell{i}.csv", index=False)
+    save_model(tiny_model, tmp_path / "start.pt")
+    tune._source.value = "folder"
+    tune._folder.value = data
+    tune._start.value, tune._start_path.value = "file", tmp_path / "start.pt"
+    _small_settings(tune, tmp_path, epochs=1, steps=2)
+    assert tune.train() is not None
+    qtbot.waitUntil(lambda: not tune.running, timeout=120_000)
+    assert tune._error is None, tune._error
+    card = load_model(tune._result.path, device="cpu").info.card
+    assert card["training_data"]["folder"] == str(data.resolve()) and card["training_data"]["n_examples"] == 2
+    assert card["n_train_images"] == 1 and card["n_val_images"] == 1  # 20 % of 2 images, at least one
+
+
 def test_train_is_refused_with_clear_messages(finetune_widget, tmp_path):
     viewer, _detect, tune = finetune_widget
     assert not tune._train.enabled
