@@ -1,7 +1,7 @@
-"""Screenshots of the detection widget and its results on the sample data, for the README (docs/*.png).
+"""Screenshots of the detection, correction, QC and fine-tuning widgets on the sample data, for the docs (docs/*.png).
 
 Uses the real piscis fixture model from ../shared (or --model PATH). Needs a display:
-    xvfb-run -a -s "-screen 0 1280x1024x24" python scripts/make_screenshots.py
+    xvfb-run -a -s "-screen 0 1280x1024x24" python scripts/make_screenshots.py [--only detect|hitl|finetune]
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="a model file (default: the piscis fixture, decompressed)")
     ap.add_argument("--out", default=str(ROOT / "docs"))
-    ap.add_argument("--only", choices=["detect", "hitl"], help="make only these screenshots")
+    ap.add_argument("--only", choices=["detect", "hitl", "finetune"],
+                    help="make one group of screenshots (default: all)")
     args = ap.parse_args()
     import napari
     import torch
@@ -50,11 +51,12 @@ def main():
     os.environ.setdefault("NAPARI_SPOTDETECT_SETTINGS", str(tmp / "settings.json"))
     app = QApplication.instance() or QApplication([])
     try:
-        if args.only != "detect":
+        if args.only in (None, "hitl"):
             correct_and_qc_screenshots(model, out, app, tmp)
-        if args.only == "hitl":
-            return
-        for sample, name, zoom in (("smfish_2d", "detect_2d", 2.0), ("smfish_stack", "detect_stack", 3.0)):
+        if args.only in (None, "finetune"):
+            finetune_screenshots(app, out, model)
+        detect_shots = (("smfish_2d", "detect_2d", 2.0), ("smfish_stack", "detect_stack", 3.0))
+        for sample, name, zoom in detect_shots if args.only in (None, "detect") else ():
             viewer = napari.Viewer(show=True)
             viewer.window.resize(1400, 900)
             viewer.open_sample("napari-spotdetect", sample)
@@ -77,7 +79,66 @@ def main():
             viewer.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("wrote", sorted(p.name for p in out.glob("detect_*.png")))
+    print("wrote", sorted(p.name for p in out.glob("*.png")))
+
+
+def finetune_screenshots(app, out: Path, model) -> None:
+    """The fine-tuning panel mid-training (live plot) and after, on two images of a kind the model has not seen.
+
+    Synthetic "large_spots" images (wider spots than the model knows); their true spots stand in for the
+    user's corrections. One image trains, the other validates, so the F1 curve is an honest one.
+    """
+    import napari
+
+    from napari_spotdetect.core.synthetic import synthetic_dataset
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1500, 1000)
+    for name, (img, pts) in zip("AB", synthetic_dataset(2, "large_spots", seed=11, shape=(256, 256))):
+        viewer.add_image(img, name=f"image {name}", colormap="gray", visible=name == "A")
+        viewer.add_points(pts, name=f"image {name}: correct spots", size=11, face_color="transparent",
+                          border_color="#40e0d0", border_width=0.1, symbol="square", visible=False)
+    _dock, detect = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
+    _dock, tune = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Fine-tune on my spots")
+    detect._image.value = viewer.layers["image A"]
+    detect._model_kind.value = "file"
+    detect._model_path.value = model
+    detect._device.value = "cpu"
+    detect._maps.value = False
+    detect.run()
+    wait(detect, app)
+    tune._on_layers_changed()
+    for row, name in zip([tune._rows[0], tune.add_pair()], "AB"):
+        row.image.value = viewer.layers[f"image {name}"]
+        row.points.value = viewer.layers[f"image {name}: correct spots"]
+    tune._start.value = "last"
+    tune._epochs.value, tune._steps.value, tune._val.value = 5, 4, 50
+    tune._out.value, tune._name.value = Path(tempfile.mkdtemp()), "my-finetuned-model"
+    tune.train()
+    t0 = time.time()
+    while tune.running and len(tune._plot.val_f1) < 3 and time.time() - t0 < 900:  # before + 2 epochs
+        app.processEvents()
+        time.sleep(0.02)
+    while tune.running and len(tune._plot.step_loss) < 10 and time.time() - t0 < 900:
+        app.processEvents()
+        time.sleep(0.02)
+    for _ in range(10):
+        app.processEvents()
+    tune.body.native.grab().save(str(out / "finetune_training.png"))
+    wait(tune, app, timeout=900)
+    for _ in range(10):
+        app.processEvents()
+    tune.body.native.grab().save(str(out / "finetune_done.png"))
+    tune.use_model(detect_again=True)
+    wait(detect, app)
+    viewer.layers["image A: correct spots"].visible = True
+    tune._scroll.ensureWidgetVisible(tune._outcome.native)  # show the plot and the result in the dock
+    viewer.scene.camera.zoom = 3.0
+    viewer.scene.camera.center = (96, 96)
+    for _ in range(10):
+        app.processEvents()
+    viewer.screenshot(str(out / "finetune_viewer.png"), canvas_only=False)
+    viewer.close()
 
 
 def correct_and_qc_screenshots(model, out: Path, app, tmp: Path) -> None:

@@ -109,3 +109,21 @@ def detected_2d(detect_widget, tiny_model, run_and_wait):
     run_and_wait(widget)
     spots = next(lay for lay in viewer.layers if "spotdetect" in lay.metadata)
     return viewer, viewer.layers["smFISH (synthetic)"], spots, viewer.layers["true spots"]
+
+@pytest.fixture(autouse=True)
+def _fresh_session_models():
+    """Each test starts with no fine-tuned models and no 'last detection' model in the session registry."""
+    from napari_spotdetect.widgets.model_registry import session_models
+
+    session_models.clear()
+    yield
+    session_models.clear()
+
+
+@pytest.fixture
+def finetune_widget(make_napari_viewer):
+    """A viewer with both dock widgets, opened through the manifest as a user would."""
+    viewer = make_napari_viewer()
+    _d1, detect = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
+    _d2, tune = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Fine-tune on my spots")
+    return viewer, detect, tune

@@ -23,6 +23,7 @@ from ..core.errors import SpotDetectError
 from ..core.models.base import SpotModel
 from ..core.models.zoo import BUNDLED, bundled_path
 from . import layers as L
+from .model_registry import session_models
 from .settings import load_settings, save_settings
 from .workers import detection_steps, start_worker
 
@@ -69,7 +70,7 @@ class DetectWidget(Container):
 
         self._image = create_widget(annotation=napari.layers.Image, label="Image", options={"tooltip": _TIP["image"]})
         self._axes = LineEdit(label="Axes", tooltip=_TIP["axes"])
-        self._model_kind = ComboBox(label="Model", choices=_MODEL_KINDS, tooltip=_TIP["model"])
+        self._model_kind = ComboBox(label="Model", choices=self._choices, tooltip=_TIP["model"])
         self._model_path = FileEdit(label="Model file", mode="r", tooltip=_TIP["path"])
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], tooltip=_TIP["device"])
         self._tile = SpinBox(label="Tile size (0: auto)", min=0, max=8192, step=8, tooltip=_TIP["tile"])
@@ -102,6 +103,8 @@ class DetectWidget(Container):
         self._status.native.setMinimumWidth(200)
 
         self._apply_settings(self._settings)
+        session_models.added.connect(self._on_session_model)
+        session_models.use_requested.connect(self.use_session_model)
         self._image.changed.connect(self._on_image_changed)
         self._axes.changed.connect(self._validate)
         self._model_kind.changed.connect(self._on_model_kind)
@@ -133,9 +136,27 @@ class DetectWidget(Container):
     def set_model(self, model: SpotModel) -> None:
         """Use an already-built model (scripts, notebooks, tests); it is offered as "In memory: <name>"."""
         self._memory_model = model
-        choices = [c for c in _MODEL_KINDS] + [(f"In memory: {model.info.name}", "memory")]
-        self._model_kind.choices = choices
+        self._model_kind.reset_choices()
         self._model_kind.value = "memory"
+
+    def _choices(self, _widget=None) -> list:
+        """The fixed model kinds, the in-memory model and the models fine-tuned in this session.
+
+        A callable, so napari's reset_choices (on every layer change) keeps the extra entries.
+        """
+        extra = [(f"In memory: {self._memory_model.info.name}", "memory")] if self._memory_model else []
+        return [*_MODEL_KINDS, *extra, *((e.label, k) for k, e in session_models.models.items())]
+
+    def _on_session_model(self, entry) -> None:
+        self._model_kind.reset_choices()
+
+    def use_session_model(self, entry, detect_again: bool = False) -> bool:
+        """Switch to a model fine-tuned in this session (the user accepted it); maybe detect again."""
+        self._on_session_model(entry)
+        self._model_kind.value = entry.key
+        if detect_again and self.problem() is None and not self.running:
+            self.run()
+        return True
 
     def _on_model_kind(self, *_):
         kind = self._model_kind.value
@@ -159,6 +180,8 @@ class DetectWidget(Container):
         kind = self._model_kind.value
         if kind == "memory":
             return self._memory_model
+        if kind in session_models.models:
+            return session_models.models[kind].model
         if kind == "default":
             return "default"
         return str(self._model_path.value)
@@ -215,7 +238,7 @@ class DetectWidget(Container):
         data = layer.data[0] if layer.multiscale else layer.data
         axes = self._axes.value.strip().lower()
         kind = self._model_kind.value
-        if kind != "memory":
+        if kind in ("default", "file", "folder"):
             save_settings(SECTION, {"model_kind": kind, "model_path": str(self._model_path.value),
                                     "device": self._device.value, "tile_size": int(self._tile.value),
                                     "show_maps": bool(self._maps.value)})
@@ -277,6 +300,7 @@ class DetectWidget(Container):
         dets, model = res.detections, res.model
         image_layer, axes = context["layer"], context["axes"]
         self._last_model = model
+        session_models.last_detection_model = model  # what the fine-tuning widget offers to start from
         new_layers = self._build_layers(dets, model, image_layer, axes)
         # every layer is built before any is added, so a failure above leaves the viewer untouched
         for old in [lay for lay in self._viewer.layers if lay.name in {n.name for n in new_layers}
@@ -366,8 +390,8 @@ class DetectWidget(Container):
     def restore_defaults(self, *_):
         """Default model, device and tile size; axes from the layer; the tuned threshold on the current result."""
         save_settings(SECTION, dict(DEFAULTS))
-        self._model_kind.choices = _MODEL_KINDS
         self._memory_model = None
+        self._model_kind.reset_choices()
         self._apply_settings(dict(DEFAULTS))
         self._on_image_changed()
         if self._target is not None:

@@ -68,3 +68,59 @@ def start_worker(gen, *, on_yield, on_return, on_error, on_finish):
     worker.finished.connect(on_finish)
     worker.start()
     return worker
+
+
+# -- fine-tuning ------------------------------------------------------------------------------------------
+@dataclass
+class FinetuneResult:
+    """The outcome of a fine-tuning run: the best model (None if no epoch finished) and its file."""
+
+    model: SpotModel | None
+    path: object  # pathlib.Path of the saved model, or None
+    stopped: bool
+    history: list
+    before: dict | None = None  # validation metrics of the starting model
+
+
+def finetune_steps(model_source, train_pairs, val_pairs, config, *, out_dir, name: str, stop=None,
+                   data_info: dict | None = None):
+    """Load the starting model, fine-tune it, save the best model; yields TrainEvents, returns a FinetuneResult.
+
+    The starting model is copied by the Trainer, so the model the detection widget uses stays as it was.
+    The final file ``<out_dir>/<name>.pt`` holds the best epoch's weights, its tuned threshold and a model
+    card; a stop before the first epoch ends saves nothing (there is no validated model to keep).
+    """
+    from pathlib import Path
+
+    from ..core.errors import SpotDetectError
+    from ..core.models.piscis import PiscisModel
+    from ..core.train import Trainer
+    from ..core.weights.native import save_model
+
+    yield Progress(0, 1, "loading the model…")
+    # a model object is used as it is: SpotModel.to() moves it in place, and it may be the one in use
+    base = model_source if isinstance(model_source, SpotModel) else load_model(model_source, device="cpu")
+    if not isinstance(base, PiscisModel):
+        raise SpotDetectError(f"{base.info.name} is a {base.info.arch} model; fine-tuning needs a Piscis-architecture "
+                              "model.", "start from the bundled default model, a piscis .pt file or one of ours.")
+    out_dir = Path(out_dir)
+    trainer = Trainer(base, train_pairs, val_pairs or None, config, out_dir=out_dir / f"{name}_checkpoints",
+                      name=name, stop=stop, data_info=data_info)
+    yield Progress(0, 1, "measuring the starting model on the validation images…")
+    before = trainer.validate()  # the "before" point of the plot, and of the user's decision
+    events = trainer.iter_fit()
+    while True:
+        try:
+            ev = next(events)
+        except StopIteration as end:
+            res = end.value
+            break
+        if ev.kind == "start":
+            ev.val = before
+        yield ev
+    if res.best_path is None:  # stopped before any validation: nothing trustworthy to offer
+        return FinetuneResult(None, None, res.stopped, res.history, before)
+    res.model.info.card["validation_before"] = before
+    path = save_model(res.model, out_dir / f"{name}.pt")
+    res.model.info.source = str(path)
+    return FinetuneResult(res.model, path, res.stopped, res.history, before)

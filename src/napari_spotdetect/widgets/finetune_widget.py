@@ -1,0 +1,601 @@
+"""The "Fine-tune on my spots" dock widget: adapt a model to corrected spots, watch it learn, then adopt it.
+
+The user pairs images with Points layers of correct spots (or picks a folder of images and CSVs), chooses
+the model to start from, and presses Train. Training runs in a thread (:func:`workers.finetune_steps`);
+this widget only draws progress and the live plot. The model used for detection is never touched: the
+tuned model is offered in the detection widget, and becomes the one in use only when the user accepts it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import threading
+from pathlib import Path
+
+import napari
+import numpy as np
+from magicgui.widgets import (
+    CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton, SpinBox,
+)
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QPointF, Qt
+from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea, QSizePolicy, QWidget
+
+from ..core.errors import SpotDetectError
+from ..core.models.zoo import bundled_path
+from .model_registry import session_models
+from .settings import load_settings, save_settings
+from .workers import finetune_steps, start_worker
+
+log = logging.getLogger(__name__)
+
+SECTION = "finetune"
+DEFAULT_OUT = str(Path.home() / "napari-spotdetect" / "models")
+DEFAULTS = {"start": "default", "epochs": 10, "steps": 10, "lr": 3e-4, "loss": "smoothf1", "val_percent": 20,
+            "out_dir": DEFAULT_OUT, "crop": 128, "batch": 4}
+_LRS = [("gentle (0.0001)", 1e-4), ("standard (0.0003)", 3e-4), ("fast (0.001)", 1e-3)]
+_LOSSES = [("SmoothF1 (recommended)", "smoothf1"), ("Dice", "dice"), ("Weighted cross-entropy", "ce"),
+           ("Focal", "focal")]
+_SOURCES = [("Images and spot layers in this viewer", "layers"), ("A folder: images + one CSV each", "folder")]
+_TIP = {
+    "pairs": "Each row: an image and the Points layer holding its correct spots (e.g. a corrected detection).\n"
+             "Every point counts as a true spot; missing spots teach the model to ignore them.",
+    "folder": "A folder of 2-D images, each with a CSV of its spots (columns y, x) named like the image.",
+    "start": "The model to adapt. It is copied: the model you detect with is not changed by training.",
+    "epochs": "One epoch = the steps below, then a check on the validation images.\nMore epochs: longer, and "
+              "a risk of learning your few examples by heart; the best epoch is kept.",
+    "steps": "Training steps (batches of random crops) per epoch.",
+    "lr": "How big each learning step is. 'gentle' changes the model least.",
+    "loss": "What training minimises. SmoothF1 is the Piscis paper's loss; the others are for comparison.",
+    "val": "Share of the images set aside to measure F1 after each epoch (needs 2 or more images).\n"
+           "With one image, it is checked on itself, which flatters the score.",
+    "out": "The fine-tuned model (.pt) is saved in this folder, with a model card describing the training.",
+    "name": "File name of the new model (without .pt).",
+    "crop": "Training crops are this many pixels square (a multiple of 8).",
+    "batch": "Crops per step. Larger batches: smoother learning, more memory and time per step.",
+}
+
+
+# -- the live plot ----------------------------------------------------------------------------------------
+class TrainingPlot(QWidget):
+    """Loss per step and per epoch (left axis) and validation F1 per epoch (right axis, 0-1), against epochs.
+
+    A small QPainter plot: matplotlib and pyqtgraph are not napari dependencies, and this needs no more.
+    """
+
+    COLORS = {"step": QColor(150, 150, 150), "loss": QColor(80, 160, 255), "f1": QColor(255, 160, 40)}
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setFixedHeight(200)  # a fixed height: the wrapped labels around it must not squeeze it
+        self.setMinimumWidth(240)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.clear()
+
+    def clear(self, epochs: int = 1) -> None:
+        self.epochs = max(int(epochs), 1)
+        self.step_loss: list[tuple[float, float]] = []  # (epoch position, loss)
+        self.epoch_loss: list[tuple[float, float]] = []
+        self.val_f1: list[tuple[float, float]] = []
+        self.update()
+
+    def add_step(self, x: float, loss: float) -> None:
+        if np.isfinite(loss):
+            self.step_loss.append((float(x), float(loss)))
+            self.update()
+
+    def add_epoch(self, x: float, loss: float | None, f1: float | None) -> None:
+        if loss is not None and np.isfinite(loss):
+            self.epoch_loss.append((float(x), float(loss)))
+        if f1 is not None:
+            self.val_f1.append((float(x), float(f1)))
+        self.update()
+
+    def paintEvent(self, _event):  # noqa: N802 - Qt's name
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        fg = self.palette().color(self.foregroundRole())
+        font = QFont(p.font())
+        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
+        p.setFont(font)
+        fm = p.fontMetrics()
+        losses = [v for _, v in self.step_loss + self.epoch_loss]
+        lo, hi = (min(losses), max(losses)) if losses else (0.0, 1.0)
+        if hi - lo < 1e-6:
+            lo, hi = lo - 0.5, hi + 0.5
+        digits = 2 if hi - lo >= 0.1 else 3
+        ticks_y = [(v, f"{v:.{digits}f}") for v in (lo, (lo + hi) / 2, hi)]
+        pad = 0.05 * (hi - lo)
+        lo, hi = lo - pad, hi + pad
+        left = max(fm.horizontalAdvance(t) for _, t in ticks_y) + 8
+        right, top, bottom = fm.horizontalAdvance("1.0") + 12, 8 + fm.height(), fm.height() + 10
+        w, h = self.width() - left - right, self.height() - top - bottom
+        if w < 40 or h < 40:
+            return
+
+        def X(x):
+            return left + w * x / self.epochs
+
+        def Y(v, a=lo, b=hi):
+            return top + h * (1 - (v - a) / (b - a))
+
+        # frame, ticks and labels
+        p.setPen(QPen(fg, 1))
+        p.drawRect(left, top, w, h)
+        for v, text in ticks_y:
+            p.drawText(2, int(Y(v)) + fm.ascent() // 2, text)
+        p.setPen(QPen(self.COLORS["f1"], 1))
+        for v in (0.0, 0.5, 1.0):
+            p.drawText(left + w + 4, int(Y(v, 0, 1)) + fm.ascent() // 2, f"{v:.1f}")
+        p.setPen(QPen(fg, 1))
+        ticks = sorted({0, self.epochs, *range(0, self.epochs + 1, max(1, self.epochs // 5))})
+        for e in ticks:
+            p.drawLine(int(X(e)), top + h, int(X(e)), top + h + 3)
+            label = str(e)
+            p.drawText(int(X(e)) - fm.horizontalAdvance(label) // 2, top + h + 3 + fm.ascent(), label)
+        p.drawText(left + w - fm.horizontalAdvance("epoch"), self.height() - 2, "epoch")
+        # legend
+        x0 = left
+        for key, text in (("step", "loss per step"), ("loss", "loss per epoch"), ("f1", "validation F1")):
+            p.setPen(QPen(self.COLORS[key], 2))
+            p.drawLine(x0, fm.height() // 2 + 2, x0 + 14, fm.height() // 2 + 2)
+            p.setPen(QPen(fg, 1))
+            p.drawText(x0 + 18, fm.ascent(), text)
+            x0 += 18 + fm.horizontalAdvance(text) + 14
+        # series
+        self._line(p, [(X(x), Y(v)) for x, v in self.step_loss], "step", 1, dots=False)
+        self._line(p, [(X(x), Y(v)) for x, v in self.epoch_loss], "loss", 2, dots=True)
+        self._line(p, [(X(x), Y(v, 0, 1)) for x, v in self.val_f1], "f1", 2, dots=True)
+        if not (self.step_loss or self.val_f1):
+            p.setPen(QPen(fg, 1))
+            p.drawText(left, top, w, h, Qt.AlignmentFlag.AlignCenter, "The curves appear here during training.")
+        p.end()
+
+    def _line(self, p, pts, key, width, dots):
+        if not pts:
+            return
+        p.setPen(QPen(self.COLORS[key], width))
+        path = QPainterPath(QPointF(*pts[0]))
+        for q in pts[1:]:
+            path.lineTo(QPointF(*q))
+        p.drawPath(path)
+        if dots:
+            p.setBrush(self.COLORS[key])
+            for q in pts:
+                p.drawEllipse(QPointF(*q), 3, 3)
+            p.setBrush(Qt.BrushStyle.NoBrush)
+
+
+# -- training data from layers ----------------------------------------------------------------------------
+def pair_from_layers(image_layer, points_layer, load: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    """(2-D image, (N, 2) y/x in the image's pixels) from two layers, honouring their scale and translate.
+
+    ``load=False`` only checks (no pixel copy), for the validation that runs on every layer change.
+    """
+    if image_layer is None or points_layer is None:
+        raise SpotDetectError("A row has no image or no spot layer chosen.", "pick both, or remove the row.")
+    data = image_layer.data[0] if image_layer.multiscale else image_layer.data
+    if image_layer.rgb or np.ndim(data) != 2:
+        raise SpotDetectError(f"'{image_layer.name}' is {'RGB' if image_layer.rgb else f'{np.ndim(data)}-D'}; "
+                              "fine-tuning learns from single 2-D fluorescence planes.",
+                              "choose a 2-D image (one plane, one channel), or train from a folder of planes.")
+    pts = np.asarray(points_layer.data, dtype=np.float64)
+    if pts.ndim != 2 or (len(pts) and pts.shape[1] != 2):
+        raise SpotDetectError(f"'{points_layer.name}' has {pts.shape[-1]}-D points; the image is 2-D.",
+                              "choose a Points layer drawn on this 2-D image.")
+    if len(pts) == 0:
+        raise SpotDetectError(f"'{points_layer.name}' has no points.",
+                              "add the correct spots (or choose the layer that holds them).")
+    world = pts * np.asarray(points_layer.scale) + np.asarray(points_layer.translate)
+    yx = (world - np.asarray(image_layer.translate)) / np.asarray(image_layer.scale)
+    inside = (yx >= -0.5).all(1) & (yx[:, 0] < data.shape[0] - 0.5) & (yx[:, 1] < data.shape[1] - 0.5)
+    if not inside.any():
+        raise SpotDetectError(f"No point of '{points_layer.name}' lies on '{image_layer.name}'.",
+                              "pair each image with the spot layer drawn on it.")
+    return (np.asarray(data, dtype=np.float32) if load else None), yx[inside]
+
+
+def split_pairs(pairs: list, val_percent: float, seed: int = 0) -> tuple[list, list | None]:
+    """Hold out ``val_percent`` % of the pairs (at least one, never all); None with a single pair."""
+    if len(pairs) < 2 or val_percent <= 0:
+        return pairs, None
+    n_val = min(len(pairs) - 1, max(1, int(round(len(pairs) * val_percent / 100))))
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    return [pairs[i] for i in order[n_val:]], [pairs[i] for i in order[:n_val]]
+
+
+def _compact(*combos) -> None:
+    """Let combo boxes shrink below their longest item (layer and model names can be long): the panel
+    scrolls, so a wide item would otherwise widen it past the dock and cut off its right side."""
+    for c in combos:
+        c.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        c.native.setMinimumContentsLength(8)
+
+
+class PairRow(Container):
+    """One training example: an image layer and the Points layer with its correct spots."""
+
+    def __init__(self, viewer, on_remove):
+        from napari.layers import Image, Points
+
+        def layers(kind):
+            return lambda _w: [(lay.name, lay) for lay in viewer.layers if isinstance(lay, kind)]
+
+        self.image = ComboBox(choices=layers(Image), tooltip="The image.", nullable=True)
+        self.points = ComboBox(choices=layers(Points), tooltip="Its correct spots (a Points layer).", nullable=True)
+        self.remove = PushButton(text="✕", tooltip="Remove this example.")
+        _compact(self.image, self.points)
+        super().__init__(widgets=[self.image, self.points, self.remove], layout="horizontal", labels=False)
+        self.margins = (0, 0, 0, 0)
+        self.remove.native.setMaximumWidth(28)
+        self.remove.changed.connect(lambda *_: on_remove(self))
+
+
+# -- the widget -------------------------------------------------------------------------------------------
+class FinetuneWidget(Container):
+    """Dock widget for fine-tuning (npe2 command ``napari-spotdetect.finetune_widget``)."""
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=False)
+        self._viewer = viewer
+        s = {**DEFAULTS, **load_settings(SECTION)}
+        self._worker = None
+        self._stop = threading.Event()
+        self._error: str | None = None
+        self._result = None  # the last FinetuneResult
+        self._entry = None  # its SessionModel
+        self._rows: list[PairRow] = []
+
+        self._source = ComboBox(label="Learn from", choices=_SOURCES)
+        self._rows_box = Container(labels=False)
+        self._rows_box.margins = (0, 0, 0, 0)
+        self._add_row = PushButton(text="+ Add an image", tooltip="Train on one more image and its spots.")
+        self._folder = FileEdit(label="Folder", mode="d", tooltip=_TIP["folder"])
+        self._start = ComboBox(label="Start from", choices=self._start_choices, tooltip=_TIP["start"])
+        self._start_path = FileEdit(label="Model file", mode="r", tooltip=_TIP["start"])
+        self._epochs = SpinBox(label="Epochs", min=1, max=500, value=int(s["epochs"]), tooltip=_TIP["epochs"])
+        self._steps = SpinBox(label="Steps per epoch", min=1, max=10_000, value=int(s["steps"]), tooltip=_TIP["steps"])
+        self._lr = ComboBox(label="Learning rate", choices=_LRS, tooltip=_TIP["lr"])
+        self._loss = ComboBox(label="Loss", choices=_LOSSES, tooltip=_TIP["loss"])
+        self._val = SpinBox(label="Validation (% of images)", min=0, max=50, value=int(s["val_percent"]),
+                            tooltip=_TIP["val"])
+        self._advanced = CheckBox(text="More settings", value=False)
+        self._crop = SpinBox(label="Crop size (px)", min=32, max=1024, step=8, value=int(s["crop"]), tooltip=_TIP["crop"])
+        self._batch = SpinBox(label="Batch size", min=1, max=64, value=int(s["batch"]), tooltip=_TIP["batch"])
+        self._out = FileEdit(label="Save in", mode="d", value=s["out_dir"], tooltip=_TIP["out"])
+        self._name = LineEdit(label="Model name", value=_default_name(), tooltip=_TIP["name"])
+        self._train = PushButton(text="Train", tooltip="Start fine-tuning; the viewer stays usable meanwhile.")
+        self._stop_btn = PushButton(text="Stop", enabled=False,
+                                    tooltip="Stop after the current step; the best epoch so far is kept.")
+        self._progress = ProgressBar(min=0, max=1, value=0, visible=False)
+        self._status = Label(value="")
+        self._plot = TrainingPlot()
+        self._outcome = Label(value="")
+        self._use = PushButton(text="Use this model", enabled=False,
+                               tooltip="Select the new model in 'Detect spots' (the old one stays available).")
+        self._use_run = PushButton(text="Use it and detect again", enabled=False,
+                                   tooltip="Select the new model in 'Detect spots' and run it on the chosen image.")
+
+        heads = [Label(value="<b>1. Examples with correct spots</b>"), Label(value="<b>2. Model and training</b>"),
+                 Label(value="<b>3. Train and watch the curves</b>"), Label(value="<b>4. Use the new model</b>")]
+        self._plot_hint = Label(value="Loss should fall and validation F1 rise. Epoch 0 is the model you start "
+                                      "from; the best epoch is kept.")
+        use_hint = Label(value="Nothing changes in 'Detect spots' until you press one of these.")
+        _compact(self._source, self._start, self._lr, self._loss)
+        for lab in (self._status, self._outcome, self._plot_hint, use_hint):  # before insertion: the scroll
+            lab.native.setWordWrap(True)  # area takes its minimum width from the unwrapped text otherwise
+            lab.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+            lab.native.setMinimumWidth(200)
+        self._data_form = Container(widgets=[self._source, self._folder], labels=True)
+        form = Container(widgets=[self._start, self._start_path, self._epochs, self._steps, self._lr, self._loss,
+                                  self._val], labels=True)
+        self._adv_form = Container(widgets=[self._crop, self._batch], labels=True, visible=False)
+        out_form = Container(widgets=[self._out, self._name], labels=True)
+        buttons = Container(widgets=[self._train, self._stop_btn], layout="horizontal", labels=False)
+        use = Container(widgets=[self._use, self._use_run], layout="horizontal", labels=False)
+        self.body = Container(labels=False, widgets=[
+            heads[0], self._data_form, self._rows_box, self._add_row, heads[1], form, self._advanced,
+            self._adv_form, out_form, heads[2], buttons, self._progress, self._status, self._plot_hint, heads[3],
+            use_hint, self._outcome, use])
+        layout = self.body.native.layout()  # the plot is a plain QWidget: place it under its explanation
+        layout.insertWidget(layout.indexOf(self._plot_hint.native) + 1, self._plot)
+        # The panel is taller than a shared dock: scroll rather than squeeze (squeezed widgets overlap).
+        # Our own QScrollArea, because napari docks `.native`, which for magicgui's scrollable=True is the
+        # inner widget, torn out of its scroll area.
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(self.body.native)
+        scroll.setMinimumWidth(self.body.native.minimumSizeHint().width() + 16)
+        scroll.setMinimumHeight(480)  # else a dock above it takes all the height and leaves a slit
+        self.native.layout().addWidget(scroll)
+        self._scroll = scroll
+        self.margins = (0, 0, 0, 0)
+        for c in (self._data_form, form, self._adv_form, out_form, buttons, use):
+            c.margins = (0, 0, 0, 0)
+
+        self._lr.value = min((v for _, v in _LRS), key=lambda v: abs(v - float(s["lr"])))
+        self._loss.value = s["loss"] if s["loss"] in {v for _, v in _LOSSES} else "smoothf1"
+        self._source.changed.connect(self._on_source)
+        self._add_row.changed.connect(lambda *_: self.add_pair())
+        self._start.changed.connect(self._on_start)
+        self._advanced.changed.connect(lambda v: setattr(self._adv_form, "visible", bool(v)))
+        for w in (self._folder, self._start_path, self._out, self._name):
+            w.changed.connect(self._validate)
+        self._train.changed.connect(self.train)
+        self._stop_btn.changed.connect(self.stop)
+        self._use.changed.connect(lambda *_: self.use_model(detect_again=False))
+        self._use_run.changed.connect(lambda *_: self.use_model(detect_again=True))
+        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            ev.connect(self._on_layers_changed)
+        session_models.added.connect(self._on_session_model)
+        start = s["start"]
+        self._start.value = start if start in self._start.choices else self._start.choices[0]
+        self.add_pair()
+        self._on_source()
+        self._on_start()
+
+    # -- choices ----------------------------------------------------------------------------------------
+    def _start_choices(self, _widget=None) -> list:
+        out = []
+        if bundled_path("default").exists():
+            out.append(("Bundled default model", "default"))
+        if session_models.last_detection_model is not None:
+            out.append((f"Model of the last detection ({session_models.last_detection_model.info.name})", "last"))
+        out += [(e.label, k) for k, e in session_models.models.items()]
+        out.append(("Model file (.pt)", "file"))
+        return out
+
+    def add_pair(self, image=None, points=None) -> PairRow:
+        """Add a row; by default the first image not yet used and a ground-truth (else the last) Points layer."""
+        row = PairRow(self._viewer, self._remove_row)
+        self._rows.append(row)
+        self._rows_box.append(row)
+        row.reset_choices()
+        used = {r.image.value for r in self._rows}
+        images = [v for v in row.image.choices if v is not None]
+        points_layers = [v for v in row.points.choices if v is not None]
+        row.image.value = image or next((i for i in images if i not in used), images[0] if images else None)
+        if points is None and row.image.value is not None:  # prefer ground truth, and a name like the image's
+            named = [p for p in points_layers if row.image.value.name in p.name]
+            gt = [p for p in points_layers if p.metadata.get("spotdetect_ground_truth")]
+            points = ([p for p in gt if p in named] or named or gt or points_layers or [None])[-1]
+        row.points.value = points
+        row.image.changed.connect(self._validate)
+        row.points.changed.connect(self._validate)
+        self._validate()
+        return row
+
+    def _remove_row(self, row) -> None:
+        if row in self._rows:
+            self._rows.remove(row)
+            self._rows_box.remove(row)
+        self._validate()
+
+    def _on_layers_changed(self, *_):
+        for row in self._rows:
+            row.reset_choices()
+        self._start.reset_choices()  # a detection may have just made "last detection" available
+        self._validate()
+
+    def _on_session_model(self, _entry) -> None:
+        self._start.reset_choices()
+
+    def _on_source(self, *_):
+        folder = self._source.value == "folder"
+        self._folder.visible = folder
+        self._rows_box.visible = self._add_row.visible = not folder
+        self._validate()
+
+    def _on_start(self, *_):
+        self._start_path.visible = self._start.value == "file"
+        self._validate()
+
+    def _model_source(self):
+        kind = self._start.value
+        if kind == "last":
+            return session_models.last_detection_model
+        if kind in session_models.models:
+            return session_models.models[kind].model
+        if kind == "file":
+            return str(self._start_path.value)
+        return kind
+
+    def _model_path(self) -> Path:
+        return Path(str(self._out.value)).expanduser() / f"{self._name.value.strip()}.pt"
+
+    def problem(self) -> str | None:
+        """Why Train cannot start (a message for the user), or None."""
+        if self._source.value == "folder":
+            f = str(self._folder.value)
+            if f in ("", ".") or not Path(f).expanduser().is_dir():
+                return "Choose the folder of images and spot CSVs."
+        else:
+            if not self._rows:
+                return "Add an image and its spots (+ Add an image)."
+            try:
+                for row in self._rows:
+                    if row.image.value is None or row.points.value is None:
+                        raise SpotDetectError("Pick an image and its spot layer in every row (or remove the row).")
+                    pair_from_layers(row.image.value, row.points.value, load=False)
+            except SpotDetectError as err:
+                return str(err)
+        if self._start.value is None:
+            return "Choose the model to start from."
+        if self._start.value == "file":
+            p = Path(str(self._start_path.value)).expanduser()
+            if str(self._start_path.value) in ("", ".") or not p.is_file():
+                return "Choose the model file to start from."
+        name = self._name.value.strip()
+        if not name or any(c in name for c in '/\\:*?"<>|'):
+            return "Give the new model a name (letters, digits, - and _)."
+        if str(self._out.value) in ("", "."):
+            return "Choose the folder to save the model in."
+        if self._model_path().exists():
+            return f"A model named '{name}' already exists in that folder; choose another name."
+        return None
+
+    def _validate(self, *_):
+        if self._worker is not None:
+            return
+        msg = self.problem()
+        self._train.enabled = msg is None
+        self._set_status(msg or "Ready to train.", error=msg is not None)
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        self._status.value = text
+        self._status.native.setStyleSheet("color: #e0a040;" if error else "")
+
+    # -- training ---------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def _config(self):
+        from ..core.train import TrainConfig
+
+        return TrainConfig.finetune(epochs=int(self._epochs.value), steps_per_epoch=int(self._steps.value),
+                                    lr=float(self._lr.value), loss=self._loss.value, crop=int(self._crop.value),
+                                    batch_size=int(self._batch.value))
+
+    def train(self, *_):
+        """Start fine-tuning in a worker thread; returns the worker (None when the choices are not valid)."""
+        msg = self.problem()
+        if msg is not None:
+            self._set_status(msg, error=True)
+            return None
+        save_settings(SECTION, {"start": self._start.value if self._start.value in ("default", "file") else "default",
+                                "epochs": int(self._epochs.value), "steps": int(self._steps.value),
+                                "lr": float(self._lr.value), "loss": self._loss.value,
+                                "val_percent": int(self._val.value), "out_dir": str(self._out.value),
+                                "crop": int(self._crop.value), "batch": int(self._batch.value)})
+        if self._source.value == "folder":
+            folder, pairs = str(self._folder.value), None
+            info = {"folder": str(Path(folder).expanduser().resolve())}
+        else:
+            folder = None
+            pairs = [pair_from_layers(r.image.value, r.points.value) for r in self._rows]
+            info = {"layers": [[r.image.value.name, r.points.value.name] for r in self._rows]}
+        cfg, val_percent = self._config(), int(self._val.value)
+        source, name, out = self._model_source(), self._name.value.strip(), Path(str(self._out.value)).expanduser()
+        self._stop = threading.Event()
+        stop = self._stop
+        self.native.destroyed.connect(stop.set)  # closing the panel (or napari) ends training too
+
+        def steps():
+            from ..core.train import pairs_from_folder
+
+            all_pairs = pairs_from_folder(folder) if folder else pairs
+            train, val = split_pairs(all_pairs, val_percent)
+            info["n_examples"] = len(all_pairs)
+            return (yield from finetune_steps(source, train, val, cfg, out_dir=out, name=name, stop=stop,
+                                              data_info=info))
+
+        self._error, self._result, self._entry = None, None, None
+        self._plot.clear(cfg.epochs)
+        self._train.enabled, self._stop_btn.enabled = False, True
+        self._use.enabled = self._use_run.enabled = False
+        self._outcome.value = ""
+        self._progress.visible = True
+        self._progress.max, self._progress.value = cfg.epochs * cfg.steps_per_epoch, 0
+        self._set_status("Starting…")
+        self._worker = start_worker(steps(), on_yield=self._on_event, on_return=self._on_result,
+                                    on_error=self._on_error, on_finish=self._on_finished)
+        return self._worker
+
+    def stop(self, *_):
+        """Ask the trainer to stop after the current step; the best epoch so far is kept."""
+        if self._worker is not None:
+            self._stop.set()
+            self._stop_btn.enabled = False
+            self._set_status("Stopping after the current step…")
+
+    def _on_event(self, ev):
+        from ..core.train import TrainEvent
+
+        if not isinstance(ev, TrainEvent):  # Progress while loading the model
+            self._set_status(ev.message)
+            return
+        steps = max(ev.steps, 1)
+        self._progress.max = ev.epochs * steps
+        self._progress.value = min(self._progress.max, (ev.epoch - 1) * steps + ev.step)
+        if ev.kind == "start" and ev.val is not None:  # the starting model, measured before training
+            self._plot.add_epoch(0, None, ev.val.get("f1"))
+        if ev.kind == "step":
+            self._plot.add_step(ev.epoch - 1 + ev.step / steps, ev.losses.get("loss", float("nan")))
+            best = f" · best validation F1 so far {ev.best_f1:.2f}" if ev.best_f1 is not None else ""
+            self._set_status(f"Epoch {ev.epoch} of {ev.epochs} · step {ev.step} of {steps} · "
+                             f"loss {ev.losses.get('loss', float('nan')):.4f}{best}")
+        elif ev.kind == "epoch":
+            self._plot.add_epoch(ev.epoch, ev.losses.get("loss"), (ev.val or {}).get("f1"))
+            self._set_status(ev.message)
+        elif ev.message:
+            self._set_status(ev.message)
+
+    def _on_result(self, res):
+        self._result = res
+        if res.model is None:
+            self._outcome.value = ("Stopped before the first epoch ended: nothing was saved, and the model you "
+                                   "detect with is unchanged.")
+            return
+        self._entry = session_models.add(res.model, res.path)
+        card = res.model.info.card
+        val = card.get("validation") or {}
+        before = f" (the starting model: {res.before['f1']:.2f})" if res.before else ""
+        on_itself = " measured on the training image itself" if "single" in str(card.get("validation_data")) else ""
+        self._outcome.value = (
+            f"{'Stopped early; kept' if res.stopped else 'Saved'} the best epoch ({card.get('epoch', '?')}): "
+            f"validation F1 {val.get('f1', float('nan')):.2f}{before}{on_itself}; "
+            f"its tuned threshold is {res.model.default_threshold:.2f}.<br>File: {res.path}")
+        self._use.enabled = self._use_run.enabled = True
+        self._name.value = _next_name(self._name.value.strip(), Path(str(self._out.value)).expanduser())
+
+    def _on_error(self, err):
+        if isinstance(err, SpotDetectError):
+            text = str(err)
+        else:
+            log.error("Fine-tuning failed", exc_info=err)
+            text = f"Training failed: {type(err).__name__}: {err}"
+        self._error = text
+        show_error(text)
+
+    def _on_finished(self):
+        self._worker = None
+        self._stop_btn.enabled = False
+        self._progress.visible = False
+        self._validate()
+        if self._error:
+            self._set_status(self._error, error=True)
+        elif self._result is not None:
+            self._set_status("Stopped." if self._result.stopped else "Training finished.")
+
+    # -- adopting the result ----------------------------------------------------------------------------
+    def use_model(self, detect_again: bool = False) -> bool:
+        """Make the new model the one 'Detect spots' uses (docking that widget if needed); maybe detect again."""
+        if self._entry is None:
+            return False
+        if session_models.use(self._entry, detect_again) == 0:
+            self._viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
+            session_models.use(self._entry, detect_again)
+        note = f"<br>→ 'Detect spots' now uses {self._entry.model.info.name}"
+        self._outcome.value = self._outcome.value.split("<br>→")[0] + note + (
+            " and is detecting again." if detect_again else ".")
+        return True
+
+
+def _default_name() -> str:
+    return "finetuned-" + _dt.datetime.now().strftime("%Y%m%d-%H%M")
+
+
+def _next_name(name: str, folder: Path) -> str:
+    """``name`` or ``name-2``, ``name-3``… : the first that is not taken, so Train can be pressed again."""
+    stem, k = name, 2
+    if "-" in name and name.rsplit("-", 1)[1].isdigit() and len(name.rsplit("-", 1)[1]) < 3:
+        stem, k = name.rsplit("-", 1)[0], int(name.rsplit("-", 1)[1]) + 1
+    cand = name
+    while (folder / f"{cand}.pt").exists():
+        cand, k = f"{stem}-{k}", k + 1
+    return cand

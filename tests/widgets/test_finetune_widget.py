@@ -1,0 +1,231 @@
+"""Fine-tuning in a real (headless) viewer: pair layers, train in a thread, watch the plot, stop, adopt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_spotdetect import load_model
+from napari_spotdetect.core.detect import Progress
+from napari_spotdetect.core.train import TrainConfig, TrainEvent
+from napari_spotdetect.widgets.detect_widget import META_KEY
+from napari_spotdetect.widgets.finetune_widget import pair_from_layers, split_pairs
+from napari_spotdetect.widgets.model_registry import session_models
+from napari_spotdetect.widgets.workers import finetune_steps, run_sync
+
+
+def _small_settings(tune, tmp_path, epochs=2, steps=3):
+    tune._epochs.value, tune._steps.value = epochs, steps
+    tune._crop.value, tune._batch.value = 64, 2
+    tune._out.value = tmp_path / "models"
+    tune._name.value = "tuned"
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.net.state_dict().items()}
+
+
+def _detect_on_sample(viewer, detect, tiny_model, qtbot):
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    detect._image.value = viewer.layers["smFISH (synthetic)"]
+    detect.set_model(tiny_model)
+    assert detect.run() is not None
+    qtbot.waitUntil(lambda: not detect.running, timeout=60_000)
+
+
+def test_finetune_from_last_detection_plot_grows_and_the_new_model_is_adopted(finetune_widget, qtbot, tiny_model,
+                                                                              tmp_path):
+    viewer, detect, tune = finetune_widget
+    _detect_on_sample(viewer, detect, tiny_model, qtbot)
+    before = _weights(tiny_model)
+    # the sample's true spots stand in for a corrected detection
+    tune._on_layers_changed()
+    row = tune._rows[0]
+    row.image.value, row.points.value = viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"]
+    tune._start.value = "last"
+    _small_settings(tune, tmp_path)
+    assert tune._train.enabled, tune.problem()
+
+    worker = tune.train()
+    assert worker is not None and tune.running
+    qtbot.waitUntil(lambda: len(tune._plot.step_loss) >= 1, timeout=60_000)
+    seen = len(tune._plot.step_loss)
+    assert tune.running and not tune._train.enabled and tune._stop_btn.enabled
+    qtbot.waitUntil(lambda: len(tune._plot.step_loss) > seen, timeout=60_000)  # the plot keeps growing
+    qtbot.waitUntil(lambda: not tune.running, timeout=120_000)
+
+    assert tune._error is None, tune._error
+    assert len(tune._plot.step_loss) == 6  # 2 epochs x 3 steps, in order, spread over the epoch axis
+    assert [x for x, _ in tune._plot.step_loss] == sorted(x for x, _ in tune._plot.step_loss)
+    assert [x for x, _ in tune._plot.val_f1] == [0, 1, 2]  # the starting model, then each epoch
+    assert len(tune._plot.epoch_loss) == 2
+    res = tune._result
+    assert not res.stopped and res.path == tmp_path / "models" / "tuned.pt" and res.path.exists()
+    on_disk = load_model(res.path, device="cpu")
+    assert on_disk.default_threshold == pytest.approx(res.model.default_threshold)
+    card = on_disk.info.card
+    assert card["mode"] == "finetune" and card["base_model"] == "tiny-random"
+    assert card["training_data"]["layers"] == [["smFISH (synthetic)", "true spots"]]
+    assert "f1" in card["validation_before"] and card["validation"]["f1"] == pytest.approx(max(
+        f1 for x, f1 in tune._plot.val_f1 if x > 0))
+    assert "F1" in tune._outcome.value and str(res.path) in tune._outcome.value
+    assert tune._name.value == "tuned-2"  # Train can be pressed again without overwriting
+    # nothing changed for detection until the user accepts: same weights, same choice
+    for k, v in _weights(tiny_model).items():
+        assert torch.equal(v, before[k]), k
+    assert detect._model_kind.value == "memory"
+    entry = tune._entry
+    assert entry.key in detect._model_kind.choices  # ...but it is offered at once
+
+    assert tune._use_run.enabled
+    tune._use_run.changed.emit(True)  # "Use it and detect again"
+    assert detect._model_kind.value == entry.key
+    qtbot.waitUntil(lambda: not detect.running, timeout=60_000)
+    spots = [lay for lay in viewer.layers if META_KEY in lay.metadata]
+    assert len(spots) == 1 and spots[0].metadata[META_KEY]["model"] == "tuned"
+    assert "now uses tuned" in tune._outcome.value
+
+
+def test_stop_midway_keeps_a_loadable_best_checkpoint(finetune_widget, qtbot, tiny_model, tmp_path):
+    viewer, detect, tune = finetune_widget
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    tune._on_layers_changed()
+    tune._rows[0].image.value = viewer.layers["smFISH (synthetic)"]
+    tune._rows[0].points.value = viewer.layers["true spots"]
+    model_file = tmp_path / "start.pt"
+    from napari_spotdetect.core.weights.native import save_model
+
+    save_model(tiny_model, model_file)
+    tune._start.value = "file"
+    tune._start_path.value = model_file
+    _small_settings(tune, tmp_path, epochs=4, steps=3)
+    assert tune.train() is not None
+    qtbot.waitUntil(lambda: len(tune._plot.val_f1) >= 2, timeout=120_000)  # the first epoch is validated
+    tune.stop()
+    at_stop = len(tune._plot.step_loss)
+    assert "Stopping" in tune._status.value
+    qtbot.waitUntil(lambda: not tune.running, timeout=60_000)
+
+    res = tune._result
+    assert res.stopped and res.model is not None
+    assert len(tune._plot.step_loss) <= at_stop + 1 < 12  # within one step of the click, long before the end
+    best = tmp_path / "models" / "tuned_checkpoints" / "tuned_best.pt"
+    assert best.exists() and res.path.exists()
+    for path in (best, res.path):
+        m = load_model(path, device="cpu")
+        assert m.info.card["epoch"] >= 1
+    assert "Stopped early" in tune._outcome.value and tune._use.enabled
+    assert tune.use_model() and detect._model_kind.value == tune._entry.key
+
+
+def test_finetune_from_a_folder_of_images_and_csvs(finetune_widget, qtbot, tiny_model, tmp_path):
+    import pandas as pd
+
+    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.weights.native import save_model
+
+    viewer, _detect, tune = finetune_widget
+    data = tmp_path / "annotated"
+    data.mkdir()
+    for i in range(2):
+        img, pts = synthetic_image((96, 96), n_spots=15, seed=i)
+        np.save(data / f"cell{i}.npy", img)
+        pd.DataFrame({"y": pts[:, 0], "x": pts[:, 1]}).to_csv(data / f"cell{i}.csv", index=False)
+    save_model(tiny_model, tmp_path / "start.pt")
+    tune._source.value = "folder"
+    tune._folder.value = data
+    tune._start.value, tune._start_path.value = "file", tmp_path / "start.pt"
+    _small_settings(tune, tmp_path, epochs=1, steps=2)
+    assert tune.train() is not None
+    qtbot.waitUntil(lambda: not tune.running, timeout=120_000)
+    assert tune._error is None, tune._error
+    card = load_model(tune._result.path, device="cpu").info.card
+    assert card["training_data"]["folder"] == str(data.resolve()) and card["training_data"]["n_examples"] == 2
+    assert card["n_train_images"] == 1 and card["n_val_images"] == 1  # 20 % of 2 images, at least one
+
+
+def test_train_is_refused_with_clear_messages(finetune_widget, tmp_path):
+    viewer, _detect, tune = finetune_widget
+    assert not tune._train.enabled
+    viewer.add_image(np.zeros((4, 64, 64), np.float32), name="stack")
+    viewer.add_points(np.array([[1.0, 10, 10]]), name="stack spots")
+    tune._on_layers_changed()
+    tune._rows[0].image.value = viewer.layers["stack"]
+    tune._rows[0].points.value = viewer.layers["stack spots"]
+    assert "2-D" in tune.problem() and not tune._train.enabled and tune.train() is None
+    flat = viewer.add_image(np.zeros((64, 64), np.float32), name="plane")
+    empty = viewer.add_points(np.zeros((0, 2)), name="empty", ndim=2)
+    tune._rows[0].image.value, tune._rows[0].points.value = flat, empty
+    assert "has no points" in tune.problem()
+    tune._source.value = "folder"
+    assert tune._rows_box.visible is False and "folder" in tune.problem()
+    tune._folder.value = tmp_path
+    tune._start.value = "file"
+    assert "model file" in tune.problem()
+    (tmp_path / "m.pt").write_bytes(b"x")
+    tune._start_path.value = tmp_path / "m.pt"
+    tune._out.value, tune._name.value = tmp_path, "m"
+    assert "already exists" in tune.problem()
+    tune._name.value = "m2"
+    assert tune.problem() is None
+
+
+def test_points_are_mapped_into_image_pixels(make_napari_viewer):
+    viewer = make_napari_viewer()
+    img = viewer.add_image(np.zeros((40, 50), np.float32), scale=(0.5, 0.5), translate=(2.0, 0.0))
+    pts = viewer.add_points(np.array([[3.0, 5.0], [100.0, 100.0]]), scale=(1.0, 1.0))  # world coordinates
+    data, yx = pair_from_layers(img, pts)
+    assert data.shape == (40, 50)
+    np.testing.assert_allclose(yx, [[2.0, 10.0]])  # (3 - 2) / 0.5, 5 / 0.5; the point off the image is dropped
+    train, val = split_pairs([1, 2, 3, 4, 5], 20)
+    assert len(val) == 1 and sorted(train + val) == [1, 2, 3, 4, 5]
+    assert split_pairs([1], 50) == ([1], None)
+
+
+# -- the worker generator, without Qt ---------------------------------------------------------------------
+def _pairs():
+    from napari_spotdetect.core.synthetic import synthetic_image
+
+    return [synthetic_image((96, 96), n_spots=20, seed=s) for s in (1, 2)]
+
+
+def test_worker_generator_trains_saves_and_leaves_the_base_model_alone(tiny_piscis, tmp_path):
+    before = _weights(tiny_piscis)
+    cfg = TrainConfig.finetune(epochs=2, steps_per_epoch=2, batch_size=2, crop=64)
+    train, val = _pairs()[:1], _pairs()[1:]
+    events, res = run_sync(finetune_steps(tiny_piscis, train, val, cfg, out_dir=tmp_path, name="g"))
+    kinds = [e.kind for e in events if isinstance(e, TrainEvent)]
+    assert kinds == ["start", "step", "step", "epoch", "step", "step", "epoch", "done"]
+    assert isinstance(events[0], Progress) and events[2].kind == "start" and "f1" in events[2].val
+    assert res.path == tmp_path / "g.pt" and not res.stopped and len(res.history) == 2
+    loaded = load_model(res.path, device="cpu")
+    assert loaded.info.card["validation_before"] == res.before
+    assert loaded.default_threshold == pytest.approx(res.model.default_threshold)
+    for k, v in _weights(tiny_piscis).items():
+        assert torch.equal(v, before[k]), k
+    assert session_models.models == {}  # the worker never touches the session: the main thread does
+
+
+def test_worker_stop_before_the_first_epoch_saves_nothing(tiny_piscis, tmp_path):
+    cfg = TrainConfig.finetune(epochs=2, steps_per_epoch=5, batch_size=1, crop=64)
+    gen = finetune_steps(tiny_piscis, _pairs(), None, cfg, out_dir=tmp_path, name="s",
+                         stop=lambda: steps_seen[0] >= 2)
+    steps_seen = [0]
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as end:
+            res = end.value
+            break
+        steps_seen[0] += isinstance(ev, TrainEvent) and ev.kind == "step"
+    assert res.stopped and res.model is None and res.path is None
+    assert steps_seen[0] == 2 and not (tmp_path / "s.pt").exists()
+
+
+def test_worker_refuses_a_model_it_cannot_fine_tune(tmp_path):
+    from napari_spotdetect.core.errors import SpotDetectError
+
+    with pytest.raises(SpotDetectError, match="does not exist|No model"):
+        run_sync(finetune_steps(str(tmp_path / "missing.pt"), _pairs(), None, TrainConfig.finetune(),
+                                out_dir=tmp_path, name="x"))
