@@ -36,7 +36,7 @@ from .models.piscis_net import PiscisConfig, PiscisNet
 from .ops import deformable_pool
 from .targets import voronoi_targets
 
-THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+THRESHOLDS = np.round(np.concatenate([np.arange(0.05, 0.951, 0.05), [0.97, 0.98, 0.99]]), 2)
 
 
 @dataclass
