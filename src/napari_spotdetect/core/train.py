@@ -68,7 +68,7 @@ class TrainConfig:
     @classmethod
     def finetune(cls, **kw) -> "TrainConfig":
         """Defaults for adapting a trained model to a few annotated images."""
-        base = dict(optimizer="adam", lr=3e-4, epochs=10, warmup_fraction=0.0, decay_fraction=0.0,
+        base = dict(optimizer="adam", lr=1e-3, epochs=10, warmup_fraction=0.0, decay_fraction=0.0,
                     weight_decay=0.0, steps_per_epoch=10)
         base.update(kw)
         return cls(**base)
