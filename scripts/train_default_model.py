@@ -1,8 +1,8 @@
 """Train the bundled default model: a small Piscis-architecture network, from scratch, on synthetic data.
 
-Run from the repository root (CPU is fine; about 40 minutes on 2 shared cores):
+Run from the repository root (CPU is fine; about 30 minutes on one core of a shared 2-core machine):
 
-    PYTHONPATH=src python scripts/train_default_model.py [--minutes 38] [--threads 2]
+    PYTHONPATH=src python scripts/train_default_model.py [--minutes 31] [--threads 1]
 
 It trains with :class:`napari_spotdetect.core.train.Trainer` on ``synthetic_dataset(kind="train")``,
 evaluates the best checkpoint on a held-out synthetic benchmark (different seed) and on that benchmark
@@ -39,10 +39,10 @@ def benchmark(model, pairs, scale: float = 1.0) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=38.0, help="wall-clock budget for training")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--steps", type=int, default=50, help="steps per epoch")
+    ap.add_argument("--minutes", type=float, default=31.0, help="wall-clock budget for training")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=40, help="steps per epoch")
     ap.add_argument("--n-train", type=int, default=400)
     ap.add_argument("--work", default="runs/default_model")
     ap.add_argument("--out", default="src/napari_spotdetect/data/default_model.pt")

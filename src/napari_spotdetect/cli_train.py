@@ -44,7 +44,7 @@ def add_train_parsers(subparsers) -> None:
     t.add_argument("--depths", type=int, nargs=4, default=[1, 2, 2, 2])
     t.set_defaults(func=cmd_train)
     f = subparsers.add_parser("finetune", help="adapt a model to your images from a few annotated examples")
-    _common(f, epochs=10, steps=10, lr=3e-4)
+    _common(f, epochs=10, steps=10, lr=1e-3)
     f.add_argument("--model", default="default", help="model to start from (default: %(default)s)")
     f.set_defaults(func=cmd_finetune)
 

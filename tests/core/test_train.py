@@ -33,7 +33,7 @@ def test_events_checkpoints_and_result(tmp_path):
     for e in events[0]:
         assert all(np.isfinite(v) for v in e.losses.values())
     epoch_ev = [e for e in events[0] if e.kind == "epoch"]
-    assert all(0 <= e.val["f1"] <= 1 and 0.05 <= e.val["threshold"] <= 0.95 for e in epoch_ev)
+    assert all(0 <= e.val["f1"] <= 1 and 0.05 <= e.val["threshold"] <= 0.99 for e in epoch_ev)
     res = events[1]
     assert res.best_path.exists() and res.last_path.exists() and len(res.history) == 2
     best = load_model(res.best_path, device="cpu")
@@ -148,11 +148,11 @@ def test_schedule_warms_up_holds_and_decays():
 
 
 def test_finetuning_on_one_image_of_an_unseen_kind_helps():
-    """CI-sized: the bundled (small) default model, one annotated 'large_spots' image, ~30 s of Adam."""
+    """CI-sized: the bundled (small) default model, one annotated 'large_spots' image, 32 Adam steps."""
     if not bundled_path("default").exists():
         pytest.skip("the bundled default model is not in this checkout")
     base = load_model("default", device="cpu")
-    held_out = synthetic_dataset(3, "large_spots", seed=50, shape=(128, 128))
+    held_out = synthetic_dataset(3, "large_spots", seed=50, shape=(256, 256))
     one = synthetic_dataset(1, "large_spots", seed=51, shape=(192, 192))
 
     def f1(m):
@@ -160,6 +160,6 @@ def test_finetuning_on_one_image_of_an_unseen_kind_helps():
                         for i, g in held_out])
 
     before = f1(base)
-    res = Trainer(base, one, None, TrainConfig.finetune(epochs=3, steps_per_epoch=8, crop=96)).fit()
+    res = Trainer(base, one, None, TrainConfig.finetune(epochs=4, steps_per_epoch=8, crop=96)).fit()
     after = f1(res.model)
     assert after > before + 0.05, (before, after)

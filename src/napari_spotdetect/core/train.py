@@ -36,7 +36,7 @@ from .models.piscis_net import PiscisConfig, PiscisNet
 from .ops import deformable_pool
 from .targets import voronoi_targets
 
-THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+THRESHOLDS = np.round(np.concatenate([np.arange(0.05, 0.951, 0.05), [0.97, 0.98, 0.99]]), 2)
 
 
 @dataclass
@@ -61,13 +61,14 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     val_radius: float = 1.0  # match radius (px) for the validation F1 and threshold tuning
+    bn_batches: int = 4  # batches of inference-sized tiles for re-estimating BatchNorm statistics after each epoch (0: off)
     tile_size: int | None = None  # inference tile of the trained model; default: the base model's, or 256
     device: str | None = "cpu"
 
     @classmethod
     def finetune(cls, **kw) -> "TrainConfig":
         """Defaults for adapting a trained model to a few annotated images."""
-        base = dict(optimizer="adam", lr=3e-4, epochs=10, warmup_fraction=0.0, decay_fraction=0.0,
+        base = dict(optimizer="adam", lr=1e-3, epochs=10, warmup_fraction=0.0, decay_fraction=0.0,
                     weight_decay=0.0, steps_per_epoch=10)
         base.update(kw)
         return cls(**base)
@@ -258,14 +259,14 @@ class Trainer:
         return bool(s())
 
     # -- data ----------------------------------------------------------------------------------------
-    def _batch(self, rng: np.random.Generator):
+    def _batch(self, rng: np.random.Generator, intensity: bool = True):
         c = self.cfg
         imgs, labs, dels, counts = [], [], [], []
         while len(imgs) < c.batch_size:
             for _ in range(10):  # crops without spots teach SmoothF1 nothing: draw again (as piscis)
                 img, pts = self.train[rng.integers(len(self.train))]
                 if c.augment:
-                    x, p = random_augment(img, pts, (c.crop, c.crop), rng)
+                    x, p = random_augment(img, pts, (c.crop, c.crop), rng, intensity_p=0.5 if intensity else 0.0)
                 else:
                     x, p = _center(img, pts, c.crop)
                 if len(p):
@@ -280,6 +281,38 @@ class Trainer:
         target = {"labels": torch.from_numpy(np.stack(labs)).to(dev), "deltas": torch.from_numpy(np.stack(dels)).to(dev),
                   "n_spots": torch.tensor(counts, device=dev)}
         return x, target
+
+    def recalibrate_bn(self, rng: np.random.Generator, n_batches: int | None = None) -> None:
+        """Re-estimate BatchNorm running statistics on inference-like tiles ("precise BN").
+
+        Running averages collected during training come from tiny batches of rotated, zero-padded,
+        intensity-scaled crops; inference sees whole tiles standardised one by one. With that mismatch
+        the eval-mode network fired on the background of some images (thousands of false peaks), so after
+        each epoch the statistics are averaged afresh over tiles cut and standardised as ``detect`` does.
+        """
+        n_batches = self.cfg.bn_batches if n_batches is None else n_batches
+        if n_batches <= 0:
+            return
+        bns = [m for m in self.net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the recalibration batches
+        th, tw = self.model.tile_size
+        self.net.train()
+        with torch.no_grad():
+            for _ in range(n_batches):
+                tiles = []
+                for _ in range(self.cfg.batch_size):
+                    img = self.train_raw[rng.integers(len(self.train_raw))][0]
+                    h, w = img.shape
+                    r0, c0 = rng.integers(max(1, h - th + 1)), rng.integers(max(1, w - tw + 1))
+                    t = img[r0:r0 + th, c0:c0 + tw]
+                    t = np.pad(t, ((0, th - t.shape[0]), (0, tw - t.shape[1])), mode="symmetric")
+                    tiles.append(_standardize(t))
+                self.net.heads(torch.from_numpy(np.stack(tiles)[:, None]).to(self.device))
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
 
     # -- validation ----------------------------------------------------------------------------------
     def validate(self) -> dict:
@@ -379,6 +412,7 @@ class Trainer:
             if self._should_stop():
                 yield from self._stopped(epoch, spe)
                 return self._result(stopped=True)
+            self.recalibrate_bn(np.random.default_rng([c.seed, epoch, 1]))
             val = self.validate() if self.val else None
             losses = {k: v / spe for k, v in sums.items()}
             rec = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in losses.items()},
