@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,20 +43,22 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--steps", type=int, default=40, help="steps per epoch")
     ap.add_argument("--n-train", type=int, default=400)
+    ap.add_argument("--n-val", type=int, default=16, help="validation images (best epoch and threshold)")
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--work", default="runs/default_model")
     ap.add_argument("--out", default="src/napari_spotdetect/data/default_model.pt")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.time()
     train = synthetic_dataset(a.n_train, "train", seed=TRAIN_SEED)
-    val = synthetic_dataset(8, "train", seed=VAL_SEED, shape=(256, 256))
+    val = synthetic_dataset(a.n_val, "train", seed=VAL_SEED, shape=(256, 256))
     test = synthetic_dataset(20, "train", seed=TEST_SEED, shape=(256, 256))
-    cfg = TrainConfig(epochs=a.epochs, steps_per_epoch=a.steps, batch_size=4, crop=128, optimizer="adam", lr=2e-3,
+    cfg = TrainConfig(epochs=a.epochs, steps_per_epoch=a.steps, batch_size=4, crop=128, optimizer="adam", lr=a.lr,
                       weight_decay=0.0, warmup_fraction=0.02, decay_fraction=0.5, decay_steps=5, decay_factor=0.5,
                       seed=0)
     deadline = t0 + a.minutes * 60
     data_info = {"source": "napari_spotdetect.core.synthetic.synthetic_dataset", "kind": "train",
-                 "n_images": a.n_train, "seed": TRAIN_SEED, "validation": {"n_images": 8, "seed": VAL_SEED}}
+                 "n_images": a.n_train, "seed": TRAIN_SEED, "validation": {"n_images": a.n_val, "seed": VAL_SEED}}
     tr = Trainer(ARCH, train, val, cfg, out_dir=a.work, name="default", stop=lambda: time.time() > deadline,
                  data_info=data_info)
 

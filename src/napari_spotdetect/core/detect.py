@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
-from itertools import product
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .device import default_batch_size, free_cached_memory, is_out_of_memory
-from .errors import Cancelled, SpotDetectError
+from .errors import SpotDetectError
 from .models.base import SpotModel
 from .ops import stack_components
-from .tiling import TilePlan, extract_tile, plan_tiles
+from .steps import run_steps
+from .tiling import extract_tile, plan_tiles
 from .validate import check_finite, check_image
 
 
@@ -281,14 +281,5 @@ def detect(image, model, threshold: float | None = None, *, progress=None, shoul
         **kwargs: ``axes``, ``tile_size``, ``overlap`` (fraction of a tile; default the model's), ``batch_size``,
             ``min_distance``, ``keep_maps``, ``device``.
     """
-    gen = detect_iter(image, model, threshold, **kwargs)
-    while True:
-        try:
-            p = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(p)
-        if should_stop is not None and should_stop():
-            gen.close()
-            raise Cancelled("Detection was stopped before it finished; no spots were kept.")
+    return run_steps(detect_iter(image, model, threshold, **kwargs), progress, should_stop,
+                     "Detection was stopped before it finished; no spots were kept.")

@@ -10,14 +10,13 @@ half-written table.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .errors import SpotDetectError
+from .files import atomic_write_text  # noqa: F401 (re-exported: callers write tables through it)
 
 COORD_ORDER = ["t", "c", "z", "y", "x"]
 _ALIASES = {"row": "y", "col": "x", "column": "x", "y_row": "y", "x_col": "x", "plane": "z",
@@ -27,21 +26,6 @@ IMAGE_SUFFIXES = {".tif", ".tiff", ".npy", ".png", ".jpg", ".jpeg", ".bmp"}
 
 class NotASpotTable(SpotDetectError):
     """The CSV has no recognisable coordinate columns."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def coordinate_columns(df: pd.DataFrame) -> list[str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from .models.base import ModelInfo
 from .models.piscis import PiscisModel
 from .models.piscis_net import PiscisConfig, PiscisNet
 from .ops import deformable_pool
+from .steps import run_steps
 from .targets import voronoi_targets
 
 THRESHOLDS = np.round(np.concatenate([np.arange(0.05, 0.951, 0.05), [0.97, 0.98, 0.99]]), 2)
@@ -460,14 +460,7 @@ class Trainer:
 
     def fit(self, progress=None) -> TrainResult:
         """Run :meth:`iter_fit` to the end; ``progress`` is called with every event."""
-        gen = self.iter_fit()
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if progress is not None:
-                progress(ev)
+        return run_steps(self.iter_fit(), progress)
 
 
 def _center(img, pts, crop):

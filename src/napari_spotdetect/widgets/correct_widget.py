@@ -22,6 +22,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 from ..core import annotations as A
 from ..core.errors import SpotDetectError
 from . import layers as L
+from ._ui import show_status
 
 log = logging.getLogger(__name__)
 
@@ -405,8 +406,7 @@ class CorrectWidget(Container):
             self.go_to((self._cursor + step) % len(self._row_index))
 
     def _set_status(self, text: str, error: bool = False) -> None:
-        self._status.value = text
-        self._status.native.setStyleSheet("color: #e0a040;" if error else "")
+        show_status(self._status, text, error)
 
 
 def _key(key: str):

@@ -21,8 +21,9 @@ from qtpy.QtCore import QTimer
 from ..core.device import available_devices
 from ..core.errors import SpotDetectError
 from ..core.models.base import SpotModel
-from ..core.models.zoo import BUNDLED, bundled_path
+from ..core.models.zoo import bundled_path
 from . import layers as L
+from ._ui import show_status
 from .model_registry import session_models
 from .settings import load_settings, save_settings
 from .workers import detection_steps, start_worker
@@ -220,8 +221,7 @@ class DetectWidget(Container):
         self._set_status(msg or "Ready.", error=msg is not None)
 
     def _set_status(self, text: str, error: bool = False) -> None:
-        self._status.value = text
-        self._status.native.setStyleSheet("color: #e0a040;" if error else "")
+        show_status(self._status, text, error)
 
     # -- running ------------------------------------------------------------------------------------------
     @property

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea, QSizePolicy, QWidget
 
 from ..core.errors import SpotDetectError
 from ..core.models.zoo import bundled_path
+from ._ui import show_status
 from .model_registry import session_models
 from .settings import load_settings, save_settings
 from .workers import finetune_steps, start_worker
@@ -446,8 +447,7 @@ class FinetuneWidget(Container):
         self._set_status(msg or "Ready to train.", error=msg is not None)
 
     def _set_status(self, text: str, error: bool = False) -> None:
-        self._status.value = text
-        self._status.native.setStyleSheet("color: #e0a040;" if error else "")
+        show_status(self._status, text, error)
 
     # -- training ---------------------------------------------------------------------------------------
     @property

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ..core.detect import Detections, Progress, detect_iter
 from ..core.models.base import SpotModel
 from ..core.models.zoo import load_model
+from ..core.steps import run_steps
 
 
 @dataclass
@@ -46,11 +47,8 @@ def detection_steps(image, model_source, *, axes: str, device=None, tile_size=No
 def run_sync(gen):
     """Drain a step generator in this thread; returns (list of progress messages, result)."""
     seen = []
-    while True:
-        try:
-            seen.append(next(gen))
-        except StopIteration as stop:
-            return seen, stop.value
+    result = run_steps(gen, seen.append)
+    return seen, result
 
 
 def start_worker(gen, *, on_yield, on_return, on_error, on_finish):

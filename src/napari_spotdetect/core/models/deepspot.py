@@ -11,7 +11,6 @@ mean F1 at 1 px 0.997 on the 27 brighter ones and 0.909 on 18 harder ones (0.774
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelFileError
+from ..files import sha256_of_files
 from ..ops import local_maxima
 from .base import ModelInfo, SpotModel, TileCandidates
 from .deepspot_net import DeepSpotNet
@@ -111,15 +111,6 @@ class DeepSpotModel(SpotModel):
 # -----------------------------------------------------------------------------------------------------------
 # loading the published SavedModel
 # -----------------------------------------------------------------------------------------------------------
-def _variables_sha256(bundle) -> str:
-    h = hashlib.sha256()
-    for s in range(bundle.num_shards):
-        with open(bundle.shard_path(s), "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def savedmodel_layer_names(folder: Path) -> dict[int, str] | None:
     """``{N: Keras layer name}`` of ``layer_with_weights-N``, from ``saved_model.pb``; None if unreadable.
 
@@ -196,7 +187,7 @@ def load_deepspot_savedmodel(path: str | os.PathLike, device=None, *, fuse: bool
         folder = folder.parent
     net, bundle = load_deepspot_net(folder, fuse=fuse)
     net = net.to(memory_format=torch.channels_last)
-    info = ModelInfo(name=folder.name, arch="deepspot", source=str(folder), sha256=_variables_sha256(bundle),
+    info = ModelInfo(name=folder.name, arch="deepspot", source=str(folder), sha256=sha256_of_files(bundle.shard_path(i) for i in range(bundle.num_shards)),
                      card={"enhancer": "napari-DeepSpot 0.0.7 MHybrid",
                            "normalisation": "image / max(image)"})
     return DeepSpotModel(net, info, device=device)

@@ -7,12 +7,12 @@ gets an error that says what was found and what we expected.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
 from ..errors import ModelFileError
+from ..files import file_sha256
 from .base import SpotModel
 
 #: model names shipped inside the package: name -> file in napari_spotdetect/data
@@ -27,14 +27,6 @@ def bundled_path(name: str) -> Path:
     from importlib.resources import files
 
     return Path(str(files("napari_spotdetect").joinpath("data", BUNDLED[name])))
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_model(source, device=None, variant: str | None = None) -> SpotModel:

@@ -7,7 +7,6 @@ into a cache folder, check the files against known hashes, and never import the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import SpotDetectError
+from ..files import file_sha256
 
 PACKAGE, VERSION = "napari-DeepSpot", "0.0.7"
 WHEEL_PREFIX = "napari_deepspot/models/MHybrid/"
@@ -35,14 +35,6 @@ def cache_dir() -> Path:
     """``$SPOTDETECT_CACHE`` or ``~/.cache/napari-spotdetect``."""
     env = os.environ.get("SPOTDETECT_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "napari-spotdetect"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _complete(folder: Path) -> bool:
@@ -71,7 +63,7 @@ def _download_wheel(dest: Path, timeout: float) -> Path:
         out = dest / url["filename"]
         with urllib.request.urlopen(url["url"], timeout=timeout) as r, open(out, "wb") as f:
             shutil.copyfileobj(r, f, 1 << 20)
-        if _sha256(out) != url["digests"]["sha256"]:
+        if file_sha256(out) != url["digests"]["sha256"]:
             raise OSError("the downloaded wheel does not match PyPI's sha256")
         return out
     except (OSError, ValueError, KeyError, StopIteration) as err:
@@ -113,7 +105,7 @@ def fetch_deepspot_weights(cache: str | os.PathLike | None = None, *, timeout: f
                                   "delete the cache folder and try again.") from err
         for rel, sha in MHYBRID_SHA256.items():
             p = staging / rel
-            if not p.is_file() or _sha256(p) != sha:
+            if not p.is_file() or file_sha256(p) != sha:
                 raise SpotDetectError(f"{rel} in {wheel.name} is missing or differs from the published "
                                       "MHybrid.", "delete the cache folder and try again.")
         (staging / ".complete").write_text(f"{PACKAGE}=={VERSION}\n")

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,6 +19,7 @@ from typing import Callable
 import torch
 
 from ..errors import ModelFileError, SpotDetectError
+from ..files import atomic_write
 from ..models.base import ModelInfo, SpotModel
 
 FORMAT = "napari-spotdetect"
@@ -100,20 +99,8 @@ def model_to_state(model: SpotModel, card: dict | None = None, half: bool = Fals
 
 
 def atomic_torch_save(obj, path) -> Path:
-    """Write to a temporary file next to ``path``, then rename: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save`` through a temporary file and a rename: readers never see a partial model."""
+    return atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def save_model(model: SpotModel, path, card: dict | None = None, half: bool = False, extra: dict | None = None) -> Path:

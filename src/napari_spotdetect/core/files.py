@@ -1,0 +1,44 @@
+"""Writing files so that a crash never leaves half of one, and fingerprinting them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+
+def atomic_write(path, write: Callable, binary: bool = False) -> Path:
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, flush it to disk, then rename it over."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text))
+
+
+def sha256_of_files(paths: Iterable) -> str:
+    """One SHA-256 over the bytes of ``paths`` in order (a single file gives that file's usual hash)."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def file_sha256(path) -> str:
+    return sha256_of_files([path])
