@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,16 +24,15 @@ from napari_spotdetect.core.synthetic import synthetic_image
 from napari_spotdetect.core.weights import deepspot_fetch
 from napari_spotdetect.core.weights.tf_bundle import write_bundle
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-FIXTURE = SHARED / "fixtures" / "deepspot"
+from ..conftest import DEEPSPOT_FIX, need_shared
+
+FIXTURE = DEEPSPOT_FIX
 CASES = ["synth_a", "synth_b", "synth_c_384x512", "repo_exp1", "repo_sim1"]
 
 
 @pytest.fixture(scope="module")
 def fixture_dir():
-    if not FIXTURE.is_dir():
-        pytest.skip(f"the shared DeepSpot fixture is not there ({FIXTURE})")
-    return FIXTURE
+    return need_shared(FIXTURE)
 
 
 @pytest.fixture(scope="module")

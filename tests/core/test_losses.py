@@ -7,7 +7,11 @@ from napari_spotdetect.core.errors import SpotDetectError
 from napari_spotdetect.core.ops import deformable_pool, deformable_softmax_pool, peak_local_softmax
 from napari_spotdetect.core.targets import voronoi_targets
 
-from ._shared import shared
+from ..conftest import SHARED, need_shared
+
+
+def shared(*parts):
+    return need_shared(SHARED.joinpath(*parts))
 
 
 def _fixture():

@@ -4,7 +4,11 @@ import pytest
 from napari_spotdetect.core.errors import SpotDetectError
 from napari_spotdetect.core.targets import DEEPSPOT_STAMP, deepspot_target, spot_labels, voronoi_targets
 
-from ._shared import shared
+from ..conftest import SHARED, need_shared
+
+
+def shared(*parts):
+    return need_shared(SHARED.joinpath(*parts))
 
 
 def test_voronoi_matches_piscis_fixture_exactly():
