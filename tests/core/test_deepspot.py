@@ -307,5 +307,5 @@ def test_fetch_is_idempotent_and_honours_cache_env(tmp_path, monkeypatch):
 
 def test_fetched_weights_have_published_hashes(mhybrid):
     assert deepspot_fetch._complete(mhybrid)
-    assert deepspot_fetch._sha256(mhybrid / "variables" / "variables.index") == \
+    assert deepspot_fetch.file_sha256(mhybrid / "variables" / "variables.index") == \
         deepspot_fetch.MHYBRID_SHA256["variables/variables.index"]
