@@ -38,10 +38,10 @@ def benchmark(model, pairs, scale: float = 1.0) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=31.0, help="wall-clock budget for training")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--epochs", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=40, help="steps per epoch")
+    ap.add_argument("--minutes", type=float, default=42.0, help="wall-clock budget for training")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=48)
+    ap.add_argument("--steps", type=int, default=50, help="steps per epoch")
     ap.add_argument("--n-train", type=int, default=400)
     ap.add_argument("--n-val", type=int, default=16, help="validation images (best epoch and threshold)")
     ap.add_argument("--lr", type=float, default=2e-3)
