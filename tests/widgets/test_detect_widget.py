@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from napari_spotdetect.core import detect
-from napari_spotdetect.core.models.zoo import bundled_path
 from napari_spotdetect.widgets.detect_widget import DETS_KEY, META_KEY, DetectWidget
 
 
@@ -161,10 +160,27 @@ def test_model_choice_is_remembered_and_errors_are_shown(detect_widget, run_and_
     assert DetectWidget(viewer)._model_kind.value == "default"
 
 
-@pytest.mark.skipif(bundled_path("default").exists(), reason="the bundled model is installed")
-def test_missing_default_model_is_explained(detect_widget):
+def test_missing_default_model_is_explained(detect_widget, monkeypatch, tmp_path):
+    import napari_spotdetect.widgets.detect_widget as dw
+
+    monkeypatch.setattr(dw, "bundled_path", lambda name: tmp_path / "absent.pt")  # an install without it
     viewer, widget = detect_widget
     viewer.add_image(np.zeros((64, 64), np.float32))
     widget._model_kind.value = "default"
     assert not widget._run.enabled
     assert "bundled default model is not installed" in widget._status.value
+
+
+def test_first_launch_detects_the_sample_with_the_bundled_model(detect_widget, run_and_wait):
+    """Offline first use: sample data, default model, Run; the spots are the true ones."""
+    from napari_spotdetect.core.metrics import match_spots
+
+    viewer, widget = detect_widget
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    widget._model_kind.value = "default"
+    widget._device.value = "cpu"
+    run_and_wait(widget, timeout=120_000)
+    spots = next(lay for lay in viewer.layers if "spotdetect" in lay.metadata)
+    assert spots.metadata["spotdetect"]["model"] == "default"
+    truth = viewer.layers["true spots"].data
+    assert match_spots(spots.data, truth, 1.0).f1 > 0.95
