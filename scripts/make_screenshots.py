@@ -28,7 +28,8 @@ def wait(widget, app, timeout=300):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help="a model file (default: the piscis fixture, decompressed)")
+    ap.add_argument("--model", help="a model file, or 'default' for the bundled model (default: the piscis "
+                    "fixture, decompressed)")
     ap.add_argument("--out", default=str(ROOT / "docs"))
     ap.add_argument("--only", choices=["detect", "hitl", "finetune"],
                     help="make one group of screenshots (default: all)")
@@ -61,8 +62,11 @@ def main():
             viewer.window.resize(1400, 900)
             viewer.open_sample("napari-spotdetect", sample)
             _dock, widget = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
-            widget._model_kind.value = "file"
-            widget._model_path.value = model
+            if str(model) == "default":
+                widget._model_kind.value = "default"
+            else:
+                widget._model_kind.value = "file"
+                widget._model_path.value = model
             widget._device.value = "cpu"
             widget.run()
             wait(widget, app)
