@@ -75,6 +75,7 @@ def main() -> int:
     import torch
 
     from napari_spotdetect.core.synthetic import synthetic_dataset
+    from napari_spotdetect.core.steps import run_steps
     from napari_spotdetect.core.train import TrainConfig, TrainEvent
     from napari_spotdetect.widgets.workers import finetune_steps
 
@@ -102,16 +103,15 @@ def main() -> int:
                              stop=lambda: time.perf_counter() > deadline)
         t_train = time.perf_counter()
         steps = 0
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as end:
-                res = end.value
-                break
+
+        def on_event(ev):
+            nonlocal steps
             if isinstance(ev, TrainEvent) and ev.kind == "step":
                 steps += 1
             elif isinstance(ev, TrainEvent) and ev.kind == "epoch":
                 print(f"  {ev.message} ({time.perf_counter() - t_train:.0f} s)", flush=True)
+
+        res = run_steps(gen, on_event)
         train_s = time.perf_counter() - t_train
         if res.model is None:
             raise SystemExit("The time limit ended before the first epoch; raise --minutes or lower --steps.")

@@ -8,6 +8,7 @@ import torch
 
 from napari_spotdetect import load_model
 from napari_spotdetect.core.detect import Progress
+from napari_spotdetect.core.steps import run_steps
 from napari_spotdetect.core.train import TrainConfig, TrainEvent
 from napari_spotdetect.widgets.detect_widget import META_KEY
 from napari_spotdetect.widgets.finetune_widget import pair_from_layers, split_pairs
@@ -212,13 +213,11 @@ def test_worker_stop_before_the_first_epoch_saves_nothing(tiny_piscis, tmp_path)
     gen = finetune_steps(tiny_piscis, _pairs(), None, cfg, out_dir=tmp_path, name="s",
                          stop=lambda: steps_seen[0] >= 2)
     steps_seen = [0]
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as end:
-            res = end.value
-            break
+
+    def count(ev):
         steps_seen[0] += isinstance(ev, TrainEvent) and ev.kind == "step"
+
+    res = run_steps(gen, count)
     assert res.stopped and res.model is None and res.path is None
     assert steps_seen[0] == 2 and not (tmp_path / "s.pt").exists()
 
