@@ -56,6 +56,7 @@ def main(argv=None):
     ap.add_argument("--n-val", type=int, default=16, help="validation images (best epoch and threshold)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--l2-weight", type=float, default=0.25, help="weight of the masked L2 (displacement) loss")
+    ap.add_argument("--widths", type=int, nargs=4, default=list(ARCH.widths), help="channels per encoder stage")
     ap.add_argument("--init", default=None, help="continue from this model file (a second, polishing stage)")
     ap.add_argument("--work", default="runs/default_model")
     ap.add_argument("--out", default="src/napari_spotdetect/data/default_model.pt")
@@ -72,7 +73,8 @@ def main(argv=None):
     deadline = t0 + a.minutes * 60
     data_info = {"source": "napari_spotdetect.core.synthetic.synthetic_dataset", "kind": "train",
                  "n_images": a.n_train, "seed": TRAIN_SEED, "validation": {"n_images": a.n_val, "seed": VAL_SEED}}
-    start = load_model(a.init, device="cpu") if a.init else ARCH
+    arch = PiscisConfig(**{**ARCH.to_dict(), "widths": tuple(a.widths)})
+    start = load_model(a.init, device="cpu") if a.init else arch
     prev = start.info.card if a.init else {}
     stages = prev.get("stages") or ([{"train_config": prev.get("train_config"),
                                        "training_seconds": prev.get("training_seconds")}] if a.init else [])
@@ -92,7 +94,7 @@ def main(argv=None):
     print(json.dumps(scores, indent=1), flush=True)
     card = {**model.info.card, "description": "Small Piscis-architecture model trained from scratch on "
             "napari-spotdetect synthetic smFISH images (kind 'train') by scripts/train_default_model.py.",
-            "architecture": ARCH.to_dict(), "parameters": sum(p.numel() for p in model.net.parameters()),
+            "architecture": arch.to_dict(), "parameters": sum(p.numel() for p in model.net.parameters()),
             "training_seconds": round(train_s, 1), "stopped_by_time_budget": res.stopped,
             "torch_threads": a.threads, "stages": stages,
             "benchmark": {"data": {"kind": "train", "n_images": 20, "shape": [256, 256], "seed": TEST_SEED},
