@@ -26,6 +26,15 @@ def wait(widget, app, timeout=300):
         app.processEvents()
 
 
+def shoot(viewer, app, path: Path, zoom: float, center) -> None:
+    """Frame the canvas, let Qt draw it, and save a whole-window screenshot."""
+    viewer.scene.camera.zoom = zoom
+    viewer.scene.camera.center = tuple(center)
+    for _ in range(10):
+        app.processEvents()
+    viewer.screenshot(str(path), canvas_only=False)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="a model file, or 'default' for the bundled model (default: the piscis "
@@ -73,11 +82,7 @@ def main():
             viewer.layers["true spots"].visible = True
             if sample == "smfish_stack":
                 viewer.dims.set_point(0, 4)
-            viewer.scene.camera.zoom = zoom
-            viewer.scene.camera.center = (0, 128, 128) if sample == "smfish_stack" else (128, 128)
-            for _ in range(10):
-                app.processEvents()
-            viewer.screenshot(str(out / f"{name}.png"), canvas_only=False)
+            shoot(viewer, app, out / f"{name}.png", zoom, (0, 128, 128) if sample == "smfish_stack" else (128, 128))
             if sample == "smfish_2d":
                 widget.native.grab().save(str(out / "detect_widget_panel.png"))
             viewer.close()
@@ -137,11 +142,7 @@ def finetune_screenshots(app, out: Path, model) -> None:
     wait(detect, app)
     viewer.layers["image A: correct spots"].visible = True
     tune._scroll.ensureWidgetVisible(tune._outcome.native)  # show the plot and the result in the dock
-    viewer.scene.camera.zoom = 3.0
-    viewer.scene.camera.center = (96, 96)
-    for _ in range(10):
-        app.processEvents()
-    viewer.screenshot(str(out / "finetune_viewer.png"), canvas_only=False)
+    shoot(viewer, app, out / "finetune_viewer.png", 3.0, (96, 96))
     viewer.close()
 
 
@@ -187,11 +188,7 @@ def correct_and_qc_screenshots(model, out: Path, app, tmp: Path) -> None:
         centre = near
     gt.mode = "select"
     cor.refresh_review()
-    viewer.scene.camera.zoom = 4.0
-    viewer.scene.camera.center = tuple(centre)
-    for _ in range(10):
-        app.processEvents()
-    viewer.screenshot(str(out / "correct_widget.png"), canvas_only=False)
+    shoot(viewer, app, out / "correct_widget.png", 4.0, centre)
     viewer.window.remove_dock_widget("all")
     _d, qc = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Check against ground truth")
     gt.visible = False
@@ -199,11 +196,7 @@ def correct_and_qc_screenshots(model, out: Path, app, tmp: Path) -> None:
     qc._pred.value, qc._truth.value = spots, truth
     qc._all.value = False
     qc.compare()
-    viewer.scene.camera.zoom = 4.0
-    viewer.scene.camera.center = (96.0, 96.0)
-    for _ in range(10):
-        app.processEvents()
-    viewer.screenshot(str(out / "qc_widget.png"), canvas_only=False)
+    shoot(viewer, app, out / "qc_widget.png", 4.0, (96.0, 96.0))
     viewer.close()
 
 
