@@ -23,6 +23,19 @@ def need_shared(path: Path) -> Path:
     return path
 
 
+def separated_points(n: int, shape, margin: int, min_distance: float, seed: int = 0):
+    """``n`` random (y, x) points at least ``margin`` px inside ``shape`` and more than ``min_distance`` apart."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    pts = []
+    while len(pts) < n:
+        p = rng.uniform(margin, np.array(shape) - margin - 1)
+        if all(np.hypot(*(p - q)) > min_distance for q in pts):
+            pts.append(p)
+    return np.array(pts)
+
+
 @pytest.fixture(scope="session")
 def piscis_fixture_file(tmp_path_factory) -> Path:
     """The real piscis 1.1.0 model file, decompressed once per session."""

@@ -4,16 +4,12 @@ from scipy import ndimage
 
 from napari_spotdetect.core.augment import affine_matrix, random_augment, warp
 
+from ..conftest import separated_points
+
 
 def _spot_image(shape=(150, 170), n=25, seed=0):
     """Sharp isolated Gaussian spots on zero background, so a spot's centroid is its position."""
-    rng = np.random.default_rng(seed)
-    pts = []
-    while len(pts) < n:
-        p = rng.uniform(8, np.array(shape) - 9)
-        if all(np.hypot(*(p - q)) > 12 for q in pts):
-            pts.append(p)
-    pts = np.array(pts)
+    pts = separated_points(n, shape, margin=8, min_distance=12, seed=seed)
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
     img = sum(np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.5 ** 2)) for y, x in pts)
     return img.astype(np.float32), pts

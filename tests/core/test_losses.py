@@ -7,7 +7,7 @@ from napari_spotdetect.core.errors import SpotDetectError
 from napari_spotdetect.core.ops import deformable_pool, deformable_softmax_pool, peak_local_softmax
 from napari_spotdetect.core.targets import voronoi_targets
 
-from ..conftest import SHARED, need_shared
+from ..conftest import SHARED, need_shared, separated_points
 
 
 def shared(*parts):
@@ -48,13 +48,7 @@ def _maps(coords, shape, dilation=1):
 
 
 def _spots(n=30, shape=(96, 96), seed=0):
-    rng = np.random.default_rng(seed)
-    pts = []
-    while len(pts) < n:
-        p = rng.uniform(3, np.array(shape) - 4)
-        if all(np.hypot(*(p - q)) > 6 for q in pts):
-            pts.append(p)
-    return np.array(pts)
+    return separated_points(n, shape, margin=3, min_distance=6, seed=seed)
 
 
 def test_smoothf1_is_minus_one_on_perfect_maps():
