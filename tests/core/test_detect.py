@@ -138,3 +138,11 @@ def test_stack_without_offset_maps(tiny_piscis, image, monkeypatch):
     det.maps.pop("dy"), det.maps.pop("dx")
     spots = det.rethreshold(0.05)
     assert (spots.y == np.round(spots.y)).all()
+
+
+def test_count_agrees_with_the_table(tiny_piscis, image):
+    det = detect(image, tiny_piscis, threshold=0.05)
+    for t in (0.05, 0.3, 0.8):
+        assert det.count(t) == len(det.rethreshold(t))
+    stack = detect(np.stack([image, image]), tiny_piscis, axes="zyx", threshold=0.05)
+    assert stack.count(0.3) == len(stack.rethreshold(0.3))

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import SpotDetectError
-from .metrics import evaluate, match_spots
+from .metrics import evaluate_matched
 from .refine import snap_to_spot
 from .spots_io import atomic_write_text, write_spots_csv
 
@@ -196,8 +196,7 @@ def qc_compare(pred: np.ndarray, truth: np.ndarray, radius: float) -> tuple[dict
     if pred.size and truth.size and pred.shape[1] != truth.shape[1]:
         raise SpotDetectError(f"The predictions have {pred.shape[1]} coordinates per spot and the ground truth "
                               f"{truth.shape[1]}.", "compare layers made on the same image.")
-    scores = evaluate(pred, truth, radius)
-    m = match_spots(pred, truth, radius)
+    scores, m = evaluate_matched(pred, truth, radius)
     return scores, m.pred_is_tp(len(pred)), m.true_is_found(len(truth))
 
 

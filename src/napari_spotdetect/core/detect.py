@@ -81,13 +81,21 @@ class Detections:
                 raise SpotDetectError(
                     f"Threshold {threshold} is below {self.floor}, the lowest one this detection kept.",
                     f"run detection again with threshold <= {threshold}.")
-            df = self.candidates
-            out = df[df["score"] > threshold].reset_index(drop=True)
+            out = self.candidates[self._above(threshold)].reset_index(drop=True)
         else:
             out = self._stack_spots(threshold)
         out["source"] = "predicted"
         out["model"] = self.model_name
         return out
+
+    def count(self, threshold: float) -> int:
+        """How many spots ``threshold`` keeps; for planes a mask count, no table is built."""
+        if self.stack:
+            return len(self._stack_spots(float(threshold)))
+        return int(self._above(float(threshold)).sum())
+
+    def _above(self, threshold: float) -> np.ndarray:
+        return self.candidates["score"].to_numpy() > threshold  # strict, as peak finding at a threshold
 
     def _stack_spots(self, threshold: float) -> pd.DataFrame:
         score = self.maps[self.score_map]

@@ -98,8 +98,14 @@ def f1_integral(pred, truth, radii=F1_INTEGRAL_RADII) -> float:
     return float(trapezoid(f1, radii) / (radii[-1] - radii[0]))
 
 
+def evaluate_matched(pred, truth, radius: float = 1.0) -> tuple[dict, Match]:
+    """:func:`evaluate` and the :class:`Match` it was computed from (for TP/FP/FN colouring)."""
+    m = match_spots(pred, truth, radius)
+    scores = {"precision": m.precision, "recall": m.recall, "f1": m.f1, "f1_integral": f1_integral(pred, truth),
+              "tp": m.tp, "fp": m.fp, "fn": m.fn, "n_pred": m.tp + m.fp, "n_true": m.tp + m.fn}
+    return scores, m
+
+
 def evaluate(pred, truth, radius: float = 1.0) -> dict:
     """Precision, recall, F1 at ``radius`` plus the F1 integral and the counts, as plain floats."""
-    m = match_spots(pred, truth, radius)
-    return {"precision": m.precision, "recall": m.recall, "f1": m.f1, "f1_integral": f1_integral(pred, truth),
-            "tp": m.tp, "fp": m.fp, "fn": m.fn, "n_pred": m.tp + m.fp, "n_true": m.tp + m.fn}
+    return evaluate_matched(pred, truth, radius)[0]

@@ -355,7 +355,7 @@ class DetectWidget(Container):
         layer = self._target
         dets = layer.metadata.get(DETS_KEY) if layer is not None else None
         if dets is not None and not dets.stack:
-            n = int((dets.candidates["score"] > float(value)).sum())
+            n = dets.count(value)
             self._count.value = f"{n:,} at {float(value):.2f} (updating '{layer.name}'…)"
         self._timer.start()
 
