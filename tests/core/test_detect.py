@@ -146,3 +146,23 @@ def test_count_agrees_with_the_table(tiny_piscis, image):
         assert det.count(t) == len(det.rethreshold(t))
     stack = detect(np.stack([image, image]), tiny_piscis, axes="zyx", threshold=0.05)
     assert stack.count(0.3) == len(stack.rethreshold(0.3))
+
+
+def test_multichannel_model_on_a_stack_reads_intensity_from_the_spot_plane():
+    import torch
+
+    from napari_spotdetect.core.models.base import ModelInfo
+    from napari_spotdetect.core.models.piscis import PiscisModel
+    from napari_spotdetect.core.models.piscis_net import PiscisConfig, PiscisNet
+
+    torch.manual_seed(2)  # a random net whose map has a few dozen components on this noise
+    net = PiscisNet(PiscisConfig(in_channels=2, widths=(8, 16, 32, 64), depths=(1, 1, 1, 1)))
+    model = PiscisModel(net, ModelInfo(name="two", arch="piscis"), tile_size=(64, 64), device="cpu")
+    rng = np.random.default_rng(0)
+    czyx = rng.normal(100, 5, size=(2, 3, 48, 48)).astype(np.float32)
+    czyx[0] += np.arange(3)[:, None, None] * 1000  # each plane of channel 0 has its own level
+    det = detect(czyx, model, threshold=0.05, axes="czyx")
+    spots = det.rethreshold(0.5)
+    assert len(spots)
+    z = spots.z.to_numpy().astype(int)
+    np.testing.assert_array_less(np.abs(spots.intensity.to_numpy() - (100 + 1000 * z)), 50)

@@ -269,7 +269,9 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
         axes=axes, image_shape=tuple(arr.shape), threshold=threshold, floor=floor, model_name=model.info.name,
         score_map=model.score_map, provenance=provenance, maps=maps,
         candidates=None if stack else _concat(frames, list(outer_axes)),
-        stack=stack, _image=arr if stack else None, _outer_axes=outer_axes,
+        stack=stack, _outer_axes=outer_axes,
+        # stack intensities index planes first: a channel axis fed to the network goes after z
+        _image=(np.moveaxis(arr, axes.index("c"), axes.index("z")) if feed_channels else arr) if stack else None,
     )
 
 
