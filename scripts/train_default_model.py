@@ -57,6 +57,9 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--l2-weight", type=float, default=0.25, help="weight of the masked L2 (displacement) loss")
     ap.add_argument("--widths", type=int, nargs=4, default=list(ARCH.widths), help="channels per encoder stage")
+    ap.add_argument("--ema", type=float, default=None, help="average the weights with this decay (e.g. 0.998)")
+    ap.add_argument("--select", default="f1", choices=("f1", "f1_integral"), help="metric that picks the best epoch")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the crop/augmentation stream")
     ap.add_argument("--init", default=None, help="continue from this model file (a second, polishing stage)")
     ap.add_argument("--work", default="runs/default_model")
     ap.add_argument("--out", default="src/napari_spotdetect/data/default_model.pt")
@@ -69,7 +72,7 @@ def main(argv=None):
     cfg = TrainConfig(epochs=a.epochs, steps_per_epoch=a.steps, batch_size=4, crop=128, optimizer="adam", lr=a.lr,
                       l2_weight=a.l2_weight,
                       weight_decay=0.0, warmup_fraction=0.02, decay_fraction=0.5, decay_steps=5, decay_factor=0.5,
-                      seed=0)
+                      seed=a.seed, ema=a.ema, select=a.select)
     deadline = t0 + a.minutes * 60
     data_info = {"source": "napari_spotdetect.core.synthetic.synthetic_dataset", "kind": "train",
                  "n_images": a.n_train, "seed": TRAIN_SEED, "validation": {"n_images": a.n_val, "seed": VAL_SEED}}

@@ -97,6 +97,56 @@ def test_resume_continues_where_it_stopped(tmp_path):
     assert [h["epoch"] for h in res.history] == [1, 2, 3]
 
 
+def test_weight_average_is_what_gets_validated_and_saved(tmp_path):
+    decay = 0.6
+    tr = Trainer(TINY, _data(), _data(1, seed=10), _cfg(epochs=2, steps_per_epoch=3, ema=decay), out_dir=tmp_path,
+                 name="m")
+    expect = [p.detach().clone() for p in tr.net.parameters()]
+    n = 0
+    gen = tr.iter_fit()
+    for ev in gen:
+        if ev.kind == "step":  # the raw weights just after this optimizer step
+            n += 1
+            d = min(decay, (1 + n) / (10 + n))
+            expect = [d * e + (1 - d) * p.detach() for e, p in zip(expect, tr.net.parameters())]
+    raw = [p.detach().clone() for p in tr.net.parameters()]
+    assert n == 6
+    assert all(torch.allclose(e, a, atol=1e-6) for e, a in zip(expect, tr.ema))
+    assert not all(torch.allclose(r, a, atol=1e-6) for r, a in zip(raw, tr.ema))  # averaging changed something
+    # the last checkpoint holds the average (with BatchNorm statistics re-estimated for it) and the raw weights
+    last = torch.load(tr.last_path, map_location="cpu", weights_only=True)
+    names = [k for k, _ in tr.net.named_parameters()]
+    assert all(torch.allclose(last["state_dict"][k].float(), a, atol=1e-6) for k, a in zip(names, tr.ema))
+    assert all(torch.equal(last["training"]["raw_state"][k], r) for k, r in zip(names, raw))
+
+
+def test_resume_with_weight_averaging_matches_an_uninterrupted_run(tmp_path):
+    cfg = dict(epochs=3, steps_per_epoch=2, ema=0.7)
+    whole = Trainer(TINY, _data(), _data(1, seed=10), _cfg(**cfg), out_dir=tmp_path / "a", name="m")
+    whole.fit()
+    stop = threading.Event()
+    first = Trainer(TINY, _data(), _data(1, seed=10), _cfg(**cfg), out_dir=tmp_path / "b", name="m", stop=stop)
+    for ev in first.iter_fit():
+        if ev.kind == "epoch" and ev.epoch == 2:
+            stop.set()  # stops before the first step of epoch 3; the last checkpoint is epoch 2
+    again = Trainer(TINY, _data(), _data(1, seed=10), _cfg(**cfg), out_dir=tmp_path / "b", name="m", resume=True)
+    again.fit()
+    assert again.ema_updates == whole.ema_updates == 6
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(whole.ema, again.ema))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(whole.net.parameters(), again.net.parameters()))
+
+
+def test_best_epoch_follows_the_selection_metric():
+    tr = Trainer(TINY, _data(), _data(2, seed=10), _cfg(epochs=4, select="f1_integral"))
+    res = tr.fit()
+    scores = [h["val_f1_integral"] for h in res.history]
+    assert tr.best["epoch"] == 1 + int(np.argmax(scores))
+    with pytest.raises(SpotDetectError, match="selection metric"):
+        Trainer(TINY, _data(), None, _cfg(select="loss"))
+    with pytest.raises(SpotDetectError, match="ema"):
+        Trainer(TINY, _data(), None, _cfg(ema=1.5))
+
+
 def test_finetuning_copies_the_model(tiny_base):
     before = {k: v.clone() for k, v in tiny_base.net.state_dict().items()}
     res = Trainer(tiny_base, _data(1), None, TrainConfig.finetune(epochs=1, steps_per_epoch=2, crop=32,

@@ -15,6 +15,8 @@ validation images, the score threshold that maximises the mean F1 there is chose
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import copy
 import datetime as _dt
 import threading
@@ -63,6 +65,8 @@ class TrainConfig:
     val_radius: float = 1.0  # match radius (px) for the validation F1 and threshold tuning
     bn_batches: int = 4  # batches of inference-sized tiles for re-estimating BatchNorm statistics after each epoch (0: off)
     tile_size: int | None = None  # inference tile of the trained model; default: the base model's, or 256
+    ema: float | None = None  # decay of a moving average of the weights, validated and saved instead of the raw ones
+    select: str = "f1"  # validation metric that picks the best epoch: "f1" or "f1_integral"
     device: str | None = "cpu"
 
     @classmethod
@@ -174,6 +178,10 @@ class Trainer:
             raise SpotDetectError("batch_size and epochs must be at least 1.", "pass positive values.")
         if c.optimizer not in ("sgd", "adam"):
             raise SpotDetectError(f"Unknown optimizer {c.optimizer!r}.", "use 'sgd' or 'adam'.")
+        if c.select not in ("f1", "f1_integral"):
+            raise SpotDetectError(f"Unknown selection metric {c.select!r}.", "use 'f1' or 'f1_integral'.")
+        if c.ema is not None and not 0.0 < c.ema < 1.0:
+            raise SpotDetectError(f"ema={c.ema} is not a decay in (0, 1).", "use e.g. 0.998, or None for no averaging.")
         train = _as_pairs(train, "training")
         val = _as_pairs(val, "validation")
         if not train:
@@ -223,6 +231,8 @@ class Trainer:
         tile = (c.tile_size, c.tile_size) if c.tile_size else (model.tile_size if self.mode == "finetune" else (256, 256))
         self.model = PiscisModel(self.net, info, adjustment=adjustment, tile_size=tile, device=self.device)
         self.opt = self._optimizer()
+        self.ema = [p.detach().clone() for p in self.net.parameters()] if c.ema else None
+        self.ema_updates = 0
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.name = name
         self.stop = stop
@@ -351,7 +361,7 @@ class Trainer:
                 "validation_data": self.val_note, "validation": val or {}, "training_data": self.data_info,
                 **self.base_card}
 
-    def _save_last(self, epoch: int, val: dict | None) -> None:
+    def _save_last(self, epoch: int, val: dict | None, raw_state: dict | None = None) -> None:
         if self.last_path is None:
             return
         from .weights.native import save_model  # noqa: PLC0415
@@ -359,6 +369,8 @@ class Trainer:
         extra = {"training": {"epoch": epoch, "optimizer": self.opt.state_dict(), "history": self.history,
                               "best": {k: v for k, v in (self.best or {}).items() if k != "state"},
                               "best_state": (self.best or {}).get("state", {})}}
+        if raw_state is not None:
+            extra["training"].update(raw_state=raw_state, ema_updates=self.ema_updates)
         save_model(self.model, self.last_path, card=self.card(val, epoch), extra=extra)
 
     def _resume(self) -> None:
@@ -367,13 +379,46 @@ class Trainer:
         if not isinstance(tr, dict):
             raise SpotDetectError(f"{self.last_path} has no training state to resume from.",
                                   "delete it or train without resume.")
-        self.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in obj["state_dict"].items()})
+        saved = {k: v.float() if v.is_floating_point() else v for k, v in obj["state_dict"].items()}
+        self.net.load_state_dict(saved)
+        if self.ema is not None and "raw_state" in tr:  # the file's weights are the average; training goes on from the raw ones
+            self.ema = [p.detach().clone() for p in self.net.parameters()]
+            self.net.load_state_dict(tr["raw_state"])
+            self.ema_updates = int(tr.get("ema_updates", 0))
         self.opt.load_state_dict(tr["optimizer"])
         self.history = list(tr["history"])
         if tr.get("best"):
             self.best = {**tr["best"], "state": tr["best_state"]}
+            self.best.setdefault("score", self.best["f1"])  # files from before ``select``
         self.model.default_threshold = float(obj.get("threshold", 0.5))
         self.start_epoch = int(tr["epoch"]) + 1
+
+    # -- weight averaging ----------------------------------------------------------------------------
+    def _update_ema(self) -> None:
+        # the usual warm-up (1 + n) / (10 + n) keeps the first steps from averaging in the random start
+        self.ema_updates += 1
+        decay = min(self.cfg.ema, (1 + self.ema_updates) / (10 + self.ema_updates))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.ema, [p.detach() for p in self.net.parameters()], 1.0 - decay)
+
+    @contextmanager
+    def _averaged(self):
+        """Swap the averaged weights in (yielding the raw state to restore), or do nothing without EMA.
+
+        Epoch-to-epoch validation F1 of a small model on small batches jumps by about 0.005; the average
+        of the recent weights is steadier and usually better than any one of them.
+        """
+        if self.ema is None:
+            yield None
+            return
+        raw = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        with torch.no_grad():
+            for p, e in zip(self.net.parameters(), self.ema):
+                p.copy_(e)
+        try:
+            yield raw
+        finally:
+            self.net.load_state_dict(raw)
 
     # -- the loop ------------------------------------------------------------------------------------
     def iter_fit(self):
@@ -405,6 +450,8 @@ class Trainer:
                 if c.grad_clip:
                     torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.grad_clip)
                 self.opt.step()
+                if self.ema is not None:
+                    self._update_ema()
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v
                 yield TrainEvent("step", epoch, c.epochs, step, spe, lr, parts,
@@ -412,21 +459,24 @@ class Trainer:
             if self._should_stop():
                 yield from self._stopped(epoch, spe)
                 return self._result(stopped=True)
-            self.recalibrate_bn(np.random.default_rng([c.seed, epoch, 1]))
-            val = self.validate() if self.val else None
-            losses = {k: v / spe for k, v in sums.items()}
-            rec = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in losses.items()},
-                   **({f"val_{k}": v for k, v in val.items()} if val else {}), "seconds": time.perf_counter() - t0}
-            self.history.append(rec)
-            if val is not None and (self.best is None or val["f1"] > self.best["f1"]):
-                self.model.default_threshold = val["threshold"]
-                self.best = {"f1": val["f1"], "epoch": epoch, "threshold": val["threshold"], "val": val,
-                             "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
-                if self.best_path is not None:
-                    from .weights.native import save_model  # noqa: PLC0415
+            with self._averaged() as raw_state:
+                self.recalibrate_bn(np.random.default_rng([c.seed, epoch, 1]))
+                val = self.validate() if self.val else None
+                losses = {k: v / spe for k, v in sums.items()}
+                rec = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in losses.items()},
+                       **({f"val_{k}": v for k, v in val.items()} if val else {}),
+                       "seconds": time.perf_counter() - t0}
+                self.history.append(rec)
+                if val is not None and (self.best is None or val[c.select] > self.best["score"]):
+                    self.model.default_threshold = val["threshold"]
+                    self.best = {"f1": val["f1"], "score": val[c.select], "epoch": epoch,
+                                 "threshold": val["threshold"], "val": val,
+                                 "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
+                    if self.best_path is not None:
+                        from .weights.native import save_model  # noqa: PLC0415
 
-                    save_model(self.model, self.best_path, card=self.card(val, epoch))
-            self._save_last(epoch, val)
+                        save_model(self.model, self.best_path, card=self.card(val, epoch))
+                self._save_last(epoch, val, raw_state)
             yield TrainEvent("epoch", epoch, c.epochs, spe, spe, lr, losses, val,
                              best_f1=self.best["f1"] if self.best else None,
                              message=f"epoch {epoch}/{c.epochs}: loss {losses.get('loss', float('nan')):.4f}"
@@ -450,7 +500,8 @@ class Trainer:
             thr = self.best["threshold"]
             card = self.card(self.best.get("val"), self.best["epoch"])
         else:
-            net.load_state_dict(self.net.state_dict())
+            with self._averaged():
+                net.load_state_dict(self.net.state_dict())
             thr = self.model.default_threshold
             card = self.card(None, len(self.history))
         info = ModelInfo(name=self.name, arch="piscis", source=str(self.best_path or ""), card=card)
