@@ -37,6 +37,18 @@ def separated_points(n: int, shape, margin: int, min_distance: float, seed: int 
 
 
 @pytest.fixture(scope="session")
+def mhybrid() -> Path:
+    """The published DeepSpot SavedModel folder (downloaded once from PyPI into the cache)."""
+    from napari_spotdetect.core.errors import SpotDetectError
+    from napari_spotdetect.core.weights import deepspot_fetch
+
+    try:
+        return deepspot_fetch.fetch_deepspot_weights()
+    except SpotDetectError as err:
+        pytest.skip(f"the published DeepSpot weights could not be downloaded from PyPI: {err}")
+
+
+@pytest.fixture(scope="session")
 def piscis_fixture_file(tmp_path_factory) -> Path:
     """The real piscis 1.1.0 model file, decompressed once per session."""
     src = need_shared(PISCIS_FIX / "piscis_fixture.pt.xz")

@@ -109,16 +109,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from .core.models.piscis import PiscisModel
     from .core.models.zoo import load_model
     from .core.train import TrainConfig
 
     if not args.images:
         raise SpotDetectError("Fine-tuning needs annotated images.", "pass --images FOLDER with one CSV per image.")
-    model = load_model(args.model, device="cpu")
-    if not isinstance(model, PiscisModel):
-        raise SpotDetectError(f"{args.model} is a {model.info.arch} model; fine-tuning supports Piscis models.",
-                              "start from 'default' or a piscis / napari-spotdetect .pt file.")
+    model = load_model(args.model, device="cpu")  # the Trainer explains which models it cannot fine-tune
     train, val, info = _data(args)
     cfg = TrainConfig.finetune(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                                crop=args.crop, loss=args.loss, l2_weight=args.l2_weight, lr=args.lr, seed=args.seed,

@@ -36,14 +36,6 @@ def fixture_dir():
 
 
 @pytest.fixture(scope="module")
-def mhybrid():
-    try:
-        return deepspot_fetch.fetch_deepspot_weights()
-    except SpotDetectError as err:
-        pytest.skip(f"the published DeepSpot weights could not be downloaded from PyPI: {err}")
-
-
-@pytest.fixture(scope="module")
 def exact_net(mhybrid):
     """The un-fused net (BatchNorm kept), for intermediate-layer checks."""
     net, _ = load_deepspot_net(mhybrid, fuse=False)

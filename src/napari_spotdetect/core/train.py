@@ -1,4 +1,4 @@
-"""Training and fine-tuning of Piscis-architecture models, for the CLI and the widgets alike.
+"""Training and fine-tuning of spot models (Piscis; DeepSpot fine-tuning), for the CLI and the widgets alike.
 
 ``Trainer.iter_fit()`` is a generator that yields a :class:`TrainEvent` after every step and epoch, so a
 napari ``thread_worker`` can show progress and stop between steps; ``fit()`` runs it to the end. The
@@ -10,17 +10,18 @@ step decay (x ``decay_factor``, ``decay_steps`` times over the last ``decay_frac
 learning rate is set per step from the fraction of training done, so short runs get the same shape.
 Fine-tuning uses Adam at a small constant rate. After each epoch the model runs :func:`detect` on the
 validation images, the score threshold that maximises the mean F1 there is chosen, and the best epoch
-(by that F1) is kept, with its threshold, as the ``best`` checkpoint.
+(by that F1, or by the F1 integral with ``select="f1_integral"``) is kept, with its threshold, as the
+``best`` checkpoint. With ``ema`` set, an exponential moving average of the weights is what gets
+validated, checkpointed and returned (training goes on from the raw weights, which ``last`` also keeps
+for resuming).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
-import copy
 import datetime as _dt
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,14 +30,10 @@ import torch
 
 from .augment import random_augment
 from .errors import Cancelled, SpotDetectError
-from .losses import PiscisLoss
 from .metrics import evaluate, match_spots
-from .models.base import ModelInfo
-from .models.piscis import PiscisModel
-from .models.piscis_net import PiscisConfig, PiscisNet
-from .ops import deformable_pool
+from .models.base import ModelInfo, SpotModel
 from .steps import run_steps
-from .targets import voronoi_targets
+from .trainable import recipe_for
 
 THRESHOLDS = np.round(np.concatenate([np.arange(0.05, 0.951, 0.05), [0.97, 0.98, 0.99]]), 2)
 
@@ -102,7 +99,7 @@ class TrainEvent:
 
 @dataclass
 class TrainResult:
-    model: PiscisModel  # best weights (or last, with no validation data) with the tuned threshold
+    model: SpotModel  # best weights (or last, with no validation data) with the tuned threshold
     best_path: Path | None
     last_path: Path | None
     history: list
@@ -138,10 +135,6 @@ def _as_pairs(data, what: str) -> list:
     return out
 
 
-def _standardize(img: np.ndarray) -> np.ndarray:
-    return ((img - img.mean()) / (img.std() + 1e-7)).astype(np.float32)
-
-
 def lr_factor(t: float, warmup: float, decay: float, n_decay: int, factor: float) -> float:
     """Learning-rate multiplier at fraction ``t`` of training: warm-up, plateau, ``n_decay`` step decays."""
     if warmup > 0 and t < warmup:
@@ -154,10 +147,11 @@ def lr_factor(t: float, warmup: float, decay: float, n_decay: int, factor: float
 
 
 class Trainer:
-    """Train (from a :class:`PiscisConfig`) or fine-tune (from a loaded :class:`PiscisModel`) on spots.
+    """Train (from a :class:`PiscisConfig`) or fine-tune (a loaded Piscis or DeepSpot model) on spots.
 
     Args:
-        model: a ``PiscisConfig`` (train from scratch) or a ``PiscisModel`` (copied, never modified).
+        model: a ``PiscisConfig`` (train from scratch), or a ``PiscisModel`` or ``DeepSpotModel`` (copied,
+            never modified). How each is fed, scored and rebuilt is its :mod:`.trainable` recipe.
         train: (image, spots) pairs; spots are (N, 2) y/x arrays or DataFrames with y, x columns.
         val: validation pairs; without them 15 % of ``train`` (at least one image) is held out, or, with a
             single training image, that image is also used for validation (reported in the card).
@@ -200,36 +194,19 @@ class Trainer:
                 train = [train[i] for i in order[n_val:]]
                 self.val_note = f"{n_val} of the training images held out"
         self.train_raw, self.val = train, val
-        self.train = [(_standardize(im), pts) for im, pts in train]
-        self.loss = PiscisLoss(c.loss, c.l2_weight)
-        torch.manual_seed(c.seed)
+        torch.manual_seed(c.seed)  # a new network's initial weights
+        self.recipe, self.mode = recipe_for(model, c.loss, c.l2_weight)
+        self.train = [(self.recipe.prepare(im), pts) for im, pts in train]
         self.base_card: dict = {}
-        if isinstance(model, PiscisConfig):
-            net = PiscisNet(model)
-            self.mode = "scratch"
-            info = ModelInfo(name=name, arch="piscis")
-            adjustment = "standardize"
-        elif isinstance(model, PiscisModel):
-            if model.adjustment != "standardize":
-                raise SpotDetectError(f"Fine-tuning expects a model that standardises its input, this one uses "
-                                      f"{model.adjustment!r}.", "fine-tune a Piscis-architecture model.")
-            net = copy.deepcopy(model.net).cpu()
-            self.mode = "finetune"
+        if self.mode == "finetune":
             self.base_card = {"base_model": model.info.name, "base_model_sha256": model.info.sha256,
                               "base_model_source": model.info.source}
-            info = ModelInfo(name=name, arch="piscis")
-            adjustment = model.adjustment
-        else:
-            raise SpotDetectError(f"Cannot train a {type(model).__name__}.",
-                                  "pass a PiscisConfig (new model) or a loaded Piscis model (fine-tuning).")
-        if net.cfg.pooling != "max":
-            net.cfg = PiscisConfig.from_dict({**net.cfg.to_dict(), "pooling": "max"})  # training pools by max
-        if net.cfg.in_channels != 1:
-            raise SpotDetectError("Training currently supports single-channel models.", "use in_channels=1.")
+        net = self.recipe.net
+        info = ModelInfo(name=name, arch=self.recipe.arch)
         self.device = torch.device(c.device or "cpu")
         self.net = net.to(self.device)
         tile = (c.tile_size, c.tile_size) if c.tile_size else (model.tile_size if self.mode == "finetune" else (256, 256))
-        self.model = PiscisModel(self.net, info, adjustment=adjustment, tile_size=tile, device=self.device)
+        self.model = self.recipe.wrap(self.net, info, tile, None, self.device)
         self.opt = self._optimizer()
         self.ema = [p.detach().clone() for p in self.net.parameters()] if c.ema else None
         self.ema_updates = 0
@@ -269,27 +246,24 @@ class Trainer:
         return bool(s())
 
     # -- data ----------------------------------------------------------------------------------------
-    def _batch(self, rng: np.random.Generator, intensity: bool = True):
+    def _batch(self, rng: np.random.Generator):
         c = self.cfg
-        imgs, labs, dels, counts = [], [], [], []
+        imgs, targets = [], []
+        intensity_p = 0.5 if self.recipe.intensity_augment else 0.0
         while len(imgs) < c.batch_size:
             for _ in range(10):  # crops without spots teach SmoothF1 nothing: draw again (as piscis)
                 img, pts = self.train[rng.integers(len(self.train))]
                 if c.augment:
-                    x, p = random_augment(img, pts, (c.crop, c.crop), rng, intensity_p=0.5 if intensity else 0.0)
+                    x, p = random_augment(img, pts, (c.crop, c.crop), rng, intensity_p=intensity_p)
                 else:
                     x, p = _center(img, pts, c.crop)
                 if len(p):
                     break
-            lab, dl = voronoi_targets(p, (c.crop, c.crop), self.loss.dilation)
             imgs.append(x)
-            labs.append(lab)
-            dels.append(dl)
-            counts.append(len(p))
+            targets.append(self.recipe.targets(x, p))
         dev = self.device
         x = torch.from_numpy(np.stack(imgs)[:, None]).to(dev)
-        target = {"labels": torch.from_numpy(np.stack(labs)).to(dev), "deltas": torch.from_numpy(np.stack(dels)).to(dev),
-                  "n_spots": torch.tensor(counts, device=dev)}
+        target = {k: torch.from_numpy(np.stack([t[k] for t in targets])).to(dev) for k in targets[0]}
         return x, target
 
     def recalibrate_bn(self, rng: np.random.Generator, n_batches: int | None = None) -> None:
@@ -301,7 +275,7 @@ class Trainer:
         each epoch the statistics are averaged afresh over tiles cut and standardised as ``detect`` does.
         """
         n_batches = self.cfg.bn_batches if n_batches is None else n_batches
-        if n_batches <= 0:
+        if n_batches <= 0 or self.recipe.freeze_batchnorm:
             return
         bns = [m for m in self.net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         momenta = [m.momentum for m in bns]
@@ -317,12 +291,19 @@ class Trainer:
                     img = self.train_raw[rng.integers(len(self.train_raw))][0]
                     h, w = img.shape
                     r0, c0 = rng.integers(max(1, h - th + 1)), rng.integers(max(1, w - tw + 1))
-                    t = img[r0:r0 + th, c0:c0 + tw]
+                    t = self.model.prepare_image(img[None])[0][r0:r0 + th, c0:c0 + tw]
                     t = np.pad(t, ((0, th - t.shape[0]), (0, tw - t.shape[1])), mode="symmetric")
-                    tiles.append(_standardize(t))
-                self.net.heads(torch.from_numpy(np.stack(tiles)[:, None]).to(self.device))
+                    tiles.append(t[None])
+                self.net(torch.from_numpy(self.model.normalize_tiles(np.stack(tiles))).to(self.device))
         for m, mom in zip(bns, momenta):
             m.momentum = mom
+
+    def _train_mode(self) -> None:
+        self.net.train()
+        if self.recipe.freeze_batchnorm:
+            for m in self.net.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     # -- validation ----------------------------------------------------------------------------------
     def validate(self) -> dict:
@@ -347,7 +328,7 @@ class Trainer:
         per = [evaluate(yx[s > thr], gt, self.cfg.val_radius) for (yx, s), gt in zip(preds, truth)]
         out = {k: float(np.mean([m[k] for m in per])) for k in ("precision", "recall", "f1", "f1_integral")}
         out.update(threshold=thr, f1_at_0_5=float(f1s[np.argmin(np.abs(THRESHOLDS - 0.5))]))
-        self.net.train()
+        self._train_mode()
         return out
 
     # -- checkpoints ---------------------------------------------------------------------------------
@@ -425,7 +406,7 @@ class Trainer:
         """Yield :class:`TrainEvent` s; return a :class:`TrainResult` (``StopIteration.value``)."""
         c = self.cfg
         spe, total = self.steps_per_epoch, c.epochs * self.steps_per_epoch
-        self.net.train()
+        self._train_mode()
         yield TrainEvent("start", self.start_epoch, c.epochs, 0, spe, message=f"{self.mode}: {len(self.train)} "
                          f"training / {len(self.val)} validation images, {c.epochs} epochs x {spe} steps")
         for epoch in range(self.start_epoch, c.epochs + 1):
@@ -442,9 +423,7 @@ class Trainer:
                 for group in self.opt.param_groups:
                     group["lr"] = lr
                 x, target = self._batch(rng)
-                labels, deltas = self.net.heads(x)
-                pooled = deformable_pool(labels, deltas, self.net.cfg.kernel_size, "max")
-                loss, parts = self.loss(labels, pooled, deltas, target)
+                loss, parts = self.recipe.loss(x, target)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if c.grad_clip:
@@ -494,7 +473,7 @@ class Trainer:
 
     def _result(self, stopped: bool) -> TrainResult:
         """A fresh model with the best weights (the trainer's own network keeps training state)."""
-        net = PiscisNet(self.net.cfg)
+        net = self.recipe.fresh_net()
         if self.best is not None:
             net.load_state_dict(self.best["state"])
             thr = self.best["threshold"]
@@ -504,9 +483,8 @@ class Trainer:
                 net.load_state_dict(self.net.state_dict())
             thr = self.model.default_threshold
             card = self.card(None, len(self.history))
-        info = ModelInfo(name=self.name, arch="piscis", source=str(self.best_path or ""), card=card)
-        model = PiscisModel(net, info, adjustment=self.model.adjustment, tile_size=self.model.tile_size,
-                            default_threshold=thr, device=self.device)
+        info = ModelInfo(name=self.name, arch=self.recipe.arch, source=str(self.best_path or ""), card=card)
+        model = self.recipe.wrap(net, info, self.model.tile_size, thr, self.device)
         return TrainResult(model, self.best_path if self.best else None, self.last_path, self.history, stopped)
 
     def fit(self, progress=None) -> TrainResult:

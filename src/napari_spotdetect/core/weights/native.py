@@ -58,10 +58,31 @@ def _piscis_build(obj: dict, info: ModelInfo, device) -> SpotModel:
                        device=device)
 
 
+def _deepspot_describe(model) -> dict:
+    return {"config": {"fused": bool(model.net.fused), "peak_radius": model.peak_radius},
+            "state_dict": model.net.state_dict(), "normalization": "max", "tile_size": list(model.tile_size)}
+
+
+def _deepspot_build(obj: dict, info: ModelInfo, device) -> SpotModel:
+    from ..models.deepspot import PEAK_RADIUS, DeepSpotModel
+    from ..models.deepspot_net import DeepSpotNet
+
+    net = DeepSpotNet()
+    if obj["config"].get("fused"):
+        net.fuse_batchnorm()  # swaps the folded BatchNorms for identities, so the fused keys fit
+    net.load_state_dict(obj["state_dict"], strict=True)
+    net.eval().to(memory_format=torch.channels_last)
+    return DeepSpotModel(net, info, tile_size=tuple(obj.get("tile_size", (1024, 1024))),
+                         default_threshold=obj.get("threshold"), peak_radius=obj["config"].get("peak_radius", PEAK_RADIUS),
+                         device=device)
+
+
 def _register_builtin() -> None:
+    from ..models.deepspot import DeepSpotModel
     from ..models.piscis import PiscisModel
 
     register_arch("piscis", ArchSpec(PiscisModel, _piscis_describe, _piscis_build))
+    register_arch("deepspot", ArchSpec(DeepSpotModel, _deepspot_describe, _deepspot_build))
 
 
 _register_builtin()
