@@ -10,7 +10,7 @@ from napari_spotdetect.core.metrics import evaluate
 from napari_spotdetect.core.models.piscis_net import PiscisConfig
 from napari_spotdetect.core.models.zoo import bundled_path, load_model
 from napari_spotdetect.core.synthetic import synthetic_dataset, synthetic_image
-from napari_spotdetect.core.train import TrainConfig, Trainer, lr_factor, pairs_from_folder
+from napari_spotdetect.core.train import TrainConfig, Trainer, lr_factor, pairs_from_folder, planes_with_spots
 
 TINY = PiscisConfig(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1))
 
@@ -187,6 +187,26 @@ def test_pairs_from_folder(tmp_path):
     np.testing.assert_allclose(pairs[0][1], pts)
     np.save(tmp_path / "b.npy", img)
     with pytest.raises(SpotDetectError, match="b.csv"):
+        pairs_from_folder(tmp_path)
+
+
+def test_stacks_train_on_their_annotated_planes(tmp_path):
+    stack = np.random.default_rng(0).normal(100, 5, (4, 32, 36)).astype(np.float32)
+    pts = np.array([[0.9, 3.0, 4.0], [3.2, 10.0, 11.0], [1.4, 5.0, 6.0], [-3.0, 1.0, 1.0]])  # last: off the stack
+    pairs = planes_with_spots(stack, pts)
+    assert len(pairs) == 2  # planes 1 and 3
+    np.testing.assert_array_equal(pairs[0][0], stack[1])
+    np.testing.assert_allclose(pairs[0][1], [[3.0, 4.0], [5.0, 6.0]])
+    np.testing.assert_array_equal(pairs[1][0], stack[3])
+    with pytest.raises(SpotDetectError, match="coordinates"):
+        planes_with_spots(stack, pts[:, 1:])
+    # a folder of stacks with z in the CSVs gives the same planes; without z it explains what is missing
+    np.save(tmp_path / "s.npy", stack)
+    (tmp_path / "s.csv").write_text("z,y,x\n" + "\n".join(",".join(map(str, p)) for p in pts[:3]))
+    got = pairs_from_folder(tmp_path)
+    assert len(got) == 2 and all(np.array_equal(a[0], b[0]) for a, b in zip(got, pairs))
+    (tmp_path / "s.csv").write_text("y,x\n3,4\n")
+    with pytest.raises(SpotDetectError, match="plane column"):
         pairs_from_folder(tmp_path)
 
 

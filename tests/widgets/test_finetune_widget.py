@@ -8,10 +8,11 @@ import torch
 
 from napari_spotdetect import load_model
 from napari_spotdetect.core.detect import Progress
+from napari_spotdetect.core.errors import SpotDetectError
 from napari_spotdetect.core.steps import run_steps
 from napari_spotdetect.core.train import TrainConfig, TrainEvent
 from napari_spotdetect.widgets.detect_widget import META_KEY
-from napari_spotdetect.widgets.finetune_widget import pair_from_layers, split_pairs
+from napari_spotdetect.widgets.finetune_widget import pairs_from_layers, split_pairs
 from napari_spotdetect.widgets.model_registry import session_models
 from napari_spotdetect.widgets.workers import finetune_steps, run_sync
 
@@ -150,11 +151,11 @@ def test_train_is_refused_with_clear_messages(finetune_widget, tmp_path):
     viewer, _detect, tune = finetune_widget
     assert not tune._train.enabled
     viewer.add_image(np.zeros((4, 64, 64), np.float32), name="stack")
-    viewer.add_points(np.array([[1.0, 10, 10]]), name="stack spots")
+    viewer.add_points(np.array([[10.0, 10]]), name="plane spots")
     tune._on_layers_changed()
     tune._rows[0].image.value = viewer.layers["stack"]
-    tune._rows[0].points.value = viewer.layers["stack spots"]
-    assert "2-D" in tune.problem() and not tune._train.enabled and tune.train() is None
+    tune._rows[0].points.value = viewer.layers["plane spots"]
+    assert "2-D points" in tune.problem() and not tune._train.enabled and tune.train() is None
     flat = viewer.add_image(np.zeros((64, 64), np.float32), name="plane")
     empty = viewer.add_points(np.zeros((0, 2)), name="empty", ndim=2)
     tune._rows[0].image.value, tune._rows[0].points.value = flat, empty
@@ -176,12 +177,29 @@ def test_points_are_mapped_into_image_pixels(make_napari_viewer):
     viewer = make_napari_viewer()
     img = viewer.add_image(np.zeros((40, 50), np.float32), scale=(0.5, 0.5), translate=(2.0, 0.0))
     pts = viewer.add_points(np.array([[3.0, 5.0], [100.0, 100.0]]), scale=(1.0, 1.0))  # world coordinates
-    data, yx = pair_from_layers(img, pts)
+    [(data, yx)] = pairs_from_layers(img, pts)
     assert data.shape == (40, 50)
     np.testing.assert_allclose(yx, [[2.0, 10.0]])  # (3 - 2) / 0.5, 5 / 0.5; the point off the image is dropped
     train, val = split_pairs([1, 2, 3, 4, 5], 20)
     assert len(val) == 1 and sorted(train + val) == [1, 2, 3, 4, 5]
     assert split_pairs([1], 50) == ([1], None)
+
+
+def test_a_stack_gives_one_example_per_annotated_plane(make_napari_viewer):
+    viewer = make_napari_viewer()
+    stack = np.arange(5 * 30 * 40, dtype=np.float32).reshape(5, 30, 40)
+    img = viewer.add_image(stack, scale=(2.0, 1.0, 1.0))
+    # world z 2.2 -> plane 1, world z 7.9 -> plane 4 (two spots), nothing on planes 0, 2, 3
+    pts = viewer.add_points(np.array([[2.2, 5.0, 6.0], [7.9, 10.0, 11.0], [8.1, 20.0, 30.0]]))
+    pairs = pairs_from_layers(img, pts)
+    assert [p[0].shape for p in pairs] == [(30, 40), (30, 40)]
+    np.testing.assert_array_equal(pairs[0][0], stack[1])
+    np.testing.assert_array_equal(pairs[1][0], stack[4])
+    np.testing.assert_allclose(pairs[0][1], [[5.0, 6.0]])
+    np.testing.assert_allclose(pairs[1][1], [[10.0, 11.0], [20.0, 30.0]])
+    flat = viewer.add_points(np.array([[5.0, 6.0]]), name="2-D points")
+    with pytest.raises(SpotDetectError, match="2-D points"):
+        pairs_from_layers(img, flat)
 
 
 # -- the worker generator, without Qt ---------------------------------------------------------------------

@@ -499,6 +499,31 @@ def _center(img, pts, crop):
     return warp(img, pts, (crop, crop), np.eye(2), snap=True)
 
 
+def planes_with_spots(image, points) -> list:
+    """(2-D plane, (N, 2) y/x) for each plane of an n-D image on which spots are annotated.
+
+    Training learns from planes; a z-stack or time series annotated in napari has points with the image's
+    number of coordinates, and each point belongs to the plane its leading coordinates round to. Planes
+    without a point are left out (nothing says they are empty), and only annotated planes are read, so a
+    large (dask) stack is not loaded whole.
+    """
+    shape = tuple(np.shape(image))
+    pts = np.asarray(points, dtype=np.float64)
+    pts = pts.reshape(0, len(shape)) if pts.size == 0 else pts
+    if len(shape) < 2 or pts.ndim != 2 or pts.shape[1] != len(shape):
+        raise SpotDetectError(f"Spots with {pts.shape[-1] if pts.ndim == 2 else '?'} coordinates do not fit an "
+                              f"image of shape {shape}.", "give one coordinate per image axis (e.g. z, y, x for a stack).")
+    if len(shape) == 2:
+        return [(np.asarray(image, dtype=np.float32), pts)]
+    lead = np.rint(pts[:, :-2]).astype(np.int64)
+    ok = ((lead >= 0) & (lead < np.array(shape[:-2]))).all(axis=1)
+    out = []
+    for idx in sorted({tuple(r) for r in lead[ok]}):
+        mine = ok & (lead == np.array(idx)).all(axis=1)
+        out.append((np.asarray(image[idx], dtype=np.float32), pts[mine, -2:]))
+    return out
+
+
 def pairs_from_folder(images, spots=None) -> list:
     """(image, spots) pairs from a folder of images and a folder (default: the same) of same-named CSVs."""
     from .spots_io import IMAGE_SUFFIXES, read_image, read_spots_csv  # noqa: PLC0415
@@ -516,11 +541,18 @@ def pairs_from_folder(images, spots=None) -> list:
         if not csv.exists():
             missing.append(csv.name)
             continue
-        pairs.append((np.squeeze(read_image(f)), read_spots_csv(csv)[["y", "x"]].to_numpy()))
+        img = np.squeeze(read_image(f))
+        table = read_spots_csv(csv)
+        lead = [c for c in ("t", "c", "z") if c in table.columns][-max(0, img.ndim - 2):] if img.ndim > 2 else []
+        if img.ndim > 2 and len(lead) != img.ndim - 2:
+            raise SpotDetectError(f"{f.name} has {img.ndim} axes but {csv.name} gives only y, x.",
+                                  "add the plane column (z, or t) to the CSV, or save the image as 2-D planes.")
+        pairs.extend(planes_with_spots(img, table[[*lead, "y", "x"]].to_numpy()))
     if missing:
         raise SpotDetectError(f"{len(missing)} image(s) in {images} have no spot CSV (e.g. {missing[:3]}) in {spots}.",
                               "add one CSV per image, named like the image with .csv (columns y,x), or remove the image.")
     return pairs
 
 
-__all__ = ["Cancelled", "TrainConfig", "TrainEvent", "TrainResult", "Trainer", "lr_factor", "pairs_from_folder"]
+__all__ = ["Cancelled", "TrainConfig", "TrainEvent", "TrainResult", "Trainer", "lr_factor", "pairs_from_folder",
+           "planes_with_spots"]

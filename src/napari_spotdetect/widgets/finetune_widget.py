@@ -43,7 +43,7 @@ _SOURCES = [("Images and spot layers in this viewer", "layers"), ("A folder: ima
 _TIP = {
     "pairs": "Each row: an image and the Points layer holding its correct spots (e.g. a corrected detection).\n"
              "Every point counts as a true spot; missing spots teach the model to ignore them.",
-    "folder": "A folder of 2-D images, each with a CSV of its spots (columns y, x) named like the image.",
+    "folder": "A folder of images, each with a CSV of its spots (columns y, x; z too for stacks) named like the image.",
     "start": "The model to adapt. It is copied: the model you detect with is not changed by training.",
     "epochs": "One epoch = the steps below, then a check on the validation images.\nMore epochs: longer, and "
               "a risk of learning your few examples by heart; the best epoch is kept.",
@@ -170,32 +170,39 @@ class TrainingPlot(QWidget):
 
 
 # -- training data from layers ----------------------------------------------------------------------------
-def pair_from_layers(image_layer, points_layer, load: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
-    """(2-D image, (N, 2) y/x in the image's pixels) from two layers, honouring their scale and translate.
+def pairs_from_layers(image_layer, points_layer, load: bool = True) -> list:
+    """[(2-D plane, (N, 2) y/x in the image's pixels)] from two layers, honouring their scale and translate.
 
-    ``load=False`` only checks (no pixel copy), for the validation that runs on every layer change.
+    A 2-D image gives one pair; a z-stack or time series gives one pair per plane that has points
+    (:func:`core.train.planes_with_spots`). ``load=False`` only checks (no pixel copy), for the validation
+    that runs on every layer change.
     """
+    from ..core.train import planes_with_spots
+
     if image_layer is None or points_layer is None:
         raise SpotDetectError("A row has no image or no spot layer chosen.", "pick both, or remove the row.")
     data = image_layer.data[0] if image_layer.multiscale else image_layer.data
-    if image_layer.rgb or np.ndim(data) != 2:
-        raise SpotDetectError(f"'{image_layer.name}' is {'RGB' if image_layer.rgb else f'{np.ndim(data)}-D'}; "
-                              "fine-tuning learns from single 2-D fluorescence planes.",
-                              "choose a 2-D image (one plane, one channel), or train from a folder of planes.")
+    nd = np.ndim(data)
+    if image_layer.rgb or nd < 2:
+        raise SpotDetectError(f"'{image_layer.name}' is {'RGB' if image_layer.rgb else f'{nd}-D'}; "
+                              "fine-tuning learns from single-channel fluorescence planes.",
+                              "choose a grey-level image (2-D, a z-stack or a time series).")
     pts = np.asarray(points_layer.data, dtype=np.float64)
-    if pts.ndim != 2 or (len(pts) and pts.shape[1] != 2):
-        raise SpotDetectError(f"'{points_layer.name}' has {pts.shape[-1]}-D points; the image is 2-D.",
-                              "choose a Points layer drawn on this 2-D image.")
+    if pts.ndim != 2 or (len(pts) and pts.shape[1] != nd):
+        raise SpotDetectError(f"'{points_layer.name}' has {pts.shape[-1]}-D points; '{image_layer.name}' is {nd}-D.",
+                              "choose a Points layer drawn on this image.")
     if len(pts) == 0:
         raise SpotDetectError(f"'{points_layer.name}' has no points.",
                               "add the correct spots (or choose the layer that holds them).")
     world = pts * np.asarray(points_layer.scale) + np.asarray(points_layer.translate)
-    yx = (world - np.asarray(image_layer.translate)) / np.asarray(image_layer.scale)
-    inside = (yx >= -0.5).all(1) & (yx[:, 0] < data.shape[0] - 0.5) & (yx[:, 1] < data.shape[1] - 0.5)
+    px = (world - np.asarray(image_layer.translate)) / np.asarray(image_layer.scale)
+    inside = ((px >= -0.5) & (px < np.asarray(np.shape(data)) - 0.5)).all(axis=1)
     if not inside.any():
         raise SpotDetectError(f"No point of '{points_layer.name}' lies on '{image_layer.name}'.",
                               "pair each image with the spot layer drawn on it.")
-    return (np.asarray(data, dtype=np.float32) if load else None), yx[inside]
+    if not load:
+        return []
+    return planes_with_spots(data, px[inside])
 
 
 def split_pairs(pairs: list, val_percent: float, seed: int = 0) -> tuple[list, list | None]:
@@ -421,7 +428,7 @@ class FinetuneWidget(Container):
                 for row in self._rows:
                     if row.image.value is None or row.points.value is None:
                         raise SpotDetectError("Pick an image and its spot layer in every row (or remove the row).")
-                    pair_from_layers(row.image.value, row.points.value, load=False)
+                    pairs_from_layers(row.image.value, row.points.value, load=False)
             except SpotDetectError as err:
                 return str(err)
         if self._start.value is None:
@@ -477,7 +484,7 @@ class FinetuneWidget(Container):
             info = {"folder": str(Path(folder).expanduser().resolve())}
         else:
             folder = None
-            pairs = [pair_from_layers(r.image.value, r.points.value) for r in self._rows]
+            pairs = [p for r in self._rows for p in pairs_from_layers(r.image.value, r.points.value)]
             info = {"layers": [[r.image.value.name, r.points.value.name] for r in self._rows]}
         cfg, val_percent = self._config(), int(self._val.value)
         source, name, out = self._model_source(), self._name.value.strip(), Path(str(self._out.value)).expanduser()
