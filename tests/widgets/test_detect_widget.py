@@ -184,3 +184,25 @@ def test_first_launch_detects_the_sample_with_the_bundled_model(detect_widget, r
     assert spots.metadata["spotdetect"]["model"] == "default"
     truth = viewer.layers["true spots"].data
     assert match_spots(spots.data, truth, 1.0).f1 > 0.95
+
+
+def test_augmentation_box_averages_eight_views(detect_widget, tiny_model, run_and_wait):
+    viewer, widget = detect_widget
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    image = viewer.layers["smFISH (synthetic)"]
+    widget._image.value = image
+    widget.set_model(tiny_model)
+    widget._augment.value = True
+    calls = tiny_model.calls
+    run_and_wait(widget)
+    in_widget = tiny_model.calls - calls
+    points = _spots_layer(viewer)
+    assert points.metadata[META_KEY]["test_time_augmentation"] is True
+    calls = tiny_model.calls
+    plain = detect(image.data, tiny_model)
+    assert in_widget == 8 * (tiny_model.calls - calls)  # eight network passes per tile batch
+    expected = detect(image.data, tiny_model, augment=True).spots
+    np.testing.assert_allclose(points.data, expected[["y", "x"]].to_numpy())
+    assert not np.array_equal(plain.maps["labels"], points.metadata[DETS_KEY].maps["labels"])
+    widget.restore_defaults()
+    assert widget._augment.value is False

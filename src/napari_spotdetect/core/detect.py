@@ -143,12 +143,13 @@ def _concat(frames, lead):
     return pd.concat(frames, ignore_index=True)[cols]
 
 
-def _forward(model: SpotModel, x: np.ndarray) -> np.ndarray:
+def _forward(model: SpotModel, x: np.ndarray, augment: bool = False) -> np.ndarray:
     """Run a batch, halving it on out-of-memory errors until one tile at a time."""
     try:
         with torch.inference_mode():
             xt = torch.from_numpy(x).to(model.device)
-            return model.forward_maps(xt).float().cpu().numpy()
+            run = model.forward_maps_augmented if augment else model.forward_maps
+            return run(xt).float().cpu().numpy()
     except (RuntimeError, torch.cuda.OutOfMemoryError) as err:
         if not is_out_of_memory(err):
             raise
@@ -157,12 +158,12 @@ def _forward(model: SpotModel, x: np.ndarray) -> np.ndarray:
             raise SpotDetectError(f"Out of memory on {model.device} even for a single tile.",
                                   "use a smaller tile size or device='cpu'.") from err
         half = len(x) // 2
-        return np.concatenate([_forward(model, x[:half]), _forward(model, x[half:])])
+        return np.concatenate([_forward(model, x[:half], augment), _forward(model, x[half:], augment)])
 
 
 def detect_iter(image, model, threshold: float | None = None, *, axes: str | None = None,
                 tile_size=None, overlap: float | None = None, batch_size: int | None = None,
-                min_distance: int = 1, keep_maps: bool = True, device=None):
+                min_distance: int = 1, keep_maps: bool = True, device=None, augment: bool = False):
     """Generator form of :func:`detect`: yields :class:`Progress`, returns :class:`Detections`."""
     from .models.zoo import load_model  # noqa: PLC0415 (avoid an import cycle)
 
@@ -229,7 +230,7 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
             for start in range(0, len(plan), batch):
                 tiles = plan.tiles[start:start + batch]
                 raw = np.stack([extract_tile(plane, t, tile, pad_mode) for t in tiles])
-                out = _forward(model, model.normalize_tiles(raw))
+                out = _forward(model, model.normalize_tiles(raw), augment)
                 for t, tmaps in zip(tiles, out):
                     r0, r1, c0, c1 = t.own
                     if keep_maps:
@@ -260,6 +261,7 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
         "model_sha256": model.info.sha256,
         "threshold": threshold,
         "min_distance": int(min_distance),
+        "test_time_augmentation": bool(augment),
         "axes": axes,
         "tiling": {**plan.describe(), "overlap": overlap, "pad": pad_mode, "batch_size": batch},
         "device": str(model.device),
@@ -289,7 +291,8 @@ def detect(image, model, threshold: float | None = None, *, progress=None, shoul
         progress: called with a :class:`Progress` after each tile batch.
         should_stop: called between batches; when it returns True, :class:`Cancelled` is raised.
         **kwargs: ``axes``, ``tile_size``, ``overlap`` (fraction of a tile; default the model's), ``batch_size``,
-            ``min_distance``, ``keep_maps``, ``device``.
+            ``min_distance``, ``keep_maps``, ``device``, ``augment`` (average the maps over the 8 flips and
+            transposes of each tile: about 8x slower, slightly more accurate).
     """
     return run_steps(detect_iter(image, model, threshold, **kwargs), progress, should_stop,
                      "Detection was stopped before it finished; no spots were kept.")

@@ -19,6 +19,7 @@ VARIANTS = {
 class PiscisModel(SpotModel):
     map_names = ("labels", "dy", "dx")
     score_map = "labels"
+    vector_maps = ("dy", "dx")
     size_multiple = 8
     tile_overlap = 0.1
 
