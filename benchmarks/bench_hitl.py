@@ -10,6 +10,7 @@ re-thresholded" uses the threshold that is best on the corrected image, to show 
 threshold change alone would give.
 
     python benchmarks/bench_hitl.py [--minutes 5] [--kind large_spots] [--test-images 6] [--threads 1]
+    python benchmarks/bench_hitl.py --model deepspot --kind dense_textured --lr 1e-4 --out benchmarks/results/hitl_deepspot.json
 
 Prints a table and writes benchmarks/results/hitl.json.
 """
@@ -37,7 +38,7 @@ def _start_model(tmp: Path, path: str | None):
     from napari_spotdetect.core.models.zoo import bundled_path
 
     if path:
-        return load_model(path, device="cpu"), f"file {path}"
+        return load_model(path, device="cpu"), f"{path} model" if path == "deepspot" else f"file {path}"
     if bundled_path("default").exists():
         return load_model("default", device="cpu"), "bundled default model"
     if not FIXTURE.exists():
@@ -66,7 +67,10 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=256, help="image side in pixels")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--steps", type=int, default=10, help="steps per epoch")
-    ap.add_argument("--model", default=None, help="model file to start from (default: bundled, else fixture)")
+    ap.add_argument("--model", default=None, help="model to start from: a file, or 'deepspot' (default: bundled, "
+                    "else fixture)")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the fine-tuning default; "
+                    "1e-4 suits DeepSpot)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--out", default=str(HERE / "results" / "hitl.json"))
@@ -97,7 +101,8 @@ def main() -> int:
         thr_before = Trainer(model, corrected, None, TrainConfig.finetune(epochs=1)).validate()["threshold"]
         before_rethr = _scores(model, test, thr_before)
 
-        cfg = TrainConfig.finetune(epochs=args.epochs, steps_per_epoch=args.steps, seed=args.seed)
+        lr = {} if args.lr is None else {"lr": args.lr}
+        cfg = TrainConfig.finetune(epochs=args.epochs, steps_per_epoch=args.steps, seed=args.seed, **lr)
         deadline = time.perf_counter() + 60 * args.minutes
         gen = finetune_steps(model, corrected, None, cfg, out_dir=tmp / "models", name="hitl",
                              stop=lambda: time.perf_counter() > deadline)

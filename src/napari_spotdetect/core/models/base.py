@@ -87,9 +87,15 @@ class SpotModel(abc.ABC):
     def forward_maps_augmented(self, x: torch.Tensor) -> torch.Tensor:
         """Maps averaged over the 8 flips and transposes of each tile (4 flips for oblong tiles).
 
-        Test-time augmentation: each view's maps are turned back before averaging (displacement maps
-        change sign under a flip and swap under a transpose), so the network's orientation-dependent
-        errors average out. About 8x the compute.
+        Test-time augmentation: the network's orientation-dependent errors average out. About 8x the
+        compute. Models whose maps end in a non-linear step may average before it (Piscis does).
+        """
+        return self.average_views(x, self.forward_maps)
+
+    def average_views(self, x: torch.Tensor, fn) -> torch.Tensor:
+        """Mean of ``fn`` (maps named like :attr:`map_names`) over the turned views of ``x``, each turned back.
+
+        Displacement maps (:attr:`vector_maps`) change sign under a flip and swap under a transpose.
         """
         names = list(self.map_names)
         vec = [names.index(n) for n in self.vector_maps] if self.vector_maps else None
@@ -100,7 +106,7 @@ class SpotModel(abc.ABC):
             v = x.transpose(-1, -2) if t else x
             dims = [d for d, f in ((-2, fy), (-1, fx)) if f]
             v = v.flip(dims) if dims else v
-            m = self.forward_maps(v)
+            m = fn(v)
             m = m.flip(dims) if dims else m
             if vec is not None:
                 sign = torch.ones(m.shape[1], dtype=m.dtype, device=m.device)

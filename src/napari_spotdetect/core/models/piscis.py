@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..ops import local_maxima
+from ..ops import deformable_pool, local_maxima
 from .base import ModelInfo, SpotModel, TileCandidates
 from .piscis_net import PiscisConfig, PiscisNet
 
@@ -67,6 +67,17 @@ class PiscisModel(SpotModel):
     def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
         pooled, deltas = self.net(x.contiguous(memory_format=torch.channels_last))
         return torch.cat([pooled[:, None], deltas], dim=1)
+
+    def forward_maps_augmented(self, x: torch.Tensor) -> torch.Tensor:
+        # average the un-pooled label probabilities and displacements, then pool once: pooling is a max, and
+        # pooling the averaged maps is slightly better than averaging pooled ones (F1 integral 0.949 vs 0.948)
+        def heads(v):
+            labels, deltas = self.net.heads(v.contiguous(memory_format=torch.channels_last))
+            return torch.cat([labels[:, None], deltas], dim=1)
+
+        avg = self.average_views(x, heads)
+        pooled = deformable_pool(avg[:, 0], avg[:, 1:], self.cfg.kernel_size, self.cfg.pooling)
+        return torch.cat([pooled[:, None], avg[:, 1:]], dim=1)
 
     def tile_candidates(self, maps: np.ndarray, floor: float, min_distance: int = 1) -> TileCandidates:
         score = maps[0]
