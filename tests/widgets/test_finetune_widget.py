@@ -246,3 +246,14 @@ def test_worker_refuses_a_model_it_cannot_fine_tune(tmp_path):
     with pytest.raises(SpotDetectError, match="does not exist|No model"):
         run_sync(finetune_steps(str(tmp_path / "missing.pt"), _pairs(), None, TrainConfig.finetune(),
                                 out_dir=tmp_path, name="x"))
+
+
+def test_worker_fine_tunes_a_deepspot_model_too(mhybrid, tmp_path):
+    from napari_spotdetect.core.models.deepspot import DeepSpotModel
+
+    published = load_model(mhybrid, device="cpu")
+    cfg = TrainConfig.finetune(epochs=1, steps_per_epoch=3, batch_size=2, crop=64, lr=1e-4)
+    _events, res = run_sync(finetune_steps(published, _pairs()[:1], None, cfg, out_dir=tmp_path, name="ds"))
+    assert isinstance(res.model, DeepSpotModel) and res.path.exists()
+    again = load_model(res.path, device="cpu")
+    assert isinstance(again, DeepSpotModel) and again.info.card["validation_before"]["f1"] >= 0

@@ -48,7 +48,7 @@ _TIP = {
     "epochs": "One epoch = the steps below, then a check on the validation images.\nMore epochs: longer, and "
               "a risk of learning your few examples by heart; the best epoch is kept.",
     "steps": "Training steps (batches of random crops) per epoch.",
-    "lr": "How big each learning step is. 'gentle' changes the model least.",
+    "lr": "How big each learning step is. 'gentle' changes the model least (use it for DeepSpot models).",
     "loss": "What training minimises. SmoothF1 is the Piscis paper's loss; the others are for comparison.",
     "val": "Share of the images set aside to measure F1 after each epoch (needs 2 or more images).\n"
            "With one image, it is checked on itself, which flatters the score.",

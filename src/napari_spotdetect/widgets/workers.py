@@ -90,17 +90,13 @@ def finetune_steps(model_source, train_pairs, val_pairs, config, *, out_dir, nam
     """
     from pathlib import Path
 
-    from ..core.errors import SpotDetectError
-    from ..core.models.piscis import PiscisModel
     from ..core.train import Trainer
     from ..core.weights.native import save_model
 
     yield Progress(0, 1, "loading the model…")
     # a model object is used as it is: SpotModel.to() moves it in place, and it may be the one in use
     base = model_source if isinstance(model_source, SpotModel) else load_model(model_source, device="cpu")
-    if not isinstance(base, PiscisModel):
-        raise SpotDetectError(f"{base.info.name} is a {base.info.arch} model; fine-tuning needs a Piscis-architecture "
-                              "model.", "start from the bundled default model, a piscis .pt file or one of ours.")
+    # Piscis and DeepSpot models fine-tune; the Trainer explains why any other cannot
     out_dir = Path(out_dir)
     trainer = Trainer(base, train_pairs, val_pairs or None, config, out_dir=out_dir / f"{name}_checkpoints",
                       name=name, stop=stop, data_info=data_info)
