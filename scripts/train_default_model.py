@@ -84,8 +84,11 @@ def main(argv=None):
     arch = PiscisConfig(**{**ARCH.to_dict(), "widths": tuple(a.widths)})
     start = load_model(a.init, device="cpu") if a.init else arch
     prev = start.info.card if a.init else {}
-    stages = prev.get("stages") or ([{"train_config": prev.get("train_config"),
-                                       "training_seconds": prev.get("training_seconds")}] if a.init else [])
+    stages = [dict(st) for st in prev.get("stages") or ([{"train_config": prev.get("train_config"),
+                                                           "training_seconds": prev.get("training_seconds")}]
+                                                         if a.init else [])]
+    if stages:
+        stages[0].setdefault("from", "scratch")  # the first stage always starts from nothing
     tr = Trainer(start, train, val, cfg, out_dir=a.work, name="default", stop=lambda: time.time() > deadline,
                  data_info=data_info)
 
@@ -101,9 +104,12 @@ def main(argv=None):
     scores = {f"x{s:g}": benchmark(model, test, s) for s in (1.0, 0.2, 5.0)}
     print(json.dumps(scores, indent=1), flush=True)
     card = {**model.info.card, "description": "Small Piscis-architecture model trained from scratch on "
-            "napari-spotdetect synthetic smFISH images (kind 'train') by scripts/train_default_model.py.",
+            "napari-spotdetect synthetic smFISH images (kind 'train') by scripts/train_default_model.py"
+            + (f", in {len(stages)} stages (see 'stages')." if len(stages) > 1 else "."),
             "architecture": arch.to_dict(), "parameters": sum(p.numel() for p in model.net.parameters()),
-            "training_seconds": round(train_s, 1), "stopped_by_time_budget": res.stopped,
+            "training_seconds": round(train_s, 1),
+            "total_training_seconds": round(sum(st.get("training_seconds") or 0 for st in stages), 1),
+            "stopped_by_time_budget": res.stopped,
             "torch_threads": a.threads, "stages": stages,
             "benchmark": {"data": {"kind": "train", "n_images": 20, "shape": [256, 256], "seed": TEST_SEED},
                           "threshold": model.default_threshold, "radius_px": 1.0, **scores}}

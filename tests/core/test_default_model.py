@@ -18,7 +18,7 @@ def default_model():
 
 def test_card_records_training_and_scores(default_model):
     card = default_model.info.card
-    assert card["mode"] == "scratch" and card["training_data"]["kind"] == "train"
+    assert card["stages"][0]["from"] == "scratch" and card["training_data"]["kind"] == "train"  # no outside weights
     assert card["benchmark"]["x1"]["f1_integral"] > 0.5
     assert 0.05 <= default_model.default_threshold <= 0.99
     assert bundled_path("default").stat().st_size < 8e6

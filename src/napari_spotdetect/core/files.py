@@ -9,6 +9,16 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 
+def _new_file_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would give: the existing file's, else 0666 minus the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def atomic_write(path, write: Callable, binary: bool = False) -> Path:
     """Call ``write(fileobj)`` on a temporary file beside ``path``, flush it to disk, then rename it over."""
     path = Path(path)
@@ -19,6 +29,7 @@ def atomic_write(path, write: Callable, binary: bool = False) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _new_file_mode(path))  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
