@@ -27,6 +27,18 @@ def test_predict_writes_csv_and_provenance(tmp_path, piscis_fixture_file, capsys
     assert "package_version" in prov
 
 
+def test_predict_with_augmentation_records_it(tmp_path):
+    from napari_spotdetect.core.synthetic import synthetic_image
+
+    img, truth = synthetic_image((128, 128), n_spots=25, seed=3)
+    np.save(tmp_path / "a.npy", img)
+    assert main(["predict", str(tmp_path / "a.npy"), "--out", str(tmp_path / "out"), "--augment"]) == 0
+    prov = json.loads((tmp_path / "out" / "a.provenance.json").read_text())
+    assert prov["test_time_augmentation"] is True
+    found = pd.read_csv(tmp_path / "out" / "a.csv")[["y", "x"]].to_numpy()
+    assert evaluate(found, truth)["f1"] > 0.9
+
+
 def test_predict_reports_bad_model_without_traceback(tmp_path, capsys):
     np.save(tmp_path / "a.npy", np.zeros((32, 32), np.float32))
     assert main(["predict", str(tmp_path / "a.npy"), "--model", str(tmp_path / "nope.pt"), "--out", str(tmp_path)]) == 2

@@ -30,10 +30,12 @@ def test_train_synthetic_then_finetune_from_folder(tmp_path):
     (tmp_path / "one.csv").write_text("y,x\n" + "\n".join(f"{y},{x}" for y, x in pts))
     ft = tmp_path / "ft.pt"
     args = _parse(["finetune", "--model", str(out), "--images", str(tmp_path), "--out", str(ft), "--epochs", "1",
-                   "--steps-per-epoch", "1", "--batch-size", "1", "--crop", "32", "--half"])
+                   "--steps-per-epoch", "1", "--batch-size", "1", "--crop", "32", "--half", "--ema", "0.9",
+                   "--select", "f1_integral"])
     assert args.func(args) == 0
     m2 = load_model(ft, device="cpu")
     assert m2.info.card["mode"] == "finetune" and m2.info.card["base_model"] == "m"
+    assert m2.info.card["train_config"]["ema"] == 0.9 and m2.info.card["train_config"]["select"] == "f1_integral"
 
 
 def test_train_without_data_is_explained(tmp_path):

@@ -45,7 +45,8 @@ def cmd_predict(args) -> int:
             print(f"\r{name}: {p.done}/{p.total} tiles", end="", file=sys.stderr, flush=True)
 
         det = detect(image, model, args.threshold, axes=args.axes, tile_size=args.tile_size,
-                     batch_size=args.batch_size, min_distance=args.min_distance, keep_maps=False, progress=progress)
+                     batch_size=args.batch_size, min_distance=args.min_distance, keep_maps=False, progress=progress,
+                     augment=args.augment)
         spots = det.spots.drop(columns=["model"])
         prov = {**det.provenance, "image": str(f.resolve()), "n_spots": len(spots)}
         path = write_spots_csv(spots, out / f"{f.stem}.csv", provenance=prov)
@@ -148,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=int, nargs=2, default=None, metavar=("H", "W"))
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--min-distance", type=int, default=1)
+    p.add_argument("--augment", action="store_true",
+                   help="average the network over the 8 flips/rotations of every tile (about 8x slower, a little "
+                        "more accurate)")
     p.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="precision, recall, F1 and F1 integral of predictions against ground truth")

@@ -27,6 +27,10 @@ def _common(p, epochs: int, steps: int | None, lr: float):
     p.add_argument("--l2-weight", type=float, default=0.25, help="weight of the masked L2 term (default: %(default)s)")
     p.add_argument("--lr", type=float, default=lr, help="learning rate (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ema", type=float, default=None,
+                   help="validate and keep a moving average of the weights with this decay (e.g. 0.998)")
+    p.add_argument("--select", default="f1", choices=["f1", "f1_integral"],
+                   help="validation metric that picks the best epoch (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints of an earlier run")
@@ -103,7 +107,7 @@ def cmd_train(args) -> int:
     train, val, info = _data(args, args.synthetic, args.kind)
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                       crop=args.crop, loss=args.loss, l2_weight=args.l2_weight, optimizer=args.optimizer, lr=args.lr,
-                      seed=args.seed, device=args.device)
+                      seed=args.seed, device=args.device, ema=args.ema, select=args.select)
     arch = PiscisConfig(widths=tuple(args.widths), depths=tuple(args.depths))
     return _run(arch, train, val, cfg, args, info)
 
@@ -118,5 +122,5 @@ def cmd_finetune(args) -> int:
     train, val, info = _data(args)
     cfg = TrainConfig.finetune(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                                crop=args.crop, loss=args.loss, l2_weight=args.l2_weight, lr=args.lr, seed=args.seed,
-                               device=args.device)
+                               device=args.device, ema=args.ema, select=args.select)
     return _run(model, train, val, cfg, args, info)
