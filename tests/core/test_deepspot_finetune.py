@@ -57,7 +57,12 @@ def test_finetuning_deepspot_learns_saves_and_reloads(published, tmp_path):
     assert not np.allclose(a, detect(img, published).maps["enhanced"], atol=1e-4)  # it did change
 
 
-def test_deepspot_trains_with_its_own_loss_only(published):
+def test_deepspot_trains_with_its_own_loss_and_warns_of_a_high_rate(published):
     img, pts = synthetic_dataset(1, "dense_textured", seed=21, shape=(64, 64))[0]
     with pytest.raises(SpotDetectError, match="its own loss"):
         Trainer(published, [(img, pts)], None, TrainConfig.finetune(loss="dice"))
+    start = next(Trainer(published, [(img, pts)], None, TrainConfig.finetune(lr=1e-3)).iter_fit())
+    assert start.kind == "start" and "learning rate of 0.0001 or less" in start.advice
+    assert start.advice in start.message
+    start = next(Trainer(published, [(img, pts)], None, TrainConfig.finetune(lr=1e-4)).iter_fit())
+    assert not start.advice and "learning rate" not in start.message

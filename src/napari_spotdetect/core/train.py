@@ -89,6 +89,7 @@ class TrainEvent:
     val: dict | None = None
     best_f1: float | None = None
     message: str = ""
+    advice: str = ""  # on "start": a caution about the chosen settings (also appended to the message)
 
     @property
     def fraction(self) -> float:
@@ -407,8 +408,12 @@ class Trainer:
         c = self.cfg
         spe, total = self.steps_per_epoch, c.epochs * self.steps_per_epoch
         self._train_mode()
+        hint = self.recipe.lr_hint
+        advice = (f"{self.recipe.arch} fine-tunes best at a learning rate of {hint:g} or less (this run: {c.lr:g})"
+                  if hint is not None and c.lr > hint else "")
         yield TrainEvent("start", self.start_epoch, c.epochs, 0, spe, message=f"{self.mode}: {len(self.train)} "
-                         f"training / {len(self.val)} validation images, {c.epochs} epochs x {spe} steps")
+                         f"training / {len(self.val)} validation images, {c.epochs} epochs x {spe} steps"
+                         + (f"; {advice}" if advice else ""), advice=advice)
         for epoch in range(self.start_epoch, c.epochs + 1):
             rng = np.random.default_rng([c.seed, epoch])  # per-epoch stream: resuming repeats the same data
             torch.manual_seed(c.seed * 100003 + epoch)

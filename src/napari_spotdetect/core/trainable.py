@@ -35,6 +35,8 @@ class Recipe:
     intensity_augment: bool = True
     #: keep BatchNorm statistics as loaded (batches of a few crops cannot estimate them better)
     freeze_batchnorm: bool = False
+    #: the largest learning rate known to fine-tune this network without harm (None: no advice)
+    lr_hint: float | None = None
 
     def __init__(self, net: torch.nn.Module, adjustment: str | None):
         self.net, self.adjustment = net, adjustment
@@ -92,6 +94,7 @@ class DeepSpotRecipe(Recipe):
     arch = "deepspot"
     intensity_augment = False
     freeze_batchnorm = True  # the published statistics come from the authors' large datasets
+    lr_hint = 1e-4  # on dense images 1e-4 gained 0.16 F1 in 150 steps; 2e-4 and 3e-4 lost F1
 
     def __init__(self, net: DeepSpotNet, range_: tuple[float, float]):
         super().__init__(net, "max")

@@ -531,6 +531,10 @@ class FinetuneWidget(Container):
         self._progress.value = min(self._progress.max, (ev.epoch - 1) * steps + ev.step)
         if ev.kind == "start" and ev.val is not None:  # the starting model, measured before training
             self._plot.add_epoch(0, None, ev.val.get("f1"))
+        if ev.kind == "start" and ev.advice:
+            from napari.utils.notifications import show_warning
+
+            show_warning(ev.advice)
         if ev.kind == "step":
             self._plot.add_step(ev.epoch - 1 + ev.step / steps, ev.losses.get("loss", float("nan")))
             best = f" · best validation F1 so far {ev.best_f1:.2f}" if ev.best_f1 is not None else ""
