@@ -257,3 +257,27 @@ def test_worker_fine_tunes_a_deepspot_model_too(mhybrid, tmp_path):
     assert isinstance(res.model, DeepSpotModel) and res.path.exists()
     again = load_model(res.path, device="cpu")
     assert isinstance(again, DeepSpotModel) and again.info.card["validation_before"]["f1"] >= 0
+
+
+def test_finetune_from_the_stack_sample_learns_from_each_annotated_plane(finetune_widget, qtbot, tiny_model,
+                                                                         tmp_path):
+    viewer, detect, tune = finetune_widget
+    viewer.open_sample("napari-spotdetect", "smfish_stack")
+    stack = next(lay for lay in viewer.layers if lay.data.ndim == 3 and not lay.name.endswith("spots"))
+    truth = next(lay for lay in viewer.layers if lay.name == "true spots")
+    n_planes = len(np.unique(np.rint(truth.data[:, 0])))
+    assert n_planes > 1
+    tune._on_layers_changed()
+    row = tune._rows[0]
+    row.image.value, row.points.value = stack, truth
+    from napari_spotdetect.core.weights.native import save_model
+
+    tune._start.value = "file"
+    save_model(tiny_model, tmp_path / "start.pt")
+    tune._start_path.value = tmp_path / "start.pt"
+    _small_settings(tune, tmp_path, epochs=1, steps=2)
+    assert tune.train() is not None, tune.problem()
+    qtbot.waitUntil(lambda: not tune.running, timeout=120_000)
+    assert tune._error is None, tune._error
+    card = load_model(tune._result.path, device="cpu").info.card
+    assert card["n_train_images"] + card["n_val_images"] == n_planes  # one example per plane with spots
