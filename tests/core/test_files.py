@@ -1,10 +1,10 @@
 """Atomic writes: whole files or nothing, with the permissions an ordinary write would give."""
 
-import os
 import stat
 
 import pytest
 
+from napari_spotdetect.core import files
 from napari_spotdetect.core.files import atomic_write, atomic_write_text
 
 
@@ -21,13 +21,10 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert [q.name for q in tmp_path.iterdir()] == ["a.csv"]
 
 
-def test_new_files_get_the_umask_mode_and_existing_ones_keep_theirs(tmp_path):
-    old = os.umask(0o022)
-    try:
-        p = atomic_write_text(tmp_path / "new.csv", "x")
-        assert stat.S_IMODE(p.stat().st_mode) == 0o644  # not mkstemp's private 0600
-        p.chmod(0o640)
-        atomic_write_text(p, "y")
-        assert stat.S_IMODE(p.stat().st_mode) == 0o640 and p.read_text() == "y"
-    finally:
-        os.umask(old)
+def test_new_files_get_the_umask_mode_and_existing_ones_keep_theirs(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "_UMASK", 0o022)  # the umask is read once, at import
+    p = atomic_write_text(tmp_path / "new.csv", "x")
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644  # not mkstemp's private 0600
+    p.chmod(0o640)
+    atomic_write_text(p, "y")
+    assert stat.S_IMODE(p.stat().st_mode) == 0o640 and p.read_text() == "y"

@@ -9,14 +9,21 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 
+def _read_umask() -> int:
+    umask = os.umask(0)  # the only way to read it is to set it; done once, at import, not while threads write
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
 def _new_file_mode(path: Path) -> int:
     """The mode a plain ``open(path, "w")`` would give: the existing file's, else 0666 minus the umask."""
     try:
         return path.stat().st_mode & 0o777
     except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_UMASK
 
 
 def atomic_write(path, write: Callable, binary: bool = False) -> Path:
