@@ -96,13 +96,13 @@ class DeepSpotRecipe(Recipe):
     freeze_batchnorm = True  # the published statistics come from the authors' large datasets
     lr_hint = 1e-4  # on dense images 1e-4 gained 0.16 F1 in 150 steps; 2e-4 and 3e-4 lost F1
 
-    def __init__(self, net: DeepSpotNet, range_: tuple[float, float]):
+    def __init__(self, net: DeepSpotNet, range_: tuple[float, float], prepare_image):
         super().__init__(net, "max")
         self.threshold_range = range_
+        self.prepare_image = prepare_image  # the model's own whole-plane normalisation (divide by the maximum)
 
     def prepare(self, image):
-        top = float(image.max())
-        return (image / top if top > 0 else image).astype(np.float32)
+        return self.prepare_image(image[None])[0]
 
     def targets(self, image, coords):
         return {"enhanced": deepspot_target(image, coords)}
@@ -131,7 +131,7 @@ def recipe_for(model, loss: str = "smoothf1", l2_weight: float = 0.25) -> tuple[
             raise SpotDetectError(f"DeepSpot trains with its own loss (BCE + max-MSE), not {loss!r}.",
                                   "leave the loss at its default for DeepSpot models.")
         net = copy.deepcopy(model.net).cpu().to(memory_format=torch.contiguous_format)
-        return DeepSpotRecipe(net, tuple(model.threshold_range)), "finetune"
+        return DeepSpotRecipe(net, tuple(model.threshold_range), model.prepare_image), "finetune"
     else:
         raise SpotDetectError(f"Cannot train a {type(model).__name__}.",
                               "pass a PiscisConfig (new model), or a loaded Piscis or DeepSpot model (fine-tuning).")
