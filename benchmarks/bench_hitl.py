@@ -11,6 +11,12 @@ threshold change alone would give.
 
     python benchmarks/bench_hitl.py [--minutes 5] [--kind large_spots] [--test-images 6] [--threads 1]
     python benchmarks/bench_hitl.py --model deepspot --kind dense_textured --lr 1e-4 --out benchmarks/results/hitl_deepspot.json
+    python benchmarks/bench_hitl.py --real [--per-source 2] [--minutes 5]
+
+``--real``: on each 2-D real ``val`` image of ../shared/data/real, the annotation of one half (the left or top
+half, along the longer side) stands in for the user's corrections; the model is fine-tuned on that half for at
+most ``--minutes`` and the other half is scored before and after (F1 within 3 px, F1 integral), per image and
+per source. Writes benchmarks/results/hitl_real.json.
 
 Prints a table and writes benchmarks/results/hitl.json.
 """
@@ -73,8 +79,13 @@ def main() -> int:
                     "1e-4 suits DeepSpot)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--out", default=str(HERE / "results" / "hitl.json"))
+    ap.add_argument("--out", default=None, help="JSON output (default: results/hitl.json, or hitl_real.json)")
+    ap.add_argument("--real", action="store_true", help="real val images, half corrected, half scored")
+    ap.add_argument("--per-source", type=int, default=None, help="with --real: at most this many images per source")
     args = ap.parse_args()
+    if args.real:
+        return main_real(args)
+    args.out = args.out or str(HERE / "results" / "hitl.json")
 
     import torch
 
@@ -149,6 +160,109 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")
+    return 0
+
+
+REAL = HERE.parent.parent / "shared" / "data" / "real"
+
+
+def halves(image, spots):
+    """((first half image, its spots), (second half, its spots)) split across the longer side."""
+    ax = 0 if image.shape[0] >= image.shape[1] else 1
+    cut = image.shape[ax] // 2
+    first = spots[:, ax] < cut - 0.5
+    a = image[:cut] if ax == 0 else image[:, :cut]
+    b = image[cut:] if ax == 0 else image[:, cut:]
+    sb = spots[~first].copy()
+    sb[:, ax] -= cut
+    return (a, spots[first]), (b, sb)
+
+
+def main_real(args) -> int:
+    import torch
+
+    from napari_spotdetect.core.metrics import evaluate, f1_integral
+    from napari_spotdetect.core.real_data import REAL_RADIUS, load_annotated
+    from napari_spotdetect.core.steps import run_steps
+    from napari_spotdetect.core.train import TrainConfig, TrainEvent
+    from napari_spotdetect.core.detect import detect
+    from napari_spotdetect.widgets.workers import finetune_steps
+
+    torch.set_num_threads(args.threads)
+    if not REAL.exists():
+        raise SystemExit(f"No real data at {REAL}.")
+    ims = load_annotated(REAL, split="val", ndim=2)
+    if args.per_source:
+        seen: dict[str, int] = {}
+        ims = [im for im in ims if seen.setdefault(im.source, 0) < args.per_source
+               and not seen.update({im.source: seen[im.source] + 1})]
+
+    def score(model, pair, thr=None):
+        sp = detect(pair[0], model, threshold=thr, keep_maps=False).spots[["y", "x"]].to_numpy()
+        e = evaluate(sp, pair[1], REAL_RADIUS)
+        return {"f1": e["f1"], "precision": e["precision"], "recall": e["recall"],
+                "f1_integral": f1_integral(sp, pair[1]), "found": len(sp), "annotated": len(pair[1])}
+
+    rows = []
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        model, model_note = _start_model(tmp, args.model)
+        print(f"start: {model_note}; {len(ims)} real val images, {args.minutes} min of fine-tuning each", flush=True)
+        for im in ims:
+            corrected, test = halves(im.image.astype(np.float32), im.spots)
+            if len(corrected[1]) == 0 or len(test[1]) == 0:
+                print(f"  {im.source}/{im.stem}: a half has no annotated spot; skipped", flush=True)
+                continue
+            before = score(model, test)
+            lr = {} if args.lr is None else {"lr": args.lr}
+            cfg = TrainConfig.finetune(epochs=args.epochs, steps_per_epoch=args.steps, seed=args.seed,
+                                       val_radius=REAL_RADIUS, **lr)
+            deadline = time.perf_counter() + 60 * args.minutes
+            t0 = time.perf_counter()
+            gen = finetune_steps(model, [corrected], None, cfg, out_dir=tmp / im.stem, name="hitl",
+                                 stop=lambda: time.perf_counter() > deadline)
+            steps = 0
+
+            def on_event(ev):
+                nonlocal steps
+                steps += isinstance(ev, TrainEvent) and ev.kind == "step"
+
+            res = run_steps(gen, on_event)
+            after = score(res.model, test) if res.model is not None else None
+            row = {"source": im.source, "stem": im.stem, "before": before, "after": after, "steps": steps,
+                   "seconds": round(time.perf_counter() - t0, 1)}
+            rows.append(row)
+            print(f"  {im.source}/{im.stem[:40]}: F1 integral {before['f1_integral']:.3f} -> "
+                  f"{after['f1_integral'] if after else float('nan'):.3f} ({steps} steps, {row['seconds']} s)", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    per_src: dict[str, dict] = {}
+    for r in rows:
+        if r["after"] is None:
+            continue
+        d = per_src.setdefault(r["source"], {"images": 0, "before_f1_integral": [], "after_f1_integral": [],
+                                              "before_f1": [], "after_f1": []})
+        d["images"] += 1
+        for when in ("before", "after"):
+            d[f"{when}_f1_integral"].append(r[when]["f1_integral"])
+            d[f"{when}_f1"].append(r[when]["f1"])
+    print("\n| source | images | F1 before | F1 after | F1 integral before | F1 integral after |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for src, d in per_src.items():
+        for k in ("before_f1_integral", "after_f1_integral", "before_f1", "after_f1"):
+            d[k] = float(np.mean(d[k]))
+        print(f"| {src} | {d['images']} | {d['before_f1']:.3f} | {d['after_f1']:.3f} | "
+              f"{d['before_f1_integral']:.3f} | {d['after_f1_integral']:.3f} |")
+    if per_src:
+        mb = np.mean([d["before_f1_integral"] for d in per_src.values()])
+        ma = np.mean([d["after_f1_integral"] for d in per_src.values()])
+        print(f"| **mean over sources** | | | | **{mb:.3f}** | **{ma:.3f}** |")
+    out = Path(args.out or HERE / "results" / "hitl_real.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"start_model": model_note, "minutes_limit": args.minutes, "radius_px": REAL_RADIUS,
+                               "per_source_cap": args.per_source, "threads": args.threads,
+                               "sources": per_src, "images": rows}, indent=1) + "\n")
+    print(f"wrote {out}")
     return 0
 
 

@@ -122,9 +122,15 @@ def cmd_models(args) -> int:
     from .core.device import available_devices
     from .core.models.zoo import BUNDLED, bundled_path
 
+    from .core.model_card import card_lines
+    from .core.models.zoo import load_model
+
     for name in BUNDLED:
         p = bundled_path(name)
         print(f"{name}: {p} ({'present' if p.exists() else 'missing'})")
+        if p.exists():
+            for line in card_lines(load_model(name, device="cpu").info.card):
+                print(f"    {line}")
     print("devices:", ", ".join(available_devices()))
     return 0
 

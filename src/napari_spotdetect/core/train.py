@@ -64,6 +64,7 @@ class TrainConfig:
     tile_size: int | None = None  # inference tile of the trained model; default: the base model's, or 256
     ema: float | None = None  # decay of a moving average of the weights, validated and saved instead of the raw ones
     select: str = "f1"  # validation metric that picks the best epoch: "f1" or "f1_integral"
+    normalization: str | None = None  # input normalisation to train with ("standardize"/"percentile"); None: the model's
     device: str | None = "cpu"
 
     @classmethod
@@ -196,7 +197,7 @@ class Trainer:
                 self.val_note = f"{n_val} of the training images held out"
         self.train_raw, self.val = train, val
         torch.manual_seed(c.seed)  # a new network's initial weights
-        self.recipe, self.mode = recipe_for(model, c.loss, c.l2_weight)
+        self.recipe, self.mode = recipe_for(model, c.loss, c.l2_weight, c.normalization)
         self.train = [(self.recipe.prepare(im), pts) for im, pts in train]
         self.base_card: dict = {}
         if self.mode == "finetune":
@@ -255,7 +256,8 @@ class Trainer:
             for _ in range(10):  # crops without spots teach SmoothF1 nothing: draw again (as piscis)
                 img, pts = self.train[rng.integers(len(self.train))]
                 if c.augment:
-                    x, p = random_augment(img, pts, (c.crop, c.crop), rng, intensity_p=intensity_p)
+                    x, p = random_augment(img, pts, (c.crop, c.crop), rng, intensity_p=intensity_p,
+                                          intensity=self.recipe.intensity_range)
                 else:
                     x, p = _center(img, pts, c.crop)
                 if len(p):

@@ -19,7 +19,7 @@ from .models.base import ModelInfo, SpotModel
 from .models.deepspot import DEFAULT_THRESHOLD as DEEPSPOT_THRESHOLD
 from .models.deepspot import DeepSpotModel
 from .models.deepspot_net import DeepSpotNet
-from .models.piscis import PiscisModel
+from .models.piscis import PiscisModel, percentile_normalize
 from .models.piscis_net import PiscisConfig, PiscisNet
 from .ops import deformable_pool
 from .targets import deepspot_target, voronoi_targets
@@ -33,6 +33,8 @@ class Recipe:
     arch: str = ""
     #: random intensity scaling (x0.2-5) of crops; pointless where inference divides by the image maximum
     intensity_augment: bool = True
+    #: range of that scaling (a factor drawn log-uniformly)
+    intensity_range: tuple[float, float] = (0.2, 5.0)
     #: keep BatchNorm statistics as loaded (batches of a few crops cannot estimate them better)
     freeze_batchnorm: bool = False
     #: the largest learning rate known to fine-tune this network without harm (None: no advice)
@@ -67,9 +69,15 @@ class PiscisRecipe(Recipe):
     def __init__(self, net: PiscisNet, adjustment: str | None, loss: str, l2_weight: float):
         super().__init__(net, adjustment)
         self.criterion = PiscisLoss(loss, l2_weight)
+        if adjustment == "percentile":
+            # the input's scale is the image's own (1 = its 99.8th percentile) and carries meaning: a speck
+            # at 0.3 is not a spot at 3; only mild rescaling, as other images' percentiles would give
+            self.intensity_range = (0.7, 1.4)
 
     def prepare(self, image):
-        return standardize(image)
+        # as inference sees it: whole-plane percentiles, or standardised (per tile at inference; the whole
+        # image here, since crops are cut after this step)
+        return percentile_normalize(image) if self.adjustment == "percentile" else standardize(image)
 
     def targets(self, image, coords):
         labels, deltas = voronoi_targets(coords, image.shape, self.criterion.dilation)
@@ -117,16 +125,33 @@ class DeepSpotRecipe(Recipe):
                              default_threshold=DEEPSPOT_THRESHOLD if threshold is None else threshold, threshold_range=self.threshold_range, device=device)
 
 
-def recipe_for(model, loss: str = "smoothf1", l2_weight: float = 0.25) -> tuple[Recipe, str]:
-    """(recipe around a private copy of the network, "scratch" or "finetune") for a config or a loaded model."""
+#: input normalisations the trainer can train a Piscis-architecture network with
+TRAINABLE_NORMALIZATIONS = ("standardize", "percentile")
+
+
+def recipe_for(model, loss: str = "smoothf1", l2_weight: float = 0.25,
+               normalization: str | None = None) -> tuple[Recipe, str]:
+    """(recipe around a private copy of the network, "scratch" or "finetune") for a config or a loaded model.
+
+    ``normalization`` switches a Piscis-architecture network to another input normalisation (default: the
+    model's own; "standardize" for a new network).
+    """
+    if normalization is not None and normalization not in TRAINABLE_NORMALIZATIONS:
+        raise SpotDetectError(f"Cannot train with input normalisation {normalization!r}.",
+                              f"use one of {', '.join(TRAINABLE_NORMALIZATIONS)}.")
     if isinstance(model, PiscisConfig):
-        net, mode, adjustment = PiscisNet(model), "scratch", "standardize"
+        net, mode, adjustment = PiscisNet(model), "scratch", normalization or "standardize"
     elif isinstance(model, PiscisModel):
-        if model.adjustment != "standardize":
-            raise SpotDetectError(f"Fine-tuning expects a model that standardises its input, this one uses "
-                                  f"{model.adjustment!r}.", "fine-tune a Piscis-architecture model.")
-        net, mode, adjustment = copy.deepcopy(model.net).cpu(), "finetune", model.adjustment
+        adjustment = normalization or model.adjustment
+        if adjustment not in TRAINABLE_NORMALIZATIONS:
+            raise SpotDetectError(f"Fine-tuning expects a model that standardises its input or scales it by "
+                                  f"percentiles, this one uses {model.adjustment!r}.",
+                                  "fine-tune a Piscis-architecture model.")
+        net, mode = copy.deepcopy(model.net).cpu(), "finetune"
     elif isinstance(model, DeepSpotModel):
+        if normalization not in (None, "max"):
+            raise SpotDetectError("DeepSpot keeps its own input normalisation (divide by the maximum).",
+                                  "leave the normalisation at its default for DeepSpot models.")
         if loss != "smoothf1":
             raise SpotDetectError(f"DeepSpot trains with its own loss (BCE + max-MSE), not {loss!r}.",
                                   "leave the loss at its default for DeepSpot models.")

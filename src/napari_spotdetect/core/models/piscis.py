@@ -1,4 +1,11 @@
-"""Piscis as a :class:`SpotModel`: per-tile standardisation, pooled labels + displacements, peak finding."""
+"""Piscis as a :class:`SpotModel`: input normalisation, pooled labels + displacements, peak finding.
+
+Normalisations (``adjustment``): ``"standardize"`` and ``"normalize"`` work per tile, as piscis does (its model
+files keep that, for parity); ``"percentile"`` maps each whole plane's 1st-99.8th percentiles to 0-1 before
+tiling. Per-tile standardisation stretches the noise of an empty tile to unit variance, so faint specks there
+look like spots; whole-plane percentiles keep every spot's brightness relative to the image it is in, which
+is what the bundled model uses since it was trained on real images (see its model card).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,26 @@ VARIANTS = {
 }
 
 
+#: input normalisations a Piscis-architecture model can use
+ADJUSTMENTS = ("standardize", "normalize", "percentile", None)
+#: the percentiles that ``"percentile"`` maps to 0 and 1
+PERCENTILES = (1.0, 99.8)
+
+
+def percentile_normalize(plane: np.ndarray, percentiles=PERCENTILES) -> np.ndarray:
+    """(C, H, W) or (H, W) -> float32 with each channel's low/high percentile at 0/1 (flat images: all 0)."""
+    x = np.asarray(plane)
+    flat = x.reshape((-1,) + x.shape[-2:]) if x.ndim > 2 else x[None]
+    out = np.empty(flat.shape, dtype=np.float32)
+    for i, ch in enumerate(flat):
+        ch = ch.astype(np.float64)
+        lo, hi = np.percentile(ch, percentiles)
+        if not hi > lo:  # a flat plane, or one where 99.8 % of pixels share a value
+            lo, hi = ch.min(), ch.max()
+        out[i] = (ch - lo) / (hi - lo) if hi > lo else 0.0
+    return out.reshape(x.shape)
+
+
 class PiscisModel(SpotModel):
     map_names = ("labels", "dy", "dx")
     score_map = "labels"
@@ -25,6 +52,11 @@ class PiscisModel(SpotModel):
 
     def __init__(self, net: PiscisNet, info: ModelInfo, *, adjustment: str | None = "standardize",
                  tile_size=(256, 256), default_threshold: float | None = None, device=None):
+        if adjustment not in ADJUSTMENTS:
+            from ..errors import ModelFileError  # noqa: PLC0415
+
+            raise ModelFileError(f"Unknown input normalisation {adjustment!r} in this model.",
+                                 f"use one of {', '.join(repr(a) for a in ADJUSTMENTS)}; the file may be damaged.")
         variant = "legacy" if net.cfg.pooling == "sum" else "current"
         _, thr, rng = VARIANTS[variant]
         info.variant = info.variant or variant
@@ -43,8 +75,13 @@ class PiscisModel(SpotModel):
         th, tw = self.tile_size
         return "symmetric" if (2 * h >= th and 2 * w >= tw) else "constant"
 
+    def prepare_image(self, image: np.ndarray) -> np.ndarray:
+        return percentile_normalize(image) if self.adjustment == "percentile" else image
+
     def normalize_tiles(self, tiles: np.ndarray) -> np.ndarray:
         """Per tile and channel, over the padded tile: standardise, min-max normalise, or leave as is."""
+        if self.adjustment == "percentile":  # done per plane in prepare_image
+            return np.ascontiguousarray(tiles, dtype=np.float32)
         if tiles.dtype not in (np.float32, np.float64):
             tiles = tiles.astype(np.float64)  # integers are normalised in float64, as piscis does
         out = np.empty(tiles.shape, dtype=np.float32)

@@ -1,0 +1,52 @@
+"""A model card (the ``card`` dict inside our model files) as a few readable lines, for the CLI and widgets.
+
+Users choosing a model want to know what it was trained on (and under which licences), how it normalises
+its input, which threshold it calibrated, and how it scored on real images it never saw.
+"""
+
+from __future__ import annotations
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def card_lines(card: dict) -> list[str]:
+    """Readable summary lines of a model card (empty for models without one, e.g. piscis files)."""
+    if not card:
+        return []
+    lines = []
+    if card.get("description"):
+        lines.append(card["description"])
+    data = card.get("training_data") or {}
+    real = data.get("real") or {}
+    if real:
+        parts = [f"{src} ({d.get('images')} images, {d.get('spots')} spots, {d.get('licence')})"
+                 for src, d in (real.get("sources") or {}).items()]
+        lines.append("trained on real images: " + "; ".join(parts))
+        if real.get("not_used_licence"):
+            lines.append("not trained on (licence unclear): " + ", ".join(real["not_used_licence"]))
+    synth = [f"{d.get('n_images')} {name}" for name, d in (("synthetic", data), ("realistic synthetic",
+                                                                                  data.get("realistic_synthetic") or {}))
+             if d.get("n_images")]
+    if synth:
+        lines.append("and on synthetic images: " + ", ".join(synth))
+    if card.get("normalization"):
+        lines.append(f"input normalisation: {card['normalization']}")
+    cal = card.get("threshold_calibration") or {}
+    if cal:
+        lines.append(f"threshold {_fmt(cal.get('threshold'))}: {cal.get('rule', '')}")
+    rv = card.get("real_val") or {}
+    if rv.get("sources"):
+        lines.append(f"real validation images (F1 within {rv.get('radius_px', 3):g} px; F1 integral; found/annotated):")
+        for src, r in rv["sources"].items():
+            if src == "mean":
+                lines.append(f"  mean over sources: F1 {_fmt(r['f1'])}, F1 integral {_fmt(r['f1_integral'])}")
+            else:
+                lines.append(f"  {src}: F1 {_fmt(r['f1'])}, F1 integral {_fmt(r['f1_integral'])}, "
+                             f"{r.get('found')}/{r.get('annotated')}")
+    bench = card.get("benchmark") or {}
+    if bench.get("x1"):
+        lines.append(f"synthetic held-out benchmark: F1 {_fmt(bench['x1']['f1'])}, "
+                     f"F1 integral {_fmt(bench['x1']['f1_integral'])}")
+    return lines

@@ -1,0 +1,175 @@
+"""Folders of real annotated images (``<source>/images/*.tif`` + ``<source>/spots/*.csv`` + ``meta.json``).
+
+The layout of the project's real benchmark data (``../shared/data/real``): one folder per public source,
+each with a ``meta.json`` that lists its images with their split (``train`` / ``val``) and the source's
+licence. Training and the real-data benchmark read it through :func:`load_annotated`, so both see the
+same images, splits and coordinates (pixel centres at integers, as everywhere in this package).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SpotDetectError
+
+
+@dataclass
+class AnnotatedImage:
+    """One real image with its annotated spot centres."""
+
+    source: str
+    stem: str
+    split: str
+    image: np.ndarray  # (H, W) or (Z, H, W), as stored
+    spots: np.ndarray  # (N, ndim) float64: (y, x) or (z, y, x)
+    licence: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def axes(self) -> str:
+        return "zyx" if self.image.ndim == 3 else "yx"
+
+
+def source_licences(root) -> dict[str, str]:
+    """Licence name of every source under ``root``."""
+    out = {}
+    for meta in sorted(Path(root).glob("*/meta.json")):
+        lic = json.loads(meta.read_text()).get("licence") or {}
+        out[meta.parent.name] = lic.get("name", "") if isinstance(lic, dict) else str(lic)
+    return out
+
+
+def load_annotated(root, split: str | None = None, sources=None, ndim: int | None = None) -> list[AnnotatedImage]:
+    """Images of ``root`` (optionally one split, some sources, one dimensionality), sorted by source and stem."""
+    import pandas as pd
+    import tifffile
+
+    root = Path(root)
+    metas = sorted(root.glob("*/meta.json"))
+    if not metas:
+        raise SpotDetectError(f"No annotated sources found in {root}.",
+                              "point to a folder holding <source>/meta.json, <source>/images and <source>/spots.")
+    out = []
+    for meta_path in metas:
+        src = meta_path.parent
+        if sources is not None and src.name not in sources:
+            continue
+        meta = json.loads(meta_path.read_text())
+        lic = meta.get("licence") or {}
+        licence = lic.get("name", "") if isinstance(lic, dict) else str(lic)
+        for rec in meta.get("images", []):
+            if split is not None and rec.get("split") != split:
+                continue
+            if ndim is not None and len(rec.get("shape", ())) != ndim:
+                continue
+            img = tifffile.imread(src / "images" / f"{rec['stem']}.tif")
+            df = pd.read_csv(src / "spots" / f"{rec['stem']}.csv")
+            cols = [c for c in ("z", "y", "x") if c in df.columns][-img.ndim:]
+            pts = df[cols].to_numpy(dtype=np.float64).reshape(-1, len(cols))
+            out.append(AnnotatedImage(src.name, rec["stem"], rec.get("split", ""), img, pts, licence, rec))
+    return out
+
+
+# -- scoring a detector on annotated sources -------------------------------------------------------------
+#: match radius (px) of the real-data scores: human clicks and crowd consensus sit up to ~1-2 px off
+REAL_RADIUS = 3.0
+#: thresholds tried for the hindsight-best one
+SWEEP = np.unique(np.round(np.concatenate([np.arange(0.02, 0.99, 0.01), [0.99, 0.995, 0.998, 0.999]]), 4))
+
+
+class StackCandidates:
+    """A z-stack's detection, re-made at each threshold (3-D components depend on it)."""
+
+    def __init__(self, det):
+        self.det = det
+
+    def at(self, threshold: float):
+        sp = self.det.rethreshold(max(float(threshold), self.det.floor))
+        cols = [c for c in ("z", "y", "x") if c in sp.columns]
+        return sp[cols].to_numpy(), sp["score"].to_numpy()
+
+
+def model_candidates(model, images, augment: bool = False) -> list:
+    """Every image's candidates at the model's lowest threshold: (coords, scores) or :class:`StackCandidates`."""
+    from .detect import detect  # noqa: PLC0415
+
+    floor = float(model.threshold_range[0])
+    out = []
+    for im in images:
+        det = detect(im.image, model, threshold=floor, axes=im.axes, keep_maps=False, augment=augment)
+        if det.stack:
+            out.append(StackCandidates(det))
+        else:
+            c = det.candidates
+            out.append((c[["y", "x"]].to_numpy(), c["score"].to_numpy()))
+    return out
+
+
+def candidates_at(cand, threshold: float):
+    """(coords, scores) of one image's candidates scoring above ``threshold``."""
+    if isinstance(cand, StackCandidates):
+        return cand.at(threshold)
+    c, s = cand
+    keep = s > threshold
+    return c[keep], s[keep]
+
+
+def separation(cands, images, radius: float = REAL_RADIUS) -> float:
+    """P(a true candidate outscores a false one), matched at ``radius``, pooled over images (AUC)."""
+    from scipy.stats import mannwhitneyu
+
+    from .metrics import match_spots  # noqa: PLC0415
+
+    tp, fp = [], []
+    for cand, im in zip(cands, images):
+        c, s = candidates_at(cand, -np.inf)
+        is_tp = match_spots(c, im.spots, radius).pred_is_tp(len(c))
+        tp.append(s[is_tp])
+        fp.append(s[~is_tp])
+    tp, fp = np.concatenate(tp), np.concatenate(fp)
+    if not len(tp) or not len(fp):
+        return float("nan")
+    return float(mannwhitneyu(tp, fp).statistic / (len(tp) * len(fp)))
+
+
+def score_sources(cands, images, threshold: float, radius: float = REAL_RADIUS) -> dict:
+    """Per source (means over its images) and their mean: precision, recall, F1 at ``radius``, F1 integral,
+    spots found / annotated at ``threshold``, the hindsight-best threshold and the score separation."""
+    from .metrics import evaluate, f1_integral, match_spots  # noqa: PLC0415
+
+    by_src: dict[str, list[int]] = {}
+    for i, im in enumerate(images):
+        by_src.setdefault(im.source, []).append(i)
+    out = {}
+    for src, idx in by_src.items():
+        ims, cs = [images[i] for i in idx], [cands[i] for i in idx]
+        per = []
+        for cand, im in zip(cs, ims):
+            c, _ = candidates_at(cand, threshold)
+            e = evaluate(c, im.spots, radius)
+            per.append(dict(precision=e["precision"], recall=e["recall"], f1=e["f1"],
+                            f1_integral=f1_integral(c, im.spots), found=len(c), annotated=len(im.spots)))
+        row = {k: float(np.mean([p[k] for p in per])) for k in ("precision", "recall", "f1", "f1_integral")}
+        row.update(found=int(sum(p["found"] for p in per)), annotated=int(sum(p["annotated"] for p in per)))
+        row["count_ratio"] = row["found"] / max(row["annotated"], 1)
+        sweep = [np.mean([match_spots(candidates_at(cand, t)[0], im.spots, radius).f1 for cand, im in zip(cs, ims)])
+                 for t in SWEEP]
+        b = int(np.argmax(sweep))
+        row.update(best_threshold=float(SWEEP[b]), f1_at_best=float(sweep[b]),
+                   f1_integral_at_best=float(np.mean([f1_integral(candidates_at(cand, SWEEP[b])[0], im.spots)
+                                                      for cand, im in zip(cs, ims)])),
+                   separation=separation(cs, ims, radius), images=len(ims))
+        out[src] = row
+    srcs = list(out)
+    out["mean"] = {k: float(np.mean([out[s][k] for s in srcs]))
+                   for k in ("precision", "recall", "f1", "f1_integral", "f1_at_best", "f1_integral_at_best")}
+    return out
+
+
+def score_model(model, images, augment: bool = False, radius: float = REAL_RADIUS) -> dict:
+    """:func:`score_sources` of a model at its own default threshold."""
+    return score_sources(model_candidates(model, images, augment), images, model.default_threshold, radius)
