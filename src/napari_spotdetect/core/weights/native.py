@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -135,6 +136,26 @@ def save_model(model: SpotModel, path, card: dict | None = None, half: bool = Fa
     return atomic_torch_save(obj, path)
 
 
+#: the per-tile normalisations a Piscis-architecture model knows (None: the tiles as they are)
+NORMALIZATIONS = ("standardize", "normalize", None)
+
+
+def check_state_dict(state, where: str) -> dict:
+    """Weights as a dict of finite tensors: anything else means a damaged or foreign file."""
+    if not isinstance(state, dict):
+        raise ModelFileError(f"{where} holds weights of type {type(state).__name__}, not a state dict.",
+                             "download or save the model file again.")
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise ModelFileError(f"{where} has a weight {str(k)[:80]!r} that is a {type(v).__name__}, not a tensor.",
+                                 "download or save the model file again; it is damaged or not a model.")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise ModelFileError(f"{where} has NaN or infinite values in the weight {str(k)[:80]!r}.",
+                                 "the model is broken (a diverged training run?): train it again with a smaller "
+                                 "learning rate, or use an earlier checkpoint.")
+    return state
+
+
 def native_from_state(obj: dict, *, path=None, sha256: str = "", device=None) -> SpotModel:
     """Build the model described by a loaded napari-spotdetect file."""
     where = str(path) if path else "the model file"
@@ -150,7 +171,16 @@ def native_from_state(obj: dict, *, path=None, sha256: str = "", device=None) ->
     if missing:
         raise ModelFileError(f"{where} lacks {', '.join(missing)}.", "save the model again with save_model().")
     obj = dict(obj)
-    obj["state_dict"] = {k: (v.float() if v.is_floating_point() else v) for k, v in obj["state_dict"].items()}
+    obj["state_dict"] = {k: (v.float() if v.is_floating_point() else v)
+                         for k, v in check_state_dict(obj["state_dict"], where).items()}
+    if arch == "piscis" and obj.get("normalization", "standardize") not in NORMALIZATIONS:
+        raise ModelFileError(f"{where} names an unknown normalisation {obj.get('normalization')!r}.",
+                             f"use one of {sorted(map(str, NORMALIZATIONS))}; save the model again with save_model().")
+    if not isinstance(obj.get("card") or {}, dict):
+        raise ModelFileError(f"{where} has a model card that is not a mapping.", "save the model again with save_model().")
+    thr = obj.get("threshold")
+    if thr is not None and not (isinstance(thr, (int, float)) and math.isfinite(thr)):
+        raise ModelFileError(f"{where} has an invalid threshold {thr!r}.", "save the model again with save_model().")
     card = dict(obj.get("card") or {})
     name = obj.get("name") or (Path(path).stem if path else arch)
     info = ModelInfo(name=str(name), arch=arch, source=str(path or ""), sha256=sha256, card=card)
