@@ -35,9 +35,51 @@ def _points_layer(df, path: Path):
     prov = provenance_path(path)
     if prov.is_file():
         try:
-            metadata["spotdetect"] = {**json.loads(prov.read_text()), "layer_axes": "".join(axes)}
-        except ValueError:
-            pass
+            doc = json.loads(prov.read_text())
+        except (ValueError, OSError):
+            doc = None
+        if isinstance(doc, dict):  # valid JSON that is not an object is not our provenance: ignore it
+            metadata["spotdetect"] = {**doc, "layer_axes": "".join(axes)}
     kw = {"name": path.stem, "features": features, "metadata": metadata, "size": 7,
           "face_color": "transparent", "border_color": "#ffd700", "border_width": 0.18}
     return coords, kw, "points"
+
+
+def get_image_reader(path):
+    """TIFFs whose metadata names their axes (ImageJ, OME, tifffile): layers that carry those axes.
+
+    Channels become one layer each (napari's ``channel_axis``), so a DAPI + FISH file never hands DAPI to
+    the detector as a plane of a time series; the other axes become the layer's axis labels, which the
+    Detect panel reads, and the pixel size its scale. Other TIFFs are left to napari's own reader.
+    """
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    path = Path(str(path))
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        return None
+    from .core.errors import SpotDetectError
+    from .core.image_files import read_image_with_info
+
+    try:
+        data, info = read_image_with_info(path)
+    except SpotDetectError:
+        return None  # napari's reader then reports the damaged file its own way
+    if info.axes is None or data.ndim < 3:
+        return None
+    return lambda _path: [image_layer_data(data, info, path.stem)]
+
+
+def image_layer_data(data, info, name: str):
+    """(data, kwargs, "image") for an image whose axes are known; channels split along ``channel_axis``."""
+    axes = info.axes
+    plane_axes = axes.replace("c", "")
+    kw = {"name": name, "axis_labels": tuple(plane_axes),
+          "scale": tuple(float(info.pixel_size.get(a, 1.0)) for a in plane_axes),
+          "metadata": {"spotdetect_axes": plane_axes, "source_file": info.path,
+                       "pixel_size": dict(info.pixel_size), "pixel_unit": info.unit}}
+    if "c" in axes:
+        kw["channel_axis"] = axes.index("c")
+        kw["name"] = [f"{name} c{i}" for i in range(data.shape[axes.index("c")])]
+    return data, kw, "image"
