@@ -13,17 +13,17 @@ DEFAULT_AXES = {2: "yx", 5: "tczyx"}
 
 
 #: what a 3-D or 4-D image may hold; its axes cannot be guessed from the shape alone
-AXES_CHOICES = {3: ("zyx", "cyx", "tyx"), 4: ("tzyx", "czyx", "tcyx", "zcyx")}
+AXES_CHOICES = {3: {"zyx": "a z-stack", "cyx": "channels", "tyx": "a time series"},
+                4: {"tzyx": "z-stacks over time", "czyx": "channels of a z-stack", "tcyx": "channels over time"}}
 
 
 def check_axes(ndim: int, axes: str | None) -> str:
     if axes is None:
         if ndim in AXES_CHOICES:
-            choices = AXES_CHOICES[ndim]
+            choices = ", ".join(f"axes='{a}' for {what}" for a, what in AXES_CHOICES[ndim].items())
             raise SpotDetectError(
                 f"The image has {ndim} dimensions and nothing says what they are (z-stack, channels or time?).",
-                f"name its axes, e.g. axes='{choices[0]}' for a z-stack, axes='{choices[1]}' for channels or "
-                f"axes='{choices[2]}' for a time series (one letter per dimension, from t, c, z, y, x).")
+                f"name its axes, one letter per dimension from t, c, z, y, x: {choices}.")
         if ndim not in DEFAULT_AXES:
             raise SpotDetectError(f"The image has {ndim} dimensions; spots are found in 2-D planes.",
                                   "pass a 2-D to 5-D image and name its axes, e.g. axes='tczyx'.")
@@ -34,7 +34,7 @@ def check_axes(ndim: int, axes: str | None) -> str:
         raise SpotDetectError(f"Axes {axes!r} are not valid.",
                               "use each of the letters t, c, z, y, x at most once, including y and x, e.g. 'zyx'.")
     if len(axes) != ndim:
-        example = AXES_CHOICES[ndim][0] if ndim in AXES_CHOICES else DEFAULT_AXES.get(ndim, "tczyx")
+        example = next(iter(AXES_CHOICES[ndim])) if ndim in AXES_CHOICES else DEFAULT_AXES.get(ndim, "tczyx")
         raise SpotDetectError(f"Axes {axes!r} name {len(axes)} dimensions but the image has {ndim}.",
                               f"give one letter per dimension, e.g. axes='{example}'.")
     if set(axes.rstrip("c")[-2:]) != {"y", "x"}:
