@@ -200,13 +200,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="'default', a piscis .pt file, a DeepSpot SavedModel folder "
                    "or a napari-spotdetect model file (default: %(default)s)")
     p.add_argument("--out", required=True, help="output folder for <image stem>.csv")
-    p.add_argument("--threshold", type=float, default=None, help="score threshold (default: the model's own)")
-    p.add_argument("--axes", default=None, help="axes of the images, e.g. yx, zyx, tyx, cyx (default by rank)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="score threshold, within the model's score range (default: the model's own tuned one)")
+    p.add_argument("--axes", default=None,
+                   help="axes of the images, one letter per dimension: yx, zyx (z-stack), cyx (channels), tyx "
+                        "(time), tzyx, ... (default: from the TIFF's ImageJ/OME metadata; required for 3-D and "
+                        "4-D images without it)")
     p.add_argument("--device", default=None, help="cuda, mps, cpu (default: best available)")
-    p.add_argument("--variant", default=None, choices=["current", "legacy"], help="piscis pooling variant")
-    p.add_argument("--tile-size", type=int, nargs=2, default=None, metavar=("H", "W"))
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--min-distance", type=int, default=1)
+    p.add_argument("--variant", default=None, choices=["current", "legacy"],
+                   help="piscis pooling variant (default: guessed from the file)")
+    p.add_argument("--tile-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="tile size in pixels, multiples of 8, at least 32 (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="tiles per forward pass (default: 1 on CPU, 8 on a GPU)")
+    p.add_argument("--min-distance", type=int, default=1,
+                   help="smallest distance between two spots, in pixels (default: %(default)s)")
     p.add_argument("--augment", action="store_true",
                    help="average the network over the 8 flips/rotations of every tile (about 8x slower, a little "
                         "more accurate)")
@@ -221,12 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="detect spots in a synthetic image and score them (checks an installation)")
     d.add_argument("--model", default="default", help="model to use (default: %(default)s)")
-    d.add_argument("--out", default="spotdetect-demo", help="folder for the image and spots (default: %(default)s)")
-    d.add_argument("--device", default=None)
-    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--out", default=None,
+                   help="folder for the image, its true spots and the detected spots (default: a new temporary "
+                        "folder, printed at the end)")
+    d.add_argument("--device", default=None, help="cuda, mps, cpu (default: best available)")
+    d.add_argument("--seed", type=int, default=1, help="seed of the synthetic image (default: %(default)s)")
     d.set_defaults(func=cmd_demo)
 
-    m = sub.add_parser("models", help="list bundled models and devices")
+    m = sub.add_parser("models", help="list the models this package knows (bundled, downloadable, cached), "
+                                      "where piscis models come from, and the devices")
     m.set_defaults(func=cmd_models)
 
     try:
