@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -159,8 +160,9 @@ def cmd_demo(args) -> int:
           f"{res['f1_integral']:.3f}.")
     print(f"wrote {tif}, the true spots {truth_csv} and the detected spots {pred_csv}.")
     print("next, look at them in napari, then score them (or score your own predictions the same way):")
-    print(f"  napari {tif} {pred_csv} {truth_csv}")
-    print(f"  spotdetect evaluate --pred {pred_csv.parent} --truth {truth_csv.parent}")
+    q = shlex.quote
+    print(f"  napari {q(str(tif))} {q(str(pred_csv))} {q(str(truth_csv))}")
+    print(f"  spotdetect evaluate --pred {q(str(pred_csv.parent))} --truth {q(str(truth_csv.parent))}")
     return 0
 
 
