@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, SpotDetectError
 from ..files import file_sha256
 from ..device import select_device
 from .base import SpotModel
@@ -135,6 +135,18 @@ def _load_file(path: Path, device, variant) -> SpotModel:
         raise _unreadable(path, err) from err
     except Exception as err:  # noqa: BLE001 (torch raises anything on garbage: KeyError, RuntimeError, ...)
         raise _unreadable(path, err) from err
+    try:
+        return _model_from_object(obj, path, sha, device, variant)
+    except ModelFileError:
+        raise
+    except SpotDetectError:  # e.g. the device
+        raise
+    except Exception as err:  # noqa: BLE001 (a malformed file can trip any step of building the model)
+        raise ModelFileError(f"{path} holds a malformed model ({type(err).__name__}: {str(err)[:200]}).",
+                             "download or save the model file again.") from err
+
+
+def _model_from_object(obj, path: Path, sha: str, device, variant) -> SpotModel:
     from ..weights.piscis_pt import is_piscis_state, piscis_from_state
 
     if isinstance(obj, dict) and obj.get("format") == "napari-spotdetect":

@@ -164,7 +164,7 @@ def native_from_state(obj: dict, *, path=None, sha256: str = "", device=None) ->
         raise ModelFileError(f"{where} has format version {version!r}; this napari-spotdetect reads up to "
                              f"{FORMAT_VERSION}.", "update napari-spotdetect.")
     arch = obj.get("arch")
-    if arch not in ARCHS:
+    if not isinstance(arch, str) or arch not in ARCHS:
         raise ModelFileError(f"{where} holds a {arch!r} network, which this installation cannot build.",
                              f"update napari-spotdetect (known architectures: {', '.join(ARCHS)}).")
     missing = [k for k in ("config", "state_dict") if not isinstance(obj.get(k), dict)]
