@@ -60,6 +60,7 @@ def cmd_predict(args) -> int:
 
         def progress(p, name=f.name):
             print(f"\r{name}: {p.done}/{p.total} tiles", end="", file=sys.stderr, flush=True)
+            _open_line[0] = True
 
         try:
             det = detect(image, model, args.threshold, axes=axes, tile_size=args.tile_size,
@@ -73,6 +74,7 @@ def cmd_predict(args) -> int:
             prov["pixel_size"] = {**info.pixel_size, "unit": info.unit}
         path = write_spots_csv(spots, out / f"{f.stem}.csv", provenance=prov)
         print(f"\r{f.name}: {len(spots)} spots -> {path}", file=sys.stderr)
+        _open_line[0] = False
     return 0
 
 
@@ -261,12 +263,29 @@ def cli_syntax(message: str) -> str:
                        message)
 
 
+#: a progress line ("img: 3/9 tiles") is open on stderr; an error message starts on a line of its own
+_open_line = [False]
+
+
+def _end_progress_line() -> None:
+    if _open_line[0]:
+        print(file=sys.stderr)
+        _open_line[0] = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except SpotDetectError as err:
+        _end_progress_line()
         print(f"error: {cli_syntax(str(err))}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        _end_progress_line()  # a full disk, a read-only or vanished folder: files already written are complete
+        what = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+        print(f"error: could not read or write a file ({what}). Fix: check the path, its permissions and the free "
+              "disk space; files written before this are complete.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted; files written so far are complete", file=sys.stderr)
