@@ -177,6 +177,7 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
     min_distance = check_positive_int(min_distance, "min_distance")
     floor = min(threshold, model.threshold_range[0])
     tile = _check_tile(tile_size or model.tile_size, model)
+    m = model.size_multiple
     batch = check_positive_int(batch_size, "batch_size") if batch_size is not None else default_batch_size(model.device)
 
     feed_channels = "c" in axes and model.channels > 1
