@@ -71,6 +71,15 @@ def test_api_bad_input_is_a_clear_error(tiny_piscis, case, image, kw, words):
     assert words in msg and " Fix: " in msg, msg
 
 
+def test_huge_sparse_image_is_refused_before_allocating_maps(tiny_piscis):
+    huge = np.broadcast_to(np.float32(0), (200_000, 200_000))  # 160 GB if it were real; here no memory at all
+    with pytest.raises(SpotDetectError, match="keep_maps=False"):
+        detect(huge, tiny_piscis)
+    stack = np.broadcast_to(np.float32(0), (5000, 20_000, 20_000))
+    with pytest.raises(SpotDetectError, match="fewer planes"):
+        detect(stack, tiny_piscis, axes="zyx", keep_maps=False)  # stacks always keep their maps
+
+
 def test_unusual_but_valid_arrays_give_the_same_spots(tiny_piscis, tmp_path):
     import dask.array as da
 

@@ -14,6 +14,7 @@ piscis does (one spot per 3-D connected component above the threshold), from the
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -195,12 +196,14 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
     overlap = model.tile_overlap if overlap is None else float(overlap)
     if not 0.0 <= overlap < 0.5:
         raise SpotDetectError(f"Tile overlap {overlap} is out of range.", "use a fraction between 0 and 0.5.")
+    keep_maps = keep_maps or stack
+    map_shape = outer_shape + ((nz,) if stack else ()) + (h, w)
+    if keep_maps:
+        _check_map_memory(map_shape, len(model.map_names), stack)
     if model.fit_tiles_to_image:
         tile = tuple(min(t, -(-n // m) * m) for t, n in zip(tile, (h, w)))
     plan = plan_tiles((h, w), tile, overlap, end_align=m if model.fit_tiles_to_image else None)
     pad_mode = model.tile_pad_mode((h, w))
-    keep_maps = keep_maps or stack
-    map_shape = outer_shape + ((nz,) if stack else ()) + (h, w)
     maps = {n: np.zeros(map_shape, dtype=np.float32) for n in model.map_names} if keep_maps else {}
 
     n_planes = int(np.prod(outer_shape, dtype=np.int64)) * nz
@@ -270,6 +273,20 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
         # stack intensities index planes first: a channel axis fed to the network goes after z
         _image=(np.moveaxis(arr, axes.index("c"), axes.index("z")) if feed_channels else arr) if stack else None,
     )
+
+
+def _check_map_memory(map_shape: tuple, n_maps: int, stack: bool) -> None:
+    """Refuse, before allocating, stitched maps that would take more than half of the machine's memory."""
+    need = 4 * n_maps * float(np.prod(map_shape, dtype=np.float64))
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this platform: no check
+        return
+    if total > 0 and need > total / 2:
+        fix = ("detect fewer planes at a time (a crop or a sub-stack)" if stack else
+               "pass keep_maps=False (the spots are the same; only the maps are not kept), or detect a crop")
+        raise SpotDetectError(f"The model's maps for an image of shape {map_shape} would take {need / 2**30:.1f} GB, "
+                              f"more than half of this machine's {total / 2**30:.1f} GB of memory.", f"{fix}.")
 
 
 #: smaller tiles are mostly padding and context the network never sees; 8-pixel tiles miss spots
