@@ -46,11 +46,13 @@ def _points_layer(df, path: Path):
 
 
 def get_image_reader(path):
-    """TIFFs whose metadata names their axes (ImageJ, OME, tifffile): layers that carry those axes.
+    """TIFFs as layers that carry the axes and pixel size their metadata (ImageJ, OME, tifffile) gives.
 
     Channels become one layer each (napari's ``channel_axis``), so a DAPI + FISH file never hands DAPI to
     the detector as a plane of a time series; the other axes become the layer's axis labels, which the
-    Detect panel reads, and the pixel size its scale. Other TIFFs are left to napari's own reader.
+    Detect panel reads, and the pixel size its scale. A TIFF that says nothing opens as a plain layer (a
+    user who made this napari's reader for .tif must still be able to open every TIFF); a damaged one is
+    left to napari, which reports that no reader could open it.
     """
     if isinstance(path, list):
         if len(path) != 1:
@@ -66,14 +68,19 @@ def get_image_reader(path):
         data, info = read_image_with_info(path)
     except SpotDetectError:
         return None  # napari's reader then reports the damaged file its own way
-    if info.axes is None or data.ndim < 3:
-        return None
     return lambda _path: [image_layer_data(data, info, path.stem)]
 
 
 def image_layer_data(data, info, name: str):
-    """(data, kwargs, "image") for an image whose axes are known; channels split along ``channel_axis``."""
+    """(data, kwargs, "image"); with known axes, channels split along ``channel_axis`` and axes as labels."""
     axes = info.axes
+    if axes is None:
+        scale = [float(info.pixel_size.get(a, 1.0)) for a in "yx"] if data.ndim >= 2 else []
+        kw = {"name": name, "metadata": {"source_file": info.path, "pixel_size": dict(info.pixel_size),
+                                         "pixel_unit": info.unit}}
+        if info.pixel_size and data.ndim >= 2:
+            kw["scale"] = tuple([1.0] * (data.ndim - 2) + scale)
+        return data, kw, "image"
     plane_axes = axes.replace("c", "")
     kw = {"name": name, "axis_labels": tuple(plane_axes),
           "scale": tuple(float(info.pixel_size.get(a, 1.0)) for a in plane_axes),

@@ -54,9 +54,13 @@ def test_tiff_reader_splits_channels_so_dapi_is_its_own_layer(make_napari_viewer
     assert layers[0].data.max() == 1000 and layers[1].data.max() == 0
 
 
-def test_image_reader_leaves_plain_tiffs_and_csvs_to_others(tmp_path):
+def test_image_reader_opens_plain_tiffs_without_inventing_axes(make_napari_viewer, tmp_path):
     tifffile.imwrite(tmp_path / "plain.tif", np.zeros((5, 16, 16), np.uint16))  # axes unknown ('QYX')
-    assert get_image_reader(str(tmp_path / "plain.tif")) is None
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(tmp_path / "plain.tif"), plugin="napari-spotdetect")
+    assert layer.data.shape == (5, 16, 16) and "spotdetect_axes" not in layer.metadata
+    (tmp_path / "bad.tif").write_bytes(b"II*\x00" + b"\xff" * 40)
+    assert get_image_reader(str(tmp_path / "bad.tif")) is None  # napari then says no reader could open it
     assert get_image_reader(str(tmp_path / "nothing.tif")) is None
 
 
