@@ -111,6 +111,13 @@ def test_malformed_piscis_metadata(tmp_path, tiny_piscis, metadata, words):
         load_model(_save(state, tmp_path / "p.pt"), device="cpu")
 
 
+def test_zero_stride_giant_view_is_refused_without_allocating(tmp_path, native_state):
+    key = next(iter(native_state["state_dict"]))
+    native_state["state_dict"][key] = torch.zeros(1).as_strided((1 << 20, 1 << 20), (0, 0))  # 10^12 values, 4 bytes
+    with pytest.raises(ModelFileError, match="more than any spot-detection model"):
+        load_model(_save(native_state, tmp_path / "m.pt"), device="cpu")
+
+
 def test_piscis_file_with_a_non_tensor_weight(tmp_path, tiny_piscis):
     state = _piscis_state(tiny_piscis)
     state["fpn.encoder.stem.conv.0.weight"] = "oops"

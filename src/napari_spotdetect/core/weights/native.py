@@ -140,6 +140,10 @@ def save_model(model: SpotModel, path, card: dict | None = None, half: bool = Fa
 NORMALIZATIONS = ("standardize", "normalize", None)
 
 
+#: no layer of a spot-detection network comes near this (DeepSpot's largest: about 10 million values)
+MAX_TENSOR_ELEMENTS = 1 << 28
+
+
 def check_state_dict(state, where: str) -> dict:
     """Weights as a dict of finite tensors: anything else means a damaged or foreign file."""
     if not isinstance(state, dict):
@@ -149,6 +153,9 @@ def check_state_dict(state, where: str) -> dict:
         if not isinstance(v, torch.Tensor):
             raise ModelFileError(f"{where} has a weight {str(k)[:80]!r} that is a {type(v).__name__}, not a tensor.",
                                  "download or save the model file again; it is damaged or not a model.")
+        if v.numel() > MAX_TENSOR_ELEMENTS:  # e.g. a crafted zero-stride view of a tiny storage
+            raise ModelFileError(f"{where} has a weight {str(k)[:80]!r} of {v.numel():,} values, more than any "
+                                 "spot-detection model holds.", "download or save the model file again.")
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise ModelFileError(f"{where} has NaN or infinite values in the weight {str(k)[:80]!r}.",
                                  "the model is broken (a diverged training run?): train it again with a smaller "
