@@ -14,6 +14,9 @@ PISCIS_FIX = SHARED / "fixtures" / "piscis"
 DEEPSPOT_FIX = SHARED / "fixtures" / "deepspot"
 
 os.environ.setdefault("SPOTDETECT_SETTINGS_DIR", str(ROOT / ".pytest_cache" / "settings"))
+# downloaded models (DeepSpot, ~90 MB) go to a cache of the test run, never the user's ~/.cache; kept between runs
+# so the download happens once. Set SPOTDETECT_CACHE to reuse a cache you already have.
+os.environ.setdefault("SPOTDETECT_CACHE", str(ROOT / ".pytest_cache" / "model-cache"))
 
 
 def need_shared(path: Path) -> Path:

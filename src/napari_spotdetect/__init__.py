@@ -11,6 +11,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-from .core import Detections, SpotDetectError, detect, detect_iter, load_model  # noqa: E402
+from .core import Detections, SpotDetectError, detect, detect_iter, load_model, read_image_with_info  # noqa: E402
 
-__all__ = ["Detections", "SpotDetectError", "__version__", "detect", "detect_iter", "load_model"]
+__all__ = ["Detections", "SpotDetectError", "__version__", "detect", "detect_iter", "load_model",
+           "read_image_with_info"]

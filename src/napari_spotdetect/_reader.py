@@ -35,9 +35,58 @@ def _points_layer(df, path: Path):
     prov = provenance_path(path)
     if prov.is_file():
         try:
-            metadata["spotdetect"] = {**json.loads(prov.read_text()), "layer_axes": "".join(axes)}
-        except ValueError:
-            pass
+            doc = json.loads(prov.read_text())
+        except (ValueError, OSError):
+            doc = None
+        if isinstance(doc, dict):  # valid JSON that is not an object is not our provenance: ignore it
+            metadata["spotdetect"] = {**doc, "layer_axes": "".join(axes)}
     kw = {"name": path.stem, "features": features, "metadata": metadata, "size": 7,
           "face_color": "transparent", "border_color": "#ffd700", "border_width": 0.18}
     return coords, kw, "points"
+
+
+def get_image_reader(path):
+    """TIFFs as layers that carry the axes and pixel size their metadata (ImageJ, OME, tifffile) gives.
+
+    Channels become one layer each (napari's ``channel_axis``), so a DAPI + FISH file never hands DAPI to
+    the detector as a plane of a time series; the other axes become the layer's axis labels, which the
+    Detect panel reads, and the pixel size its scale. A TIFF that says nothing opens as a plain layer (a
+    user who made this napari's reader for .tif must still be able to open every TIFF); a damaged one is
+    left to napari, which reports that no reader could open it.
+    """
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    path = Path(str(path))
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        return None
+    from .core.errors import SpotDetectError
+    from .core.image_files import read_image_with_info
+
+    try:
+        data, info = read_image_with_info(path)
+    except SpotDetectError:
+        return None  # napari's reader then reports the damaged file its own way
+    return lambda _path: [image_layer_data(data, info, path.stem)]
+
+
+def image_layer_data(data, info, name: str):
+    """(data, kwargs, "image"); with known axes, channels split along ``channel_axis`` and axes as labels."""
+    axes = info.axes
+    if axes is None:
+        scale = [float(info.pixel_size.get(a, 1.0)) for a in "yx"] if data.ndim >= 2 else []
+        kw = {"name": name, "metadata": {"source_file": info.path, "pixel_size": dict(info.pixel_size),
+                                         "pixel_unit": info.unit}}
+        if info.pixel_size and data.ndim >= 2:
+            kw["scale"] = tuple([1.0] * (data.ndim - 2) + scale)
+        return data, kw, "image"
+    plane_axes = axes.replace("c", "")
+    kw = {"name": name, "axis_labels": tuple(plane_axes),
+          "scale": tuple(float(info.pixel_size.get(a, 1.0)) for a in plane_axes),
+          "metadata": {"spotdetect_axes": plane_axes, "source_file": info.path,
+                       "pixel_size": dict(info.pixel_size), "pixel_unit": info.unit}}
+    if "c" in axes:
+        kw["channel_axis"] = axes.index("c")
+        kw["name"] = [f"{name} c{i}" for i in range(data.shape[axes.index("c")])]
+    return data, kw, "image"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -29,28 +31,50 @@ def _image_files(paths: list[str]) -> list[Path]:
     return files
 
 
+def _check_output_names(files: list[Path]) -> None:
+    """Two images with one stem (a.tif, a.npy) would write the same a.csv: the first result would be lost."""
+    seen: dict[str, Path] = {}
+    for f in files:
+        other = seen.setdefault(f.stem, f)
+        if other != f:
+            raise SpotDetectError(f"{other} and {f} would both be written to {f.stem}.csv.",
+                                  "rename one of them, or run predict on each with its own --out folder.")
+
+
 def cmd_predict(args) -> int:
     from . import load_model
     from .core.detect import detect
-    from .core.spots_io import read_image, write_spots_csv
+    from .core.image_files import read_image_with_info
+    from .core.spots_io import write_spots_csv
 
     files = _image_files(args.images)
+    _check_output_names(files)
     model = load_model(args.model, device=args.device, variant=args.variant)
     out = Path(args.out)
     print(f"model: {model.info.name} ({model.info.arch} {model.info.variant}) on {model.device}", file=sys.stderr)
     for f in files:
-        image = read_image(f)
+        image, info = read_image_with_info(f)
+        axes = args.axes or info.axes
+        if args.axes is None and info.axes is not None and image.ndim > 2:
+            print(f"{f.name}: axes {info.axes} (from the file's metadata)", file=sys.stderr)
 
         def progress(p, name=f.name):
             print(f"\r{name}: {p.done}/{p.total} tiles", end="", file=sys.stderr, flush=True)
+            _open_line[0] = True
 
-        det = detect(image, model, args.threshold, axes=args.axes, tile_size=args.tile_size,
-                     batch_size=args.batch_size, min_distance=args.min_distance, keep_maps=False, progress=progress,
-                     augment=args.augment)
+        try:
+            det = detect(image, model, args.threshold, axes=axes, tile_size=args.tile_size,
+                         batch_size=args.batch_size, min_distance=args.min_distance, keep_maps=False,
+                         progress=progress, augment=args.augment)
+        except SpotDetectError as err:
+            raise SpotDetectError(f"{f.name}: {err.problem}", err.fix) from err
         spots = det.spots.drop(columns=["model"])
         prov = {**det.provenance, "image": str(f.resolve()), "n_spots": len(spots)}
+        if info.pixel_size:
+            prov["pixel_size"] = {**info.pixel_size, "unit": info.unit}
         path = write_spots_csv(spots, out / f"{f.stem}.csv", provenance=prov)
         print(f"\r{f.name}: {len(spots)} spots -> {path}", file=sys.stderr)
+        _open_line[0] = False
     return 0
 
 
@@ -68,6 +92,14 @@ def cmd_evaluate(args) -> int:
     truths = sorted(p for p in truth_dir.glob("*.csv") if not is_sidecar(p))
     if not truths:
         raise SpotDetectError(f"No CSV files in {truth_dir}.", "put one ground-truth CSV per image there.")
+    if args.radius is None or not np.isfinite(args.radius) or args.radius <= 0:
+        raise SpotDetectError(f"Radius {args.radius} is not a distance.",
+                              "pass a positive match radius in pixels, e.g. --radius 1.5.")
+    matched = [t for t in truths if (pred_dir / t.name).exists()]
+    if not matched:
+        raise SpotDetectError(f"No prediction in {pred_dir} has the name of a truth file in {truth_dir} "
+                              f"(e.g. {truths[0].name}).",
+                              "name each prediction CSV like its truth CSV (predict writes <image stem>.csv).")
     rows = []
     for t in truths:
         truth = read_spots_csv(t)
@@ -77,7 +109,12 @@ def cmd_evaluate(args) -> int:
         else:
             print(f"warning: no prediction {p} for {t.name}; counted as no spots", file=sys.stderr)
             pred = truth.iloc[0:0]
-        cols = [c for c in coordinate_columns(truth) if c in pred.columns]
+        cols = coordinate_columns(truth)
+        if set(cols) != set(coordinate_columns(pred)):
+            raise SpotDetectError(
+                f"{t.name}: the truth has coordinates {','.join(cols)} but the prediction "
+                f"{','.join(coordinate_columns(pred))}; dropping an axis would match spots from different planes.",
+                "compare tables of the same image axes (predict a z-stack with --axes zyx for z,y,x truth).")
         res = evaluate(_coords(pred, cols), _coords(truth, cols), radius=args.radius)
         rows.append({"image": t.stem, **res})
     mean = {k: float(np.mean([r[k] for r in rows])) for k in METRIC_KEYS}
@@ -97,40 +134,63 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Make a synthetic smFISH-like image, detect its spots, and score them against the truth."""
+    """Make a synthetic smFISH-like image with its true spots, detect, score, and say what to try next."""
+    import tempfile
+
+    import pandas as pd
+    import tifffile
+
     from . import load_model
     from .core.detect import detect
     from .core.metrics import evaluate
     from .core.spots_io import write_spots_csv
     from .core.synthetic import synthetic_image
 
-    out = Path(args.out)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="spotdetect-demo-"))
     out.mkdir(parents=True, exist_ok=True)
     image, truth = synthetic_image((512, 512), n_spots=150, seed=args.seed)
-    np.save(out / "demo_image.npy", image)
+    tif = out / "demo_image.tif"
+    tifffile.imwrite(tif, image, metadata={"axes": "YX"})
+    truth_csv = write_spots_csv(pd.DataFrame(truth, columns=["y", "x"]), out / "truth" / "demo_image.csv")
     model = load_model(args.model, device=args.device)
     det = detect(image, model)
-    write_spots_csv(det.spots.drop(columns=["model"]), out / "demo_image.csv", provenance=det.provenance)
+    pred_csv = write_spots_csv(det.spots.drop(columns=["model"]), out / "predicted" / "demo_image.csv",
+                               provenance=det.provenance)
     res = evaluate(det.spots[["y", "x"]].to_numpy(), truth, 1.0)
     print(f"model {model.info.name}: {res['n_pred']} spots found, {res['n_true']} true; precision "
           f"{res['precision']:.3f}, recall {res['recall']:.3f}, F1 {res['f1']:.3f}, F1 integral "
-          f"{res['f1_integral']:.3f}. Files in {out}/")
+          f"{res['f1_integral']:.3f}.")
+    print(f"wrote {tif}, the true spots {truth_csv} and the detected spots {pred_csv}.")
+    print("next, look at them in napari, then score them (or score your own predictions the same way):")
+    q = shlex.quote
+    print(f"  napari {q(str(tif))} {q(str(pred_csv))} {q(str(truth_csv))}")
+    print(f"  spotdetect evaluate --pred {q(str(pred_csv.parent))} --truth {q(str(truth_csv.parent))}")
     return 0
 
 
 def cmd_models(args) -> int:
     from .core.device import available_devices
-    from .core.models.zoo import BUNDLED, bundled_path
-
     from .core.model_card import card_lines
-    from .core.models.zoo import load_model
+    from .core.models.zoo import BUNDLED, DOWNLOADABLE, bundled_path, load_model
+    from .core.weights.deepspot_fetch import PACKAGE, VERSION, cache_dir, deepspot_folder, is_complete
 
+    print("bundled (installed with the package):")
     for name in BUNDLED:
         p = bundled_path(name)
-        print(f"{name}: {p} ({'present' if p.exists() else 'missing'})")
-        if p.exists():
+        print(f"  {name}: {p} ({'present' if p.exists() else 'missing'})")
+        if p.exists():  # its card: training data and licences, normalisation, threshold, real-image scores
             for line in card_lines(load_model(name, device="cpu").info.card):
-                print(f"    {line}")
+                print(f"      {line}")
+    print("downloadable (fetched once from PyPI on first use, then cached):")
+    for name in DOWNLOADABLE:
+        folder = deepspot_folder()
+        state = f"cached in {folder}" if is_complete(folder) else f"not downloaded yet; goes to {folder}"
+        print(f"  {name}: DeepSpot MHybrid from the {PACKAGE}=={VERSION} wheel ({state})")
+    print(f"cache folder: {cache_dir()} (set SPOTDETECT_CACHE to move it)")
+    print("piscis models: not bundled; download a model file (.pt) from the piscis authors' Hugging Face "
+          "repository wniu/Piscis (folder models/, or piscis's own cache ~/.piscis/models/) and pass its path "
+          "with --model.")
+    print("your own: any .pt written by 'spotdetect train' / 'finetune' or the Fine-tune panel, by path.")
     print("devices:", ", ".join(available_devices()))
     return 0
 
@@ -148,13 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="'default', a piscis .pt file, a DeepSpot SavedModel folder "
                    "or a napari-spotdetect model file (default: %(default)s)")
     p.add_argument("--out", required=True, help="output folder for <image stem>.csv")
-    p.add_argument("--threshold", type=float, default=None, help="score threshold (default: the model's own)")
-    p.add_argument("--axes", default=None, help="axes of the images, e.g. yx, zyx, tyx, cyx (default by rank)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="score threshold, within the model's score range (default: the model's own tuned one)")
+    p.add_argument("--axes", default=None,
+                   help="axes of the images, one letter per dimension: yx, zyx (z-stack), cyx (channels), tyx "
+                        "(time), tzyx, ... (default: from the TIFF's ImageJ/OME metadata; required for 3-D and "
+                        "4-D images without it)")
     p.add_argument("--device", default=None, help="cuda, mps, cpu (default: best available)")
-    p.add_argument("--variant", default=None, choices=["current", "legacy"], help="piscis pooling variant")
-    p.add_argument("--tile-size", type=int, nargs=2, default=None, metavar=("H", "W"))
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--min-distance", type=int, default=1)
+    p.add_argument("--variant", default=None, choices=["current", "legacy"],
+                   help="piscis pooling variant (default: guessed from the file)")
+    p.add_argument("--tile-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="tile size in pixels, multiples of 8, at least 32 (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="tiles per forward pass (default: 1 on CPU, 8 on a GPU)")
+    p.add_argument("--min-distance", type=int, default=1,
+                   help="smallest distance between two spots, in pixels (default: %(default)s)")
     p.add_argument("--augment", action="store_true",
                    help="average the network over the 8 flips/rotations of every tile (about 8x slower, a little "
                         "more accurate)")
@@ -169,12 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="detect spots in a synthetic image and score them (checks an installation)")
     d.add_argument("--model", default="default", help="model to use (default: %(default)s)")
-    d.add_argument("--out", default="spotdetect-demo", help="folder for the image and spots (default: %(default)s)")
-    d.add_argument("--device", default=None)
-    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--out", default=None,
+                   help="folder for the image, its true spots and the detected spots (default: a new temporary "
+                        "folder, printed at the end)")
+    d.add_argument("--device", default=None, help="cuda, mps, cpu (default: best available)")
+    d.add_argument("--seed", type=int, default=1, help="seed of the synthetic image (default: %(default)s)")
     d.set_defaults(func=cmd_demo)
 
-    m = sub.add_parser("models", help="list bundled models and devices")
+    m = sub.add_parser("models", help="list the models this package knows (bundled, downloadable, cached), "
+                                      "where piscis models come from, and the devices")
     m.set_defaults(func=cmd_models)
 
     try:
@@ -186,12 +257,39 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+_PY_ARG = re.compile(r"\b(axes|device|threshold|tile_size|batch_size|min_distance|radius|lr|model)="
+                     r"(?:'([^']*)'|([\w.+-]+))")
+
+
+def cli_syntax(message: str) -> str:
+    """Hints are written for Python (``axes='yxc'``); on the command line they read ``--axes yxc``."""
+    return _PY_ARG.sub(lambda m: f"--{m.group(1).replace('_', '-')} {m.group(2) if m.group(2) is not None else m.group(3)}",
+                       message)
+
+
+#: a progress line ("img: 3/9 tiles") is open on stderr; an error message starts on a line of its own
+_open_line = [False]
+
+
+def _end_progress_line() -> None:
+    if _open_line[0]:
+        print(file=sys.stderr)
+        _open_line[0] = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except SpotDetectError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _end_progress_line()
+        print(f"error: {cli_syntax(str(err))}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        _end_progress_line()  # a full disk, a read-only or vanished folder: files already written are complete
+        what = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+        print(f"error: could not read or write a file ({what}). Fix: check the path, its permissions and the free "
+              "disk space; files written before this are complete.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted; files written so far are complete", file=sys.stderr)

@@ -13,42 +13,51 @@ from pathlib import Path
 from .core.errors import SpotDetectError
 
 
-def _common(p, epochs: int, steps: int | None, lr: float):
+def _common(p, epochs: int, steps: int | None, lr: float, lr_help: str):
     p.add_argument("--images", help="folder of training images")
     p.add_argument("--spots", default=None, help="folder of <image stem>.csv spot tables (default: --images)")
     p.add_argument("--val-images", default=None, help="folder of validation images (default: hold out 15%%)")
     p.add_argument("--val-spots", default=None, help="folder of validation CSVs (default: --val-images)")
     p.add_argument("--out", required=True, help="model file to write (.pt)")
-    p.add_argument("--epochs", type=int, default=epochs, help="(default: %(default)s)")
-    p.add_argument("--steps-per-epoch", type=int, default=steps, help="(default: one pass over the images)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=epochs, help="passes over the data (default: %(default)s)")
+    p.add_argument("--steps-per-epoch", type=int, default=steps, help="batches per epoch (default: one pass over "
+                   "the images)" if steps is None else "batches per epoch (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=4, help="training crops per step (default: %(default)s)")
     p.add_argument("--crop", type=int, default=128, help="training crop size, multiple of 8 (default: %(default)s)")
-    p.add_argument("--loss", default="smoothf1", choices=["smoothf1", "dice", "ce", "focal"])
+    p.add_argument("--loss", default="smoothf1", choices=["smoothf1", "dice", "ce", "focal"],
+                   help="training loss (default: %(default)s, piscis's)")
     p.add_argument("--l2-weight", type=float, default=0.25, help="weight of the masked L2 term (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=lr, help="learning rate (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=lr, help=lr_help)
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same run")
     p.add_argument("--ema", type=float, default=None,
                    help="validate and keep a moving average of the weights with this decay (e.g. 0.998)")
     p.add_argument("--select", default="f1", choices=["f1", "f1_integral"],
                    help="validation metric that picks the best epoch (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints of an earlier run")
     p.add_argument("--half", action="store_true", help="store weights in half precision (smaller file)")
 
 
 def add_train_parsers(subparsers) -> None:
     t = subparsers.add_parser("train", help="train a new Piscis-architecture model (from folders or synthetic data)")
-    _common(t, epochs=40, steps=None, lr=0.1)
+    _common(t, epochs=40, steps=None, lr=0.1,
+            lr_help="peak learning rate (default: %(default)s, for the default SGD optimizer; use about 1e-3 "
+                    "with --optimizer adam)")
     t.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help="train on N synthetic images instead of (or in addition to) --images")
     t.add_argument("--kind", default="train", help="synthetic preset (default: %(default)s)")
-    t.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    t.add_argument("--widths", type=int, nargs=4, default=[16, 32, 64, 128])
-    t.add_argument("--depths", type=int, nargs=4, default=[1, 2, 2, 2])
+    t.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
+                   help="optimizer (default: %(default)s, with momentum, as piscis trains)")
+    t.add_argument("--widths", type=int, nargs=4, default=[16, 32, 64, 128],
+                   help="channels of the four encoder stages (default: %(default)s)")
+    t.add_argument("--depths", type=int, nargs=4, default=[1, 2, 2, 2],
+                   help="blocks in the four encoder stages (default: %(default)s)")
     t.set_defaults(func=cmd_train)
     f = subparsers.add_parser("finetune", help="adapt a model to your images from a few annotated examples")
-    _common(f, epochs=10, steps=10, lr=1e-3)
+    _common(f, epochs=10, steps=10, lr=1e-3,
+            lr_help="learning rate of the Adam optimizer used for fine-tuning (default: %(default)s; DeepSpot "
+                    "models: 1e-4 or less)")
     f.add_argument("--model", default="default", help="model to start from (default: %(default)s)")
     f.set_defaults(func=cmd_finetune)
 
@@ -80,6 +89,8 @@ def _run(model_or_cfg, train, val, cfg, args, info) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
+    if out.is_dir():
+        raise SpotDetectError(f"--out {out} is a folder.", "give the model file to write, e.g. --out my_model.pt.")
     work = out.parent / f"{out.stem}_checkpoints"
     tr = Trainer(model_or_cfg, train, val, cfg, out_dir=work, name=out.stem, resume=args.resume, data_info=info)
 

@@ -2,10 +2,11 @@
 
 from .detect import Detections, Progress, detect, detect_iter
 from .errors import Cancelled, ModelFileError, SpotDetectError
+from .image_files import ImageInfo, read_image_with_info
 from .models.base import ModelInfo, SpotModel
 from .models.zoo import load_model
 
 __all__ = [
-    "Cancelled", "Detections", "ModelFileError", "ModelInfo", "Progress", "SpotDetectError", "SpotModel",
-    "detect", "detect_iter", "load_model",
+    "Cancelled", "Detections", "ImageInfo", "ModelFileError", "ModelInfo", "Progress", "SpotDetectError",
+    "SpotModel", "detect", "detect_iter", "load_model", "read_image_with_info",
 ]

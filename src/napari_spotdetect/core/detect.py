@@ -14,6 +14,7 @@ piscis does (one spot per 3-D connected component above the threshold), from the
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,7 @@ from .models.base import SpotModel
 from .ops import stack_components
 from .steps import run_steps
 from .tiling import extract_tile, plan_tiles
-from .validate import check_finite, check_image
+from .validate import check_finite, check_image, check_positive_int, check_threshold
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Detections:
     maps: dict = field(default_factory=dict)
     candidates: pd.DataFrame | None = None  # planes: every spot above `floor`
     stack: bool = False
+    score_range: tuple = (0.0, float("inf"))  # the model's score scale, for checking thresholds
     _image: object = None  # the (canonical) image, for intensities of stack spots
     _outer_axes: str = ""
 
@@ -68,14 +70,14 @@ class Detections:
         return self.rethreshold(self.threshold)
 
     def set_threshold(self, threshold: float) -> pd.DataFrame:
-        spots = self.rethreshold(threshold)
+        spots = self.rethreshold(threshold)  # checks it: a NaN threshold must not become the layer's
         self.threshold = float(threshold)
         self.provenance["threshold"] = self.threshold
         return spots
 
     def rethreshold(self, threshold: float) -> pd.DataFrame:
         """The spots whose score is above ``threshold``; the network is not run again."""
-        threshold = float(threshold)
+        threshold = check_threshold(threshold, self.score_range)
         if not self.stack:
             if threshold < self.floor - 1e-12:
                 raise SpotDetectError(
@@ -90,9 +92,10 @@ class Detections:
 
     def count(self, threshold: float) -> int:
         """How many spots ``threshold`` keeps; for planes a mask count, no table is built."""
+        threshold = check_threshold(threshold, self.score_range)
         if self.stack:
-            return len(self._stack_spots(float(threshold)))
-        return int(self._above(float(threshold)).sum())
+            return len(self._stack_spots(threshold))
+        return int(self._above(threshold).sum())
 
     def _above(self, threshold: float) -> np.ndarray:
         return self.candidates["score"].to_numpy() > threshold  # strict, as peak finding at a threshold
@@ -171,19 +174,12 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
 
     model = load_model(model, device=device)
     arr, axes = check_image(image, axes)
-    threshold = model.default_threshold if threshold is None else float(threshold)
-    if not np.isfinite(threshold):
-        raise SpotDetectError(f"Threshold {threshold} is not a number.", "pass a finite threshold.")
+    threshold = check_threshold(model.default_threshold if threshold is None else threshold, model.threshold_range)
+    min_distance = check_positive_int(min_distance, "min_distance")
     floor = min(threshold, model.threshold_range[0])
-    tile = tile_size or model.tile_size
-    tile = (int(tile),) if np.isscalar(tile) else tuple(int(v) for v in tile)
-    if len(tile) == 1:
-        tile = (tile[0], tile[0])
+    tile = _check_tile(tile_size or model.tile_size, model)
     m = model.size_multiple
-    if any(t < m or t % m for t in tile):
-        raise SpotDetectError(f"Tile size {tile} does not fit this model.",
-                              f"use a tile size that is a multiple of {m} (e.g. {model.tile_size}).")
-    batch = int(batch_size or default_batch_size(model.device))
+    batch = check_positive_int(batch_size, "batch_size") if batch_size is not None else default_batch_size(model.device)
 
     feed_channels = "c" in axes and model.channels > 1
     if model.channels > 1:
@@ -200,12 +196,14 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
     overlap = model.tile_overlap if overlap is None else float(overlap)
     if not 0.0 <= overlap < 0.5:
         raise SpotDetectError(f"Tile overlap {overlap} is out of range.", "use a fraction between 0 and 0.5.")
+    keep_maps = keep_maps or stack
+    map_shape = outer_shape + ((nz,) if stack else ()) + (h, w)
+    if keep_maps:
+        _check_map_memory(map_shape, len(model.map_names), stack)
     if model.fit_tiles_to_image:
         tile = tuple(min(t, -(-n // m) * m) for t, n in zip(tile, (h, w)))
     plan = plan_tiles((h, w), tile, overlap, end_align=m if model.fit_tiles_to_image else None)
     pad_mode = model.tile_pad_mode((h, w))
-    keep_maps = keep_maps or stack
-    map_shape = outer_shape + ((nz,) if stack else ()) + (h, w)
     maps = {n: np.zeros(map_shape, dtype=np.float32) for n in model.map_names} if keep_maps else {}
 
     n_planes = int(np.prod(outer_shape, dtype=np.int64)) * nz
@@ -271,10 +269,44 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
         axes=axes, image_shape=tuple(arr.shape), threshold=threshold, floor=floor, model_name=model.info.name,
         score_map=model.score_map, provenance=provenance, maps=maps,
         candidates=None if stack else _concat(frames, list(outer_axes)),
-        stack=stack, _outer_axes=outer_axes,
+        stack=stack, _outer_axes=outer_axes, score_range=(0.0, float(model.threshold_range[1])),
         # stack intensities index planes first: a channel axis fed to the network goes after z
         _image=(np.moveaxis(arr, axes.index("c"), axes.index("z")) if feed_channels else arr) if stack else None,
     )
+
+
+def _check_map_memory(map_shape: tuple, n_maps: int, stack: bool) -> None:
+    """Refuse, before allocating, stitched maps that would take more than half of the machine's memory."""
+    need = 4 * n_maps * float(np.prod(map_shape, dtype=np.float64))
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this platform: no check
+        return
+    if total > 0 and need > total / 2:
+        fix = ("detect fewer planes at a time (a crop or a sub-stack)" if stack else
+               "pass keep_maps=False (the spots are the same; only the maps are not kept), or detect a crop")
+        raise SpotDetectError(f"The model's maps for an image of shape {map_shape} would take {need / 2**30:.1f} GB, "
+                              f"more than half of this machine's {total / 2**30:.1f} GB of memory.", f"{fix}.")
+
+
+#: smaller tiles are mostly padding and context the network never sees; 8-pixel tiles miss spots
+MIN_TILE = 32
+
+
+def _check_tile(tile, model) -> tuple:
+    try:
+        tile = (int(tile),) if np.isscalar(tile) else tuple(int(v) for v in tile)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise SpotDetectError(f"Tile size {tile!r} is not a whole number of pixels.",
+                              f"use e.g. tile_size={model.tile_size[0]}.") from err
+    if len(tile) == 1:
+        tile = (tile[0], tile[0])
+    m = model.size_multiple
+    if len(tile) != 2 or any(t < max(m, MIN_TILE) or t % m for t in tile):
+        raise SpotDetectError(f"Tile size {tile} does not fit this model.",
+                              f"use a tile size of at least {max(m, MIN_TILE)} pixels that is a multiple of {m} "
+                              f"(e.g. tile_size={model.tile_size[0]}).")
+    return tile
 
 
 def _outer_selector(axes: str, outer_axes: str, oidx: tuple) -> tuple:

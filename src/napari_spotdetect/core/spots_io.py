@@ -9,7 +9,10 @@ half-written table.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -62,36 +65,60 @@ def read_spots_csv(path, ndim: int | None = None) -> pd.DataFrame:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Excel's UTF-8 CSV) is not part of the header
     except (OSError, UnicodeDecodeError) as err:
         raise NotASpotTable(f"{path} cannot be read as text.", "pass a CSV file of spot coordinates.") from err
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         return pd.DataFrame({"y": pd.Series(dtype=float), "x": pd.Series(dtype=float)})
     first = lines[0].split(",")
-    if all(_is_number(v) for v in first):  # headerless: piscis's np.savetxt output
-        arr = np.loadtxt(path, delimiter=",", ndmin=2)
-        if arr.shape[1] not in (2, 3):
-            raise NotASpotTable(f"{path} has {arr.shape[1]} unnamed columns.",
-                                "use a header row naming the columns (y,x or z,y,x).")
-        return pd.DataFrame(arr, columns=["z", "y", "x"][-arr.shape[1]:])
-    df = pd.read_csv(path)
+    try:
+        if all(_is_number(v) for v in first):  # headerless: piscis's np.savetxt output
+            arr = np.loadtxt(io.StringIO(text), delimiter=",", ndmin=2)
+            if arr.shape[1] not in (2, 3):
+                raise NotASpotTable(f"{path} has {arr.shape[1]} unnamed columns.",
+                                    "use a header row naming the columns (y,x or z,y,x).")
+            df = pd.DataFrame(arr, columns=["z", "y", "x"][-arr.shape[1]:])
+        else:
+            df = pd.read_csv(io.StringIO(text))
+    except NotASpotTable:
+        raise
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as err:
+        raise NotASpotTable(f"{path} is not a well-formed CSV table ({type(err).__name__}: {str(err)[:150]}).",
+                            "check the file's delimiter (commas), quotes and number format.") from err
+    df.columns = [str(c) for c in df.columns]
     df = df.rename(columns={c: _ALIASES.get(c.strip().lower(), c.strip().lower()) for c in df.columns
                             if c.strip().lower() in _ALIASES or c.strip().lower() in COORD_ORDER})
-    axis_cols = sorted((c for c in df.columns if str(c).startswith("axis-")), key=lambda c: int(c.split("-")[1]))
+    axis_cols = [c for c in df.columns if re.fullmatch(r"axis-\d+", c)]
+    axis_cols.sort(key=lambda c: int(c.split("-")[1]))
     if axis_cols and not {"y", "x"} <= set(df.columns):
-        names = COORD_ORDER[-len(axis_cols):] if len(axis_cols) <= 3 else ["t", "z", "y", "x"][-len(axis_cols):]
-        df = df.rename(columns=dict(zip(axis_cols, names)))
+        if len(axis_cols) > len(_NAPARI_AXES):
+            raise NotASpotTable(f"{path} has {len(axis_cols)} napari axis columns; at most 5 (t, c, z, y, x) are known.",
+                                "export the points of a 2-D to 5-D layer.")
+        df = df.rename(columns=dict(zip(axis_cols, _NAPARI_AXES[len(axis_cols)])))
         df = df.drop(columns=[c for c in ("index",) if c in df.columns])
+    if len(set(df.columns)) != len(df.columns):
+        raise NotASpotTable(f"{path} names a coordinate twice (columns {list(df.columns)[:8]}).",
+                            "keep one column per axis (e.g. not both 'row' and 'y').")
     if not {"y", "x"} <= set(df.columns):
         raise NotASpotTable(f"{path} has no y/x coordinate columns (found {list(df.columns)[:6]}).",
                             "name the coordinate columns y,x (or z,y,x), row,col, or axis-0,axis-1.")
     if len(df) == 0:  # a header-only table: no spots, but the columns still say what it is
         return df.astype({c: np.float64 for c in coordinate_columns(df)})
     for c in coordinate_columns(df):
-        if not pd.api.types.is_numeric_dtype(df[c]):
+        if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
             raise NotASpotTable(f"Column {c!r} of {path} is not numeric.", "check the file's delimiter and header.")
+    coords = df[coordinate_columns(df)].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(coords).all(axis=1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise NotASpotTable(f"{path} has {int(bad.sum())} row(s) with a missing, NaN or infinite coordinate "
+                            f"(the first is data row {row + 1}).", "fill in or delete those rows.")
     return df
+
+
+#: napari's Points export names coordinates axis-0, axis-1, ...; what they mean, by how many there are
+_NAPARI_AXES = {1: ["x"], 2: ["y", "x"], 3: ["z", "y", "x"], 4: ["t", "z", "y", "x"], 5: ["t", "c", "z", "y", "x"]}
 
 
 def _is_number(s: str) -> bool:

@@ -19,6 +19,10 @@ for resuming).
 from __future__ import annotations
 
 import datetime as _dt
+import math
+import os
+import shutil
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -178,6 +182,12 @@ class Trainer:
             raise SpotDetectError(f"Unknown selection metric {c.select!r}.", "use 'f1' or 'f1_integral'.")
         if c.ema is not None and not 0.0 < c.ema < 1.0:
             raise SpotDetectError(f"ema={c.ema} is not a decay in (0, 1).", "use e.g. 0.998, or None for no averaging.")
+        for key, lo in (("lr", 0.0), ("l2_weight", None), ("momentum", None), ("weight_decay", None)):
+            v = getattr(c, key)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (lo is not None and v <= lo):
+                raise SpotDetectError(f"{key}={v!r} is not a usable value.",
+                                      f"use a finite number{' above 0' if lo is not None else ' of at least 0'}, "
+                                      f"e.g. lr={'0.1 (SGD) or 1e-3 (Adam)' if key == 'lr' else 0.25}.")
         train = _as_pairs(train, "training")
         val = _as_pairs(val, "validation")
         if not train:
@@ -220,6 +230,8 @@ class Trainer:
         self.best: dict | None = None  # {"f1", "epoch", "threshold", "state"}
         self.start_epoch = 1
         self.steps_per_epoch = c.steps_per_epoch or max(1, len(self.train) // c.batch_size)
+        if self.out_dir is not None:
+            self._prepare_out_dir()
         if resume and self.last_path is not None and self.last_path.exists():
             self._resume()
 
@@ -231,6 +243,40 @@ class Trainer:
     @property
     def last_path(self) -> Path | None:
         return self.out_dir / f"{self.name}_last.pt" if self.out_dir else None
+
+    def _prepare_out_dir(self) -> None:
+        """Check, before any work, that checkpoints can be written; remove what killed runs left behind.
+
+        A save interrupted by ``kill -9`` leaves its hidden temporary file (``atomic_write``); they pile up.
+        """
+        d = self.out_dir
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            for stale in list(d.glob(f".{self.name}_last.pt.*.tmp")) + list(d.glob(f".{self.name}_best.pt.*.tmp")):
+                stale.unlink(missing_ok=True)
+            with tempfile.TemporaryFile(dir=d) as f:
+                f.write(b"0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+            free = shutil.disk_usage(d).free
+        except OSError as err:
+            raise SpotDetectError(f"Cannot write checkpoints to {d} ({err.strerror or err}).",
+                                  "choose a folder you can write to, with free space.") from err
+        need = 6 * sum(p.numel() * 4 for p in self.net.parameters()) + (1 << 20)  # last: weights, best, optimizer
+        if free < need:
+            raise SpotDetectError(f"Only {free / 2**20:.1f} MB free in {d}; a checkpoint needs about "
+                                  f"{need / 2**20:.1f} MB.", "free some disk space or choose another folder.")
+
+    def _save(self, path, **kw) -> None:
+        """save_model, with a full disk or a lost folder reported as such (the previous file stays intact)."""
+        from .weights.native import save_model  # noqa: PLC0415
+
+        try:
+            save_model(self.model, path, **kw)
+        except (OSError, RuntimeError) as err:
+            raise SpotDetectError(f"Could not write the checkpoint {path} ({str(err)[:200]}); the previous "
+                                  "checkpoint is intact.", "free some disk space or check the folder, then "
+                                  "continue with resume.") from err
 
     def _optimizer(self):
         c = self.cfg
@@ -309,15 +355,18 @@ class Trainer:
                     m.eval()
 
     # -- validation ----------------------------------------------------------------------------------
-    def validate(self) -> dict:
-        """Detect on the validation images; tune the threshold for the best mean F1 at ``val_radius``."""
+    def validate(self, should_stop=None) -> dict:
+        """Detect on the validation images; tune the threshold for the best mean F1 at ``val_radius``.
+
+        ``should_stop`` is checked between tiles; when it says stop, :class:`Cancelled` is raised.
+        """
         from .detect import detect  # noqa: PLC0415
 
         self.net.eval()
         floor = float(THRESHOLDS[0])
         preds = []
         for img, _ in self.val:
-            det = detect(img, self.model, threshold=floor, keep_maps=False)
+            det = detect(img, self.model, threshold=floor, keep_maps=False, should_stop=should_stop)
             cand = det.candidates
             preds.append((cand[["y", "x"]].to_numpy(), cand["score"].to_numpy()))
         truth = [p for _, p in self.val]
@@ -348,18 +397,28 @@ class Trainer:
     def _save_last(self, epoch: int, val: dict | None, raw_state: dict | None = None) -> None:
         if self.last_path is None:
             return
-        from .weights.native import save_model  # noqa: PLC0415
-
         extra = {"training": {"epoch": epoch, "optimizer": self.opt.state_dict(), "history": self.history,
                               "best": {k: v for k, v in (self.best or {}).items() if k != "state"},
                               "best_state": (self.best or {}).get("state", {})}}
         if raw_state is not None:
             extra["training"].update(raw_state=raw_state, ema_updates=self.ema_updates)
-        save_model(self.model, self.last_path, card=self.card(val, epoch), extra=extra)
+        self._save(self.last_path, card=self.card(val, epoch), extra=extra)
 
     def _resume(self) -> None:
+        try:
+            self._load_last()
+        except SpotDetectError:
+            raise
+        except Exception as err:  # noqa: BLE001 (a damaged or foreign file fails anywhere in torch)
+            raise SpotDetectError(
+                f"Cannot resume from {self.last_path}: it is damaged or comes from another network or settings "
+                f"({type(err).__name__}: {str(err)[:200]}).",
+                "train without resume (or delete that file), or resume with the settings of the run that wrote it.",
+            ) from err
+
+    def _load_last(self) -> None:
         obj = torch.load(self.last_path, map_location="cpu", weights_only=True)
-        tr = obj.get("training")
+        tr = obj.get("training") if isinstance(obj, dict) else None
         if not isinstance(tr, dict):
             raise SpotDetectError(f"{self.last_path} has no training state to resume from.",
                                   "delete it or train without resume.")
@@ -431,6 +490,11 @@ class Trainer:
                     group["lr"] = lr
                 x, target = self._batch(rng)
                 loss, parts = self.recipe.loss(x, target)
+                if not bool(torch.isfinite(loss)):
+                    raise SpotDetectError(
+                        f"Training diverged: the loss became {float(loss)} at epoch {epoch}, step {step} "
+                        f"(learning rate {lr:g}); the last checkpoint written is kept.",
+                        "train again with a smaller learning rate (e.g. a tenth of this one).")
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if c.grad_clip:
@@ -447,22 +511,18 @@ class Trainer:
                 return self._result(stopped=True)
             with self._averaged() as raw_state:
                 self.recalibrate_bn(np.random.default_rng([c.seed, epoch, 1]))
-                val = self.validate() if self.val else None
-                losses = {k: v / spe for k, v in sums.items()}
-                rec = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in losses.items()},
-                       **({f"val_{k}": v for k, v in val.items()} if val else {}),
-                       "seconds": time.perf_counter() - t0}
-                self.history.append(rec)
-                if val is not None and (self.best is None or val[c.select] > self.best["score"]):
-                    self.model.default_threshold = val["threshold"]
-                    self.best = {"f1": val["f1"], "score": val[c.select], "epoch": epoch,
-                                 "threshold": val["threshold"], "val": val,
-                                 "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
-                    if self.best_path is not None:
-                        from .weights.native import save_model  # noqa: PLC0415
-
-                        save_model(self.model, self.best_path, card=self.card(val, epoch))
-                self._save_last(epoch, val, raw_state)
+                try:
+                    val = self.validate(should_stop=self._should_stop) if self.val else None
+                    stopped = False
+                except Cancelled:
+                    self._train_mode()
+                    stopped = True
+                if not stopped:
+                    self._end_epoch(epoch, lr, sums, val, raw_state, t0)
+            if stopped:  # after the averaged weights are swapped out again: the network is back to its raw state
+                yield from self._stopped(epoch, spe)
+                return self._result(stopped=True)
+            losses = {k: v / spe for k, v in sums.items()}
             yield TrainEvent("epoch", epoch, c.epochs, spe, spe, lr, losses, val,
                              best_f1=self.best["f1"] if self.best else None,
                              message=f"epoch {epoch}/{c.epochs}: loss {losses.get('loss', float('nan')):.4f}"
@@ -472,6 +532,23 @@ class Trainer:
                          message=f"done; best validation F1 {self.best['f1']:.3f} at epoch {self.best['epoch']}"
                          if self.best else "done")
         return result
+
+    def _end_epoch(self, epoch, lr, sums, val, raw_state, t0) -> None:
+        """Record the epoch, keep the best weights, write the checkpoints (with the averaged weights in)."""
+        c, spe = self.cfg, self.steps_per_epoch
+        losses = {k: v / spe for k, v in sums.items()}
+        rec = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in losses.items()},
+               **({f"val_{k}": v for k, v in val.items()} if val else {}),
+               "seconds": time.perf_counter() - t0}
+        self.history.append(rec)
+        if val is not None and (self.best is None or val[c.select] > self.best["score"]):
+            self.model.default_threshold = val["threshold"]
+            self.best = {"f1": val["f1"], "score": val[c.select], "epoch": epoch,
+                         "threshold": val["threshold"], "val": val,
+                         "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
+            if self.best_path is not None:
+                self._save(self.best_path, card=self.card(val, epoch))
+        self._save_last(epoch, val, raw_state)
 
     def _stopped(self, epoch, step):
         yield TrainEvent("stopped", epoch, self.cfg.epochs, step, self.steps_per_epoch,

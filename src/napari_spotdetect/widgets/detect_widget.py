@@ -16,7 +16,7 @@ from magicgui.widgets import (
     create_widget,
 )
 from napari.utils.notifications import show_error, show_warning
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QObject, QTimer
 
 from ..core.device import available_devices
 from ..core.errors import SpotDetectError
@@ -26,7 +26,7 @@ from . import layers as L
 from ._ui import show_status
 from .model_registry import session_models
 from .settings import load_settings, save_settings
-from .workers import detection_steps, start_worker
+from .workers import abandon_worker, detection_steps, start_worker
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,36 @@ class DetectWidget(Container):
         self._threshold.changed.connect(self._on_slider)
         viewer.layers.events.removed.connect(self._on_layer_removed)
         viewer.layers.selection.events.active.connect(self._on_active_layer)
+        self._closed = False
+        self._close_watcher = _CloseWatcher(self.close_panel)
+        self.native.installEventFilter(self._close_watcher)
+        self.native.destroyed.connect(self.close_panel)
         self._on_image_changed()
+
+    def close_panel(self, *_):
+        """The panel was closed (taken out of its dock, or deleted): stop the run and every connection.
+
+        A worker left running would call back into Qt widgets that no longer exist.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._worker is not None:
+            self._cancelled = True
+            abandon_worker(self._worker)
+            self._worker = None
+        for emitter, handler in ((session_models.added, self._on_session_model),
+                                 (session_models.use_requested, self.use_session_model),
+                                 (self._viewer.layers.events.removed, self._on_layer_removed),
+                                 (self._viewer.layers.selection.events.active, self._on_active_layer)):
+            try:
+                emitter.disconnect(handler)
+            except (TypeError, RuntimeError, ValueError):
+                pass
+        try:
+            self._timer.stop()
+        except RuntimeError:
+            pass
 
     # -- choices ------------------------------------------------------------------------------------------
     def _apply_settings(self, s: dict) -> None:
@@ -419,6 +448,19 @@ class DetectWidget(Container):
         layer = event.value
         if layer is not None and not L.same_layer(layer, self._target) and DETS_KEY in getattr(layer, "metadata", {}):
             self._set_target(layer)
+
+
+class _CloseWatcher(QObject):
+    """Calls ``on_close`` when the watched widget loses its parent: napari's way of closing a dock widget."""
+
+    def __init__(self, on_close):
+        super().__init__()
+        self._on_close = on_close
+
+    def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
+            self._on_close()
+        return False
 
 
 def _with_plane_messages(gen, shape, axes):

@@ -43,6 +43,9 @@ class _Callbacks:
         ref = weakref.WeakMethod(fn) if hasattr(fn, "__self__") else (lambda f=fn: f)
         self._refs.append(ref)
 
+    def disconnect(self, fn) -> None:
+        self._refs = [r for r in self._refs if r() is not None and r() != fn]
+
     def emit(self, *args) -> list:
         results = []
         for ref in list(self._refs):

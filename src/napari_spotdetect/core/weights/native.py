@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -135,6 +136,33 @@ def save_model(model: SpotModel, path, card: dict | None = None, half: bool = Fa
     return atomic_torch_save(obj, path)
 
 
+#: the per-tile normalisations a Piscis-architecture model knows (None: the tiles as they are)
+NORMALIZATIONS = ("standardize", "normalize", None)
+
+
+#: no layer of a spot-detection network comes near this (DeepSpot's largest: about 10 million values)
+MAX_TENSOR_ELEMENTS = 1 << 28
+
+
+def check_state_dict(state, where: str) -> dict:
+    """Weights as a dict of finite tensors: anything else means a damaged or foreign file."""
+    if not isinstance(state, dict):
+        raise ModelFileError(f"{where} holds weights of type {type(state).__name__}, not a state dict.",
+                             "download or save the model file again.")
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise ModelFileError(f"{where} has a weight {str(k)[:80]!r} that is a {type(v).__name__}, not a tensor.",
+                                 "download or save the model file again; it is damaged or not a model.")
+        if v.numel() > MAX_TENSOR_ELEMENTS:  # e.g. a crafted zero-stride view of a tiny storage
+            raise ModelFileError(f"{where} has a weight {str(k)[:80]!r} of {v.numel():,} values, more than any "
+                                 "spot-detection model holds.", "download or save the model file again.")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise ModelFileError(f"{where} has NaN or infinite values in the weight {str(k)[:80]!r}.",
+                                 "the model is broken (a diverged training run?): train it again with a smaller "
+                                 "learning rate, or use an earlier checkpoint.")
+    return state
+
+
 def native_from_state(obj: dict, *, path=None, sha256: str = "", device=None) -> SpotModel:
     """Build the model described by a loaded napari-spotdetect file."""
     where = str(path) if path else "the model file"
@@ -143,14 +171,23 @@ def native_from_state(obj: dict, *, path=None, sha256: str = "", device=None) ->
         raise ModelFileError(f"{where} has format version {version!r}; this napari-spotdetect reads up to "
                              f"{FORMAT_VERSION}.", "update napari-spotdetect.")
     arch = obj.get("arch")
-    if arch not in ARCHS:
+    if not isinstance(arch, str) or arch not in ARCHS:
         raise ModelFileError(f"{where} holds a {arch!r} network, which this installation cannot build.",
                              f"update napari-spotdetect (known architectures: {', '.join(ARCHS)}).")
     missing = [k for k in ("config", "state_dict") if not isinstance(obj.get(k), dict)]
     if missing:
         raise ModelFileError(f"{where} lacks {', '.join(missing)}.", "save the model again with save_model().")
     obj = dict(obj)
-    obj["state_dict"] = {k: (v.float() if v.is_floating_point() else v) for k, v in obj["state_dict"].items()}
+    obj["state_dict"] = {k: (v.float() if v.is_floating_point() else v)
+                         for k, v in check_state_dict(obj["state_dict"], where).items()}
+    if arch == "piscis" and obj.get("normalization", "standardize") not in NORMALIZATIONS:
+        raise ModelFileError(f"{where} names an unknown normalisation {obj.get('normalization')!r}.",
+                             f"use one of {sorted(map(str, NORMALIZATIONS))}; save the model again with save_model().")
+    if not isinstance(obj.get("card") or {}, dict):
+        raise ModelFileError(f"{where} has a model card that is not a mapping.", "save the model again with save_model().")
+    thr = obj.get("threshold")
+    if thr is not None and not (isinstance(thr, (int, float)) and math.isfinite(thr)):
+        raise ModelFileError(f"{where} has an invalid threshold {thr!r}.", "save the model again with save_model().")
     card = dict(obj.get("card") or {})
     name = obj.get("name") or (Path(path).stem if path else arch)
     info = ModelInfo(name=str(name), arch=arch, source=str(path or ""), sha256=sha256, card=card)

@@ -19,6 +19,7 @@ from ..errors import ModelFileError
 from ..models.base import ModelInfo
 from ..models.piscis import VARIANTS, PiscisModel
 from ..models.piscis_net import PiscisConfig, PiscisNet
+from .native import NORMALIZATIONS, check_state_dict
 
 STEM_KEY = "fpn.encoder.stem.conv.0.weight"
 DEFAULT_METADATA = {"adjustment": "standardize", "input_size": (256, 256), "dilation_iterations": 1, "channels": 1}
@@ -46,7 +47,15 @@ def piscis_from_state(obj: dict, *, path: Path | None = None, sha256: str = "", 
                       f"{DEFAULT_METADATA}.", stacklevel=3)
     else:
         state = dict(obj)
-        meta = {**DEFAULT_METADATA, **dict(state.pop("metadata", None) or {})}
+        file_meta = state.pop("metadata", None) or {}
+        if not isinstance(file_meta, dict):
+            raise ModelFileError(f"The piscis metadata in {path} is a {type(file_meta).__name__}, not a mapping.",
+                                 "re-save the model with piscis, or pass a file saved by piscis >= 1.0.")
+        meta = {**DEFAULT_METADATA, **file_meta}
+    if meta.get("adjustment") not in NORMALIZATIONS:
+        raise ModelFileError(f"The piscis metadata in {path} names an unknown adjustment {meta.get('adjustment')!r}.",
+                             f"piscis knows {sorted(map(str, NORMALIZATIONS))}; re-save the model with piscis.")
+    check_state_dict(state, str(path) if path else "the piscis file")
     if variant is None:
         variant = guess_variant(state, path)
     if variant not in VARIANTS:
@@ -55,7 +64,9 @@ def piscis_from_state(obj: dict, *, path: Path | None = None, sha256: str = "", 
         dil = int(meta["dilation_iterations"])
         channels = int(meta["channels"])
         tile = tuple(int(v) for v in meta["input_size"])
-    except (KeyError, TypeError, ValueError) as err:
+        if not (0 <= dil <= 16 and 1 <= channels <= 64 and len(tile) == 2 and all(8 <= t <= 8192 for t in tile)):
+            raise ValueError("values out of range")
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise ModelFileError(f"The piscis metadata in {path} is malformed: {meta!r}.",
                              "re-save the model with piscis, or pass a file saved by piscis >= 1.0.") from err
     cfg = PiscisConfig(in_channels=channels, kernel_size=2 * dil + 1, pooling=VARIANTS[variant][0])

@@ -216,17 +216,31 @@ class BundleEntry:
         return DTYPES.get(self.dtype, "?unknown")
 
 
+#: what a crafted index may make us do: DeepSpot's index is 20 KB with ~100 tensors, its largest is 40 MB
+MAX_INDEX_BYTES = 64 << 20
+MAX_KEY_BYTES = 4096
+MAX_TENSOR_BYTES = 1 << 30
+#: protobuf wire type each BundleEntryProto field must have (0 varint, 2 bytes, 5 fixed32)
+_ENTRY_WIRE = {1: 0, 2: 2, 3: 0, 4: 0, 5: 0, 6: 5}
+
+
 def _parse_entry(name: str, value: bytes) -> BundleEntry:
     dtype, shape, shard, offset, size, crc = 0, (), 0, 0, 0, None
-    for field, _, val in proto_fields(value):
+    for field, wire, val in proto_fields(value):
+        if field in _ENTRY_WIRE and wire != _ENTRY_WIRE[field]:
+            raise ValueError(f"field {field} of tensor {name!r} has the wrong wire type {wire}")
         if field == 1:
             dtype = val
         elif field == 2:
             dims = []
-            for f2, _, dim in proto_fields(val):
+            for f2, w2, dim in proto_fields(val):
                 if f2 == 2:
-                    d = dict((f3, v3) for f3, _, v3 in proto_fields(dim))
+                    if w2 != 2:
+                        raise ValueError(f"a dimension of tensor {name!r} is not a message")
+                    d = dict((f3, v3) for f3, w3, v3 in proto_fields(dim) if w3 == 0)
                     dims.append(_signed64(d.get(1, 0)))
+                    if dims[-1] < 0:
+                        raise ValueError(f"tensor {name!r} has a negative dimension")
                 elif f2 == 3 and val:
                     raise ValueError("tensor of unknown rank")
             shape = tuple(dims)
@@ -279,6 +293,8 @@ def _block_entries(block: bytes):
         vlen, pos = _varint(block, pos)
         if shared > len(key) or pos + unshared + vlen > limit:
             raise ValueError("table entry runs past its block")
+        if shared + unshared > MAX_KEY_BYTES:  # keys grown by prefix sharing: copying them would be quadratic
+            raise ValueError(f"a tensor name longer than {MAX_KEY_BYTES} bytes")
         key = key[:shared] + block[pos:pos + unshared]
         pos += unshared
         yield key, block[pos:pos + vlen]
@@ -305,6 +321,10 @@ class TensorBundle:
         if not self.index_path.is_file():
             raise ModelFileError(f"No TensorFlow checkpoint index at {self.index_path}.",
                                  "pass a SavedModel folder (with variables/variables.index inside).")
+        size = self.index_path.stat().st_size
+        if size > MAX_INDEX_BYTES:
+            raise ModelFileError(f"{self.index_path} is {size >> 20} MB, far larger than a checkpoint index.",
+                                 "pass the variables.index of a TensorFlow SavedModel or checkpoint.")
         raw = self.index_path.read_bytes()
         self.num_shards, self.entries = self._parse_index(raw)
         self._shards: dict[int, np.ndarray] = {}
@@ -327,10 +347,19 @@ class TensorBundle:
         index_block = _read_block(raw, idx_off, idx_size, "index", path)
         entries: dict[str, BundleEntry] = {}
         header = None
+        seen_blocks: set = set()
+        read_bytes = 0
         try:
             for _, handle in _block_entries(index_block):
                 off, p = _varint(handle, 0)
                 size, _ = _varint(handle, p)
+                # each data block is read once, and all of them fit in the file: work stays linear in its size
+                if (off, size) in seen_blocks:
+                    raise ValueError(f"the index lists the data block at byte {off} twice")
+                seen_blocks.add((off, size))
+                read_bytes += size
+                if read_bytes > len(raw):
+                    raise ValueError("the data blocks add up to more than the file")
                 for key, value in _block_entries(_read_block(raw, off, size, "data", path)):
                     if header is None and key != b"":
                         raise ModelFileError(*_not_a_bundle(path))
@@ -341,7 +370,7 @@ class TensorBundle:
                         entries[name] = _parse_entry(name, value)
         except ModelFileError:
             raise
-        except (ValueError, UnicodeDecodeError, struct.error) as err:
+        except (ValueError, UnicodeDecodeError, struct.error, TypeError, OverflowError) as err:
             raise ModelFileError(f"{path}: malformed checkpoint index ({err}).",
                                  "download or copy the model folder again.") from err
         if header is None:
@@ -349,7 +378,11 @@ class TensorBundle:
         if header.get(2, 0) != 0:
             raise ModelFileError(f"{path} stores big-endian tensors, which are not supported.",
                                  "re-save the checkpoint on a little-endian machine.")
-        return int(header.get(1, 1)), entries
+        shards = header.get(1, 1)
+        if not isinstance(shards, int) or not 1 <= shards <= 10_000:
+            raise ModelFileError(f"{path}: malformed checkpoint index (it names {shards!r} data shards).",
+                                 "download or copy the model folder again.")
+        return shards, entries
 
     # -- data -----------------------------------------------------------------------------------------
     def shard_path(self, shard: int) -> Path:
@@ -379,13 +412,20 @@ class TensorBundle:
         if e.shard >= self.num_shards:
             raise ModelFileError(f"{self.index_path}: tensor {name!r} points at shard {e.shard} of "
                                  f"{self.num_shards}.", "download or copy the model folder again.")
+        if not 0 <= e.size <= MAX_TENSOR_BYTES:
+            raise ModelFileError(f"{self.index_path}: tensor {name!r} claims {e.size} bytes, more than any "
+                                 "DeepSpot weight.", "download or copy the model folder again.")
         data = self._shard(e.shard)
         if e.offset < 0 or e.offset + e.size > data.size:
             raise ModelFileError(
                 f"{self.shard_path(e.shard)} is truncated: tensor {name!r} needs bytes {e.offset}.."
                 f"{e.offset + e.size}, the file has {data.size}.", "download or copy the model folder again.")
         buf = data[e.offset:e.offset + e.size]
-        if verify and e.crc32c is not None and _entry_crc(e, buf) != unmask_crc(e.crc32c):
+        try:
+            crc_ok = not verify or e.crc32c is None or _entry_crc(e, buf) == unmask_crc(e.crc32c)
+        except ValueError:
+            crc_ok = False
+        if not crc_ok:
             raise ModelFileError(f"{self.shard_path(e.shard)}: checksum mismatch for tensor {name!r} "
                                  "(the file is damaged).", "download or copy the model folder again.")
         return self._decode(e, buf)
@@ -394,11 +434,18 @@ class TensorBundle:
         kind = e.numpy_dtype
         n = int(np.prod(e.shape, dtype=np.int64))
         if kind == "string":
-            return _decode_strings(bytes(buf), n)
+            try:
+                return _decode_strings(bytes(buf), n)
+            except ValueError as err:
+                raise ModelFileError(f"{self.index_path}: string tensor {e.name!r} is malformed ({err}).",
+                                     "download or copy the model folder again.") from err
         if kind == "?unknown":
             raise ModelFileError(f"{self.index_path}: tensor {e.name!r} has TF dtype {e.dtype}, which is not "
                                  "supported.", "only numeric and string tensors can be read.")
         if kind == "bfloat16":
+            if n * 2 != e.size:
+                raise ModelFileError(f"{self.index_path}: tensor {e.name!r} has {e.size} bytes, its shape "
+                                     f"{e.shape} needs {n * 2}.", "download or copy the model folder again.")
             raw = np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16
             return raw.view(np.float32).reshape(e.shape)
         dt = np.dtype(kind)
