@@ -32,6 +32,7 @@ def _image_files(paths: list[str]) -> list[Path]:
 def cmd_predict(args) -> int:
     from . import load_model
     from .core.detect import detect
+    from .cli_biology import after_predict
     from .core.spots_io import read_image, write_spots_csv
 
     files = _image_files(args.images)
@@ -48,7 +49,8 @@ def cmd_predict(args) -> int:
                      batch_size=args.batch_size, min_distance=args.min_distance, keep_maps=False, progress=progress,
                      augment=args.augment)
         spots = det.spots.drop(columns=["model"])
-        prov = {**det.provenance, "image": str(f.resolve()), "n_spots": len(spots)}
+        spots, note = after_predict(args, image, spots, f, out)
+        prov = {**det.provenance, "image": str(f.resolve()), "n_spots": len(spots), **note}
         path = write_spots_csv(spots, out / f"{f.stem}.csv", provenance=prov)
         print(f"\r{f.name}: {len(spots)} spots -> {path}", file=sys.stderr)
     return 0
@@ -152,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true",
                    help="average the network over the 8 flips/rotations of every tile (about 8x slower, a little "
                         "more accurate)")
+    from .cli_biology import add_biology_parsers, add_predict_options
+
+    add_predict_options(p)
     p.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="precision, recall, F1 and F1 integral of predictions against ground truth")
@@ -170,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list bundled models and devices")
     m.set_defaults(func=cmd_models)
+    add_biology_parsers(sub)
 
     try:
         from .cli_train import add_train_parsers

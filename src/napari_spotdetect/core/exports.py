@@ -246,7 +246,7 @@ def write_points_table(spots: pd.DataFrame, path, pixel_size=None) -> Path:
         except ImportError as err:
             raise SpotDetectError("Writing Parquet needs pyarrow.", "pip install pyarrow, or write .csv.") from err
     else:
-        atomic_write_text(path, table.to_csv(index=False, float_format="%.6g"))
+        atomic_write_text(path, table.to_csv(index=False, float_format="%.10g"))
     atomic_write_text(path.with_name(path.stem + ".units.json"),
                       json.dumps(meta, indent=2, default=lambda v: None if v != v else v))
     return path
@@ -279,7 +279,7 @@ def write_cell_table(table: pd.DataFrame, path) -> Path:
         raise SpotDetectError("The table has no 'cell' column.", "pass the table from cell_table().")
     cols = ["cell"] + [c for c in table.columns if c != "cell"]
     path = Path(path)
-    atomic_write_text(path, table[cols].to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(path, table[cols].to_csv(index=False, float_format="%.10g"))
     return path
 
 
