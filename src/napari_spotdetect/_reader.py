@@ -1,7 +1,7 @@
-"""Reader for spot tables (CSV): coordinates become a Points layer, the other columns its features.
+"""Readers for spot tables (CSV) and TrackMate XML: coordinates become a Points layer, the rest features.
 
-Any CSV reaches this reader, so it answers None for tables that hold no spot coordinates and napari
-tries the next reader.
+Any CSV or XML reaches these readers, so they answer None for files that hold no spots and napari tries
+the next reader.
 """
 
 from __future__ import annotations
@@ -41,3 +41,36 @@ def _points_layer(df, path: Path):
     kw = {"name": path.stem, "features": features, "metadata": metadata, "size": 7,
           "face_color": "transparent", "border_color": "#ffd700", "border_width": 0.18}
     return coords, kw, "points"
+
+
+def get_trackmate_reader(path):
+    """Spots of a TrackMate XML file, scaled to micrometres when the file has a calibration."""
+    from .core.errors import SpotDetectError
+    from .core.exports import read_trackmate_xml
+
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    path = Path(str(path))
+    if path.suffix.lower() != ".xml" or not path.is_file():
+        return None
+    try:
+        df = read_trackmate_xml(path)
+    except SpotDetectError:
+        return None
+    return lambda _path: [_trackmate_layer(df, path)]
+
+
+def _trackmate_layer(df, path: Path):
+    if "t" in df.columns and df["t"].nunique() <= 1:
+        df = df.drop(columns=["t"])
+    axes = [c for c in COORD_ORDER if c in df.columns]
+    ps = df.attrs.get("pixel_size")
+    scale = [dict(zip("zyx", ps)).get(a, 1.0) for a in axes] if ps else [1.0] * len(axes)
+    features = df.drop(columns=axes).reset_index(drop=True)
+    metadata = {"spotdetect_axes": "".join(axes), "source_file": str(path),
+                "spotdetect": {"layer_axes": "".join(axes), "source": "trackmate", "pixel_size_zyx_um": ps}}
+    kw = {"name": path.stem, "features": features, "metadata": metadata, "size": 7, "scale": scale,
+          "face_color": "transparent", "border_color": "#40e0d0", "border_width": 0.18}
+    return df[axes].to_numpy(dtype=float), kw, "points"

@@ -1,0 +1,74 @@
+"""Feature filters driven in napari: a cut on the histogram hides spots live and is recorded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from napari_spotdetect.widgets import layers as L
+from napari_spotdetect.widgets.detect_widget import META_KEY
+
+
+def _open(viewer):
+    _dock, w = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Filter spots by feature")
+    return w
+
+
+def test_cuts_on_two_features_hide_and_bring_back_spots(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    n = 200
+    feats = pd.DataFrame({"score": rng.uniform(0, 1, n), "snr": rng.uniform(0, 20, n), "source": "predicted"})
+    data = rng.uniform(0, 100, (n, 2))
+    layer = viewer.add_points(data, features=feats, name="spots", metadata={META_KEY: {"threshold": 0.5}})
+    w = _open(viewer)
+    w._spots.value = layer
+    assert set(w._feature.choices) == {"score", "snr"}
+    w._feature.value = "snr"
+    assert w._hist.counts.sum() == n
+    w._cut.value = (5.0, w._cut.max)  # drag the lower cut; the layer updates when the slider pauses
+    qtbot.waitUntil(lambda: len(layer.data) == int((feats.snr >= 5).sum()), timeout=5_000)
+    assert (layer.features["snr"] >= 5).all()
+    assert layer.metadata[META_KEY]["feature_filters"] == [{"feature": "snr", "min": 5.0, "max": None}]
+    assert layer.metadata[META_KEY]["threshold"] == 0.5  # the rest of the provenance is untouched
+    np.testing.assert_allclose(layer.data, data[feats.snr >= 5])  # spots and features stay paired
+
+    w.add_filter()
+    w._feature.value = "score"
+    w._cut.value = (w._cut.min, 0.6)
+    w.apply()
+    keep = (feats.snr >= 5) & (feats.score <= 0.6)
+    assert len(layer.data) == int(keep.sum()) and f"{int(keep.sum())} of {n}" in w._count.value
+    assert {f["feature"] for f in layer.metadata[META_KEY]["feature_filters"]} == {"snr", "score"}
+
+    w._feature.value = "snr"  # back to the first feature: its cut is where the user left it
+    assert w._cut.value[0] == 5.0
+    w._cut.value = (w._cut.min, w._cut.max)  # moving the cut back brings the spots back, without a detection
+    w.apply()
+    assert len(layer.data) == int((feats.score <= 0.6).sum())
+    w.clear()
+    assert len(layer.data) == n and layer.metadata[META_KEY]["feature_filters"] == []
+
+
+def test_filters_follow_a_rethreshold_from_the_detect_widget(detected_2d, qtbot):
+    viewer, _image, spots, _truth = detected_2d
+    _dock, det = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
+    det_widget = next(dw for dw in [det] if hasattr(dw, "apply_threshold"))
+    det_widget._set_target(spots)
+    n_all = det_widget.apply_threshold(det_widget._threshold.min)
+    if n_all < 4:  # the random test network may find little: give the layer spots of its own
+        L.replace_points(spots, np.random.default_rng(1).uniform(0, 500, (50, 2)),
+                         pd.DataFrame({"score": np.linspace(0, 1, 50), "intensity": np.linspace(1, 50, 50)}))
+    w = _open(viewer)
+    w._spots.value = spots
+    w._feature.value = "intensity"
+    vals = spots.features["intensity"].to_numpy()
+    cut = float(np.median(vals))
+    w._cut.value = (cut, w._cut.max)
+    w.apply()
+    assert (spots.features["intensity"] >= cut).all() and len(spots.data) < len(vals)
+    # the spots are replaced from outside (a new threshold): they become the full set, the filter applies again
+    new = pd.DataFrame({"score": np.full(10, 0.9), "intensity": np.arange(10.0) + cut - 5})
+    L.replace_points(spots, np.full((10, 2), 20.0), new)
+    qtbot.waitUntil(lambda: len(spots.data) == 5, timeout=5_000)
+    assert (spots.features["intensity"] >= cut).all()
