@@ -136,3 +136,12 @@ def test_bad_input_says_how_to_fix_it():
         fit_gaussians(np.zeros((16, 16)), np.ones((1, 2)), window=(1, 2, 3))
     empty = measure_spots(np.zeros((16, 16)), pd.DataFrame({"y": [], "x": []}))
     assert len(empty) == 0 and "sigma" in empty.columns
+
+
+def test_flat_and_noise_only_windows_are_not_good_fits():
+    rng = np.random.default_rng(0)
+    for img in (np.zeros((40, 40)), np.full((40, 40), 7.0), rng.normal(100, 5, (40, 40))):
+        df = fit_gaussians(img, np.array([[20, 20], [0, 0], [39, 39]]))
+        assert not df.isna().any().any()
+        assert df["fit_ok"].sum() <= 1  # noise may look like a faint spot now and then, flat images never
+    assert not fit_gaussians(np.full((40, 40), 7.0), np.array([[20, 20]]))["fit_ok"].any()

@@ -141,8 +141,8 @@ def _fit_chunk(img, centres, radius, sigma0, max_iter):
     for _ in range(max_iter):
         r = (y - model * w)
         Jw = J * w[..., None]
-        JTJ = np.einsum("nmp,nmq->npq", Jw, J)
-        grad = np.einsum("nmp,nm->np", Jw, r)
+        JTJ = np.matmul(Jw.transpose(0, 2, 1), J)
+        grad = np.matmul(Jw.transpose(0, 2, 1), r[..., None])[..., 0]
         diag = np.einsum("npp->np", JTJ)
         A = JTJ + (lam[:, None] * diag + 1e-12)[:, :, None] * eye
         try:
@@ -231,6 +231,8 @@ def _table(p, noise, centres, radius, nd) -> pd.DataFrame:
     ok = moved.all(axis=1) & (s > 0.31) & (s < 2.0 * max(radius[-2:])) & np.all(np.isfinite(p), axis=1)
     if nd == 3:
         ok &= (sz > 0.31) & (sz < 2.0 * radius[0])
+    snr = np.where(noise > 0, peak / np.maximum(noise, 1e-12), np.inf)
+    ok &= (peak > 1e-6 * np.maximum(1.0, np.abs(b))) & (snr > 1.0)  # a spot stands out of its background
     cols = {}
     if nd == 3:
         cols["z_fit"] = cen[:, 0]
@@ -238,7 +240,7 @@ def _table(p, noise, centres, radius, nd) -> pd.DataFrame:
     if nd == 3:
         cols["sigma_z"] = sz
     cols.update(background=b, integrated_intensity=n_amp,
-                snr=np.where(noise > 0, peak / np.maximum(noise, 1e-12), np.inf), fit_ok=ok)
+                snr=snr, fit_ok=ok)
     return pd.DataFrame(cols)
 
 
