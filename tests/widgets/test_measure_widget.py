@@ -88,3 +88,32 @@ def test_missing_labels_are_explained(scene):
     w = _open(viewer)
     w._spots.value = spots
     assert w.count() is None and "Fix:" in w._status.value and "Labels" in w._status.value
+
+
+def test_z_stack_with_anisotropic_scale_and_cells_drawn_on_a_projection(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    yx = grid(3, 16, 12, seed=12)
+    truth = np.column_stack([np.random.default_rng(12).uniform(5, 7, len(yx)), yx])
+    stack = draw((12, 60, 60), truth, (2.0, 1.2), 2000.0, 80.0, seed=12).astype(np.float32)
+    viewer.add_image(stack, name="stack", scale=(0.3, 0.1, 0.1))
+    spots = viewer.add_points(np.rint(truth), name="stack spots", scale=(0.3, 0.1, 0.1),
+                              features=pd.DataFrame({"score": np.ones(len(truth))}),
+                              metadata={"spotdetect": {"image_layer": "stack", "layer_axes": "zyx"}})
+    cells = np.zeros((60, 60), np.int32)
+    cells[:30], cells[30:] = 1, 2  # a 2-D segmentation: applies to every plane
+    viewer.add_labels(cells, name="cells 2d", scale=(0.1, 0.1))
+    w = _open(viewer)
+    w._spots.value = spots
+    assert "0.3, 0.1, 0.1 um (z, y, x)" in w._units.value
+    w.fit()
+    qtbot.waitUntil(lambda: not w.running, timeout=30_000)
+    f = spots.features
+    assert np.abs(f[["z_fit", "y_fit", "x_fit"]].to_numpy() - truth).max() < 0.1
+    assert np.abs(f["sigma_z"] / 2.0 - 1).max() < 0.1 and np.abs(f["sigma"] / 1.2 - 1).max() < 0.1
+    np.testing.assert_allclose(f["z_um"], f["z_fit"] * 0.3)
+    np.testing.assert_allclose(f["sigma_z_um"], f["sigma_z"] * 0.3)
+    w._cells.value = viewer.layers["cells 2d"]
+    table = w.count()
+    expect = [int((np.rint(truth[:, 1]) < 30).sum()), int((np.rint(truth[:, 1]) >= 30).sum())]
+    assert table["n_spots"].tolist() == expect
+    np.testing.assert_allclose(table["area_um2"], [30 * 60 * 0.01] * 2)
