@@ -72,3 +72,33 @@ def test_filters_follow_a_rethreshold_from_the_detect_widget(detected_2d, qtbot)
     L.replace_points(spots, np.full((10, 2), 20.0), new)
     qtbot.waitUntil(lambda: len(spots.data) == 5, timeout=5_000)
     assert (spots.features["intensity"] >= cut).all()
+
+
+def test_a_fit_made_while_filtered_joins_the_full_set(make_napari_viewer, qtbot):
+    from tests.core.test_fit import draw, grid
+
+    viewer = make_napari_viewer()
+    truth = grid(5, 16, 10, seed=13)
+    viewer.add_image(draw((90, 90), truth, 1.4, 2000.0, 100.0, seed=13).astype(np.float32), name="img")
+    score = np.linspace(0, 1, len(truth))
+    layer = viewer.add_points(np.rint(truth), name="img spots", features=pd.DataFrame({"score": score}),
+                              metadata={META_KEY: {"image_layer": "img", "layer_axes": "yx"}})
+    filt = _open(viewer)
+    filt._spots.value = layer
+    filt._feature.value = "score"
+    filt._cut.value = (0.5, filt._cut.max)
+    filt.apply()
+    n_shown = int((score >= 0.5).sum())
+    assert len(layer.data) == n_shown
+    _dock, meas = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Measure and count spots")
+    meas._spots.value = layer
+    meas.fit()
+    qtbot.waitUntil(lambda: not meas.running, timeout=30_000)
+    qtbot.waitUntil(lambda: "sigma" in filt._feature.choices, timeout=5_000)
+    assert len(layer.data) == n_shown and layer.features["sigma"].notna().all()
+    filt._feature.value = "sigma"  # the score cut stays in force
+    assert len(layer.data) == n_shown
+    filt.clear()
+    assert len(layer.data) == len(truth)
+    sig = layer.features["sigma"].to_numpy()
+    assert np.isnan(sig[score < 0.5]).all() and np.abs(sig[score >= 0.5] / 1.4 - 1).max() < 0.1

@@ -3,13 +3,14 @@
 Filters select rows of the spots the layer held when filtering started (kept in the layer's metadata), so
 moving a cut back brings spots back and nothing is re-detected. The filters in force are written to the
 layer's provenance (``metadata["spotdetect"]["feature_filters"]``) and so into every saved table. When
-the detection widget re-thresholds the layer, the new spots become the full set and the filters apply again.
+the detection widget re-thresholds the layer, the new spots become the full set and the filters apply again; new features of the shown spots (a Gaussian fit, cells) join the full set.
 """
 
 from __future__ import annotations
 
 import napari
 import numpy as np
+import pandas as pd
 from magicgui.widgets import ComboBox, Container, FloatRangeSlider, Label, PushButton, create_widget
 from qtpy.QtCore import QTimer
 from qtpy.QtGui import QColor, QPainter
@@ -79,6 +80,8 @@ class FilterWidget(Container):
         super().__init__(labels=False)
         self._viewer = viewer
         self._layer = None
+        self._pending = None  # "data" or "features": what changed on the layer from outside
+        self._kept = None  # indices into the full set of the spots shown
         self._shown = None  # the feature the slider and histogram show
         self._applying = False
         self.filters: list[dict] = []  # committed filters; the current cut is applied on top
@@ -126,6 +129,7 @@ class FilterWidget(Container):
     def _on_layer(self, *_):
         if self._layer is not None:
             self._layer.events.data.disconnect(self._on_data)
+            self._layer.events.features.disconnect(self._on_features)
         layer = self._spots.value
         self._layer = L.unwrap_layer(layer) if layer is not None else None
         if self._layer is None:
@@ -136,6 +140,7 @@ class FilterWidget(Container):
         self.filters = list((self._layer.metadata.get(META_KEY) or {}).get("feature_filters", []))
         self._shown = None  # the slider's cut belongs to the previous layer: do not commit it here
         self._layer.events.data.connect(self._on_data)
+        self._layer.events.features.connect(self._on_features)
         self._feature.reset_choices()
         self._on_feature()
 
@@ -146,12 +151,32 @@ class FilterWidget(Container):
     def _on_data(self, _event=None):
         """Spots replaced from outside (re-threshold, edits): they become the full set once they settle."""
         if not self._applying:
-            QTimer.singleShot(0, self._resnapshot)  # data and features are set one after the other
+            self._pending = "data"
+            QTimer.singleShot(0, self._sync)  # data and features are set one after the other
 
-    def _resnapshot(self):
-        if self._layer is None or self._applying:
+    def _on_features(self, _event=None):
+        """Features changed from outside (a Gaussian fit, cells): merged into the full set."""
+        if not self._applying and self._pending is None:
+            self._pending = "features"
+            QTimer.singleShot(0, self._sync)
+
+    def _sync(self):
+        pending, self._pending = self._pending, None
+        if self._layer is None or self._applying or pending is None:
             return
-        self._snapshot(self._layer)
+        if pending == "data" or self._kept is None or len(self._kept) != len(self._layer.features):
+            self._snapshot(self._layer)
+        else:  # the shown rows got new measurements: hidden rows get NaN for the new columns
+            full = self._full()["features"]
+            shown = self._layer.features.reset_index(drop=True)
+            for c in shown.columns:
+                col = shown[c]
+                numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+                if c not in full.columns:  # numbers stay filterable (NaN where unknown); the rest is object
+                    full[c] = np.nan if numeric else pd.Series([None] * len(full), index=full.index, dtype=object)
+                elif numeric and not pd.api.types.is_float_dtype(full[c]):
+                    full[c] = full[c].astype(float)
+                full.loc[self._kept, c] = col.to_numpy(dtype=float) if numeric else col.to_numpy(dtype=object)
         self._feature.reset_choices()
         self.apply()
 
@@ -227,6 +252,7 @@ class FilterWidget(Container):
             L.replace_points(layer, full["data"][keep], full["features"][keep].reset_index(drop=True))
         finally:
             self._applying = False
+        self._kept = np.flatnonzero(keep)
         prov = layer.metadata.setdefault(META_KEY, {})
         prov["feature_filters"] = filters
         prov["n_before_filters"] = int(len(keep))

@@ -200,6 +200,10 @@ class MeasureWidget(Container):
         return self._worker
 
     def _fitted(self, layer, table: pd.DataFrame):
+        if len(layer.data) != len(table):
+            self._set_status(f"The spots of '{layer.name}' changed during the fit; nothing was stored.",
+                             error=True)
+            return
         note = {"n_fit_ok": int(table["fit_ok"].sum()) if len(table) else 0, "n_spots": len(table)}
         ps = self.pixel_size()
         try:
