@@ -131,7 +131,7 @@ def cmd_count(args) -> int:
     cells, nuclei = _labels(args.cells), _labels(args.nuclei)
     image = read_image(Path(args.image)) if args.image else None
     assigned, table = count_spots_in_cells(spots, cells, nuclei, pixel_size=_pixel_size(args.pixel_size),
-                                           image=image)
+                                           image=image, by=args.by)
     path = write_cell_table(table, Path(args.out))
     if args.spots_out:
         write_spots_csv(assigned, Path(args.spots_out))
@@ -184,6 +184,8 @@ def add_biology_parsers(sub) -> None:
     c.add_argument("--nuclei", default=None, help="nucleus label image, to split nucleus/cytoplasm")
     c.add_argument("--image", default=None, help="the image, for the mean intensity of each cell")
     c.add_argument("--pixel-size", type=float, nargs="+", default=None, metavar="UM", help=_PS_HELP)
+    c.add_argument("--by", default=None, help="also count per value of this column, e.g. c (channel = gene): "
+                   "adds n_spots_c0, n_spots_c1, ...")
     c.add_argument("--out", required=True, help="per-cell table to write (CSV)")
     c.add_argument("--spots-out", default=None, help="also write the spots with their cell and compartment")
     c.set_defaults(func=cmd_count)

@@ -92,3 +92,13 @@ def test_bad_labels_are_explained(labels_2d):
         assign_cells(spots, np.ones((2, 4, 4), dtype=int))
     with pytest.raises(SpotDetectError, match="differ"):
         assign_cells(spots, cells, np.zeros((5, 5), dtype=int))
+
+
+def test_counts_per_channel_give_a_cells_by_genes_matrix(labels_2d):
+    cells, _ = labels_2d
+    spots = pd.DataFrame({"c": [0, 1, 1, 0, 2], "y": [5.0, 6, 7, 14, 14], "x": [5.0, 6, 7, 7, 8]})
+    table = cell_table(spots, cells, by="c")
+    assert table[["n_spots_c0", "n_spots_c1", "n_spots_c2"]].to_numpy().tolist() == [[1, 2, 0], [1, 0, 1],
+                                                                                     [0, 0, 0]]
+    with pytest.raises(SpotDetectError, match="no 't' column"):
+        cell_table(spots, cells, by="t")

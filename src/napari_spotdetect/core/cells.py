@@ -68,14 +68,17 @@ def assign_cells(spots: pd.DataFrame, cells, nuclei=None) -> pd.DataFrame:
     return out
 
 
-def cell_table(spots: pd.DataFrame, cells, nuclei=None, *, pixel_size=None, image=None) -> pd.DataFrame:
+def cell_table(spots: pd.DataFrame, cells, nuclei=None, *, pixel_size=None, image=None,
+               by: str | None = None) -> pd.DataFrame:
     """One row per cell label (cells without spots included): counts, sizes, densities, mean intensities.
 
     Columns: ``cell``, ``n_spots`` (and ``n_nucleus``, ``n_cytoplasm`` with nuclei; ``n_molecules`` when the
     spots were counted in molecules), ``mean_spot_intensity`` (of the spots' ``intensity``, and
     ``mean_integrated_intensity`` when fitted), ``area_px`` (2-D) or ``volume_px`` (3-D), the centroid
     in pixels, and with a pixel size ``area_um2`` / ``volume_um3`` and ``spots_per_um2`` / ``spots_per_um3``.
-    With ``image`` (same grid as the labels), ``mean_image_intensity`` of each cell's pixels.
+    With ``image`` (same grid as the labels), ``mean_image_intensity`` of each cell's pixels. With ``by``
+    (a column such as ``"c"`` for channels, i.e. genes, or ``"t"``), also ``n_spots_<by><value>`` per value:
+    the cells x genes counts matrix.
     """
     cells = _check_labels(cells, "cells")
     if "cell" not in spots.columns:
@@ -100,6 +103,16 @@ def cell_table(spots: pd.DataFrame, cells, nuclei=None, *, pixel_size=None, imag
         table["n_cytoplasm"] = per_cell(mask=comp == CYTOPLASM).astype(np.int64)
     if "molecules" in spots.columns:
         table["n_molecules"] = per_cell(spots["molecules"].to_numpy(dtype=np.float64)).astype(np.int64)
+    if by is not None:
+        if by not in spots.columns:
+            raise SpotDetectError(f"The spots have no {by!r} column to split the counts by.",
+                                  f"pass by= one of {list(spots.columns)[:8]}, or none.")
+        groups = spots[by].to_numpy()
+        values = np.unique(groups) if pd.api.types.is_numeric_dtype(spots[by]) else pd.unique(groups)
+        for value in values:
+            label = f"{int(value)}" if isinstance(value, (int, np.integer, float, np.floating)) \
+                and float(value).is_integer() else str(value)
+            table[f"n_spots_{by}{label}"] = per_cell(mask=groups == value).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         for col, name in (("intensity", "mean_spot_intensity"), ("integrated_intensity", "mean_integrated_intensity")):
             if col in spots.columns:
@@ -137,8 +150,8 @@ def cell_table(spots: pd.DataFrame, cells, nuclei=None, *, pixel_size=None, imag
     return pd.DataFrame(table)
 
 
-def count_spots_in_cells(spots: pd.DataFrame, cells, nuclei=None, *, pixel_size=None,
-                         image=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def count_spots_in_cells(spots: pd.DataFrame, cells, nuclei=None, *, pixel_size=None, image=None,
+                         by: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``assign_cells`` then ``cell_table``: (spots with cell and compartment, the per-cell table)."""
     assigned = assign_cells(spots, cells, nuclei)
-    return assigned, cell_table(assigned, cells, nuclei, pixel_size=pixel_size, image=image)
+    return assigned, cell_table(assigned, cells, nuclei, pixel_size=pixel_size, image=image, by=by)

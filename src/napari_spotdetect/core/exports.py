@@ -291,7 +291,8 @@ def read_cell_table(path) -> pd.DataFrame:
 
 
 def write_h5ad(table: pd.DataFrame, path) -> Path:
-    """The per-cell table as an AnnData file: ``X`` = spots (and molecules) per cell, obs = the rest.
+    """The per-cell table as an AnnData file: ``X`` = the ``n_*`` counts per cell (spots, molecules, per
+    compartment, per gene with ``by="c"``), obs = the rest.
 
     Needs the optional ``anndata`` package.
     """
@@ -300,7 +301,7 @@ def write_h5ad(table: pd.DataFrame, path) -> Path:
     except ImportError as err:
         raise SpotDetectError("Writing .h5ad needs the anndata package.",
                               "pip install anndata, or export the per-cell CSV.") from err
-    counts = [c for c in ("n_spots", "n_molecules", "n_nucleus", "n_cytoplasm") if c in table.columns]
+    counts = [c for c in table.columns if str(c).startswith("n_")]  # spots, molecules, per compartment/gene
     obs = table.drop(columns=counts).set_index(table["cell"].astype(str)).drop(columns=["cell"])
     adata = anndata.AnnData(X=table[counts].to_numpy(dtype=np.float32), obs=obs,
                             var=pd.DataFrame(index=counts))
