@@ -64,6 +64,14 @@ class _Windows:
         self.weight = inside.astype(np.float64)
         self.flat = flat  # which row of each axis profile every window pixel uses
 
+    def take(self, idx) -> _Windows:
+        """The windows of the spots ``idx`` (the active set of an iteration)."""
+        out = object.__new__(_Windows)
+        out.nd, out.flat = self.nd, self.flat
+        out.axes = [a[idx] for a in self.axes]
+        out.values, out.weight = self.values[idx], self.weight[idx]
+        return out
+
 
 def _model(p: np.ndarray, win: _Windows, jac: bool):
     """Model values (n, M) and, if ``jac``, the Jacobian (n, M, P) for parameters ``p``."""
@@ -128,42 +136,45 @@ def _constrain(p: np.ndarray, centres: np.ndarray, radius: tuple, nd: int) -> np
 
 
 def _fit_chunk(img, centres, radius, sigma0, max_iter):
+    """Levenberg-Marquardt on every window of the chunk; converged spots leave the active set."""
     win = _Windows(img, centres, radius)
     nd = win.nd
     p = _initial(win, centres, radius, sigma0)
     w = win.weight
     y = win.values * w
     lam = np.full(len(p), 1e-2)
-    model, J = _model(p, win, True)
+    model, _ = _model(p, win, False)
     cost = ((y - model * w) ** 2).sum(axis=1)
-    converged = np.zeros(len(p), dtype=bool)
     eye = np.eye(p.shape[1])
+    act = np.arange(len(p))
     for _ in range(max_iter):
-        r = (y - model * w)
-        Jw = J * w[..., None]
-        JTJ = np.matmul(Jw.transpose(0, 2, 1), J)
-        grad = np.matmul(Jw.transpose(0, 2, 1), r[..., None])[..., 0]
+        if not len(act):
+            break
+        wa, pa, ya, wwa = win.take(act), p[act], y[act], w[act]
+        model, J = _model(pa, wa, True)
+        r = ya - model * wwa
+        JwT = (J * wwa[..., None]).transpose(0, 2, 1)
+        JTJ = np.matmul(JwT, J)
+        grad = np.matmul(JwT, r[..., None])[..., 0]
         diag = np.einsum("npp->np", JTJ)
-        A = JTJ + (lam[:, None] * diag + 1e-12)[:, :, None] * eye
+        A = JTJ + (lam[act, None] * diag + 1e-12)[:, :, None] * eye
         try:
             step = np.linalg.solve(A, grad[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            # pragma: no cover - a singular system in the batch: solve those one by one
+        except np.linalg.LinAlgError:  # pragma: no cover - a singular system in the batch: one by one
             step = np.stack([np.linalg.lstsq(a, g, rcond=None)[0] for a, g in zip(A, grad)])
-        step[converged] = 0.0
-        trial = _constrain(p + step, centres, radius, nd)
-        t_model, _ = _model(trial, win, False)
-        t_cost = ((y - t_model * w) ** 2).sum(axis=1)
-        better = (t_cost <= cost) & ~converged
-        rel = np.abs(step[:, 1:1 + nd]).max(axis=1)
-        p[better] = trial[better]
-        lam = np.where(better, lam / 3.0, np.minimum(lam * 4.0, 1e8))
-        newly = (better & (rel < 1e-4) & (cost - t_cost <= 1e-9 * np.maximum(cost, 1e-30))) | (lam >= 1e8)
-        cost = np.where(better, t_cost, cost)
-        converged |= newly
-        if converged.all():
-            break
-        model, J = _model(p, win, True)
+        trial = _constrain(pa + step, centres[act], radius, nd)
+        t_model, _ = _model(trial, wa, False)
+        t_cost = ((ya - t_model * wwa) ** 2).sum(axis=1)
+        better = t_cost <= cost[act]
+        moved = np.abs(trial - pa)
+        small = (moved[:, 1:1 + nd].max(axis=1) < 1e-3) & \
+            (moved[:, 1 + nd:-1].max(axis=1) < 1e-3 * pa[:, 1 + nd:-1].max(axis=1))
+        gain = (cost[act] - t_cost) / np.maximum(cost[act], 1e-30)
+        p[act[better]] = trial[better]
+        cost[act] = np.where(better, t_cost, cost[act])
+        lam[act] = np.where(better, lam[act] / 3.0, np.minimum(lam[act] * 4.0, 1e8))
+        done = (small & (gain < 1e-6)) | (lam[act] >= 1e8)
+        act = act[~done]
     n_pix = np.maximum(w.sum(axis=1), 1.0)
     dof = np.maximum(n_pix - p.shape[1], 1.0)
     noise = np.sqrt(cost / dof)
