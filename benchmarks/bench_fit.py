@@ -102,11 +102,12 @@ def main():
     for r in rows:
         print(f"{r['dims']:>4} {r['n_spots']:>8} {r['seconds']:>8.2f} {r['spots_per_s']:>9.0f} {r['fit_ok']:>7.3f} "
               f"{r['median_centre_error_px']:>10.3f} {r['median_sigma']:>6.3f} {r['median_amplitude']:>9.1f}")
-    doc = {"threads": args.threads, "cpu": platform.processor() or platform.machine(),
+    doc = {"threads": args.threads, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+           "load_average_1min": os.getloadavg()[0],  # other work on the machine slows these numbers down
            "python": platform.python_version(), "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=2))
-    print(f"-> {args.out}")
+    print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores) -> {args.out}")
 
 
 if __name__ == "__main__":
