@@ -3,7 +3,8 @@
 Filters select rows of the spots the layer held when filtering started (kept in the layer's metadata), so
 moving a cut back brings spots back and nothing is re-detected. The filters in force are written to the
 layer's provenance (``metadata["spotdetect"]["feature_filters"]``) and so into every saved table. When
-the detection widget re-thresholds the layer, the new spots become the full set and the filters apply again; new features of the shown spots (a Gaussian fit, cells) join the full set.
+the detection widget re-thresholds the layer, the new spots become the full set and the filters apply again;
+new features of the shown spots (a Gaussian fit, cells) join the full set.
 """
 
 from __future__ import annotations
@@ -87,8 +88,9 @@ class FilterWidget(Container):
         self.filters: list[dict] = []  # committed filters; the current cut is applied on top
         self._spots = create_widget(annotation=napari.layers.Points, label="Spots",
                                     options={"tooltip": "The spots to filter."})
-        self._feature = ComboBox(label="Feature", choices=self._feature_choices, tooltip="Score, intensity, SNR, sigma, cell...: any "
-                                 "numeric feature of the spots (fit them first for sigma, SNR, amplitude).")
+        self._feature = ComboBox(label="Feature", choices=self._feature_choices,
+                                 tooltip="Score, intensity, SNR, sigma, cell...: any numeric feature of the spots "
+                                         "(fit them first for sigma, SNR, amplitude).")
         self._cut = FloatRangeSlider(label="Keep", min=0.0, max=1.0, value=(0.0, 1.0), step=0.001,
                                      tooltip="Spots whose feature lies inside this range are kept. Live: no "
                                              "detection is run again.")

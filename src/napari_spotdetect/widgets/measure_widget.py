@@ -135,7 +135,8 @@ class MeasureWidget(Container):
             self._units.value = "Pixel size: not set (layer scale 1): tables and exports in pixels."
         else:
             txt = ", ".join("?" if np.isnan(v) else f"{v:g}" for v in (ps if not np.isnan(ps[0]) else ps[1:]))
-            self._units.value = f"Pixel size from the image scale: {txt} um ({'z, ' if not np.isnan(ps[0]) else ''}y, x)."
+            axes = "y, x" if np.isnan(ps[0]) else "z, y, x"
+            self._units.value = f"Pixel size from the image scale: {txt} um ({axes})."
 
     def spots_table(self, target=None) -> pd.DataFrame:
         """The spots as a table in the pixel coordinates of ``target`` (default the image layer)."""
@@ -173,7 +174,7 @@ class MeasureWidget(Container):
             axes = image_axes(image)
             table = self.spots_table(image)
             data = image.data[0] if image.multiscale else image.data
-            gen = measure_spots_iter(np.asarray(data), table, axes=axes, pixel_size=self.pixel_size())
+            gen = measure_spots_iter(data, table, axes=axes, pixel_size=self.pixel_size())  # lazy: plane by plane
         except SpotDetectError as err:
             self._set_status(str(err), error=True)
             return None
