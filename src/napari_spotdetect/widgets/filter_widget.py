@@ -106,9 +106,8 @@ class FilterWidget(Container):
         cut.margins = (0, 0, 0, 0)
         buttons = Container(widgets=[self._add, self._clear], layout="horizontal", labels=False)
         buttons.margins = (0, 0, 0, 0)
-        self.append(form)
-        self.native.layout().addWidget(self._hist)
-        self.extend([cut, self._count, buttons, self._active_label])
+        self.extend([form, cut, self._count, buttons, self._active_label])
+        self.native.layout().insertWidget(1, self._hist)  # between the feature and its cut
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(30)  # one layer update per pause of the slider
