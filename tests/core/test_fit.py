@@ -145,3 +145,18 @@ def test_flat_and_noise_only_windows_are_not_good_fits():
         assert not df.isna().any().any()
         assert df["fit_ok"].sum() <= 1  # noise may look like a faint spot now and then, flat images never
     assert not fit_gaussians(np.full((40, 40), 7.0), np.array([[20, 20]]))["fit_ok"].any()
+
+
+def test_close_pairs_are_measured_one_by_one():
+    alone = np.array([[20.3, 20.2], [20.1, 60.4]])
+    pair = np.array([[60.2, 40.3], [64.4, 43.9]])  # 5.5 px apart: each is in the other's window
+    centres = np.vstack([alone, pair])
+    img = draw((90, 90), centres, 1.3, 1500.0, 100.0, seed=9)
+    total = 1500.0 * 2 * np.pi * 1.3**2
+    split = fit_gaussians(img, np.rint(centres))
+    blend = fit_gaussians(img, np.rint(centres), split_neighbours=False)
+    assert np.abs(split["integrated_intensity"] / total - 1).max() < 0.10
+    assert np.abs(blend["integrated_intensity"].iloc[2:] / total - 1).max() > 0.10  # what splitting fixes
+    assert np.abs(split[["y_fit", "x_fit"]].to_numpy() - centres).max() < 0.1
+    # the neighbour's light left in the window lowers the SNR less than when it was fitted as a blend
+    assert split["snr"].iloc[2:].min() > 2 * blend["snr"].iloc[2:].min()

@@ -10,7 +10,8 @@ chunks of a few thousand spots (memory stays bounded).
 Parameters per spot: ``N`` (integrated intensity above background), the centre (``z``,) ``y``, ``x``, the
 lateral sigma ``s`` (and axial ``sz`` for z-stacks) and the background ``b``. ``amplitude`` is the peak of
 the continuous Gaussian, ``N / (2 pi s^2)`` (``N / ((2 pi)^1.5 s^2 sz)`` in 3-D); ``snr`` is that
-amplitude over the root-mean-square residual of the fit (the noise the model does not explain).
+amplitude over the noise, the robust spread (median absolute deviation) of the fit's residuals: a
+neighbouring spot in a corner of the window does not count as noise.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _axis_profile(u, c, s):
 class _Windows:
     """Pixel values around each spot, gathered with index arithmetic (no loop over spots)."""
 
-    def __init__(self, img: np.ndarray, centres: np.ndarray, radius: tuple):
+    def __init__(self, img: np.ndarray, centres: np.ndarray, radius: tuple, neighbours=None):
         self.nd = img.ndim
         centre_px = np.rint(centres).astype(np.int64)
         offsets = [np.arange(-r, r + 1) for r in radius]
@@ -61,6 +62,12 @@ class _Windows:
             inside &= (c >= 0) & (c < img.shape[i])
         clipped = tuple(np.clip(c, 0, img.shape[i] - 1) for i, c in enumerate(coords))
         self.values = np.asarray(img[clipped], dtype=np.float64)
+        if neighbours is not None and neighbours.shape[1]:
+            # pixels nearer to another spot than to this one belong to that spot: left out of this fit
+            own = sum((coords[i] - centres[:, i, None]) ** 2 for i in range(self.nd))  # (n, M)
+            for j in range(neighbours.shape[1]):
+                other = sum((coords[i] - neighbours[:, j, i, None]) ** 2 for i in range(self.nd))
+                inside &= ~(other < own)  # NaN (no neighbour) compares False: pixel kept
         self.weight = inside.astype(np.float64)
         self.flat = flat  # which row of each axis profile every window pixel uses
 
@@ -135,9 +142,25 @@ def _constrain(p: np.ndarray, centres: np.ndarray, radius: tuple, nd: int) -> np
     return p
 
 
-def _fit_chunk(img, centres, radius, sigma0, max_iter):
+def _neighbours(centres: np.ndarray, radius: tuple, k: int = 4) -> np.ndarray:
+    """Up to ``k`` other spots close enough to share each spot's window: (n, k, nd), NaN where none."""
+    from scipy.spatial import cKDTree
+
+    n, nd = centres.shape
+    out = np.full((n, k, nd), np.nan)
+    if n < 2:
+        return out
+    reach = 2.0 * float(np.sqrt(np.sum(np.square(radius)))) + 1.0
+    dist, idx = cKDTree(centres).query(centres, k=min(k + 1, n), distance_upper_bound=reach)
+    dist, idx = dist[:, 1:], idx[:, 1:]  # the first hit is the spot itself
+    found = np.isfinite(dist)
+    out[:, :idx.shape[1]][found] = centres[idx[found]]
+    return out
+
+
+def _fit_chunk(img, centres, radius, sigma0, max_iter, neighbours=None):
     """Levenberg-Marquardt on every window of the chunk; converged spots leave the active set."""
-    win = _Windows(img, centres, radius)
+    win = _Windows(img, centres, radius, neighbours)
     nd = win.nd
     p = _initial(win, centres, radius, sigma0)
     w = win.weight
@@ -175,9 +198,15 @@ def _fit_chunk(img, centres, radius, sigma0, max_iter):
         lam[act] = np.where(better, lam[act] / 3.0, np.minimum(lam[act] * 4.0, 1e8))
         done = (small & (gain < 1e-6)) | (lam[act] >= 1e8)
         act = act[~done]
+    # noise: robust spread of the residuals (MAD), so a neighbour's light in a corner of the window does not
+    # count as noise; the RMS of the residuals is the fallback where half the window is exactly fitted
+    model, _ = _model(p, win, False)
+    resid = np.where(w > 0, win.values - model, np.nan)
+    dev = np.abs(resid - np.nanmedian(resid, axis=1, keepdims=True))
+    noise = 1.4826 * np.nanmedian(dev, axis=1)
     n_pix = np.maximum(w.sum(axis=1), 1.0)
-    dof = np.maximum(n_pix - p.shape[1], 1.0)
-    noise = np.sqrt(cost / dof)
+    rms = np.sqrt(cost / np.maximum(n_pix - p.shape[1], 1.0))
+    noise = np.where(noise > 0, noise, rms)
     return p, noise
 
 
@@ -210,7 +239,8 @@ def _radius(window, nd: int, sigma0) -> tuple:
     return r
 
 
-def fit_gaussians_iter(image, centres, *, sigma=None, window=None, max_iter: int = 30, chunk: int = 4096):
+def fit_gaussians_iter(image, centres, *, sigma=None, window=None, max_iter: int = 30, chunk: int = 4096,
+                       split_neighbours: bool = True):
     """Generator form of :func:`fit_gaussians`: yields :class:`Progress` per chunk, returns the table."""
     img = np.asarray(image)
     if img.ndim not in (2, 3):
@@ -227,9 +257,11 @@ def fit_gaussians_iter(image, centres, *, sigma=None, window=None, max_iter: int
     noise = np.zeros(n)
     total = max(1, -(-n // chunk))
     yield Progress(0, total, f"fitting {n} spots")
+    near = _neighbours(centres, radius) if split_neighbours else None
     for k, start in enumerate(range(0, n, chunk)):
         sl = slice(start, start + chunk)
-        params[sl], noise[sl] = _fit_chunk(img, centres[sl], radius, sigma0, max_iter)
+        params[sl], noise[sl] = _fit_chunk(img, centres[sl], radius, sigma0, max_iter,
+                                           None if near is None else near[sl])
         yield Progress(k + 1, total, f"fitted {min(n, start + chunk)} of {n} spots")
     return _table(params, noise, centres, radius, nd)
 
@@ -256,7 +288,7 @@ def _table(p, noise, centres, radius, nd) -> pd.DataFrame:
 
 
 def fit_gaussians(image, centres, *, sigma=None, window=None, max_iter: int = 30, chunk: int = 4096,
-                  progress=None) -> pd.DataFrame:
+                  split_neighbours: bool = True, progress=None) -> pd.DataFrame:
     """Fit a pixel-integrated Gaussian on a flat background to every spot of a 2-D plane or 3-D stack.
 
     Args:
@@ -266,6 +298,8 @@ def fit_gaussians(image, centres, *, sigma=None, window=None, max_iter: int = 30
         window: half-size of the fitted window per axis in pixels; default about 2.5 sigma (at least 3).
         max_iter: Levenberg-Marquardt iterations at most.
         chunk: spots fitted together (memory is about ``chunk x window pixels x parameters x 8`` bytes).
+        split_neighbours: leave out of each spot's window the pixels nearer to another spot (of
+            ``centres``) than to it, so close pairs are measured one by one rather than as a blend.
 
     Returns:
         One row per spot, in order: ``[z_fit,] y_fit, x_fit, amplitude, sigma, [sigma_z,] background,
@@ -273,4 +307,4 @@ def fit_gaussians(image, centres, *, sigma=None, window=None, max_iter: int = 30
         hit its bound: a blend of spots or noise, not a single spot).
     """
     return run_steps(fit_gaussians_iter(image, centres, sigma=sigma, window=window, max_iter=max_iter,
-                                        chunk=chunk), progress)
+                                        chunk=chunk, split_neighbours=split_neighbours), progress)
