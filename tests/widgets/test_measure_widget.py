@@ -37,6 +37,7 @@ def test_fit_button_measures_every_spot_into_the_layer(scene, qtbot):
     w._spots.value = spots
     assert w._image.value.name == "cells smFISH"
     assert "0.2, 0.2 um" in w._units.value
+    w._sigma.value = 1.8  # a rough guess is enough: the fit finds 1.5
     worker = w.fit()
     assert worker is not None
     qtbot.waitUntil(lambda: not w.running, timeout=30_000)

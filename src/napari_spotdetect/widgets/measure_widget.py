@@ -13,7 +13,7 @@ from typing import Optional
 import napari
 import numpy as np
 import pandas as pd
-from magicgui.widgets import Container, FileEdit, Label, ProgressBar, PushButton, create_widget
+from magicgui.widgets import Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, create_widget
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
@@ -74,6 +74,9 @@ class MeasureWidget(Container):
         self._nuclei = create_widget(annotation=Optional[napari.layers.Labels], label="Nuclei",
                                      options={"tooltip": "Optional nucleus labels: spots are then nucleus or "
                                                          "cytoplasm."})
+        self._sigma = FloatSpinBox(label="Spot sigma (px)", value=1.2, min=0.5, max=10.0, step=0.1,
+                                   tooltip="About how wide the spots are (Gaussian sigma, pixels): where the fit "
+                                           "starts and how large a window it uses. The fit finds the real sigma.")
         self._units = Label(value="")
         self._fit = PushButton(text="Fit Gaussians", tooltip="Fit every spot: sub-pixel centre, amplitude, sigma, "
                                "background, SNR, integrated intensity; then count molecules in clusters.")
@@ -90,7 +93,7 @@ class MeasureWidget(Container):
                                      "image has a pixel size.")
         self._export_pts = PushButton(text="Points (CSV)", tooltip="x, y, (z) in um and in pixels, with every "
                                       "feature: loads into SpatialData, pandas, R.")
-        form = Container(widgets=[self._spots, self._image, self._cells, self._nuclei], labels=True)
+        form = Container(widgets=[self._spots, self._image, self._cells, self._nuclei, self._sigma], labels=True)
         buttons = Container(widgets=[self._fit, self._count], layout="horizontal", labels=False)
         out_form = Container(widgets=[self._out], labels=True)
         exports = Container(widgets=[self._export_cells, self._export_tm, self._export_pts], layout="horizontal",
@@ -174,7 +177,9 @@ class MeasureWidget(Container):
             axes = image_axes(image)
             table = self.spots_table(image)
             data = image.data[0] if image.multiscale else image.data
-            gen = measure_spots_iter(data, table, axes=axes, pixel_size=self.pixel_size())  # lazy: plane by plane
+            sigma = (max(1.5, float(self._sigma.value)), float(self._sigma.value))  # (z, lateral)
+            gen = measure_spots_iter(data, table, axes=axes, sigma=sigma,  # lazy: plane by plane
+                                     pixel_size=self.pixel_size())
         except SpotDetectError as err:
             self._set_status(str(err), error=True)
             return None
