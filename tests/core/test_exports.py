@@ -129,3 +129,9 @@ def test_missing_values_are_written_as_java_reads_them(spots_3d, tmp_path):
     root = ET.parse(write_trackmate_xml(spots_3d, tmp_path / "s.xml")).getroot()
     sp = root.findall("Model/AllSpots/SpotsInFrame/Spot")
     assert [s.get("SNR") for s in sp] == ["Infinity", "3.0", "NaN"] and sp[2].get("SIGMA") == "NaN"
+
+
+def test_points_table_in_pixels_reads_back_without_micrometres(spots_3d, tmp_path):
+    back = read_points_table(write_points_table(spots_3d, tmp_path / "px.csv"))
+    assert "x_um" not in back.columns and "pixel_size" not in back.attrs
+    np.testing.assert_allclose(back["x"], [11.4, 20.9, 31.0])

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from napari_spotdetect.widgets import layers as L
-from napari_spotdetect.widgets.detect_widget import META_KEY
+from napari_spotdetect.widgets.detect_widget import DETS_KEY, META_KEY
 
 
 def _open(viewer):
@@ -52,26 +51,26 @@ def test_cuts_on_two_features_hide_and_bring_back_spots(make_napari_viewer, qtbo
 
 def test_filters_follow_a_rethreshold_from_the_detect_widget(detected_2d, qtbot):
     viewer, _image, spots, _truth = detected_2d
-    _dock, det = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
-    det_widget = next(dw for dw in [det] if hasattr(dw, "apply_threshold"))
-    det_widget._set_target(spots)
-    n_all = det_widget.apply_threshold(det_widget._threshold.min)
-    if n_all < 4:  # the random test network may find little: give the layer spots of its own
-        L.replace_points(spots, np.random.default_rng(1).uniform(0, 500, (50, 2)),
-                         pd.DataFrame({"score": np.linspace(0, 1, 50), "intensity": np.linspace(1, 50, 50)}))
+    det = next(w for w in viewer.window.dock_widgets.values() if hasattr(w, "apply_threshold"))
+    dets = spots.metadata[DETS_KEY]
+    lo = det._threshold.min
+    n_all = det.apply_threshold(lo)
+    assert n_all >= 8, "the test needs a detection with spots to filter"
     w = _open(viewer)
     w._spots.value = spots
     w._feature.value = "intensity"
-    vals = spots.features["intensity"].to_numpy()
-    cut = float(np.median(vals))
+    cut = float(np.median(spots.features["intensity"]))
     w._cut.value = (cut, w._cut.max)
     w.apply()
-    assert (spots.features["intensity"] >= cut).all() and len(spots.data) < len(vals)
-    # the spots are replaced from outside (a new threshold): they become the full set, the filter applies again
-    new = pd.DataFrame({"score": np.full(10, 0.9), "intensity": np.arange(10.0) + cut - 5})
-    L.replace_points(spots, np.full((10, 2), 20.0), new)
-    qtbot.waitUntil(lambda: len(spots.data) == 5, timeout=5_000)
-    assert (spots.features["intensity"] >= cut).all()
+    assert (spots.features["intensity"] >= cut).all() and len(spots.data) < n_all
+    # a new threshold in Detect spots: its spots are the new full set, and the cut applies to them
+    t2 = float(np.quantile(dets.rethreshold(lo)["score"], 0.5))
+    det.apply_threshold(t2)
+    expected = dets.rethreshold(t2)
+    qtbot.waitUntil(lambda: len(spots.metadata["spotdetect_filters"].data) == len(expected), timeout=5_000)
+    assert len(spots.data) == int((expected["intensity"] >= cut).sum())
+    assert spots.metadata[META_KEY]["threshold"] == t2
+    assert spots.metadata[META_KEY]["feature_filters"] == [{"feature": "intensity", "min": cut, "max": None}]
 
 
 def test_a_fit_made_while_filtered_joins_the_full_set(make_napari_viewer, qtbot):
@@ -102,3 +101,25 @@ def test_a_fit_made_while_filtered_joins_the_full_set(make_napari_viewer, qtbot)
     assert len(layer.data) == len(truth)
     sig = layer.features["sigma"].to_numpy()
     assert np.isnan(sig[score < 0.5]).all() and np.abs(sig[score >= 0.5] / 1.4 - 1).max() < 0.1
+
+
+def test_filters_stay_with_the_layer_and_hand_edits_keep_hidden_spots_hidden(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    feats = pd.DataFrame({"snr": np.arange(10.0)})
+    layer = viewer.add_points(np.arange(20.0).reshape(10, 2), features=feats, name="spots")
+    dock, w = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Filter spots by feature")
+    w._spots.value = layer
+    w._feature.value = "snr"
+    w._cut.value = (4.0, w._cut.max)
+    w.apply()
+    assert layer.features["snr"].tolist() == [4, 5, 6, 7, 8, 9]
+    viewer.window.remove_dock_widget(dock)  # the user closes the panel, then deletes a shown spot by hand
+    layer.selected_data = {0}
+    layer.remove_selected()
+    qtbot.waitUntil(lambda: len(layer.metadata["spotdetect_filters"].data) == 9, timeout=5_000)
+    assert layer.features["snr"].tolist() == [5, 6, 7, 8, 9]
+    w2 = _open(viewer)  # a new panel shows the filters in force
+    w2._spots.value = layer
+    assert w2.filters == [{"feature": "snr", "min": 4.0, "max": None}]
+    w2.clear()  # the hidden spots come back; the deleted one does not
+    assert layer.features["snr"].tolist() == [0, 1, 2, 3, 5, 6, 7, 8, 9]

@@ -258,18 +258,18 @@ def read_points_table(path) -> pd.DataFrame:
     df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
     if not {"x_px", "y_px"} <= set(df.columns):
         raise SpotDetectError(f"{path} has no x_px/y_px columns.", "pass a table written by write_points_table.")
+    units = path.with_name(path.stem + ".units.json")
+    meta = json.loads(units.read_text()) if units.is_file() else {}
+    in_um = meta.get("coordinates") == "micrometre"  # else x, y, z repeat the pixels
     um = {a: df[a].to_numpy() for a in ("x", "y", "z") if a in df.columns}
     out = df.drop(columns=list(um)).rename(columns={f"{a}_px": a for a in "xyz"})
     for a, v in um.items():
-        if f"{a}_px" in df.columns:
+        if in_um and f"{a}_px" in df.columns:
             out[f"{a}_um"] = v
     cols = [a for a in ("z", "y", "x") if a in out.columns]
     out = out[cols + [c for c in out.columns if c not in cols]]
-    units = path.with_name(path.stem + ".units.json")
-    if units.is_file():
-        meta = json.loads(units.read_text())
-        if meta.get("pixel_size_zyx_um"):
-            out.attrs["pixel_size"] = tuple(np.nan if v is None else v for v in meta["pixel_size_zyx_um"])
+    if meta.get("pixel_size_zyx_um"):
+        out.attrs["pixel_size"] = tuple(np.nan if v is None else v for v in meta["pixel_size_zyx_um"])
     return out
 
 

@@ -1,13 +1,19 @@
 """The "Filter spots by feature" dock widget: a histogram of any feature with a movable cut, as TrackMate's.
 
-Filters select rows of the spots the layer held when filtering started (kept in the layer's metadata), so
-moving a cut back brings spots back and nothing is re-detected. The filters in force are written to the
-layer's provenance (``metadata["spotdetect"]["feature_filters"]``) and so into every saved table. When
-the detection widget re-thresholds the layer, the new spots become the full set and the filters apply again;
+Filters select rows of the spots the layer held when filtering started, so moving a cut back brings spots
+back and nothing is re-detected. That full set and the filters live with the layer (:class:`LayerFilters`
+in its metadata), not with the panel: closing the panel leaves the filters in force, a new panel shows
+them again. The filters in force are written to the layer's provenance
+(``metadata["spotdetect"]["feature_filters"]``) and so into every saved table.
+
+Changes made to the layer from outside are followed: a new threshold from *Detect spots* gives a new full
+set, filtered again; a hand edit (spots deleted, added, moved) keeps the hidden spots hidden and the edit;
 new features of the shown spots (a Gaussian fit, cells) join the full set.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import napari
 import numpy as np
@@ -23,8 +29,131 @@ from . import layers as L
 from ._ui import show_status
 
 META_KEY = "spotdetect"
-FULL_KEY = "spotdetect_unfiltered"  # {"data": array, "features": DataFrame}: the spots before any filter
+FULL_KEY = "spotdetect_filters"  # the layer's LayerFilters: full set of spots, filters in force
 BINS = 64
+
+
+class LayerFilters:
+    """Filter state of one Points layer: the full set of spots, the filters in force, the rows shown.
+
+    Kept in ``layer.metadata[FULL_KEY]`` so it lives exactly as long as the layer and listens to it
+    whether or not a panel is open; panels register a refresh callback (held weakly).
+    """
+
+    def __init__(self, layer):
+        self._layer = weakref.ref(layer)
+        self.filters: list[dict] = list(self._prov(layer).get("feature_filters") or [])
+        self.kept: np.ndarray | None = None
+        self._applying = False
+        self._pending: str | None = None
+        self._views: list = []
+        self.snapshot(layer)
+        layer.events.data.connect(self._on_data)
+        layer.events.features.connect(self._on_features)
+
+    def __deepcopy__(self, memo):  # napari copies layer metadata; the state belongs to this layer only
+        return self
+
+    @classmethod
+    def of(cls, layer) -> LayerFilters:
+        state = layer.metadata.get(FULL_KEY)
+        if not isinstance(state, cls):
+            state = cls(layer)
+            layer.metadata[FULL_KEY] = state
+        return state
+
+    @staticmethod
+    def _prov(layer) -> dict:
+        return layer.metadata.setdefault(META_KEY, {})
+
+    def snapshot(self, layer) -> None:
+        self.data = np.array(layer.data, copy=True)
+        self.features = layer.features.reset_index(drop=True).copy()
+        self.kept = np.arange(len(self.data))
+        self._threshold = self._prov(layer).get("threshold")
+
+    def add_view(self, callback) -> None:
+        self._views.append(weakref.WeakMethod(callback))
+
+    def apply(self, filters=None) -> int:
+        """Show the spots of the full set that pass ``filters`` (default: those in force); returns how many."""
+        layer = self._layer()
+        if layer is None:
+            return 0
+        if filters is not None:
+            self.filters = list(filters)
+        keep = filter_mask(self.features, self.filters)
+        self._applying = True
+        try:
+            L.replace_points(layer, self.data[keep], self.features[keep].reset_index(drop=True))
+        finally:
+            self._applying = False
+        self.kept = np.flatnonzero(keep)
+        prov = self._prov(layer)
+        prov["feature_filters"] = list(self.filters)
+        prov["n_before_filters"] = int(len(keep))
+        return int(keep.sum())
+
+    # -- changes from outside -------------------------------------------------------------------------------
+    def _on_data(self, _event=None):
+        if not self._applying:
+            self._pending = "data"
+            QTimer.singleShot(0, self._sync)  # data and features are set one after the other
+
+    def _on_features(self, _event=None):
+        if not self._applying and self._pending is None:
+            self._pending = "features"
+            QTimer.singleShot(0, self._sync)
+
+    def _sync(self):
+        pending, self._pending = self._pending, None
+        layer = self._layer()
+        if layer is None or self._applying or pending is None:
+            return
+        shown = layer.features.reset_index(drop=True)
+        if pending == "data" and self._prov(layer).get("threshold") != self._threshold:
+            self.snapshot(layer)  # a new detection threshold: a new full set
+        elif pending == "data" or self.kept is None or len(self.kept) != len(shown):
+            self._merge_edit(layer)
+        else:
+            self._merge_features(shown)
+        try:
+            self.apply()
+        except SpotDetectError:  # a filtered feature is gone from the new spots: show them all
+            self.apply([])
+        for ref in list(self._views):
+            cb = ref()
+            if cb is None:
+                self._views.remove(ref)
+                continue
+            try:
+                cb()
+            except RuntimeError:  # the panel's Qt widgets were deleted
+                self._views.remove(ref)
+
+    def _merge_edit(self, layer) -> None:
+        """Spots deleted, added or moved by hand: the hidden spots stay as they were, the shown ones as edited."""
+        hidden = np.ones(len(self.data), dtype=bool)
+        if self.kept is not None:
+            hidden[self.kept] = False
+        shown = layer.features.reset_index(drop=True)
+        feats = pd.concat([self.features[hidden].reset_index(drop=True), shown], ignore_index=True)
+        data = np.asarray(layer.data, dtype=np.float64).reshape(-1, layer.ndim)
+        self.data = np.concatenate([self.data[hidden].reshape(-1, layer.ndim), data])
+        self.features = feats
+        self.kept = np.arange(int(hidden.sum()), len(self.data))
+
+    def _merge_features(self, shown: pd.DataFrame) -> None:
+        """New measurements of the shown spots; hidden ones get NaN (or None) in the new columns."""
+        full = self.features
+        for c in shown.columns:
+            col = shown[c]
+            numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+            if c not in full.columns:  # numbers stay filterable (NaN where unknown); the rest is object
+                full[c] = np.nan if numeric else pd.Series([None] * len(full), index=full.index, dtype=object)
+            elif numeric and not pd.api.types.is_float_dtype(full[c]):
+                full[c] = full[c].astype(float)
+            full.loc[self.kept, c] = col.to_numpy(dtype=float) if numeric else col.to_numpy(dtype=object)
 
 
 class HistogramView(QWidget):
@@ -80,12 +209,8 @@ class FilterWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=False)
         self._viewer = viewer
-        self._layer = None
-        self._pending = None  # "data" or "features": what changed on the layer from outside
-        self._kept = None  # indices into the full set of the spots shown
+        self._state: LayerFilters | None = None
         self._shown = None  # the feature the slider and histogram show
-        self._applying = False
-        self.filters: list[dict] = []  # committed filters; the current cut is applied on top
         self._spots = create_widget(annotation=napari.layers.Points, label="Spots",
                                     options={"tooltip": "The spots to filter."})
         self._feature = ComboBox(label="Feature", choices=self._feature_choices,
@@ -119,92 +244,58 @@ class FilterWidget(Container):
         self._clear.changed.connect(self.clear)
         self._on_layer()
 
+    @property
+    def filters(self) -> list[dict]:
+        """The filters in force on the chosen layer."""
+        return list(self._state.filters) if self._state is not None else []
+
     # -- state ------------------------------------------------------------------------------------------------
-    def _full(self):
-        return self._layer.metadata[FULL_KEY] if self._layer is not None else None
-
-    def _snapshot(self, layer):
-        layer.metadata[FULL_KEY] = {"data": np.array(layer.data, copy=True),
-                                    "features": layer.features.reset_index(drop=True).copy()}
-
     def _on_layer(self, *_):
-        if self._layer is not None:
-            self._layer.events.data.disconnect(self._on_data)
-            self._layer.events.features.disconnect(self._on_features)
         layer = self._spots.value
-        self._layer = L.unwrap_layer(layer) if layer is not None else None
-        if self._layer is None:
-            self._feature.reset_choices()
-            return
-        if FULL_KEY not in self._layer.metadata:
-            self._snapshot(self._layer)
-        self.filters = list((self._layer.metadata.get(META_KEY) or {}).get("feature_filters", []))
-        self._shown = None  # the slider's cut belongs to the previous layer: do not commit it here
-        self._layer.events.data.connect(self._on_data)
-        self._layer.events.features.connect(self._on_features)
+        self._shown = None  # the slider's cut belongs to the previous layer: it is not carried over
+        self._state = LayerFilters.of(L.unwrap_layer(layer)) if layer is not None else None
+        if self._state is not None:
+            self._state.add_view(self._refresh)
         self._feature.reset_choices()
         self._on_feature()
 
+    def _refresh(self):
+        """The layer changed from outside: new choices and histogram, the same cuts."""
+        with self._feature.changed.blocked():
+            self._feature.reset_choices()
+        self._show_feature()
+        self._report()
+
     def _feature_choices(self, _widget=None) -> list[str]:
-        full = self._full() if getattr(self, "_layer", None) is not None else None
-        return numeric_features(full["features"]) if full is not None else []
-
-    def _on_data(self, _event=None):
-        """Spots replaced from outside (re-threshold, edits): they become the full set once they settle."""
-        if not self._applying:
-            self._pending = "data"
-            QTimer.singleShot(0, self._sync)  # data and features are set one after the other
-
-    def _on_features(self, _event=None):
-        """Features changed from outside (a Gaussian fit, cells): merged into the full set."""
-        if not self._applying and self._pending is None:
-            self._pending = "features"
-            QTimer.singleShot(0, self._sync)
-
-    def _sync(self):
-        pending, self._pending = self._pending, None
-        if self._layer is None or self._applying or pending is None:
-            return
-        if pending == "data" or self._kept is None or len(self._kept) != len(self._layer.features):
-            self._snapshot(self._layer)
-        else:  # the shown rows got new measurements: hidden rows get NaN for the new columns
-            full = self._full()["features"]
-            shown = self._layer.features.reset_index(drop=True)
-            for c in shown.columns:
-                col = shown[c]
-                numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
-                if c not in full.columns:  # numbers stay filterable (NaN where unknown); the rest is object
-                    full[c] = np.nan if numeric else pd.Series([None] * len(full), index=full.index, dtype=object)
-                elif numeric and not pd.api.types.is_float_dtype(full[c]):
-                    full[c] = full[c].astype(float)
-                full.loc[self._kept, c] = col.to_numpy(dtype=float) if numeric else col.to_numpy(dtype=object)
-        self._feature.reset_choices()
-        self.apply()
+        state = getattr(self, "_state", None)
+        return numeric_features(state.features) if state is not None else []
 
     def _values(self) -> np.ndarray:
         name = self._feature.value
-        feats = self._full()["features"]
-        if name is None or name not in feats.columns:
+        if self._state is None or name is None or name not in self._state.features.columns:
             return np.zeros(0)
-        return feats[name].to_numpy(dtype=np.float64)
+        return self._state.features[name].to_numpy(dtype=np.float64)
 
     def _on_feature(self, *_):
         self._commit(self._shown)  # the cut on the feature shown before stays in force
         self._shown = self._feature.value
-        if self._layer is None or self._feature.value is None:
+        self._show_feature()
+        self.apply()
+
+    def _show_feature(self):
+        if self._state is None or self._feature.value is None:
             self._hist.set_data(np.zeros(BINS), np.linspace(0, 1, BINS + 1))
             return
         counts, edges = histogram(self._values(), BINS)
         self._hist.set_data(counts, edges)
         lo, hi = float(edges[0]), float(edges[-1])
-        prev = next((f for f in self.filters if f["feature"] == self._feature.value), None)
+        prev = next((f for f in self._state.filters if f["feature"] == self._feature.value), None)
         with self._cut.changed.blocked():
             self._cut.min, self._cut.max = lo, hi
             self._cut.step = (hi - lo) / 1000 if hi > lo else 0.001
             self._cut.value = (prev["min"] if prev and prev["min"] is not None else lo,
                                prev["max"] if prev and prev["max"] is not None else hi)
         self._hist.set_cut(*self._cut.value)
-        self.apply()
 
     def _on_cut(self, value):
         self._hist.set_cut(*value)
@@ -220,12 +311,13 @@ class FilterWidget(Container):
         return make_filter(feature, None if at_lo else lo, None if at_hi else hi)
 
     def _commit(self, feature) -> None:
-        if feature is None or self._layer is None:
+        if feature is None or self._state is None:
             return
         cur = self.current_filter(feature)
-        self.filters = [f for f in self.filters if f["feature"] != feature]
+        filters = [f for f in self._state.filters if f["feature"] != feature]
         if cur["min"] is not None or cur["max"] is not None:
-            self.filters.append(cur)
+            filters.append(cur)
+        self._state.filters = filters
 
     def active_filters(self) -> list[dict]:
         cur = self.current_filter()
@@ -238,28 +330,24 @@ class FilterWidget(Container):
     def apply(self) -> int:
         """Show the spots that pass every filter; returns how many; records the filters in the provenance."""
         self._timer.stop()
-        layer = self._layer
-        if layer is None:
+        if self._state is None:
             return 0
-        full = self._full()
-        filters = self.active_filters()
         try:
-            keep = filter_mask(full["features"], filters)
+            n = self._state.apply(self.active_filters())
         except SpotDetectError as err:
             show_status(self._count, str(err), error=True)
-            return len(layer.data)
-        self._applying = True
-        try:
-            L.replace_points(layer, full["data"][keep], full["features"][keep].reset_index(drop=True))
-        finally:
-            self._applying = False
-        self._kept = np.flatnonzero(keep)
-        prov = layer.metadata.setdefault(META_KEY, {})
-        prov["feature_filters"] = filters
-        prov["n_before_filters"] = int(len(keep))
-        show_status(self._count, f"{int(keep.sum()):,} of {len(keep):,} spots kept")
+            return len(self._spots.value.data)
+        self._report()
+        return n
+
+    def _report(self):
+        if self._state is None:
+            return
+        filters = self._state.filters
+        n_all = len(self._state.data)
+        n = len(self._state.kept) if self._state.kept is not None else n_all
+        show_status(self._count, f"{n:,} of {n_all:,} spots kept")
         self._active_label.value = "Filters: " + ("; ".join(_describe(f) for f in filters) if filters else "none")
-        return int(keep.sum())
 
     def add_filter(self, *_):
         """Commit the current cut, so another feature can be filtered on top of it."""
@@ -267,7 +355,8 @@ class FilterWidget(Container):
         self.apply()
 
     def clear(self, *_):
-        self.filters = []
+        if self._state is not None:
+            self._state.filters = []
         with self._cut.changed.blocked():
             self._cut.value = (self._cut.min, self._cut.max)
         self._hist.set_cut(*self._cut.value)
