@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -13,7 +15,7 @@ def _open(viewer):
     return w
 
 
-def test_cuts_on_two_features_hide_and_bring_back_spots(make_napari_viewer, qtbot):
+def test_cuts_on_two_features_hide_and_bring_back_spots(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     rng = np.random.default_rng(0)
     n = 200
@@ -45,6 +47,11 @@ def test_cuts_on_two_features_hide_and_bring_back_spots(make_napari_viewer, qtbo
     w._cut.value = (w._cut.min, w._cut.max)  # moving the cut back brings the spots back, without a detection
     w.apply()
     assert len(layer.data) == int((feats.score <= 0.6).sum())
+    # a saved table says how it was filtered
+    layer.save(str(tmp_path / "kept.csv"), plugin="napari-spotdetect")
+    prov = json.loads((tmp_path / "kept.provenance.json").read_text())
+    assert prov["feature_filters"] == layer.metadata[META_KEY]["feature_filters"] and prov["n_before_filters"] == n
+    assert len(pd.read_csv(tmp_path / "kept.csv")) == len(layer.data)
     w.clear()
     assert len(layer.data) == n and layer.metadata[META_KEY]["feature_filters"] == []
 
