@@ -24,7 +24,26 @@ def get_reader(path):
         df = read_spots_csv(path)
     except (NotASpotTable, ValueError, OSError):
         return None
+    if {"x_px", "y_px"} <= set(df.columns):  # a points table: x, y in um, pixels in *_px
+        return lambda _path: [_points_table_layer(path)]
     return lambda _path: [_points_layer(df, path)]
+
+
+def _points_table_layer(path: Path):
+    """A points table (``write_points_table``) in pixels, scaled to um when it records its pixel size."""
+    import numpy as np
+
+    from .core.exports import read_points_table
+
+    df = read_points_table(path)
+    data, kw, kind = _points_layer(df, path)
+    ps = df.attrs.get("pixel_size")
+    axes = kw["metadata"]["spotdetect_axes"]
+    if ps is not None:
+        size = dict(zip("zyx", ps))
+        kw["scale"] = [1.0 if np.isnan(size.get(a, np.nan)) else size[a] for a in axes]
+    kw["features"] = kw["features"].drop(columns=[c for c in ("x_um", "y_um", "z_um") if c in kw["features"]])
+    return data, kw, kind
 
 
 def _points_layer(df, path: Path):
