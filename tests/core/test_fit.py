@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -160,3 +162,11 @@ def test_close_pairs_are_measured_one_by_one():
     assert np.abs(split[["y_fit", "x_fit"]].to_numpy() - centres).max() < 0.1
     # the neighbour's light left in the window lowers the SNR less than when it was fitted as a blend
     assert split["snr"].iloc[2:].min() > 2 * blend["snr"].iloc[2:].min()
+
+
+def test_a_spot_outside_the_image_is_a_failed_fit_not_an_error():
+    img = np.random.default_rng(0).normal(100, 5, (30, 30))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        df = fit_gaussians(img, np.array([[-10.0, -10.0], [15.0, 15.0]]))
+    assert not df["fit_ok"].iloc[0] and np.isnan(df["snr"].iloc[0])

@@ -16,6 +16,8 @@ neighbouring spot in a corner of the window does not count as noise.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy.special import ndtr
@@ -111,6 +113,12 @@ def _model(p: np.ndarray, win: _Windows, jac: bool):
 
 
 def _initial(win: _Windows, centres: np.ndarray, radius: tuple, sigma0) -> np.ndarray:
+    with warnings.catch_warnings():  # a window with no pixel in the image: NaN start, fit_ok False
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _initial_guess(win, centres, radius, sigma0)
+
+
+def _initial_guess(win: _Windows, centres: np.ndarray, radius: tuple, sigma0) -> np.ndarray:
     nd = win.nd
     vals = np.where(win.weight > 0, win.values, np.nan)
     border = np.zeros(win.values.shape[1], dtype=bool)
@@ -202,8 +210,10 @@ def _fit_chunk(img, centres, radius, sigma0, max_iter, neighbours=None):
     # count as noise; the RMS of the residuals is the fallback where half the window is exactly fitted
     model, _ = _model(p, win, False)
     resid = np.where(w > 0, win.values - model, np.nan)
-    dev = np.abs(resid - np.nanmedian(resid, axis=1, keepdims=True))
-    noise = 1.4826 * np.nanmedian(dev, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        dev = np.abs(resid - np.nanmedian(resid, axis=1, keepdims=True))
+        noise = 1.4826 * np.nanmedian(dev, axis=1)
     n_pix = np.maximum(w.sum(axis=1), 1.0)
     rms = np.sqrt(cost / np.maximum(n_pix - p.shape[1], 1.0))
     noise = np.where(noise > 0, noise, rms)
@@ -274,7 +284,7 @@ def _table(p, noise, centres, radius, nd) -> pd.DataFrame:
     ok = moved.all(axis=1) & (s > 0.31) & (s < 2.0 * max(radius[-2:])) & np.all(np.isfinite(p), axis=1)
     if nd == 3:
         ok &= (sz > 0.31) & (sz < 2.0 * radius[0])
-    snr = np.where(noise > 0, peak / np.maximum(noise, 1e-12), np.inf)
+    snr = np.where(noise > 0, peak / np.maximum(noise, 1e-12), np.where(np.isnan(noise), np.nan, np.inf))
     ok &= (peak > 1e-6 * np.maximum(1.0, np.abs(b))) & (snr > 1.0)  # a spot stands out of its background
     cols = {}
     if nd == 3:
