@@ -27,7 +27,7 @@ from .errors import SpotDetectError
 from .steps import run_steps
 
 _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
-#: columns :func:`fit_spots` adds, in order (``z_fit`` and ``sigma_z`` only for z-stacks)
+#: columns :func:`fit_gaussians` returns, in order (``z_fit`` and ``sigma_z`` only for z-stacks)
 FIT_COLUMNS = ["z_fit", "y_fit", "x_fit", "amplitude", "sigma", "sigma_z", "background", "integrated_intensity",
                "snr", "fit_ok"]
 

@@ -15,7 +15,7 @@ from scipy.spatial import cKDTree
 
 from .detect import Progress
 from .errors import SpotDetectError
-from .fit import fit_gaussians_iter
+from .fit import FIT_COLUMNS, fit_gaussians_iter
 from .steps import run_steps
 from .units import as_pixel_size, with_micrometres
 from .validate import check_image
@@ -61,10 +61,9 @@ def measure_spots_iter(image, spots: pd.DataFrame, *, axes: str | None = None, c
                 cols.setdefault(c, np.empty(n, dtype=table[c].dtype))[rows] = table[c].to_numpy()
     else:
         yield Progress(1, 1, "no spots to fit")
-        fit_cols = (["z_fit"] if spatial == "zyx" else []) + ["y_fit", "x_fit", "amplitude", "sigma"] + \
-                   (["sigma_z"] if spatial == "zyx" else []) + ["background", "integrated_intensity", "snr"]
-        cols = {c: np.zeros(0) for c in fit_cols}
-        cols["fit_ok"] = np.zeros(0, dtype=bool)
+        stack_only = {"z_fit", "sigma_z"}
+        cols = {c: np.zeros(0, dtype=bool if c == "fit_ok" else np.float64) for c in FIT_COLUMNS
+                if spatial == "zyx" or c not in stack_only}
     out = spots.reset_index(drop=True).copy()
     for c, v in cols.items():
         out[c] = v
