@@ -11,7 +11,12 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-from .core import Detections, SpotDetectError, detect, detect_iter, load_model, read_image_with_info  # noqa: E402
+from .core import (  # noqa: E402
+    Detections, SpotDetectError, apply_filters, count_molecules, count_spots_in_cells, detect, detect_iter,
+    load_model, make_filter, measure_spots, read_image_with_info, read_trackmate_xml, write_points_table,
+    write_trackmate_xml,
+)
 
-__all__ = ["Detections", "SpotDetectError", "__version__", "detect", "detect_iter", "load_model",
-           "read_image_with_info"]
+__all__ = ["Detections", "SpotDetectError", "__version__", "apply_filters", "count_molecules",
+           "count_spots_in_cells", "detect", "detect_iter", "load_model", "make_filter", "measure_spots",
+           "read_image_with_info", "read_trackmate_xml", "write_points_table", "write_trackmate_xml"]

@@ -34,3 +34,22 @@ def _layer_axes(ndim: int, meta: dict) -> str:
         if axes and len(axes) == ndim:
             return axes
     return "tzyx"[-ndim:] if ndim <= 4 else "tczyx"[-ndim:]
+
+
+def write_trackmate(path: str, data, meta: dict) -> list[str]:
+    """Save a Points layer as TrackMate XML, in micrometres when the layer's scale holds a pixel size."""
+    from .core.exports import write_trackmate_xml
+    from .core.units import pixel_size_from_scale
+
+    data = np.asarray(data, dtype=float).reshape(-1, np.shape(data)[-1] if np.ndim(data) == 2 else 2)
+    axes = _layer_axes(data.shape[1], meta)
+    df = pd.DataFrame({a: data[:, i] for i, a in enumerate(axes)})
+    features = meta.get("features")
+    if features is not None and len(features) == len(df):
+        feats = pd.DataFrame(features).reset_index(drop=True)
+        df = pd.concat([df, feats.drop(columns=[c for c in feats.columns if c in axes])], axis=1)
+    scale = meta.get("scale")
+    ps = pixel_size_from_scale(scale, axes) if scale is not None and len(scale) == len(axes) else None
+    # napari draws points in world units (data x scale): TrackMate wants pixels x pixel size, the same thing
+    write_trackmate_xml(df, path, pixel_size=ps)
+    return [str(path)]

@@ -44,6 +44,7 @@ def _check_output_names(files: list[Path]) -> None:
 def cmd_predict(args) -> int:
     from . import load_model
     from .core.detect import detect
+    from .cli_biology import after_predict, micrometres
     from .core.image_files import read_image_with_info
     from .core.spots_io import write_spots_csv
 
@@ -69,7 +70,8 @@ def cmd_predict(args) -> int:
         except SpotDetectError as err:
             raise SpotDetectError(f"{f.name}: {err.problem}", err.fix) from err
         spots = det.spots.drop(columns=["model"])
-        prov = {**det.provenance, "image": str(f.resolve()), "n_spots": len(spots)}
+        spots, note = after_predict(args, image, spots, f, out, axes=axes, file_pixel_size=micrometres(info))
+        prov = {**det.provenance, "image": str(f.resolve()), "n_spots": len(spots), **note}
         if info.pixel_size:
             prov["pixel_size"] = {**info.pixel_size, "unit": info.unit}
         path = write_spots_csv(spots, out / f"{f.stem}.csv", provenance=prov)
@@ -226,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true",
                    help="average the network over the 8 flips/rotations of every tile (about 8x slower, a little "
                         "more accurate)")
+    from .cli_biology import add_biology_parsers, add_predict_options
+
+    add_predict_options(p)
     p.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="precision, recall, F1 and F1 integral of predictions against ground truth")
@@ -247,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the models this package knows (bundled, downloadable, cached), "
                                       "where piscis models come from, and the devices")
     m.set_defaults(func=cmd_models)
+    add_biology_parsers(sub)
 
     try:
         from .cli_train import add_train_parsers

@@ -1,12 +1,24 @@
 """The engine: models, tiled detection, training and metrics. No Qt or napari imports here."""
 
+from .cells import assign_cells, cell_table, count_spots_in_cells
 from .detect import Detections, Progress, detect, detect_iter
 from .errors import Cancelled, ModelFileError, SpotDetectError
 from .image_files import ImageInfo, read_image_with_info
+from .exports import (
+    read_cell_table, read_points_table, read_trackmate_xml, write_cell_table, write_points_table,
+    write_trackmate_xml,
+)
+from .filters import apply_filters, make_filter
+from .fit import fit_gaussians
+from .measure import count_molecules, measure_spots
 from .models.base import ModelInfo, SpotModel
 from .models.zoo import load_model
 
 __all__ = [
     "Cancelled", "Detections", "ImageInfo", "ModelFileError", "ModelInfo", "Progress", "SpotDetectError",
     "SpotModel", "detect", "detect_iter", "load_model", "read_image_with_info",
+    # from spots to biology
+    "apply_filters", "assign_cells", "cell_table", "count_molecules", "count_spots_in_cells", "fit_gaussians",
+    "make_filter", "measure_spots", "read_cell_table", "read_points_table", "read_trackmate_xml",
+    "write_cell_table", "write_points_table", "write_trackmate_xml",
 ]
