@@ -137,7 +137,7 @@ def save_model(model: SpotModel, path, card: dict | None = None, half: bool = Fa
 
 
 #: the per-tile normalisations a Piscis-architecture model knows (None: the tiles as they are)
-NORMALIZATIONS = ("standardize", "normalize", None)
+from ..models.piscis import ADJUSTMENTS as NORMALIZATIONS  # noqa: E402  (the one list of them)
 
 
 #: no layer of a spot-detection network comes near this (DeepSpot's largest: about 10 million values)
