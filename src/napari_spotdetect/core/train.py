@@ -307,15 +307,22 @@ class Trainer:
                     m.eval()
 
     # -- validation ----------------------------------------------------------------------------------
-    def validate(self) -> dict:
-        """Detect on the validation images; tune the threshold for the best mean F1 at ``val_radius``."""
+    def validate(self) -> dict | None:
+        """Detect on the validation images; tune the threshold for the best mean F1 at ``val_radius``.
+
+        None when the stop flag is set meanwhile (checked between tile batches, so Stop acts in seconds).
+        """
         from .detect import detect  # noqa: PLC0415
 
         self.net.eval()
         floor = float(THRESHOLDS[0])
         preds = []
         for img, _ in self.val:
-            det = detect(img, self.model, threshold=floor, keep_maps=False)
+            try:
+                det = detect(img, self.model, threshold=floor, keep_maps=False, should_stop=self._should_stop)
+            except Cancelled:
+                self._train_mode()
+                return None
             cand = det.candidates
             preds.append((cand[["y", "x"]].to_numpy(), cand["score"].to_numpy()))
         truth = [p for _, p in self.val]
@@ -461,6 +468,9 @@ class Trainer:
 
                         save_model(self.model, self.best_path, card=self.card(val, epoch))
                 self._save_last(epoch, val, raw_state)
+            if self.val and val is None:  # stopped during validation: this epoch was not measured
+                yield from self._stopped(epoch, spe)
+                return self._result(stopped=True)
             yield TrainEvent("epoch", epoch, c.epochs, spe, spe, lr, losses, val,
                              best_f1=self.best["f1"] if self.best else None,
                              message=f"epoch {epoch}/{c.epochs}: loss {losses.get('loss', float('nan')):.4f}"

@@ -23,6 +23,7 @@ from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea, QSizePolicy, QWidget
 
+from .. import layer_keys as K
 from ..core.errors import SpotDetectError
 from ..core.models.zoo import bundled_path
 from ._ui import show_status
@@ -232,7 +233,11 @@ class PairRow(Container):
             return lambda _w: [(lay.name, lay) for lay in viewer.layers if isinstance(lay, kind)]
 
         self.image = ComboBox(choices=layers(Image), tooltip="The image.", nullable=True)
-        self.points = ComboBox(choices=layers(Points), tooltip="Its correct spots (a Points layer).", nullable=True)
+        def truth_candidates(_w):  # QC pictures ("missed (FN)") are never anyone's correct spots
+            return [(lay.name, lay) for lay in viewer.layers
+                    if isinstance(lay, Points) and K.is_training_candidate(lay)]
+
+        self.points = ComboBox(choices=truth_candidates, tooltip="Its correct spots (a Points layer).", nullable=True)
         self.remove = PushButton(text="✕", tooltip="Remove this example.")
         _compact(self.image, self.points)
         super().__init__(widgets=[self.image, self.points, self.remove], layout="horizontal", labels=False)
@@ -369,7 +374,7 @@ class FinetuneWidget(Container):
         row.image.value = image or next((i for i in images if i not in used), images[0] if images else None)
         if points is None and row.image.value is not None:  # prefer ground truth, and a name like the image's
             named = [p for p in points_layers if row.image.value.name in p.name]
-            gt = [p for p in points_layers if p.metadata.get("spotdetect_ground_truth")]
+            gt = [p for p in points_layers if K.is_truth(p)]
             points = ([p for p in gt if p in named] or named or gt or points_layers or [None])[-1]
         row.points.value = points
         row.image.changed.connect(self._validate)
@@ -509,12 +514,15 @@ class FinetuneWidget(Container):
         self._progress.visible = True
         self._progress.max, self._progress.value = cfg.epochs * cfg.steps_per_epoch, 0
         self._set_status("Starting…")
+        from .detect_widget import _Clock
+
+        self._clock = _Clock()
         self._worker = start_worker(steps(), on_yield=self._on_event, on_return=self._on_result,
                                     on_error=self._on_error, on_finish=self._on_finished)
         return self._worker
 
     def stop(self, *_):
-        """Ask the trainer to stop after the current step; the best epoch so far is kept."""
+        """Ask the trainer to stop after the current step (or validation image); the best epoch is kept."""
         if self._worker is not None:
             self._stop.set()
             self._stop_btn.enabled = False
@@ -538,8 +546,9 @@ class FinetuneWidget(Container):
         if ev.kind == "step":
             self._plot.add_step(ev.epoch - 1 + ev.step / steps, ev.losses.get("loss", float("nan")))
             best = f" · best validation F1 so far {ev.best_f1:.2f}" if ev.best_f1 is not None else ""
+            left = self._clock.left(self._progress.value, self._progress.max)
             self._set_status(f"Epoch {ev.epoch} of {ev.epochs} · step {ev.step} of {steps} · "
-                             f"loss {ev.losses.get('loss', float('nan')):.4f}{best}")
+                             f"loss {ev.losses.get('loss', float('nan')):.4f}{best}" + (f" · {left}" if left else ""))
         elif ev.kind == "epoch":
             self._plot.add_epoch(ev.epoch, ev.losses.get("loss"), (ev.val or {}).get("f1"))
             self._set_status(ev.message)
