@@ -26,7 +26,7 @@ from ..core import annotations as A
 from ..core.errors import SpotDetectError
 from ..core.spots_io import provenance_path
 from . import layers as L
-from ._ui import show_status
+from ._ui import make_scrollable, show_status
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ class CorrectWidget(Container):
             lab.native.setWordWrap(True)
         for lab in (help_label, head, self._where, self._status):
             lab.native.setMinimumWidth(300)
+        self._where.native.setMinimumHeight(3 * self._where.native.fontMetrics().lineSpacing())  # a long path
 
         self._table = QTableWidget(0, 4)
         self._table.setHorizontalHeaderLabels(["score", "y", "x", "source"])
@@ -120,6 +121,8 @@ class CorrectWidget(Container):
         self._table.cellClicked.connect(lambda row, _col: self.go_to(row))
         self.native.layout().addWidget(self._table)
         self.append(self._status)
+        make_scrollable(self)
+        L.elide_layer_names(self.native)
         self._row_index: list[int] = []
 
         self._review_timer = QTimer()

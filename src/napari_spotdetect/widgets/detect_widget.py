@@ -24,7 +24,7 @@ from ..core.models.base import SpotModel
 from ..core.models.zoo import bundled_path
 from .. import layer_keys as K
 from . import layers as L
-from ._ui import show_status
+from ._ui import make_scrollable, show_status
 from .model_registry import session_models
 from .settings import load_settings, save_settings
 from .workers import detection_steps, start_worker
@@ -111,6 +111,8 @@ class DetectWidget(Container):
             form.margins = (0, 0, 0, 0)
         self._status.native.setWordWrap(True)
         self._status.native.setMinimumWidth(200)
+        make_scrollable(self)
+        L.elide_layer_names(self.native)
 
         self._apply_settings(self._settings)
         session_models.added.connect(self._on_session_model)

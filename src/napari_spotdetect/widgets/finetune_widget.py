@@ -323,9 +323,12 @@ class FinetuneWidget(Container):
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(self.body.native)
         scroll.setMinimumWidth(self.body.native.minimumSizeHint().width() + 16)
-        scroll.setMinimumHeight(480)  # else a dock above it takes all the height and leaves a slit
+        scroll.setMinimumHeight(140)  # a slit otherwise; any taller and four docks overflow a 768 px screen
         self.native.layout().addWidget(scroll)
         self._scroll = scroll
+        from .layers import elide_layer_names
+
+        elide_layer_names(self.native)
         self.margins = (0, 0, 0, 0)
         for c in (self._data_form, form, self._adv_form, out_form, buttons, use):
             c.margins = (0, 0, 0, 0)

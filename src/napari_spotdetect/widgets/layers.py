@@ -120,15 +120,24 @@ def layer_name(role: str, image: str, model: str | None = None) -> str:
     return f"{role}: {image}" + (f" ({model})" if model else "")
 
 
-def elide_layer_names(viewer) -> None:
-    """Make the layer list cut long names in the middle, keeping the role (start) and model (end) visible."""
-    try:
-        from qtpy.QtCore import Qt
+def elide_layer_names(native) -> None:
+    """Make napari's layer list cut long names in the middle, keeping the role (start) and model (end) visible.
 
-        view = viewer.window._qt_viewer.layers  # napari's layer list view (private, hence the guard)
-        view.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-    except Exception:  # noqa: BLE001 - a cosmetic nicety must never break a widget
-        pass
+    ``native`` is one of our docked Qt widgets; the list is found among its window's children once the
+    widget is docked (next event-loop turn), through Qt alone: napari's own attributes for it are private.
+    """
+    from qtpy.QtCore import Qt, QTimer
+    from qtpy.QtWidgets import QAbstractItemView
+
+    def apply():
+        try:
+            for view in native.window().findChildren(QAbstractItemView):
+                if type(view).__name__ == "QtLayerList":
+                    view.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        except RuntimeError:  # the widget was closed meanwhile
+            pass
+
+    QTimer.singleShot(0, apply)
 
 
 #: ring colour of hand-placed spots (their score is NaN, so the score colormap gives them no colour);

@@ -18,6 +18,7 @@ from .. import layer_keys as K
 from ..core import annotations as A
 from ..core.errors import SpotDetectError
 from . import layers as L
+from ._ui import make_scrollable
 
 TRUTH_KEY = K.TRUTH  # kept for callers of the old names; the keys live in layer_keys
 FN_KEY = K.QC_MISSED
@@ -70,7 +71,9 @@ class QCWidget(Container):
         self._summary = Label(value="Choose predictions and ground truth, then Compare.")
         self._legend = Label(value=(f"<span style='color:{L.QC_COLOURS['TP']}'>■ found (TP)</span> &nbsp; "
                                     f"<span style='color:{L.QC_COLOURS['FP']}'>■ false alarm (FP)</span> &nbsp; "
-                                    f"<span style='color:{L.QC_COLOURS['FN']}'>■ missed (FN)</span>"))
+                                    f"<span style='color:{L.QC_COLOURS['FN']}'>■ missed (FN)</span><br>"
+                                    f"<span style='color:{L.TRUTH_COLOUR}'>○ ground truth</span>"))
+        self._legend.native.setWordWrap(True)
         self._out = FileEdit(label="Table file", mode="w", filter="*.csv", tooltip="Where to export the table.")
         self._export = PushButton(text="Export table (CSV)", enabled=False)
         form = Container(widgets=[self._pred, self._truth, self._radius], labels=True)
@@ -88,6 +91,8 @@ class QCWidget(Container):
         out_form = Container(widgets=[self._out], labels=True)
         out_form.margins = (0, 0, 0, 0)
         self.extend([out_form, self._export])
+        make_scrollable(self)
+        L.elide_layer_names(self.native)
         self._run.changed.connect(self.compare)
         self._export.changed.connect(self.export)
         self._compared: list[tuple] = []  # the (predictions, truth) layers behind the numbers shown
