@@ -24,13 +24,15 @@ QC_MISSED = "spotdetect_qc_missed"
 AXES = "spotdetect_axes"
 #: the CSV file a layer was opened from
 SOURCE_FILE = "source_file"
+#: the file an image layer was read from by the folder workflow (its annotation goes beside it)
+IMAGE_FILE = "spotdetect_image_file"
 #: set once a user has edited the layer's spots (never replace such a layer with a new detection)
 EDITED = "spotdetect_edited"
 #: review state of a ground-truth layer: ``{"reviewed": [...], "added": n, "deleted": n}``
 REVIEW = "spotdetect_review"
 
 #: every key above (tests check that no module spells one of them by hand)
-ALL = (PROVENANCE, DETECTIONS, SCORE_MAP, TRUTH, REJECTED, QC_MISSED, AXES, SOURCE_FILE, EDITED, REVIEW)
+ALL = (PROVENANCE, DETECTIONS, SCORE_MAP, TRUTH, REJECTED, QC_MISSED, AXES, SOURCE_FILE, IMAGE_FILE, EDITED, REVIEW)
 
 
 def is_truth(layer) -> bool:

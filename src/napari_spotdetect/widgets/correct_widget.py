@@ -427,14 +427,12 @@ class CorrectWidget(Container):
 
     @staticmethod
     def _backup(truth: Path) -> list[Path]:
-        """Copy the truth CSV, its rejected file and provenance to ``*.bak`` (never over an older backup)."""
+        """Copy the truth CSV, its rejected file and provenance to ``*.bak``: the version before this session's
+        first write (one backup per file, so a folder worked on over many sessions does not fill up)."""
         out = []
         for f in (truth, truth.with_name(truth.stem + ".rejected.csv"), provenance_path(truth)):
             if f.exists():
                 bak = f.with_name(f.name + ".bak")
-                k = 2
-                while bak.exists():
-                    bak, k = f.with_name(f"{f.name}.{k}.bak"), k + 1
                 shutil.copy2(f, bak)
                 out.append(bak)
         return out
@@ -444,8 +442,12 @@ class CorrectWidget(Container):
         show_error(msg)
 
     # -- opening spot tables ----------------------------------------------------------------------------------
-    def open_spots_csv(self, path=None):
-        """Open a spot CSV with this plugin's reader (a file dialog when no path); returns the new layer."""
+    def open_spots_csv(self, path=None, truth_of: str | None = None):
+        """Open a spot CSV with this plugin's reader (a file dialog when no path); returns the new layer.
+
+        ``truth_of``: the image name whose ground truth the file is (the folder workflow), so that edits
+        save back into it (after a backup, once).
+        """
         from .._reader import _points_layer
         from ..core.spots_io import read_spots_csv
 
@@ -462,6 +464,9 @@ class CorrectWidget(Container):
             self._refuse(msg)
             return None
         data, kw, _ = _points_layer(df, path)
+        if truth_of is not None:
+            kw["metadata"][K.TRUTH] = {"image": truth_of}
+            kw["name"], kw["border_color"] = L.layer_name("truth", truth_of), L.TRUTH_COLOUR
         layer = self._viewer.add_points(data, **kw)
         self._points.value = layer
         self._set_status(f"Opened {len(data):,} spots from {path.name}.")
@@ -488,7 +493,9 @@ class CorrectWidget(Container):
         """(truth CSV, rejected CSV) for the current layer; raises SpotDetectError if there is no place."""
         image = self._image.value
         folder = str(self._folder.value) if str(self._folder.value) not in ("", ".") else None
-        src = getattr(getattr(image, "source", None), "path", None) if image is not None else None
+        src = None
+        if image is not None:
+            src = image.metadata.get(K.IMAGE_FILE) or getattr(getattr(image, "source", None), "path", None)
         name = image.name if image is not None else self._layer.name
         return A.annotation_paths(name, src, folder)
 

@@ -41,6 +41,7 @@ _LRS = [("gentle (0.0001)", 1e-4), ("standard (0.0003)", 3e-4), ("fast (0.001)",
 _LOSSES = [("SmoothF1 (recommended)", "smoothf1"), ("Dice", "dice"), ("Weighted cross-entropy", "ce"),
            ("Focal", "focal")]
 _SOURCES = [("Images and spot layers in this viewer", "layers"), ("A folder: images + one CSV each", "folder")]
+_DONE_SOURCE = ("Every image marked done (Folder tab)", "done")
 _TIP = {
     "pairs": "Each row: an image and the Points layer holding its correct spots (e.g. a corrected detection).\n"
              "Every point counts as a true spot; missing spots teach the model to ignore them.",
@@ -261,7 +262,8 @@ class FinetuneWidget(Container):
         self._entry = None  # its SessionModel
         self._rows: list[PairRow] = []
 
-        self._source = ComboBox(label="Learn from", choices=_SOURCES)
+        self.done_source = None  # set by the tabbed dock: () -> (folder, names of the images marked done)
+        self._source = ComboBox(label="Learn from", choices=self._source_choices)
         self._rows_box = Container(labels=False)
         self._rows_box.margins = (0, 0, 0, 0)
         self._add_row = PushButton(text="+ Add an image", tooltip="Train on one more image and its spots.")
@@ -400,10 +402,19 @@ class FinetuneWidget(Container):
     def _on_session_model(self, _entry) -> None:
         self._start.reset_choices()
 
+    def _source_choices(self, _widget=None) -> list:
+        return [*_SOURCES, _DONE_SOURCE] if getattr(self, "done_source", None) is not None else list(_SOURCES)
+
+    def train_on_done(self):
+        """'Train on everything marked done' in the folder loop: choose that source and start; the worker."""
+        self._source.reset_choices()
+        self._source.value = "done"
+        return self.train()
+
     def _on_source(self, *_):
         folder = self._source.value == "folder"
         self._folder.visible = folder
-        self._rows_box.visible = self._add_row.visible = not folder
+        self._rows_box.visible = self._add_row.visible = self._source.value == "layers"
         self._validate()
 
     def _on_start(self, *_):
@@ -429,6 +440,10 @@ class FinetuneWidget(Container):
             f = str(self._folder.value)
             if f in ("", ".") or not Path(f).expanduser().is_dir():
                 return "Choose the folder of images and spot CSVs."
+        elif self._source.value == "done":
+            folder, names = self.done_source() if self.done_source else (None, [])
+            if not names:
+                return "No image is marked done yet: correct one in the Folder tab and press Ctrl+Enter."
         else:
             if not self._rows:
                 return "Add an image and its spots (+ Add an image)."
@@ -487,9 +502,14 @@ class FinetuneWidget(Container):
                                 "lr": float(self._lr.value), "loss": self._loss.value,
                                 "val_percent": int(self._val.value), "out_dir": str(self._out.value),
                                 "crop": int(self._crop.value), "batch": int(self._batch.value)})
+        only = None
         if self._source.value == "folder":
             folder, pairs = str(self._folder.value), None
             info = {"folder": str(Path(folder).expanduser().resolve())}
+        elif self._source.value == "done":
+            folder, only = self.done_source()
+            folder, pairs = str(folder), None
+            info = {"folder": str(Path(folder).resolve()), "images_marked_done": list(only)}
         else:
             folder = None
             pairs = [p for r in self._rows for p in pairs_from_layers(r.image.value, r.points.value)]
@@ -503,7 +523,7 @@ class FinetuneWidget(Container):
         def steps():
             from ..core.train import pairs_from_folder
 
-            all_pairs = pairs_from_folder(folder) if folder else pairs
+            all_pairs = pairs_from_folder(folder, only=only) if folder else pairs
             train, val = split_pairs(all_pairs, val_percent)
             info["n_examples"] = len(all_pairs)
             return (yield from finetune_steps(source, train, val, cfg, out_dir=out, name=name, stop=stop,

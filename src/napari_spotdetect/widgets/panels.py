@@ -13,6 +13,7 @@ from qtpy.QtWidgets import QTabWidget, QVBoxLayout, QWidget
 from .correct_widget import CorrectWidget
 from .detect_widget import DetectWidget
 from .finetune_widget import FinetuneWidget
+from .folder_widget import FolderWidget, done_images
 from .qc_widget import QCWidget
 
 TABS = (("Detect", DetectWidget), ("Correct", CorrectWidget), ("Check", QCWidget), ("Fine-tune", FinetuneWidget))
@@ -29,6 +30,12 @@ class SpotDetectPanels(QWidget):
             panel = cls(viewer)
             self.panels[title] = panel
             self.tabs.addTab(panel.native, title)
+        self.folder = FolderWidget(viewer, self.detect, self.correct)
+        self.tabs.insertTab(0, self.folder.native, "Folder")
+        self.finetune.done_source = self._done_source
+        self.finetune._source.reset_choices()
+        self.folder.on_train = self._to_training
+        self.tabs.setCurrentIndex(1)  # Detect: the folder loop is there when wanted
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.tabs)
@@ -56,4 +63,14 @@ class SpotDetectPanels(QWidget):
         return self.panels["Fine-tune"]
 
     def show_tab(self, title: str) -> None:
-        self.tabs.setCurrentIndex([t for t, _ in TABS].index(title))
+        self.tabs.setCurrentIndex(["Folder", *(t for t, _ in TABS)].index(title))
+
+    def _to_training(self) -> None:
+        self.finetune._source.reset_choices()
+        self.finetune._source.value = "done"
+        self.show_tab("Fine-tune")
+
+    def _done_source(self):
+        """(folder, names of the images marked done) for 'train on everything marked done'."""
+        folder = self.folder.folder
+        return (folder, done_images(folder)) if folder is not None else (None, [])
