@@ -113,6 +113,8 @@ def test_zstack_detected_plane_by_plane_with_scale(detect_widget, qtbot, tiny_mo
     assert points.data[:, 0].min() >= 0 and points.data[:, 0].max() <= image.data.shape[0] - 1
     np.testing.assert_allclose(points.scale, image.scale)
     assert str(points.projection_mode) == "rescale_linear"
+    # rings also show, smaller, two planes above and below; the image still shows its one plane
+    assert viewer.dims.thickness[0] == pytest.approx(4 * 3.0) and str(image.projection_mode) == "none"
     score_map = _score_map(viewer)
     assert score_map.data.shape == image.data.shape
     np.testing.assert_allclose(score_map.scale, image.scale)

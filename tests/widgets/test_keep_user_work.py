@@ -215,3 +215,44 @@ def test_a_adds_at_the_cursor_and_d_deletes_the_spot_under_it(detected, tmp_path
     viewer.cursor.position = (-50.0, -50.0)
     press("d")  # nothing there: nothing deleted
     assert len(spots.data) == n and "No spot under the cursor" in correct._status.value
+
+
+def test_correction_hides_the_score_map_and_draws_truth_and_hand_spots_apart(detect_widget, tiny_model,
+                                                                             run_and_wait, tmp_path):
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    from napari_spotdetect.widgets.layers import MANUAL_BORDER, QC_COLOURS, TRUTH_COLOUR
+
+    viewer, widget = detect_widget
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    widget.set_model(tiny_model)
+    widget._maps.value = True
+    run_and_wait(widget)
+    [score_map] = [lay for lay in viewer.layers if K.SCORE_MAP in lay.metadata]
+    [spots] = _detections(viewer)
+    assert score_map.visible
+    correct = _dock(viewer, "Correct spots")
+    correct._points.value = spots
+    correct._folder.value = tmp_path
+    truth = correct.start_ground_truth()
+    assert not score_map.visible and not spots.visible  # only the spots being corrected, over the image
+    ring = transform_color(TRUTH_COLOUR)[0]
+    np.testing.assert_allclose(truth.border_color[0], ring)
+    assert all(np.abs(transform_color(c)[0] - ring).max() > 0.2 for c in QC_COLOURS.values())
+
+    truth.add(viewer.layers["true spots"].data[0])
+    assert truth.features["source"].iloc[-1] == "manual"
+    assert truth.face_color[-1][3] == 0  # hollow: the spot under it stays visible
+    np.testing.assert_allclose(truth.border_color[-1], MANUAL_BORDER)
+    assert str(truth.symbol[-1]) == "diamond" and str(truth.symbol[0]) == "disc"
+
+
+def test_time_left_is_estimated_from_the_work_done():
+    from napari_spotdetect.widgets.detect_widget import _Clock, format_seconds
+
+    clock = _Clock()
+    clock.t0 -= 30.0  # 30 s spent
+    assert clock.left(1, 100) == ""  # too early to guess
+    assert clock.left(25, 100) == "about 1 min 30 s left"
+    assert clock.left(100, 100) == ""
+    assert format_seconds(7200 + 600) == "2 h 10 min"
