@@ -217,7 +217,7 @@ class FolderWidget(Container):
     def _close_current(self) -> None:
         self._correct.flush()
         self._pending = None
-        for layer in [lay for lay in self._layers if lay in self._viewer.layers]:
+        for layer in reversed([lay for lay in self._layers if lay in self._viewer.layers]):
             self._viewer.layers.remove(layer)
         self._layers = []
 
