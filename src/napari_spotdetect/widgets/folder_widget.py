@@ -217,9 +217,17 @@ class FolderWidget(Container):
     def _close_current(self) -> None:
         self._correct.flush()
         self._pending = None
-        for layer in reversed([lay for lay in self._layers if lay in self._viewer.layers]):
+        gone = list(reversed([lay for lay in self._layers if lay in self._viewer.layers]))
+        for layer in gone:
             self._viewer.layers.remove(layer)
         self._layers = []
+        if gone:
+            # let the canvas take the removals in before the next image is added: adding it in the same
+            # event-loop turn as removing a detection's layers crashed vispy's drawing (segfault, seen with
+            # Mesa's software OpenGL under Xvfb, with or without this plugin's changes)
+            from qtpy.QtWidgets import QApplication
+
+            QApplication.processEvents()
 
     def truth_layer(self):
         """The ground-truth layer of the current image, or None."""
