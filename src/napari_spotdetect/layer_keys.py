@@ -28,11 +28,9 @@ SOURCE_FILE = "source_file"
 IMAGE_FILE = "spotdetect_image_file"
 #: set once a user has edited the layer's spots (never replace such a layer with a new detection)
 EDITED = "spotdetect_edited"
-#: review state of a ground-truth layer: ``{"reviewed": [...], "added": n, "deleted": n}``
-REVIEW = "spotdetect_review"
 
 #: every key above (tests check that no module spells one of them by hand)
-ALL = (PROVENANCE, DETECTIONS, SCORE_MAP, TRUTH, REJECTED, QC_MISSED, AXES, SOURCE_FILE, IMAGE_FILE, EDITED, REVIEW)
+ALL = (PROVENANCE, DETECTIONS, SCORE_MAP, TRUTH, REJECTED, QC_MISSED, AXES, SOURCE_FILE, IMAGE_FILE, EDITED)
 
 
 def is_truth(layer) -> bool:

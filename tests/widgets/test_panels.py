@@ -22,10 +22,10 @@ def test_all_four_panels_docked_at_once_fit_a_laptop_screen(make_napari_viewer):
         assert w.native.findChild(QScrollArea) is not None, type(w).__name__
 
 
-def test_tabbed_dock_holds_the_four_panels_and_fits(make_napari_viewer, qtbot):
+def test_tabbed_dock_holds_the_folder_tab_and_the_four_panels_and_fits(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     _dock, panels = viewer.window.add_plugin_dock_widget("napari-spotdetect", "All panels (tabs)")
-    assert [panels.tabs.tabText(i) for i in range(panels.tabs.count())] == ["Detect", "Correct", "Check",
+    assert [panels.tabs.tabText(i) for i in range(panels.tabs.count())] == ["Folder", "Detect", "Correct", "Check",
                                                                          "Fine-tune"]
     assert _fits(viewer) <= LAPTOP[1] - 40
     panels.show_tab("Fine-tune")

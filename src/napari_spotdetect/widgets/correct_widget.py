@@ -361,7 +361,7 @@ class CorrectWidget(Container):
             return None
         name = L.layer_name("truth", image.name if image is not None else src.name)
         meta = {k: v for k, v in src.metadata.items()
-                if k not in (K.DETECTIONS, K.TRUTH, K.EDITED, K.SOURCE_FILE, K.REVIEW)}
+                if k not in (K.DETECTIONS, K.TRUTH, K.EDITED, K.SOURCE_FILE)}
         meta[REJECTED_KEY] = pd.DataFrame()
         meta[K.TRUTH] = {"image": image.name if image is not None else src.name}
         if truth_path is not None:
