@@ -256,3 +256,32 @@ def test_time_left_is_estimated_from_the_work_done():
     assert clock.left(25, 100) == "about 1 min 30 s left"
     assert clock.left(100, 100) == ""
     assert format_seconds(7200 + 600) == "2 h 10 min"
+
+
+def test_review_progress_is_counted_saved_and_resumed(detected, tmp_path):
+    viewer, _detect, _image, spots, true_spots = detected
+    correct = _dock(viewer, "Correct spots")
+    correct._points.value = spots
+    correct._folder.value = tmp_path
+    truth = correct.start_ground_truth()
+    n = len(truth.data)
+    assert n >= 3 and correct._review_state.value == f"0 of {n} reviewed · 0 added · 0 deleted"
+    correct.next_doubtful()  # N
+    correct.next_doubtful()
+    correct.next_doubtful(-1)  # back to the first: still two spots looked at
+    truth.add(true_spots.data[0])  # placed by hand: reviewed by definition
+    truth.selected_data = {int(np.flatnonzero(~truth.features["reviewed"].to_numpy(bool))[0])}
+    truth.remove_selected()  # a spot nobody had looked at yet
+    correct.refresh_review()
+    assert correct._review_state.value == f"3 of {n} reviewed · 1 added · 1 deleted"
+
+    csv = tmp_path / "smFISH_synthetic.csv"
+    saved = read_spots_csv(csv)
+    assert int(saved["reviewed"].astype(bool).sum()) == 3  # the file keeps the review: it resumes
+    viewer.layers.remove(truth)
+    reopened = correct.open_spots_csv(csv)
+    assert same_layer(correct._points.value, reopened)
+    assert correct.review_state() == {"n": n, "reviewed": 3, "added": 1, "deleted": 1}
+    reopened.selected_data = {0}
+    reopened.remove_selected()  # editing the reopened file keeps the earlier deleted predictions too
+    assert len(read_spots_csv(tmp_path / "smFISH_synthetic.rejected.csv")) == 2

@@ -36,6 +36,8 @@ TRUTH_KEY = K.TRUTH
 SNAP_MERGE_PX = 1.0
 #: annotation files written (created or knowingly overwritten) in this napari session: resolved paths
 SESSION_FILES: set[str] = set()
+#: feature column marking the spots a reviewer has looked at (N, Shift+N, a row click); saved with the spots
+REVIEWED = "reviewed"
 REVIEW_ROWS = 300  # the list shows this many of the least confident spots; more would not be reviewed
 SHORTCUTS = {  # bound on the corrected layer only
     "n": "jump to the next doubtful spot",
@@ -99,6 +101,7 @@ class CorrectWidget(Container):
         self._status = Label(value="")
         help_label = Label(value=HELP)
         head = Label(value="<b>Check the least confident spots first</b> (click a row to go there)")
+        self._review_state = Label(value="")
         form = Container(widgets=[self._points, self._image, self._folder], labels=True)
         buttons = Container(widgets=[self._undo_btn, self._redo_btn], layout="horizontal", labels=False)
         self.extend([form, self._open_csv, self._snap, self._copy, self._truth, self._where, buttons, help_label,
@@ -119,6 +122,7 @@ class CorrectWidget(Container):
         self._table.setMinimumHeight(180)
         self._table.horizontalHeader().setStretchLastSection(True)
         self._table.cellClicked.connect(lambda row, _col: self.go_to(row))
+        self.append(self._review_state)
         self.native.layout().addWidget(self._table)
         self.append(self._status)
         make_scrollable(self)
@@ -288,7 +292,10 @@ class CorrectWidget(Container):
             show_warning(" ".join(warnings))
         if not rows:
             return 0
-        layer.features = A.manual_features(layer.features, rows)
+        features = A.manual_features(layer.features, rows)
+        features[REVIEWED] = _reviewed(features)
+        features.loc[rows, REVIEWED] = True  # placed by the reviewer: looked at by definition
+        layer.features = features
         L.style_by_source(layer)
         layer.refresh()
         return len(rows)
@@ -464,6 +471,12 @@ class CorrectWidget(Container):
             self._refuse(msg)
             return None
         data, kw, _ = _points_layer(df, path)
+        rejected = path.with_name(path.stem + ".rejected.csv")
+        if rejected.is_file():  # the deleted predictions saved with it: keep them (the next save rewrites them)
+            try:
+                kw["metadata"][REJECTED_KEY] = read_spots_csv(rejected)
+            except (SpotDetectError, ValueError, OSError):
+                pass
         if truth_of is not None:
             kw["metadata"][K.TRUTH] = {"image": truth_of}
             kw["name"], kw["border_color"] = L.layer_name("truth", truth_of), L.TRUTH_COLOUR
@@ -577,6 +590,7 @@ class CorrectWidget(Container):
         order = [] if layer is None else A.review_order(layer.features)[:REVIEW_ROWS].tolist()
         self._row_index = order
         self._table.setRowCount(len(order))
+        self._show_review_state()
         if layer is None:
             return
         axes = L.layer_axes(layer)
@@ -606,6 +620,36 @@ class CorrectWidget(Container):
         self._viewer.camera.center = tuple(world[list(dims.displayed)])
         layer.selected_data = {i}
         self._table.selectRow(row)
+        self._mark_reviewed(i)
+
+    def _mark_reviewed(self, i: int) -> None:
+        """Remember that spot ``i`` was looked at; saved with the ground truth, so a review resumes."""
+        layer = self._layer
+        features = layer.features.copy()
+        reviewed = _reviewed(features)
+        if reviewed[i]:
+            return
+        reviewed[i] = True
+        features[REVIEWED] = reviewed
+        layer.features = features
+        if TRUTH_KEY in layer.metadata:
+            self._save()
+        self._show_review_state()
+
+    def review_state(self) -> dict:
+        """Counts for the review line: spots, reviewed, added by hand, deleted predictions."""
+        layer = self._layer
+        if layer is None:
+            return {}
+        f = layer.features
+        return {"n": len(layer.data), "reviewed": int(_reviewed(f).sum()),
+                "added": int((f["source"].astype(str) == A.MANUAL).sum()) if "source" in f else 0,
+                "deleted": len(layer.metadata.get(REJECTED_KEY, pd.DataFrame()))}
+
+    def _show_review_state(self) -> None:
+        st = self.review_state()
+        self._review_state.value = "" if not st else (
+            f"{st['reviewed']} of {st['n']} reviewed · {st['added']} added · {st['deleted']} deleted")
 
     def next_doubtful(self, step: int = 1) -> None:
         if self._row_index:
@@ -620,3 +664,13 @@ def _key(key: str):
     from napari.utils.key_bindings import coerce_keybinding
 
     return coerce_keybinding(key)
+
+
+def _reviewed(features: pd.DataFrame) -> np.ndarray:
+    """The 'reviewed' column as booleans (missing, NaN or text from a CSV count as not reviewed)."""
+    if REVIEWED not in features.columns:
+        return np.zeros(len(features), dtype=bool)
+    col = features[REVIEWED]
+    if col.dtype == bool:
+        return col.to_numpy(copy=True)
+    return col.astype(str).str.lower().isin(["true", "1", "1.0"]).to_numpy()

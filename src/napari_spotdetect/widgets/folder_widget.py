@@ -258,7 +258,8 @@ class FolderWidget(Container):
         features = truth.features
         manual = int((features.get("source", pd.Series(dtype=str)).astype(str) == A.MANUAL).sum())
         self.state["done"][path.name] = {
-            "n_spots": int(len(truth.data)), "added": manual,
+            "n_spots": int(len(truth.data)), "added": manual, "reviewed": self._correct.review_state().get("reviewed", 0)
+            if self._correct._layer is truth else None,
             "deleted": int(len(truth.metadata.get(K.REJECTED, pd.DataFrame()))),
             "annotation": path.with_suffix(".csv").name, "at": _dt.datetime.now().isoformat(timespec="seconds")}
         self._save_state()
