@@ -1,7 +1,7 @@
 """Screenshots of the detection, correction, QC and fine-tuning widgets on the sample data, for the docs (docs/*.png).
 
 Uses the real piscis fixture model from ../shared (or --model PATH). Needs a display:
-    xvfb-run -a -s "-screen 0 1280x1024x24" python scripts/make_screenshots.py [--only detect|hitl|finetune]
+    xvfb-run -a -s "-screen 0 1400x1000x24" python scripts/make_screenshots.py [--only detect|hitl|finetune|laptop|folder]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def main():
     ap.add_argument("--model", help="a model file, or 'default' for the bundled model (default: the piscis "
                     "fixture, decompressed)")
     ap.add_argument("--out", default=str(ROOT / "docs"))
-    ap.add_argument("--only", choices=["detect", "hitl", "finetune"],
+    ap.add_argument("--only", choices=["detect", "hitl", "finetune", "laptop", "folder"],
                     help="make one group of screenshots (default: all)")
     args = ap.parse_args()
     import napari
@@ -61,6 +61,10 @@ def main():
     os.environ.setdefault("NAPARI_SPOTDETECT_SETTINGS", str(tmp / "settings.json"))
     app = QApplication.instance() or QApplication([])
     try:
+        if args.only in (None, "folder"):
+            folder_screenshots(model, out, app)
+        if args.only in (None, "laptop"):
+            laptop_screenshots(model, out, app)
         if args.only in (None, "hitl"):
             correct_and_qc_screenshots(model, out, app, tmp)
         if args.only in (None, "finetune"):
@@ -166,7 +170,9 @@ def correct_and_qc_screenshots(model, out: Path, app, tmp: Path) -> None:
     det._model_kind.value, det._model_path.value, det._device.value, det._maps.value = "file", model, "cpu", False
     det.run()
     wait(det, app)
-    spots = viewer.layers["smFISH (synthetic) spots"]
+    from napari_spotdetect import layer_keys as K
+
+    spots = next(lay for lay in viewer.layers if K.is_detection(lay))
     truth = viewer.layers["true spots"]
     det._threshold.value = 0.3  # below the tuned 0.5: more doubtful spots to review
     det.apply_threshold()
@@ -197,6 +203,79 @@ def correct_and_qc_screenshots(model, out: Path, app, tmp: Path) -> None:
     qc._all.value = False
     qc.compare()
     shoot(viewer, app, out / "qc_widget.png", 4.0, (96.0, 96.0))
+    viewer.close()
+
+
+
+def laptop_screenshots(model, out: Path, app) -> None:
+    """The panels on a 1366 x 768 laptop screen: the four docks at once, then the tabbed dock mid-correction."""
+    import napari
+
+    from napari_spotdetect import layer_keys as K
+
+    for name in ("panels_1366x768_docks", "panels_1366x768_tabs"):
+        viewer = napari.Viewer(show=True)
+        viewer.window._qt_window.showNormal()
+        viewer.window.resize(1366, 768)
+        viewer.open_sample("napari-spotdetect", "smfish_2d")
+        if name.endswith("docks"):
+            docks = [viewer.window.add_plugin_dock_widget("napari-spotdetect", n)[1] for n in (
+                "Detect spots", "Correct spots", "Check against ground truth", "Fine-tune on my spots")]
+            det = docks[0]
+        else:
+            _d, panels = viewer.window.add_plugin_dock_widget("napari-spotdetect", "All panels (tabs)")
+            det = panels.detect
+        det._model_kind.value, det._model_path.value, det._device.value = "file", model, "cpu"
+        det.run()
+        wait(det, app)
+        if name.endswith("tabs"):
+            spots = next(lay for lay in viewer.layers if K.is_detection(lay))
+            panels.correct._points.value = spots
+            panels.correct._folder.value = Path(tempfile.mkdtemp())
+            panels.correct.start_ground_truth()
+            panels.show_tab("Correct")
+        viewer.window.resize(1366, 768)
+        shoot(viewer, app, out / f"{name}.png", 2.0, (128, 128))
+        print(name, viewer.window._qt_window.size())
+        viewer.close()
+
+
+def folder_screenshots(model, out: Path, app) -> None:
+    """The folder loop at 1366 x 768: the first image done, the second detected and being corrected."""
+    import napari
+    import numpy as np
+    import tifffile
+
+    from napari_spotdetect.core.synthetic import synthetic_image
+
+    folder = Path(tempfile.mkdtemp()) / "my-images"
+    folder.mkdir()
+    for i in range(4):
+        img, _ = synthetic_image((256, 256), n_spots=80, seed=40 + i)
+        tifffile.imwrite(folder / f"cells_{i + 1:02d}.tif", img.astype(np.float32))
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1366, 768)
+    _d, panels = viewer.window.add_plugin_dock_widget("napari-spotdetect", "All panels (tabs)")
+    det = panels.detect
+    det._model_kind.value, det._model_path.value, det._device.value = "file", model, "cpu"
+    loop = panels.folder
+
+    def until_truth(name):
+        t0 = time.time()
+        while (loop.truth_layer() is None or loop.truth_layer().metadata["spotdetect_truth"]["image"] != name) \
+                and time.time() - t0 < 300:
+            app.processEvents()
+            time.sleep(0.02)
+        for _ in range(10):
+            app.processEvents()
+
+    loop.set_folder(folder)
+    until_truth("cells_01")
+    loop.truth_layer().add([[128.0, 128.0]])  # one hand-placed spot, as a correction
+    loop.mark_done_and_next()  # Ctrl+Enter
+    until_truth("cells_02")
+    panels.show_tab("Folder")
+    shoot(viewer, app, out / "folder_loop.png", 2.0, (128, 128))
     viewer.close()
 
 

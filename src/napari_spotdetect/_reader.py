@@ -9,7 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import layer_keys as K
 from .core.spots_io import COORD_ORDER, NotASpotTable, provenance_path, read_spots_csv
+from .widgets.layers import TRUTH_COLOUR
+
+#: ring colour of a spot table that is not ground truth (none of the QC legend's colours either)
+SPOTS_COLOUR = "#60b0ff"
 
 
 def get_reader(path):
@@ -38,7 +43,7 @@ def _points_table_layer(path: Path):
     df = read_points_table(path)
     data, kw, kind = _points_layer(df, path)
     ps = df.attrs.get("pixel_size")
-    axes = kw["metadata"]["spotdetect_axes"]
+    axes = kw["metadata"][K.AXES]
     if ps is not None:
         size = dict(zip("zyx", ps))
         kw["scale"] = [1.0 if np.isnan(size.get(a, np.nan)) else size[a] for a in axes]
@@ -50,7 +55,7 @@ def _points_layer(df, path: Path):
     axes = [c for c in COORD_ORDER if c in df.columns]
     coords = df[axes].to_numpy(dtype=float)
     features = df.drop(columns=axes).reset_index(drop=True)
-    metadata = {"spotdetect_axes": "".join(axes), "source_file": str(path)}
+    metadata = {K.AXES: "".join(axes), K.SOURCE_FILE: str(path)}
     prov = provenance_path(path)
     if prov.is_file():
         try:
@@ -58,9 +63,13 @@ def _points_layer(df, path: Path):
         except (ValueError, OSError):
             doc = None
         if isinstance(doc, dict):  # valid JSON that is not an object is not our provenance: ignore it
-            metadata["spotdetect"] = {**doc, "layer_axes": "".join(axes)}
-    kw = {"name": path.stem, "features": features, "metadata": metadata, "size": 7,
-          "face_color": "transparent", "border_color": "#ffd700", "border_width": 0.18}
+            metadata[K.PROVENANCE] = {**doc, "layer_axes": "".join(axes)}
+    truth = (metadata.get(K.PROVENANCE) or {}).get("ground_truth")
+    if isinstance(truth, dict) and truth.get("image"):  # saved by 'Correct spots': it is ground truth again
+        metadata[K.TRUTH] = {"image": str(truth["image"])}
+    kw = {"name": f"{'truth' if K.TRUTH in metadata else 'spots'}: {path.stem}", "features": features,
+          "metadata": metadata, "size": 7, "face_color": "transparent",
+          "border_color": TRUTH_COLOUR if K.TRUTH in metadata else SPOTS_COLOUR, "border_width": 0.18}
     return coords, kw, "points"
 
 
@@ -95,7 +104,7 @@ def image_layer_data(data, info, name: str):
     axes = info.axes
     if axes is None:
         scale = [float(info.pixel_size.get(a, 1.0)) for a in "yx"] if data.ndim >= 2 else []
-        kw = {"name": name, "metadata": {"source_file": info.path, "pixel_size": dict(info.pixel_size),
+        kw = {"name": name, "metadata": {K.SOURCE_FILE: info.path, "pixel_size": dict(info.pixel_size),
                                          "pixel_unit": info.unit}}
         if info.pixel_size and data.ndim >= 2:
             kw["scale"] = tuple([1.0] * (data.ndim - 2) + scale)
@@ -103,7 +112,7 @@ def image_layer_data(data, info, name: str):
     plane_axes = axes.replace("c", "")
     kw = {"name": name, "axis_labels": tuple(plane_axes),
           "scale": tuple(float(info.pixel_size.get(a, 1.0)) for a in plane_axes),
-          "metadata": {"spotdetect_axes": plane_axes, "source_file": info.path,
+          "metadata": {K.AXES: plane_axes, K.SOURCE_FILE: info.path,
                        "pixel_size": dict(info.pixel_size), "pixel_unit": info.unit}}
     if "c" in axes:
         kw["channel_axis"] = axes.index("c")
@@ -137,8 +146,8 @@ def _trackmate_layer(df, path: Path):
     ps = df.attrs.get("pixel_size")
     scale = [dict(zip("zyx", ps)).get(a, 1.0) for a in axes] if ps else [1.0] * len(axes)
     features = df.drop(columns=axes).reset_index(drop=True)
-    metadata = {"spotdetect_axes": "".join(axes), "source_file": str(path),
-                "spotdetect": {"layer_axes": "".join(axes), "source": "trackmate", "pixel_size_zyx_um": ps}}
+    metadata = {K.AXES: "".join(axes), K.SOURCE_FILE: str(path),
+                K.PROVENANCE: {"layer_axes": "".join(axes), "source": "trackmate", "pixel_size_zyx_um": ps}}
     kw = {"name": path.stem, "features": features, "metadata": metadata, "size": 7, "scale": scale,
           "face_color": "transparent", "border_color": "#40e0d0", "border_width": 0.18}
     return df[axes].to_numpy(dtype=float), kw, "points"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from . import layer_keys as K
 from .core.spots_io import write_spots_csv
 from .widgets.layers import axes_from_labels
 
@@ -22,14 +23,14 @@ def write_points(path: str, data, meta: dict) -> list[str]:
         feats = pd.DataFrame(features).reset_index(drop=True)
         df = pd.concat([df, feats.drop(columns=[c for c in feats.columns if c in axes])], axis=1)
     metadata = meta.get("metadata") or {}
-    prov = metadata.get("spotdetect")
+    prov = metadata.get(K.PROVENANCE)
     write_spots_csv(df, path, provenance=dict(prov) if isinstance(prov, dict) else None)
     return [str(path)]
 
 
 def _layer_axes(ndim: int, meta: dict) -> str:
     metadata = meta.get("metadata") or {}
-    for axes in ((metadata.get("spotdetect") or {}).get("layer_axes"), metadata.get("spotdetect_axes"),
+    for axes in ((metadata.get(K.PROVENANCE) or {}).get("layer_axes"), metadata.get(K.AXES),
                  axes_from_labels(meta.get("axis_labels") or ())):
         if axes and len(axes) == ndim:
             return axes

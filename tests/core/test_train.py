@@ -73,6 +73,36 @@ def test_stop_mid_epoch_is_prompt_and_keeps_the_best_checkpoint(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_stop_during_validation_acts_within_it(tmp_path):
+    """Stop pressed while an epoch is being validated: the validation ends at the next tile batch, the epoch
+    is reported as stopped (not as a measured epoch) and the best checkpoint of earlier epochs stays."""
+    stop = threading.Event()
+    tr = Trainer(TINY, _data(), _data(2, seed=10), _cfg(epochs=3, steps_per_epoch=2), out_dir=tmp_path, name="m",
+                 stop=stop)
+    recalibrate = tr.recalibrate_bn
+    epochs_done = []
+
+    def then_stop(*a, **kw):  # runs just before each validation: press Stop from epoch 2 on
+        recalibrate(*a, **kw)
+        if len(epochs_done) >= 1:
+            stop.set()
+
+    tr.recalibrate_bn = then_stop
+    events = []
+    for ev in tr.iter_fit():
+        events.append(ev)
+        if ev.kind == "epoch":
+            epochs_done.append(ev.epoch)
+    assert epochs_done == [1]
+    assert events[-1].kind == "stopped" and events[-1].epoch == 2
+    assert tr.best is not None and tr.best["epoch"] == 1
+    assert load_model(tr.best_path, device="cpu").info.card["epoch"] == 1
+    from napari_spotdetect.core.errors import Cancelled
+
+    with pytest.raises(Cancelled):  # the flag is still set: a validation asked now stops at once
+        tr.validate(should_stop=tr._should_stop)
+
+
 def test_callable_stop_and_fit(tmp_path):
     calls = []
     tr = Trainer(TINY, _data(), None, _cfg(), stop=lambda: len(calls) >= 3)

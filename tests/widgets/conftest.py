@@ -127,3 +127,17 @@ def finetune_widget(make_napari_viewer):
     _d1, detect = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
     _d2, tune = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Fine-tune on my spots")
     return viewer, detect, tune
+
+
+@pytest.fixture(autouse=True)
+def _no_modal_questions(monkeypatch):
+    """A question box would wait forever for a click under Xvfb: a test that triggers one unasked fails."""
+    from napari_spotdetect.widgets.correct_widget import CorrectWidget
+
+    def unexpected(title, text):
+        raise AssertionError(f"unexpected question to the user: {title}: {text}")
+
+    monkeypatch.setattr(CorrectWidget, "confirm", staticmethod(unexpected))
+    import napari_spotdetect.widgets.correct_widget as cw
+
+    monkeypatch.setattr(cw, "SESSION_FILES", set())  # each test is a fresh napari session

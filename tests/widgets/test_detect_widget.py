@@ -5,12 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_spotdetect import layer_keys as K
 from napari_spotdetect.core import detect
 from napari_spotdetect.widgets.detect_widget import DETS_KEY, META_KEY, DetectWidget
 
 
 def _spots_layer(viewer):
     found = [lay for lay in viewer.layers if META_KEY in lay.metadata]
+    assert len(found) == 1, [lay.name for lay in viewer.layers]
+    return found[0]
+
+
+def _score_map(viewer):
+    found = [lay for lay in viewer.layers if lay.metadata.get(K.SCORE_MAP) == "labels"]
     assert len(found) == 1, [lay.name for lay in viewer.layers]
     return found[0]
 
@@ -23,6 +30,8 @@ def test_detect_2d_sample_gives_aligned_scored_points(detect_widget, qtbot, tiny
     widget._image.value = image
     widget.set_model(tiny_model)
     assert widget._axes.value == "yx"
+    assert not widget._maps.value  # the score map is off by default: it hides the spots
+    widget._maps.value = True
 
     run_and_wait(widget)
 
@@ -39,7 +48,9 @@ def test_detect_2d_sample_gives_aligned_scored_points(detect_widget, qtbot, tiny
     prov = points.metadata[META_KEY]
     assert prov["model"] == "tiny-random" and prov["threshold"] == 0.5 and prov["layer_axes"] == "yx"
     assert "tiling" in prov and prov["device"] == "cpu"
-    score_map = viewer.layers["smFISH (synthetic) labels (model map)"]
+    assert points.name == "spots: smFISH (synthetic) (tiny-random)"  # role first, then image and model
+    score_map = _score_map(viewer)
+    assert score_map.name.startswith("labels map: smFISH (synthetic)")
     assert score_map.data.shape == image.data.shape
     np.testing.assert_allclose(score_map.scale, image.scale)
     np.testing.assert_allclose(score_map.translate, image.translate)
@@ -94,6 +105,7 @@ def test_zstack_detected_plane_by_plane_with_scale(detect_widget, qtbot, tiny_mo
     image = viewer.layers["smFISH stack (synthetic)"]
     image.scale = (3.0, 0.5, 0.5)
     widget.set_model(tiny_model)
+    widget._maps.value = True
     assert widget._axes.value == "zyx"
     run_and_wait(widget)
     points = _spots_layer(viewer)
@@ -101,7 +113,9 @@ def test_zstack_detected_plane_by_plane_with_scale(detect_widget, qtbot, tiny_mo
     assert points.data[:, 0].min() >= 0 and points.data[:, 0].max() <= image.data.shape[0] - 1
     np.testing.assert_allclose(points.scale, image.scale)
     assert str(points.projection_mode) == "rescale_linear"
-    score_map = viewer.layers["smFISH stack (synthetic) labels (model map)"]
+    # rings also show, smaller, two planes above and below; the image still shows its one plane
+    assert viewer.dims.thickness[0] == pytest.approx(4 * 3.0) and str(image.projection_mode) == "none"
+    score_map = _score_map(viewer)
     assert score_map.data.shape == image.data.shape
     np.testing.assert_allclose(score_map.scale, image.scale)
     calls = tiny_model.calls
@@ -121,13 +135,14 @@ def test_axes_in_layer_order_and_user_override(detect_widget, qtbot, tiny_model,
     assert not widget._run.enabled and "not valid" in widget._status.value
     widget._axes.value = "yxc"  # ...until the user says the last axis holds channels
     assert widget._run.enabled
+    widget._maps.value = True
     run_and_wait(widget)
     points = _spots_layer(viewer)
     for ch in (0, 1):
         ref = detect(data[..., ch], tiny_model).spots
         mine = points.data[points.data[:, 2] == ch]
         np.testing.assert_allclose(mine[:, :2], ref[["y", "x"]].to_numpy())
-    assert viewer.layers["two channels last labels (model map)"].data.shape == data.shape
+    assert _score_map(viewer).data.shape == data.shape
 
 
 def test_axis_labels_and_rgb(detect_widget):
@@ -141,7 +156,11 @@ def test_axis_labels_and_rgb(detect_widget):
     assert "RGB" in widget.problem() and widget.run() is None
 
 
-def test_model_choice_is_remembered_and_errors_are_shown(detect_widget, run_and_wait, tmp_path):
+def test_model_choice_is_remembered_only_once_it_loaded_and_errors_are_shown(detect_widget, run_and_wait,
+                                                                           tmp_path, tiny_model):
+    from napari_spotdetect.core.weights.native import save_model
+    from napari_spotdetect.widgets.settings import load_settings
+
     viewer, widget = detect_widget
     viewer.add_image(np.zeros((64, 64), np.float32))
     bad = tmp_path / "not_a_model.pt"
@@ -152,10 +171,19 @@ def test_model_choice_is_remembered_and_errors_are_shown(detect_widget, run_and_
     run_and_wait(widget)
     assert "is empty" in widget._status.value and "Fix:" in widget._status.value
     assert not [lay for lay in viewer.layers if META_KEY in lay.metadata]
+    # a model that failed to load is not what the next launch should start with
+    assert DetectWidget(viewer)._model_kind.value == "default" and load_settings("detect") == {}
 
+    good = save_model(tiny_model, tmp_path / "good.pt")
+    widget._model_path.value = good
+    widget._min_distance.value = 3
+    run_and_wait(widget)
+    assert [lay for lay in viewer.layers if META_KEY in lay.metadata]
     again = DetectWidget(viewer)  # a new session reads the settings file
-    assert again._model_kind.value == "file" and str(again._model_path.value) == str(bad)
+    assert again._model_kind.value == "file" and str(again._model_path.value) == str(good)
+    assert again._min_distance.value == 3
     again.restore_defaults()
+    assert again.choices_to_remember()["model_path"] == ""  # the bundled model is not stored as path "."
     assert again._model_kind.value == "default" and again._model_path.native.isHidden()
     assert DetectWidget(viewer)._model_kind.value == "default"
 
@@ -193,6 +221,7 @@ def test_augmentation_box_averages_eight_views(detect_widget, tiny_model, run_an
     widget._image.value = image
     widget.set_model(tiny_model)
     widget._augment.value = True
+    widget._maps.value = True
     passes = []
     hook = tiny_model.net.fpn.register_forward_pre_hook(lambda *_: passes.append(1))
     run_and_wait(widget)

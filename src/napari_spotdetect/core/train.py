@@ -608,8 +608,11 @@ def planes_with_spots(image, points) -> list:
     return out
 
 
-def pairs_from_folder(images, spots=None) -> list:
-    """(image, spots) pairs from a folder of images and a folder (default: the same) of same-named CSVs."""
+def pairs_from_folder(images, spots=None, only=None) -> list:
+    """(image, spots) pairs from a folder of images and a folder (default: the same) of same-named CSVs.
+
+    ``only``: file names of the images to use (e.g. those marked done in the napari folder loop).
+    """
     from .spots_io import IMAGE_SUFFIXES, read_image, read_spots_csv  # noqa: PLC0415
 
     images = Path(images)
@@ -617,6 +620,8 @@ def pairs_from_folder(images, spots=None) -> list:
     if not images.is_dir():
         raise SpotDetectError(f"{images} is not a folder.", "pass a folder of images with a CSV of spots per image.")
     files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if only is not None:
+        files = [p for p in files if p.name in set(only)]
     if not files:
         raise SpotDetectError(f"No images in {images}.", f"put images ({', '.join(sorted(IMAGE_SUFFIXES))}) there.")
     pairs, missing = [], []

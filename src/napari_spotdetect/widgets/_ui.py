@@ -7,3 +7,41 @@ def show_status(label, text: str, error: bool = False) -> None:
     """Put ``text`` in a magicgui Label, amber when it describes a problem the user must fix."""
     label.value = text
     label.native.setStyleSheet(ERROR_STYLE if error else "")
+
+
+def make_scrollable(container, min_height: int = 100):
+    """Put everything in a magicgui Container into a vertical scroll area, so the panel never pushes napari's
+    window taller than a laptop screen (all four panels at once stacked to about 2,300 px).
+
+    Call it last in ``__init__``: widgets appended afterwards would land outside the scroll area. napari
+    docks ``container.native``, so the scroll area lives inside it (magicgui's own ``scrollable=True``
+    would be torn out of its scroll area by the dock).
+    """
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+
+    outer = container.native.layout()
+    body = QWidget()
+    inner = QVBoxLayout(body)
+    inner.setContentsMargins(outer.contentsMargins())
+    inner.setSpacing(outer.spacing())
+    while outer.count():
+        item = outer.takeAt(0)
+        if item.widget() is not None:
+            inner.addWidget(item.widget())
+        elif item.layout() is not None:
+            inner.addLayout(item.layout())
+        elif item.spacerItem() is not None:
+            inner.addItem(item.spacerItem())
+    inner.addStretch(1)
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(body)
+    scroll.setMinimumWidth(body.minimumSizeHint().width() + 16)
+    scroll.setMinimumHeight(min_height)
+    scroll.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    return scroll

@@ -9,38 +9,50 @@ crash loses nothing. The review list puts the least confident predictions first.
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 
 import napari
 import numpy as np
 import pandas as pd
 from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, create_widget
 from napari.layers.base._base_constants import ActionType
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QMessageBox, QTableWidget, QTableWidgetItem
 
+from .. import layer_keys as K
 from ..core import annotations as A
 from ..core.errors import SpotDetectError
+from ..core.spots_io import provenance_path
 from . import layers as L
-from ._ui import show_status
+from ._ui import make_scrollable, show_status
 
 log = logging.getLogger(__name__)
 
-REJECTED_KEY = "spotdetect_rejected"  # DataFrame of deleted predictions (negatives for training)
-TRUTH_KEY = "spotdetect_truth"  # {"image": name, "folder": str|None} when the layer is ground truth
+REJECTED_KEY = K.REJECTED  # kept for callers of the old names; the keys live in layer_keys
+TRUTH_KEY = K.TRUTH
+#: a snapped spot closer than this (pixels) to another spot has probably jumped onto that spot
+SNAP_MERGE_PX = 1.0
+#: annotation files written (created or knowingly overwritten) in this napari session: resolved paths
+SESSION_FILES: set[str] = set()
+#: feature column marking the spots a reviewer has looked at (N, Shift+N, a row click); saved with the spots
+REVIEWED = "reviewed"
 REVIEW_ROWS = 300  # the list shows this many of the least confident spots; more would not be reviewed
 SHORTCUTS = {  # bound on the corrected layer only
     "n": "jump to the next doubtful spot",
     "Shift-n": "jump to the previous one",
     "g": "snapping on/off",
+    "a": "add a spot at the mouse cursor (any tool)",
+    "d": "delete the spot under the mouse cursor (any tool)",
     "x": "delete the selected spots (as Delete does)",
     "Control-z": "undo",
     "Control-Shift-z": "redo",
 }
 HELP = (
-    "<b>Add</b> a missed spot: Points 'add' tool (P), click it; it snaps to the spot's centre "
-    "(hold <b>Shift</b> to place it exactly where you click).<br>"
-    "<b>Delete</b> a false spot: select tool (S), click it, press Delete or X.<br>"
+    "<b>Add</b> a missed spot: point at it and press <b>A</b>, or click it with the 'add' tool (P); it snaps "
+    "to the spot's centre (hold <b>Shift</b> while clicking to place it exactly).<br>"
+    "<b>Delete</b> a false spot: point at it and press <b>D</b>, or select it (S) and press Delete or X.<br>"
     "<b>Move</b>: drag it with the select tool.<br>"
     "Shortcuts: " + ", ".join(f"<b>{k.replace('Control', 'Ctrl')}</b> {v}" for k, v in SHORTCUTS.items())
 )
@@ -72,6 +84,9 @@ class CorrectWidget(Container):
         self._snap = CheckBox(value=True, text="Snap new spots to the spot centre (G)",
                               tooltip="A spot you add moves to the brightest point under it, to sub-pixel "
                                       "precision.\nHold Shift while clicking to place one exactly.")
+        self._open_csv = PushButton(text="Open spots CSV…",
+                                    tooltip="Open a spot table (CSV with y, x columns) as a Points layer with this "
+                                            "plugin's reader (napari's own CSV reader makes a plain table).")
         self._copy = PushButton(text="Start ground truth from these spots",
                                 tooltip="Copy the spots into a new layer that you correct and that is saved "
                                         "after every edit; the detections stay as they are for QC.")
@@ -86,15 +101,18 @@ class CorrectWidget(Container):
         self._status = Label(value="")
         help_label = Label(value=HELP)
         head = Label(value="<b>Check the least confident spots first</b> (click a row to go there)")
+        self._review_state = Label(value="")
         form = Container(widgets=[self._points, self._image, self._folder], labels=True)
         buttons = Container(widgets=[self._undo_btn, self._redo_btn], layout="horizontal", labels=False)
-        self.extend([form, self._snap, self._copy, self._truth, self._where, buttons, help_label, head])
+        self.extend([form, self._open_csv, self._snap, self._copy, self._truth, self._where, buttons, help_label,
+                     head])
         for w in (form, buttons):
             w.margins = (0, 0, 0, 0)
         for lab in (help_label, head, self._where, self._status):
             lab.native.setWordWrap(True)
         for lab in (help_label, head, self._where, self._status):
             lab.native.setMinimumWidth(300)
+        self._where.native.setMinimumHeight(3 * self._where.native.fontMetrics().lineSpacing())  # a long path
 
         self._table = QTableWidget(0, 4)
         self._table.setHorizontalHeaderLabels(["score", "y", "x", "source"])
@@ -104,8 +122,11 @@ class CorrectWidget(Container):
         self._table.setMinimumHeight(180)
         self._table.horizontalHeader().setStretchLastSection(True)
         self._table.cellClicked.connect(lambda row, _col: self.go_to(row))
+        self.append(self._review_state)
         self.native.layout().addWidget(self._table)
         self.append(self._status)
+        make_scrollable(self)
+        L.elide_layer_names(self.native)
         self._row_index: list[int] = []
 
         self._review_timer = QTimer()
@@ -117,6 +138,7 @@ class CorrectWidget(Container):
         self._truth.changed.connect(self._on_truth_toggled)
         self._folder.changed.connect(lambda *_: self._on_truth_toggled(self._truth.value))
         self._copy.changed.connect(self.start_ground_truth)
+        self._open_csv.changed.connect(lambda *_: self.open_spots_csv())
         self._undo_btn.changed.connect(self.undo)
         self._redo_btn.changed.connect(self.redo)
         viewer.layers.events.removed.connect(self._on_layer_removed)
@@ -141,7 +163,7 @@ class CorrectWidget(Container):
         for key, func in self._key_actions().items():
             layer.bind_key(key, func, overwrite=True)
         image_name = (layer.metadata.get(TRUTH_KEY) or {}).get("image") or \
-            (layer.metadata.get("spotdetect") or {}).get("image_layer")
+            (layer.metadata.get(K.PROVENANCE) or {}).get("image_layer")
         if image_name in self._viewer.layers:
             self._image.value = self._viewer.layers[image_name]
         with self._truth.changed.blocked():
@@ -164,7 +186,8 @@ class CorrectWidget(Container):
         self._layer = None
 
     def _key_actions(self) -> dict:
-        return {"n": lambda _l: self.next_doubtful(1), "Shift-n": lambda _l: self.next_doubtful(-1),
+        return {"a": lambda _l: self.add_at_cursor(), "d": lambda _l: self.delete_at_cursor(),
+                "n": lambda _l: self.next_doubtful(1), "Shift-n": lambda _l: self.next_doubtful(-1),
                 "g": lambda _l: self.toggle_snap(), "x": lambda lay: lay.remove_selected(),
                 "Control-z": lambda _l: self.undo(), "Control-Shift-z": lambda _l: self.redo()}
 
@@ -203,7 +226,8 @@ class CorrectWidget(Container):
         if action == ActionType.ADDED:
             indices = list(event.data_indices)
             if indices and all(i < 0 for i in indices):  # layer.add(): points placed by the user
-                self._handle_added([len(layer.data) + i for i in indices])
+                if not self._handle_added([len(layer.data) + i for i in indices]):
+                    return  # every new point was refused: nothing changed
         elif action == ActionType.REMOVED and self._removing is not None:
             removed = A.spots_table(*self._removing, L.layer_axes(layer))
             rejected = A.rejected_rows(removed)
@@ -211,6 +235,7 @@ class CorrectWidget(Container):
                 old = layer.metadata.get(REJECTED_KEY, pd.DataFrame())
                 layer.metadata[REJECTED_KEY] = pd.concat([old, rejected], ignore_index=True)
             self._removing = None
+        layer.metadata[K.EDITED] = True  # a new detection must never replace this layer now
         if not (moving and self._drag_pushed):
             self._history.push(self._before)
             self._drag_pushed = moving and self._dragging
@@ -232,21 +257,95 @@ class CorrectWidget(Container):
                 and len(lay.features) == len(self._before.data):
             self._before.features = lay.features.copy()
 
-    def _handle_added(self, rows: list[int]) -> None:
+    def _handle_added(self, rows: list[int]) -> int:
+        """Snap, mark and style new points; refuse those outside the image. Returns how many were kept."""
         layer = self._layer
-        if self._snap.value and not self._shift:
-            image = self._image.value
-            if image is not None:
-                data = image.data[0] if image.multiscale else image.data
+        image = self._image.value
+        warnings = []
+        if image is not None:
+            data = image.data[0] if image.multiscale else image.data
+            pts = L.to_layer_coords(layer, image, layer.data[rows])
+            inside = ((pts >= -0.5) & (pts < np.asarray(np.shape(data)) - 0.5)).all(axis=1)
+            if not inside.all():
+                self._drop_rows([r for r, ok in zip(rows, inside) if not ok])
+                rows = rows[: int(inside.sum())]  # the new points are the last rows, in order
+                warnings.append(f"{int((~inside).sum())} spot(s) outside '{image.name}' were not added.")
+            if rows and self._snap.value and not self._shift:
                 axes = L.layer_axes(layer)
                 if len(axes) != data.ndim:
                     axes = L.guess_layer_axes(data.ndim, image.axis_labels, image.rgb)
-                pts = L.to_layer_coords(layer, image, layer.data[rows])
-                snapped = np.array([A.snap_point(data, p, axes) for p in pts])
+                clicked = np.array(layer.data[rows], copy=True)
+                snapped = np.array([A.snap_point(data, p, axes) for p in pts[inside]])
                 layer.data[rows] = L.to_layer_coords(image, layer, snapped)
-        layer.features = A.manual_features(layer.features, rows)
+                others = np.delete(np.asarray(layer.data), rows, axis=0)
+                if len(others):
+                    from scipy.spatial import cKDTree
+
+                    dist, _ = cKDTree(others).query(np.asarray(layer.data[rows]))
+                    onto = dist < SNAP_MERGE_PX
+                    if onto.any():  # snapping would merge two spots into one: keep the click instead
+                        layer.data[np.asarray(rows)[onto]] = clicked[onto]
+                        warnings.append(f"{int(onto.sum())} new spot(s) would have snapped onto an existing "
+                                        "spot; placed where you clicked instead (check them).")
+        if warnings:
+            self._set_status(" ".join(warnings), error=True)
+            show_warning(" ".join(warnings))
+        if not rows:
+            return 0
+        features = A.manual_features(layer.features, rows)
+        features[REVIEWED] = _reviewed(features)
+        features.loc[rows, REVIEWED] = True  # placed by the reviewer: looked at by definition
+        layer.features = features
         L.style_by_source(layer)
         layer.refresh()
+        return len(rows)
+
+    def _drop_rows(self, rows: list[int]) -> None:
+        """Remove points without recording an edit (they were refused, never accepted)."""
+        layer = self._layer
+        keep = np.setdiff1d(np.arange(len(layer.data)), rows)
+        self._restoring = True
+        try:
+            layer.selected_data = set()
+            features = layer.features.iloc[keep].reset_index(drop=True)
+            layer.data = np.asarray(layer.data)[keep]
+            layer.features = features
+        finally:
+            self._restoring = False
+
+    # -- keys that act at the mouse cursor ----------------------------------------------------------------
+    def _cursor_data(self) -> np.ndarray:
+        layer = self._layer
+        return np.asarray(layer.world_to_data(self._viewer.cursor.position), dtype=np.float64)
+
+    def add_at_cursor(self) -> None:
+        """A: add a spot where the mouse points, whatever tool is active (it snaps as a click would)."""
+        if self._layer is None:
+            return
+        self._shift = False
+        self._layer.add(self._cursor_data()[None, :])
+
+    def delete_at_cursor(self) -> bool:
+        """D: delete the spot under the mouse (within its drawn radius) in the plane on view."""
+        layer = self._layer
+        if layer is None or len(layer.data) == 0:
+            return False
+        pos = self._cursor_data()
+        dims = list(self._viewer.dims.displayed)[-layer.ndim:]
+        disp = [d - (self._viewer.dims.ndim - layer.ndim) for d in dims]
+        hidden = [d for d in range(layer.ndim) if d not in disp]
+        data = np.asarray(layer.data)
+        same_plane = np.all(np.abs(data[:, hidden] - pos[hidden]) < 0.5, axis=1) if hidden else np.ones(len(data), bool)
+        dist = np.linalg.norm(data[:, disp] - pos[disp], axis=1)
+        dist[~same_plane] = np.inf
+        i = int(np.argmin(dist))
+        radius = max(1.5, float(np.asarray(layer.size)[i]) / 2 if np.ndim(layer.size) else float(layer.size) / 2)
+        if not np.isfinite(dist[i]) or dist[i] > radius:
+            self._set_status("No spot under the cursor to delete.", error=True)
+            return False
+        layer.selected_data = {i}
+        layer.remove_selected()
+        return True
 
     def flush(self) -> None:
         """Write a pending change now (end of a drag, closing, switching layers)."""
@@ -261,20 +360,130 @@ class CorrectWidget(Container):
             self._set_status("Choose a spots layer first.", error=True)
             return None
         image = self._image.value
-        name = f"{image.name if image is not None else src.name} ground truth"
-        meta = {k: v for k, v in src.metadata.items() if k not in ("spotdetect_detections", TRUTH_KEY)}
+        try:
+            truth_path = self.paths()[0]
+        except SpotDetectError:
+            truth_path = None  # no place yet: the layer says so and saves once a folder is chosen
+        if truth_path is not None and not self._may_write(None, truth_path):
+            return None
+        name = L.layer_name("truth", image.name if image is not None else src.name)
+        meta = {k: v for k, v in src.metadata.items()
+                if k not in (K.DETECTIONS, K.TRUTH, K.EDITED, K.SOURCE_FILE)}
         meta[REJECTED_KEY] = pd.DataFrame()
+        meta[K.TRUTH] = {"image": image.name if image is not None else src.name}
+        if truth_path is not None:
+            meta[K.TRUTH]["path"] = str(truth_path.resolve())
         new = self._viewer.add_points(
             np.array(src.data, copy=True), name=name, features=src.features.copy(), ndim=src.ndim,
-            size=src.size.copy() if len(src.data) else 7, face_color="transparent", border_color="#ff66ff",
+            size=src.size.copy() if len(src.data) else 7, face_color="transparent", border_color=L.TRUTH_COLOUR,
             border_width=0.15, border_width_is_relative=True, scale=src.scale, translate=src.translate,
             metadata=meta, projection_mode=getattr(src, "projection_mode", "none"),
         )
         src.visible = False
-        self._points.value = new  # attaches
-        self._truth.value = True  # marks and saves
+        for lay in self._viewer.layers:  # the score map hides the spots being corrected
+            if K.SCORE_MAP in lay.metadata:
+                lay.visible = False
+        self._points.value = new  # attaches (and ticks 'Ground truth': the layer is marked already)
+        self._last_error = None
+        self._save()
+        self._update_where()
         new.mode = "add"
         return new
+
+    # -- never lose an annotation ---------------------------------------------------------------------------
+    @staticmethod
+    def confirm(title: str, text: str) -> bool:
+        """Ask the user a yes/no question (tests replace this)."""
+        answer = QMessageBox.question(None, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _may_write(self, layer, truth: Path) -> bool:
+        """Whether ``layer`` (None: a layer about to be made) may write its ground truth to ``truth``.
+
+        Never two layers to one file; never over a file this session did not write unless the user agrees
+        (the layer was opened from that file, or the user said yes), and then a backup is kept first.
+        """
+        resolved = str(Path(truth).expanduser().resolve())
+        meta = layer.metadata if layer is not None else {}
+        if (meta.get(K.TRUTH) or {}).get("path") == resolved:
+            return True
+        for other in self._viewer.layers:
+            if other is not layer and not L.same_layer(other, layer) \
+                    and (other.metadata.get(K.TRUTH) or {}).get("path") == resolved:
+                msg = (f"'{other.name}' already saves its ground truth to {resolved}; a second layer would "
+                       f"overwrite it. Fix: correct '{other.name}', or close it before starting another.")
+                self._refuse(msg)
+                return False
+        if Path(resolved).exists() and resolved not in SESSION_FILES:
+            opened_from = meta.get(K.SOURCE_FILE)
+            mine = opened_from and str(Path(opened_from).resolve()) == resolved
+            if not mine and not self.confirm(
+                    "Replace an existing annotation?",
+                    f"{resolved} already exists and was not written in this session.\n\nReplace it? "
+                    "A copy is kept as .bak beside it."):
+                self._refuse(f"Kept {Path(resolved).name} as it was: nothing is saved from this layer. Fix: choose "
+                             "another folder under 'Save in', or open that file (Open spots CSV…) to go on "
+                             "correcting it.")
+                return False
+            self._backup(Path(resolved))
+        SESSION_FILES.add(resolved)
+        if layer is not None and K.TRUTH in layer.metadata:
+            layer.metadata[K.TRUTH]["path"] = resolved
+        return True
+
+    @staticmethod
+    def _backup(truth: Path) -> list[Path]:
+        """Copy the truth CSV, its rejected file and provenance to ``*.bak``: the version before this session's
+        first write (one backup per file, so a folder worked on over many sessions does not fill up)."""
+        out = []
+        for f in (truth, truth.with_name(truth.stem + ".rejected.csv"), provenance_path(truth)):
+            if f.exists():
+                bak = f.with_name(f.name + ".bak")
+                shutil.copy2(f, bak)
+                out.append(bak)
+        return out
+
+    def _refuse(self, msg: str) -> None:
+        self._set_status(msg, error=True)
+        show_error(msg)
+
+    # -- opening spot tables ----------------------------------------------------------------------------------
+    def open_spots_csv(self, path=None, truth_of: str | None = None):
+        """Open a spot CSV with this plugin's reader (a file dialog when no path); returns the new layer.
+
+        ``truth_of``: the image name whose ground truth the file is (the folder workflow), so that edits
+        save back into it (after a backup, once).
+        """
+        from .._reader import _points_layer
+        from ..core.spots_io import read_spots_csv
+
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self.native, "Open a spot table", "", "Spot tables (*.csv)")
+            if not path:
+                return None
+        path = Path(path)
+        try:
+            df = read_spots_csv(path)
+        except (SpotDetectError, ValueError, OSError) as err:
+            msg = (f"{path.name} is not a spot table ({err}). Fix: choose a CSV with y and x columns (z, t, c "
+                   "for stacks), as this plugin and 'spotdetect predict' write them.")
+            self._refuse(msg)
+            return None
+        data, kw, _ = _points_layer(df, path)
+        rejected = path.with_name(path.stem + ".rejected.csv")
+        if rejected.is_file():  # the deleted predictions saved with it: keep them (the next save rewrites them)
+            try:
+                kw["metadata"][REJECTED_KEY] = read_spots_csv(rejected)
+            except (SpotDetectError, ValueError, OSError):
+                pass
+        if truth_of is not None:
+            kw["metadata"][K.TRUTH] = {"image": truth_of}
+            kw["name"], kw["border_color"] = L.layer_name("truth", truth_of), L.TRUTH_COLOUR
+        layer = self._viewer.add_points(data, **kw)
+        self._points.value = layer
+        self._set_status(f"Opened {len(data):,} spots from {path.name}.")
+        return layer
 
     def _on_truth_toggled(self, on) -> None:
         layer = self._layer
@@ -282,9 +491,13 @@ class CorrectWidget(Container):
             return
         if on:
             image = self._image.value
-            layer.metadata[TRUTH_KEY] = {"image": image.name if image is not None else layer.name}
+            old = layer.metadata.get(TRUTH_KEY) or {}
+            layer.metadata[TRUTH_KEY] = {**old, "image": image.name if image is not None else layer.name}
             self._last_error = None
             self._save()
+            if TRUTH_KEY not in layer.metadata:  # refused (another layer's file, or the user said no)
+                with self._truth.changed.blocked():
+                    self._truth.value = False
         else:
             layer.metadata.pop(TRUTH_KEY, None)
         self._update_where()
@@ -293,7 +506,9 @@ class CorrectWidget(Container):
         """(truth CSV, rejected CSV) for the current layer; raises SpotDetectError if there is no place."""
         image = self._image.value
         folder = str(self._folder.value) if str(self._folder.value) not in ("", ".") else None
-        src = getattr(getattr(image, "source", None), "path", None) if image is not None else None
+        src = None
+        if image is not None:
+            src = image.metadata.get(K.IMAGE_FILE) or getattr(getattr(image, "source", None), "path", None)
         name = image.name if image is not None else self._layer.name
         return A.annotation_paths(name, src, folder)
 
@@ -314,8 +529,12 @@ class CorrectWidget(Container):
             return
         try:
             truth, rejected = self.paths()
+            if not self._may_write(layer, truth):
+                layer.metadata.pop(TRUTH_KEY, None)
+                self._update_where()
+                return
             table = A.spots_table(layer.data, layer.features, L.layer_axes(layer))
-            prov = dict(layer.metadata.get("spotdetect") or {})
+            prov = dict(layer.metadata.get(K.PROVENANCE) or {})
             prov["ground_truth"] = {"image": layer.metadata[TRUTH_KEY].get("image"), "n_spots": len(table),
                                     "n_manual": int((table.get("source", pd.Series(dtype=str)) == A.MANUAL).sum())}
             A.save_annotations(table, layer.metadata.get(REJECTED_KEY), truth, rejected, prov)
@@ -371,6 +590,7 @@ class CorrectWidget(Container):
         order = [] if layer is None else A.review_order(layer.features)[:REVIEW_ROWS].tolist()
         self._row_index = order
         self._table.setRowCount(len(order))
+        self._show_review_state()
         if layer is None:
             return
         axes = L.layer_axes(layer)
@@ -400,6 +620,36 @@ class CorrectWidget(Container):
         self._viewer.camera.center = tuple(world[list(dims.displayed)])
         layer.selected_data = {i}
         self._table.selectRow(row)
+        self._mark_reviewed(i)
+
+    def _mark_reviewed(self, i: int) -> None:
+        """Remember that spot ``i`` was looked at; saved with the ground truth, so a review resumes."""
+        layer = self._layer
+        features = layer.features.copy()
+        reviewed = _reviewed(features)
+        if reviewed[i]:
+            return
+        reviewed[i] = True
+        features[REVIEWED] = reviewed
+        layer.features = features
+        if TRUTH_KEY in layer.metadata:
+            self._save()
+        self._show_review_state()
+
+    def review_state(self) -> dict:
+        """Counts for the review line: spots, reviewed, added by hand, deleted predictions."""
+        layer = self._layer
+        if layer is None:
+            return {}
+        f = layer.features
+        return {"n": len(layer.data), "reviewed": int(_reviewed(f).sum()),
+                "added": int((f["source"].astype(str) == A.MANUAL).sum()) if "source" in f else 0,
+                "deleted": len(layer.metadata.get(REJECTED_KEY, pd.DataFrame()))}
+
+    def _show_review_state(self) -> None:
+        st = self.review_state()
+        self._review_state.value = "" if not st else (
+            f"{st['reviewed']} of {st['n']} reviewed · {st['added']} added · {st['deleted']} deleted")
 
     def next_doubtful(self, step: int = 1) -> None:
         if self._row_index:
@@ -414,3 +664,13 @@ def _key(key: str):
     from napari.utils.key_bindings import coerce_keybinding
 
     return coerce_keybinding(key)
+
+
+def _reviewed(features: pd.DataFrame) -> np.ndarray:
+    """The 'reviewed' column as booleans (missing, NaN or text from a CSV count as not reviewed)."""
+    if REVIEWED not in features.columns:
+        return np.zeros(len(features), dtype=bool)
+    col = features[REVIEWED]
+    if col.dtype == bool:
+        return col.to_numpy(copy=True)
+    return col.astype(str).str.lower().isin(["true", "1", "1.0"]).to_numpy()

@@ -22,8 +22,9 @@ from ..core.device import available_devices
 from ..core.errors import SpotDetectError
 from ..core.models.base import SpotModel
 from ..core.models.zoo import bundled_path
+from .. import layer_keys as K
 from . import layers as L
-from ._ui import show_status
+from ._ui import make_scrollable, show_status
 from .model_registry import session_models
 from .settings import load_settings, save_settings
 from .workers import abandon_worker, detection_steps, start_worker
@@ -31,10 +32,10 @@ from .workers import abandon_worker, detection_steps, start_worker
 log = logging.getLogger(__name__)
 
 SECTION = "detect"
-DEFAULTS = {"model_kind": "default", "model_path": "", "device": "auto", "tile_size": 0, "show_maps": True,
-            "augment": False}
-META_KEY = "spotdetect"  # provenance (plain dict, saved with the spots)
-DETS_KEY = "spotdetect_detections"  # the Detections object, for re-thresholding
+DEFAULTS = {"model_kind": "default", "model_path": "", "device": "auto", "tile_size": 0, "show_maps": False,
+            "augment": False, "min_distance": 1}
+META_KEY = K.PROVENANCE  # kept for callers of the old names; the keys live in layer_keys
+DETS_KEY = K.DETECTIONS
 _MODEL_KINDS = [
     ("Bundled default model", "default"),
     ("Model file (.pt: piscis or ours)", "file"),
@@ -54,6 +55,8 @@ _TIP = {
     "augment": "Run the network on the 8 flips and rotations of every tile and average what it sees:\n"
                "slightly more accurate positions and fewer misses, about 8x slower.",
     "threshold": "Spots whose score is above this value are kept. Moving it does not run the network again.",
+    "min_distance": "Two spots closer than this many pixels count as one (the higher-scoring one is kept).\n"
+                    "Raise it if one spot is found twice; keep 1 for tightly clustered spots.",
 }
 
 
@@ -80,6 +83,8 @@ class DetectWidget(Container):
         self._tile = SpinBox(label="Tile size (0: auto)", min=0, max=8192, step=8, tooltip=_TIP["tile"])
         self._maps = CheckBox(text="Add the score map as an image", tooltip=_TIP["maps"])
         self._augment = CheckBox(text="Average over flips and rotations (8x slower)", tooltip=_TIP["augment"])
+        self._min_distance = SpinBox(label="Min. distance (px)", min=1, max=20, value=1,
+                                     tooltip=_TIP["min_distance"])
         self._run = PushButton(text="Detect spots", tooltip="Find spots in the image with the chosen model.")
         self._cancel = PushButton(text="Cancel", enabled=False, tooltip="Stop after the current tile; nothing is added.")
         self._progress = ProgressBar(min=0, max=1, value=0, visible=False)
@@ -97,7 +102,7 @@ class DetectWidget(Container):
         head2 = Label(value="<b>2. Keep the spots above a threshold</b><br>"
                             "Live: moving it does not run the network again.")
         form1 = Container(widgets=[self._image, self._axes, self._model_kind, self._model_path, self._device,
-                                   self._tile, self._maps, self._augment], labels=True)
+                                   self._tile, self._min_distance, self._maps, self._augment], labels=True)
         form2 = Container(widgets=[self._threshold, self._count], labels=True)
         self.extend([head1, form1, buttons, self._progress, self._status, head2, form2, thr_buttons])
         for lab in (head1, head2):
@@ -106,6 +111,8 @@ class DetectWidget(Container):
             form.margins = (0, 0, 0, 0)
         self._status.native.setWordWrap(True)
         self._status.native.setMinimumWidth(200)
+        make_scrollable(self)
+        L.elide_layer_names(self.native)
 
         self._apply_settings(self._settings)
         session_models.added.connect(self._on_session_model)
@@ -160,12 +167,17 @@ class DetectWidget(Container):
     def _apply_settings(self, s: dict) -> None:
         kind = s.get("model_kind", "default")
         self._model_kind.value = kind if kind in {v for _, v in _MODEL_KINDS} else "default"
-        self._model_path.value = s.get("model_path") or ""
+        path = s.get("model_path") or ""
+        self._model_path.value = "" if path == "." else path  # "." was how an empty path used to be stored
         dev = s.get("device", "auto")
         self._device.value = dev if dev in self._device.choices else "auto"
         self._tile.value = int(s.get("tile_size") or 0)
-        self._maps.value = bool(s.get("show_maps", True))
+        self._maps.value = bool(s.get("show_maps", False))
         self._augment.value = bool(s.get("augment", False))
+        try:
+            self._min_distance.value = min(20, max(1, int(s.get("min_distance") or 1)))
+        except (TypeError, ValueError):
+            self._min_distance.value = 1
         self._on_model_kind()
 
     def set_model(self, model: SpotModel) -> None:
@@ -271,17 +283,13 @@ class DetectWidget(Container):
         layer = self._image.value
         data = layer.data[0] if layer.multiscale else layer.data
         axes = self._axes.value.strip().lower()
-        kind = self._model_kind.value
-        if kind in ("default", "file", "folder"):
-            save_settings(SECTION, {"model_kind": kind, "model_path": str(self._model_path.value),
-                                    "device": self._device.value, "tile_size": int(self._tile.value),
-                                    "show_maps": bool(self._maps.value), "augment": bool(self._augment.value)})
+        remembered = self.choices_to_remember()
         device = None if self._device.value == "auto" else self._device.value
         tile = int(self._tile.value) or None
         gen = _with_plane_messages(
             detection_steps(data, self._model_source(), axes=axes, device=device, tile_size=tile,
                             keep_maps=bool(self._maps.value), model_cache=self._model_cache,
-                            augment=bool(self._augment.value)),
+                            augment=bool(self._augment.value), min_distance=int(self._min_distance.value)),
             data.shape, axes)
         self._cancelled = False
         self._error = None
@@ -290,11 +298,26 @@ class DetectWidget(Container):
         self._progress.visible = True
         self._progress.max, self._progress.value = 1, 0
         self._set_status("Starting…")
-        context = {"layer": layer, "axes": axes}
+        self._clock = _Clock()
+        context = {"layer": layer, "axes": axes, "remember": remembered}
         self._worker = start_worker(
             gen, on_yield=self._on_progress, on_return=lambda res: self._on_result(res, context),
             on_error=self._on_error, on_finish=self._on_finished)
         return self._worker
+
+    def choices_to_remember(self) -> dict | None:
+        """The settings worth restoring next time, or None (a model in memory or of this session only).
+
+        Saved only once the model has loaded and detected (see ``_on_result``): a model that failed to load
+        must not come back at the next launch.
+        """
+        kind = self._model_kind.value
+        if kind not in ("default", "file", "folder"):
+            return None
+        path = str(self._model_path.value) if kind != "default" else ""
+        return {"model_kind": kind, "model_path": "" if path == "." else path, "device": self._device.value,
+                "tile_size": int(self._tile.value), "show_maps": bool(self._maps.value),
+                "augment": bool(self._augment.value), "min_distance": int(self._min_distance.value)}
 
     def cancel(self, *_):
         """Stop the running detection after the current tile batch; nothing is added."""
@@ -306,7 +329,8 @@ class DetectWidget(Container):
     def _on_progress(self, p):
         self._progress.max = max(int(p.total), 1)
         self._progress.value = min(int(p.done), self._progress.max)
-        self._set_status(p.message)
+        left = self._clock.left(p.done, p.total) if getattr(self, "_clock", None) else ""
+        self._set_status(p.message + (f" · {left}" if left else ""))
 
     def _on_error(self, err):
         if isinstance(err, SpotDetectError):
@@ -334,17 +358,43 @@ class DetectWidget(Container):
             return
         dets, model = res.detections, res.model
         image_layer, axes = context["layer"], context["axes"]
+        if context.get("remember"):
+            save_settings(SECTION, context["remember"])
         self._last_model = model
         session_models.last_detection_model = model  # what the fine-tuning widget offers to start from
         new_layers = self._build_layers(dets, model, image_layer, axes)
-        # every layer is built before any is added, so a failure above leaves the viewer untouched
-        for old in [lay for lay in self._viewer.layers if lay.name in {n.name for n in new_layers}
-                    and (META_KEY in lay.metadata or lay.metadata.get("spotdetect_map"))]:
+        # every layer is built before any is added, so a failure above leaves the viewer untouched.
+        # A previous result of the same model on the same image goes, unless someone edited it (or made it
+        # ground truth): a user's work is never removed, and then both stay side by side.
+        names = {n.name for n in new_layers}
+        for old in [lay for lay in self._viewer.layers if lay.name in names and replaceable(lay)]:
             self._viewer.layers.remove(old)
         for lay in new_layers:
             self._viewer.layers.append(lay)
+        if "z" in axes:
+            self._show_neighbour_planes(image_layer, axes)
         self._viewer.layers.selection.active = new_layers[-1]
         self._set_target(new_layers[-1])
+
+    def _show_neighbour_planes(self, image_layer, axes: str, planes: float = 2.0) -> None:
+        """Draw a spot's ring, shrinking, on the ``planes`` planes above and below its own.
+
+        napari shows out-of-slice points only within the slice thickness; the image layer keeps its
+        projection mode 'none', so it still shows the one plane. A thickness the user chose is kept.
+        """
+        dims = self._viewer.dims
+        z = dims.ndim - len(axes) + axes.index("z")
+        if not 0 <= z < dims.ndim:
+            return
+        thickness = list(dims.thickness)
+        step = float(np.asarray(image_layer.scale)[axes.index("z")])
+        if thickness[z] <= step:
+            thickness[z] = 2 * planes * step
+            dims.thickness = tuple(thickness)
+        # napari's images project (mean) over the thickness by default: keep them on the one plane
+        for lay in [image_layer, *(lay for lay in self._viewer.layers if K.SCORE_MAP in lay.metadata)]:
+            if str(getattr(lay, "projection_mode", "none")) != "none":
+                lay.projection_mode = "none"
 
     def _build_layers(self, dets, model, image_layer, axes):
         from napari.layers import Image, Points
@@ -355,13 +405,13 @@ class DetectWidget(Container):
             if name in L.HIDDEN_MAPS or not self._maps.value:
                 continue
             data, dims = L.map_in_layer_order(arr, dets.axes, axes)
-            out.append(Image(data, name=f"{image_layer.name} {name} (model map)", scale=scale[dims],
-                             translate=translate[dims], colormap="magma", blending="additive", opacity=0.6,
-                             metadata={"spotdetect_map": name}))
+            out.append(Image(data, name=L.layer_name(f"{name} map", image_layer.name, model.info.name),
+                             scale=scale[dims], translate=translate[dims], colormap="magma", blending="additive",
+                             opacity=0.6, metadata={K.SCORE_MAP: name}))
         spots = dets.spots
         coords, features = L.points_from_spots(spots, axes)
         provenance = {**dets.provenance, "layer_axes": axes, "image_layer": image_layer.name}
-        kw = L.points_layer_kwargs(f"{image_layer.name} spots", features, score_range=model.threshold_range,
+        kw = L.points_layer_kwargs(L.layer_name("spots", image_layer.name, model.info.name), features, score_range=model.threshold_range,
                                    scale=scale, translate=translate, stack="z" in axes,
                                    metadata={META_KEY: provenance, DETS_KEY: dets})
         kw["ndim"] = len(axes)
@@ -409,7 +459,11 @@ class DetectWidget(Container):
             return len(layer.data)
         coords, features = L.points_from_spots(spots, layer.metadata[META_KEY]["layer_axes"])
         t0 = time.perf_counter()
-        L.replace_points(layer, coords, features)
+        try:
+            L.replace_points(layer, coords, features)
+        except Exception:  # never leave the count on "updating…"
+            self._count.value = f"{len(layer.data):,} in '{layer.name}' (update failed, see the log)"
+            raise
         # wait at least twice as long as an update takes before the next, so dragging never queues updates
         ms = 1000 * (time.perf_counter() - t0)
         self._timer.setInterval(int(min(1000, max(30, 2 * ms))))
@@ -481,3 +535,41 @@ def _with_plane_messages(gen, shape, axes):
         elif p.total and p.done:
             p.message = f"tile {p.done} of {p.total}"
         yield p
+
+
+def replaceable(layer) -> bool:
+    """True for a detection (or map) layer nobody has touched since it was made; False for anyone's work."""
+    meta = layer.metadata
+    if K.SCORE_MAP in meta:
+        return True
+    if K.DETECTIONS not in meta or K.TRUTH in meta or meta.get(K.EDITED):
+        return False
+    dets, axes = meta[K.DETECTIONS], (meta.get(K.PROVENANCE) or {}).get("layer_axes")
+    if not axes:
+        return False
+    coords, _ = L.points_from_spots(dets.spots, axes)
+    return coords.shape == np.shape(layer.data) and np.allclose(coords, layer.data)
+
+
+class _Clock:
+    """Time left from the work done so far: shown once a few percent are done (early guesses mislead)."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def left(self, done, total) -> str:
+        if not total or done <= 0 or done >= total or done / total < 0.05:
+            return ""
+        elapsed = time.perf_counter() - self.t0
+        if elapsed < 2.0:
+            return ""
+        return "about " + format_seconds(elapsed * (total - done) / done) + " left"
+
+
+def format_seconds(s: float) -> str:
+    s = max(0.0, float(s))
+    if s < 60:
+        return f"{int(round(s))} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(round(s % 60)):02d} s"
+    return f"{int(s // 3600)} h {int(round(s % 3600 / 60)):02d} min"

@@ -4,7 +4,7 @@ Filters select rows of the spots the layer held when filtering started, so movin
 back and nothing is re-detected. That full set and the filters live with the layer (:class:`LayerFilters`
 in its metadata), not with the panel: closing the panel leaves the filters in force, a new panel shows
 them again. The filters in force are written to the layer's provenance
-(``metadata["spotdetect"]["feature_filters"]``) and so into every saved table.
+(``feature_filters`` in the provenance entry of its metadata) and so into every saved table.
 
 Changes made to the layer from outside are followed: a new threshold from *Detect spots* gives a new full
 set, filtered again; a hand edit (spots deleted, added, moved) keeps the hidden spots hidden and the edit;
@@ -25,11 +25,12 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from ..core.errors import SpotDetectError
 from ..core.filters import filter_mask, histogram, make_filter, numeric_features
+from .. import layer_keys as K
 from . import layers as L
 from ._ui import show_status
 
-META_KEY = "spotdetect"
-FULL_KEY = "spotdetect_filters"  # the layer's LayerFilters: full set of spots, filters in force
+META_KEY = K.PROVENANCE
+FULL_KEY = K.FILTERS
 BINS = 64
 
 

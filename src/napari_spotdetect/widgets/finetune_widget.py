@@ -23,6 +23,7 @@ from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea, QSizePolicy, QWidget
 
+from .. import layer_keys as K
 from ..core.errors import SpotDetectError
 from ..core.models.zoo import bundled_path
 from ._ui import show_status
@@ -40,6 +41,7 @@ _LRS = [("gentle (0.0001)", 1e-4), ("standard (0.0003)", 3e-4), ("fast (0.001)",
 _LOSSES = [("SmoothF1 (recommended)", "smoothf1"), ("Dice", "dice"), ("Weighted cross-entropy", "ce"),
            ("Focal", "focal")]
 _SOURCES = [("Images and spot layers in this viewer", "layers"), ("A folder: images + one CSV each", "folder")]
+_DONE_SOURCE = ("Every image marked done (Folder tab)", "done")
 _TIP = {
     "pairs": "Each row: an image and the Points layer holding its correct spots (e.g. a corrected detection).\n"
              "Every point counts as a true spot; missing spots teach the model to ignore them.",
@@ -232,7 +234,11 @@ class PairRow(Container):
             return lambda _w: [(lay.name, lay) for lay in viewer.layers if isinstance(lay, kind)]
 
         self.image = ComboBox(choices=layers(Image), tooltip="The image.", nullable=True)
-        self.points = ComboBox(choices=layers(Points), tooltip="Its correct spots (a Points layer).", nullable=True)
+        def truth_candidates(_w):  # QC pictures ("missed (FN)") are never anyone's correct spots
+            return [(lay.name, lay) for lay in viewer.layers
+                    if isinstance(lay, Points) and K.is_training_candidate(lay)]
+
+        self.points = ComboBox(choices=truth_candidates, tooltip="Its correct spots (a Points layer).", nullable=True)
         self.remove = PushButton(text="✕", tooltip="Remove this example.")
         _compact(self.image, self.points)
         super().__init__(widgets=[self.image, self.points, self.remove], layout="horizontal", labels=False)
@@ -256,7 +262,8 @@ class FinetuneWidget(Container):
         self._entry = None  # its SessionModel
         self._rows: list[PairRow] = []
 
-        self._source = ComboBox(label="Learn from", choices=_SOURCES)
+        self.done_source = None  # set by the tabbed dock: () -> (folder, names of the images marked done)
+        self._source = ComboBox(label="Learn from", choices=self._source_choices)
         self._rows_box = Container(labels=False)
         self._rows_box.margins = (0, 0, 0, 0)
         self._add_row = PushButton(text="+ Add an image", tooltip="Train on one more image and its spots.")
@@ -318,9 +325,12 @@ class FinetuneWidget(Container):
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(self.body.native)
         scroll.setMinimumWidth(self.body.native.minimumSizeHint().width() + 16)
-        scroll.setMinimumHeight(480)  # else a dock above it takes all the height and leaves a slit
+        scroll.setMinimumHeight(140)  # a slit otherwise; any taller and four docks overflow a 768 px screen
         self.native.layout().addWidget(scroll)
         self._scroll = scroll
+        from .layers import elide_layer_names
+
+        elide_layer_names(self.native)
         self.margins = (0, 0, 0, 0)
         for c in (self._data_form, form, self._adv_form, out_form, buttons, use):
             c.margins = (0, 0, 0, 0)
@@ -369,7 +379,7 @@ class FinetuneWidget(Container):
         row.image.value = image or next((i for i in images if i not in used), images[0] if images else None)
         if points is None and row.image.value is not None:  # prefer ground truth, and a name like the image's
             named = [p for p in points_layers if row.image.value.name in p.name]
-            gt = [p for p in points_layers if p.metadata.get("spotdetect_ground_truth")]
+            gt = [p for p in points_layers if K.is_truth(p)]
             points = ([p for p in gt if p in named] or named or gt or points_layers or [None])[-1]
         row.points.value = points
         row.image.changed.connect(self._validate)
@@ -392,10 +402,19 @@ class FinetuneWidget(Container):
     def _on_session_model(self, _entry) -> None:
         self._start.reset_choices()
 
+    def _source_choices(self, _widget=None) -> list:
+        return [*_SOURCES, _DONE_SOURCE] if getattr(self, "done_source", None) is not None else list(_SOURCES)
+
+    def train_on_done(self):
+        """'Train on everything marked done' in the folder loop: choose that source and start; the worker."""
+        self._source.reset_choices()
+        self._source.value = "done"
+        return self.train()
+
     def _on_source(self, *_):
         folder = self._source.value == "folder"
         self._folder.visible = folder
-        self._rows_box.visible = self._add_row.visible = not folder
+        self._rows_box.visible = self._add_row.visible = self._source.value == "layers"
         self._validate()
 
     def _on_start(self, *_):
@@ -421,6 +440,10 @@ class FinetuneWidget(Container):
             f = str(self._folder.value)
             if f in ("", ".") or not Path(f).expanduser().is_dir():
                 return "Choose the folder of images and spot CSVs."
+        elif self._source.value == "done":
+            folder, names = self.done_source() if self.done_source else (None, [])
+            if not names:
+                return "No image is marked done yet: correct one in the Folder tab and press Ctrl+Enter."
         else:
             if not self._rows:
                 return "Add an image and its spots (+ Add an image)."
@@ -479,9 +502,14 @@ class FinetuneWidget(Container):
                                 "lr": float(self._lr.value), "loss": self._loss.value,
                                 "val_percent": int(self._val.value), "out_dir": str(self._out.value),
                                 "crop": int(self._crop.value), "batch": int(self._batch.value)})
+        only = None
         if self._source.value == "folder":
             folder, pairs = str(self._folder.value), None
             info = {"folder": str(Path(folder).expanduser().resolve())}
+        elif self._source.value == "done":
+            folder, only = self.done_source()
+            folder, pairs = str(folder), None
+            info = {"folder": str(Path(folder).resolve()), "images_marked_done": list(only)}
         else:
             folder = None
             pairs = [p for r in self._rows for p in pairs_from_layers(r.image.value, r.points.value)]
@@ -495,7 +523,7 @@ class FinetuneWidget(Container):
         def steps():
             from ..core.train import pairs_from_folder
 
-            all_pairs = pairs_from_folder(folder) if folder else pairs
+            all_pairs = pairs_from_folder(folder, only=only) if folder else pairs
             train, val = split_pairs(all_pairs, val_percent)
             info["n_examples"] = len(all_pairs)
             return (yield from finetune_steps(source, train, val, cfg, out_dir=out, name=name, stop=stop,
@@ -509,12 +537,15 @@ class FinetuneWidget(Container):
         self._progress.visible = True
         self._progress.max, self._progress.value = cfg.epochs * cfg.steps_per_epoch, 0
         self._set_status("Starting…")
+        from .detect_widget import _Clock
+
+        self._clock = _Clock()
         self._worker = start_worker(steps(), on_yield=self._on_event, on_return=self._on_result,
                                     on_error=self._on_error, on_finish=self._on_finished)
         return self._worker
 
     def stop(self, *_):
-        """Ask the trainer to stop after the current step; the best epoch so far is kept."""
+        """Ask the trainer to stop after the current step (or validation image); the best epoch is kept."""
         if self._worker is not None:
             self._stop.set()
             self._stop_btn.enabled = False
@@ -538,8 +569,9 @@ class FinetuneWidget(Container):
         if ev.kind == "step":
             self._plot.add_step(ev.epoch - 1 + ev.step / steps, ev.losses.get("loss", float("nan")))
             best = f" · best validation F1 so far {ev.best_f1:.2f}" if ev.best_f1 is not None else ""
+            left = self._clock.left(self._progress.value, self._progress.max)
             self._set_status(f"Epoch {ev.epoch} of {ev.epochs} · step {ev.step} of {steps} · "
-                             f"loss {ev.losses.get('loss', float('nan')):.4f}{best}")
+                             f"loss {ev.losses.get('loss', float('nan')):.4f}{best}" + (f" · {left}" if left else ""))
         elif ev.kind == "epoch":
             self._plot.add_epoch(ev.epoch, ev.losses.get("loss"), (ev.val or {}).get("f1"))
             self._set_status(ev.message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .. import layer_keys as K
 from ..core.errors import SpotDetectError
 from ..core.spots_io import COORD_ORDER
 from ..core.validate import check_axes
@@ -103,18 +104,54 @@ def replace_points(layer, coords: np.ndarray, features: pd.DataFrame) -> None:
     napari 0.9.2; see benchmarks/bench_points.py), so callers debounce slider moves.
     """
     layer.data = coords
+    if not layer.visible:
+        # napari skips re-slicing a hidden layer, so its view indices still count the old points and
+        # setting the features would index past the end (IndexError inside napari's drawing code)
+        layer.set_view_slice()
     layer.features = features
 
 
-#: face colour of hand-placed spots (their score is NaN, so the score colormap leaves their ring blank)
-MANUAL_FACE = (0.0, 0.9, 1.0, 0.55)
+def layer_name(role: str, image: str, model: str | None = None) -> str:
+    """Role first, so a narrow layer list still says what a layer is: ``spots: cells.tif (default)``.
+
+    The list elides long names in the middle (see :func:`elide_layer_names`) and its tooltip shows the
+    whole name; the model in the name lets two runs on one image sit side by side.
+    """
+    return f"{role}: {image}" + (f" ({model})" if model else "")
+
+
+def elide_layer_names(native) -> None:
+    """Make napari's layer list cut long names in the middle, keeping the role (start) and model (end) visible.
+
+    ``native`` is one of our docked Qt widgets; the list is found among its window's children once the
+    widget is docked (next event-loop turn), through Qt alone: napari's own attributes for it are private.
+    """
+    from qtpy.QtCore import Qt, QTimer
+    from qtpy.QtWidgets import QAbstractItemView
+
+    def apply():
+        try:
+            for view in native.window().findChildren(QAbstractItemView):
+                if type(view).__name__ == "QtLayerList":
+                    view.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        except RuntimeError:  # the widget was closed meanwhile
+            pass
+
+    QTimer.singleShot(0, apply)
+
+
+#: ring colour of hand-placed spots (their score is NaN, so the score colormap gives them no colour);
+#: the face stays transparent so the spot under the ring stays visible
+MANUAL_BORDER = (0.0, 0.9, 1.0, 1.0)
 #: QC colours: found (true positive), false alarm (false positive), missed truth (false negative)
 QC_COLOURS = {"TP": "#30d030", "FP": "#ff3030", "FN": "#ffd000"}
+#: ground-truth rings: magenta, none of the QC legend's colours (green, red, yellow)
+TRUTH_COLOUR = "#ff66ff"
 
 
 def layer_axes(layer) -> str:
     """A Points layer's axes: from the detection's provenance, else its axis labels, else the default order."""
-    prov = layer.metadata.get("spotdetect") or {}
+    prov = layer.metadata.get(K.PROVENANCE) or {}
     axes = prov.get("layer_axes")
     if isinstance(axes, str) and len(axes) == layer.ndim:
         return axes
@@ -136,15 +173,18 @@ def to_layer_coords(src, dst, coords: np.ndarray) -> np.ndarray:
 
 
 def style_by_source(layer) -> None:
-    """Hand-placed spots filled cyan diamonds, predictions hollow rings, so a reviewer tells them apart."""
+    """Hand-placed spots hollow cyan diamonds, predictions rings, so a reviewer tells them apart and still
+    sees the spot under either."""
     n = len(layer.data)
     if n == 0 or "source" not in layer.features.columns:
         return
     manual = layer.features["source"].astype(str).to_numpy() == "manual"
-    face = np.zeros((n, 4))
-    face[manual] = MANUAL_FACE
-    layer.face_color = face
+    layer.face_color = np.zeros((n, 4))
     layer.symbol = np.where(manual, "diamond", "disc")
+    if layer.border_color_mode == "direct" and manual.any():
+        border = np.array(layer.border_color, copy=True)
+        border[manual] = MANUAL_BORDER
+        layer.border_color = border
 
 
 def unwrap_layer(layer):

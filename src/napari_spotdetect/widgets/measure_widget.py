@@ -22,11 +22,12 @@ from ..core.errors import SpotDetectError
 from ..core.exports import write_cell_table, write_points_table, write_trackmate_xml
 from ..core.measure import count_molecules, measure_spots_iter
 from ..core.units import pixel_size_from_scale
+from .. import layer_keys as K
 from . import layers as L
 from ._ui import show_status
 from .workers import start_worker
 
-META_KEY = "spotdetect"
+META_KEY = K.PROVENANCE
 _TABLE_SHOWN = 8  # columns of the per-cell table shown in the dock (all of them are exported)
 
 

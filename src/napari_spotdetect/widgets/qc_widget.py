@@ -11,14 +11,17 @@ import napari
 import numpy as np
 from magicgui.widgets import CheckBox, Container, FileEdit, FloatSpinBox, Label, PushButton, create_widget
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
+from .. import layer_keys as K
 from ..core import annotations as A
 from ..core.errors import SpotDetectError
 from . import layers as L
-from .correct_widget import TRUTH_KEY
+from ._ui import make_scrollable
 
-FN_KEY = "spotdetect_qc_missed"  # marks the layer of missed true spots made here
+TRUTH_KEY = K.TRUTH  # kept for callers of the old names; the keys live in layer_keys
+FN_KEY = K.QC_MISSED
 #: the table leads with the numbers people compare; counts follow
 _SHOWN = ["image", "f1", "f1_integral", "precision", "recall", "tp", "fp", "fn", "n_pred", "n_true"]
 
@@ -28,9 +31,12 @@ def image_key(layer) -> str:
     meta = layer.metadata
     if TRUTH_KEY in meta:
         return str(meta[TRUTH_KEY].get("image"))
-    prov = meta.get("spotdetect") or {}
+    prov = meta.get(K.PROVENANCE) or {}
     if prov.get("image_layer"):
         return str(prov["image_layer"])
+    for prefix in ("truth: ", "spots: "):
+        if layer.name.startswith(prefix):
+            return layer.name[len(prefix):]
     for suffix in (" ground truth", " truth", " spots"):
         if layer.name.endswith(suffix):
             return layer.name[: -len(suffix)]
@@ -41,7 +47,7 @@ def auto_pairs(layers) -> list[tuple]:
     """(predictions, ground truth) for each image that has both open: detections vs layers marked truth."""
     points = [lay for lay in layers if isinstance(lay, napari.layers.Points) and FN_KEY not in lay.metadata]
     truths = {image_key(lay): lay for lay in points if TRUTH_KEY in lay.metadata}
-    preds = [lay for lay in points if TRUTH_KEY not in lay.metadata and "spotdetect" in lay.metadata]
+    preds = [lay for lay in points if K.is_detection(lay)]
     return [(p, truths[image_key(p)]) for p in preds if image_key(p) in truths]
 
 
@@ -65,7 +71,9 @@ class QCWidget(Container):
         self._summary = Label(value="Choose predictions and ground truth, then Compare.")
         self._legend = Label(value=(f"<span style='color:{L.QC_COLOURS['TP']}'>■ found (TP)</span> &nbsp; "
                                     f"<span style='color:{L.QC_COLOURS['FP']}'>■ false alarm (FP)</span> &nbsp; "
-                                    f"<span style='color:{L.QC_COLOURS['FN']}'>■ missed (FN)</span>"))
+                                    f"<span style='color:{L.QC_COLOURS['FN']}'>■ missed (FN)</span><br>"
+                                    f"<span style='color:{L.TRUTH_COLOUR}'>○ ground truth</span>"))
+        self._legend.native.setWordWrap(True)
         self._out = FileEdit(label="Table file", mode="w", filter="*.csv", tooltip="Where to export the table.")
         self._export = PushButton(text="Export table (CSV)", enabled=False)
         form = Container(widgets=[self._pred, self._truth, self._radius], labels=True)
@@ -83,8 +91,16 @@ class QCWidget(Container):
         out_form = Container(widgets=[self._out], labels=True)
         out_form.margins = (0, 0, 0, 0)
         self.extend([out_form, self._export])
+        make_scrollable(self)
+        L.elide_layer_names(self.native)
         self._run.changed.connect(self.compare)
         self._export.changed.connect(self.export)
+        self._compared: list[tuple] = []  # the (predictions, truth) layers behind the numbers shown
+        self._again = QTimer()  # spots changed after Compare: compare again once the edits pause
+        self._again.setSingleShot(True)
+        self._again.setInterval(300)
+        self._again.timeout.connect(self._recompare)
+        viewer.layers.events.removed.connect(self._on_layer_removed)
         pairs = auto_pairs(viewer.layers)
         if pairs:
             self._pred.value, self._truth.value = pairs[0]
@@ -122,6 +138,7 @@ class QCWidget(Container):
             show_error(str(err))
             return []
         self.rows = rows
+        self._follow(pairs)
         r = rows[0]
         self._summary.value = (f"<b>{r['image']}</b> at {radius:g} px: precision {r['precision']:.3f}, recall "
                                f"{r['recall']:.3f}, <b>F1 {r['f1']:.3f}</b>; F1 integral (0–3 px) "
@@ -131,6 +148,55 @@ class QCWidget(Container):
         self._export.enabled = True
         return rows
 
+    # -- keeping the numbers true to the layers ---------------------------------------------------------------
+    def _follow(self, pairs) -> None:
+        """Listen to the compared layers: a threshold move or an edit makes the numbers stale."""
+        self._unfollow()
+        self._compared = [(L.unwrap_layer(p), L.unwrap_layer(t)) for p, t in pairs]
+        for lay in self._followed():
+            lay.events.data.connect(self._on_spots_changed)
+
+    def _followed(self) -> list:
+        out = []
+        for pair in self._compared:
+            out += [lay for lay in pair if all(lay is not o for o in out)]
+        return out
+
+    def _unfollow(self) -> None:
+        for lay in self._followed():
+            lay.events.data.disconnect(self._on_spots_changed)
+        self._compared = []
+
+    def _on_spots_changed(self, event=None) -> None:
+        if not self.rows:
+            return
+        if "Outdated" not in self._summary.value:
+            self._summary.value = ("<b>Outdated</b>: the spots changed since Compare; comparing again…<br>"
+                                   + self._summary.value)
+        self._again.start()
+
+    def _recompare(self) -> None:
+        if self._compared:
+            with self._pred.changed.blocked(), self._truth.changed.blocked():
+                self._pred.value, self._truth.value = self._compared[0]
+            self.compare()
+
+    def _on_layer_removed(self, event) -> None:
+        """A compared layer closed: its numbers and its 'missed' layer describe nothing on screen any more."""
+        gone = L.unwrap_layer(event.value)
+        if not any(gone is lay for lay in self._followed()):
+            return
+        preds = [p for p, _t in self._compared]
+        self._again.stop()
+        self._unfollow()
+        self.rows = []
+        self._table.setRowCount(0)
+        self._export.enabled = False
+        self._summary.value = "The compared layers were closed. Choose predictions and ground truth, then Compare."
+        for lay in [lay for lay in self._viewer.layers if FN_KEY in lay.metadata
+                    and any(lay.metadata[FN_KEY] == p.name for p in preds)]:
+            self._viewer.layers.remove(lay)
+
     def _colour(self, pred, is_tp: np.ndarray) -> None:
         features = pred.features.copy()
         features["qc"] = np.where(is_tp, "TP", "FP")
@@ -139,7 +205,7 @@ class QCWidget(Container):
             pred.border_color = [L.QC_COLOURS["TP"] if t else L.QC_COLOURS["FP"] for t in is_tp]
 
     def _missed_layer(self, pred, coords: np.ndarray):
-        name = f"{image_key(pred)} missed (FN)"
+        name = L.layer_name("missed (FN)", image_key(pred))
         existing = [lay for lay in self._viewer.layers if lay.name == name and FN_KEY in lay.metadata]
         coords = np.asarray(coords, dtype=np.float64).reshape(-1, pred.ndim)
         if existing:

@@ -25,7 +25,8 @@ class DetectionResult:
 
 
 def detection_steps(image, model_source, *, axes: str, device=None, tile_size=None, threshold=None,
-                    keep_maps: bool = True, model_cache: dict | None = None, augment: bool = False):
+                    keep_maps: bool = True, model_cache: dict | None = None, augment: bool = False,
+                    min_distance: int = 1):
     """Load the model (cached by source and device), then detect; yields Progress, returns a result.
 
     ``model_cache`` is a dict owned by the caller; a loaded model is put there so the next run on the same
@@ -40,7 +41,8 @@ def detection_steps(image, model_source, *, axes: str, device=None, tile_size=No
             model_cache.clear()  # keep one model in memory, not every model ever used
             model_cache[key] = model
     dets = yield from detect_iter(image, model, threshold, axes=axes, tile_size=tile_size,
-                                  keep_maps=keep_maps, device=device, augment=augment)
+                                  keep_maps=keep_maps, device=device, augment=augment,
+                                  min_distance=min_distance)
     return DetectionResult(dets, model)
 
 

@@ -1,0 +1,144 @@
+"""The folder loop, as a user runs it: open a folder, detect, correct, Ctrl+Enter, next image; resume after a
+restart; train on everything marked done; the new model detects the next image."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from napari.utils.key_bindings import coerce_keybinding
+
+from napari_spotdetect import layer_keys as K
+from napari_spotdetect.core.spots_io import read_spots_csv
+from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.widgets.folder_widget import DONE_KEY, STATE_FILE
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    truths = {}
+    for i in range(3):
+        img, pts = synthetic_image((96, 96), n_spots=12, seed=20 + i)
+        tifffile.imwrite(folder / f"cell{i}.tif", img.astype(np.float32))
+        truths[f"cell{i}"] = pts
+    return folder, truths
+
+
+def _panels(make_napari_viewer, tiny_model):
+    viewer = make_napari_viewer()
+    _dock, panels = viewer.window.add_plugin_dock_widget("napari-spotdetect", "All panels (tabs)")
+    panels.detect.set_model(tiny_model)
+    return viewer, panels
+
+
+def _press(viewer, key):
+    viewer.keymap[coerce_keybinding(key)](viewer)
+
+
+def _wait_truth(qtbot, folder_widget, name):
+    qtbot.waitUntil(lambda: folder_widget.truth_layer() is not None
+                    and folder_widget.truth_layer().metadata[K.TRUTH]["image"] == name, timeout=60_000)
+    return folder_widget.truth_layer()
+
+
+def _brightest_missed(image, truth, spots):
+    from scipy.spatial.distance import cdist
+
+    far = cdist(truth, spots).min(axis=1) > 4 if len(spots) else np.ones(len(truth), bool)
+    inside = np.all((truth > 5) & (truth < 90), axis=1) & far
+    idx = np.flatnonzero(inside)
+    return truth[idx[np.argmax(image[tuple(np.round(truth[idx]).astype(int).T)])]]
+
+
+def test_folder_loop_detect_correct_done_next_resume_and_train(make_napari_viewer, tiny_model, image_folder,
+                                                               qtbot, tmp_path):
+    folder, truths = image_folder
+    viewer, panels = _panels(make_napari_viewer, tiny_model)
+    loop = panels.folder
+    loop.set_folder(folder)  # opens the first image and detects it
+    truth = _wait_truth(qtbot, loop, "cell0")
+    csv0 = folder / "cell0.csv"
+    assert csv0.exists(), (panels.correct._status.value, panels.correct._where.value)
+    assert len(read_spots_csv(csv0)) == len(truth.data)  # saved beside the image at once
+
+    # correct: add a missed spot (it snaps), saved at once
+    image = viewer.layers["cell0"]
+    missed = _brightest_missed(image.data, truths["cell0"], truth.data)
+    truth.add(missed + 0.6)
+    n0 = len(truth.data)
+    assert len(read_spots_csv(csv0)) == n0
+
+    _press(viewer, DONE_KEY)  # done, next
+    state = json.loads((folder / STATE_FILE).read_text())
+    assert state["done"]["cell0.tif"]["n_spots"] == n0 and state["done"]["cell0.tif"]["added"] == 1
+    assert "cell0" not in viewer.layers and not [lay for lay in viewer.layers
+                                                  if (lay.metadata.get(K.TRUTH) or {}).get("image") == "cell0"]
+    truth1 = _wait_truth(qtbot, loop, "cell1")
+    assert (folder / "cell1.csv").exists()
+    truth1.add(truths["cell1"][:3])
+    truth1.selected_data = {len(truth1.data) - 1}
+    truth1.remove_selected()
+    n1 = len(truth1.data)
+    loop._done.changed.emit(True)  # the button does the same as the key
+    _wait_truth(qtbot, loop, "cell2")
+    assert loop.current == 2 and "2 of 3 images done" in loop._summary.value
+
+    # a restart: the work resumes where it was; a done image opens with its annotation, not a new detection
+    viewer.close()
+    import napari_spotdetect.widgets.correct_widget as cw
+
+    cw.SESSION_FILES.clear()  # a new napari process remembers no file it wrote
+    viewer2, panels2 = _panels(make_napari_viewer, tiny_model)
+    loop2 = panels2.folder
+    loop2.set_folder(folder)
+    assert loop2.current == 2  # the first image not done
+    assert [loop2._images_list.item(i).text()[0] for i in range(3)] == ["✓", "✓", "✎"]
+    calls = tiny_model.calls
+    loop2.open_image(1)
+    back = loop2.truth_layer()
+    assert back is not None and len(back.data) == n1 and tiny_model.calls == calls
+    before = (folder / "cell1.csv").read_bytes()
+    back.selected_data = {0}
+    back.remove_selected()  # editing it again saves into the same file, after a backup of the old one
+    assert (folder / "cell1.csv.bak").read_bytes() == before
+    assert len(read_spots_csv(folder / "cell1.csv")) == n1 - 1
+
+    # train on everything marked done, from the fine-tune panel
+    loop2._train.changed.emit(True)
+    tune = panels2.finetune
+    assert tune._source.value == "done" and panels2.tabs.currentWidget() is tune.native
+    tune._epochs.value, tune._steps.value, tune._crop.value, tune._batch.value = 1, 2, 64, 2
+    tune._out.value, tune._name.value = tmp_path / "models", "tuned"
+    tune._start.value = "last"
+    assert tune.problem() is None, tune.problem()
+    assert tune.train() is not None
+    qtbot.waitUntil(lambda: not tune.running, timeout=180_000)
+    assert tune._error is None, tune._error
+    card = tune._result.model.info.card
+    assert card["training_data"]["images_marked_done"] == ["cell0.tif", "cell1.tif"]
+
+    # the new model detects the next image
+    tune.use_model(detect_again=False)
+    loop2.open_image(2)
+    assert (folder / "cell2.csv").exists()  # annotated (not done) in the first session: its annotation opened
+    (folder / "cell2.csv").unlink()  # start it afresh, to see what the new model finds
+    loop2.open_image(2)
+    _wait_truth(qtbot, loop2, "cell2")
+    [spots] = [lay for lay in viewer2.layers if K.is_detection(lay)]
+    assert spots.metadata[K.PROVENANCE]["model"] == "tuned"
+
+
+def test_done_without_an_annotation_is_refused(make_napari_viewer, tiny_model, image_folder, qtbot):
+    folder, _truths = image_folder
+    viewer, panels = _panels(make_napari_viewer, tiny_model)
+    loop = panels.folder
+    loop._auto.value = False  # open without detecting
+    loop.set_folder(folder)
+    assert loop.current == 0 and "cell0" in viewer.layers
+    assert not loop.mark_done_and_next()
+    assert loop.current == 0 and "no ground truth yet" in loop._status.value and "Fix:" in loop._status.value
+    assert not (folder / STATE_FILE).exists()
