@@ -1,6 +1,6 @@
-"""Train the bundled default model: a small Piscis-architecture network, from scratch, on synthetic data.
+"""Train the bundled default model: a small Piscis-architecture network, on synthetic and real images.
 
-The bundled model is made in three stages, all from the repository root on CPU:
+The bundled model is made in five stages, all from the repository root on CPU (stage 1 starts from nothing):
 
 1. from scratch (about 26 minutes on 2 idle cores):
 
@@ -19,19 +19,38 @@ The bundled model is made in three stages, all from the repository root on CPU:
            --lr 2e-4 --ema 0.999 --select f1_integral --n-train 1200 --epochs 55 --minutes 52 --seed 8 \
            --threads 1
 
-4. real images: continued from stage 3 on the real ``train`` split of ../shared/data/real (sources whose
-   licence allows it) mixed with realistic synthetic images (:func:`~napari_spotdetect.core.synthetic.realistic_image`)
-   and the stage-1 kind, input normalised by whole-image percentiles, best epoch and threshold chosen on
-   held-out real training images and synthetic ones; see STAGE4 below for the exact command.
+4. real images (7 x 50 steps, 25 minutes on one core of a busy machine): continued from stage 3 on the real ``train``
+   split of ../shared/data/real (sources whose licence allows shipping: pia_spots and piscis_panels, MIT;
+   6 images of the smallest acquisitions held out for validation) listed 4 times, mixed with 200 stage-1
+   synthetic images and 300 realistic synthetic ones (:func:`~napari_spotdetect.core.synthetic.realistic_image`
+   without the ``negatives`` ingredient, which the ablation showed to hurt), the input normalised by
+   whole-image percentiles; best epoch by the F1 integral, threshold by the F1 within 3 px, both on the
+   held-out real images and synthetic ones:
+
+       PYTHONPATH=src python scripts/train_default_model.py --init runs/default_model/stage3.pt \
+           --lr 5e-4 --ema 0.998 --select f1_integral --epochs 7 --steps 50 --minutes 60 --threads 1 \
+           --seed 31 --n-train 200 --n-val 8 --val-radius 3 --real ../shared/data/real --real-repeat 4 \
+           --n-realistic 300 --without negatives --normalization percentile \
+           --real-report ../shared/data/real --out runs/default_model/stage4.pt
+
+5. the same data, continued from stage 4 at 3e-4 with a slower average (26 minutes on 2 cores):
+
+       PYTHONPATH=src python scripts/train_default_model.py --init runs/default_model/stage4.pt \
+           --lr 3e-4 --ema 0.999 --select f1_integral --epochs 26 --steps 50 --minutes 26 --threads 2 \
+           --seed 41 --n-train 200 --n-val 8 --val-radius 3 --real ../shared/data/real --real-repeat 4 \
+           --n-realistic 300 --without negatives --real-report ../shared/data/real
+
+   The ablation behind stage 4's choices (``benchmarks/ablation_real.py``) is in the README.
+   ``--tiny`` runs any of these in a few steps on a few images (CI does, to check the script end to end).
 
 Held-out synthetic F1 integral after stages 1-3: 0.945, 0.951, 0.953. Stage 1's validation F1 jumps by ~0.005 from
 epoch to epoch; the weight average smooths that out. (A second stage weighting the displacement loss
 more, ``--l2-weight 1.0 --lr 2e-4``, gave 0.9453: no gain.)
 
-It trains with :class:`napari_spotdetect.core.train.Trainer` on ``synthetic_dataset(kind="train")``,
-evaluates the best checkpoint on a held-out synthetic benchmark (different seed) and on that benchmark
+It trains with :class:`napari_spotdetect.core.train.Trainer` on ``synthetic_dataset(kind="train")`` (and,
+with ``--real`` / ``--n-realistic``, real and realistic synthetic images), evaluates the best checkpoint on a held-out synthetic benchmark (different seed) and on that benchmark
 scaled by 0.2 and 5, and writes ``src/napari_spotdetect/data/default_model.pt`` (half precision) with a
-model card recording all of it.
+model card recording all of it (with ``--real-report``, also the scores on the real ``val`` split).
 """
 
 from __future__ import annotations
