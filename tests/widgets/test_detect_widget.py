@@ -199,7 +199,7 @@ def test_augmentation_box_averages_eight_views(detect_widget, tiny_model, run_an
     in_widget, passes[:] = len(passes), []
     points = _spots_layer(viewer)
     assert points.metadata[META_KEY]["test_time_augmentation"] is True
-    plain = detect(image.data, tiny_model)
+    plain = detect(image.data, tiny_model, keep_maps=True)
     hook.remove()
     assert in_widget == 8 * len(passes) > 0  # eight network passes per tile batch
     expected = detect(image.data, tiny_model, augment=True).spots
