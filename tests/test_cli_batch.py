@@ -121,3 +121,15 @@ def test_dask_cluster_gives_the_same_spots_as_one_process(folder, tiny_file, tmp
         np.testing.assert_allclose(a[COLS].to_numpy(), b[COLS].to_numpy(), atol=1e-5)
         prov = json.loads((many / f"{name}.provenance.json").read_text())
         assert prov["n_spots"] == len(b)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--workers", "0"], "--workers 0"),
+    (["--workers", "2", "--dask-scheduler", "tcp://127.0.0.1:1"], "both given"),
+])
+def test_bad_dask_options_are_explained(tmp_path, tiny_file, capsys, extra, message):
+    np.save(tmp_path / "a.npy", np.zeros((32, 32), np.float32))
+    assert main(["predict", str(tmp_path / "a.npy"), "--model", str(tiny_file), "--out", str(tmp_path / "o"),
+                 *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Fix:" in err
