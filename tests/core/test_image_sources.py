@@ -54,3 +54,17 @@ def test_find_images_in_folders_files_and_globs(tmp_path):
     assert [image_name(p) for p in find_images([tmp_path])] == ["a", "b", "c", "d"]
     with pytest.raises(SpotDetectError, match="Not found: .*nothing"):
         find_images([tmp_path / "nothing.tif"])
+
+
+def test_opened_image_closes_the_tiff(tmp_path):
+    import psutil
+
+    from napari_spotdetect.core.image_sources import opened_image
+
+    img = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
+    tifffile.imwrite(tmp_path / "c.tif", img, tile=(16, 16))
+    names = lambda: {f.path for f in psutil.Process().open_files()}  # noqa: E731
+    with opened_image(tmp_path / "c.tif") as (arr, _):
+        np.testing.assert_array_equal(arr[10:20].compute(), img[10:20])
+        assert str(tmp_path / "c.tif") in names()
+    assert str(tmp_path / "c.tif") not in names()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import SpotDetectError
-from .image_sources import image_name, open_image
+from .image_sources import image_name, opened_image
 from .spots_io import atomic_write_text, provenance_path, write_spots_csv
 
 #: the summary table written beside the spot tables
@@ -67,10 +67,10 @@ def predict_image(path, model, options: PredictOptions, out_dir, progress=None) 
 
     t0 = time.perf_counter()
     path = Path(path)
-    image, meta_axes = open_image(path)
-    det = detect(image, model, options.threshold, axes=options.axes or meta_axes, tile_size=options.tile_size,
-                 batch_size=options.batch_size, min_distance=options.min_distance, keep_maps=False,
-                 progress=progress, augment=options.augment)
+    with opened_image(path) as (image, meta_axes):
+        det = detect(image, model, options.threshold, axes=options.axes or meta_axes, tile_size=options.tile_size,
+                     batch_size=options.batch_size, min_distance=options.min_distance, keep_maps=False,
+                     progress=progress, augment=options.augment)
     spots = det.spots.drop(columns=["model"])
     seconds = time.perf_counter() - t0
     prov = {**det.provenance, "image": str(path.resolve()), "n_spots": len(spots), "seconds": round(seconds, 3)}

@@ -8,6 +8,7 @@ and only the pixels asked for are read.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 from pathlib import Path
@@ -79,20 +80,38 @@ def open_image(path):
     """``(array, axes or None)``: a lazy (dask) array for zarr, OME-Zarr, TIFF and .npy, numpy otherwise.
 
     ``axes`` comes from OME-Zarr metadata; elsewhere it is None (the caller's or the default axes apply).
+    A TIFF stays open until the array is garbage-collected; :func:`opened_image` closes it at once.
     """
+    arr, axes, _ = _open(path)
+    return arr, axes
+
+
+@contextlib.contextmanager
+def opened_image(path):
+    """:func:`open_image` as a context manager that closes the file (batches open thousands of them)."""
+    arr, axes, closer = _open(path)
+    try:
+        yield arr, axes
+    finally:
+        if closer is not None:
+            closer()
+
+
+def _open(path):
     path = Path(path)
     name = path.name.lower()
     try:
         if name.endswith(STORE_SUFFIXES):
-            return _open_zarr(path)
+            return (*_open_zarr(path), None)
         if name.endswith((".tif", ".tiff")):
-            return _open_tiff(path), None
+            arr, close = _open_tiff(path)
+            return arr, None, close
         if name.endswith(".npy"):
-            return as_lazy(np.load(path, mmap_mode="r", allow_pickle=False)), None
+            return as_lazy(np.load(path, mmap_mode="r", allow_pickle=False)), None, None
         if name.endswith(FILE_SUFFIXES):
             from skimage.io import imread
 
-            return imread(path), None
+            return imread(path), None, None
     except SpotDetectError:
         raise
     except Exception as err:  # noqa: BLE001 (zarr, tifffile and numpy raise many kinds)
@@ -107,10 +126,14 @@ def _open_tiff(path: Path):
     import zarr
 
     store = tifffile.imread(path, aszarr=True)  # level 0 of a pyramid, series 0
-    node = zarr.open(store, mode="r")
-    if not hasattr(node, "shape"):  # a pyramid: the group's first array is full resolution
-        node = node["0"]
-    return as_lazy(node)
+    try:
+        node = zarr.open(store, mode="r")
+        if not hasattr(node, "shape"):  # a pyramid: the group's first array is full resolution
+            node = node["0"]
+    except Exception:
+        store.close()
+        raise
+    return as_lazy(node), store.close
 
 
 def _open_zarr(path: Path):
