@@ -25,7 +25,7 @@ class DetectionResult:
 
 
 def detection_steps(image, model_source, *, axes: str, device=None, tile_size=None, threshold=None,
-                    keep_maps: bool = True, model_cache: dict | None = None, augment: bool = False):
+                    keep_maps=True, model_cache: dict | None = None, augment: bool = False):
     """Load the model (cached by source and device), then detect; yields Progress, returns a result.
 
     ``model_cache`` is a dict owned by the caller; a loaded model is put there so the next run on the same
