@@ -63,16 +63,23 @@ def add_predict_options(p) -> None:
     g.add_argument("--trackmate", action="store_true", help="also write <out>/<image>.xml for Fiji's TrackMate")
 
 
-_MICRO = {"um": 1.0, "\u00b5m": 1.0, "\u03bcm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
-          "micrometre": 1.0, "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3}
+class _BatchPost:
+    """``predict``'s fits, cell counts and exports for one image, as the batch runner calls them (picklable)."""
+
+    def __init__(self, args):
+        self.args = args
+
+    def __call__(self, path, image, spots, axes, pixel_size_um):
+        from .core.image_sources import read
+
+        return after_predict(self.args, read(image), spots, Path(path), Path(self.args.out), axes=axes,
+                             file_pixel_size=pixel_size_um)
 
 
-def micrometres(info) -> tuple | None:
-    """The pixel size a file's metadata gives (an ``ImageInfo``) as (z, y, x) um, or None when unknown."""
-    factor = _MICRO.get(str(info.unit or "").strip().lower()) if info.pixel_size else None
-    if factor is None or "y" not in info.pixel_size or "x" not in info.pixel_size:
-        return None
-    return tuple(float(info.pixel_size[a]) * factor if a in info.pixel_size else float("nan") for a in "zyx")
+def biology_post(args):
+    """The per-image step after detection that the biology options ask for, or None when none is asked."""
+    wanted = any(getattr(args, k, None) for k in ("fit", "labels", "nuclei", "pixel_size", "trackmate"))
+    return _BatchPost(args) if wanted else None
 
 
 def after_predict(args, image, spots, image_path: Path, out: Path, axes=None, file_pixel_size=None):

@@ -55,12 +55,12 @@ def test_orientation_dependent_errors_average_out():
 
 def test_augmented_maps_turn_with_the_image(tiny_piscis):
     img, _ = synthetic_image(tiny_piscis.tile_size, n_spots=40, seed=4)  # one unpadded tile: no edge effects
-    plain = detect(img, tiny_piscis, 0.5)
-    aug = detect(img, tiny_piscis, 0.5, augment=True)
+    plain = detect(img, tiny_piscis, 0.5, keep_maps=True)
+    aug = detect(img, tiny_piscis, 0.5, augment=True, keep_maps=True)
     assert aug.provenance["test_time_augmentation"] is True and plain.provenance["test_time_augmentation"] is False
     assert not np.allclose(aug.maps["labels"], plain.maps["labels"])  # it averaged other views
     # a rotated image gives the same augmented maps, turned: the average is over the whole group
-    rot = detect(np.ascontiguousarray(np.rot90(img)), tiny_piscis, 0.5, augment=True)
+    rot = detect(np.ascontiguousarray(np.rot90(img)), tiny_piscis, 0.5, augment=True, keep_maps=True)
     np.testing.assert_allclose(np.rot90(aug.maps["labels"]), rot.maps["labels"], atol=1e-5)
 
 

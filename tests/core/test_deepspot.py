@@ -223,7 +223,7 @@ def test_output_matches_tensorflow(case, fixture_dir, exact_net, model):
     # the loaded model (BatchNorm folded, channels-last) through the whole pipeline from the raw image:
     # max-normalisation, tiling and stitching
     raw = np.load(fixture_dir / f"{case}_raw.npy")
-    det = detect(raw, model)
+    det = detect(raw, model, keep_maps=True)
     assert np.abs(det.maps["enhanced"] - ref).max() <= 1e-5
 
 
@@ -249,7 +249,7 @@ def test_detect_returns_spots_and_enhanced_map(fixture_dir, model):
     import pandas as pd
 
     raw = np.load(fixture_dir / "synth_a_raw.npy")
-    det = detect(raw, model)
+    det = detect(raw, model, keep_maps=True)
     spots = det.spots
     assert det.maps["enhanced"].shape == raw.shape and det.score_map == "enhanced"
     assert set(spots.columns) >= {"y", "x", "score", "intensity", "source", "model"}

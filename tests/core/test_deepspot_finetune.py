@@ -51,10 +51,10 @@ def test_finetuning_deepspot_learns_saves_and_reloads(published, tmp_path):
     assert isinstance(loaded, DeepSpotModel) and loaded.info.arch == "deepspot"
     assert loaded.info.card["mode"] == "finetune" and loaded.info.card["base_model"] == published.info.name
     assert loaded.default_threshold == pytest.approx(res.model.default_threshold)
-    a = detect(img, res.model).maps["enhanced"]
-    b = detect(img, loaded).maps["enhanced"]
+    a = detect(img, res.model, keep_maps=True).maps["enhanced"]
+    b = detect(img, loaded, keep_maps=True).maps["enhanced"]
     np.testing.assert_allclose(a, b, atol=1e-6)
-    assert not np.allclose(a, detect(img, published).maps["enhanced"], atol=1e-4)  # it did change
+    assert not np.allclose(a, detect(img, published, keep_maps=True).maps["enhanced"], atol=1e-4)  # it did change
 
 
 def test_deepspot_trains_with_its_own_loss_and_warns_of_a_high_rate(published):

@@ -228,7 +228,7 @@ def test_augmentation_box_averages_eight_views(detect_widget, tiny_model, run_an
     in_widget, passes[:] = len(passes), []
     points = _spots_layer(viewer)
     assert points.metadata[META_KEY]["test_time_augmentation"] is True
-    plain = detect(image.data, tiny_model)
+    plain = detect(image.data, tiny_model, keep_maps=True)
     hook.remove()
     assert in_widget == 8 * len(passes) > 0  # eight network passes per tile batch
     expected = detect(image.data, tiny_model, augment=True).spots
@@ -236,3 +236,32 @@ def test_augmentation_box_averages_eight_views(detect_widget, tiny_model, run_an
     assert not np.array_equal(plain.maps["labels"], points.metadata[DETS_KEY].maps["labels"])
     widget.restore_defaults()
     assert widget._augment.value is False
+
+
+def test_multiscale_dask_layer_is_detected_lazily_from_full_resolution(detect_widget, qtbot, tiny_model,
+                                                                        run_and_wait):
+    """An OME-Zarr-like pyramid of dask arrays: spots come from level 0, maps stay on disk, shown lazily."""
+    import dask.array as da
+
+    from napari_spotdetect.core.synthetic import synthetic_image
+
+    viewer, widget = detect_widget
+    full = synthetic_image((300, 260), n_spots=40, seed=4)[0]
+    pyramid = [da.from_array(full, chunks=(64, 64)), da.from_array(full[::2, ::2], chunks=(64, 64))]
+    image = viewer.add_image(pyramid, multiscale=True, name="pyramid")
+    widget._image.value = image
+    widget.set_model(tiny_model)
+    widget._maps.value = True
+    run_and_wait(widget)
+    assert not widget._error, widget._error
+    points = _spots_layer(viewer)
+    expected = detect(full, tiny_model).spots
+    assert len(points.data) == len(expected) > 0
+    np.testing.assert_allclose(points.data, expected[["y", "x"]].to_numpy())
+    score_map = viewer.layers["pyramid labels (model map)"]
+    assert isinstance(score_map.data, da.Array) and score_map.data.shape == full.shape
+    ref = detect(full, tiny_model, keep_maps=True).maps["labels"]
+    np.testing.assert_array_equal(np.asarray(score_map.data), ref)
+    widget._threshold.value = 0.3  # re-thresholding works on the compact candidates
+    qtbot.waitUntil(lambda: len(points.data) != len(expected), timeout=5000)
+    assert (points.features["score"] > 0.3).all()

@@ -1,14 +1,25 @@
-"""Tiled inference: image in, :class:`Detections` (spot table + cached maps) out.
+"""Tiled inference: image in, :class:`Detections` (spot table + compact candidates) out.
 
 ``detect_iter`` is a generator that yields :class:`Progress` after every tile batch and returns the
 :class:`Detections`, so a napari ``thread_worker`` (or any caller) can show progress and stop between
 batches; ``detect`` runs it to the end. Memory is bounded by the tile batch: only one batch of tiles is
-materialised at a time (plus the stitched maps, if kept).
+materialised at a time. Lazy images (dask, zarr, a TIFF opened through tifffile's zarr interface) are read
+one band of tiles at a time (tile height x image width), never whole, unless the model normalises whole
+planes (DeepSpot divides a plane by its maximum, so it reads each plane whole).
 
-Spots are found per tile at the lowest threshold the model allows and kept by the tile that owns their
-position. Re-thresholding filters that table, so it never runs the network again and, for planes, is
-exactly what detecting at the new threshold would give. For z-stacks spots are merged across planes as
-piscis does (one spot per 3-D connected component above the threshold), from the stitched maps.
+What is kept for re-thresholding is compact, never full-size maps:
+
+- planes: every spot above the *candidate floor* (``min(threshold, model.threshold_range[0])``) with its
+  score and intensity. Re-thresholding filters that table, so it never runs the network again and is
+  exactly what detecting at the new threshold would give, for any threshold >= the floor.
+- z-stacks (spots merged across planes as piscis does: one spot per 3-D connected component above the
+  threshold): every voxel above the floor (position, score, offsets, intensity), plus the in-plane
+  neighbours of those voxels (for the offsets at a component's centroid, which may fall just outside it).
+  Components, their centroids and maxima are found from these voxels alone, so stack re-thresholding gives
+  the same spots as thresholding full maps; the only exception is a component whose truncated centroid
+  lies more than one pixel (in y or x) from all its voxels, where the offset is taken as 0.
+
+Full maps are kept only when asked for (``keep_maps``): float32 or float16 in memory, or a zarr store.
 """
 
 from __future__ import annotations
@@ -24,7 +35,6 @@ import torch
 from .device import default_batch_size, free_cached_memory, is_out_of_memory
 from .errors import SpotDetectError
 from .models.base import SpotModel
-from .ops import stack_components
 from .steps import run_steps
 from .tiling import extract_tile, plan_tiles
 from .validate import check_finite, check_image, check_positive_int, check_threshold
@@ -47,8 +57,10 @@ class Detections:
 
     ``spots`` is a DataFrame with one row per spot: the outer axes present (``t``, ``c``), ``z`` for stacks,
     ``y``, ``x`` (pixel centres at integers), ``score``, ``intensity`` (raw image value at the spot's
-    pixel), ``source`` (``"predicted"``) and ``model``. ``maps`` holds the stitched model maps by name,
-    shaped like the image (axes ``axes``) without its channel axis when channels were fed together.
+    pixel), ``source`` (``"predicted"``) and ``model``. ``candidates`` is what re-thresholding filters:
+    spots above ``floor`` (planes) or voxels above ``floor`` with their offsets (stacks; see the module
+    notes). ``maps`` holds the stitched model maps by name only when ``keep_maps`` asked for them, shaped
+    like the image (axes ``axes``) without its channel axis when channels were fed together.
     """
 
     axes: str
@@ -59,10 +71,10 @@ class Detections:
     score_map: str
     provenance: dict
     maps: dict = field(default_factory=dict)
-    candidates: pd.DataFrame | None = None  # planes: every spot above `floor`
+    candidates: pd.DataFrame | None = None
     stack: bool = False
     score_range: tuple = (0.0, float("inf"))  # the model's score scale, for checking thresholds
-    _image: object = None  # the (canonical) image, for intensities of stack spots
+    _image: object = None  # the (canonical) image, for the rare stack spot whose centroid voxel was not kept
     _outer_axes: str = ""
 
     @property
@@ -78,11 +90,11 @@ class Detections:
     def rethreshold(self, threshold: float) -> pd.DataFrame:
         """The spots whose score is above ``threshold``; the network is not run again."""
         threshold = check_threshold(threshold, self.score_range)
+        if threshold < self.floor - 1e-12:
+            raise SpotDetectError(
+                f"Threshold {threshold} is below {self.floor}, the lowest one this detection kept.",
+                f"run detection again with threshold <= {threshold}.")
         if not self.stack:
-            if threshold < self.floor - 1e-12:
-                raise SpotDetectError(
-                    f"Threshold {threshold} is below {self.floor}, the lowest one this detection kept.",
-                    f"run detection again with threshold <= {threshold}.")
             out = self.candidates[self._above(threshold)].reset_index(drop=True)
         else:
             out = self._stack_spots(threshold)
@@ -101,41 +113,82 @@ class Detections:
         return self.candidates["score"].to_numpy() > threshold  # strict, as peak finding at a threshold
 
     def _stack_spots(self, threshold: float) -> pd.DataFrame:
-        score = self.maps[self.score_map]
-        zero = np.zeros_like(score)
-        dy, dx = self.maps.get("dy", zero), self.maps.get("dx", zero)  # models without offsets: voxel centres
-        outer_shape = score.shape[: len(self._outer_axes)]
+        """One spot per 26-connected component of voxels above ``threshold`` (piscis's rule for stacks).
+
+        Its voxel is the component's centroid truncated to integers, moved by the offsets read there; its
+        score the component's maximum.
+        """
+        from .ops import voxel_components  # noqa: PLC0415
+
+        vox = self.candidates
+        outer = list(self._outer_axes)
+        nz, h, w = (self.image_shape[self.axes.index(a)] for a in "zyx")
+        groups = vox.groupby(outer, sort=True) if outer else [((), vox)]
         frames = []
-        for idx in np.ndindex(*outer_shape):
-            vox, peak = stack_components(score[idx], threshold)
-            z, r, c = vox[:, 0], vox[:, 1], vox[:, 2]
-            y = r + dy[idx][z, r, c].astype(np.float64)
-            x = c + dx[idx][z, r, c].astype(np.float64)
-            h, w = score.shape[-2:]
+        for idx, g in groups:
+            idx = idx if isinstance(idx, tuple) else (idx,)
+            zrc = g[["z", "r", "c"]].to_numpy(np.int64)
+            keys = np.ravel_multi_index(zrc.T, (nz, h, w))
+            order = np.argsort(keys)
+            keys = keys[order]
+            score = g["score"].to_numpy()
+            above = score > threshold
+            lab, n = voxel_components(zrc[above], (nz, h, w))
+            if n == 0:
+                continue
+            pts = zrc[above].astype(np.float64)
+            counts = np.bincount(lab, minlength=n)
+            cent = np.stack([np.bincount(lab, weights=pts[:, i], minlength=n) / counts for i in range(3)], 1)
+            cvox = cent.astype(np.int64)  # truncation, as piscis casts the centroid
+            peak = np.full(n, -np.inf, dtype=np.float32)
+            np.maximum.at(peak, lab, score[above].astype(np.float32))
+            pos = np.clip(np.searchsorted(keys, np.ravel_multi_index(cvox.T, (nz, h, w))), 0, len(keys) - 1)
+            found = keys[pos] == np.ravel_multi_index(cvox.T, (nz, h, w))
+            row = order[pos]
+            dy = np.where(found, g["dy"].to_numpy()[row], 0.0).astype(np.float32).astype(np.float64)
+            dx = np.where(found, g["dx"].to_numpy()[row], 0.0).astype(np.float32).astype(np.float64)
+            y, x = cvox[:, 1] + dy, cvox[:, 2] + dx
+            inten = np.where(found, g["intensity"].to_numpy()[row], np.nan)
+            if not found.all():
+                inten[~found] = self._pixel_values(idx, cvox[~found, 0], y[~found], x[~found])
             keep = (y > -0.5) & (y < h - 0.5) & (x > -0.5) & (x < w - 0.5)
-            cols = {a: np.full(int(keep.sum()), i) for a, i in zip(self._outer_axes, idx)}
-            img = self._image[idx] if self._image is not None else None
-            inten = _intensity(img, np.stack([y, x], 1)[keep], z[keep]) if img is not None else np.nan
-            cols.update(z=z[keep].astype(np.float64), y=y[keep], x=x[keep], score=peak[keep].astype(np.float64),
-                        intensity=inten)
+            cols = {a: np.full(int(keep.sum()), i) for a, i in zip(outer, idx)}
+            cols.update(z=cvox[keep, 0].astype(np.float64), y=y[keep], x=x[keep],
+                        score=peak[keep].astype(np.float64), intensity=inten[keep])
             frames.append(pd.DataFrame(cols))
-        return _concat(frames, list(self._outer_axes) + ["z"])
+        return _concat(frames, outer + ["z"])
+
+    def _pixel_values(self, idx, z, y, x) -> np.ndarray:
+        if self._image is None:
+            return np.full(len(z), np.nan)
+        from .image_sources import read  # noqa: PLC0415
+
+        h, w = self.image_shape[-2:]
+        r = np.clip(np.rint(y).astype(np.int64), 0, h - 1)
+        c = np.clip(np.rint(x).astype(np.int64), 0, w - 1)
+        vol = self._image[tuple(idx)] if idx else self._image  # (Z, [C,] H, W)
+        lead = (0,) if vol.ndim == 4 else ()
+        return np.array([float(read(vol[(int(zz),) + lead + (int(rr), int(cc))])) for zz, rr, cc in zip(z, r, c)])
 
 
-def _intensity(img: np.ndarray, yx: np.ndarray, z=None) -> np.ndarray:
-    """Raw value at each spot's nearest pixel; ``img`` is (H, W), (C, H, W) or (Z, [C,] H, W)."""
-    h, w = img.shape[-2:]
+def _intensity(plane: np.ndarray, yx: np.ndarray) -> np.ndarray:
+    """Raw value at each spot's nearest pixel of a (C, H, W) plane's first channel."""
+    h, w = plane.shape[-2:]
     r = np.clip(np.rint(yx[:, 0]).astype(np.int64), 0, h - 1)
     c = np.clip(np.rint(yx[:, 1]).astype(np.int64), 0, w - 1)
-    if z is not None:
-        img = np.asarray(img[np.asarray(z, dtype=np.int64)] if img.ndim >= 3 else img)
-        if img.ndim == 4:  # (K, C, H, W): first channel
-            img = img[:, 0]
-        return img[np.arange(len(r)), r, c].astype(np.float64)
-    img = np.asarray(img)
-    while img.ndim > 2:
-        img = img[0]
-    return img[r, c].astype(np.float64)
+    return plane[0][r, c].astype(np.float64)
+
+
+def _tile_intensity(raw_tile: np.ndarray, tile, yx: np.ndarray, reader, h: int, w: int) -> np.ndarray:
+    """:func:`_intensity` from a raw (C, th, tw) tile; pixels outside the tile's image part are read apart."""
+    r = np.clip(np.rint(yx[:, 0]).astype(np.int64), 0, h - 1)
+    c = np.clip(np.rint(yx[:, 1]).astype(np.int64), 0, w - 1)
+    inside = ((r >= tile.rows.start) & (r < tile.rows.stop) & (c >= tile.cols.start) & (c < tile.cols.stop))
+    out = np.empty(len(r), dtype=np.float64)
+    out[inside] = raw_tile[0][r[inside] - tile.rows.start, c[inside] - tile.cols.start]
+    if not inside.all():
+        out[~inside] = reader.pixels(r[~inside], c[~inside])
+    return out
 
 
 def _concat(frames, lead):
@@ -166,14 +219,17 @@ def _forward(model: SpotModel, x: np.ndarray, augment: bool = False) -> np.ndarr
 
 def detect_iter(image, model, threshold: float | None = None, *, axes: str | None = None,
                 tile_size=None, overlap: float | None = None, batch_size: int | None = None,
-                min_distance: int = 1, keep_maps: bool = True, device=None, augment: bool = False):
+                min_distance: int = 1, keep_maps=False, device=None, augment: bool = False):
     """Generator form of :func:`detect`: yields :class:`Progress`, returns :class:`Detections`."""
     from .models.zoo import load_model  # noqa: PLC0415 (avoid an import cycle)
 
     from .. import __version__  # noqa: PLC0415
+    from .image_sources import BandReader, as_lazy, is_lazy, read  # noqa: PLC0415
 
     model = load_model(model, device=device)
-    arr, axes = check_image(image, axes)
+    lazy = image is not None and hasattr(image, "shape") and hasattr(image, "dtype") and is_lazy(image) \
+        and not type(image).__module__.startswith("torch")
+    arr, axes = check_image(as_lazy(image) if lazy else image, axes)
     threshold = check_threshold(model.default_threshold if threshold is None else threshold, model.threshold_range)
     min_distance = check_positive_int(min_distance, "min_distance")
     floor = min(threshold, model.threshold_range[0])
@@ -196,15 +252,20 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
     overlap = model.tile_overlap if overlap is None else float(overlap)
     if not 0.0 <= overlap < 0.5:
         raise SpotDetectError(f"Tile overlap {overlap} is out of range.", "use a fraction between 0 and 0.5.")
-    keep_maps = keep_maps or stack
     map_shape = outer_shape + ((nz,) if stack else ()) + (h, w)
-    if keep_maps:
+    if keep_maps is True or (isinstance(keep_maps, str) and keep_maps in ("float32", "float16")):  # in memory (a zarr store may be larger)
         _check_map_memory(map_shape, len(model.map_names), stack)
     if model.fit_tiles_to_image:
         tile = tuple(min(t, -(-n // m) * m) for t, n in zip(tile, (h, w)))
     plan = plan_tiles((h, w), tile, overlap, end_align=m if model.fit_tiles_to_image else None)
     pad_mode = model.tile_pad_mode((h, w))
-    maps = {n: np.zeros(map_shape, dtype=np.float32) for n in model.map_names} if keep_maps else {}
+    maps = _map_sink(keep_maps, model.map_names, map_shape, tile)
+    # a model that normalises with more than per-plane statistics (DeepSpot: / plane maximum is one, but it
+    # is applied to the whole plane) needs each plane in memory; lazy planes are otherwise read band by band
+    whole_planes = not lazy or type(model).prepare_image is not SpotModel.prepare_image
+    names = list(model.map_names)
+    i_score = names.index(model.score_map)
+    i_dy, i_dx = (names.index("dy"), names.index("dx")) if {"dy", "dx"} <= set(names) else (None, None)
 
     n_planes = int(np.prod(outer_shape, dtype=np.int64)) * nz
     total = n_planes * len(plan)
@@ -215,40 +276,57 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
         sel = _outer_selector(axes, outer_axes, oidx)
         vol = arr[sel]
         if feed_channels and stack:
-            vol = np.moveaxis(vol, 0, 1)  # (C, Z, H, W) -> (Z, C, H, W)
+            vol = vol.transpose((1, 0, 2, 3))  # (C, Z, H, W) -> (Z, C, H, W)
         for z in range(nz):
-            plane = np.asarray(vol[z] if stack else vol)  # (C, H, W) or (H, W)
-            if plane.ndim == 2:
-                plane = plane[None]
+            src = vol[z] if stack else vol  # (C, H, W) or (H, W), lazy or in memory
+            if src.ndim == 2:
+                src = src[None]
             where = f" (plane {dict(zip(outer_axes + ('z' if stack else ''), oidx + ((z,) if stack else ())))})"
-            check_finite(plane, where if n_planes > 1 else "")
-            raw_plane = plane
-            plane = model.prepare_image(plane)
+            where = where if n_planes > 1 else ""
+            reader = BandReader(src)
+            if whole_planes:
+                raw_plane = read(src)
+                check_finite(raw_plane, where)
+                plane = model.prepare_image(raw_plane)
             cands = []
             for start in range(0, len(plan), batch):
                 tiles = plan.tiles[start:start + batch]
-                raw = np.stack([extract_tile(plane, t, tile, pad_mode) for t in tiles])
+                if whole_planes:
+                    raw = np.stack([extract_tile(plane, t, tile, pad_mode) for t in tiles])
+                else:
+                    raw = np.stack([reader.tile(t, tile, pad_mode) for t in tiles])
+                    check_finite(raw, where)
                 out = _forward(model, model.normalize_tiles(raw), augment)
-                for t, tmaps in zip(tiles, out):
+                for k, (t, tmaps) in enumerate(zip(tiles, out)):
                     r0, r1, c0, c1 = t.own
-                    if keep_maps:
+                    if maps:
                         ms = oidx + ((z,) if stack else ())
                         for i, n in enumerate(model.map_names):
                             maps[n][ms + (slice(r0, r1), slice(c0, c1))] = tmaps[
                                 i, r0 - t.rows.start:r1 - t.rows.start, c0 - t.cols.start:c1 - t.cols.start]
-                    if not stack:
+                    if stack:
+                        rr, cc, vals = _owned_voxels(tmaps, t, floor, i_score, i_dy, i_dx)
+                        yx = np.stack([rr + vals[1], cc + vals[2]], 1)
+                    else:
                         tc = model.tile_candidates(tmaps, floor, min_distance)
                         yx = tc.coords + (t.rows.start, t.cols.start)
                         keep = t.owns(yx)
-                        cands.append((yx[keep], tc.scores[keep]))
+                        yx = yx[keep]
+                    inten = (_intensity(raw_plane, yx) if whole_planes
+                             else _tile_intensity(raw[k], t, yx, reader, h, w))
+                    if stack:
+                        cands.append(dict(z=np.full(len(rr), z, dtype=np.int32), r=rr.astype(np.int32),
+                                          c=cc.astype(np.int32), score=vals[0], dy=vals[1], dx=vals[2],
+                                          intensity=inten))
+                    else:
+                        cands.append(dict(y=yx[:, 0], x=yx[:, 1], score=tc.scores[keep], intensity=inten))
                 done += len(tiles)
                 yield Progress(done, total, f"tile {done}/{total}")
-            if not stack:
-                yx = np.concatenate([c[0] for c in cands]) if cands else np.zeros((0, 2))
-                sc = np.concatenate([c[1] for c in cands]) if cands else np.zeros(0)
-                cols = {a: np.full(len(sc), i) for a, i in zip(outer_axes, oidx)}
-                cols.update(y=yx[:, 0], x=yx[:, 1], score=sc, intensity=_intensity(raw_plane, yx))
-                frames.append(pd.DataFrame(cols))
+            if cands:
+                cols = {key: np.concatenate([c[key] for c in cands]) for key in cands[0]}
+                n = len(cols["score"])
+                frames.append(pd.DataFrame({**{a: np.full(n, i) for a, i in zip(outer_axes, oidx)}, **cols}))
+            raw_plane = plane = None
     provenance = {
         "package": "napari-spotdetect",
         "package_version": __version__,
@@ -258,6 +336,7 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
         "model_source": model.info.source,
         "model_sha256": model.info.sha256,
         "threshold": threshold,
+        "candidate_floor": floor,
         "min_distance": int(min_distance),
         "test_time_augmentation": bool(augment),
         "axes": axes,
@@ -265,13 +344,19 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
         "device": str(model.device),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    lead = list(outer_axes)
+    if stack:
+        vcols = lead + ["z", "r", "c", "score", "dy", "dx", "intensity"]
+        candidates = (pd.concat(frames, ignore_index=True)[vcols] if frames else
+                      pd.DataFrame({c: pd.Series(dtype=np.float64) for c in vcols}))
+    else:
+        candidates = _concat(frames, lead)
     return Detections(
         axes=axes, image_shape=tuple(arr.shape), threshold=threshold, floor=floor, model_name=model.info.name,
-        score_map=model.score_map, provenance=provenance, maps=maps,
-        candidates=None if stack else _concat(frames, list(outer_axes)),
+        score_map=model.score_map, provenance=provenance, maps=maps, candidates=candidates,
         stack=stack, _outer_axes=outer_axes, score_range=(0.0, float(model.threshold_range[1])),
         # stack intensities index planes first: a channel axis fed to the network goes after z
-        _image=(np.moveaxis(arr, axes.index("c"), axes.index("z")) if feed_channels else arr) if stack else None,
+        _image=(arr.transpose(_z_before_c(axes)) if feed_channels else arr) if stack else None,
     )
 
 
@@ -309,6 +394,56 @@ def _check_tile(tile, model) -> tuple:
     return tile
 
 
+def _z_before_c(axes: str) -> tuple:
+    order = list(range(len(axes)))
+    ci, zi = axes.index("c"), axes.index("z")
+    order.insert(zi, order.pop(ci))
+    return tuple(order)
+
+
+def _owned_voxels(tmaps: np.ndarray, t, floor: float, i_score: int, i_dy, i_dx):
+    """Rows, columns and (score, dy, dx) of the tile's owned pixels above ``floor`` and their 8 neighbours.
+
+    The neighbours carry the offsets a component's centroid may need when it falls just outside it.
+    """
+    from scipy import ndimage  # noqa: PLC0415
+
+    r0, r1, c0, c1 = t.own
+    lr, lc = r0 - t.rows.start, c0 - t.cols.start
+    score = tmaps[i_score]
+    above = score > floor
+    near = ndimage.binary_dilation(above, structure=np.ones((3, 3), dtype=bool)) if above.any() else above
+    rr, cc = np.nonzero(near[lr:lr + r1 - r0, lc:lc + c1 - c0])
+    rr, cc = rr + lr, cc + lc
+    zero = np.zeros(len(rr), dtype=np.float32)
+    vals = (score[rr, cc].astype(np.float32),
+            tmaps[i_dy][rr, cc].astype(np.float32) if i_dy is not None else zero,
+            tmaps[i_dx][rr, cc].astype(np.float32) if i_dx is not None else zero)
+    return rr + t.rows.start, cc + t.cols.start, vals
+
+
+def _map_sink(keep_maps, names, shape, tile) -> dict:
+    """Where stitched maps go: nowhere (False), numpy float32 (True / "float32") or float16, or a zarr store.
+
+    A zarr store is a path (``maps.zarr``), a zarr group or a store; each map becomes an array in it,
+    chunked by tiles, so maps larger than memory can be kept.
+    """
+    if keep_maps is None or keep_maps is False:
+        return {}
+    if keep_maps is True or (isinstance(keep_maps, str) and keep_maps in ("float32", "float16")):
+        dtype = np.float16 if keep_maps == "float16" else np.float32
+        return {n: np.zeros(shape, dtype=dtype) for n in names}
+    try:
+        import zarr  # noqa: PLC0415
+    except ImportError as err:
+        raise SpotDetectError("Keeping maps in a zarr store needs the zarr package.",
+                              "pip install zarr, or pass keep_maps=True / 'float16'.") from err
+    group = keep_maps if isinstance(keep_maps, zarr.Group) else zarr.open_group(keep_maps, mode="w")
+    chunks = (1,) * (len(shape) - 2) + tuple(int(v) for v in tile)
+    return {n: group.create_array(n, shape=shape, chunks=chunks, dtype="float32", fill_value=0.0, overwrite=True)
+            for n in names}
+
+
 def _outer_selector(axes: str, outer_axes: str, oidx: tuple) -> tuple:
     return tuple(oidx[outer_axes.index(a)] if a in outer_axes else slice(None) for a in axes)
 
@@ -323,7 +458,8 @@ def detect(image, model, threshold: float | None = None, *, progress=None, shoul
         progress: called with a :class:`Progress` after each tile batch.
         should_stop: called between batches; when it returns True, :class:`Cancelled` is raised.
         **kwargs: ``axes``, ``tile_size``, ``overlap`` (fraction of a tile; default the model's), ``batch_size``,
-            ``min_distance``, ``keep_maps``, ``device``, ``augment`` (average the maps over the 8 flips and
+            ``min_distance``, ``keep_maps`` (False: no maps, the default; True or ``"float32"``, ``"float16"``:
+            in memory; a path, zarr group or store: written there), ``device``, ``augment`` (average the maps over the 8 flips and
             transposes of each tile: about 8x slower, slightly more accurate).
     """
     return run_steps(detect_iter(image, model, threshold, **kwargs), progress, should_stop,

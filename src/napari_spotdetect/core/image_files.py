@@ -43,6 +43,24 @@ def read_image_with_info(path) -> tuple[np.ndarray, ImageInfo]:
     return read_image(path), ImageInfo(path=str(path))
 
 
+def tiff_info(path) -> ImageInfo:
+    """Axes and pixel size a TIFF's metadata gives, without reading its pixels (lazy readers use it).
+
+    Unknown or unreadable metadata gives an empty :class:`ImageInfo`; reading the pixels reports damage.
+    """
+    import tifffile
+
+    info = ImageInfo(path=str(path))
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            info.axes = _axes(series.axes, len(series.shape))
+            info.pixel_size, info.unit = _pixel_size(tif, info.axes)
+    except Exception:  # noqa: BLE001 (metadata is a bonus here, never a reason to fail)
+        info.pixel_size, info.unit = {}, None
+    return info
+
+
 class _Collect(logging.Handler):
     def __init__(self):
         super().__init__(logging.WARNING)

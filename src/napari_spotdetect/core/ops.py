@@ -158,3 +158,44 @@ def peak_local_softmax(values: torch.Tensor, kernel_size: int = 3, temperature: 
     win = _windows(values, kernel_size)
     centre = (kernel_size * kernel_size) // 2
     return values * torch.softmax(win / temperature, dim=1)[:, centre]
+
+
+def voxel_components(voxels: np.ndarray, shape) -> tuple[np.ndarray, int]:
+    """26-connected components of a sparse set of (K, 3) voxels in a (Z, H, W) volume.
+
+    The same components as ``ndimage.label`` on the dense mask, numbered alike (0-based, in raster order of
+    each component's first voxel), without building the mask: memory grows with the voxels, not the volume.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    k = len(voxels)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    dims = np.asarray(shape[-3:], dtype=np.int64)
+    v = np.asarray(voxels, dtype=np.int64)
+    keys = np.ravel_multi_index(v.T, dims)
+    order = np.argsort(keys, kind="stable")
+    skeys = keys[order]
+    rows, cols = [], []
+    # half of the 26 neighbours: each edge is found once, from its earlier voxel
+    offsets = [(dz, dy, dx) for dz in (0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+               if (dz, dy, dx) > (0, 0, 0)]
+    for off in offsets:
+        n = v + np.asarray(off, dtype=np.int64)
+        inside = np.all((n >= 0) & (n < dims), axis=1)
+        idx = np.flatnonzero(inside)
+        nk = np.ravel_multi_index(n[idx].T, dims)
+        pos = np.clip(np.searchsorted(skeys, nk), 0, k - 1)
+        hit = skeys[pos] == nk
+        rows.append(idx[hit])
+        cols.append(order[pos[hit]])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(k, k)).tocsr()
+    n, lab = connected_components(graph, directed=False)
+    # renumber by the first voxel of each component in raster order, as ndimage.label does
+    first = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(first, lab, keys)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(n)
+    return rank[lab], int(n)

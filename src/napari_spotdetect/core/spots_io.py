@@ -55,7 +55,8 @@ def provenance_path(csv_path) -> Path:
 
 def is_sidecar(path) -> bool:
     """Files we write beside a spot table that are not themselves the spots of an image."""
-    return Path(path).name.endswith((".rejected.csv", ".provenance.json"))
+    name = Path(path).name
+    return name.endswith((".rejected.csv", ".provenance.json")) or name == "predict_summary.csv"
 
 
 def read_spots_csv(path, ndim: int | None = None) -> pd.DataFrame:

@@ -82,3 +82,15 @@ def with_micrometres(spots: pd.DataFrame, pixel_size, prefer_fit: bool = True) -
     if "sigma_z" in out.columns and not np.isnan(size["z"]):
         out["sigma_z_um"] = out["sigma_z"].to_numpy(dtype=np.float64) * size["z"]
     return out
+
+
+_MICRO = {"um": 1.0, "\u00b5m": 1.0, "\u03bcm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+          "micrometre": 1.0, "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3}
+
+
+def pixel_size_um(info) -> tuple | None:
+    """The pixel size a file's metadata gives (an ``ImageInfo``) as (z, y, x) um, or None when unknown."""
+    factor = _MICRO.get(str(info.unit or "").strip().lower()) if info.pixel_size else None
+    if factor is None or "y" not in info.pixel_size or "x" not in info.pixel_size:
+        return None
+    return tuple(float(info.pixel_size[a]) * factor if a in info.pixel_size else float("nan") for a in "zyx")

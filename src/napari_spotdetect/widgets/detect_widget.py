@@ -286,9 +286,12 @@ class DetectWidget(Container):
         remembered = self.choices_to_remember()
         device = None if self._device.value == "auto" else self._device.value
         tile = int(self._tile.value) or None
+        keep_maps = bool(self._maps.value)
+        if keep_maps and (layer.multiscale or not isinstance(data, np.ndarray)):
+            keep_maps = _temporary_map_store()  # lazy images may not fit in memory: nor would their maps
         gen = _with_plane_messages(
             detection_steps(data, self._model_source(), axes=axes, device=device, tile_size=tile,
-                            keep_maps=bool(self._maps.value), model_cache=self._model_cache,
+                            keep_maps=keep_maps, model_cache=self._model_cache,
                             augment=bool(self._augment.value), min_distance=int(self._min_distance.value)),
             data.shape, axes)
         self._cancelled = False
@@ -404,6 +407,10 @@ class DetectWidget(Container):
         for name, arr in dets.maps.items():
             if name in L.HIDDEN_MAPS or not self._maps.value:
                 continue
+            if not isinstance(arr, np.ndarray):  # kept in a zarr store: shown lazily
+                from ..core.image_sources import as_lazy
+
+                arr = as_lazy(arr)
             data, dims = L.map_in_layer_order(arr, dets.axes, axes)
             out.append(Image(data, name=L.layer_name(f"{name} map", image_layer.name, model.info.name),
                              scale=scale[dims], translate=translate[dims], colormap="magma", blending="additive",
@@ -515,6 +522,18 @@ class _CloseWatcher(QObject):
         if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
             self._on_close()
         return False
+
+
+def _temporary_map_store() -> str:
+    """A zarr store for the maps of a lazy image, removed when Python exits."""
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = tempfile.mkdtemp(prefix="spotdetect-maps-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return str(Path(folder) / "maps.zarr")
 
 
 def _with_plane_messages(gen, shape, axes):

@@ -25,7 +25,7 @@ class DetectionResult:
 
 
 def detection_steps(image, model_source, *, axes: str, device=None, tile_size=None, threshold=None,
-                    keep_maps: bool = True, model_cache: dict | None = None, augment: bool = False,
+                    keep_maps=True, model_cache: dict | None = None, augment: bool = False,
                     min_distance: int = 1):
     """Load the model (cached by source and device), then detect; yields Progress, returns a result.
 
