@@ -93,7 +93,7 @@ def test_two_images_with_one_output_name_are_refused(tmp_path, tiny_file, capsys
     np.save(tmp_path / "x.npy", img)
     tifffile.imwrite(tmp_path / "x.tif", img)
     assert main(["predict", str(tmp_path), "--model", str(tiny_file), "--out", str(tmp_path / "o")]) == 2
-    assert "both write x.csv" in capsys.readouterr().err
+    assert "both be written to x.csv" in capsys.readouterr().err
 
 
 def test_missing_path_is_named(tmp_path, tiny_file, capsys):

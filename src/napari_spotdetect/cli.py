@@ -33,15 +33,20 @@ def cmd_predict(args) -> int:
                              tile_size=tuple(args.tile_size) if args.tile_size else None,
                              batch_size=args.batch_size, min_distance=args.min_distance, augment=args.augment,
                              post=biology_post(args))
-    client = cluster = model = None
+    from . import load_model
+    from .core.detect import check_settings
+
+    # settings are the same for every image: a bad one stops the run before any work (exit 2)
+    model = load_model(args.model, device=args.device, variant=args.variant)
+    check_settings(model, args.threshold, axes=args.axes, tile_size=options.tile_size, batch_size=args.batch_size,
+                   min_distance=args.min_distance)
+    client = cluster = None
     if args.dask_scheduler or args.workers:
+        model = None  # each worker loads its own
         client, cluster = _dask_client(args.dask_scheduler, args.workers)
         print(f"dask: {len(client.scheduler_info().get('workers', {}))} worker(s) at {client.scheduler.address}",
               file=sys.stderr)
     else:
-        from . import load_model
-
-        model = load_model(args.model, device=args.device, variant=args.variant)
         print(f"model: {model.info.name} ({model.info.arch} {model.info.variant}) on {model.device}", file=sys.stderr)
     bar = _Bar()
     try:
@@ -101,7 +106,9 @@ class _Bar:
     def result(self, row):
         name = Path(row["image"]).name
         line = (f"{name}: {row['spots']} spots in {row['seconds']:.1f} s" if row["status"] == "done"
-                else f"{name}: FAILED: {row['error']}")
+                else f"{name}: FAILED: {cli_syntax(row['error'])}")
+        if row.get("axes_from_file") and len(row["axes_from_file"]) > 2:
+            line += f"; axes {row['axes_from_file']} (from the file's metadata)"
         if self.bar is None or self.bar.disable:
             print(line, file=sys.stderr, flush=True)
         else:
@@ -125,7 +132,7 @@ def _report(rows, out: Path) -> int:
     if failed:
         print("failed images:", file=sys.stderr)
         for r in failed:
-            print(f"  {r['image']}: {r['error']}", file=sys.stderr)
+            print(f"  {r['image']}: {cli_syntax(r['error'])}", file=sys.stderr)
         return 1
     return 0
 

@@ -26,10 +26,17 @@ def test_tiff_and_npy_open_lazily(tmp_path):
     img = np.random.default_rng(0).integers(0, 4000, (300, 200), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "t.ome.tif", img, tile=(64, 64), ome=True)
     np.save(tmp_path / "n.npy", img)
-    for name in ("t.ome.tif", "n.npy"):
+    for name, axes in (("t.ome.tif", "yx"), ("n.npy", None)):  # an OME-TIFF says its axes; a .npy cannot
         arr, ax = open_image(tmp_path / name)
-        assert isinstance(arr, da.Array) and ax is None
+        assert isinstance(arr, da.Array) and ax == axes
         np.testing.assert_array_equal(arr[100:150, 30:90].compute(), img[100:150, 30:90])
+
+
+def test_lazy_tiff_takes_its_axes_from_imagej_metadata(tmp_path):
+    stack = np.random.default_rng(1).integers(0, 4000, (5, 64, 48), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "zstack.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    arr, ax = open_image(tmp_path / "zstack.tif")
+    assert ax == "zyx" and arr.shape == stack.shape  # not a time series of 5 planes
 
 
 def test_unreadable_and_ambiguous_stores_are_explained(tmp_path):

@@ -125,8 +125,8 @@ def test_lazy_input_is_read_one_band_of_tiles_at_a_time(tiny_piscis, image):
 
 def test_lazy_stack_with_time_axis(tiny_piscis, stack):
     tz = np.stack([stack, stack[::-1]])  # (t, z, y, x)
-    a = detect(tz, tiny_piscis, threshold=0.05).rethreshold(0.3)
-    b = detect(da.from_array(tz, chunks=(1, 2, 50, 50)), tiny_piscis, threshold=0.05).rethreshold(0.3)
+    a = detect(tz, tiny_piscis, threshold=0.05, axes="tzyx").rethreshold(0.3)
+    b = detect(da.from_array(tz, chunks=(1, 2, 50, 50)), tiny_piscis, threshold=0.05, axes="tzyx").rethreshold(0.3)
     assert len(a) and set(a.t) == {0, 1}
     np.testing.assert_array_equal(a[["t", "z"] + COLS].to_numpy(), b[["t", "z"] + COLS].to_numpy())
 

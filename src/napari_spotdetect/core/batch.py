@@ -9,6 +9,7 @@ scheduling, we keep none of our own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -61,8 +62,8 @@ def check_output_names(files) -> None:
     for f in files:
         n = image_name(f)
         if n in seen:
-            raise SpotDetectError(f"{seen[n]} and {f} would both write {n}.csv.",
-                                  "rename one of them or run them into different --out folders.")
+            raise SpotDetectError(f"{seen[n]} and {f} would both be written to {n}.csv.",
+                                  "rename one of them, or run them into different --out folders.")
         seen[n] = f
 
 
@@ -73,7 +74,7 @@ def predict_image(path, model, options: PredictOptions, out_dir, progress=None) 
     t0 = time.perf_counter()
     path = Path(path)
     note: dict = {}
-    with opened_image(path) as (image, meta_axes):
+    with _read_errors_explained(path), opened_image(path) as (image, meta_axes):
         axes = options.axes or meta_axes
         det = detect(image, model, options.threshold, axes=axes, tile_size=options.tile_size,
                      batch_size=options.batch_size, min_distance=options.min_distance, keep_maps=False,
@@ -90,7 +91,22 @@ def predict_image(path, model, options: PredictOptions, out_dir, progress=None) 
             **note}
     csv = write_spots_csv(spots, output_csv(path, out_dir), provenance=prov)
     return {"image": str(path), "spots": len(spots), "seconds": round(seconds, 3), "status": "done",
-            "error": "", "csv": str(csv)}
+            "error": "", "csv": str(csv), "axes_from_file": meta_axes if not options.axes else None}
+
+
+@contextlib.contextmanager
+def _read_errors_explained(path):
+    """Errors of the file readers (a damaged TIFF or store is read lazily, while tiles are detected) as ours."""
+    try:
+        yield
+    except SpotDetectError:
+        raise
+    except Exception as err:
+        if not type(err).__module__.split(".")[0] in ("tifffile", "zarr", "numcodecs", "imagecodecs"):
+            raise
+        raise SpotDetectError(f"Cannot read the image {path}: the file is damaged or truncated "
+                              f"({type(err).__name__}: {err}).",
+                              "check that the file is complete (copy it again) and opens in Fiji.") from err
 
 
 def failed_row(path, err: BaseException) -> dict:
@@ -149,8 +165,8 @@ def run_batch(files, out_dir, options: PredictOptions, *, overwrite: bool = Fals
     """
     files = [Path(f) for f in files]
     out_dir = Path(out_dir)
+    check_output_names(files)  # before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    check_output_names(files)
     rows: dict[int, dict] = {}
     todo = []
     for i, f in enumerate(files):

@@ -285,6 +285,7 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
             where = where if n_planes > 1 else ""
             reader = BandReader(src)
             if whole_planes:
+                _check_plane_memory(src)
                 raw_plane = read(src)
                 check_finite(raw_plane, where)
                 plane = model.prepare_image(raw_plane)
@@ -358,6 +359,37 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
         # stack intensities index planes first: a channel axis fed to the network goes after z
         _image=(arr.transpose(_z_before_c(axes)) if feed_channels else arr) if stack else None,
     )
+
+
+def check_settings(model, threshold=None, *, axes=None, tile_size=None, batch_size=None, min_distance=1) -> None:
+    """Check detection settings against a model before any image is read (a batch refuses bad ones at once).
+
+    What depends on the image (axes against its dimensions, its size) is checked by :func:`detect_iter`.
+    """
+    from .validate import check_axes  # noqa: PLC0415
+
+    check_threshold(model.default_threshold if threshold is None else threshold, model.threshold_range)
+    _check_tile(tile_size or model.tile_size, model)
+    if batch_size is not None:
+        check_positive_int(batch_size, "batch_size")
+    check_positive_int(min_distance, "min_distance")
+    if axes:
+        check_axes(len(axes), axes)
+
+
+def _check_plane_memory(plane) -> None:
+    """Refuse, before reading it, a plane that would not fit in memory with its normalised copy."""
+    n = float(np.prod(plane.shape, dtype=np.float64))
+    need = n * (np.dtype(plane.dtype).itemsize + 4 + 1)  # the pixels, a float32 copy, a mask
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if total > 0 and need > total / 2:
+        raise SpotDetectError(f"An image plane of shape {tuple(plane.shape)} would take {need / 2**30:.1f} GB to "
+                              f"process in memory, more than half of this machine's {total / 2**30:.1f} GB.",
+                              "pass it as a dask or zarr array (e.g. dask.array.from_array(image) or a zarr "
+                              "store), which is read and detected tile by tile, or detect a crop.")
 
 
 def _check_map_memory(map_shape: tuple, n_maps: int, stack: bool) -> None:

@@ -62,7 +62,7 @@ def find_images(patterns) -> list[Path]:
         else:
             missing.append(pat)
     if missing:
-        raise SpotDetectError(f"Not found: {', '.join(missing)}.",
+        raise SpotDetectError(f"Not found: {', '.join(missing)} does not exist.",
                               "give image files, folders of images or glob patterns such as 'data/*.tif'.")
     seen, out = set(), []
     for f in found:
