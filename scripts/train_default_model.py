@@ -21,7 +21,8 @@ The bundled model is made in five stages, all from the repository root on CPU (s
 
 4. real images (7 x 50 steps, 25 minutes on one core of a busy machine): continued from stage 3 on the real ``train``
    split of ../shared/data/real (sources whose licence allows shipping: pia_spots and piscis_panels, MIT;
-   6 images of the smallest acquisitions held out for validation) listed 4 times, mixed with 200 stage-1
+   the smallest acquisitions are held out for validation until 6 images are: that is the two piscis_panels
+   train images and one 5-frame pia_spots acquisition, so 75 pia_spots images are trained on) listed 4 times, mixed with 200 stage-1
    synthetic images and 300 realistic synthetic ones (:func:`~napari_spotdetect.core.synthetic.realistic_image`
    without the ``negatives`` ingredient, which the ablation showed to hurt), the input normalised by
    whole-image percentiles; best epoch by the F1 integral, threshold by the F1 within 3 px, both on the

@@ -21,9 +21,11 @@ def card_lines(card: dict) -> list[str]:
     data = card.get("training_data") or {}
     real = data.get("real") or {}
     if real:
-        parts = [f"{src} ({d.get('images')} images, {d.get('spots')} spots, {d.get('licence')})"
+        held = [h.split("/", 1)[0] for h in real.get("held_out_for_validation") or []]
+        parts = [f"{src} ({d.get('images', 0) - held.count(src)} images for training, {held.count(src)} held out "
+                 f"for choosing the epoch and threshold; {d.get('licence')})"
                  for src, d in (real.get("sources") or {}).items()]
-        lines.append("trained on real images: " + "; ".join(parts))
+        lines.append("real images (train split): " + "; ".join(parts))
         if real.get("not_used_licence"):
             lines.append("not trained on (licence unclear): " + ", ".join(real["not_used_licence"]))
     synth = [f"{d.get('n_images')} {name}" for name, d in (("synthetic", data), ("realistic synthetic",
