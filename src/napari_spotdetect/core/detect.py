@@ -284,6 +284,7 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
             where = f" (plane {dict(zip(outer_axes + ('z' if stack else ''), oidx + ((z,) if stack else ())))})"
             where = where if n_planes > 1 else ""
             reader = BandReader(src)
+            stats = model.plane_statistics(src)  # e.g. percentiles, from a subsample: never the whole plane
             if whole_planes:
                 _check_plane_memory(src)
                 raw_plane = read(src)
@@ -297,7 +298,8 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
                 else:
                     raw = np.stack([reader.tile(t, tile, pad_mode) for t in tiles])
                     check_finite(raw, where)
-                out = _forward(model, model.normalize_tiles(raw), augment)
+                x = model.normalize_tiles(raw) if stats is None else model.normalize_tiles(raw, stats)
+                out = _forward(model, x, augment)
                 for k, (t, tmaps) in enumerate(zip(tiles, out)):
                     r0, r1, c0, c1 = t.own
                     if maps:

@@ -340,10 +340,12 @@ class Trainer:
                     img = self.train_raw[rng.integers(len(self.train_raw))][0]
                     h, w = img.shape
                     r0, c0 = rng.integers(max(1, h - th + 1)), rng.integers(max(1, w - tw + 1))
-                    t = self.model.prepare_image(img[None])[0][r0:r0 + th, c0:c0 + tw]
-                    t = np.pad(t, ((0, th - t.shape[0]), (0, tw - t.shape[1])), mode="symmetric")
-                    tiles.append(t[None])
-                self.net(torch.from_numpy(self.model.normalize_tiles(np.stack(tiles))).to(self.device))
+                    plane = self.model.prepare_image(img[None])
+                    stats = self.model.plane_statistics(plane)
+                    t = plane[0][r0:r0 + th, c0:c0 + tw]
+                    t = np.pad(t, ((0, th - t.shape[0]), (0, tw - t.shape[1])), mode="symmetric")[None, None]
+                    tiles.append(self.model.normalize_tiles(t) if stats is None else self.model.normalize_tiles(t, stats))
+                self.net(torch.from_numpy(np.concatenate(tiles)).to(self.device))
         for m, mom in zip(bns, momenta):
             m.momentum = mom
 

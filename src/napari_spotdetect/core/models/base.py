@@ -76,9 +76,17 @@ class SpotModel(abc.ABC):
         """Whole-image pre-processing before tiling (identity unless the model normalises per image)."""
         return image
 
+    def plane_statistics(self, plane):
+        """Statistics of a whole (C, H, W) plane (numpy or lazy) that :meth:`normalize_tiles` needs, or None.
+
+        Unlike :meth:`prepare_image`, this never needs the plane in memory, so lazy images stay tile by tile.
+        """
+        return None
+
     @abc.abstractmethod
     def normalize_tiles(self, tiles: np.ndarray) -> np.ndarray:
-        """(B, C, h, w) raw tiles -> float32 network input."""
+        """(B, C, h, w) raw tiles -> float32 network input (models with :meth:`plane_statistics` also take
+        ``stats``)."""
 
     @abc.abstractmethod
     def forward_maps(self, x: torch.Tensor) -> torch.Tensor:

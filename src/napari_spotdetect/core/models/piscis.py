@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..ops import deformable_pool, local_maxima
+from ..errors import SpotDetectError
 from .base import ModelInfo, SpotModel, TileCandidates
 from .piscis_net import PiscisConfig, PiscisNet
 
@@ -29,18 +30,46 @@ ADJUSTMENTS = ("standardize", "normalize", "percentile", None)
 PERCENTILES = (1.0, 99.8)
 
 
+#: percentiles are taken from at most this many pixels per channel (a regular subsample of larger planes)
+PERCENTILE_SAMPLE = 4_000_000
+
+
+def percentile_limits(plane, percentiles=PERCENTILES) -> np.ndarray:
+    """(C, 2) low/high values of each channel of a (C, H, W) or (H, W) plane, numpy or lazy (dask, zarr).
+
+    Planes over :data:`PERCENTILE_SAMPLE` pixels are read at a regular stride, so a lazy plane is never
+    loaded whole and an in-memory one gives the same limits. Flat channels (or ones where 99.8 % of the pixels
+    share a value) fall back to their minimum and maximum.
+    """
+    x = plane if plane.ndim > 2 else plane[None]
+    h, w = x.shape[-2:]
+    step = max(1, int(np.ceil(np.sqrt(h * w / PERCENTILE_SAMPLE))))
+    sub = x[..., ::step, ::step]
+    sub = np.asarray(sub.compute(scheduler="synchronous") if hasattr(sub, "compute") else sub, dtype=np.float64)
+    sub = sub.reshape((-1,) + sub.shape[-2:])
+    out = np.zeros((len(sub), 2))
+    for i, ch in enumerate(sub):
+        lo, hi = np.percentile(ch, percentiles)
+        if not hi > lo:
+            lo, hi = ch.min(), ch.max()
+        out[i] = lo, hi
+    return out
+
+
+def apply_limits(x: np.ndarray, limits: np.ndarray) -> np.ndarray:
+    """(..., C, h, w) -> float32 with each channel's limits at 0 and 1 (a flat channel: all 0)."""
+    lo = limits[:, 0].reshape((-1, 1, 1))
+    span = (limits[:, 1] - limits[:, 0]).reshape((-1, 1, 1))
+    safe = np.where(span > 0, span, 1.0)
+    out = np.where(span > 0, (np.asarray(x, dtype=np.float64) - lo) / safe, 0.0)
+    return out.astype(np.float32)
+
+
 def percentile_normalize(plane: np.ndarray, percentiles=PERCENTILES) -> np.ndarray:
     """(C, H, W) or (H, W) -> float32 with each channel's low/high percentile at 0/1 (flat images: all 0)."""
     x = np.asarray(plane)
     flat = x.reshape((-1,) + x.shape[-2:]) if x.ndim > 2 else x[None]
-    out = np.empty(flat.shape, dtype=np.float32)
-    for i, ch in enumerate(flat):
-        ch = ch.astype(np.float64)
-        lo, hi = np.percentile(ch, percentiles)
-        if not hi > lo:  # a flat plane, or one where 99.8 % of pixels share a value
-            lo, hi = ch.min(), ch.max()
-        out[i] = (ch - lo) / (hi - lo) if hi > lo else 0.0
-    return out.reshape(x.shape)
+    return apply_limits(flat, percentile_limits(flat, percentiles)).reshape(x.shape)
 
 
 class PiscisModel(SpotModel):
@@ -75,13 +104,17 @@ class PiscisModel(SpotModel):
         th, tw = self.tile_size
         return "symmetric" if (2 * h >= th and 2 * w >= tw) else "constant"
 
-    def prepare_image(self, image: np.ndarray) -> np.ndarray:
-        return percentile_normalize(image) if self.adjustment == "percentile" else image
+    def plane_statistics(self, plane):
+        return percentile_limits(plane) if self.adjustment == "percentile" else None
 
-    def normalize_tiles(self, tiles: np.ndarray) -> np.ndarray:
-        """Per tile and channel, over the padded tile: standardise, min-max normalise, or leave as is."""
-        if self.adjustment == "percentile":  # done per plane in prepare_image
-            return np.ascontiguousarray(tiles, dtype=np.float32)
+    def normalize_tiles(self, tiles: np.ndarray, stats=None) -> np.ndarray:
+        """Per tile and channel, over the padded tile: standardise, min-max normalise, or leave as is; with
+        ``"percentile"``, the plane's limits (``stats``, from :meth:`plane_statistics`) map to 0 and 1."""
+        if self.adjustment == "percentile":
+            if stats is None:
+                raise SpotDetectError("Percentile normalisation needs the statistics of the tiles' plane.",
+                                      "pass stats=model.plane_statistics(plane) (detect() does).")
+            return apply_limits(tiles, stats)
         if tiles.dtype not in (np.float32, np.float64):
             tiles = tiles.astype(np.float64)  # integers are normalised in float64, as piscis does
         out = np.empty(tiles.shape, dtype=np.float32)
