@@ -14,7 +14,8 @@ from .core.spots_io import write_spots_csv
 from .widgets.layers import axes_from_labels
 
 
-def write_points(path: str, data, meta: dict) -> list[str]:
+def _layer_table(data, meta: dict) -> tuple[pd.DataFrame, str]:
+    """A Points layer's coordinates (named by its axes) and features as one table."""
     data = np.asarray(data, dtype=float).reshape(-1, np.shape(data)[-1] if np.ndim(data) == 2 else 2)
     axes = _layer_axes(data.shape[1], meta)
     df = pd.DataFrame({a: data[:, i] for i, a in enumerate(axes)})
@@ -22,6 +23,11 @@ def write_points(path: str, data, meta: dict) -> list[str]:
     if features is not None and len(features) == len(df):
         feats = pd.DataFrame(features).reset_index(drop=True)
         df = pd.concat([df, feats.drop(columns=[c for c in feats.columns if c in axes])], axis=1)
+    return df, axes
+
+
+def write_points(path: str, data, meta: dict) -> list[str]:
+    df, _ = _layer_table(data, meta)
     metadata = meta.get("metadata") or {}
     prov = metadata.get(K.PROVENANCE)
     write_spots_csv(df, path, provenance=dict(prov) if isinstance(prov, dict) else None)
@@ -42,13 +48,7 @@ def write_trackmate(path: str, data, meta: dict) -> list[str]:
     from .core.exports import write_trackmate_xml
     from .core.units import pixel_size_from_scale
 
-    data = np.asarray(data, dtype=float).reshape(-1, np.shape(data)[-1] if np.ndim(data) == 2 else 2)
-    axes = _layer_axes(data.shape[1], meta)
-    df = pd.DataFrame({a: data[:, i] for i, a in enumerate(axes)})
-    features = meta.get("features")
-    if features is not None and len(features) == len(df):
-        feats = pd.DataFrame(features).reset_index(drop=True)
-        df = pd.concat([df, feats.drop(columns=[c for c in feats.columns if c in axes])], axis=1)
+    df, axes = _layer_table(data, meta)
     scale = meta.get("scale")
     ps = pixel_size_from_scale(scale, axes) if scale is not None and len(scale) == len(axes) else None
     # napari draws points in world units (data x scale): TrackMate wants pixels x pixel size, the same thing
