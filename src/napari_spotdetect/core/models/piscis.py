@@ -1,8 +1,8 @@
 """Piscis as a :class:`SpotModel`: input normalisation, pooled labels + displacements, peak finding.
 
 Normalisations (``adjustment``): ``"standardize"`` and ``"normalize"`` work per tile, as piscis does (its model
-files keep that, for parity); ``"percentile"`` maps each whole plane's 1st-99.8th percentiles to 0-1 before
-tiling. Per-tile standardisation stretches the noise of an empty tile to unit variance, so faint specks there
+files keep that, for parity); ``"percentile"`` maps each whole plane's 1st-99.8th percentiles to 0-1, in every
+tile of that plane (the percentiles come from a subsample, so lazy planes are never loaded whole). Per-tile standardisation stretches the noise of an empty tile to unit variance, so faint specks there
 look like spots; whole-plane percentiles keep every spot's brightness relative to the image it is in, which
 is what the bundled model uses since it was trained on real images (see its model card).
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import ModelFileError, SpotDetectError
 from ..ops import deformable_pool, local_maxima
-from ..errors import SpotDetectError
 from .base import ModelInfo, SpotModel, TileCandidates
 from .piscis_net import PiscisConfig, PiscisNet
 
@@ -82,8 +82,6 @@ class PiscisModel(SpotModel):
     def __init__(self, net: PiscisNet, info: ModelInfo, *, adjustment: str | None = "standardize",
                  tile_size=(256, 256), default_threshold: float | None = None, device=None):
         if adjustment not in ADJUSTMENTS:
-            from ..errors import ModelFileError  # noqa: PLC0415
-
             raise ModelFileError(f"Unknown input normalisation {adjustment!r} in this model.",
                                  f"use one of {', '.join(repr(a) for a in ADJUSTMENTS)}; the file may be damaged.")
         variant = "legacy" if net.cfg.pooling == "sum" else "current"
