@@ -248,7 +248,7 @@ def test_schedule_warms_up_holds_and_decays():
 
 
 def test_finetuning_on_one_image_of_an_unseen_kind_helps():
-    """CI-sized: the bundled (small) default model, one annotated 'large_spots' image, 32 Adam steps."""
+    """CI-sized: the bundled (small) default model, one annotated "large_spots" image, 32 Adam steps."""
     if not bundled_path("default").exists():
         pytest.skip("the bundled default model is not in this checkout")
     base = load_model("default", device="cpu")
@@ -262,4 +262,6 @@ def test_finetuning_on_one_image_of_an_unseen_kind_helps():
     before = f1(base)
     res = Trainer(base, one, None, TrainConfig.finetune(epochs=4, steps_per_epoch=8, crop=96)).fit()
     after = f1(res.model)
-    assert after > before + 0.05, (before, after)
+    # the bundled model already does well here (it saw wide spots in training): fine-tuning must still remove
+    # at least 40 % of what it gets wrong
+    assert after > before and (1 - after) < 0.6 * (1 - before), (before, after)

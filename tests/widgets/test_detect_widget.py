@@ -258,7 +258,7 @@ def test_multiscale_dask_layer_is_detected_lazily_from_full_resolution(detect_wi
     expected = detect(full, tiny_model).spots
     assert len(points.data) == len(expected) > 0
     np.testing.assert_allclose(points.data, expected[["y", "x"]].to_numpy())
-    score_map = viewer.layers["pyramid labels (model map)"]
+    score_map = next(lay for lay in viewer.layers if K.SCORE_MAP in lay.metadata)
     assert isinstance(score_map.data, da.Array) and score_map.data.shape == full.shape
     ref = detect(full, tiny_model, keep_maps=True).maps["labels"]
     np.testing.assert_array_equal(np.asarray(score_map.data), ref)
