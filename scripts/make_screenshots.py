@@ -40,7 +40,7 @@ def main():
     ap.add_argument("--model", help="a model file, or 'default' for the bundled model (default: the piscis "
                     "fixture, decompressed)")
     ap.add_argument("--out", default=str(ROOT / "docs"))
-    ap.add_argument("--only", choices=["detect", "hitl", "finetune", "laptop", "folder"],
+    ap.add_argument("--only", choices=["detect", "hitl", "finetune", "laptop", "folder", "real"],
                     help="make one group of screenshots (default: all)")
     args = ap.parse_args()
     import napari
@@ -61,6 +61,8 @@ def main():
     os.environ.setdefault("NAPARI_SPOTDETECT_SETTINGS", str(tmp / "settings.json"))
     app = QApplication.instance() or QApplication([])
     try:
+        if args.only in (None, "real"):
+            real_screenshot(out, app)
         if args.only in (None, "folder"):
             folder_screenshots(model, out, app)
         if args.only in (None, "laptop"):
@@ -93,6 +95,32 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("wrote", sorted(p.name for p in out.glob("*.png")))
+
+
+def real_screenshot(out: Path, app) -> None:
+    """The bundled model on a real val image (Piscis paper's macrophages panel) beside its expert annotation."""
+    import napari
+    import pandas as pd
+    import tifffile
+
+    root = ROOT.parent / "shared" / "data" / "real" / "piscis_panels"
+    if not root.exists():
+        print("no real data at", root, "- skipping the real-image screenshot")
+        return
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1400, 900)
+    viewer.add_image(tifffile.imread(root / "images" / "macrophages.tif"), name="macrophages (real, val)",
+                     colormap="gray")
+    truth = pd.read_csv(root / "spots" / "macrophages.csv")[["y", "x"]].to_numpy()
+    viewer.add_points(truth, name="expert annotation", size=9, face_color="transparent",
+                      border_color="magenta", border_width=0.12)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
+    widget._model_kind.value = "default"
+    widget._device.value = "cpu"
+    widget.run()
+    wait(widget, app)
+    shoot(viewer, app, out / "detect_real.png", 2.2, (128, 128))
+    viewer.close()
 
 
 def finetune_screenshots(app, out: Path, model) -> None:
