@@ -191,11 +191,7 @@ def main_real(args) -> int:
     torch.set_num_threads(args.threads)
     if not REAL.exists():
         raise SystemExit(f"No real data at {REAL}.")
-    ims = load_annotated(REAL, split="val", ndim=2)
-    if args.per_source:
-        seen: dict[str, int] = {}
-        ims = [im for im in ims if seen.setdefault(im.source, 0) < args.per_source
-               and not seen.update({im.source: seen[im.source] + 1})]
+    ims = load_annotated(REAL, split="val", ndim=2, per_source=args.per_source or None)
 
     def score(model, pair, thr=None):
         sp = detect(pair[0], model, threshold=thr, keep_maps=False).spots[["y", "x"]].to_numpy()

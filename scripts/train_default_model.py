@@ -203,11 +203,7 @@ def main(argv=None):
     print(json.dumps(scores, indent=1), flush=True)
     real_scores = None
     if a.real_report:
-        ims = load_annotated(a.real_report, split="val")
-        if a.report_images:
-            keep: dict[str, int] = {}
-            ims = [im for im in ims if keep.setdefault(im.source, 0) < a.report_images
-                   and not keep.update({im.source: keep[im.source] + 1})]
+        ims = load_annotated(a.real_report, split="val", per_source=a.report_images or None)
         real_scores = score_model(model, ims)
         print(json.dumps({k: {m: round(v, 3) for m, v in r.items() if isinstance(v, float)}
                           for k, r in real_scores.items()}, indent=1), flush=True)

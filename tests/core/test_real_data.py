@@ -151,3 +151,9 @@ def test_real_folder_reader_matches_the_data_readme():
     assert {im.licence for im in train} == {"MIT"}
     for im in val[:5]:
         assert ((im.spots >= -0.5) & (im.spots <= np.array(im.image.shape) - 0.5)).all()
+
+
+def test_real_folder_reader_caps_images_per_source():
+    root = need_shared(REAL)
+    ims = load_annotated(root, split="val", per_source=1)
+    assert sorted(im.source for im in ims) == sorted({im.source for im in load_annotated(root, split="val")})

@@ -34,17 +34,10 @@ class AnnotatedImage:
         return "zyx" if self.image.ndim == 3 else "yx"
 
 
-def source_licences(root) -> dict[str, str]:
-    """Licence name of every source under ``root``."""
-    out = {}
-    for meta in sorted(Path(root).glob("*/meta.json")):
-        lic = json.loads(meta.read_text()).get("licence") or {}
-        out[meta.parent.name] = lic.get("name", "") if isinstance(lic, dict) else str(lic)
-    return out
-
-
-def load_annotated(root, split: str | None = None, sources=None, ndim: int | None = None) -> list[AnnotatedImage]:
-    """Images of ``root`` (optionally one split, some sources, one dimensionality), sorted by source and stem."""
+def load_annotated(root, split: str | None = None, sources=None, ndim: int | None = None,
+                   per_source: int | None = None) -> list[AnnotatedImage]:
+    """Images of ``root`` (optionally one split, some sources, one dimensionality, the first ``per_source`` of
+    each source), sources in name order, images in the order of their meta.json."""
     import pandas as pd
     import tifffile
 
@@ -61,11 +54,15 @@ def load_annotated(root, split: str | None = None, sources=None, ndim: int | Non
         meta = json.loads(meta_path.read_text())
         lic = meta.get("licence") or {}
         licence = lic.get("name", "") if isinstance(lic, dict) else str(lic)
+        taken = 0
         for rec in meta.get("images", []):
             if split is not None and rec.get("split") != split:
                 continue
             if ndim is not None and len(rec.get("shape", ())) != ndim:
                 continue
+            if per_source is not None and taken >= per_source:
+                break
+            taken += 1
             img = tifffile.imread(src / "images" / f"{rec['stem']}.tif")
             df = pd.read_csv(src / "spots" / f"{rec['stem']}.csv")
             cols = [c for c in ("z", "y", "x") if c in df.columns][-img.ndim:]
