@@ -18,7 +18,6 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import SpotDetectError
-from .image_files import tiff_info
 from .image_sources import image_name, opened_image
 from .units import pixel_size_um
 from .spots_io import atomic_write_text, provenance_path, write_spots_csv
@@ -74,24 +73,22 @@ def predict_image(path, model, options: PredictOptions, out_dir, progress=None) 
     t0 = time.perf_counter()
     path = Path(path)
     note: dict = {}
-    with _read_errors_explained(path), opened_image(path) as (image, meta_axes):
-        axes = options.axes or meta_axes
-        det = detect(image, model, options.threshold, axes=axes, tile_size=options.tile_size,
+    with _read_errors_explained(path), opened_image(path, with_info=True) as (image, info):
+        det = detect(image, model, options.threshold, axes=options.axes or info.axes, tile_size=options.tile_size,
                      batch_size=options.batch_size, min_distance=options.min_distance, keep_maps=False,
                      progress=progress, augment=options.augment)
         spots = det.spots.drop(columns=["model"])
-        info = tiff_info(path) if path.suffix.lower() in (".tif", ".tiff") else None
-        if info is not None and info.pixel_size:
+        if info.pixel_size:
             note["pixel_size"] = {**info.pixel_size, "unit": info.unit}
         if options.post is not None:
-            spots, extra = options.post(path, image, spots, det.axes, pixel_size_um(info) if info else None)
+            spots, extra = options.post(path, image, spots, det.axes, pixel_size_um(info))
             note.update(extra)
     seconds = time.perf_counter() - t0
     prov = {**det.provenance, "image": str(path.resolve()), "n_spots": len(spots), "seconds": round(seconds, 3),
             **note}
     csv = write_spots_csv(spots, output_csv(path, out_dir), provenance=prov)
     return {"image": str(path), "spots": len(spots), "seconds": round(seconds, 3), "status": "done",
-            "error": "", "csv": str(csv), "axes_from_file": meta_axes if not options.axes else None}
+            "error": "", "csv": str(csv), "axes_from_file": info.axes if not options.axes else None}
 
 
 @contextlib.contextmanager

@@ -82,38 +82,44 @@ def open_image(path):
     ``axes`` comes from OME-Zarr or TIFF (ImageJ, OME, tifffile) metadata; None where the file does not say.
     A TIFF stays open until the array is garbage-collected; :func:`opened_image` closes it at once.
     """
-    arr, axes, _ = _open(path)
-    return arr, axes
+    arr, info, _ = _open(path)
+    return arr, info.axes
 
 
 @contextlib.contextmanager
-def opened_image(path):
-    """:func:`open_image` as a context manager that closes the file (batches open thousands of them)."""
-    arr, axes, closer = _open(path)
+def opened_image(path, with_info: bool = False):
+    """:func:`open_image` as a context manager that closes the file (batches open thousands of them).
+
+    Yields ``(array, axes)``, or ``(array, ImageInfo)`` with ``with_info`` (axes and, for TIFFs, pixel size).
+    """
+    arr, info, closer = _open(path)
     try:
-        yield arr, axes
+        yield arr, (info if with_info else info.axes)
     finally:
         if closer is not None:
             closer()
 
 
 def _open(path):
+    """(array, ImageInfo, closer or None)."""
+    from .image_files import ImageInfo, tiff_info  # noqa: PLC0415
+
     path = Path(path)
     name = path.name.lower()
+    plain = ImageInfo(path=str(path))
     try:
         if name.endswith(STORE_SUFFIXES):
-            return (*_open_zarr(path), None)
+            arr, axes = _open_zarr(path)
+            return arr, ImageInfo(path=str(path), axes=axes), None
         if name.endswith((".tif", ".tiff")):
-            from .image_files import tiff_info  # noqa: PLC0415
-
             arr, close = _open_tiff(path)
-            return arr, tiff_info(path).axes, close
+            return arr, tiff_info(path), close
         if name.endswith(".npy"):
-            return as_lazy(np.load(path, mmap_mode="r", allow_pickle=False)), None, None
+            return as_lazy(np.load(path, mmap_mode="r", allow_pickle=False)), plain, None
         if name.endswith(FILE_SUFFIXES):
             from skimage.io import imread
 
-            return imread(path), None, None
+            return imread(path), plain, None
     except SpotDetectError:
         raise
     except Exception as err:  # noqa: BLE001 (zarr, tifffile and numpy raise many kinds)
