@@ -379,15 +379,20 @@ def check_settings(model, threshold=None, *, axes=None, tile_size=None, batch_si
         check_axes(len(axes), axes)
 
 
+def _machine_memory() -> int:
+    """Bytes of physical memory, or 0 where the platform does not say (then nothing is refused)."""
+    try:
+        return max(0, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
 def _check_plane_memory(plane) -> None:
     """Refuse, before reading it, a plane that would not fit in memory with its normalised copy."""
     n = float(np.prod(plane.shape, dtype=np.float64))
     need = n * (np.dtype(plane.dtype).itemsize + 4 + 1)  # the pixels, a float32 copy, a mask
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return
-    if total > 0 and need > total / 2:
+    total = _machine_memory()
+    if total and need > total / 2:
         raise SpotDetectError(f"An image plane of shape {tuple(plane.shape)} would take {need / 2**30:.1f} GB to "
                               f"process in memory, more than half of this machine's {total / 2**30:.1f} GB.",
                               "pass it as a dask or zarr array (e.g. dask.array.from_array(image) or a zarr "
@@ -397,11 +402,8 @@ def _check_plane_memory(plane) -> None:
 def _check_map_memory(map_shape: tuple, n_maps: int, stack: bool) -> None:
     """Refuse, before allocating, stitched maps that would take more than half of the machine's memory."""
     need = 4 * n_maps * float(np.prod(map_shape, dtype=np.float64))
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not on this platform: no check
-        return
-    if total > 0 and need > total / 2:
+    total = _machine_memory()
+    if total and need > total / 2:
         fix = ("detect fewer planes at a time (a crop or a sub-stack)" if stack else
                "pass keep_maps=False (the spots are the same; only the maps are not kept), or detect a crop")
         raise SpotDetectError(f"The model's maps for an image of shape {map_shape} would take {need / 2**30:.1f} GB, "
