@@ -17,13 +17,19 @@ from .widgets.layers import TRUTH_COLOUR
 SPOTS_COLOUR = "#60b0ff"
 
 
-def get_reader(path):
+def _one_file(path, suffixes) -> Path | None:
+    """The single existing file napari offers (a path or a one-item list) if it ends in ``suffixes``, else None."""
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
     path = Path(str(path))
-    if path.suffix.lower() != ".csv" or not path.is_file():
+    return path if path.suffix.lower() in suffixes and path.is_file() else None
+
+
+def get_reader(path):
+    path = _one_file(path, (".csv",))
+    if path is None:
         return None
     try:
         df = read_spots_csv(path)
@@ -82,12 +88,8 @@ def get_image_reader(path):
     user who made this napari's reader for .tif must still be able to open every TIFF); a damaged one is
     left to napari, which reports that no reader could open it.
     """
-    if isinstance(path, list):
-        if len(path) != 1:
-            return None
-        path = path[0]
-    path = Path(str(path))
-    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+    path = _one_file(path, (".tif", ".tiff"))
+    if path is None:
         return None
     from .core.errors import SpotDetectError
     from .core.image_files import read_image_with_info
@@ -125,12 +127,8 @@ def get_trackmate_reader(path):
     from .core.errors import SpotDetectError
     from .core.exports import read_trackmate_xml
 
-    if isinstance(path, list):
-        if len(path) != 1:
-            return None
-        path = path[0]
-    path = Path(str(path))
-    if path.suffix.lower() != ".xml" or not path.is_file():
+    path = _one_file(path, (".xml",))
+    if path is None:
         return None
     try:
         df = read_trackmate_xml(path)
