@@ -99,13 +99,11 @@ def test_cell_table_round_trip_and_h5ad(tmp_path):
     back = read_cell_table(path)
     assert list(back.columns) == ["cell", "n_spots", "area_px"] and back["n_spots"].tolist() == [3, 0]
     try:
-        import anndata  # noqa: F401
+        import anndata
     except ImportError:
         with pytest.raises(SpotDetectError, match="pip install anndata"):
             write_h5ad(table, tmp_path / "cells.h5ad")
     else:  # pragma: no cover - only where anndata is installed
-        import anndata
-
         ad = anndata.read_h5ad(write_h5ad(table, tmp_path / "cells.h5ad"))
         assert ad.shape == (2, 1) and ad.X[:, 0].tolist() == [3, 0]
 
