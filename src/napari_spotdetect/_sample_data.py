@@ -12,11 +12,20 @@ _TRUTH_STYLE = dict(size=9, face_color="transparent", border_color="#40e0d0", bo
                     symbol="square", visible=False)
 
 
-def smfish_2d():
-    """A 512 x 512 plane with 400 diffraction-limited spots on an uneven background."""
-    from .core.synthetic import synthetic_image
+#: the realistic generator's seed for the 2-D sample: a raw-camera-like plane with vignetting, spots from
+#: bright to near the noise floor, close pairs, specks and out-of-focus blobs that are not spots
+SAMPLE_2D_SEED = 14
 
-    img, coords = synthetic_image((512, 512), n_spots=400, seed=7)
+
+def smfish_2d():
+    """A 512 x 512 smFISH-like plane with 190 spots, drawn as real images look (see ``realistic_image``).
+
+    Dim spots, specks and haze make the threshold matter here, as it does on real images: on a plane of only
+    bright, isolated spots every score saturates and the slider would seem to do nothing.
+    """
+    from .core.synthetic import realistic_image
+
+    img, coords = realistic_image((512, 512), seed=SAMPLE_2D_SEED)
     truth = {"name": "true spots", "features": {"source": np.full(len(coords), "truth")}, **_TRUTH_STYLE}
     return [(img, {"name": "smFISH (synthetic)", "colormap": "gray"}, "image"), (coords, truth, "points")]
 

@@ -200,7 +200,8 @@ def test_missing_default_model_is_explained(detect_widget, monkeypatch, tmp_path
 
 
 def test_first_launch_detects_the_sample_with_the_bundled_model(detect_widget, run_and_wait):
-    """Offline first use: sample data, default model, Run; the spots are the true ones."""
+    """Offline first use: sample data, default model, Run; the spots are the true ones (within 3 px: the sample
+    holds spots near the noise floor and specks, as real images do, so a few are missed or extra)."""
     from napari_spotdetect.core.metrics import match_spots
 
     viewer, widget = detect_widget
@@ -211,7 +212,7 @@ def test_first_launch_detects_the_sample_with_the_bundled_model(detect_widget, r
     spots = next(lay for lay in viewer.layers if "spotdetect" in lay.metadata)
     assert spots.metadata["spotdetect"]["model"] == "default"
     truth = viewer.layers["true spots"].data
-    assert match_spots(spots.data, truth, 1.0).f1 > 0.95
+    assert match_spots(spots.data, truth, 3.0).f1 > 0.85
 
 
 def test_augmentation_box_averages_eight_views(detect_widget, tiny_model, run_and_wait):
