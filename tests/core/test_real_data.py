@@ -157,3 +157,19 @@ def test_real_folder_reader_caps_images_per_source():
     root = need_shared(REAL)
     ims = load_annotated(root, split="val", per_source=1)
     assert sorted(im.source for im in ims) == sorted({im.source for im in load_annotated(root, split="val")})
+
+
+def test_localisation_ceiling_is_what_position_errors_alone_cost():
+    from napari_spotdetect.core.metrics import f1_integral
+    from napari_spotdetect.core.real_data import localisation_ceiling
+
+    rng = np.random.default_rng(1)
+    truth = rng.uniform(5, 200, (200, 2))
+    exact = localisation_ceiling(truth.copy(), truth)
+    assert exact == pytest.approx(1.0)
+    # half the spots found 0.86 px off, the other half missed: the ceiling is that of all 200 found 0.86 px off,
+    # far above the F1 integral of what was actually found
+    found = truth[:100] + np.array([0.5, 0.7])
+    ceiling = localisation_ceiling(found, truth)
+    assert ceiling == pytest.approx(f1_integral(truth + np.array([0.5, 0.7]), truth), abs=0.01)
+    assert ceiling > f1_integral(found, truth) + 0.2

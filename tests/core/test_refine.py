@@ -32,3 +32,15 @@ def test_click_at_the_image_edge_is_safe():
     img[0, 0] = 10
     p = snap_to_spot(img, (0.3, 0.6))
     assert np.allclose(p, (0, 0), atol=0.5)
+
+
+def test_click_near_a_clipped_spot_snaps_to_the_centre_of_its_flat_top():
+    """8-bit renders and saturated cameras clip bright spots into flat tops wider than the centroid window."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    centre = np.array([30.3, 33.6])
+    spot = 40 + 600 * np.exp(-((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / (2 * 2.5 ** 2))
+    plane = np.minimum(spot, 255).round()
+    assert (plane == 255).sum() > 20
+    for offset in ((1.2, -0.9), (-1.0, 1.1), (0.0, 0.0)):
+        snapped = snap_to_spot(plane, centre + offset)
+        assert np.linalg.norm(snapped - centre) < 0.2, (offset, snapped)

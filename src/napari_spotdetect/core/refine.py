@@ -3,7 +3,9 @@
 A click lands within a pixel or two of a spot; ground truth should sit on the spot's centre. We smooth
 lightly (so noise does not win), take the brightest pixel within ``radius`` of the click, then refine to
 sub-pixel precision with a background-subtracted, intensity-weighted centroid in a small window around it
-(robust, no fitting that can diverge). If the window holds no signal above background the point stays put.
+(robust, no fitting that can diverge). A clipped (saturated) spot has a flat top wider than that window, so
+there the window is centred on the flat top and widened to take in the slopes around it. If the window holds no signal above background the point
+stays put.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ def snap_to_spot(plane: np.ndarray, point, radius: float = 2.0, window: int = 2,
     masked = np.where(near, smooth, -np.inf)
     py, px = np.unravel_index(np.argmax(masked), masked.shape)
     py, px = py + r0, px + c0
+    top = _plateau(plane[r0:r1, c0:c1], py - r0, px - c0)
+    if top is not None:  # centre the window on the flat top and widen it to take in the slopes around it
+        (cy, cx), half = top
+        py, px = int(round(cy)) + r0, int(round(cx)) + c0
+        window = max(window, half + 2)
     wr0, wr1 = max(0, py - window), min(h, py + window + 1)
     wc0, wc1 = max(0, px - window), min(w, px + window + 1)
     win = plane[wr0:wr1, wc0:wc1]
@@ -41,6 +48,25 @@ def snap_to_spot(plane: np.ndarray, point, radius: float = 2.0, window: int = 2,
         return np.array([float(py), float(px)])
     wy, wx = np.mgrid[wr0:wr1, wc0:wc1]
     return np.array([(weights * wy).sum() / total, (weights * wx).sum() / total])
+
+
+#: a flat top of at least this many pixels at the brightest value is a clipped spot, not a tie in the noise
+_MIN_PLATEAU = 3
+
+
+def _plateau(patch: np.ndarray, py: int, px: int):
+    """((y, x) centre, half-width) of the flat top next to (py, px) when the spot is clipped there, else None."""
+    near = patch[max(py - 1, 0):py + 2, max(px - 1, 0):px + 2]
+    flat = patch >= near.max()  # only pixels at the brightest value: a clipped top, not a bright slope
+    if flat.sum() < _MIN_PLATEAU:
+        return None
+    labels, _ = ndimage.label(flat)
+    ny, nx = np.unravel_index(np.argmax(near), near.shape)
+    yy, xx = np.nonzero(labels == labels[ny + max(py - 1, 0), nx + max(px - 1, 0)])
+    if len(yy) < _MIN_PLATEAU:
+        return None
+    half = int(np.ceil(max(np.ptp(yy), np.ptp(xx)) / 2))
+    return (float(yy.mean()), float(xx.mean())), half
 
 
 def snap_points(plane: np.ndarray, points: np.ndarray, **kwargs) -> np.ndarray:
