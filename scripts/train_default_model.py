@@ -82,12 +82,24 @@ REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 SHIPPABLE_LICENCES = ("MIT", "BSD-3-Clause")
 
 
-def real_split(root, n_val: int, repeat: int):
+def _source_repeat(items) -> dict:
+    out = {}
+    for item in items:
+        name, sep, k = item.partition("=")
+        if not sep or not k.isdigit() or int(k) < 1:
+            raise SystemExit(f"error: --source-repeat {item!r} is not SOURCE=K. Fix: e.g. piscis_panels=8.")
+        out[name] = int(k)
+    return out
+
+
+def real_split(root, n_val: int, repeat: int, hold_out_from=None, source_repeat=None):
     """Real ``train`` images of shippable sources -> (training pairs, held-out pairs, description for the card).
 
     The held-out images are whole acquisitions (so near-duplicate frames never straddle the split): the
-    smallest acquisitions, in a fixed order, until at least ``n_val`` images are held out.
+    smallest acquisitions (of the ``hold_out_from`` sources, default all), in a fixed order, until at least
+    ``n_val`` images are held out. ``source_repeat`` ({source: k}) lists a small source's images k times more.
     """
+    source_repeat = source_repeat or {}
     ims = [im for im in load_annotated(root, split="train", ndim=2) if im.licence in SHIPPABLE_LICENCES]
     skipped = sorted({im.source for im in load_annotated(root, split="train")} - {im.source for im in ims})
     by_acq: dict[str, list] = {}
@@ -95,18 +107,21 @@ def real_split(root, n_val: int, repeat: int):
         by_acq.setdefault(f"{im.source}/{im.meta.get('acquisition', im.stem)}", []).append(im)
     held: list = []
     for acq in sorted(by_acq, key=lambda a: (len(by_acq[a]), a)):  # the smallest acquisitions cost least
+        if hold_out_from and acq.split("/")[0] not in hold_out_from:
+            continue
         if len(held) >= n_val or len(by_acq) == 1:
             break
         held += by_acq.pop(acq)
     train = [im for group in by_acq.values() for im in group]
     info = {"root": "data/real (../shared/data/real in the repository)", "split": "train",
             "sources": {}, "held_out_for_validation": sorted({f"{im.source}/{im.stem}" for im in held}),
-            "not_used_licence": skipped, "repeat": repeat}
+            "not_used_licence": skipped, "repeat": repeat, "source_repeat": dict(source_repeat)}
     for im in train + held:
         d = info["sources"].setdefault(im.source, {"licence": im.licence, "images": 0, "spots": 0})
         d["images"] += 1
         d["spots"] += len(im.spots)
-    pairs = [(im.image.astype(np.float32), im.spots) for im in train] * max(1, repeat)
+    pairs = [(im.image.astype(np.float32), im.spots) for im in train
+             for _ in range(source_repeat.get(im.source, 1))] * max(1, repeat)
     return pairs, [(im.image.astype(np.float32), im.spots) for im in held], info
 
 
@@ -134,6 +149,10 @@ def main(argv=None):
     ap.add_argument("--real", default=None, help=f"train also on the real train split in this folder (e.g. {REAL})")
     ap.add_argument("--real-repeat", type=int, default=1, help="list each real training image this many times")
     ap.add_argument("--real-val", type=int, default=6, help="real training images held out for validation")
+    ap.add_argument("--hold-out-from", nargs="*", default=None,
+                    help="hold the validation images out of these sources only (default: any source)")
+    ap.add_argument("--source-repeat", nargs="*", default=[], metavar="SOURCE=K",
+                    help="list a small source's training images K times more (e.g. piscis_panels=8)")
     ap.add_argument("--n-realistic", type=int, default=0, help="realistic synthetic training images")
     ap.add_argument("--without", nargs="*", default=[], choices=INGREDIENTS,
                     help="leave these ingredients out of the realistic synthetic images (ablation)")
@@ -160,7 +179,8 @@ def main(argv=None):
         train += realistic_dataset(a.n_realistic, seed=REAL_SEED, without=a.without)
         val += realistic_dataset(max(2, a.n_val // 2), seed=REAL_VAL_SEED, shape=(256, 256), without=a.without)
     if a.real:
-        real_train, real_val, real_info = real_split(a.real, a.real_val, a.real_repeat)
+        real_train, real_val, real_info = real_split(a.real, a.real_val, a.real_repeat, a.hold_out_from,
+                                                     _source_repeat(a.source_repeat))
         if a.tiny:
             real_train = real_train[:2]
         train += real_train
