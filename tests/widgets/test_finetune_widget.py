@@ -7,14 +7,9 @@ import pytest
 import torch
 
 from napari_spotdetect import load_model
-from napari_spotdetect.core.detect import Progress
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.steps import run_steps
-from napari_spotdetect.core.train import TrainConfig, TrainEvent
 from napari_spotdetect.widgets.detect_widget import META_KEY
 from napari_spotdetect.widgets.finetune_widget import pairs_from_layers, split_pairs
-from napari_spotdetect.widgets.model_registry import session_models
-from napari_spotdetect.widgets.workers import finetune_steps, run_sync
 
 
 def _small_settings(tune, tmp_path, epochs=2, steps=3):
@@ -202,63 +197,6 @@ def test_a_stack_gives_one_example_per_annotated_plane(make_napari_viewer):
         pairs_from_layers(img, flat)
 
 
-# -- the worker generator, without Qt ---------------------------------------------------------------------
-def _pairs():
-    from napari_spotdetect.core.synthetic import synthetic_image
-
-    return [synthetic_image((96, 96), n_spots=20, seed=s) for s in (1, 2)]
-
-
-def test_worker_generator_trains_saves_and_leaves_the_base_model_alone(tiny_piscis, tmp_path):
-    before = _weights(tiny_piscis)
-    cfg = TrainConfig.finetune(epochs=2, steps_per_epoch=2, batch_size=2, crop=64)
-    train, val = _pairs()[:1], _pairs()[1:]
-    events, res = run_sync(finetune_steps(tiny_piscis, train, val, cfg, out_dir=tmp_path, name="g"))
-    kinds = [e.kind for e in events if isinstance(e, TrainEvent)]
-    assert kinds == ["start", "step", "step", "epoch", "step", "step", "epoch", "done"]
-    assert isinstance(events[0], Progress) and events[2].kind == "start" and "f1" in events[2].val
-    assert res.path == tmp_path / "g.pt" and not res.stopped and len(res.history) == 2
-    loaded = load_model(res.path, device="cpu")
-    assert loaded.info.card["validation_before"] == res.before
-    assert loaded.default_threshold == pytest.approx(res.model.default_threshold)
-    for k, v in _weights(tiny_piscis).items():
-        assert torch.equal(v, before[k]), k
-    assert session_models.models == {}  # the worker never touches the session: the main thread does
-
-
-def test_worker_stop_before_the_first_epoch_saves_nothing(tiny_piscis, tmp_path):
-    cfg = TrainConfig.finetune(epochs=2, steps_per_epoch=5, batch_size=1, crop=64)
-    gen = finetune_steps(tiny_piscis, _pairs(), None, cfg, out_dir=tmp_path, name="s",
-                         stop=lambda: steps_seen[0] >= 2)
-    steps_seen = [0]
-
-    def count(ev):
-        steps_seen[0] += isinstance(ev, TrainEvent) and ev.kind == "step"
-
-    res = run_steps(gen, count)
-    assert res.stopped and res.model is None and res.path is None
-    assert steps_seen[0] == 2 and not (tmp_path / "s.pt").exists()
-
-
-def test_worker_refuses_a_model_it_cannot_fine_tune(tmp_path):
-    from napari_spotdetect.core.errors import SpotDetectError
-
-    with pytest.raises(SpotDetectError, match="does not exist|No model"):
-        run_sync(finetune_steps(str(tmp_path / "missing.pt"), _pairs(), None, TrainConfig.finetune(),
-                                out_dir=tmp_path, name="x"))
-
-
-def test_worker_fine_tunes_a_deepspot_model_too(mhybrid, tmp_path):
-    from napari_spotdetect.core.models.deepspot import DeepSpotModel
-
-    published = load_model(mhybrid, device="cpu")
-    cfg = TrainConfig.finetune(epochs=1, steps_per_epoch=3, batch_size=2, crop=64, lr=1e-4)
-    _events, res = run_sync(finetune_steps(published, _pairs()[:1], None, cfg, out_dir=tmp_path, name="ds"))
-    assert isinstance(res.model, DeepSpotModel) and res.path.exists()
-    again = load_model(res.path, device="cpu")
-    assert isinstance(again, DeepSpotModel) and again.info.card["validation_before"]["f1"] >= 0
-
-
 def test_finetune_from_the_stack_sample_learns_from_each_annotated_plane(finetune_widget, qtbot, tiny_model,
                                                                          tmp_path):
     viewer, detect, tune = finetune_widget
@@ -281,3 +219,62 @@ def test_finetune_from_the_stack_sample_learns_from_each_annotated_plane(finetun
     assert tune._error is None, tune._error
     card = load_model(tune._result.path, device="cpu").info.card
     assert card["n_train_images"] + card["n_val_images"] == n_planes  # one example per plane with spots
+
+
+# -- one engine: the panel's defaults and entry point are the core's (the CLI's too) -----------------------
+def test_the_panel_starts_from_the_core_defaults_and_trains_through_the_core(finetune_widget, qtbot, tiny_model,
+                                                                              tmp_path, monkeypatch):
+    from napari_spotdetect.core import finetuning
+    from napari_spotdetect.core.finetune_defaults import DEFAULTS as FT
+    from napari_spotdetect.core.weights.native import save_model
+
+    viewer, _detect, tune = finetune_widget
+    assert (tune._epochs.value, tune._steps.value, tune._lr.value, tune._loss.value, tune._crop.value,
+            tune._batch.value) == (FT.epochs, FT.steps_per_epoch, FT.lr, FT.loss, FT.crop, FT.batch_size)
+    assert tune._val.value == round(100 * FT.val_share)
+    assert tune._config() == finetuning.finetune_config(epochs=FT.epochs, steps_per_epoch=FT.steps_per_epoch)
+    calls = []
+    real = finetuning.iter_finetune
+
+    def spy(*a, **kw):
+        calls.append(kw)
+        return (yield from real(*a, **kw))
+
+    monkeypatch.setattr(finetuning, "iter_finetune", spy)
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    tune._on_layers_changed()
+    tune._rows[0].image.value = viewer.layers["smFISH (synthetic)"]
+    tune._rows[0].points.value = viewer.layers["true spots"]
+    save_model(tiny_model, tmp_path / "start.pt")
+    tune._start.value, tune._start_path.value = "file", tmp_path / "start.pt"
+    _small_settings(tune, tmp_path, epochs=1, steps=1)
+    assert tune.train() is not None
+    qtbot.waitUntil(lambda: not tune.running, timeout=300_000)
+    assert tune._error is None, tune._error
+    assert len(calls) == 1 and calls[0]["val_share"] == pytest.approx(FT.val_share)
+    assert calls[0]["out"] == tmp_path / "models" / "tuned.pt"
+
+
+def test_the_plots_starting_f1_is_what_the_qc_panel_reports(finetune_widget, qtbot, tiny_model, tmp_path):
+    """Same model, image and radius: epoch 0 of the training plot and the QC panel show one number."""
+    viewer, detect, tune = finetune_widget
+    _detect_on_sample(viewer, detect, tiny_model, qtbot)
+    spots = next(lay for lay in viewer.layers if META_KEY in lay.metadata)
+    truth = viewer.layers["true spots"]
+    _d, qc = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Check against ground truth")
+    qc._pred.value, qc._truth.value, qc._all.value = spots, truth, False
+    from napari_spotdetect.core.finetune_defaults import DEFAULTS as FT
+
+    qc._radius.value = FT.radius
+    [row] = qc.compare()
+    tune._on_layers_changed()
+    tune._rows[0].image.value, tune._rows[0].points.value = viewer.layers["smFISH (synthetic)"], truth
+    tune._start.value = "last"
+    _small_settings(tune, tmp_path, epochs=1, steps=1)
+    assert tune.train() is not None
+    qtbot.waitUntil(lambda: not tune.running, timeout=300_000)
+    assert tune._error is None, tune._error
+    x0, f1_0 = tune._plot.val_f1[0]
+    assert x0 == 0 and f1_0 == pytest.approx(row["f1"], abs=1e-9)
+    assert tune._result.before["f1_integral"] == pytest.approx(row["f1_integral"], abs=1e-9)
+    assert all(loss >= 0 for _x, loss in tune._plot.step_loss)  # a positive loss on the plot

@@ -9,6 +9,10 @@ from .exports import (
     write_trackmate_xml,
 )
 from .filters import apply_filters, make_filter
+from .finetuning import DEFAULTS as FINETUNE_DEFAULTS
+from .finetuning import FinetuneDefaults, FinetuneEvent, FinetuneResult, finetune, finetune_config, iter_finetune
+from .examples import examples_from_arrays, pairs_from_folder, split_examples
+from .metrics import evaluate, score_model
 from .fit import fit_gaussians
 from .measure import count_molecules, measure_spots
 from .models.base import ModelInfo, SpotModel
@@ -17,6 +21,9 @@ from .models.zoo import load_model
 __all__ = [
     "Cancelled", "Detections", "ImageInfo", "ModelFileError", "ModelInfo", "Progress", "SpotDetectError",
     "SpotModel", "detect", "detect_iter", "load_model", "read_image_with_info",
+    # fine-tuning and scoring: the same calls as the CLI and the napari panel
+    "FINETUNE_DEFAULTS", "FinetuneDefaults", "FinetuneEvent", "FinetuneResult", "evaluate", "examples_from_arrays",
+    "finetune", "finetune_config", "iter_finetune", "pairs_from_folder", "score_model", "split_examples",
     # from spots to biology
     "apply_filters", "assign_cells", "cell_table", "count_molecules", "count_spots_in_cells", "fit_gaussians",
     "make_filter", "measure_spots", "read_cell_table", "read_points_table", "read_trackmate_xml",

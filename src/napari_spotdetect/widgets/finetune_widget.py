@@ -1,8 +1,9 @@
 """The "Fine-tune on my spots" dock widget: adapt a model to corrected spots, watch it learn, then adopt it.
 
 The user pairs images with Points layers of correct spots (or picks a folder of images and CSVs), chooses
-the model to start from, and presses Train. Training runs in a thread (:func:`workers.finetune_steps`);
-this widget only draws progress and the live plot. The model used for detection is never touched: the
+the model to start from, and presses Train. Training is :func:`core.finetuning.iter_finetune` (the call
+the CLI and the API make, with the same defaults) in a thread; this widget only draws progress and the live
+plot. The model used for detection is never touched: the
 tuned model is offered in the detection widget, and becomes the one in use only when the user accepts it.
 """
 
@@ -24,20 +25,26 @@ from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea, QSizePolicy, QWidget
 
 from .. import layer_keys as K
+from ..core import finetuning
 from ..core.errors import SpotDetectError
+from ..core.examples import planes_with_spots, split_examples
+from ..core.finetune_defaults import DEFAULTS as FT
 from ..core.models.zoo import bundled_path
 from ._ui import show_status
 from .model_registry import session_models
 from .settings import load_settings, save_settings
-from .workers import finetune_steps, start_worker
+from .detect_widget import format_seconds
+from .workers import start_worker
 
 log = logging.getLogger(__name__)
 
 SECTION = "finetune"
 DEFAULT_OUT = str(Path.home() / "napari-spotdetect" / "models")
-DEFAULTS = {"start": "default", "epochs": 10, "steps": 10, "lr": 3e-4, "loss": "smoothf1", "val_percent": 20,
-            "out_dir": DEFAULT_OUT, "crop": 128, "batch": 4}
-_LRS = [("gentle (0.0001)", 1e-4), ("standard (0.0003)", 3e-4), ("fast (0.001)", 1e-3)]
+#: the panel's starting values: the core's fine-tuning defaults (the CLI's too), plus where to save
+DEFAULTS = {"start": "default", "epochs": FT.epochs, "steps": FT.steps_per_epoch, "lr": FT.lr, "loss": FT.loss,
+            "val_percent": int(round(100 * FT.val_share)), "out_dir": DEFAULT_OUT, "crop": FT.crop,
+            "batch": FT.batch_size}
+_LRS = [("gentle (0.0001)", 1e-4), ("moderate (0.0003)", 3e-4), ("standard (0.001)", 1e-3)]
 _LOSSES = [("SmoothF1 (recommended)", "smoothf1"), ("Dice", "dice"), ("Weighted cross-entropy", "ce"),
            ("Focal", "focal")]
 _SOURCES = [("Images and spot layers in this viewer", "layers"), ("A folder: images + one CSV each", "folder")]
@@ -64,6 +71,9 @@ _TIP = {
 # -- the live plot ----------------------------------------------------------------------------------------
 class TrainingPlot(QWidget):
     """Loss per step and per epoch (left axis) and validation F1 per epoch (right axis, 0-1), against epochs.
+
+    The loss is shown positive (1 - F1 + L2 for SmoothF1: :func:`core.finetuning.display_loss`); epoch 0 is
+    the starting model's F1 at its own threshold, the number the QC panel shows for it.
 
     A small QPainter plot: matplotlib and pyqtgraph are not napari dependencies, and this needs no more.
     """
@@ -141,7 +151,7 @@ class TrainingPlot(QWidget):
         p.drawText(left + w - fm.horizontalAdvance("epoch"), self.height() - 2, "epoch")
         # legend
         x0 = left
-        for key, text in (("step", "loss per step"), ("loss", "loss per epoch"), ("f1", "validation F1")):
+        for key, text in (("step", "loss per step"), ("loss", "loss per epoch"), ("f1", f"validation F1 ({FT.radius:g} px)")):
             p.setPen(QPen(self.COLORS[key], 2))
             p.drawLine(x0, fm.height() // 2 + 2, x0 + 14, fm.height() // 2 + 2)
             p.setPen(QPen(fg, 1))
@@ -179,8 +189,6 @@ def pairs_from_layers(image_layer, points_layer, load: bool = True) -> list:
     (:func:`core.train.planes_with_spots`). ``load=False`` only checks (no pixel copy), for the validation
     that runs on every layer change.
     """
-    from ..core.train import planes_with_spots
-
     if image_layer is None or points_layer is None:
         raise SpotDetectError("A row has no image or no spot layer chosen.", "pick both, or remove the row.")
     data = image_layer.data[0] if image_layer.multiscale else image_layer.data
@@ -208,12 +216,8 @@ def pairs_from_layers(image_layer, points_layer, load: bool = True) -> list:
 
 
 def split_pairs(pairs: list, val_percent: float, seed: int = 0) -> tuple[list, list | None]:
-    """Hold out ``val_percent`` % of the pairs (at least one, never all); None with a single pair."""
-    if len(pairs) < 2 or val_percent <= 0:
-        return pairs, None
-    n_val = min(len(pairs) - 1, max(1, int(round(len(pairs) * val_percent / 100))))
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    return [pairs[i] for i in order[n_val:]], [pairs[i] for i in order[:n_val]]
+    """Hold out ``val_percent`` % of the pairs: :func:`core.examples.split_examples` (the CLI's split)."""
+    return split_examples(pairs, val_percent / 100.0, seed)
 
 
 def _compact(*combos) -> None:
@@ -485,9 +489,7 @@ class FinetuneWidget(Container):
         return self._worker is not None
 
     def _config(self):
-        from ..core.train import TrainConfig
-
-        return TrainConfig.finetune(epochs=int(self._epochs.value), steps_per_epoch=int(self._steps.value),
+        return finetuning.finetune_config(epochs=int(self._epochs.value), steps_per_epoch=int(self._steps.value),
                                     lr=float(self._lr.value), loss=self._loss.value, crop=int(self._crop.value),
                                     batch_size=int(self._batch.value))
 
@@ -521,13 +523,12 @@ class FinetuneWidget(Container):
         self.native.destroyed.connect(stop.set)  # closing the panel (or napari) ends training too
 
         def steps():
-            from ..core.train import pairs_from_folder
+            from ..core.examples import pairs_from_folder
 
             all_pairs = pairs_from_folder(folder, only=only) if folder else pairs
-            train, val = split_pairs(all_pairs, val_percent)
             info["n_examples"] = len(all_pairs)
-            return (yield from finetune_steps(source, train, val, cfg, out_dir=out, name=name, stop=stop,
-                                              data_info=info))
+            return (yield from finetuning.iter_finetune(source, all_pairs, None, cfg, out=out / f"{name}.pt",
+                                                        stop=stop, val_share=val_percent / 100.0, data_info=info))
 
         self._error, self._result, self._entry = None, None, None
         self._plot.clear(cfg.epochs)
@@ -537,9 +538,6 @@ class FinetuneWidget(Container):
         self._progress.visible = True
         self._progress.max, self._progress.value = cfg.epochs * cfg.steps_per_epoch, 0
         self._set_status("Starting…")
-        from .detect_widget import _Clock
-
-        self._clock = _Clock()
         self._worker = start_worker(steps(), on_yield=self._on_event, on_return=self._on_result,
                                     on_error=self._on_error, on_finish=self._on_finished)
         return self._worker
@@ -552,28 +550,25 @@ class FinetuneWidget(Container):
             self._set_status("Stopping after the current step…")
 
     def _on_event(self, ev):
-        from ..core.train import TrainEvent
-
-        if not isinstance(ev, TrainEvent):  # Progress while loading the model
-            self._set_status(ev.message)
-            return
         steps = max(ev.steps, 1)
-        self._progress.max = ev.epochs * steps
-        self._progress.value = min(self._progress.max, (ev.epoch - 1) * steps + ev.step)
-        if ev.kind == "start" and ev.val is not None:  # the starting model, measured before training
-            self._plot.add_epoch(0, None, ev.val.get("f1"))
+        if ev.epochs:
+            self._progress.max = ev.epochs * steps
+            self._progress.value = min(self._progress.max, ev.done_steps)
+        if ev.kind == "start" and ev.val_f1 is not None:  # the starting model, measured before training
+            self._plot.add_epoch(0, None, ev.val_f1)
         if ev.kind == "start" and ev.advice:
             from napari.utils.notifications import show_warning
 
             show_warning(ev.advice)
         if ev.kind == "step":
-            self._plot.add_step(ev.epoch - 1 + ev.step / steps, ev.losses.get("loss", float("nan")))
+            loss = float("nan") if ev.loss is None else ev.loss
+            self._plot.add_step(ev.epoch - 1 + ev.step / steps, loss)
             best = f" · best validation F1 so far {ev.best_f1:.2f}" if ev.best_f1 is not None else ""
-            left = self._clock.left(self._progress.value, self._progress.max)
+            left = f" · about {format_seconds(ev.eta_s)} left" if ev.eta_s is not None else ""
             self._set_status(f"Epoch {ev.epoch} of {ev.epochs} · step {ev.step} of {steps} · "
-                             f"loss {ev.losses.get('loss', float('nan')):.4f}{best}" + (f" · {left}" if left else ""))
+                             f"loss {loss:.4f}{best}{left}")
         elif ev.kind == "epoch":
-            self._plot.add_epoch(ev.epoch, ev.losses.get("loss"), (ev.val or {}).get("f1"))
+            self._plot.add_epoch(ev.epoch, ev.loss, ev.val_f1)
             self._set_status(ev.message)
         elif ev.message:
             self._set_status(ev.message)
