@@ -26,6 +26,7 @@ from ..core import annotations as A
 from ..core.errors import SpotDetectError
 from ..core.spots_io import provenance_path
 from . import layers as L
+from . import shortcuts as S
 from ._ui import make_scrollable, show_status
 
 log = logging.getLogger(__name__)
@@ -39,16 +40,18 @@ SESSION_FILES: set[str] = set()
 #: feature column marking the spots a reviewer has looked at (N, Shift+N, a row click); saved with the spots
 REVIEWED = "reviewed"
 REVIEW_ROWS = 300  # the list shows this many of the least confident spots; more would not be reviewed
-SHORTCUTS = {  # bound on the corrected layer only
-    "n": "jump to the next doubtful spot",
-    "Shift-n": "jump to the previous one",
-    "g": "snapping on/off",
-    "a": "add a spot at the mouse cursor (any tool)",
-    "d": "delete the spot under the mouse cursor (any tool)",
-    "x": "delete the selected spots (as Delete does)",
-    "Control-z": "undo",
-    "Control-Shift-z": "redo",
+#: action name -> the panel's method it runs; keys and descriptions in :data:`shortcuts.ACTIONS`
+_ACTION_METHODS = {
+    "napari-spotdetect:add_spot_at_cursor": "add_at_cursor",
+    "napari-spotdetect:delete_spot_at_cursor": "delete_at_cursor",
+    "napari-spotdetect:next_doubtful_spot": "next_doubtful",
+    "napari-spotdetect:previous_doubtful_spot": "previous_doubtful",
+    "napari-spotdetect:toggle_snapping": "toggle_snap",
+    "napari-spotdetect:delete_selected_spots": "delete_selected",
+    "napari-spotdetect:undo_correction": "undo",
+    "napari-spotdetect:redo_correction": "redo",
 }
+SHORTCUTS = {S.key_of(name): S.ACTIONS[name][1].split(": ", 1)[1] for name in _ACTION_METHODS}
 HELP = (
     "<b>Add</b> a missed spot: point at it and press <b>A</b>, or click it with the 'add' tool (P); it snaps "
     "to the spot's centre (hold <b>Shift</b> while clicking to place it exactly).<br>"
@@ -142,6 +145,8 @@ class CorrectWidget(Container):
         self._undo_btn.changed.connect(self.undo)
         self._redo_btn.changed.connect(self.redo)
         viewer.layers.events.removed.connect(self._on_layer_removed)
+        for name, method in _ACTION_METHODS.items():  # listed in napari's Preferences > Shortcuts
+            S.connect(viewer, name, getattr(self, method))
         self.attach(self._points.value)
 
     # -- attaching to a layer -----------------------------------------------------------------------------
@@ -186,10 +191,20 @@ class CorrectWidget(Container):
         self._layer = None
 
     def _key_actions(self) -> dict:
-        return {"a": lambda _l: self.add_at_cursor(), "d": lambda _l: self.delete_at_cursor(),
-                "n": lambda _l: self.next_doubtful(1), "Shift-n": lambda _l: self.next_doubtful(-1),
-                "g": lambda _l: self.toggle_snap(), "x": lambda lay: lay.remove_selected(),
-                "Control-z": lambda _l: self.undo(), "Control-Shift-z": lambda _l: self.redo()}
+        """Key -> callback for the corrected layer's own keymap (it comes before napari's Points keys)."""
+        out = {}
+        for name, method in _ACTION_METHODS.items():
+            fn = getattr(self, method)
+            out[S.key_of(name)] = lambda _layer, fn=fn: fn()
+        return out
+
+    def previous_doubtful(self) -> None:
+        self.next_doubtful(-1)
+
+    def delete_selected(self) -> None:
+        """X: delete the selected spots (as Delete does), kept as rejected predictions."""
+        if self._layer is not None:
+            self._layer.remove_selected()
 
     def _on_layer_removed(self, event):
         if L.same_layer(event.value, self._layer):

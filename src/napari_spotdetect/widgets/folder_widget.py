@@ -21,13 +21,14 @@ from qtpy.QtWidgets import QListWidget
 from .. import layer_keys as K
 from ..core import annotations as A
 from ..core.spots_io import IMAGE_SUFFIXES, atomic_write_text, read_image
+from . import shortcuts as S
 from ._ui import make_scrollable, show_status
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "spotdetect_folder.json"
 #: the key that marks the image done and opens the next one (bound on the viewer)
-DONE_KEY = "Control-Enter"
+DONE_KEY = S.key_of("napari-spotdetect:done_and_next_image")
 
 
 def folder_images(folder) -> list[Path]:
@@ -105,6 +106,7 @@ class FolderWidget(Container):
         self._train.changed.connect(lambda *_: self.on_train() if self.on_train else None)
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.bind_key(DONE_KEY, lambda _v: self.mark_done_and_next(), overwrite=True)
+        S.connect(viewer, "napari-spotdetect:done_and_next_image", self.mark_done_and_next)  # napari lists it
 
     # -- the folder -------------------------------------------------------------------------------------------
     @property
