@@ -265,3 +265,45 @@ def test_multiscale_dask_layer_is_detected_lazily_from_full_resolution(detect_wi
     widget._threshold.value = 0.3  # re-thresholding works on the compact candidates
     qtbot.waitUntil(lambda: len(points.data) != len(expected), timeout=5000)
     assert (points.features["score"] > 0.3).all()
+
+
+def _candidates(viewer):
+    from napari_spotdetect.widgets.detect_widget import DETS_KEY
+
+    lay = [lay for lay in viewer.layers if DETS_KEY in lay.metadata][-1]
+    return lay.metadata[DETS_KEY].candidates
+
+
+def test_normalisation_percentiles_and_min_distance_change_the_detection(detect_widget, run_and_wait):
+    """The controls napari-spotiflow and stardist-napari users expect reach the engine."""
+    import torch
+
+    from napari_spotdetect.core.errors import SpotDetectError
+    from napari_spotdetect.core.models.base import ModelInfo
+    from napari_spotdetect.core.models.piscis import PERCENTILES, PiscisModel
+    from napari_spotdetect.core.models.piscis_net import PiscisConfig, PiscisNet
+
+    torch.manual_seed(0)
+    net = PiscisNet(PiscisConfig(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1)))
+    model = PiscisModel(net, ModelInfo(name="tiny-percentile", arch="piscis"), adjustment="percentile", device="cpu")
+    viewer, widget = detect_widget
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    widget.set_model(model)
+    assert widget.percentiles == PERCENTILES and widget.min_distance == 1
+    run_and_wait(widget)
+    first = _candidates(viewer)
+    widget.set_percentiles(20.0, 99.99)
+    run_and_wait(widget)
+    other = _candidates(viewer)
+    assert model.percentiles == PERCENTILES  # the model in use keeps its own
+    assert len(first) != len(other) or not np.allclose(first["score"].to_numpy(), other["score"].to_numpy())
+    widget.set_percentiles(*PERCENTILES)
+    run_and_wait(widget)
+    again = _candidates(viewer)
+    np.testing.assert_allclose(again["score"].to_numpy(), first["score"].to_numpy())
+    widget.set_min_distance(6)
+    run_and_wait(widget)
+    spread = _candidates(viewer)
+    assert 0 < len(spread) < len(first)  # close peaks merged into one
+    with pytest.raises(SpotDetectError, match="percentiles"):
+        widget.set_percentiles(99.0, 10.0)

@@ -12,8 +12,8 @@ import time
 import napari
 import numpy as np
 from magicgui.widgets import (
-    CheckBox, ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, ProgressBar, PushButton, SpinBox,
-    create_widget,
+    CheckBox, ComboBox, Container, FileEdit, FloatSlider, FloatSpinBox, Label, LineEdit, ProgressBar, PushButton,
+    SpinBox, create_widget,
 )
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QEvent, QObject, QTimer
@@ -21,6 +21,7 @@ from qtpy.QtCore import QEvent, QObject, QTimer
 from ..core.device import available_devices
 from ..core.errors import SpotDetectError
 from ..core.models.base import SpotModel
+from ..core.models.piscis import PERCENTILES
 from ..core.models.zoo import bundled_path
 from .. import layer_keys as K
 from . import layers as L
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 SECTION = "detect"
 DEFAULTS = {"model_kind": "default", "model_path": "", "device": "auto", "tile_size": 0, "show_maps": False,
-            "augment": False, "min_distance": 1}
+            "augment": False, "min_distance": 1, "percentiles": list(PERCENTILES)}
 META_KEY = K.PROVENANCE  # kept for callers of the old names; the keys live in layer_keys
 DETS_KEY = K.DETECTIONS
 _MODEL_KINDS = [
@@ -57,6 +58,9 @@ _TIP = {
     "threshold": "Spots whose score is above this value are kept. Moving it does not run the network again.",
     "min_distance": "Two spots closer than this many pixels count as one (the higher-scoring one is kept).\n"
                     "Raise it if one spot is found twice; keep 1 for tightly clustered spots.",
+    "percentiles": "Models that normalise by percentiles (the bundled default) map these percentiles of each\n"
+                   "plane to 0 and 1. Raise the high one if many bright spots make dim ones look faint; other\n"
+                   "models (piscis files, DeepSpot) standardise each tile and ignore these.",
 }
 
 
@@ -85,6 +89,10 @@ class DetectWidget(Container):
         self._augment = CheckBox(text="Average over flips and rotations (8x slower)", tooltip=_TIP["augment"])
         self._min_distance = SpinBox(label="Min. distance (px)", min=1, max=20, value=1,
                                      tooltip=_TIP["min_distance"])
+        self._p_low = FloatSpinBox(label="Normalise: low percentile", min=0.0, max=50.0, step=0.1,
+                                   value=PERCENTILES[0], tooltip=_TIP["percentiles"])
+        self._p_high = FloatSpinBox(label="Normalise: high percentile", min=50.0, max=100.0, step=0.1,
+                                    value=PERCENTILES[1], tooltip=_TIP["percentiles"])
         self._run = PushButton(text="Detect spots", tooltip="Find spots in the image with the chosen model.")
         self._cancel = PushButton(text="Cancel", enabled=False, tooltip="Stop after the current tile; nothing is added.")
         self._progress = ProgressBar(min=0, max=1, value=0, visible=False)
@@ -102,7 +110,8 @@ class DetectWidget(Container):
         head2 = Label(value="<b>2. Keep the spots above a threshold</b><br>"
                             "Live: moving it does not run the network again.")
         form1 = Container(widgets=[self._image, self._axes, self._model_kind, self._model_path, self._device,
-                                   self._tile, self._min_distance, self._maps, self._augment], labels=True)
+                                   self._tile, self._min_distance, self._p_low, self._p_high, self._maps,
+                                   self._augment], labels=True)
         form2 = Container(widgets=[self._threshold, self._count], labels=True)
         self.extend([head1, form1, buttons, self._progress, self._status, head2, form2, thr_buttons])
         for lab in (head1, head2):
@@ -178,7 +187,31 @@ class DetectWidget(Container):
             self._min_distance.value = min(20, max(1, int(s.get("min_distance") or 1)))
         except (TypeError, ValueError):
             self._min_distance.value = 1
+        try:
+            self.set_percentiles(*(s.get("percentiles") or PERCENTILES))
+        except (TypeError, ValueError, SpotDetectError):
+            self.set_percentiles(*PERCENTILES)
         self._on_model_kind()
+
+    # -- public settings (scripts, notebooks, tests) ------------------------------------------------------------
+    @property
+    def percentiles(self) -> tuple[float, float]:
+        """The (low, high) input percentiles used by percentile-normalised models (the bundled default)."""
+        return float(self._p_low.value), float(self._p_high.value)
+
+    def set_percentiles(self, low: float, high: float) -> None:
+        if not 0.0 <= float(low) < float(high) <= 100.0:
+            raise SpotDetectError(f"Normalisation percentiles {low:g}-{high:g} are not 0 <= low < high <= 100.",
+                                  f"use e.g. {PERCENTILES[0]:g} and {PERCENTILES[1]:g}.")
+        self._p_low.value, self._p_high.value = float(low), float(high)
+
+    @property
+    def min_distance(self) -> int:
+        """Two spots closer than this (px) count as one."""
+        return int(self._min_distance.value)
+
+    def set_min_distance(self, px: int) -> None:
+        self._min_distance.value = int(px)
 
     def set_model(self, model: SpotModel) -> None:
         """Use an already-built model (scripts, notebooks, tests); it is offered as "In memory: <name>"."""
@@ -292,7 +325,8 @@ class DetectWidget(Container):
         gen = _with_plane_messages(
             detection_steps(data, self._model_source(), axes=axes, device=device, tile_size=tile,
                             keep_maps=keep_maps, model_cache=self._model_cache,
-                            augment=bool(self._augment.value), min_distance=int(self._min_distance.value)),
+                            augment=bool(self._augment.value), min_distance=int(self._min_distance.value),
+                            percentiles=self.percentiles),
             data.shape, axes)
         self._cancelled = False
         self._error = None
@@ -320,7 +354,8 @@ class DetectWidget(Container):
         path = str(self._model_path.value) if kind != "default" else ""
         return {"model_kind": kind, "model_path": "" if path == "." else path, "device": self._device.value,
                 "tile_size": int(self._tile.value), "show_maps": bool(self._maps.value),
-                "augment": bool(self._augment.value), "min_distance": int(self._min_distance.value)}
+                "augment": bool(self._augment.value), "min_distance": int(self._min_distance.value),
+                "percentiles": list(self.percentiles)}
 
     def cancel(self, *_):
         """Stop the running detection after the current tile batch; nothing is added."""

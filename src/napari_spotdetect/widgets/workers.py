@@ -26,10 +26,11 @@ class DetectionResult:
 
 def detection_steps(image, model_source, *, axes: str, device=None, tile_size=None, threshold=None,
                     keep_maps=True, model_cache: dict | None = None, augment: bool = False,
-                    min_distance: int = 1):
+                    min_distance: int = 1, percentiles=None):
     """Load the model (cached by source and device), then detect; yields Progress, returns a result.
 
-    ``model_cache`` is a dict owned by the caller; a loaded model is put there so the next run on the same
+    ``percentiles`` (low, high): other normalisation percentiles for a percentile-normalised model (others
+    ignore them); the result names the model as loaded. ``model_cache`` is a dict owned by the caller; a loaded model is put there so the next run on the same
     model does not read the weights again.
     """
     key = (model_source if isinstance(model_source, str) else id(model_source), str(device))
@@ -40,7 +41,10 @@ def detection_steps(image, model_source, *, axes: str, device=None, tile_size=No
         if model_cache is not None:
             model_cache.clear()  # keep one model in memory, not every model ever used
             model_cache[key] = model
-    dets = yield from detect_iter(image, model, threshold, axes=axes, tile_size=tile_size,
+    used = model
+    if percentiles is not None and getattr(model, "adjustment", None) == "percentile":
+        used = model.with_percentiles(*percentiles)
+    dets = yield from detect_iter(image, used, threshold, axes=axes, tile_size=tile_size,
                                   keep_maps=keep_maps, device=device, augment=augment,
                                   min_distance=min_distance)
     return DetectionResult(dets, model)

@@ -9,6 +9,8 @@ is what the bundled model uses since it was trained on real images (see its mode
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -102,8 +104,28 @@ class PiscisModel(SpotModel):
         th, tw = self.tile_size
         return "symmetric" if (2 * h >= th and 2 * w >= tw) else "constant"
 
+    #: the percentiles that ``"percentile"`` maps to 0 and 1 (:meth:`with_percentiles` for others)
+    percentiles = PERCENTILES
+
     def plane_statistics(self, plane):
-        return percentile_limits(plane) if self.adjustment == "percentile" else None
+        return percentile_limits(plane, self.percentiles) if self.adjustment == "percentile" else None
+
+    def with_percentiles(self, low: float, high: float) -> "PiscisModel":
+        """This model (same network, no copy of the weights) normalising by other percentiles of each plane.
+
+        For images whose spots are rarer or denser than the training images': a higher ``high`` keeps dim
+        spots from saturating when bright ones are many. Only percentile-normalised models use them.
+        """
+        if self.adjustment != "percentile":
+            raise SpotDetectError(f"{self.info.name} normalises its input by {self.adjustment!r}, not by "
+                                  "percentiles.", "leave the percentiles at their defaults for this model.")
+        low, high = float(low), float(high)
+        if not 0.0 <= low < high <= 100.0:
+            raise SpotDetectError(f"Normalisation percentiles {low:g}-{high:g} are not 0 <= low < high <= 100.",
+                                  f"use e.g. {PERCENTILES[0]:g} and {PERCENTILES[1]:g}.")
+        other = copy.copy(self)
+        other.percentiles = (low, high)
+        return other
 
     def normalize_tiles(self, tiles: np.ndarray, stats=None) -> np.ndarray:
         """Per tile and channel, over the padded tile: standardise, min-max normalise, or leave as is; with
