@@ -110,16 +110,6 @@ def detected_2d(detect_widget, tiny_model, run_and_wait):
     spots = next(lay for lay in viewer.layers if "spotdetect" in lay.metadata)
     return viewer, viewer.layers["smFISH (synthetic)"], spots, viewer.layers["true spots"]
 
-@pytest.fixture(autouse=True)
-def _fresh_session_models():
-    """Each test starts with no fine-tuned models and no 'last detection' model in the session registry."""
-    from napari_spotdetect.widgets.model_registry import session_models
-
-    session_models.clear()
-    yield
-    session_models.clear()
-
-
 @pytest.fixture
 def finetune_widget(make_napari_viewer):
     """A viewer with both dock widgets, opened through the manifest as a user would."""

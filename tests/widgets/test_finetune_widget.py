@@ -278,3 +278,17 @@ def test_the_plots_starting_f1_is_what_the_qc_panel_reports(finetune_widget, qtb
     assert x0 == 0 and f1_0 == pytest.approx(row["f1"], abs=1e-9)
     assert tune._result.before["f1_integral"] == pytest.approx(row["f1_integral"], abs=1e-9)
     assert all(loss >= 0 for _x, loss in tune._plot.step_loss)  # a positive loss on the plot
+
+
+def test_each_viewer_has_its_own_session_models(make_napari_viewer, tiny_model):
+    """A model fine-tuned in one viewer is offered there, not in another viewer of the same process."""
+    from napari_spotdetect.widgets.model_registry import registry_for
+
+    v1, v2 = make_napari_viewer(), make_napari_viewer()
+    _d, detect1 = v1.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
+    _d, detect2 = v2.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
+    assert registry_for(v1) is not registry_for(v2) and registry_for(v1) is registry_for(v1)
+    entry = registry_for(v1).add(tiny_model)
+    assert entry.key in detect1._model_kind.choices and entry.key not in detect2._model_kind.choices
+    assert registry_for(v1).use(entry) == 1  # only the panel of that viewer listens
+    assert detect1._model_kind.value == entry.key

@@ -26,7 +26,7 @@ from ..core.models.zoo import bundled_path
 from .. import layer_keys as K
 from . import layers as L
 from ._ui import make_scrollable, show_status
-from .model_registry import session_models
+from .model_registry import registry_for
 from .settings import load_settings, save_settings
 from .workers import abandon_worker, detection_steps, start_worker
 
@@ -70,6 +70,7 @@ class DetectWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=False)
         self._viewer = viewer
+        self._models = registry_for(viewer)  # this viewer's session: fine-tuned models, the last detection's
         self._settings = {**DEFAULTS, **load_settings(SECTION)}
         self._model_cache: dict = {}
         self._memory_model: SpotModel | None = None
@@ -124,8 +125,8 @@ class DetectWidget(Container):
         L.elide_layer_names(self.native)
 
         self._apply_settings(self._settings)
-        session_models.added.connect(self._on_session_model)
-        session_models.use_requested.connect(self.use_session_model)
+        self._models.added.connect(self._on_session_model)
+        self._models.use_requested.connect(self.use_session_model)
         self._image.changed.connect(self._on_image_changed)
         self._axes.changed.connect(self._validate)
         self._model_kind.changed.connect(self._on_model_kind)
@@ -159,8 +160,8 @@ class DetectWidget(Container):
             self._cancelled = True
             abandon_worker(self._worker)
             self._worker = None
-        for emitter, handler in ((session_models.added, self._on_session_model),
-                                 (session_models.use_requested, self.use_session_model),
+        for emitter, handler in ((self._models.added, self._on_session_model),
+                                 (self._models.use_requested, self.use_session_model),
                                  (self._viewer.layers.events.removed, self._on_layer_removed),
                                  (self._viewer.layers.selection.events.active, self._on_active_layer)):
             try:
@@ -225,7 +226,7 @@ class DetectWidget(Container):
         A callable, so napari's reset_choices (on every layer change) keeps the extra entries.
         """
         extra = [(f"In memory: {self._memory_model.info.name}", "memory")] if self._memory_model else []
-        return [*_MODEL_KINDS, *extra, *((e.label, k) for k, e in session_models.models.items())]
+        return [*_MODEL_KINDS, *extra, *((e.label, k) for k, e in self._models.models.items())]
 
     def _on_session_model(self, entry) -> None:
         self._model_kind.reset_choices()
@@ -260,8 +261,8 @@ class DetectWidget(Container):
         kind = self._model_kind.value
         if kind == "memory":
             return self._memory_model
-        if kind in session_models.models:
-            return session_models.models[kind].model
+        if kind in self._models.models:
+            return self._models.models[kind].model
         if kind == "default":
             return "default"
         return str(self._model_path.value)
@@ -399,7 +400,7 @@ class DetectWidget(Container):
         if context.get("remember"):
             save_settings(SECTION, context["remember"])
         self._last_model = model
-        session_models.last_detection_model = model  # what the fine-tuning widget offers to start from
+        self._models.last_detection_model = model  # what the fine-tuning widget offers to start from
         new_layers = self._build_layers(dets, model, image_layer, axes)
         # every layer is built before any is added, so a failure above leaves the viewer untouched.
         # A previous result of the same model on the same image goes, unless someone edited it (or made it

@@ -31,7 +31,7 @@ from ..core.examples import planes_with_spots, split_examples
 from ..core.finetune_defaults import DEFAULTS as FT
 from ..core.models.zoo import bundled_path
 from ._ui import show_status
-from .model_registry import session_models
+from .model_registry import registry_for
 from .settings import load_settings, save_settings
 from .detect_widget import format_seconds
 from .workers import start_worker
@@ -258,6 +258,7 @@ class FinetuneWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=False)
         self._viewer = viewer
+        self._models = registry_for(viewer)  # this viewer's session: fine-tuned models, the last detection's
         s = {**DEFAULTS, **load_settings(SECTION)}
         self._worker = None
         self._stop = threading.Event()
@@ -353,7 +354,7 @@ class FinetuneWidget(Container):
         self._use_run.changed.connect(lambda *_: self.use_model(detect_again=True))
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             ev.connect(self._on_layers_changed)
-        session_models.added.connect(self._on_session_model)
+        self._models.added.connect(self._on_session_model)
         start = s["start"]
         self._start.value = start if start in self._start.choices else self._start.choices[0]
         self.add_pair()
@@ -365,9 +366,9 @@ class FinetuneWidget(Container):
         out = []
         if bundled_path("default").exists():
             out.append(("Bundled default model", "default"))
-        if session_models.last_detection_model is not None:
-            out.append((f"Model of the last detection ({session_models.last_detection_model.info.name})", "last"))
-        out += [(e.label, k) for k, e in session_models.models.items()]
+        if self._models.last_detection_model is not None:
+            out.append((f"Model of the last detection ({self._models.last_detection_model.info.name})", "last"))
+        out += [(e.label, k) for k, e in self._models.models.items()]
         out.append(("Model file (.pt)", "file"))
         return out
 
@@ -428,9 +429,9 @@ class FinetuneWidget(Container):
     def _model_source(self):
         kind = self._start.value
         if kind == "last":
-            return session_models.last_detection_model
-        if kind in session_models.models:
-            return session_models.models[kind].model
+            return self._models.last_detection_model
+        if kind in self._models.models:
+            return self._models.models[kind].model
         if kind == "file":
             return str(self._start_path.value)
         return kind
@@ -579,7 +580,7 @@ class FinetuneWidget(Container):
             self._outcome.value = ("Stopped before the first epoch ended: nothing was saved, and the model you "
                                    "detect with is unchanged.")
             return
-        self._entry = session_models.add(res.model, res.path)
+        self._entry = self._models.add(res.model, res.path)
         card = res.model.info.card
         val = card.get("validation") or {}
         before = f" (the starting model: {res.before['f1']:.2f})" if res.before else ""
@@ -615,9 +616,9 @@ class FinetuneWidget(Container):
         """Make the new model the one 'Detect spots' uses (docking that widget if needed); maybe detect again."""
         if self._entry is None:
             return False
-        if session_models.use(self._entry, detect_again) == 0:
+        if self._models.use(self._entry, detect_again) == 0:
             self._viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
-            session_models.use(self._entry, detect_again)
+            self._models.use(self._entry, detect_again)
         note = f"<br>→ 'Detect spots' now uses {self._entry.model.info.name}"
         self._outcome.value = self._outcome.value.split("<br>→")[0] + note + (
             " and is detecting again." if detect_again else ".")

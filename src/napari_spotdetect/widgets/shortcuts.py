@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import weakref
 
+from .per_viewer import PerViewer
+
 #: action name -> (default key, description shown by napari)
 ACTIONS = {
     "napari-spotdetect:add_spot_at_cursor": ("a", "Spot Detect: add a spot at the mouse cursor (any tool)"),
@@ -24,9 +26,7 @@ ACTIONS = {
     "napari-spotdetect:done_and_next_image": ("Control-Enter", "Spot Detect: mark this image done, open the next"),
 }
 
-# [(weak reference to a viewer, {action name: weak reference to the callback})]: a closed viewer or panel
-# is forgotten (a napari Viewer is not hashable, so no WeakKeyDictionary)
-_callbacks: list = []
+_callbacks = PerViewer(dict)  # viewer -> {action name: weak reference to the callback}
 _registered = False
 
 
@@ -71,16 +71,7 @@ def connect(viewer, name: str, fn) -> None:
 
 
 def _table(viewer, create: bool = False) -> dict:
-    viewer = getattr(viewer, "__wrapped__", viewer)  # plugin widgets get napari's PublicOnlyProxy of the viewer
-    _callbacks[:] = [(v, t) for v, t in _callbacks if v() is not None]
-    for v, table in _callbacks:
-        if v() is viewer:
-            return table
-    if not create:
-        return {}
-    table = {}
-    _callbacks.append((weakref.ref(viewer), table))
-    return table
+    return _callbacks.get(viewer, create) or {}
 
 
 def listed_shortcuts() -> dict:
