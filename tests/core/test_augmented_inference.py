@@ -33,7 +33,7 @@ class GradientModel(SpotModel):
         return torch.cat([x, dy, dx], dim=1)
 
     def tile_candidates(self, maps, floor, min_distance=1):
-        return TileCandidates(np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2), np.int64))
+        return TileCandidates(np.zeros((0, 2)), np.zeros(0))
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 32, 32), (2, 1, 32, 48)])

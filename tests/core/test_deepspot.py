@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from napari_spotdetect.core.detect import detect
-from napari_spotdetect.core.errors import ModelFileError, SpotDetectError
+from napari_spotdetect.core.errors import ModelFileError
 from napari_spotdetect.core.metrics import evaluate
 from napari_spotdetect.core.models import deepspot_net as dn
 from napari_spotdetect.core.models.base import ModelInfo

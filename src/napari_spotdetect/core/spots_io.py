@@ -59,7 +59,7 @@ def is_sidecar(path) -> bool:
     return name.endswith((".rejected.csv", ".provenance.json")) or name == "predict_summary.csv"
 
 
-def read_spots_csv(path, ndim: int | None = None) -> pd.DataFrame:
+def read_spots_csv(path) -> pd.DataFrame:
     """Read a spot table into a DataFrame with canonical coordinate columns (``z``, ``y``, ``x``, ...).
 
     Raises :class:`NotASpotTable` when the file has no coordinate columns we recognise.

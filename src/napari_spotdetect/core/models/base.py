@@ -34,7 +34,6 @@ class TileCandidates:
 
     coords: np.ndarray  # (K, 2) float64, sub-pixel (y, x)
     scores: np.ndarray  # (K,) float
-    pixels: np.ndarray  # (K, 2) int64, the map pixel the spot was read at
 
 
 class SpotModel(abc.ABC):

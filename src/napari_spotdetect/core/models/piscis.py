@@ -174,7 +174,7 @@ class PiscisModel(SpotModel):
         peaks = local_maxima(score, floor, min_distance)
         r, c = peaks[:, 0], peaks[:, 1]
         coords = peaks + np.stack([maps[1][r, c], maps[2][r, c]], axis=1).astype(np.float64)
-        return TileCandidates(coords.reshape(-1, 2), score[r, c].astype(np.float64), peaks)
+        return TileCandidates(coords.reshape(-1, 2), score[r, c].astype(np.float64))
 
 
 #: outside this range of magnitudes the usual formulas lose the image: squares overflow (float32 above

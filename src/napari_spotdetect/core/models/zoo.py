@@ -80,7 +80,7 @@ def load_model(source, device=None, variant: str | None = None) -> SpotModel:
 
 def _load_folder(path: Path, device) -> SpotModel:
     if (path / "variables" / "variables.index").exists() or (path / "saved_model.pb").exists():
-        from ..weights.tf_bundle import load_deepspot_savedmodel  # noqa: PLC0415 (optional, heavy)
+        from .deepspot import load_deepspot_savedmodel  # noqa: PLC0415 (optional, heavy)
 
         return load_deepspot_savedmodel(path, device=device)
     raise ModelFileError(
