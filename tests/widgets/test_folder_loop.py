@@ -113,7 +113,11 @@ def test_folder_loop_detect_correct_done_next_resume_and_train(make_napari_viewe
     assert tune._source.value == "done" and panels2.tabs.currentWidget() is tune.native
     tune._epochs.value, tune._steps.value, tune._crop.value, tune._batch.value = 1, 2, 64, 2
     tune._out.value, tune._name.value = tmp_path / "models", "tuned"
-    tune._start.value = "last"
+    # a new session has no "last detection" model (models belong to their viewer): start from the file
+    from napari_spotdetect.core.weights.native import save_model
+
+    save_model(tiny_model, tmp_path / "start.pt")
+    tune._start.value, tune._start_path.value = "file", tmp_path / "start.pt"
     assert tune.problem() is None, tune.problem()
     assert tune.train() is not None
     qtbot.waitUntil(lambda: not tune.running, timeout=180_000)
