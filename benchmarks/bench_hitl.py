@@ -10,7 +10,8 @@ re-thresholded" uses the threshold that is best on the corrected image, to show 
 threshold change alone would give.
 
     python benchmarks/bench_hitl.py [--minutes 5] [--kind large_spots] [--test-images 6] [--threads 1]
-    python benchmarks/bench_hitl.py --model deepspot --kind dense_textured --lr 1e-4 --out benchmarks/results/hitl_deepspot.json
+    python benchmarks/bench_hitl.py --model deepspot --kind dense_textured --lr 1e-4 \
+        --out benchmarks/results/hitl_deepspot.json
     python benchmarks/bench_hitl.py --real [--per-source 2] [--minutes 5]
 
 ``--real``: on each 2-D real ``val`` image of ../shared/data/real, the annotation of one half (the left or top
@@ -89,9 +90,9 @@ def main() -> int:
 
     import torch
 
-    from napari_spotdetect.core.synthetic import synthetic_dataset
-    from napari_spotdetect.core.steps import run_steps
     from napari_spotdetect.core.finetuning import iter_finetune
+    from napari_spotdetect.core.steps import run_steps
+    from napari_spotdetect.core.synthetic import synthetic_dataset
     from napari_spotdetect.core.train import TrainConfig
 
     torch.set_num_threads(args.threads)
@@ -181,11 +182,11 @@ def halves(image, spots):
 def main_real(args) -> int:
     import torch
 
+    from napari_spotdetect.core.detect import detect
+    from napari_spotdetect.core.finetuning import iter_finetune
     from napari_spotdetect.core.metrics import evaluate, f1_integral
     from napari_spotdetect.core.real_data import REAL_RADIUS, load_annotated
     from napari_spotdetect.core.steps import run_steps
-    from napari_spotdetect.core.detect import detect
-    from napari_spotdetect.core.finetuning import iter_finetune
     from napari_spotdetect.core.train import TrainConfig
 
     torch.set_num_threads(args.threads)
@@ -216,7 +217,7 @@ def main_real(args) -> int:
             deadline = time.perf_counter() + 60 * args.minutes
             t0 = time.perf_counter()
             gen = iter_finetune(model, [corrected], None, cfg, out=tmp / im.stem / "hitl.pt",
-                                stop=lambda: time.perf_counter() > deadline)
+                                stop=lambda deadline=deadline: time.perf_counter() > deadline)
             steps = 0
 
             def on_event(ev):
@@ -229,7 +230,8 @@ def main_real(args) -> int:
                    "seconds": round(time.perf_counter() - t0, 1)}
             rows.append(row)
             print(f"  {im.source}/{im.stem[:40]}: F1 integral {before['f1_integral']:.3f} -> "
-                  f"{after['f1_integral'] if after else float('nan'):.3f} ({steps} steps, {row['seconds']} s)", flush=True)
+                  f"{after['f1_integral'] if after else float('nan'):.3f} ({steps} steps, {row['seconds']} s)",
+                  flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     per_src: dict[str, dict] = {}

@@ -1,7 +1,8 @@
 """Screenshots of the detection, correction, QC and fine-tuning widgets on the sample data, for the docs (docs/*.png).
 
 Uses the real piscis fixture model from ../shared (or --model PATH). Needs a display:
-    xvfb-run -a -s "-screen 0 1400x1000x24" python scripts/make_screenshots.py [--only detect|hitl|finetune|laptop|folder]
+    xvfb-run -a -s "-screen 0 1400x1000x24" python scripts/make_screenshots.py \
+        [--only detect|hitl|finetune|laptop|folder]
 """
 
 from __future__ import annotations

@@ -12,9 +12,24 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0+unknown"
 
 from .core import (  # noqa: E402
-    Detections, SpotDetectError, apply_filters, count_molecules, count_spots_in_cells, detect, detect_iter,
-    evaluate, finetune, iter_finetune, load_model, make_filter, measure_spots, read_image_with_info,
-    read_trackmate_xml, score_model, write_points_table, write_trackmate_xml,
+    Detections,
+    SpotDetectError,
+    apply_filters,
+    count_molecules,
+    count_spots_in_cells,
+    detect,
+    detect_iter,
+    evaluate,
+    finetune,
+    iter_finetune,
+    load_model,
+    make_filter,
+    measure_spots,
+    read_image_with_info,
+    read_trackmate_xml,
+    score_model,
+    write_points_table,
+    write_trackmate_xml,
 )
 
 __all__ = ["Detections", "SpotDetectError", "__version__", "apply_filters", "count_molecules",

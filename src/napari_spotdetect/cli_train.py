@@ -18,13 +18,15 @@ from .core.finetune_defaults import DEFAULTS as FT
 def _common(p, epochs: int, steps: int | None, lr: float, lr_help: str):
     p.add_argument("--images", help="folder of training images")
     p.add_argument("--spots", default=None, help="folder of <image stem>.csv spot tables (default: --images)")
-    p.add_argument("--val-images", default=None, help=f"folder of validation images (default: hold out {round(100 * VAL_SHARE)}%%)")
+    p.add_argument("--val-images", default=None,
+                   help=f"folder of validation images (default: hold out {round(100 * VAL_SHARE)}%%)")
     p.add_argument("--val-spots", default=None, help="folder of validation CSVs (default: --val-images)")
     p.add_argument("--out", required=True, help="model file to write (.pt)")
     p.add_argument("--epochs", type=int, default=epochs, help="passes over the data (default: %(default)s)")
     p.add_argument("--steps-per-epoch", type=int, default=steps, help="batches per epoch (default: one pass over "
                    "the images)" if steps is None else "batches per epoch (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=FT.batch_size, help="training crops per step (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=FT.batch_size,
+                   help="training crops per step (default: %(default)s)")
     p.add_argument("--crop", type=int, default=FT.crop, help="training crop size, multiple of 8 (default: %(default)s)")
     p.add_argument("--loss", default=FT.loss, choices=["smoothf1", "dice", "ce", "focal"],
                    help="training loss (default: %(default)s, piscis's)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import numpy as np
 import pytest
@@ -113,7 +114,7 @@ def test_one_set_of_defaults():
         DEFAULTS.epochs, DEFAULTS.steps_per_epoch, DEFAULTS.lr, DEFAULTS.batch_size, DEFAULTS.crop, DEFAULTS.loss,
         DEFAULTS.radius)
     assert TrainConfig.finetune() == cfg  # the Trainer-level shortcut is the same call
-    with pytest.raises(Exception):  # frozen: nobody changes the defaults of everyone else
+    with pytest.raises(dataclasses.FrozenInstanceError):  # nobody changes the defaults of everyone else
         DEFAULTS.lr = 1.0  # type: ignore[misc]
     from napari_spotdetect.cli_train import add_train_parsers
 

@@ -60,7 +60,8 @@ def test_reference_finds_the_spots_once(big_image, reference):
     assert match_spots(reference[["y", "x"]], big_image[1], 1.0).f1 > 0.9
 
 
-@pytest.mark.parametrize("kwargs", [{"tile_size": (192, 192)}, {"overlap": 0.2}, {"tile_size": (256, 128), "overlap": 0.15}])
+@pytest.mark.parametrize("kwargs", [{"tile_size": (192, 192)}, {"overlap": 0.2},
+                                    {"tile_size": (256, 128), "overlap": 0.15}])
 def test_other_tilings_agree(piscis_model, big_image, reference, kwargs):
     spots = detect(big_image[0], piscis_model, **kwargs).spots
     _no_doubles(spots)

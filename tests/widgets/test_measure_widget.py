@@ -7,10 +7,9 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pandas as pd
 import pytest
+from tests.core.test_fit import draw, grid
 
 from napari_spotdetect.core.exports import read_points_table, read_trackmate_xml
-
-from tests.core.test_fit import draw, grid
 
 
 def _open(viewer):

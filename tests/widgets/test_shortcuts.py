@@ -26,7 +26,7 @@ def test_every_shortcut_is_listed_where_napari_lists_shortcuts(make_napari_viewe
     viewer.window.add_plugin_dock_widget("napari-spotdetect", "Correct spots")
     viewer.window.add_plugin_dock_widget("napari-spotdetect", "All panels (tabs)")
     listed = _listed_in_preferences()
-    for name, (key, description) in S.ACTIONS.items():
+    for name, (_key, description) in S.ACTIONS.items():
         assert description in listed, (name, sorted(listed)[:5])
         assert listed[description], f"{name}: no keybinding shown"
     assert [k.lower() for k in S.listed_shortcuts()["napari-spotdetect:add_spot_at_cursor"]] == ["a"]

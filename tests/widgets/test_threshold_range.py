@@ -4,11 +4,11 @@ one of its 400 bright spots scores above 0.95, so the count there does not move:
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-
 import os
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 SHARED = Path(os.environ.get("SPOTDETECT_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
 

@@ -29,7 +29,8 @@ def planes_with_spots(image, points) -> list:
     pts = pts.reshape(0, len(shape)) if pts.size == 0 else pts
     if len(shape) < 2 or pts.ndim != 2 or pts.shape[1] != len(shape):
         raise SpotDetectError(f"Spots with {pts.shape[-1] if pts.ndim == 2 else '?'} coordinates do not fit an "
-                              f"image of shape {shape}.", "give one coordinate per image axis (e.g. z, y, x for a stack).")
+                              f"image of shape {shape}.",
+                              "give one coordinate per image axis (e.g. z, y, x for a stack).")
     if len(shape) == 2:
         return [(np.asarray(image, dtype=np.float32), pts)]
     lead = np.rint(pts[:, :-2]).astype(np.int64)
@@ -72,7 +73,8 @@ def pairs_from_folder(images, spots=None, only=None) -> list:
         pairs.extend(planes_with_spots(img, table[[*lead, "y", "x"]].to_numpy()))
     if missing:
         raise SpotDetectError(f"{len(missing)} image(s) in {images} have no spot CSV (e.g. {missing[:3]}) in {spots}.",
-                              "add one CSV per image, named like the image with .csv (columns y,x), or remove the image.")
+                              "add one CSV per image, named like the image with .csv (columns y,x), "
+                              "or remove the image.")
     return pairs
 
 

@@ -24,8 +24,7 @@ from .finetune_defaults import DEFAULTS, FinetuneDefaults
 from .metrics import score_model
 from .models.base import SpotModel
 from .steps import run_steps
-from .train import TrainConfig, TrainEvent, Trainer
-
+from .train import TrainConfig, Trainer, TrainEvent
 
 #: losses whose classification part is -F1 (or -Dice) in [-1, 0]: shown as 1 + loss, which falls to 0
 _NEGATIVE_LOSSES = ("smoothf1", "dice")

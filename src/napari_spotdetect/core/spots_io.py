@@ -94,7 +94,8 @@ def read_spots_csv(path) -> pd.DataFrame:
     axis_cols.sort(key=lambda c: int(c.split("-")[1]))
     if axis_cols and not {"y", "x"} <= set(df.columns):
         if len(axis_cols) > len(_NAPARI_AXES):
-            raise NotASpotTable(f"{path} has {len(axis_cols)} napari axis columns; at most 5 (t, c, z, y, x) are known.",
+            raise NotASpotTable(f"{path} has {len(axis_cols)} napari axis columns; at most 5 (t, c, z, y, x) "
+                                "are known.",
                                 "export the points of a 2-D to 5-D layer.")
         df = df.rename(columns=dict(zip(axis_cols, _NAPARI_AXES[len(axis_cols)])))
         df = df.drop(columns=[c for c in ("index",) if c in df.columns])

@@ -65,15 +65,17 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     val_radius: float = 1.0  # match radius (px) for the validation F1 and threshold tuning
-    bn_batches: int = 4  # batches of inference-sized tiles for re-estimating BatchNorm statistics after each epoch (0: off)
+    # batches of inference-sized tiles for re-estimating BatchNorm statistics after each epoch (0: off)
+    bn_batches: int = 4
     tile_size: int | None = None  # inference tile of the trained model; default: the base model's, or 256
     ema: float | None = None  # decay of a moving average of the weights, validated and saved instead of the raw ones
     select: str = "f1"  # validation metric that picks the best epoch: "f1" or "f1_integral"
-    normalization: str | None = None  # input normalisation to train with ("standardize"/"percentile"); None: the model's
+    # input normalisation to train with ("standardize"/"percentile"); None: the model's
+    normalization: str | None = None
     device: str | None = "cpu"
 
     @classmethod
-    def finetune(cls, **kw) -> "TrainConfig":
+    def finetune(cls, **kw) -> TrainConfig:
         """Defaults for adapting a trained model to a few annotated images (:data:`.finetuning.DEFAULTS`)."""
         from .finetuning import finetune_config  # noqa: PLC0415 (finetune builds on this module)
 
@@ -215,7 +217,8 @@ class Trainer:
         info = ModelInfo(name=name, arch=self.recipe.arch)
         self.device = torch.device(c.device or "cpu")
         self.net = net.to(self.device)
-        tile = (c.tile_size, c.tile_size) if c.tile_size else (model.tile_size if self.mode == "finetune" else (256, 256))
+        base_tile = model.tile_size if self.mode == "finetune" else (256, 256)
+        tile = (c.tile_size, c.tile_size) if c.tile_size else base_tile
         self.model = self.recipe.wrap(self.net, info, tile, None, self.device)
         self.opt = self._optimizer()
         self.ema = [p.detach().clone() for p in self.net.parameters()] if c.ema else None
@@ -342,7 +345,8 @@ class Trainer:
                     stats = self.model.plane_statistics(plane)
                     t = plane[0][r0:r0 + th, c0:c0 + tw]
                     t = np.pad(t, ((0, th - t.shape[0]), (0, tw - t.shape[1])), mode="symmetric")[None, None]
-                    tiles.append(self.model.normalize_tiles(t) if stats is None else self.model.normalize_tiles(t, stats))
+                    norm = self.model.normalize_tiles
+                    tiles.append(norm(t) if stats is None else norm(t, stats))
                 self.net(torch.from_numpy(np.concatenate(tiles)).to(self.device))
         for m, mom in zip(bns, momenta):
             m.momentum = mom
@@ -424,7 +428,8 @@ class Trainer:
                                   "delete it or train without resume.")
         saved = {k: v.float() if v.is_floating_point() else v for k, v in obj["state_dict"].items()}
         self.net.load_state_dict(saved)
-        if self.ema is not None and "raw_state" in tr:  # the file's weights are the average; training goes on from the raw ones
+        # the file's weights are the average; training goes on from the raw ones
+        if self.ema is not None and "raw_state" in tr:
             self.ema = [p.detach().clone() for p in self.net.parameters()]
             self.net.load_state_dict(tr["raw_state"])
             self.ema_updates = int(tr.get("ema_updates", 0))

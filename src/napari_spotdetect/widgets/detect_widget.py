@@ -12,18 +12,28 @@ import time
 import napari
 import numpy as np
 from magicgui.widgets import (
-    CheckBox, ComboBox, Container, FileEdit, FloatSlider, FloatSpinBox, Label, LineEdit, ProgressBar, PushButton,
-    SpinBox, create_widget,
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    create_widget,
 )
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QEvent, QObject, QTimer
 
+from .. import layer_keys as K
 from ..core.device import available_devices
 from ..core.errors import SpotDetectError
 from ..core.models.base import SpotModel
 from ..core.models.piscis import PERCENTILES
 from ..core.models.zoo import bundled_path
-from .. import layer_keys as K
 from . import layers as L
 from ._ui import make_scrollable, show_status
 from .model_registry import registry_for
@@ -95,7 +105,8 @@ class DetectWidget(Container):
         self._p_high = FloatSpinBox(label="Normalise: high percentile", min=50.0, max=100.0, step=0.1,
                                     value=PERCENTILES[1], tooltip=_TIP["percentiles"])
         self._run = PushButton(text="Detect spots", tooltip="Find spots in the image with the chosen model.")
-        self._cancel = PushButton(text="Cancel", enabled=False, tooltip="Stop after the current tile; nothing is added.")
+        self._cancel = PushButton(text="Cancel", enabled=False,
+                                  tooltip="Stop after the current tile; nothing is added.")
         self._progress = ProgressBar(min=0, max=1, value=0, visible=False)
         self._status = Label(value="")
         self._threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, step=0.01, enabled=False,
@@ -454,7 +465,8 @@ class DetectWidget(Container):
         spots = dets.spots
         coords, features = L.points_from_spots(spots, axes)
         provenance = {**dets.provenance, "layer_axes": axes, "image_layer": image_layer.name}
-        kw = L.points_layer_kwargs(L.layer_name("spots", image_layer.name, model.info.name), features, score_range=model.threshold_range,
+        kw = L.points_layer_kwargs(L.layer_name("spots", image_layer.name, model.info.name), features,
+                                   score_range=model.threshold_range,
                                    scale=scale, translate=translate, stack="z" in axes,
                                    metadata={META_KEY: provenance, DETS_KEY: dets})
         kw["ndim"] = len(axes)

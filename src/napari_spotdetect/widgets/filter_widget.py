@@ -23,9 +23,9 @@ from qtpy.QtCore import QTimer
 from qtpy.QtGui import QColor, QPainter
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+from .. import layer_keys as K
 from ..core.errors import SpotDetectError
 from ..core.filters import filter_mask, histogram, make_filter, numeric_features
-from .. import layer_keys as K
 from . import layers as L
 from ._ui import show_status
 

@@ -17,7 +17,15 @@ from pathlib import Path
 import napari
 import numpy as np
 from magicgui.widgets import (
-    CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton, SpinBox,
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
 )
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QPointF, Qt
@@ -31,9 +39,9 @@ from ..core.examples import planes_with_spots, split_examples
 from ..core.finetune_defaults import DEFAULTS as FT
 from ..core.models.zoo import bundled_path
 from ._ui import show_status
+from .detect_widget import format_seconds
 from .model_registry import registry_for
 from .settings import load_settings, save_settings
-from .detect_widget import format_seconds
 from .workers import start_worker
 
 log = logging.getLogger(__name__)
@@ -151,7 +159,9 @@ class TrainingPlot(QWidget):
         p.drawText(left + w - fm.horizontalAdvance("epoch"), self.height() - 2, "epoch")
         # legend
         x0 = left
-        for key, text in (("step", "loss per step"), ("loss", "loss per epoch"), ("f1", f"validation F1 ({FT.radius:g} px)")):
+        legend = (("step", "loss per step"), ("loss", "loss per epoch"),
+                  ("f1", f"validation F1 ({FT.radius:g} px)"))
+        for key, text in legend:
             p.setPen(QPen(self.COLORS[key], 2))
             p.drawLine(x0, fm.height() // 2 + 2, x0 + 14, fm.height() // 2 + 2)
             p.setPen(QPen(fg, 1))
@@ -282,7 +292,8 @@ class FinetuneWidget(Container):
         self._val = SpinBox(label="Validation (% of images)", min=0, max=50, value=int(s["val_percent"]),
                             tooltip=_TIP["val"])
         self._advanced = CheckBox(text="More settings", value=False)
-        self._crop = SpinBox(label="Crop size (px)", min=32, max=1024, step=8, value=int(s["crop"]), tooltip=_TIP["crop"])
+        self._crop = SpinBox(label="Crop size (px)", min=32, max=1024, step=8, value=int(s["crop"]),
+                             tooltip=_TIP["crop"])
         self._batch = SpinBox(label="Batch size", min=1, max=64, value=int(s["batch"]), tooltip=_TIP["batch"])
         self._out = FileEdit(label="Save in", mode="d", value=s["out_dir"], tooltip=_TIP["out"])
         self._name = LineEdit(label="Model name", value=_default_name(), tooltip=_TIP["name"])

@@ -51,7 +51,8 @@ def load_state(folder) -> dict:
 def done_images(folder) -> list[str]:
     """File names of the images marked done whose annotation is still beside them."""
     folder = Path(folder)
-    return [n for n in load_state(folder)["done"] if (folder / n).is_file() and (folder / n).with_suffix(".csv").is_file()]
+    return [n for n in load_state(folder)["done"]
+            if (folder / n).is_file() and (folder / n).with_suffix(".csv").is_file()]
 
 
 class FolderWidget(Container):
@@ -135,7 +136,7 @@ class FolderWidget(Container):
 
     def _refresh_list(self) -> None:
         self._images_list.clear()
-        for i, p in enumerate(self.images):
+        for _i, p in enumerate(self.images):
             done = self.state["done"].get(p.name)
             mark = "✓" if done else ("✎" if p.with_suffix(".csv").exists() else "·")
             self._images_list.addItem(f"{mark} {p.name}" + (f"  ({done.get('n_spots', '?')} spots)" if done else ""))
@@ -260,7 +261,8 @@ class FolderWidget(Container):
         features = truth.features
         manual = int((features.get("source", pd.Series(dtype=str)).astype(str) == A.MANUAL).sum())
         self.state["done"][path.name] = {
-            "n_spots": int(len(truth.data)), "added": manual, "reviewed": self._correct.review_state().get("reviewed", 0)
+            "n_spots": int(len(truth.data)), "added": manual,
+            "reviewed": self._correct.review_state().get("reviewed", 0)
             if self._correct._layer is truth else None,
             "deleted": int(len(truth.metadata.get(K.REJECTED, pd.DataFrame()))),
             "annotation": path.with_suffix(".csv").name, "at": _dt.datetime.now().isoformat(timespec="seconds")}

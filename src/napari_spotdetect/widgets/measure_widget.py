@@ -17,12 +17,12 @@ from magicgui.widgets import Container, FileEdit, FloatSpinBox, Label, ProgressB
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
+from .. import layer_keys as K
 from ..core.cells import count_spots_in_cells
 from ..core.errors import SpotDetectError
 from ..core.exports import write_cell_table, write_points_table, write_trackmate_xml
 from ..core.measure import count_molecules, measure_spots_iter
 from ..core.units import pixel_size_from_scale
-from .. import layer_keys as K
 from . import layers as L
 from ._ui import show_status
 from .workers import start_worker
@@ -70,9 +70,9 @@ class MeasureWidget(Container):
                                     options={"tooltip": "The detected (or corrected) spots to measure."})
         self._image = create_widget(annotation=napari.layers.Image, label="Image",
                                     options={"tooltip": "The image the spots were found in (for the fits)."})
-        self._cells = create_widget(annotation=Optional[napari.layers.Labels], label="Cells",
+        self._cells = create_widget(annotation=Optional[napari.layers.Labels], label="Cells",  # noqa: UP045 (magicgui reads it)
                                     options={"tooltip": "Cell labels (e.g. from Cellpose), 2-D or 3-D."})
-        self._nuclei = create_widget(annotation=Optional[napari.layers.Labels], label="Nuclei",
+        self._nuclei = create_widget(annotation=Optional[napari.layers.Labels], label="Nuclei",  # noqa: UP045
                                      options={"tooltip": "Optional nucleus labels: spots are then nucleus or "
                                                          "cytoplasm."})
         self._sigma = FloatSpinBox(label="Spot sigma (px)", value=1.2, min=0.5, max=10.0, step=0.1,

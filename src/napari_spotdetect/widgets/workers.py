@@ -30,7 +30,8 @@ def detection_steps(image, model_source, *, axes: str, device=None, tile_size=No
     """Load the model (cached by source and device), then detect; yields Progress, returns a result.
 
     ``percentiles`` (low, high): other normalisation percentiles for a percentile-normalised model (others
-    ignore them); the result names the model as loaded. ``model_cache`` is a dict owned by the caller; a loaded model is put there so the next run on the same
+    ignore them); the result names the model as loaded. ``model_cache`` is a dict owned by the caller; a
+    loaded model is put there so the next run on the same
     model does not read the weights again.
     """
     key = (model_source if isinstance(model_source, str) else id(model_source), str(device))

@@ -65,7 +65,7 @@ class SpotModel(abc.ABC):
         self.to(device)
 
     # -- device ------------------------------------------------------------------------------------------
-    def to(self, device=None) -> "SpotModel":
+    def to(self, device=None) -> SpotModel:
         self.device = select_device(device)
         self.net.to(self.device)
         return self

@@ -184,7 +184,8 @@ def load_deepspot_savedmodel(path: str | os.PathLike, device=None, *, fuse: bool
         folder = folder.parent
     net, bundle = load_deepspot_net(folder, fuse=fuse)
     net = net.to(memory_format=torch.channels_last)
-    info = ModelInfo(name=folder.name, arch="deepspot", source=str(folder), sha256=sha256_of_files(bundle.shard_path(i) for i in range(bundle.num_shards)),
+    sha = sha256_of_files(bundle.shard_path(i) for i in range(bundle.num_shards))
+    info = ModelInfo(name=folder.name, arch="deepspot", source=str(folder), sha256=sha,
                      card={"enhancer": "napari-DeepSpot 0.0.7 MHybrid",
                            "normalisation": "image / max(image)"})
     return DeepSpotModel(net, info, device=device)

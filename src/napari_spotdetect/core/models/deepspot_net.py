@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01  # Keras momentum 0.99
 DROPOUT = 0.2
@@ -212,7 +211,7 @@ class DeepSpotNet(nn.Module):
 
     # -- weights ----------------------------------------------------------------------------------------
     @torch.no_grad()
-    def fuse_batchnorm(self) -> "DeepSpotNet":
+    def fuse_batchnorm(self) -> DeepSpotNet:
         """Fold every BatchNorm that directly follows a (transposed) conv into it, for faster inference.
 
         Only the trunk's ``bn2a`` (which acts on the block input) cannot be folded. Irreversible: the

@@ -2,7 +2,8 @@
 
 Normalisations (``adjustment``): ``"standardize"`` and ``"normalize"`` work per tile, as piscis does (its model
 files keep that, for parity); ``"percentile"`` maps each whole plane's 1st-99.8th percentiles to 0-1, in every
-tile of that plane (the percentiles come from a subsample, so lazy planes are never loaded whole). Per-tile standardisation stretches the noise of an empty tile to unit variance, so faint specks there
+tile of that plane (the percentiles come from a subsample, so lazy planes are never loaded whole). Per-tile
+standardisation stretches the noise of an empty tile to unit variance, so faint specks there
 look like spots; whole-plane percentiles keep every spot's brightness relative to the image it is in, which
 is what the bundled model uses since it was trained on real images (see its model card).
 """
@@ -110,7 +111,7 @@ class PiscisModel(SpotModel):
     def plane_statistics(self, plane):
         return percentile_limits(plane, self.percentiles) if self.adjustment == "percentile" else None
 
-    def with_percentiles(self, low: float, high: float) -> "PiscisModel":
+    def with_percentiles(self, low: float, high: float) -> PiscisModel:
         """This model (same network, no copy of the weights) normalising by other percentiles of each plane.
 
         For images whose spots are rarer or denser than the training images': a higher ``high`` keeps dim
@@ -148,7 +149,7 @@ class PiscisModel(SpotModel):
             out[idx] = t
         return out
 
-    def to(self, device=None) -> "PiscisModel":
+    def to(self, device=None) -> PiscisModel:
         super().to(device)
         # NHWC is what oneDNN (CPU) and cuDNN prefer for these convolutions; results are unchanged (<1e-6)
         self.net.to(memory_format=torch.channels_last)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
+from ..device import select_device
 from ..errors import ModelFileError, SpotDetectError
 from ..files import file_sha256
-from ..device import select_device
 from .base import SpotModel
 
 #: model names shipped inside the package: name -> file in napari_spotdetect/data
