@@ -4,14 +4,7 @@ The public API lives in :mod:`napari_spotdetect.core`; the most used names are r
 ``import napari_spotdetect as sd; sd.detect(image, sd.load_model("default"))`` works without napari.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("napari-spotdetect")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
-
-from .core import (  # noqa: E402
+from .core import (
     Detections,
     SpotDetectError,
     apply_filters,
@@ -31,6 +24,9 @@ from .core import (  # noqa: E402
     write_points_table,
     write_trackmate_xml,
 )
+
+#: the one place the version is written: pyproject.toml reads it (``[tool.setuptools.dynamic]``)
+__version__ = "0.1.0"
 
 __all__ = ["Detections", "SpotDetectError", "__version__", "apply_filters", "count_molecules",
            "count_spots_in_cells", "detect", "detect_iter", "evaluate", "finetune", "iter_finetune",

@@ -131,3 +131,11 @@ def _no_modal_questions(monkeypatch):
     import napari_spotdetect.widgets.correct_widget as cw
 
     monkeypatch.setattr(cw, "SESSION_FILES", set())  # each test is a fresh napari session
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test here starts a napari viewer: mark it ``widgets`` (``-m "not widgets"`` skips them all)."""
+    here = str(__import__("pathlib").Path(__file__).parent)
+    for item in items:
+        if str(item.path).startswith(here):
+            item.add_marker(pytest.mark.widgets)

@@ -18,7 +18,7 @@ def need_shared(path: Path) -> Path:  # as tests/conftest.need_shared (this fold
         pytest.skip(f"reference material not found at {path} (a fresh clone without ../shared skips this test)")
     return path
 
-pytestmark = pytest.mark.widgets
+
 
 
 def _counts(viewer, widget, run_and_wait):
