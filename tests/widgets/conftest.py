@@ -54,7 +54,7 @@ def detect_widget(make_napari_viewer):
 def run_and_wait(qtbot):
     """Press Run and wait for the worker to finish (the viewer keeps processing events meanwhile)."""
 
-    def run(widget, timeout=60_000):
+    def run(widget, timeout=600_000):  # ends when the worker does; generous for a loaded machine
         worker = widget.run()
         assert worker is not None, widget.problem()
         qtbot.waitUntil(lambda: not widget.running, timeout=timeout)

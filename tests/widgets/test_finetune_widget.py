@@ -11,6 +11,9 @@ from napari_spotdetect.core.errors import SpotDetectError
 from napari_spotdetect.widgets.detect_widget import META_KEY
 from napari_spotdetect.widgets.finetune_widget import pairs_from_layers, split_pairs
 
+# waits end as soon as their condition holds; a loaded 2-core machine may need minutes, never a failure
+WAIT_MS = 600_000
+
 
 def _small_settings(tune, tmp_path, epochs=2, steps=3):
     tune._epochs.value, tune._steps.value = epochs, steps
@@ -28,7 +31,7 @@ def _detect_on_sample(viewer, detect, tiny_model, qtbot):
     detect._image.value = viewer.layers["smFISH (synthetic)"]
     detect.set_model(tiny_model)
     assert detect.run() is not None
-    qtbot.waitUntil(lambda: not detect.running, timeout=60_000)
+    qtbot.waitUntil(lambda: not detect.running, timeout=WAIT_MS)
 
 
 def test_finetune_from_last_detection_plot_grows_and_the_new_model_is_adopted(finetune_widget, qtbot, tiny_model,
@@ -46,11 +49,11 @@ def test_finetune_from_last_detection_plot_grows_and_the_new_model_is_adopted(fi
 
     worker = tune.train()
     assert worker is not None and tune.running
-    qtbot.waitUntil(lambda: len(tune._plot.step_loss) >= 1, timeout=60_000)
+    qtbot.waitUntil(lambda: len(tune._plot.step_loss) >= 1, timeout=WAIT_MS)
     seen = len(tune._plot.step_loss)
     assert tune.running and not tune._train.enabled and tune._stop_btn.enabled
-    qtbot.waitUntil(lambda: len(tune._plot.step_loss) > seen, timeout=60_000)  # the plot keeps growing
-    qtbot.waitUntil(lambda: not tune.running, timeout=120_000)
+    qtbot.waitUntil(lambda: len(tune._plot.step_loss) > seen, timeout=WAIT_MS)  # the plot keeps growing
+    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
 
     assert tune._error is None, tune._error
     assert len(tune._plot.step_loss) == 6  # 2 epochs x 3 steps, in order, spread over the epoch axis
@@ -78,7 +81,7 @@ def test_finetune_from_last_detection_plot_grows_and_the_new_model_is_adopted(fi
     assert tune._use_run.enabled
     tune._use_run.changed.emit(True)  # "Use it and detect again"
     assert detect._model_kind.value == entry.key
-    qtbot.waitUntil(lambda: not detect.running, timeout=60_000)
+    qtbot.waitUntil(lambda: not detect.running, timeout=WAIT_MS)
     spots = [lay for lay in viewer.layers if META_KEY in lay.metadata]  # one result per model, side by side
     assert sorted(lay.metadata[META_KEY]["model"] for lay in spots) == ["tiny-random", "tuned"]
     assert "now uses tuned" in tune._outcome.value
@@ -98,11 +101,11 @@ def test_stop_midway_keeps_a_loadable_best_checkpoint(finetune_widget, qtbot, ti
     tune._start_path.value = model_file
     _small_settings(tune, tmp_path, epochs=4, steps=3)
     assert tune.train() is not None
-    qtbot.waitUntil(lambda: len(tune._plot.val_f1) >= 2, timeout=120_000)  # the first epoch is validated
+    qtbot.waitUntil(lambda: len(tune._plot.val_f1) >= 2, timeout=WAIT_MS)  # the first epoch is validated
     tune.stop()
     at_stop = len(tune._plot.step_loss)
     assert "Stopping" in tune._status.value
-    qtbot.waitUntil(lambda: not tune.running, timeout=60_000)
+    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
 
     res = tune._result
     assert res.stopped and res.model is not None
@@ -135,7 +138,7 @@ def test_finetune_from_a_folder_of_images_and_csvs(finetune_widget, qtbot, tiny_
     tune._start.value, tune._start_path.value = "file", tmp_path / "start.pt"
     _small_settings(tune, tmp_path, epochs=1, steps=2)
     assert tune.train() is not None
-    qtbot.waitUntil(lambda: not tune.running, timeout=120_000)
+    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
     assert tune._error is None, tune._error
     card = load_model(tune._result.path, device="cpu").info.card
     assert card["training_data"]["folder"] == str(data.resolve()) and card["training_data"]["n_examples"] == 2
@@ -215,7 +218,7 @@ def test_finetune_from_the_stack_sample_learns_from_each_annotated_plane(finetun
     tune._start_path.value = tmp_path / "start.pt"
     _small_settings(tune, tmp_path, epochs=1, steps=2)
     assert tune.train() is not None, tune.problem()
-    qtbot.waitUntil(lambda: not tune.running, timeout=120_000)
+    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
     assert tune._error is None, tune._error
     card = load_model(tune._result.path, device="cpu").info.card
     assert card["n_train_images"] + card["n_val_images"] == n_planes  # one example per plane with spots
@@ -249,7 +252,7 @@ def test_the_panel_starts_from_the_core_defaults_and_trains_through_the_core(fin
     tune._start.value, tune._start_path.value = "file", tmp_path / "start.pt"
     _small_settings(tune, tmp_path, epochs=1, steps=1)
     assert tune.train() is not None
-    qtbot.waitUntil(lambda: not tune.running, timeout=300_000)
+    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
     assert tune._error is None, tune._error
     assert len(calls) == 1 and calls[0]["val_share"] == pytest.approx(FT.val_share)
     assert calls[0]["out"] == tmp_path / "models" / "tuned.pt"
@@ -272,7 +275,7 @@ def test_the_plots_starting_f1_is_what_the_qc_panel_reports(finetune_widget, qtb
     tune._start.value = "last"
     _small_settings(tune, tmp_path, epochs=1, steps=1)
     assert tune.train() is not None
-    qtbot.waitUntil(lambda: not tune.running, timeout=300_000)
+    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
     assert tune._error is None, tune._error
     x0, f1_0 = tune._plot.val_f1[0]
     assert x0 == 0 and f1_0 == pytest.approx(row["f1"], abs=1e-9)

@@ -15,6 +15,9 @@ from napari_spotdetect.core.spots_io import read_spots_csv
 from napari_spotdetect.core.synthetic import synthetic_image
 from napari_spotdetect.widgets.folder_widget import DONE_KEY, STATE_FILE
 
+# waits end as soon as their condition holds; a loaded 2-core machine may need minutes, never a failure
+WAIT_MS = 600_000
+
 
 @pytest.fixture
 def image_folder(tmp_path):
@@ -41,7 +44,7 @@ def _press(viewer, key):
 
 def _wait_truth(qtbot, folder_widget, name):
     qtbot.waitUntil(lambda: folder_widget.truth_layer() is not None
-                    and folder_widget.truth_layer().metadata[K.TRUTH]["image"] == name, timeout=60_000)
+                    and folder_widget.truth_layer().metadata[K.TRUTH]["image"] == name, timeout=WAIT_MS)
     return folder_widget.truth_layer()
 
 
@@ -120,7 +123,7 @@ def test_folder_loop_detect_correct_done_next_resume_and_train(make_napari_viewe
     tune._start.value, tune._start_path.value = "file", tmp_path / "start.pt"
     assert tune.problem() is None, tune.problem()
     assert tune.train() is not None
-    qtbot.waitUntil(lambda: not tune.running, timeout=180_000)
+    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
     assert tune._error is None, tune._error
     card = tune._result.model.info.card
     assert card["training_data"]["images_marked_done"] == ["cell0.tif", "cell1.tif"]
