@@ -16,10 +16,7 @@ WAIT_MS = 600_000
 
 
 def _small_settings(tune, tmp_path, epochs=2, steps=3):
-    tune._epochs.value, tune._steps.value = epochs, steps
-    tune._crop.value, tune._batch.value = 64, 2
-    tune._out.value = tmp_path / "models"
-    tune._name.value = "tuned"
+    tune.set_options(epochs=epochs, steps=steps, crop=64, batch=2, out_dir=tmp_path / "models", name="tuned")
 
 
 def _weights(model):
@@ -28,7 +25,7 @@ def _weights(model):
 
 def _detect_on_sample(viewer, detect, tiny_model, qtbot):
     viewer.open_sample("napari-spotdetect", "smfish_2d")
-    detect._image.value = viewer.layers["smFISH (synthetic)"]
+    detect.set_image(viewer.layers["smFISH (synthetic)"])
     detect.set_model(tiny_model)
     assert detect.run() is not None
     qtbot.waitUntil(lambda: not detect.running, timeout=WAIT_MS)
@@ -40,27 +37,25 @@ def test_finetune_from_last_detection_plot_grows_and_the_new_model_is_adopted(fi
     _detect_on_sample(viewer, detect, tiny_model, qtbot)
     before = _weights(tiny_model)
     # the sample's true spots stand in for a corrected detection
-    tune._on_layers_changed()
-    row = tune._rows[0]
-    row.image.value, row.points.value = viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"]
-    tune._start.value = "last"
+    tune.set_example(viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"])
+    tune.set_start("last")
     _small_settings(tune, tmp_path)
-    assert tune._train.enabled, tune.problem()
+    assert tune.can_train, tune.problem()
 
     worker = tune.train()
     assert worker is not None and tune.running
-    qtbot.waitUntil(lambda: len(tune._plot.step_loss) >= 1, timeout=WAIT_MS)
-    seen = len(tune._plot.step_loss)
-    assert tune.running and not tune._train.enabled and tune._stop_btn.enabled
-    qtbot.waitUntil(lambda: len(tune._plot.step_loss) > seen, timeout=WAIT_MS)  # the plot keeps growing
+    qtbot.waitUntil(lambda: len(tune.plot.step_loss) >= 1, timeout=WAIT_MS)
+    seen = len(tune.plot.step_loss)
+    assert tune.running and not tune.can_train and tune.can_stop
+    qtbot.waitUntil(lambda: len(tune.plot.step_loss) > seen, timeout=WAIT_MS)  # the plot keeps growing
     qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
 
-    assert tune._error is None, tune._error
-    assert len(tune._plot.step_loss) == 6  # 2 epochs x 3 steps, in order, spread over the epoch axis
-    assert [x for x, _ in tune._plot.step_loss] == sorted(x for x, _ in tune._plot.step_loss)
-    assert [x for x, _ in tune._plot.val_f1] == [0, 1, 2]  # the starting model, then each epoch
-    assert len(tune._plot.epoch_loss) == 2
-    res = tune._result
+    assert tune.error is None, tune.error
+    assert len(tune.plot.step_loss) == 6  # 2 epochs x 3 steps, in order, spread over the epoch axis
+    assert [x for x, _ in tune.plot.step_loss] == sorted(x for x, _ in tune.plot.step_loss)
+    assert [x for x, _ in tune.plot.val_f1] == [0, 1, 2]  # the starting model, then each epoch
+    assert len(tune.plot.epoch_loss) == 2
+    res = tune.result
     assert not res.stopped and res.path == tmp_path / "models" / "tuned.pt" and res.path.exists()
     on_disk = load_model(res.path, device="cpu")
     assert on_disk.default_threshold == pytest.approx(res.model.default_threshold)
@@ -68,55 +63,52 @@ def test_finetune_from_last_detection_plot_grows_and_the_new_model_is_adopted(fi
     assert card["mode"] == "finetune" and card["base_model"] == "tiny-random"
     assert card["training_data"]["layers"] == [["smFISH (synthetic)", "true spots"]]
     assert "f1" in card["validation_before"] and card["validation"]["f1"] == pytest.approx(max(
-        f1 for x, f1 in tune._plot.val_f1 if x > 0))
-    assert "F1" in tune._outcome.value and str(res.path) in tune._outcome.value
-    assert tune._name.value == "tuned-2"  # Train can be pressed again without overwriting
+        f1 for x, f1 in tune.plot.val_f1 if x > 0))
+    assert "F1" in tune.outcome and str(res.path) in tune.outcome
+    assert tune.options()["name"] == "tuned-2"  # Train can be pressed again without overwriting
     # nothing changed for detection until the user accepts: same weights, same choice
     for k, v in _weights(tiny_model).items():
         assert torch.equal(v, before[k]), k
-    assert detect._model_kind.value == "memory"
-    entry = tune._entry
-    assert entry.key in detect._model_kind.choices  # ...but it is offered at once
+    assert detect.model_kind == "memory"
+    entry = tune.session_entry
+    assert entry.key in detect.model_choices  # ...but it is offered at once
 
-    assert tune._use_run.enabled
-    tune._use_run.changed.emit(True)  # "Use it and detect again"
-    assert detect._model_kind.value == entry.key
+    assert tune.can_use_model
+    assert tune.use_model(detect_again=True)  # "Use it and detect again"
+    assert detect.model_kind == entry.key
     qtbot.waitUntil(lambda: not detect.running, timeout=WAIT_MS)
     spots = [lay for lay in viewer.layers if META_KEY in lay.metadata]  # one result per model, side by side
     assert sorted(lay.metadata[META_KEY]["model"] for lay in spots) == ["tiny-random", "tuned"]
-    assert "now uses tuned" in tune._outcome.value
+    assert "now uses tuned" in tune.outcome
 
 
 def test_stop_midway_keeps_a_loadable_best_checkpoint(finetune_widget, qtbot, tiny_model, tmp_path):
     viewer, detect, tune = finetune_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
-    tune._on_layers_changed()
-    tune._rows[0].image.value = viewer.layers["smFISH (synthetic)"]
-    tune._rows[0].points.value = viewer.layers["true spots"]
+    tune.set_example(viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"])
     model_file = tmp_path / "start.pt"
     from napari_spotdetect.core.weights.native import save_model
 
     save_model(tiny_model, model_file)
-    tune._start.value = "file"
-    tune._start_path.value = model_file
+    tune.set_start("file", model_file)
     _small_settings(tune, tmp_path, epochs=4, steps=3)
     assert tune.train() is not None
-    qtbot.waitUntil(lambda: len(tune._plot.val_f1) >= 2, timeout=WAIT_MS)  # the first epoch is validated
+    qtbot.waitUntil(lambda: len(tune.plot.val_f1) >= 2, timeout=WAIT_MS)  # the first epoch is validated
     tune.stop()
-    at_stop = len(tune._plot.step_loss)
-    assert "Stopping" in tune._status.value
+    at_stop = len(tune.plot.step_loss)
+    assert "Stopping" in tune.status
     qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
 
-    res = tune._result
+    res = tune.result
     assert res.stopped and res.model is not None
-    assert len(tune._plot.step_loss) <= at_stop + 1 < 12  # within one step of the click, long before the end
+    assert len(tune.plot.step_loss) <= at_stop + 1 < 12  # within one step of the click, long before the end
     best = tmp_path / "models" / "tuned_checkpoints" / "tuned_best.pt"
     assert best.exists() and res.path.exists()
     for path in (best, res.path):
         m = load_model(path, device="cpu")
         assert m.info.card["epoch"] >= 1
-    assert "Stopped early" in tune._outcome.value and tune._use.enabled
-    assert tune.use_model() and detect._model_kind.value == tune._entry.key
+    assert "Stopped early" in tune.outcome and tune.can_use_model
+    assert tune.use_model() and detect.model_kind == tune.session_entry.key
 
 
 def test_finetune_from_a_folder_of_images_and_csvs(finetune_widget, qtbot, tiny_model, tmp_path):
@@ -133,41 +125,38 @@ def test_finetune_from_a_folder_of_images_and_csvs(finetune_widget, qtbot, tiny_
         np.save(data / f"cell{i}.npy", img)
         pd.DataFrame({"y": pts[:, 0], "x": pts[:, 1]}).to_csv(data / f"cell{i}.csv", index=False)
     save_model(tiny_model, tmp_path / "start.pt")
-    tune._source.value = "folder"
-    tune._folder.value = data
-    tune._start.value, tune._start_path.value = "file", tmp_path / "start.pt"
+    tune.set_source("folder", data)
+    tune.set_start("file", tmp_path / "start.pt")
     _small_settings(tune, tmp_path, epochs=1, steps=2)
     assert tune.train() is not None
     qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
-    assert tune._error is None, tune._error
-    card = load_model(tune._result.path, device="cpu").info.card
+    assert tune.error is None, tune.error
+    card = load_model(tune.result.path, device="cpu").info.card
     assert card["training_data"]["folder"] == str(data.resolve()) and card["training_data"]["n_examples"] == 2
     assert card["n_train_images"] == 1 and card["n_val_images"] == 1  # 20 % of 2 images, at least one
 
 
 def test_train_is_refused_with_clear_messages(finetune_widget, tmp_path):
     viewer, _detect, tune = finetune_widget
-    assert not tune._train.enabled
+    assert not tune.can_train
     viewer.add_image(np.zeros((4, 64, 64), np.float32), name="stack")
     viewer.add_points(np.array([[10.0, 10]]), name="plane spots")
-    tune._on_layers_changed()
-    tune._rows[0].image.value = viewer.layers["stack"]
-    tune._rows[0].points.value = viewer.layers["plane spots"]
-    assert "2-D points" in tune.problem() and not tune._train.enabled and tune.train() is None
+    tune.set_example(viewer.layers["stack"], viewer.layers["plane spots"])
+    assert "2-D points" in tune.problem() and not tune.can_train and tune.train() is None
     flat = viewer.add_image(np.zeros((64, 64), np.float32), name="plane")
     empty = viewer.add_points(np.zeros((0, 2)), name="empty", ndim=2)
-    tune._rows[0].image.value, tune._rows[0].points.value = flat, empty
+    tune.set_example(flat, empty)
     assert "has no points" in tune.problem()
-    tune._source.value = "folder"
+    tune.set_source("folder")
     assert tune._rows_box.visible is False and "folder" in tune.problem()
-    tune._folder.value = tmp_path
-    tune._start.value = "file"
+    tune.set_source("folder", tmp_path)
+    tune.set_start("file")
     assert "model file" in tune.problem()
     (tmp_path / "m.pt").write_bytes(b"x")
-    tune._start_path.value = tmp_path / "m.pt"
-    tune._out.value, tune._name.value = tmp_path, "m"
+    tune.set_start("file", tmp_path / "m.pt")
+    tune.set_options(out_dir=tmp_path, name="m")
     assert "already exists" in tune.problem()
-    tune._name.value = "m2"
+    tune.set_options(name="m2")
     assert tune.problem() is None
 
 
@@ -208,19 +197,16 @@ def test_finetune_from_the_stack_sample_learns_from_each_annotated_plane(finetun
     truth = next(lay for lay in viewer.layers if lay.name == "true spots")
     n_planes = len(np.unique(np.rint(truth.data[:, 0])))
     assert n_planes > 1
-    tune._on_layers_changed()
-    row = tune._rows[0]
-    row.image.value, row.points.value = stack, truth
+    tune.set_example(stack, truth)
     from napari_spotdetect.core.weights.native import save_model
 
-    tune._start.value = "file"
     save_model(tiny_model, tmp_path / "start.pt")
-    tune._start_path.value = tmp_path / "start.pt"
+    tune.set_start("file", tmp_path / "start.pt")
     _small_settings(tune, tmp_path, epochs=1, steps=2)
     assert tune.train() is not None, tune.problem()
     qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
-    assert tune._error is None, tune._error
-    card = load_model(tune._result.path, device="cpu").info.card
+    assert tune.error is None, tune.error
+    card = load_model(tune.result.path, device="cpu").info.card
     assert card["n_train_images"] + card["n_val_images"] == n_planes  # one example per plane with spots
 
 
@@ -232,10 +218,11 @@ def test_the_panel_starts_from_the_core_defaults_and_trains_through_the_core(fin
     from napari_spotdetect.core.weights.native import save_model
 
     viewer, _detect, tune = finetune_widget
-    assert (tune._epochs.value, tune._steps.value, tune._lr.value, tune._loss.value, tune._crop.value,
-            tune._batch.value) == (FT.epochs, FT.steps_per_epoch, FT.lr, FT.loss, FT.crop, FT.batch_size)
-    assert tune._val.value == round(100 * FT.val_share)
-    assert tune._config() == finetuning.finetune_config(epochs=FT.epochs, steps_per_epoch=FT.steps_per_epoch)
+    opts = tune.options()
+    assert (opts["epochs"], opts["steps"], opts["lr"], opts["loss"], opts["crop"], opts["batch"]) == (
+        FT.epochs, FT.steps_per_epoch, FT.lr, FT.loss, FT.crop, FT.batch_size)
+    assert opts["val_percent"] == round(100 * FT.val_share)
+    assert tune.config() == finetuning.finetune_config(epochs=FT.epochs, steps_per_epoch=FT.steps_per_epoch)
     calls = []
     real = finetuning.iter_finetune
 
@@ -245,15 +232,13 @@ def test_the_panel_starts_from_the_core_defaults_and_trains_through_the_core(fin
 
     monkeypatch.setattr(finetuning, "iter_finetune", spy)
     viewer.open_sample("napari-spotdetect", "smfish_2d")
-    tune._on_layers_changed()
-    tune._rows[0].image.value = viewer.layers["smFISH (synthetic)"]
-    tune._rows[0].points.value = viewer.layers["true spots"]
+    tune.set_example(viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"])
     save_model(tiny_model, tmp_path / "start.pt")
-    tune._start.value, tune._start_path.value = "file", tmp_path / "start.pt"
+    tune.set_start("file", tmp_path / "start.pt")
     _small_settings(tune, tmp_path, epochs=1, steps=1)
     assert tune.train() is not None
     qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
-    assert tune._error is None, tune._error
+    assert tune.error is None, tune.error
     assert len(calls) == 1 and calls[0]["val_share"] == pytest.approx(FT.val_share)
     assert calls[0]["out"] == tmp_path / "models" / "tuned.pt"
 
@@ -265,22 +250,20 @@ def test_the_plots_starting_f1_is_what_the_qc_panel_reports(finetune_widget, qtb
     spots = next(lay for lay in viewer.layers if META_KEY in lay.metadata)
     truth = viewer.layers["true spots"]
     _d, qc = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Check against ground truth")
-    qc._pred.value, qc._truth.value, qc._all.value = spots, truth, False
     from napari_spotdetect.core.finetune_defaults import DEFAULTS as FT
 
-    qc._radius.value = FT.radius
+    qc.set_layers(spots, truth, radius=FT.radius, all_images=False)
     [row] = qc.compare()
-    tune._on_layers_changed()
-    tune._rows[0].image.value, tune._rows[0].points.value = viewer.layers["smFISH (synthetic)"], truth
-    tune._start.value = "last"
+    tune.set_example(viewer.layers["smFISH (synthetic)"], truth)
+    tune.set_start("last")
     _small_settings(tune, tmp_path, epochs=1, steps=1)
     assert tune.train() is not None
     qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
-    assert tune._error is None, tune._error
-    x0, f1_0 = tune._plot.val_f1[0]
+    assert tune.error is None, tune.error
+    x0, f1_0 = tune.plot.val_f1[0]
     assert x0 == 0 and f1_0 == pytest.approx(row["f1"], abs=1e-9)
-    assert tune._result.before["f1_integral"] == pytest.approx(row["f1_integral"], abs=1e-9)
-    assert all(loss >= 0 for _x, loss in tune._plot.step_loss)  # a positive loss on the plot
+    assert tune.result.before["f1_integral"] == pytest.approx(row["f1_integral"], abs=1e-9)
+    assert all(loss >= 0 for _x, loss in tune.plot.step_loss)  # a positive loss on the plot
 
 
 def test_each_viewer_has_its_own_session_models(make_napari_viewer, tiny_model):
@@ -292,6 +275,6 @@ def test_each_viewer_has_its_own_session_models(make_napari_viewer, tiny_model):
     _d, detect2 = v2.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
     assert registry_for(v1) is not registry_for(v2) and registry_for(v1) is registry_for(v1)
     entry = registry_for(v1).add(tiny_model)
-    assert entry.key in detect1._model_kind.choices and entry.key not in detect2._model_kind.choices
+    assert entry.key in detect1.model_choices and entry.key not in detect2.model_choices
     assert registry_for(v1).use(entry) == 1  # only the panel of that viewer listens
-    assert detect1._model_kind.value == entry.key
+    assert detect1.model_kind == entry.key

@@ -35,7 +35,7 @@ def test_tabbed_dock_holds_the_folder_tab_and_the_four_panels_and_fits(make_napa
     panels.show_tab("Fine-tune")
     assert panels.tabs.currentWidget() is panels.finetune.native
     points = viewer.add_points([[1.0, 2.0]], name="spots: later")  # layer lists follow, in every tab
-    assert points in panels.correct._points.choices and points in panels.qc._pred.choices
+    assert points in panels.correct.layer_choices() and points in panels.qc.prediction_choices()
 
 
 def test_layer_list_elides_long_names_in_the_middle(make_napari_viewer, qtbot):

@@ -39,8 +39,8 @@ def test_the_action_adds_a_spot_in_its_own_viewer(make_napari_viewer):
     img = viewer.add_image(np.zeros((40, 40), np.float32), name="img")
     pts = viewer.add_points(np.array([[5.0, 5.0]]), name="spots")
     _dock, correct = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Correct spots")
-    correct._points.value = pts
-    correct._snap.value = False
+    correct.set_layer(pts)
+    correct.set_snap(False)
     viewer.cursor.position = (20.0, 30.0)
     viewer.layers.selection.active = img  # the image is active: the viewer-level action still reaches the panel
     action_manager.trigger("napari-spotdetect:add_spot_at_cursor")

@@ -26,8 +26,8 @@ def need_shared(path: Path) -> Path:  # as tests/conftest.need_shared (this fold
 
 
 def _counts(viewer, widget, run_and_wait):
-    widget._model_kind.value = "default"
-    widget._device.value = "cpu"
+    widget.choose_model("default")
+    widget.set_device("cpu")
     run_and_wait(widget, timeout=WAIT_MS)
     return {t: widget.apply_threshold(t) for t in (0.05, 0.5, 0.95)}
 

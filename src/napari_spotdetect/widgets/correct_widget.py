@@ -177,6 +177,64 @@ class CorrectWidget(Container):
         self._update_buttons()
         self.refresh_review()
 
+    # -- public API (scripts, notebooks, tests) ----------------------------------------------------------
+    def set_layer(self, layer) -> None:
+        """Correct the spots of ``layer`` (a Points layer), as choosing it in the panel does."""
+        self._points.value = layer
+
+    @property
+    def layer(self):
+        """The Points layer being corrected (None when there is none)."""
+        return self._layer
+
+    def set_image(self, layer) -> None:
+        """The image the spots belong to (snapping reads it)."""
+        self._image.value = layer
+
+    def set_folder(self, folder) -> None:
+        """Where ground-truth CSVs are saved (default: beside the image's file)."""
+        self._folder.value = folder
+
+    def set_snap(self, on: bool) -> None:
+        """Snap added spots to the spot's centre (A and clicks)."""
+        self._snap.value = bool(on)
+
+    @property
+    def can_undo(self) -> bool:
+        return self._history.can_undo
+
+    @property
+    def can_redo(self) -> bool:
+        return self._history.can_redo
+
+    @property
+    def status(self) -> str:
+        return self._status.value
+
+    @property
+    def where(self) -> str:
+        """Where the ground truth is saved, as the panel says it."""
+        return self._where.value
+
+    @property
+    def review_text(self) -> str:
+        """"k of n reviewed · a added · d deleted", as the panel shows it."""
+        return self._review_state.value
+
+    def set_truth(self, on: bool) -> None:
+        """Mark the corrected layer as ground truth (saved to CSV after every edit), or not."""
+        self._truth.value = bool(on)
+
+    def review_table_text(self) -> list[list[str]]:
+        """The least-confident-first list as the panel shows it: (score, y, x, source) per row."""
+        t = self._table
+        return [[t.item(r, c).text() if t.item(r, c) else "" for c in range(t.columnCount())]
+                for r in range(t.rowCount())]
+
+    def layer_choices(self) -> list:
+        """The Points layers the panel offers to correct."""
+        return [v for v in self._points.choices if v is not None]
+
     def detach(self) -> None:
         layer = self._layer
         if layer is None:

@@ -206,6 +206,98 @@ class DetectWidget(Container):
         self._on_model_kind()
 
     # -- public settings (scripts, notebooks, tests) ------------------------------------------------------------
+    def set_image(self, layer) -> None:
+        """Detect in ``layer`` (its axes are guessed at once; :meth:`set_axes` overrides them)."""
+        self._image.value = layer
+
+    @property
+    def image_layer(self):
+        return self._image.value
+
+    def set_axes(self, axes: str) -> None:
+        self._axes.value = axes
+
+    @property
+    def axes(self) -> str:
+        return self._axes.value.strip()
+
+    def choose_model(self, kind: str, path=None) -> None:
+        """"default", "file" or "folder" (with ``path``), "memory" (see :meth:`set_model`) or a session key."""
+        if path is not None:
+            self._model_path.value = path
+        self._model_kind.value = kind
+
+    @property
+    def model_kind(self) -> str:
+        return self._model_kind.value
+
+    @property
+    def model_path(self) -> str:
+        return str(self._model_path.value)
+
+    @property
+    def model_choices(self) -> list:
+        """The values :meth:`choose_model` accepts now."""
+        return list(self._model_kind.choices)
+
+    def set_device(self, device: str) -> None:
+        """"auto", "cpu", or one of :func:`core.device.available_devices`."""
+        self._device.value = device
+
+    def set_options(self, *, show_maps: bool | None = None, augment: bool | None = None,
+                    tile_size: int | None = None) -> None:
+        """Add the score map as an image; average over 8 flips/rotations; tile size (0: automatic)."""
+        if show_maps is not None:
+            self._maps.value = bool(show_maps)
+        if augment is not None:
+            self._augment.value = bool(augment)
+        if tile_size is not None:
+            self._tile.value = int(tile_size)
+
+    def options(self) -> dict:
+        return {"show_maps": bool(self._maps.value), "augment": bool(self._augment.value),
+                "tile_size": int(self._tile.value), "device": self._device.value}
+
+    @property
+    def threshold(self) -> float:
+        """The threshold slider's value (:meth:`apply_threshold` applies one at once)."""
+        return float(self._threshold.value)
+
+    @property
+    def threshold_limits(self) -> tuple[float, float]:
+        """The slider's ends: the model's score range."""
+        return float(self._threshold.min), float(self._threshold.max)
+
+    def move_threshold(self, value: float) -> None:
+        """Move the slider as a user does: the layer follows after the debounce."""
+        self._threshold.value = value
+
+    @property
+    def can_rethreshold(self) -> bool:
+        return bool(self._threshold.enabled)
+
+    @property
+    def can_run(self) -> bool:
+        return bool(self._run.enabled)
+
+    @property
+    def can_cancel(self) -> bool:
+        return bool(self._cancel.enabled)
+
+    @property
+    def status(self) -> str:
+        return self._status.value
+
+    @property
+    def count_text(self) -> str:
+        """What the panel says about the spot count ("123 spots", "updating…")."""
+        return self._count.value
+
+    @property
+    def error(self) -> str | None:
+        """The message of the last run's error, or None."""
+        return self._error
+
     @property
     def percentiles(self) -> tuple[float, float]:
         """The (low, high) input percentiles used by percentile-normalised models (the bundled default)."""

@@ -495,6 +495,108 @@ class FinetuneWidget(Container):
     def _set_status(self, text: str, error: bool = False) -> None:
         show_status(self._status, text, error)
 
+    # -- public API (scripts, notebooks, tests) ----------------------------------------------------------
+    def refresh(self) -> None:
+        """Re-read the viewer's layers and the session's models into the choices (napari does it on changes)."""
+        self._on_layers_changed()
+
+    def set_example(self, image, points, row: int = 0) -> None:
+        """Train on ``image`` (an Image layer) with the spots of ``points`` (a Points layer), in row ``row``."""
+        self.set_source("layers")
+        self.refresh()
+        while len(self._rows) <= row:
+            self.add_pair()
+        r = self._rows[row]
+        r.image.value, r.points.value = image, points
+
+    def examples(self) -> list[tuple]:
+        """The (image layer, Points layer) chosen in each example row."""
+        return [(r.image.value, r.points.value) for r in self._rows]
+
+    def spot_layer_choices(self, row: int = 0) -> list:
+        """The Points layers a row offers as correct spots (QC pictures never are)."""
+        return [v for v in self._rows[row].points.choices if v is not None]
+
+    def set_source(self, source: str, folder=None) -> None:
+        """Learn from "layers" (the example rows), a "folder" of images and CSVs, or the images marked "done"."""
+        self._source.reset_choices()
+        self._source.value = source
+        if folder is not None:
+            self._folder.value = folder
+
+    @property
+    def source(self) -> str:
+        return self._source.value
+
+    def set_start(self, start: str, path=None) -> None:
+        """The model to start from: "default", "last" (the last detection's), "file" (with ``path``), or the
+        key of a model fine-tuned in this viewer's session."""
+        self._start.reset_choices()
+        if path is not None:
+            self._start_path.value = path
+        self._start.value = start
+
+    def set_options(self, *, epochs=None, steps=None, lr=None, loss=None, val_percent=None, crop=None, batch=None,
+                    out_dir=None, name=None) -> None:
+        """Training settings (None leaves one as it is); ``lr`` is one of the panel's rates."""
+        for widget, value in ((self._epochs, epochs), (self._steps, steps), (self._lr, lr), (self._loss, loss),
+                              (self._val, val_percent), (self._crop, crop), (self._batch, batch),
+                              (self._out, out_dir), (self._name, name)):
+            if value is not None:
+                widget.value = value
+
+    def options(self) -> dict:
+        """The training settings as the panel shows them."""
+        return {"epochs": int(self._epochs.value), "steps": int(self._steps.value), "lr": float(self._lr.value),
+                "loss": self._loss.value, "val_percent": int(self._val.value), "crop": int(self._crop.value),
+                "batch": int(self._batch.value), "out_dir": Path(str(self._out.value)).expanduser(),
+                "name": self._name.value.strip()}
+
+    def config(self):
+        """The :class:`~napari_spotdetect.core.train.TrainConfig` that Train would use."""
+        return self._config()
+
+    @property
+    def can_train(self) -> bool:
+        return bool(self._train.enabled)
+
+    @property
+    def can_stop(self) -> bool:
+        return bool(self._stop_btn.enabled)
+
+    @property
+    def can_use_model(self) -> bool:
+        return bool(self._use.enabled)
+
+    @property
+    def plot(self) -> TrainingPlot:
+        """The live plot: ``step_loss``, ``epoch_loss`` and ``val_f1`` as (epoch position, value) lists."""
+        return self._plot
+
+    @property
+    def result(self):
+        """The last run's :class:`~napari_spotdetect.core.finetuning.FinetuneResult` (None before one ends)."""
+        return self._result
+
+    @property
+    def session_entry(self):
+        """The last run's model as offered to 'Detect spots' (None before one ends)."""
+        return self._entry
+
+    @property
+    def error(self) -> str | None:
+        """The message of the last run's error, or None."""
+        return self._error
+
+    @property
+    def status(self) -> str:
+        return self._status.value
+
+    @property
+    def outcome(self) -> str:
+        """What the last run produced, as the panel tells the user."""
+        return self._outcome.value
+
     # -- training ---------------------------------------------------------------------------------------
     @property
     def running(self) -> bool:

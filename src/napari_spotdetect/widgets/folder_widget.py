@@ -104,7 +104,7 @@ class FolderWidget(Container):
         self._prev.changed.connect(lambda *_: self.go(-1))
         self._open.changed.connect(lambda *_: self.open_image(self._images_list.currentRow()))
         self._done.changed.connect(lambda *_: self.mark_done_and_next())
-        self._train.changed.connect(lambda *_: self.on_train() if self.on_train else None)
+        self._train.changed.connect(lambda *_: self.train_on_done())
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.bind_key(DONE_KEY, lambda _v: self.mark_done_and_next(), overwrite=True)
         S.connect(viewer, "napari-spotdetect:done_and_next_image", self.mark_done_and_next)  # napari lists it
@@ -275,6 +275,27 @@ class FolderWidget(Container):
             return True
         self.open_image(after[0])
         return True
+
+    # -- public API (scripts, notebooks, tests) ----------------------------------------------------------
+    def set_auto_detect(self, on: bool) -> None:
+        """Detect when an image opens (then correct a copy), or open it without detecting."""
+        self._auto.value = bool(on)
+
+    def train_on_done(self):
+        """What 'Train on everything marked done' does: hand over to the fine-tune panel (None without one)."""
+        return self.on_train() if self.on_train else None
+
+    def image_marks(self) -> list[str]:
+        """The mark of each image in the list: ✓ done, ✎ annotated, · not yet."""
+        return [self._images_list.item(i).text()[0] for i in range(self._images_list.count())]
+
+    @property
+    def summary(self) -> str:
+        return self._summary.value
+
+    @property
+    def status(self) -> str:
+        return self._status.value
 
     def _set_status(self, text: str, error: bool = False) -> None:
         show_status(self._status, text, error)

@@ -142,6 +142,42 @@ class MeasureWidget(Container):
             axes = "y, x" if np.isnan(ps[0]) else "z, y, x"
             self._units.value = f"Pixel size from the image scale: {txt} um ({axes})."
 
+    # -- public API (scripts, notebooks, tests) ----------------------------------------------------------
+    def set_layer(self, layer) -> None:
+        """Measure the spots of ``layer`` (the image is picked from its provenance when it is open)."""
+        self._spots.value = layer
+
+    @property
+    def image_layer(self):
+        return self._image.value
+
+    def set_labels(self, cells=None, nuclei=None) -> None:
+        """Cell (and optionally nucleus) Labels layers to count spots in."""
+        self._cells.value, self._nuclei.value = cells, nuclei
+
+    def set_sigma(self, sigma: float) -> None:
+        """Starting sigma (px) of the Gaussian fits."""
+        self._sigma.value = float(sigma)
+
+    def set_export_path(self, path) -> None:
+        """File (or stem) that :meth:`export` writes."""
+        self._out.value = path
+
+    @property
+    def units_text(self) -> str:
+        """The pixel size the panel found, as it shows it."""
+        return self._units.value
+
+    @property
+    def status(self) -> str:
+        return self._status.value
+
+    def table_text(self) -> list[list[str]]:
+        """The per-cell table as the panel shows it, row by row."""
+        t = self._table
+        return [[t.item(r, c).text() if t.item(r, c) else "" for c in range(t.columnCount())]
+                for r in range(t.rowCount())]
+
     def spots_table(self, target=None) -> pd.DataFrame:
         """The spots as a table in the pixel coordinates of ``target`` (default the image layer)."""
         layer = self._spots.value
