@@ -136,17 +136,19 @@ def cmd_finetune(args) -> int:
     import torch
 
     from .core import finetuning
+    from .core.models.zoo import load_model
 
     if not args.images:
         raise SpotDetectError("Fine-tuning needs annotated images.", "pass --images FOLDER with one CSV per image.")
     if args.threads:
         torch.set_num_threads(args.threads)
+    model = load_model(args.model, device="cpu")  # a bad model file is reported before the data is read
     train, val, info = _data(args)
     cfg = finetuning.finetune_config(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                                      batch_size=args.batch_size, crop=args.crop, loss=args.loss,
                                      l2_weight=args.l2_weight, lr=args.lr, seed=args.seed, device=args.device,
                                      ema=args.ema, select=args.select)
-    res = finetuning.finetune(args.model, train, val, cfg, out=args.out, progress=_show, data_info=info,
+    res = finetuning.finetune(model, train, val, cfg, out=args.out, progress=_show, data_info=info,
                               resume=args.resume, half=args.half)
     if res.model is None:
         print("stopped before the first epoch ended: nothing was written", file=sys.stderr)

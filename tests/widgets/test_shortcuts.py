@@ -33,9 +33,10 @@ def test_every_shortcut_is_listed_where_napari_lists_shortcuts(make_napari_viewe
 
 
 def test_the_action_adds_a_spot_in_its_own_viewer(make_napari_viewer):
-    from napari.utils.action_manager import action_manager
+    from napari.utils.key_bindings import coerce_keybinding
 
     viewer = make_napari_viewer()
+    other = make_napari_viewer()  # a second viewer, created last: the key still acts where it was pressed
     img = viewer.add_image(np.zeros((40, 40), np.float32), name="img")
     pts = viewer.add_points(np.array([[5.0, 5.0]]), name="spots")
     _dock, correct = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Correct spots")
@@ -43,6 +44,10 @@ def test_the_action_adds_a_spot_in_its_own_viewer(make_napari_viewer):
     correct.set_snap(False)
     viewer.cursor.position = (20.0, 30.0)
     viewer.layers.selection.active = img  # the image is active: the viewer-level action still reaches the panel
-    action_manager.trigger("napari-spotdetect:add_spot_at_cursor")
+    # the key as napari dispatches it: the viewer's class keymap, called with the viewer it was pressed in
+    press = type(viewer).class_keymap[coerce_keybinding(S.key_of("napari-spotdetect:add_spot_at_cursor"))]
+    press(viewer)
     assert len(pts.data) == 2
     np.testing.assert_allclose(pts.data[-1], [20.0, 30.0])
+    press(other)  # no correction panel there: nothing happens, nothing fails
+    assert len(pts.data) == 2

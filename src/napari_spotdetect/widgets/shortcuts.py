@@ -71,7 +71,8 @@ def connect(viewer, name: str, fn) -> None:
 
 
 def _table(viewer, create: bool = False) -> dict:
-    return _callbacks.get(viewer, create) or {}
+    table = _callbacks.get(viewer, create)
+    return {} if table is None else table
 
 
 def listed_shortcuts() -> dict:
