@@ -30,6 +30,7 @@ def _isolated_bright_truth(image, truth, avoid, k=2):
     return truth[idx[np.argsort(-peak)[:k]]]
 
 
+@pytest.mark.slow
 def test_ground_truth_from_detections_is_corrected_and_saved_after_each_edit(detected_2d, tmp_path, click, qtbot):
     viewer, image, spots, true_spots = detected_2d
     w = _open(viewer)
@@ -103,6 +104,7 @@ def test_ground_truth_from_detections_is_corrected_and_saved_after_each_edit(det
     assert len(gt.data) == n0 - 1 and rejected_csv.exists()
 
 
+@pytest.mark.slow
 def test_review_list_starts_with_the_least_confident_and_goes_there(detected_2d):
     viewer, _image, spots, _truth = detected_2d
     w = _open(viewer)
@@ -133,6 +135,7 @@ def test_stack_point_snaps_in_its_own_plane(make_napari_viewer, tmp_path):
     assert w._on_mouse not in gt.mouse_drag_callbacks
 
 
+@pytest.mark.slow
 def test_unsaved_ground_truth_says_where_to_save(detected_2d):
     viewer, _image, spots, _truth = detected_2d
     w = _open(viewer)

@@ -25,6 +25,7 @@ def _score_map(viewer):
     return found[0]
 
 
+@pytest.mark.slow
 def test_detect_2d_sample_gives_aligned_scored_points(detect_widget, qtbot, tiny_model, run_and_wait):
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
@@ -61,6 +62,7 @@ def test_detect_2d_sample_gives_aligned_scored_points(detect_widget, qtbot, tiny
     assert widget.can_rethreshold and "Done:" in widget.status
 
 
+@pytest.mark.slow
 def test_threshold_moves_spots_without_running_the_network(detect_widget, qtbot, tiny_model, run_and_wait):
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
@@ -102,6 +104,7 @@ def test_cancel_stops_early_and_adds_no_layer(detect_widget, qtbot, tiny_model, 
     assert widget.can_run and not widget.can_cancel
 
 
+@pytest.mark.slow
 def test_zstack_detected_plane_by_plane_with_scale(detect_widget, qtbot, tiny_model, run_and_wait):
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_stack")
@@ -201,6 +204,7 @@ def test_missing_default_model_is_explained(detect_widget, monkeypatch, tmp_path
     assert "bundled default model is not installed" in widget.status
 
 
+@pytest.mark.slow
 def test_first_launch_detects_the_sample_with_the_bundled_model(detect_widget, run_and_wait):
     """Offline first use: sample data, default model, Run; the spots are the true ones."""
     from napari_spotdetect.core.metrics import match_spots
@@ -216,6 +220,7 @@ def test_first_launch_detects_the_sample_with_the_bundled_model(detect_widget, r
     assert match_spots(spots.data, truth, 1.0).f1 > 0.95
 
 
+@pytest.mark.slow
 def test_augmentation_box_averages_eight_views(detect_widget, tiny_model, run_and_wait):
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
@@ -240,6 +245,7 @@ def test_augmentation_box_averages_eight_views(detect_widget, tiny_model, run_an
     assert widget.options()["augment"] is False
 
 
+@pytest.mark.slow
 def test_multiscale_dask_layer_is_detected_lazily_from_full_resolution(detect_widget, qtbot, tiny_model,
                                                                         run_and_wait):
     """An OME-Zarr-like pyramid of dask arrays: spots come from level 0, maps stay on disk, shown lazily."""
@@ -276,6 +282,7 @@ def _candidates(viewer):
     return lay.metadata[DETS_KEY].candidates
 
 
+@pytest.mark.slow
 def test_normalisation_percentiles_and_min_distance_change_the_detection(detect_widget, run_and_wait):
     """The controls napari-spotiflow and stardist-napari users expect reach the engine."""
     import torch

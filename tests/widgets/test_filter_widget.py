@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from napari_spotdetect.widgets.detect_widget import DETS_KEY, META_KEY
 
@@ -59,6 +60,7 @@ def test_cuts_on_two_features_hide_and_bring_back_spots(make_napari_viewer, qtbo
     assert len(layer.data) == n and layer.metadata[META_KEY]["feature_filters"] == []
 
 
+@pytest.mark.slow
 def test_filters_follow_a_rethreshold_from_the_detect_widget(detected_2d, qtbot):
     viewer, _image, spots, _truth = detected_2d
     det = next(w for w in viewer.window.dock_widgets.values() if hasattr(w, "apply_threshold"))

@@ -31,6 +31,7 @@ def _detect_on_sample(viewer, detect, tiny_model, qtbot):
     qtbot.waitUntil(lambda: not detect.running, timeout=WAIT_MS)
 
 
+@pytest.mark.slow
 def test_finetune_from_last_detection_plot_grows_and_the_new_model_is_adopted(finetune_widget, qtbot, tiny_model,
                                                                               tmp_path):
     viewer, detect, tune = finetune_widget
@@ -82,6 +83,7 @@ def test_finetune_from_last_detection_plot_grows_and_the_new_model_is_adopted(fi
     assert "now uses tuned" in tune.outcome
 
 
+@pytest.mark.slow
 def test_stop_midway_keeps_a_loadable_best_checkpoint(finetune_widget, qtbot, tiny_model, tmp_path):
     viewer, detect, tune = finetune_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
@@ -111,6 +113,7 @@ def test_stop_midway_keeps_a_loadable_best_checkpoint(finetune_widget, qtbot, ti
     assert tune.use_model() and detect.model_kind == tune.session_entry.key
 
 
+@pytest.mark.slow
 def test_finetune_from_a_folder_of_images_and_csvs(finetune_widget, qtbot, tiny_model, tmp_path):
     import pandas as pd
 
@@ -189,6 +192,7 @@ def test_a_stack_gives_one_example_per_annotated_plane(make_napari_viewer):
         pairs_from_layers(img, flat)
 
 
+@pytest.mark.slow
 def test_finetune_from_the_stack_sample_learns_from_each_annotated_plane(finetune_widget, qtbot, tiny_model,
                                                                          tmp_path):
     viewer, detect, tune = finetune_widget
@@ -211,6 +215,7 @@ def test_finetune_from_the_stack_sample_learns_from_each_annotated_plane(finetun
 
 
 # -- one engine: the panel's defaults and entry point are the core's (the CLI's too) -----------------------
+@pytest.mark.slow
 def test_the_panel_starts_from_the_core_defaults_and_trains_through_the_core(finetune_widget, qtbot, tiny_model,
                                                                               tmp_path, monkeypatch):
     from napari_spotdetect.core import finetuning
@@ -243,6 +248,7 @@ def test_the_panel_starts_from_the_core_defaults_and_trains_through_the_core(fin
     assert calls[0]["out"] == tmp_path / "models" / "tuned.pt"
 
 
+@pytest.mark.slow
 def test_the_plots_starting_f1_is_what_the_qc_panel_reports(finetune_widget, qtbot, tiny_model, tmp_path):
     """Same model, image and radius: epoch 0 of the training plot and the QC panel show one number."""
     viewer, detect, tune = finetune_widget

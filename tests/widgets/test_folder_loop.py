@@ -57,6 +57,7 @@ def _brightest_missed(image, truth, spots):
     return truth[idx[np.argmax(image[tuple(np.round(truth[idx]).astype(int).T)])]]
 
 
+@pytest.mark.slow
 def test_folder_loop_detect_correct_done_next_resume_and_train(make_napari_viewer, tiny_model, image_folder,
                                                                qtbot, tmp_path):
     folder, truths = image_folder

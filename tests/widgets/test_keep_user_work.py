@@ -33,6 +33,7 @@ def detected(detect_widget, tiny_model, run_and_wait):
     return viewer, widget, viewer.layers["smFISH (synthetic)"], spots, viewer.layers["true spots"]
 
 
+@pytest.mark.slow
 def test_finetune_preselects_the_ground_truth_never_a_qc_layer(detected, tmp_path):
     viewer, _detect, _image, spots, true_spots = detected
     correct = _dock(viewer, "Correct spots")
@@ -52,6 +53,7 @@ def test_finetune_preselects_the_ground_truth_never_a_qc_layer(detected, tmp_pat
     assert all(not K.is_qc(lay) for lay in tune.spot_layer_choices())
 
 
+@pytest.mark.slow
 def test_ground_truth_never_overwrites_a_file_it_did_not_write(detected, tmp_path):
     viewer, _detect, _image, spots, _truth = detected
     csv = tmp_path / "smFISH_synthetic.csv"
@@ -90,6 +92,7 @@ def test_ground_truth_never_overwrites_a_file_it_did_not_write(detected, tmp_pat
     assert len(read_spots_csv(csv)) == len(spots.data) - 1
 
 
+@pytest.mark.slow
 def test_detect_again_keeps_an_edited_layer_and_names_results_by_model(detected, run_and_wait, tiny_model):
     viewer, widget, _image, spots, _truth = detected
     assert spots.name == f"spots: smFISH (synthetic) ({tiny_model.info.name})"
@@ -120,6 +123,7 @@ def test_threshold_on_a_hidden_layer_updates_it_without_error(detected, qtbot):
     assert len(spots._view_data) == n
 
 
+@pytest.mark.slow
 def test_qc_follows_the_threshold_and_clears_when_its_layers_close(detected, qtbot):
     viewer, widget, _image, spots, true_spots = detected
     spots.add(true_spots.data[:30] + 0.2)  # some hits for the random network
@@ -171,6 +175,7 @@ def _bright_spot(image, truth):
     return truth[ok[np.argmax(peak)]]
 
 
+@pytest.mark.slow
 def test_clicks_outside_the_image_and_snaps_onto_a_spot_are_refused(detected, tmp_path, click):
     viewer, _detect, image, _spots, true_spots = detected
     spot = _bright_spot(image.data, true_spots.data)
@@ -195,6 +200,7 @@ def test_clicks_outside_the_image_and_snaps_onto_a_spot_are_refused(detected, tm
     assert len(gt.data) == 1  # the refused clicks left no undo steps behind
 
 
+@pytest.mark.slow
 def test_a_adds_at_the_cursor_and_d_deletes_the_spot_under_it(detected, tmp_path):
     from napari.utils.key_bindings import coerce_keybinding
 
@@ -220,6 +226,7 @@ def test_a_adds_at_the_cursor_and_d_deletes_the_spot_under_it(detected, tmp_path
     assert len(spots.data) == n and "No spot under the cursor" in correct.status
 
 
+@pytest.mark.slow
 def test_correction_hides_the_score_map_and_draws_truth_and_hand_spots_apart(detect_widget, tiny_model,
                                                                              run_and_wait, tmp_path):
     from napari.utils.colormaps.standardize_color import transform_color
@@ -261,6 +268,7 @@ def test_time_left_is_estimated_from_the_work_done():
     assert format_seconds(7200 + 600) == "2 h 10 min"
 
 
+@pytest.mark.slow
 def test_review_progress_is_counted_saved_and_resumed(detected, tmp_path):
     viewer, _detect, _image, spots, true_spots = detected
     correct = _dock(viewer, "Correct spots")

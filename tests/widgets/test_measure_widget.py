@@ -53,6 +53,7 @@ def test_fit_button_measures_every_spot_into_the_layer(scene, qtbot):
     assert "Fitted 25 spots" in w.status
 
 
+@pytest.mark.slow
 def test_count_per_cell_fills_the_table_and_exports(scene, tmp_path):
     viewer, spots, truth = scene
     cells = np.zeros((90, 90), np.int32)
@@ -93,6 +94,7 @@ def test_missing_labels_are_explained(scene):
     assert w.count() is None and "Fix:" in w.status and "Labels" in w.status
 
 
+@pytest.mark.slow
 def test_z_stack_with_anisotropic_scale_and_cells_drawn_on_a_projection(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     yx = grid(3, 16, 12, seed=12)

@@ -25,6 +25,7 @@ def _open(viewer):
     return w
 
 
+@pytest.mark.slow
 def test_scores_match_evaluate_and_the_cli_and_canvas_shows_mistakes(detected_2d, tmp_path, capsys):
     viewer, _image, spots, truth = detected_2d
     spots.add(truth.data[:40] + 0.3)  # the random test network finds nothing real: give it some hits
@@ -67,6 +68,7 @@ def test_scores_match_evaluate_and_the_cli_and_canvas_shows_mistakes(detected_2d
     assert len(missed[0].data) == rows3[0]["fn"]
 
 
+@pytest.mark.slow
 def test_several_images_pair_by_image_and_export(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     rng = np.random.default_rng(0)

@@ -32,6 +32,7 @@ def _counts(viewer, widget, run_and_wait):
     return {t: widget.apply_threshold(t) for t in (0.05, 0.5, 0.95)}
 
 
+@pytest.mark.slow
 def test_slider_changes_the_count_on_a_real_image(detect_widget, run_and_wait):
     import tifffile
 
