@@ -96,7 +96,8 @@ def main(argv=None) -> dict:
         x = torch.from_numpy(model.prepare_image(img[None]))[None]
         with torch.inference_mode():  # the net is warm from the rows above
             ts = _time(lambda: model.forward_maps(x), max(1, args.repeats // 3), warm=False)
-        rows.append({"what": f"net whole {n}x{n} (one pass), {args.threads[-1]} thread(s)", "seconds": float(np.median(ts)),
+        rows.append({"what": f"net whole {n}x{n} (one pass), {args.threads[-1]} thread(s)",
+                     "seconds": float(np.median(ts)),
                      "min": float(min(ts)), "per_256": float(np.median(ts)) / equiv, "runs": ts})
         dets = []
         ts = _time(lambda: dets.append(detect(img, model, keep_maps=False)), max(1, args.repeats // 3),

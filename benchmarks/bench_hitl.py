@@ -4,13 +4,14 @@ The starting model is the bundled default (or, when this installation has none, 
 from ../shared, which the table says). The images are a synthetic kind it was not trained on
 (``--kind``, default ``large_spots``: wider spots, brighter uneven background). One image is "corrected"
 (its true spots stand in for the user's corrections); the model is fine-tuned on it exactly as the widget
-does (:func:`workers.finetune_steps`, validation on that image), stopped after ``--minutes`` at most; then
+does (:func:`core.finetuning.iter_finetune`, validation on that image), stopped after ``--minutes`` at most; then
 F1 (match radius 1 px) and the F1 integral are measured on the other images, before and after. "before,
 re-thresholded" uses the threshold that is best on the corrected image, to show how much of the gain a
 threshold change alone would give.
 
     python benchmarks/bench_hitl.py [--minutes 5] [--kind large_spots] [--test-images 6] [--threads 1]
-    python benchmarks/bench_hitl.py --model deepspot --kind dense_textured --lr 1e-4 --out benchmarks/results/hitl_deepspot.json
+    python benchmarks/bench_hitl.py --model deepspot --kind dense_textured --lr 1e-4 \
+        --out benchmarks/results/hitl_deepspot.json
     python benchmarks/bench_hitl.py --real [--per-source 2] [--minutes 5]
 
 ``--real``: on each 2-D real ``val`` image of ../shared/data/real, the annotation of one half (the left or top
@@ -89,10 +90,10 @@ def main() -> int:
 
     import torch
 
-    from napari_spotdetect.core.synthetic import synthetic_dataset
+    from napari_spotdetect.core.finetuning import iter_finetune
     from napari_spotdetect.core.steps import run_steps
-    from napari_spotdetect.core.train import TrainConfig, TrainEvent
-    from napari_spotdetect.widgets.workers import finetune_steps
+    from napari_spotdetect.core.synthetic import synthetic_dataset
+    from napari_spotdetect.core.train import TrainConfig
 
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
@@ -115,16 +116,16 @@ def main() -> int:
         lr = {} if args.lr is None else {"lr": args.lr}
         cfg = TrainConfig.finetune(epochs=args.epochs, steps_per_epoch=args.steps, seed=args.seed, **lr)
         deadline = time.perf_counter() + 60 * args.minutes
-        gen = finetune_steps(model, corrected, None, cfg, out_dir=tmp / "models", name="hitl",
-                             stop=lambda: time.perf_counter() > deadline)
+        gen = iter_finetune(model, corrected, None, cfg, out=tmp / "models" / "hitl.pt",
+                            stop=lambda: time.perf_counter() > deadline)
         t_train = time.perf_counter()
         steps = 0
 
         def on_event(ev):
             nonlocal steps
-            if isinstance(ev, TrainEvent) and ev.kind == "step":
+            if ev.kind == "step":
                 steps += 1
-            elif isinstance(ev, TrainEvent) and ev.kind == "epoch":
+            elif ev.kind == "epoch":
                 print(f"  {ev.message} ({time.perf_counter() - t_train:.0f} s)", flush=True)
 
         res = run_steps(gen, on_event)
@@ -181,12 +182,12 @@ def halves(image, spots):
 def main_real(args) -> int:
     import torch
 
+    from napari_spotdetect.core.detect import detect
+    from napari_spotdetect.core.finetuning import iter_finetune
     from napari_spotdetect.core.metrics import evaluate, f1_integral
     from napari_spotdetect.core.real_data import REAL_RADIUS, load_annotated
     from napari_spotdetect.core.steps import run_steps
-    from napari_spotdetect.core.train import TrainConfig, TrainEvent
-    from napari_spotdetect.core.detect import detect
-    from napari_spotdetect.widgets.workers import finetune_steps
+    from napari_spotdetect.core.train import TrainConfig
 
     torch.set_num_threads(args.threads)
     if not REAL.exists():
@@ -215,13 +216,13 @@ def main_real(args) -> int:
                                        val_radius=REAL_RADIUS, **lr)
             deadline = time.perf_counter() + 60 * args.minutes
             t0 = time.perf_counter()
-            gen = finetune_steps(model, [corrected], None, cfg, out_dir=tmp / im.stem, name="hitl",
-                                 stop=lambda: time.perf_counter() > deadline)
+            gen = iter_finetune(model, [corrected], None, cfg, out=tmp / im.stem / "hitl.pt",
+                                stop=lambda deadline=deadline: time.perf_counter() > deadline)
             steps = 0
 
             def on_event(ev):
                 nonlocal steps
-                steps += isinstance(ev, TrainEvent) and ev.kind == "step"
+                steps += ev.kind == "step"
 
             res = run_steps(gen, on_event)
             after = score(res.model, test) if res.model is not None else None
@@ -229,7 +230,8 @@ def main_real(args) -> int:
                    "seconds": round(time.perf_counter() - t0, 1)}
             rows.append(row)
             print(f"  {im.source}/{im.stem[:40]}: F1 integral {before['f1_integral']:.3f} -> "
-                  f"{after['f1_integral'] if after else float('nan'):.3f} ({steps} steps, {row['seconds']} s)", flush=True)
+                  f"{after['f1_integral'] if after else float('nan'):.3f} ({steps} steps, {row['seconds']} s)",
+                  flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     per_src: dict[str, dict] = {}

@@ -6,7 +6,8 @@ column is the timing the spec recorded on this machine kind with the same model 
 (shared/specs/piscis-1.1.md section 9: 9.02 s for 1024^2, 29.2 s for 2048^2, batch 1, 2 threads).
 
     python benchmarks/bench_inference.py [--sizes 1024 4096] [--model PATH] [--threads 2]
-    python benchmarks/bench_inference.py --model default --sizes 1024 --augment --out benchmarks/results/inference_default.json
+    python benchmarks/bench_inference.py --model default --sizes 1024 --augment \
+        --out benchmarks/results/inference_default.json
 
 Prints a table and writes benchmarks/results/inference.json.
 """
@@ -74,12 +75,14 @@ def main() -> None:
 
         model = "/tmp/spotdetect_bench_piscis.pt"
         if not Path(model).exists():
-            Path(model).write_bytes(lzma.open(HERE.parent.parent / "shared/fixtures/piscis/piscis_fixture.pt.xz").read())
+            fixture = HERE.parent.parent / "shared/fixtures/piscis/piscis_fixture.pt.xz"
+            Path(model).write_bytes(lzma.open(fixture).read())
     rows = []
     for size in args.sizes:
         for augment in (False, True) if args.augment else (False,):
             out = subprocess.run([sys.executable, __file__, "--_child", str(size), "--model", model, "--threads",
-                                  str(args.threads), "--repeats", str(args.repeats)] + (["--augment"] if augment else []),
+                                  str(args.threads), "--repeats", str(args.repeats)]
+                                 + (["--augment"] if augment else []),
                                  capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     for r in rows:
@@ -91,8 +94,10 @@ def main() -> None:
           f"{'rethreshold ms':>14} {'piscis s (spec)':>15} {'load':>5}")
     for r in rows:
         ref = f"{r['piscis_spec_seconds']:.1f}" if r["piscis_spec_seconds"] else "-"
-        print(f"{r['size']:>5}x{r['size']:<4} {'yes' if r['augment'] else 'no':>3} {r['n_tiles']:>5} {r['seconds']:>8.1f} "
-              f"{r['megapixels_per_s']:>6.3f} {r['seconds'] / r['n_tiles']:>6.3f} {r['peak_rss_mb']:>11.0f} {r['rethreshold_s'] * 1e3:>14.1f} "
+        print(f"{r['size']:>5}x{r['size']:<4} {'yes' if r['augment'] else 'no':>3} {r['n_tiles']:>5} "
+              f"{r['seconds']:>8.1f} "
+              f"{r['megapixels_per_s']:>6.3f} {r['seconds'] / r['n_tiles']:>6.3f} {r['peak_rss_mb']:>11.0f} "
+              f"{r['rethreshold_s'] * 1e3:>14.1f} "
               f"{ref:>15} {r['load_average']:>5.1f}")
     out = Path(args.out)
     out.parent.mkdir(exist_ok=True)

@@ -39,10 +39,10 @@ def benchmark_with_spot_parameters():
     drawn = []
     original = synth._gauss
 
-    def recording(img, yy, xx, cy, cx, s, a):
+    def recording(img, cy, cx, s, a):
         h, w = img.shape
         drawn.append((s, a, float(img[min(max(int(cy), 0), h - 1), min(max(int(cx), 0), w - 1)])))
-        original(img, yy, xx, cy, cx, s, a)
+        original(img, cy, cx, s, a)
 
     synth._gauss = recording
     try:

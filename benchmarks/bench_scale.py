@@ -203,7 +203,8 @@ def _print(rows) -> None:
     for r in rows:
         if r["case"] == "folder":
             rss = f"cli {r['peak_rss_cli_mb']:.0f}" + (
-                f", workers {'/'.join(f'{v:.0f}' for v in r['peak_rss_workers_mb'])}" if r["peak_rss_workers_mb"] else "")
+                f", workers {'/'.join(f'{v:.0f}' for v in r['peak_rss_workers_mb'])}"
+                if r["peak_rss_workers_mb"] else "")
             print(f"{r['case']:<8} {r['image']:>18} {r['workers']:>7} {r['seconds']:>8.1f} "
                   f"{r['images_per_minute']:>15.2f} {rss:>22} {'':>8} {'':>8} {r['load_average']:>5.1f}")
         else:

@@ -61,7 +61,7 @@ def main():
     image.scale = (0.11, 0.11)  # as a microscope would give: um per pixel
     viewer.layers["true spots"].scale = (0.11, 0.11)
     _d, detect = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
-    detect._device.value = "cpu"
+    detect.set_device("cpu")
     detect.run()
     settle(app, detect)
     cells, nuclei = toy_cells(image.data.shape)
@@ -69,16 +69,16 @@ def main():
     viewer.add_labels(nuclei, name="nuclei", scale=(0.11, 0.11), opacity=0.25, visible=False)
     spots = viewer.layers["smFISH (synthetic) spots"]
     _d, measure = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Measure and count spots")
-    measure._spots.value = spots
-    measure._cells.value, measure._nuclei.value = viewer.layers["cells"], viewer.layers["nuclei"]
+    measure.set_layer(spots)
+    measure.set_labels(viewer.layers["cells"], viewer.layers["nuclei"])
     measure.fit()
     settle(app, measure)
     measure.count()
     _d, filt = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Filter spots by feature")
-    filt._spots.value = spots
-    filt._feature.value = "snr"
-    lo, hi = filt._cut.min, filt._cut.max
-    filt._cut.value = (lo + 0.12 * (hi - lo), hi)
+    filt.set_layer(spots)
+    filt.set_feature("snr")
+    lo, hi = filt.cut_limits
+    filt.set_cut(lo + 0.12 * (hi - lo), hi)
     filt.apply()
     viewer.layers.selection.active = spots
     viewer.reset_view()

@@ -1,7 +1,8 @@
 """Screenshots of the detection, correction, QC and fine-tuning widgets on the sample data, for the docs (docs/*.png).
 
 Uses the real piscis fixture model from ../shared (or --model PATH). Needs a display:
-    xvfb-run -a -s "-screen 0 1400x1000x24" python scripts/make_screenshots.py [--only detect|hitl|finetune|laptop|folder]
+    xvfb-run -a -s "-screen 0 1400x1000x24" python scripts/make_screenshots.py \
+        [--only detect|hitl|finetune|laptop|folder]
 """
 
 from __future__ import annotations
@@ -78,11 +79,10 @@ def main():
             viewer.open_sample("napari-spotdetect", sample)
             _dock, widget = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
             if str(model) == "default":
-                widget._model_kind.value = "default"
+                widget.choose_model("default")
             else:
-                widget._model_kind.value = "file"
-                widget._model_path.value = model
-            widget._device.value = "cpu"
+                widget.choose_model("file", model)
+            widget.set_device("cpu")
             widget.run()
             wait(widget, app)
             viewer.layers["true spots"].visible = True
@@ -115,8 +115,8 @@ def real_screenshot(out: Path, app) -> None:
     viewer.add_points(truth, name="expert annotation", size=9, face_color="transparent",
                       border_color="magenta", border_width=0.12)
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
-    widget._model_kind.value = "default"
-    widget._device.value = "cpu"
+    widget.choose_model("default")
+    widget.set_device("cpu")
     widget.run()
     wait(widget, app)
     shoot(viewer, app, out / "detect_real.png", 2.2, (128, 128))
@@ -141,26 +141,22 @@ def finetune_screenshots(app, out: Path, model) -> None:
                           border_color="#40e0d0", border_width=0.1, symbol="square", visible=False)
     _dock, detect = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
     _dock, tune = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Fine-tune on my spots")
-    detect._image.value = viewer.layers["image A"]
-    detect._model_kind.value = "file"
-    detect._model_path.value = model
-    detect._device.value = "cpu"
-    detect._maps.value = False
+    detect.set_image(viewer.layers["image A"])
+    detect.choose_model("file", model)
+    detect.set_device("cpu")
+    detect.set_options(show_maps=False)
     detect.run()
     wait(detect, app)
-    tune._on_layers_changed()
-    for row, name in zip([tune._rows[0], tune.add_pair()], "AB"):
-        row.image.value = viewer.layers[f"image {name}"]
-        row.points.value = viewer.layers[f"image {name}: correct spots"]
-    tune._start.value = "last"
-    tune._epochs.value, tune._steps.value, tune._val.value = 5, 4, 50
-    tune._out.value, tune._name.value = Path(tempfile.mkdtemp()), "my-finetuned-model"
+    for row, name in enumerate("AB"):
+        tune.set_example(viewer.layers[f"image {name}"], viewer.layers[f"image {name}: correct spots"], row=row)
+    tune.set_start("last")
+    tune.set_options(epochs=5, steps=4, val_percent=50, out_dir=Path(tempfile.mkdtemp()), name="my-finetuned-model")
     tune.train()
     t0 = time.time()
-    while tune.running and len(tune._plot.val_f1) < 3 and time.time() - t0 < 900:  # before + 2 epochs
+    while tune.running and len(tune.plot.val_f1) < 3 and time.time() - t0 < 900:  # before + 2 epochs
         app.processEvents()
         time.sleep(0.02)
-    while tune.running and len(tune._plot.step_loss) < 10 and time.time() - t0 < 900:
+    while tune.running and len(tune.plot.step_loss) < 10 and time.time() - t0 < 900:
         app.processEvents()
         time.sleep(0.02)
     for _ in range(10):
@@ -195,19 +191,21 @@ def correct_and_qc_screenshots(model, out: Path, app, tmp: Path) -> None:
     viewer.add_points(true_xy, name="true spots", size=9, face_color="transparent", border_color="#40e0d0",
                       border_width=0.1, symbol="square", visible=False)
     _d, det = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
-    det._model_kind.value, det._model_path.value, det._device.value, det._maps.value = "file", model, "cpu", False
+    det.choose_model("file", model)
+    det.set_device("cpu")
+    det.set_options(show_maps=False)
     det.run()
     wait(det, app)
     from napari_spotdetect import layer_keys as K
 
     spots = next(lay for lay in viewer.layers if K.is_detection(lay))
     truth = viewer.layers["true spots"]
-    det._threshold.value = 0.3  # below the tuned 0.5: more doubtful spots to review
+    det.move_threshold(0.3)  # below the tuned 0.5: more doubtful spots to review
     det.apply_threshold()
     print("screenshot:", len(spots.data), "spots,", len(truth.data), "true")
     viewer.window.remove_dock_widget("all")
     _d, cor = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Correct spots")
-    cor._points.value = spots
+    cor.set_layer(spots)
     cor._folder.value = tmp
     gt = cor.start_ground_truth()
     # one correction of each kind, as a user would make them
@@ -227,8 +225,7 @@ def correct_and_qc_screenshots(model, out: Path, app, tmp: Path) -> None:
     _d, qc = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Check against ground truth")
     gt.visible = False
     spots.visible = True
-    qc._pred.value, qc._truth.value = spots, truth
-    qc._all.value = False
+    qc.set_layers(spots, truth, all_images=False)
     qc.compare()
     shoot(viewer, app, out / "qc_widget.png", 4.0, (96.0, 96.0))
     viewer.close()
@@ -253,13 +250,14 @@ def laptop_screenshots(model, out: Path, app) -> None:
         else:
             _d, panels = viewer.window.add_plugin_dock_widget("napari-spotdetect", "All panels (tabs)")
             det = panels.detect
-        det._model_kind.value, det._model_path.value, det._device.value = "file", model, "cpu"
+        det.choose_model("file", model)
+        det.set_device("cpu")
         det.run()
         wait(det, app)
         if name.endswith("tabs"):
             spots = next(lay for lay in viewer.layers if K.is_detection(lay))
-            panels.correct._points.value = spots
-            panels.correct._folder.value = Path(tempfile.mkdtemp())
+            panels.correct.set_layer(spots)
+            panels.correct.set_folder(Path(tempfile.mkdtemp()))
             panels.correct.start_ground_truth()
             panels.show_tab("Correct")
         viewer.window.resize(1366, 768)
@@ -285,7 +283,8 @@ def folder_screenshots(model, out: Path, app) -> None:
     viewer.window.resize(1366, 768)
     _d, panels = viewer.window.add_plugin_dock_widget("napari-spotdetect", "All panels (tabs)")
     det = panels.detect
-    det._model_kind.value, det._model_path.value, det._device.value = "file", model, "cpu"
+    det.choose_model("file", model)
+    det.set_device("cpu")
     loop = panels.folder
 
     def until_truth(name):

@@ -22,7 +22,8 @@ The bundled model is made in five stages, all from the repository root on CPU (s
 4. real images (7 x 50 steps, 25 minutes on one core of a busy machine): continued from stage 3 on the real ``train``
    split of ../shared/data/real (sources whose licence allows shipping: pia_spots and piscis_panels, MIT;
    the smallest acquisitions are held out for validation until 6 images are: that is the two piscis_panels
-   train images and one 5-frame pia_spots acquisition, so 75 pia_spots images are trained on) listed 4 times, mixed with 200 stage-1
+   train images and one 5-frame pia_spots acquisition, so 75 pia_spots images are trained on) listed 4 times,
+   mixed with 200 stage-1
    synthetic images and 300 realistic synthetic ones (:func:`~napari_spotdetect.core.synthetic.realistic_image`
    without the ``negatives`` ingredient, which the ablation showed to hurt), the input normalised by
    whole-image percentiles; best epoch by the F1 integral, threshold by the F1 within 3 px, both on the
@@ -49,7 +50,8 @@ epoch to epoch; the weight average smooths that out. (A second stage weighting t
 more, ``--l2-weight 1.0 --lr 2e-4``, gave 0.9453: no gain.)
 
 It trains with :class:`napari_spotdetect.core.train.Trainer` on ``synthetic_dataset(kind="train")`` (and,
-with ``--real`` / ``--n-realistic``, real and realistic synthetic images), evaluates the best checkpoint on a held-out synthetic benchmark (different seed) and on that benchmark
+with ``--real`` / ``--n-realistic``, real and realistic synthetic images), evaluates the best checkpoint on a
+held-out synthetic benchmark (different seed) and on that benchmark
 scaled by 0.2 and 5, and writes ``src/napari_spotdetect/data/default_model.pt`` (half precision) with a
 model card recording all of it (with ``--real-report``, also the scores on the real ``val`` split).
 """
@@ -169,7 +171,8 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     t0 = time.time()
     if a.tiny:
-        a.n_train, a.n_val, a.n_realistic, a.epochs, a.steps = min(a.n_train, 4), min(a.n_val, 2), min(a.n_realistic, 4), 1, 2
+        a.n_train, a.n_val, a.n_realistic = min(a.n_train, 4), min(a.n_val, 2), min(a.n_realistic, 4)
+        a.epochs, a.steps = 1, 2
         a.real_val, a.report_images = min(a.real_val, 1), 1
     train = synthetic_dataset(a.n_train, "train", seed=TRAIN_SEED)
     val = synthetic_dataset(a.n_val, "train", seed=VAL_SEED, shape=(256, 256))
@@ -217,7 +220,8 @@ def main(argv=None):
 
     res = tr.fit(log)
     train_s = time.time() - t0
-    stages = stages + [{"from": a.init or "scratch", "train_config": asdict(cfg), "training_seconds": round(train_s, 1)}]
+    stages = stages + [{"from": a.init or "scratch", "train_config": asdict(cfg),
+                        "training_seconds": round(train_s, 1)}]
     model = res.model
     scores = {f"x{s:g}": benchmark(model, test, s) for s in (1.0, 0.2, 5.0)}
     print(json.dumps(scores, indent=1), flush=True)

@@ -13,7 +13,8 @@ SHARED = Path(os.environ.get("SPOTDETECT_SHARED", ROOT.parent / "shared"))
 PISCIS_FIX = SHARED / "fixtures" / "piscis"
 DEEPSPOT_FIX = SHARED / "fixtures" / "deepspot"
 
-os.environ.setdefault("SPOTDETECT_SETTINGS_DIR", str(ROOT / ".pytest_cache" / "settings"))
+# widget settings (last model, device...) of a test run never touch the user's own file
+os.environ.setdefault("NAPARI_SPOTDETECT_SETTINGS", str(ROOT / ".pytest_cache" / "settings.json"))
 # downloaded models (DeepSpot, ~90 MB) go to a cache of the test run, never the user's ~/.cache; kept between runs
 # so the download happens once. Set SPOTDETECT_CACHE to reuse a cache you already have.
 os.environ.setdefault("SPOTDETECT_CACHE", str(ROOT / ".pytest_cache" / "model-cache"))

@@ -12,6 +12,7 @@ from napari_spotdetect.core.metrics import evaluate
 from .conftest import PISCIS_FIX, need_shared
 
 
+@pytest.mark.slow
 def test_predict_writes_csv_and_provenance(tmp_path, piscis_fixture_file, capsys):
     img = np.load(need_shared(PISCIS_FIX / "img300x420.npy"))
     np.save(tmp_path / "cells.npy", img)
@@ -27,6 +28,7 @@ def test_predict_writes_csv_and_provenance(tmp_path, piscis_fixture_file, capsys
     assert "package_version" in prov
 
 
+@pytest.mark.slow
 def test_predict_with_augmentation_records_it(tmp_path):
     from napari_spotdetect.core.synthetic import synthetic_image
 

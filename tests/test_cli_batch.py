@@ -29,7 +29,8 @@ def _ome_zarr(path, image):
     g.create_array("0", shape=image.shape, chunks=(40, 40), dtype=image.dtype)[:] = image
     small = image[::2, ::2]
     g.create_array("1", shape=small.shape, chunks=(40, 40), dtype=image.dtype)[:] = small
-    g.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+    yx = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    g.attrs["multiscales"] = [{"version": "0.4", "axes": yx,
                                "datasets": [{"path": "0"}, {"path": "1"}]}]
 
 

@@ -16,6 +16,7 @@ def _next_commands(out: str) -> list[list[str]]:
     return [shlex.split(line) for line in out.splitlines() if line.startswith("  ")]
 
 
+@pytest.mark.slow
 def test_demo_writes_tiff_and_truth_and_the_printed_evaluate_command_works(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
@@ -30,6 +31,7 @@ def test_demo_writes_tiff_and_truth_and_the_printed_evaluate_command_works(tmp_p
     assert "mean" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_demo_without_out_uses_a_new_temporary_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.chdir(tmp_path)

@@ -15,6 +15,7 @@ def _parse(argv):
     return ap.parse_args(argv)
 
 
+@pytest.mark.slow
 def test_train_synthetic_then_finetune_from_folder(tmp_path):
     out = tmp_path / "m.pt"
     args = _parse(["train", "--synthetic", "3", "--out", str(out), "--epochs", "1", "--steps-per-epoch", "2",

@@ -71,6 +71,7 @@ def test_api_bad_input_is_a_clear_error(tiny_piscis, case, image, kw, words):
     assert words in msg and " Fix: " in msg, msg
 
 
+@pytest.mark.slow
 def test_huge_sparse_image_is_refused_before_allocating(tiny_piscis):
     huge = np.broadcast_to(np.float32(0), (200_000, 200_000))  # 160 GB if it were real; here no memory at all
     with pytest.raises(SpotDetectError, match="dask or zarr"):
@@ -150,6 +151,7 @@ def test_edge_csvs_that_are_fine(tmp_path, raw, n):
     assert len(read_spots_csv(tmp_path / "s.csv")) == n
 
 
+@pytest.mark.slow
 def test_a_million_rows_read(tmp_path):
     pts = RNG.uniform(0, 1000, (10**6, 2))
     pd.DataFrame(pts, columns=["y", "x"]).to_csv(tmp_path / "big.csv", index=False, float_format="%.2f")

@@ -4,19 +4,31 @@ The public API lives in :mod:`napari_spotdetect.core`; the most used names are r
 ``import napari_spotdetect as sd; sd.detect(image, sd.load_model("default"))`` works without napari.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("napari-spotdetect")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
-
-from .core import (  # noqa: E402
-    Detections, SpotDetectError, apply_filters, count_molecules, count_spots_in_cells, detect, detect_iter,
-    load_model, make_filter, measure_spots, read_image_with_info, read_trackmate_xml, write_points_table,
+from .core import (
+    Detections,
+    SpotDetectError,
+    apply_filters,
+    count_molecules,
+    count_spots_in_cells,
+    detect,
+    detect_iter,
+    evaluate,
+    finetune,
+    iter_finetune,
+    load_model,
+    make_filter,
+    measure_spots,
+    read_image_with_info,
+    read_trackmate_xml,
+    score_model,
+    write_points_table,
     write_trackmate_xml,
 )
 
+#: the one place the version is written: pyproject.toml reads it (``[tool.setuptools.dynamic]``)
+__version__ = "0.1.0"
+
 __all__ = ["Detections", "SpotDetectError", "__version__", "apply_filters", "count_molecules",
-           "count_spots_in_cells", "detect", "detect_iter", "load_model", "make_filter", "measure_spots",
-           "read_image_with_info", "read_trackmate_xml", "write_points_table", "write_trackmate_xml"]
+           "count_spots_in_cells", "detect", "detect_iter", "evaluate", "finetune", "iter_finetune",
+           "load_model", "make_filter", "measure_spots", "read_image_with_info", "read_trackmate_xml",
+           "score_model", "write_points_table", "write_trackmate_xml"]

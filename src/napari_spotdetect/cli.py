@@ -337,7 +337,8 @@ _PY_ARG = re.compile(r"\b(axes|device|threshold|tile_size|batch_size|min_distanc
 
 def cli_syntax(message: str) -> str:
     """Hints are written for Python (``axes='yxc'``); on the command line they read ``--axes yxc``."""
-    return _PY_ARG.sub(lambda m: f"--{m.group(1).replace('_', '-')} {m.group(2) if m.group(2) is not None else m.group(3)}",
+    return _PY_ARG.sub(lambda m: f"--{m.group(1).replace('_', '-')} "
+                                 f"{m.group(2) if m.group(2) is not None else m.group(3)}",
                        message)
 
 

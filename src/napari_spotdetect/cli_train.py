@@ -11,24 +11,29 @@ import sys
 from pathlib import Path
 
 from .core.errors import SpotDetectError
+from .core.examples import VAL_SHARE
+from .core.finetune_defaults import DEFAULTS as FT
 
 
 def _common(p, epochs: int, steps: int | None, lr: float, lr_help: str):
     p.add_argument("--images", help="folder of training images")
     p.add_argument("--spots", default=None, help="folder of <image stem>.csv spot tables (default: --images)")
-    p.add_argument("--val-images", default=None, help="folder of validation images (default: hold out 15%%)")
+    p.add_argument("--val-images", default=None,
+                   help=f"folder of validation images (default: hold out {round(100 * VAL_SHARE)}%%)")
     p.add_argument("--val-spots", default=None, help="folder of validation CSVs (default: --val-images)")
     p.add_argument("--out", required=True, help="model file to write (.pt)")
     p.add_argument("--epochs", type=int, default=epochs, help="passes over the data (default: %(default)s)")
     p.add_argument("--steps-per-epoch", type=int, default=steps, help="batches per epoch (default: one pass over "
                    "the images)" if steps is None else "batches per epoch (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=4, help="training crops per step (default: %(default)s)")
-    p.add_argument("--crop", type=int, default=128, help="training crop size, multiple of 8 (default: %(default)s)")
-    p.add_argument("--loss", default="smoothf1", choices=["smoothf1", "dice", "ce", "focal"],
+    p.add_argument("--batch-size", type=int, default=FT.batch_size,
+                   help="training crops per step (default: %(default)s)")
+    p.add_argument("--crop", type=int, default=FT.crop, help="training crop size, multiple of 8 (default: %(default)s)")
+    p.add_argument("--loss", default=FT.loss, choices=["smoothf1", "dice", "ce", "focal"],
                    help="training loss (default: %(default)s, piscis's)")
-    p.add_argument("--l2-weight", type=float, default=0.25, help="weight of the masked L2 term (default: %(default)s)")
+    p.add_argument("--l2-weight", type=float, default=FT.l2_weight,
+                   help="weight of the masked L2 term (default: %(default)s)")
     p.add_argument("--lr", type=float, default=lr, help=lr_help)
-    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same run")
+    p.add_argument("--seed", type=int, default=FT.seed, help="random seed: the same seed gives the same run")
     p.add_argument("--ema", type=float, default=None,
                    help="validate and keep a moving average of the weights with this decay (e.g. 0.998)")
     p.add_argument("--select", default="f1", choices=["f1", "f1_integral"],
@@ -55,7 +60,7 @@ def add_train_parsers(subparsers) -> None:
                    help="blocks in the four encoder stages (default: %(default)s)")
     t.set_defaults(func=cmd_train)
     f = subparsers.add_parser("finetune", help="adapt a model to your images from a few annotated examples")
-    _common(f, epochs=10, steps=10, lr=1e-3,
+    _common(f, epochs=FT.epochs, steps=FT.steps_per_epoch, lr=FT.lr,
             lr_help="learning rate of the Adam optimizer used for fine-tuning (default: %(default)s; DeepSpot "
                     "models: 1e-4 or less)")
     f.add_argument("--model", default="default", help="model to start from (default: %(default)s)")
@@ -80,7 +85,18 @@ def _data(args, synthetic: int = 0, kind: str = "train"):
     return train, val, info
 
 
-def _run(model_or_cfg, train, val, cfg, args, info) -> int:
+def _show(ev):
+    """One progress line on stderr (Trainer and fine-tuning events alike)."""
+    if ev.kind == "step":
+        loss = ev.losses.get("loss", float("nan")) if hasattr(ev, "losses") else ev.loss
+        eta = getattr(ev, "eta_s", None)
+        print(f"\repoch {ev.epoch}/{ev.epochs} step {ev.step}/{ev.steps} loss {loss:.4f}"
+              + (f", about {eta:.0f} s left" if eta is not None else ""), end="", file=sys.stderr, flush=True)
+    elif ev.message:
+        print(f"\r{ev.message}", file=sys.stderr, flush=True)
+
+
+def _run(arch, train, val, cfg, args, info) -> int:
     import torch
 
     from .core.train import Trainer
@@ -92,17 +108,9 @@ def _run(model_or_cfg, train, val, cfg, args, info) -> int:
     if out.is_dir():
         raise SpotDetectError(f"--out {out} is a folder.", "give the model file to write, e.g. --out my_model.pt.")
     work = out.parent / f"{out.stem}_checkpoints"
-    tr = Trainer(model_or_cfg, train, val, cfg, out_dir=work, name=out.stem, resume=args.resume, data_info=info)
+    tr = Trainer(arch, train, val, cfg, out_dir=work, name=out.stem, resume=args.resume, data_info=info)
 
-    def show(ev):
-        if ev.kind == "step":
-            loss = ev.losses.get("loss", float("nan"))
-            print(f"\repoch {ev.epoch}/{ev.epochs} step {ev.step}/{ev.steps} loss {loss:.4f}", end="",
-                  file=sys.stderr, flush=True)
-        else:
-            print(f"\r{ev.message}", file=sys.stderr, flush=True)
-
-    res = tr.fit(show)
+    res = tr.fit(_show)
     path = save_model(res.model, out, half=args.half)
     val_f1 = res.model.info.card.get("validation", {}).get("f1")
     print(f"wrote {path} (threshold {res.model.default_threshold:.2f}"
@@ -124,14 +132,29 @@ def cmd_train(args) -> int:
 
 
 def cmd_finetune(args) -> int:
+    """The same call as the API and the napari panel: :func:`core.finetuning.finetune`."""
+    import torch
+
+    from .core import finetuning
     from .core.models.zoo import load_model
-    from .core.train import TrainConfig
 
     if not args.images:
         raise SpotDetectError("Fine-tuning needs annotated images.", "pass --images FOLDER with one CSV per image.")
-    model = load_model(args.model, device="cpu")  # the Trainer explains which models it cannot fine-tune
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.model, device="cpu")  # a bad model file is reported before the data is read
     train, val, info = _data(args)
-    cfg = TrainConfig.finetune(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-                               crop=args.crop, loss=args.loss, l2_weight=args.l2_weight, lr=args.lr, seed=args.seed,
-                               device=args.device, ema=args.ema, select=args.select)
-    return _run(model, train, val, cfg, args, info)
+    cfg = finetuning.finetune_config(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                                     batch_size=args.batch_size, crop=args.crop, loss=args.loss,
+                                     l2_weight=args.l2_weight, lr=args.lr, seed=args.seed, device=args.device,
+                                     ema=args.ema, select=args.select)
+    res = finetuning.finetune(model, train, val, cfg, out=args.out, progress=_show, data_info=info,
+                              resume=args.resume, half=args.half)
+    if res.model is None:
+        print("stopped before the first epoch ended: nothing was written", file=sys.stderr)
+        return 1
+    val_f1 = res.model.info.card.get("validation", {}).get("f1")
+    print(f"wrote {res.path} (threshold {res.model.default_threshold:.2f}"
+          + (f", validation F1 {res.before['f1']:.3f} -> {val_f1:.3f}" if val_f1 is not None else "") + ")",
+          file=sys.stderr)
+    return 0

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
 from napari_spotdetect.core.detect import detect
-from napari_spotdetect.core.errors import ModelFileError, SpotDetectError
+from napari_spotdetect.core.errors import ModelFileError
 from napari_spotdetect.core.metrics import evaluate
 from napari_spotdetect.core.models import deepspot_net as dn
 from napari_spotdetect.core.models.base import ModelInfo
@@ -215,6 +214,7 @@ def test_refine_peaks_moves_toward_brighter_side():
 
 
 # -- parity with TensorFlow -------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_output_matches_tensorflow(case, fixture_dir, exact_net, model):
     x = np.load(fixture_dir / f"{case}_input.npy")
@@ -260,6 +260,7 @@ def test_detect_returns_spots_and_enhanced_map(fixture_dir, model):
     assert len(det.rethreshold(0.9)) < len(spots) < len(det.rethreshold(0.3))
 
 
+@pytest.mark.slow
 def test_tiled_equals_untiled(model):
     """Tiles overlapping by 256 px reproduce whole-image inference (the network sees ~100 px away)."""
     # two 1024-px tiles along x, the last one ending at the image edge
@@ -270,6 +271,7 @@ def test_tiled_equals_untiled(model):
     assert np.abs(det.maps["enhanced"] - whole).max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_fixed_parameters_on_synthetic_images(model):
     """The default threshold and peak finder, never tuned per image, on images unlike the fixture's."""
     f1 = []

@@ -33,6 +33,7 @@ def _training_loss(recipe, net, img, pts):
         return float(deepspot_loss(net(torch.from_numpy(x)[None, None])[:, 0], target))
 
 
+@pytest.mark.slow
 def test_finetuning_deepspot_learns_saves_and_reloads(published, tmp_path):
     before = _state(published)
     img, pts = synthetic_dataset(1, "dense_textured", seed=21, shape=(96, 96))[0]

@@ -14,6 +14,7 @@ def image():
     return synthetic_image((150, 170), n_spots=40, seed=2)[0]
 
 
+@pytest.mark.slow
 def test_rethreshold_is_detection_at_that_threshold(piscis_model):
     img = synthetic_image((300, 280), n_spots=80, seed=5, amplitude=(60, 900))[0]
     low = detect(img, piscis_model, threshold=0.1)

@@ -10,8 +10,14 @@ import pytest
 
 from napari_spotdetect.core.errors import SpotDetectError
 from napari_spotdetect.core.exports import (
-    TRACKMATE_REQUIRED, read_cell_table, read_points_table, read_trackmate_xml, write_cell_table, write_h5ad,
-    write_points_table, write_trackmate_xml,
+    TRACKMATE_REQUIRED,
+    read_cell_table,
+    read_points_table,
+    read_trackmate_xml,
+    write_cell_table,
+    write_h5ad,
+    write_points_table,
+    write_trackmate_xml,
 )
 from napari_spotdetect.core.units import as_pixel_size, pixel_size_from_scale, with_micrometres
 

@@ -16,7 +16,8 @@ def test_ome_zarr_opens_the_full_resolution_level_with_its_axes(tmp_path):
     g.create_array("full", shape=img.shape, chunks=(1, 1, 20, 20), dtype=img.dtype)[:] = img
     g.create_array("half", shape=(2, 3, 20, 25), dtype=img.dtype)
     axes = [{"name": "c", "type": "channel"}, {"name": "z"}, {"name": "y"}, {"name": "x"}]
-    g.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": [{"path": "full"}, {"path": "half"}]}]}
+    datasets = [{"path": "full"}, {"path": "half"}]
+    g.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": datasets}]}
     arr, ax = open_image(tmp_path / "s.ome.zarr")
     assert isinstance(arr, da.Array) and ax == "czyx" and arr.shape == img.shape
     np.testing.assert_array_equal(arr[1, 2].compute(), img[1, 2])

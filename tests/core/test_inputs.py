@@ -107,6 +107,7 @@ def test_rethreshold_and_set_threshold_refuse_nan(tiny_piscis):
 
 @pytest.mark.parametrize("scale, dtype", [(1e200, np.float64), (1e-200, np.float64), (1e20, np.float32),
                                           (1e30, np.float32), (1e-12, np.float32)])
+@pytest.mark.slow
 def test_detection_does_not_depend_on_intensity_scale(piscis_model, scale, dtype):
     from napari_spotdetect.core.synthetic import synthetic_image
 

@@ -112,6 +112,7 @@ def test_zarr_store_gives_the_same_spots_as_numpy(tiny_piscis, image, tmp_path):
     np.testing.assert_array_equal(a[COLS].to_numpy(), b[COLS].to_numpy())
 
 
+@pytest.mark.slow
 def test_lazy_input_is_read_one_band_of_tiles_at_a_time(tiny_piscis, image):
     big = np.tile(image, (4, 2))  # 600 x 340: many rows of 64-px tiles
     src = CountingArray(big)

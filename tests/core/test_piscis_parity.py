@@ -31,6 +31,7 @@ def test_state_dict_keys_and_shapes_match_piscis(piscis_model):
         assert str(ours[key].dtype).replace("torch.", "") == dtype, key
 
 
+@pytest.mark.slow
 def test_tile_inputs_and_raw_maps_match(piscis_model):
     t = np.load(need_shared(PISCIS_FIX / "img256_tiles.npz"))
     img = np.load(PISCIS_FIX / "img256.npy")
@@ -74,6 +75,7 @@ def test_network_inputs_per_tile_match(piscis_model, name):
     np.testing.assert_allclose(piscis_model.normalize_tiles(raw), t["tiles_input"], atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant,suffix", [("current", "piscis"), ("legacy", "piscislegacy_sum")])
 @pytest.mark.parametrize("name", IMAGES)
 def test_spot_coordinates_match_piscis(piscis_fixture_file, name, variant, suffix):
@@ -86,6 +88,7 @@ def test_spot_coordinates_match_piscis(piscis_fixture_file, name, variant, suffi
     np.testing.assert_allclose(_sorted(got), _sorted(ref), atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["img300x420", "img100x90"])
 def test_stitched_maps_match_intermediates(piscis_model, name):
     y = np.load(need_shared(PISCIS_FIX / f"{name}_piscis_intermediates.npz"))["y"]
@@ -96,6 +99,7 @@ def test_stitched_maps_match_intermediates(piscis_model, name):
         assert np.mean(diff > 1e-4) < 1e-3 and np.median(diff) < 1e-5, key
 
 
+@pytest.mark.slow
 def test_stack_matches_piscis(piscis_model):
     stack = np.load(need_shared(PISCIS_FIX / "stack4x120x160.npy"))
     det = detect(stack, piscis_model, axes="zyx")

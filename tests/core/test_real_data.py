@@ -8,12 +8,13 @@ import copy
 import numpy as np
 import pytest
 
-from ..conftest import SHARED, need_shared
 from napari_spotdetect.core.detect import detect
 from napari_spotdetect.core.errors import ModelFileError, SpotDetectError
 from napari_spotdetect.core.models.piscis import PiscisModel, percentile_normalize
 from napari_spotdetect.core.real_data import AnnotatedImage, load_annotated, score_sources
 from napari_spotdetect.core.synthetic import INGREDIENTS, realistic_dataset, realistic_image
+
+from ..conftest import SHARED, need_shared
 
 REAL = SHARED / "data" / "real"
 

@@ -48,6 +48,7 @@ def _no_doubles(spots):
     assert not pairs, f"{len(pairs)} spots reported twice"
 
 
+@pytest.mark.slow
 def test_batch_size_never_changes_spots(piscis_model, big_image, reference):
     other = detect(big_image[0], piscis_model, batch_size=3).spots
     assert len(other) == len(reference)
@@ -60,13 +61,16 @@ def test_reference_finds_the_spots_once(big_image, reference):
     assert match_spots(reference[["y", "x"]], big_image[1], 1.0).f1 > 0.9
 
 
-@pytest.mark.parametrize("kwargs", [{"tile_size": (192, 192)}, {"overlap": 0.2}, {"tile_size": (256, 128), "overlap": 0.15}])
+@pytest.mark.parametrize("kwargs", [{"tile_size": (192, 192)}, {"overlap": 0.2},
+                                    {"tile_size": (256, 128), "overlap": 0.15}])
+@pytest.mark.slow
 def test_other_tilings_agree(piscis_model, big_image, reference, kwargs):
     spots = detect(big_image[0], piscis_model, **kwargs).spots
     _no_doubles(spots)
     assert match_spots(spots[["y", "x"]], reference[["y", "x"]], 1.0).f1 >= 0.99
 
 
+@pytest.mark.slow
 def test_image_offset_agrees(piscis_model, big_image, reference):
     dy, dx = 37, 53
     spots = detect(big_image[0][dy:, dx:], piscis_model).spots

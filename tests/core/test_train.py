@@ -150,6 +150,7 @@ def test_weight_average_is_what_gets_validated_and_saved(tmp_path):
     assert all(torch.equal(last["training"]["raw_state"][k], r) for k, r in zip(names, raw))
 
 
+@pytest.mark.slow
 def test_resume_with_weight_averaging_matches_an_uninterrupted_run(tmp_path):
     cfg = dict(epochs=3, steps_per_epoch=2, ema=0.7)
     whole = Trainer(TINY, _data(), _data(1, seed=10), _cfg(**cfg), out_dir=tmp_path / "a", name="m")
@@ -247,6 +248,7 @@ def test_schedule_warms_up_holds_and_decays():
     assert all(a >= b for a, b in zip(f[40:], f[41:]))
 
 
+@pytest.mark.slow
 def test_finetuning_on_one_image_of_an_unseen_kind_helps():
     """CI-sized: the bundled (small) default model, one annotated "large_spots" image, 32 Adam steps."""
     if not bundled_path("default").exists():

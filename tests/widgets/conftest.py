@@ -54,7 +54,7 @@ def detect_widget(make_napari_viewer):
 def run_and_wait(qtbot):
     """Press Run and wait for the worker to finish (the viewer keeps processing events meanwhile)."""
 
-    def run(widget, timeout=60_000):
+    def run(widget, timeout=600_000):  # ends when the worker does; generous for a loaded machine
         worker = widget.run()
         assert worker is not None, widget.problem()
         qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
@@ -110,16 +110,6 @@ def detected_2d(detect_widget, tiny_model, run_and_wait):
     spots = next(lay for lay in viewer.layers if "spotdetect" in lay.metadata)
     return viewer, viewer.layers["smFISH (synthetic)"], spots, viewer.layers["true spots"]
 
-@pytest.fixture(autouse=True)
-def _fresh_session_models():
-    """Each test starts with no fine-tuned models and no 'last detection' model in the session registry."""
-    from napari_spotdetect.widgets.model_registry import session_models
-
-    session_models.clear()
-    yield
-    session_models.clear()
-
-
 @pytest.fixture
 def finetune_widget(make_napari_viewer):
     """A viewer with both dock widgets, opened through the manifest as a user would."""
@@ -141,3 +131,11 @@ def _no_modal_questions(monkeypatch):
     import napari_spotdetect.widgets.correct_widget as cw
 
     monkeypatch.setattr(cw, "SESSION_FILES", set())  # each test is a fresh napari session
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test here starts a napari viewer: mark it ``widgets`` (``-m "not widgets"`` skips them all)."""
+    here = str(__import__("pathlib").Path(__file__).parent)
+    for item in items:
+        if str(item.path).startswith(here):
+            item.add_marker(pytest.mark.widgets)

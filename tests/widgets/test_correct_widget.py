@@ -30,14 +30,15 @@ def _isolated_bright_truth(image, truth, avoid, k=2):
     return truth[idx[np.argsort(-peak)[:k]]]
 
 
+@pytest.mark.slow
 def test_ground_truth_from_detections_is_corrected_and_saved_after_each_edit(detected_2d, tmp_path, click, qtbot):
     viewer, image, spots, true_spots = detected_2d
     w = _open(viewer)
-    w._points.value = spots
-    w._folder.value = tmp_path
+    w.set_layer(spots)
+    w.set_folder(tmp_path)
     gt = w.start_ground_truth()
     csv, rejected_csv = tmp_path / "smFISH_synthetic.csv", tmp_path / "smFISH_synthetic.rejected.csv"
-    assert gt.metadata[TRUTH_KEY]["image"] == image.name and w._layer.name == gt.name
+    assert gt.metadata[TRUTH_KEY]["image"] == image.name and w.layer.name == gt.name
     np.testing.assert_allclose(_csv_coords(csv), spots.data, atol=1e-5)
     n0 = len(gt.data)
     assert n0 > 0 and not rejected_csv.exists()
@@ -103,11 +104,12 @@ def test_ground_truth_from_detections_is_corrected_and_saved_after_each_edit(det
     assert len(gt.data) == n0 - 1 and rejected_csv.exists()
 
 
+@pytest.mark.slow
 def test_review_list_starts_with_the_least_confident_and_goes_there(detected_2d):
     viewer, _image, spots, _truth = detected_2d
     w = _open(viewer)
-    w._points.value = spots
-    scores = [float(w._table.item(r, 0).text()) for r in range(min(5, w._table.rowCount()))]
+    w.set_layer(spots)
+    scores = [float(row[0]) for row in w.review_table_text()[:5]]
     assert scores == sorted(scores) and scores[0] == pytest.approx(spots.features["score"].min(), abs=0.005)
     w.next_doubtful()  # the N shortcut
     i = int(spots.features["score"].to_numpy().argmin())
@@ -123,8 +125,8 @@ def test_stack_point_snaps_in_its_own_plane(make_napari_viewer, tmp_path):
     image, truth = viewer.layers["smFISH stack (synthetic)"], viewer.layers["true spots"]
     gt = viewer.add_points(np.zeros((0, 3)), ndim=3, name="manual", features=pd.DataFrame({"source": []}))
     w = _open(viewer)
-    w._points.value = gt
-    w._image.value = image
+    w.set_layer(gt)
+    w.set_image(image)
     z, y, x = truth.data[np.argmax(image.data[tuple(np.round(truth.data).astype(int).T)])]
     gt.add([round(z), y + 0.8, x - 0.7])
     assert gt.data[-1, 0] == round(z)
@@ -133,9 +135,10 @@ def test_stack_point_snaps_in_its_own_plane(make_napari_viewer, tmp_path):
     assert w._on_mouse not in gt.mouse_drag_callbacks
 
 
+@pytest.mark.slow
 def test_unsaved_ground_truth_says_where_to_save(detected_2d):
     viewer, _image, spots, _truth = detected_2d
     w = _open(viewer)
-    w._points.value = spots
-    w._truth.value = True  # the sample has no file and no folder is chosen
-    assert "choose a folder" in w._status.value and "NOT saved" in w._status.value
+    w.set_layer(spots)
+    w.set_truth(True)  # the sample has no file and no folder is chosen
+    assert "choose a folder" in w.status and "NOT saved" in w.status

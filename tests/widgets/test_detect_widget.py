@@ -9,6 +9,9 @@ from napari_spotdetect import layer_keys as K
 from napari_spotdetect.core import detect
 from napari_spotdetect.widgets.detect_widget import DETS_KEY, META_KEY, DetectWidget
 
+# waits end as soon as their condition holds; a loaded 2-core machine may need minutes, never a failure
+WAIT_MS = 600_000
+
 
 def _spots_layer(viewer):
     found = [lay for lay in viewer.layers if META_KEY in lay.metadata]
@@ -22,16 +25,17 @@ def _score_map(viewer):
     return found[0]
 
 
+@pytest.mark.slow
 def test_detect_2d_sample_gives_aligned_scored_points(detect_widget, qtbot, tiny_model, run_and_wait):
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
     image = viewer.layers["smFISH (synthetic)"]
     image.scale, image.translate = (0.5, 0.25), (10.0, -3.0)
-    widget._image.value = image
+    widget.set_image(image)
     widget.set_model(tiny_model)
-    assert widget._axes.value == "yx"
-    assert not widget._maps.value  # the score map is off by default: it hides the spots
-    widget._maps.value = True
+    assert widget.axes == "yx"
+    assert not widget.options()["show_maps"]  # the score map is off by default: it hides the spots
+    widget.set_options(show_maps=True)
 
     run_and_wait(widget)
 
@@ -55,9 +59,10 @@ def test_detect_2d_sample_gives_aligned_scored_points(detect_widget, qtbot, tiny
     np.testing.assert_allclose(score_map.scale, image.scale)
     np.testing.assert_allclose(score_map.translate, image.translate)
     assert "dy (model map)" not in " ".join(lay.name for lay in viewer.layers)
-    assert widget._threshold.enabled and "Done:" in widget._status.value
+    assert widget.can_rethreshold and "Done:" in widget.status
 
 
+@pytest.mark.slow
 def test_threshold_moves_spots_without_running_the_network(detect_widget, qtbot, tiny_model, run_and_wait):
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
@@ -67,18 +72,18 @@ def test_threshold_moves_spots_without_running_the_network(detect_widget, qtbot,
     n_default, calls = len(points.data), tiny_model.calls
     assert calls > 0
 
-    widget._threshold.value = 0.2  # as the slider does; the update is debounced
-    qtbot.waitUntil(lambda: len(points.data) != n_default, timeout=5000)
+    widget.move_threshold(0.2)  # as the slider does; the update is debounced
+    qtbot.waitUntil(lambda: len(points.data) != n_default, timeout=WAIT_MS)
     assert len(points.data) > n_default
     assert len(points.features) == len(points.data)
     assert (points.features["score"] > 0.2).all()
     assert points.metadata[META_KEY]["threshold"] == pytest.approx(0.2)
     assert points.metadata[DETS_KEY].threshold == pytest.approx(0.2)
-    assert str(len(points.data)) in widget._count.value
+    assert str(len(points.data)) in widget.count_text
 
     widget.use_tuned_threshold()
     assert len(points.data) == n_default
-    assert widget._threshold.value == pytest.approx(0.5)
+    assert widget.threshold == pytest.approx(0.5)
     assert tiny_model.calls == calls  # never ran the network again
 
 
@@ -87,26 +92,27 @@ def test_cancel_stops_early_and_adds_no_layer(detect_widget, qtbot, tiny_model, 
     viewer.add_image(np.random.default_rng(0).normal(100, 10, (1024, 1024)).astype(np.float32), name="big")
     tiny_model.delay = 0.3
     widget.set_model(tiny_model)
-    widget._maps.value = True
+    widget.set_options(show_maps=True)
     worker = widget.run()
-    qtbot.waitUntil(lambda: tiny_model.calls >= 1, timeout=20_000)
+    qtbot.waitUntil(lambda: tiny_model.calls >= 1, timeout=WAIT_MS)
     widget.cancel()
-    qtbot.waitUntil(lambda: not widget.running, timeout=20_000)
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
     assert [lay.name for lay in viewer.layers] == ["big"]
     assert tiny_model.calls < 25  # 25 tiles in all: it stopped within a tile batch
     assert worker.abort_requested
-    assert "no spots were added" in widget._status.value
-    assert widget._run.enabled and not widget._cancel.enabled
+    assert "no spots were added" in widget.status
+    assert widget.can_run and not widget.can_cancel
 
 
+@pytest.mark.slow
 def test_zstack_detected_plane_by_plane_with_scale(detect_widget, qtbot, tiny_model, run_and_wait):
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_stack")
     image = viewer.layers["smFISH stack (synthetic)"]
     image.scale = (3.0, 0.5, 0.5)
     widget.set_model(tiny_model)
-    widget._maps.value = True
-    assert widget._axes.value == "zyx"
+    widget.set_options(show_maps=True)
+    assert widget.axes == "zyx"
     run_and_wait(widget)
     points = _spots_layer(viewer)
     assert points.ndim == 3 and len(points.data) > 0
@@ -128,14 +134,14 @@ def test_axes_in_layer_order_and_user_override(detect_widget, qtbot, tiny_model,
     rng = np.random.default_rng(1)
     data = rng.normal(100, 10, (96, 80, 2)).astype(np.float32)
     layer = viewer.add_image(data, name="two channels last", rgb=False)
-    widget._image.value = layer
+    widget.set_image(layer)
     widget.set_model(tiny_model)
-    assert widget._axes.value == "zyx"  # a 3-D layer without labels is taken as a z-stack...
-    widget._axes.value = "yxq"
-    assert not widget._run.enabled and "not valid" in widget._status.value
-    widget._axes.value = "yxc"  # ...until the user says the last axis holds channels
-    assert widget._run.enabled
-    widget._maps.value = True
+    assert widget.axes == "zyx"  # a 3-D layer without labels is taken as a z-stack...
+    widget.set_axes("yxq")
+    assert not widget.can_run and "not valid" in widget.status
+    widget.set_axes("yxc")  # ...until the user says the last axis holds channels
+    assert widget.can_run
+    widget.set_options(show_maps=True)
     run_and_wait(widget)
     points = _spots_layer(viewer)
     for ch in (0, 1):
@@ -148,11 +154,11 @@ def test_axes_in_layer_order_and_user_override(detect_widget, qtbot, tiny_model,
 def test_axis_labels_and_rgb(detect_widget):
     viewer, widget = detect_widget
     labelled = viewer.add_image(np.zeros((3, 32, 32), np.float32), axis_labels=("time", "row", "column"))
-    widget._image.value = labelled
-    assert widget._axes.value == "tyx"
+    widget.set_image(labelled)
+    assert widget.axes == "tyx"
     rgb = viewer.add_image(np.zeros((32, 32, 3), np.uint8), rgb=True)
-    widget._image.value = rgb
-    assert not widget._run.enabled
+    widget.set_image(rgb)
+    assert not widget.can_run
     assert "RGB" in widget.problem() and widget.run() is None
 
 
@@ -165,27 +171,26 @@ def test_model_choice_is_remembered_only_once_it_loaded_and_errors_are_shown(det
     viewer.add_image(np.zeros((64, 64), np.float32))
     bad = tmp_path / "not_a_model.pt"
     bad.write_bytes(b"")  # e.g. an interrupted download
-    widget._model_kind.value = "file"
-    widget._model_path.value = bad
-    assert not widget._model_path.native.isHidden() and widget._run.enabled
+    widget.choose_model("file", bad)
+    assert not widget._model_path.native.isHidden() and widget.can_run
     run_and_wait(widget)
-    assert "is empty" in widget._status.value and "Fix:" in widget._status.value
+    assert "is empty" in widget.status and "Fix:" in widget.status
     assert not [lay for lay in viewer.layers if META_KEY in lay.metadata]
     # a model that failed to load is not what the next launch should start with
-    assert DetectWidget(viewer)._model_kind.value == "default" and load_settings("detect") == {}
+    assert DetectWidget(viewer).model_kind == "default" and load_settings("detect") == {}
 
     good = save_model(tiny_model, tmp_path / "good.pt")
-    widget._model_path.value = good
-    widget._min_distance.value = 3
+    widget.choose_model("file", good)
+    widget.set_min_distance(3)
     run_and_wait(widget)
     assert [lay for lay in viewer.layers if META_KEY in lay.metadata]
     again = DetectWidget(viewer)  # a new session reads the settings file
-    assert again._model_kind.value == "file" and str(again._model_path.value) == str(good)
-    assert again._min_distance.value == 3
+    assert again.model_kind == "file" and again.model_path == str(good)
+    assert again.min_distance == 3
     again.restore_defaults()
     assert again.choices_to_remember()["model_path"] == ""  # the bundled model is not stored as path "."
-    assert again._model_kind.value == "default" and again._model_path.native.isHidden()
-    assert DetectWidget(viewer)._model_kind.value == "default"
+    assert again.model_kind == "default" and again._model_path.native.isHidden()
+    assert DetectWidget(viewer).model_kind == "default"
 
 
 def test_missing_default_model_is_explained(detect_widget, monkeypatch, tmp_path):
@@ -194,11 +199,12 @@ def test_missing_default_model_is_explained(detect_widget, monkeypatch, tmp_path
     monkeypatch.setattr(dw, "bundled_path", lambda name: tmp_path / "absent.pt")  # an install without it
     viewer, widget = detect_widget
     viewer.add_image(np.zeros((64, 64), np.float32))
-    widget._model_kind.value = "default"
-    assert not widget._run.enabled
-    assert "bundled default model is not installed" in widget._status.value
+    widget.choose_model("default")
+    assert not widget.can_run
+    assert "bundled default model is not installed" in widget.status
 
 
+@pytest.mark.slow
 def test_first_launch_detects_the_sample_with_the_bundled_model(detect_widget, run_and_wait):
     """Offline first use: sample data, default model, Run; the spots are the true ones (within 3 px: the sample
     holds spots near the noise floor and specks, as real images do, so a few are missed or extra)."""
@@ -206,23 +212,24 @@ def test_first_launch_detects_the_sample_with_the_bundled_model(detect_widget, r
 
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
-    widget._model_kind.value = "default"
-    widget._device.value = "cpu"
-    run_and_wait(widget, timeout=120_000)
+    widget.choose_model("default")
+    widget.set_device("cpu")
+    run_and_wait(widget, timeout=WAIT_MS)
     spots = next(lay for lay in viewer.layers if "spotdetect" in lay.metadata)
     assert spots.metadata["spotdetect"]["model"] == "default"
     truth = viewer.layers["true spots"].data
     assert match_spots(spots.data, truth, 3.0).f1 > 0.85
 
 
+@pytest.mark.slow
 def test_augmentation_box_averages_eight_views(detect_widget, tiny_model, run_and_wait):
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
     image = viewer.layers["smFISH (synthetic)"]
-    widget._image.value = image
+    widget.set_image(image)
     widget.set_model(tiny_model)
-    widget._augment.value = True
-    widget._maps.value = True
+    widget.set_options(augment=True)
+    widget.set_options(show_maps=True)
     passes = []
     hook = tiny_model.net.fpn.register_forward_pre_hook(lambda *_: passes.append(1))
     run_and_wait(widget)
@@ -236,9 +243,10 @@ def test_augmentation_box_averages_eight_views(detect_widget, tiny_model, run_an
     np.testing.assert_allclose(points.data, expected[["y", "x"]].to_numpy())
     assert not np.array_equal(plain.maps["labels"], points.metadata[DETS_KEY].maps["labels"])
     widget.restore_defaults()
-    assert widget._augment.value is False
+    assert widget.options()["augment"] is False
 
 
+@pytest.mark.slow
 def test_multiscale_dask_layer_is_detected_lazily_from_full_resolution(detect_widget, qtbot, tiny_model,
                                                                         run_and_wait):
     """An OME-Zarr-like pyramid of dask arrays: spots come from level 0, maps stay on disk, shown lazily."""
@@ -250,11 +258,11 @@ def test_multiscale_dask_layer_is_detected_lazily_from_full_resolution(detect_wi
     full = synthetic_image((300, 260), n_spots=40, seed=4)[0]
     pyramid = [da.from_array(full, chunks=(64, 64)), da.from_array(full[::2, ::2], chunks=(64, 64))]
     image = viewer.add_image(pyramid, multiscale=True, name="pyramid")
-    widget._image.value = image
+    widget.set_image(image)
     widget.set_model(tiny_model)
-    widget._maps.value = True
+    widget.set_options(show_maps=True)
     run_and_wait(widget)
-    assert not widget._error, widget._error
+    assert not widget.error, widget.error
     points = _spots_layer(viewer)
     expected = detect(full, tiny_model).spots
     assert len(points.data) == len(expected) > 0
@@ -263,6 +271,49 @@ def test_multiscale_dask_layer_is_detected_lazily_from_full_resolution(detect_wi
     assert isinstance(score_map.data, da.Array) and score_map.data.shape == full.shape
     ref = detect(full, tiny_model, keep_maps=True).maps["labels"]
     np.testing.assert_array_equal(np.asarray(score_map.data), ref)
-    widget._threshold.value = 0.3  # re-thresholding works on the compact candidates
-    qtbot.waitUntil(lambda: len(points.data) != len(expected), timeout=5000)
+    widget.move_threshold(0.3)  # re-thresholding works on the compact candidates
+    qtbot.waitUntil(lambda: len(points.data) != len(expected), timeout=WAIT_MS)
     assert (points.features["score"] > 0.3).all()
+
+
+def _candidates(viewer):
+    from napari_spotdetect.widgets.detect_widget import DETS_KEY
+
+    lay = [lay for lay in viewer.layers if DETS_KEY in lay.metadata][-1]
+    return lay.metadata[DETS_KEY].candidates
+
+
+@pytest.mark.slow
+def test_normalisation_percentiles_and_min_distance_change_the_detection(detect_widget, run_and_wait):
+    """The controls napari-spotiflow and stardist-napari users expect reach the engine."""
+    import torch
+
+    from napari_spotdetect.core.errors import SpotDetectError
+    from napari_spotdetect.core.models.base import ModelInfo
+    from napari_spotdetect.core.models.piscis import PERCENTILES, PiscisModel
+    from napari_spotdetect.core.models.piscis_net import PiscisConfig, PiscisNet
+
+    torch.manual_seed(0)
+    net = PiscisNet(PiscisConfig(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1)))
+    model = PiscisModel(net, ModelInfo(name="tiny-percentile", arch="piscis"), adjustment="percentile", device="cpu")
+    viewer, widget = detect_widget
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    widget.set_model(model)
+    assert widget.percentiles == PERCENTILES and widget.min_distance == 1
+    run_and_wait(widget)
+    first = _candidates(viewer)
+    widget.set_percentiles(20.0, 99.99)
+    run_and_wait(widget)
+    other = _candidates(viewer)
+    assert model.percentiles == PERCENTILES  # the model in use keeps its own
+    assert len(first) != len(other) or not np.allclose(first["score"].to_numpy(), other["score"].to_numpy())
+    widget.set_percentiles(*PERCENTILES)
+    run_and_wait(widget)
+    again = _candidates(viewer)
+    np.testing.assert_allclose(again["score"].to_numpy(), first["score"].to_numpy())
+    widget.set_min_distance(6)
+    run_and_wait(widget)
+    spread = _candidates(viewer)
+    assert 0 < len(spread) < len(first)  # close peaks merged into one
+    with pytest.raises(SpotDetectError, match="percentiles"):
+        widget.set_percentiles(99.0, 10.0)

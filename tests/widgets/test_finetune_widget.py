@@ -7,21 +7,16 @@ import pytest
 import torch
 
 from napari_spotdetect import load_model
-from napari_spotdetect.core.detect import Progress
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.steps import run_steps
-from napari_spotdetect.core.train import TrainConfig, TrainEvent
 from napari_spotdetect.widgets.detect_widget import META_KEY
 from napari_spotdetect.widgets.finetune_widget import pairs_from_layers, split_pairs
-from napari_spotdetect.widgets.model_registry import session_models
-from napari_spotdetect.widgets.workers import finetune_steps, run_sync
+
+# waits end as soon as their condition holds; a loaded 2-core machine may need minutes, never a failure
+WAIT_MS = 600_000
 
 
 def _small_settings(tune, tmp_path, epochs=2, steps=3):
-    tune._epochs.value, tune._steps.value = epochs, steps
-    tune._crop.value, tune._batch.value = 64, 2
-    tune._out.value = tmp_path / "models"
-    tune._name.value = "tuned"
+    tune.set_options(epochs=epochs, steps=steps, crop=64, batch=2, out_dir=tmp_path / "models", name="tuned")
 
 
 def _weights(model):
@@ -30,39 +25,38 @@ def _weights(model):
 
 def _detect_on_sample(viewer, detect, tiny_model, qtbot):
     viewer.open_sample("napari-spotdetect", "smfish_2d")
-    detect._image.value = viewer.layers["smFISH (synthetic)"]
+    detect.set_image(viewer.layers["smFISH (synthetic)"])
     detect.set_model(tiny_model)
     assert detect.run() is not None
-    qtbot.waitUntil(lambda: not detect.running, timeout=60_000)
+    qtbot.waitUntil(lambda: not detect.running, timeout=WAIT_MS)
 
 
+@pytest.mark.slow
 def test_finetune_from_last_detection_plot_grows_and_the_new_model_is_adopted(finetune_widget, qtbot, tiny_model,
                                                                               tmp_path):
     viewer, detect, tune = finetune_widget
     _detect_on_sample(viewer, detect, tiny_model, qtbot)
     before = _weights(tiny_model)
     # the sample's true spots stand in for a corrected detection
-    tune._on_layers_changed()
-    row = tune._rows[0]
-    row.image.value, row.points.value = viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"]
-    tune._start.value = "last"
+    tune.set_example(viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"])
+    tune.set_start("last")
     _small_settings(tune, tmp_path)
-    assert tune._train.enabled, tune.problem()
+    assert tune.can_train, tune.problem()
 
     worker = tune.train()
     assert worker is not None and tune.running
-    qtbot.waitUntil(lambda: len(tune._plot.step_loss) >= 1, timeout=60_000)
-    seen = len(tune._plot.step_loss)
-    assert tune.running and not tune._train.enabled and tune._stop_btn.enabled
-    qtbot.waitUntil(lambda: len(tune._plot.step_loss) > seen, timeout=60_000)  # the plot keeps growing
-    qtbot.waitUntil(lambda: not tune.running, timeout=120_000)
+    qtbot.waitUntil(lambda: len(tune.plot.step_loss) >= 1, timeout=WAIT_MS)
+    seen = len(tune.plot.step_loss)
+    assert tune.running and not tune.can_train and tune.can_stop
+    qtbot.waitUntil(lambda: len(tune.plot.step_loss) > seen, timeout=WAIT_MS)  # the plot keeps growing
+    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
 
-    assert tune._error is None, tune._error
-    assert len(tune._plot.step_loss) == 6  # 2 epochs x 3 steps, in order, spread over the epoch axis
-    assert [x for x, _ in tune._plot.step_loss] == sorted(x for x, _ in tune._plot.step_loss)
-    assert [x for x, _ in tune._plot.val_f1] == [0, 1, 2]  # the starting model, then each epoch
-    assert len(tune._plot.epoch_loss) == 2
-    res = tune._result
+    assert tune.error is None, tune.error
+    assert len(tune.plot.step_loss) == 6  # 2 epochs x 3 steps, in order, spread over the epoch axis
+    assert [x for x, _ in tune.plot.step_loss] == sorted(x for x, _ in tune.plot.step_loss)
+    assert [x for x, _ in tune.plot.val_f1] == [0, 1, 2]  # the starting model, then each epoch
+    assert len(tune.plot.epoch_loss) == 2
+    res = tune.result
     assert not res.stopped and res.path == tmp_path / "models" / "tuned.pt" and res.path.exists()
     on_disk = load_model(res.path, device="cpu")
     assert on_disk.default_threshold == pytest.approx(res.model.default_threshold)
@@ -70,57 +64,56 @@ def test_finetune_from_last_detection_plot_grows_and_the_new_model_is_adopted(fi
     assert card["mode"] == "finetune" and card["base_model"] == "tiny-random"
     assert card["training_data"]["layers"] == [["smFISH (synthetic)", "true spots"]]
     assert "f1" in card["validation_before"] and card["validation"]["f1"] == pytest.approx(max(
-        f1 for x, f1 in tune._plot.val_f1 if x > 0))
-    assert "F1" in tune._outcome.value and str(res.path) in tune._outcome.value
-    assert tune._name.value == "tuned-2"  # Train can be pressed again without overwriting
+        f1 for x, f1 in tune.plot.val_f1 if x > 0))
+    assert "F1" in tune.outcome and str(res.path) in tune.outcome
+    assert tune.options()["name"] == "tuned-2"  # Train can be pressed again without overwriting
     # nothing changed for detection until the user accepts: same weights, same choice
     for k, v in _weights(tiny_model).items():
         assert torch.equal(v, before[k]), k
-    assert detect._model_kind.value == "memory"
-    entry = tune._entry
-    assert entry.key in detect._model_kind.choices  # ...but it is offered at once
+    assert detect.model_kind == "memory"
+    entry = tune.session_entry
+    assert entry.key in detect.model_choices  # ...but it is offered at once
 
-    assert tune._use_run.enabled
-    tune._use_run.changed.emit(True)  # "Use it and detect again"
-    assert detect._model_kind.value == entry.key
-    qtbot.waitUntil(lambda: not detect.running, timeout=60_000)
+    assert tune.can_use_model
+    assert tune.use_model(detect_again=True)  # "Use it and detect again"
+    assert detect.model_kind == entry.key
+    qtbot.waitUntil(lambda: not detect.running, timeout=WAIT_MS)
     spots = [lay for lay in viewer.layers if META_KEY in lay.metadata]  # one result per model, side by side
     assert sorted(lay.metadata[META_KEY]["model"] for lay in spots) == ["tiny-random", "tuned"]
-    assert "now uses tuned" in tune._outcome.value
+    assert "now uses tuned" in tune.outcome
 
 
+@pytest.mark.slow
 def test_stop_midway_keeps_a_loadable_best_checkpoint(finetune_widget, qtbot, tiny_model, tmp_path):
     viewer, detect, tune = finetune_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
-    tune._on_layers_changed()
-    tune._rows[0].image.value = viewer.layers["smFISH (synthetic)"]
-    tune._rows[0].points.value = viewer.layers["true spots"]
+    tune.set_example(viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"])
     model_file = tmp_path / "start.pt"
     from napari_spotdetect.core.weights.native import save_model
 
     save_model(tiny_model, model_file)
-    tune._start.value = "file"
-    tune._start_path.value = model_file
+    tune.set_start("file", model_file)
     _small_settings(tune, tmp_path, epochs=4, steps=3)
     assert tune.train() is not None
-    qtbot.waitUntil(lambda: len(tune._plot.val_f1) >= 2, timeout=120_000)  # the first epoch is validated
+    qtbot.waitUntil(lambda: len(tune.plot.val_f1) >= 2, timeout=WAIT_MS)  # the first epoch is validated
     tune.stop()
-    at_stop = len(tune._plot.step_loss)
-    assert "Stopping" in tune._status.value
-    qtbot.waitUntil(lambda: not tune.running, timeout=60_000)
+    at_stop = len(tune.plot.step_loss)
+    assert "Stopping" in tune.status
+    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
 
-    res = tune._result
+    res = tune.result
     assert res.stopped and res.model is not None
-    assert len(tune._plot.step_loss) <= at_stop + 1 < 12  # within one step of the click, long before the end
+    assert len(tune.plot.step_loss) <= at_stop + 1 < 12  # within one step of the click, long before the end
     best = tmp_path / "models" / "tuned_checkpoints" / "tuned_best.pt"
     assert best.exists() and res.path.exists()
     for path in (best, res.path):
         m = load_model(path, device="cpu")
         assert m.info.card["epoch"] >= 1
-    assert "Stopped early" in tune._outcome.value and tune._use.enabled
-    assert tune.use_model() and detect._model_kind.value == tune._entry.key
+    assert "Stopped early" in tune.outcome and tune.can_use_model
+    assert tune.use_model() and detect.model_kind == tune.session_entry.key
 
 
+@pytest.mark.slow
 def test_finetune_from_a_folder_of_images_and_csvs(finetune_widget, qtbot, tiny_model, tmp_path):
     import pandas as pd
 
@@ -135,41 +128,38 @@ def test_finetune_from_a_folder_of_images_and_csvs(finetune_widget, qtbot, tiny_
         np.save(data / f"cell{i}.npy", img)
         pd.DataFrame({"y": pts[:, 0], "x": pts[:, 1]}).to_csv(data / f"cell{i}.csv", index=False)
     save_model(tiny_model, tmp_path / "start.pt")
-    tune._source.value = "folder"
-    tune._folder.value = data
-    tune._start.value, tune._start_path.value = "file", tmp_path / "start.pt"
+    tune.set_source("folder", data)
+    tune.set_start("file", tmp_path / "start.pt")
     _small_settings(tune, tmp_path, epochs=1, steps=2)
     assert tune.train() is not None
-    qtbot.waitUntil(lambda: not tune.running, timeout=120_000)
-    assert tune._error is None, tune._error
-    card = load_model(tune._result.path, device="cpu").info.card
+    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
+    assert tune.error is None, tune.error
+    card = load_model(tune.result.path, device="cpu").info.card
     assert card["training_data"]["folder"] == str(data.resolve()) and card["training_data"]["n_examples"] == 2
     assert card["n_train_images"] == 1 and card["n_val_images"] == 1  # 20 % of 2 images, at least one
 
 
 def test_train_is_refused_with_clear_messages(finetune_widget, tmp_path):
     viewer, _detect, tune = finetune_widget
-    assert not tune._train.enabled
+    assert not tune.can_train
     viewer.add_image(np.zeros((4, 64, 64), np.float32), name="stack")
     viewer.add_points(np.array([[10.0, 10]]), name="plane spots")
-    tune._on_layers_changed()
-    tune._rows[0].image.value = viewer.layers["stack"]
-    tune._rows[0].points.value = viewer.layers["plane spots"]
-    assert "2-D points" in tune.problem() and not tune._train.enabled and tune.train() is None
+    tune.set_example(viewer.layers["stack"], viewer.layers["plane spots"])
+    assert "2-D points" in tune.problem() and not tune.can_train and tune.train() is None
     flat = viewer.add_image(np.zeros((64, 64), np.float32), name="plane")
     empty = viewer.add_points(np.zeros((0, 2)), name="empty", ndim=2)
-    tune._rows[0].image.value, tune._rows[0].points.value = flat, empty
+    tune.set_example(flat, empty)
     assert "has no points" in tune.problem()
-    tune._source.value = "folder"
+    tune.set_source("folder")
     assert tune._rows_box.visible is False and "folder" in tune.problem()
-    tune._folder.value = tmp_path
-    tune._start.value = "file"
+    tune.set_source("folder", tmp_path)
+    tune.set_start("file")
     assert "model file" in tune.problem()
     (tmp_path / "m.pt").write_bytes(b"x")
-    tune._start_path.value = tmp_path / "m.pt"
-    tune._out.value, tune._name.value = tmp_path, "m"
+    tune.set_start("file", tmp_path / "m.pt")
+    tune.set_options(out_dir=tmp_path, name="m")
     assert "already exists" in tune.problem()
-    tune._name.value = "m2"
+    tune.set_options(name="m2")
     assert tune.problem() is None
 
 
@@ -202,63 +192,7 @@ def test_a_stack_gives_one_example_per_annotated_plane(make_napari_viewer):
         pairs_from_layers(img, flat)
 
 
-# -- the worker generator, without Qt ---------------------------------------------------------------------
-def _pairs():
-    from napari_spotdetect.core.synthetic import synthetic_image
-
-    return [synthetic_image((96, 96), n_spots=20, seed=s) for s in (1, 2)]
-
-
-def test_worker_generator_trains_saves_and_leaves_the_base_model_alone(tiny_piscis, tmp_path):
-    before = _weights(tiny_piscis)
-    cfg = TrainConfig.finetune(epochs=2, steps_per_epoch=2, batch_size=2, crop=64)
-    train, val = _pairs()[:1], _pairs()[1:]
-    events, res = run_sync(finetune_steps(tiny_piscis, train, val, cfg, out_dir=tmp_path, name="g"))
-    kinds = [e.kind for e in events if isinstance(e, TrainEvent)]
-    assert kinds == ["start", "step", "step", "epoch", "step", "step", "epoch", "done"]
-    assert isinstance(events[0], Progress) and events[2].kind == "start" and "f1" in events[2].val
-    assert res.path == tmp_path / "g.pt" and not res.stopped and len(res.history) == 2
-    loaded = load_model(res.path, device="cpu")
-    assert loaded.info.card["validation_before"] == res.before
-    assert loaded.default_threshold == pytest.approx(res.model.default_threshold)
-    for k, v in _weights(tiny_piscis).items():
-        assert torch.equal(v, before[k]), k
-    assert session_models.models == {}  # the worker never touches the session: the main thread does
-
-
-def test_worker_stop_before_the_first_epoch_saves_nothing(tiny_piscis, tmp_path):
-    cfg = TrainConfig.finetune(epochs=2, steps_per_epoch=5, batch_size=1, crop=64)
-    gen = finetune_steps(tiny_piscis, _pairs(), None, cfg, out_dir=tmp_path, name="s",
-                         stop=lambda: steps_seen[0] >= 2)
-    steps_seen = [0]
-
-    def count(ev):
-        steps_seen[0] += isinstance(ev, TrainEvent) and ev.kind == "step"
-
-    res = run_steps(gen, count)
-    assert res.stopped and res.model is None and res.path is None
-    assert steps_seen[0] == 2 and not (tmp_path / "s.pt").exists()
-
-
-def test_worker_refuses_a_model_it_cannot_fine_tune(tmp_path):
-    from napari_spotdetect.core.errors import SpotDetectError
-
-    with pytest.raises(SpotDetectError, match="does not exist|No model"):
-        run_sync(finetune_steps(str(tmp_path / "missing.pt"), _pairs(), None, TrainConfig.finetune(),
-                                out_dir=tmp_path, name="x"))
-
-
-def test_worker_fine_tunes_a_deepspot_model_too(mhybrid, tmp_path):
-    from napari_spotdetect.core.models.deepspot import DeepSpotModel
-
-    published = load_model(mhybrid, device="cpu")
-    cfg = TrainConfig.finetune(epochs=1, steps_per_epoch=3, batch_size=2, crop=64, lr=1e-4)
-    _events, res = run_sync(finetune_steps(published, _pairs()[:1], None, cfg, out_dir=tmp_path, name="ds"))
-    assert isinstance(res.model, DeepSpotModel) and res.path.exists()
-    again = load_model(res.path, device="cpu")
-    assert isinstance(again, DeepSpotModel) and again.info.card["validation_before"]["f1"] >= 0
-
-
+@pytest.mark.slow
 def test_finetune_from_the_stack_sample_learns_from_each_annotated_plane(finetune_widget, qtbot, tiny_model,
                                                                          tmp_path):
     viewer, detect, tune = finetune_widget
@@ -267,17 +201,86 @@ def test_finetune_from_the_stack_sample_learns_from_each_annotated_plane(finetun
     truth = next(lay for lay in viewer.layers if lay.name == "true spots")
     n_planes = len(np.unique(np.rint(truth.data[:, 0])))
     assert n_planes > 1
-    tune._on_layers_changed()
-    row = tune._rows[0]
-    row.image.value, row.points.value = stack, truth
+    tune.set_example(stack, truth)
     from napari_spotdetect.core.weights.native import save_model
 
-    tune._start.value = "file"
     save_model(tiny_model, tmp_path / "start.pt")
-    tune._start_path.value = tmp_path / "start.pt"
+    tune.set_start("file", tmp_path / "start.pt")
     _small_settings(tune, tmp_path, epochs=1, steps=2)
     assert tune.train() is not None, tune.problem()
-    qtbot.waitUntil(lambda: not tune.running, timeout=120_000)
-    assert tune._error is None, tune._error
-    card = load_model(tune._result.path, device="cpu").info.card
+    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
+    assert tune.error is None, tune.error
+    card = load_model(tune.result.path, device="cpu").info.card
     assert card["n_train_images"] + card["n_val_images"] == n_planes  # one example per plane with spots
+
+
+# -- one engine: the panel's defaults and entry point are the core's (the CLI's too) -----------------------
+@pytest.mark.slow
+def test_the_panel_starts_from_the_core_defaults_and_trains_through_the_core(finetune_widget, qtbot, tiny_model,
+                                                                              tmp_path, monkeypatch):
+    from napari_spotdetect.core import finetuning
+    from napari_spotdetect.core.finetune_defaults import DEFAULTS as FT
+    from napari_spotdetect.core.weights.native import save_model
+
+    viewer, _detect, tune = finetune_widget
+    opts = tune.options()
+    assert (opts["epochs"], opts["steps"], opts["lr"], opts["loss"], opts["crop"], opts["batch"]) == (
+        FT.epochs, FT.steps_per_epoch, FT.lr, FT.loss, FT.crop, FT.batch_size)
+    assert opts["val_percent"] == round(100 * FT.val_share)
+    assert tune.config() == finetuning.finetune_config(epochs=FT.epochs, steps_per_epoch=FT.steps_per_epoch)
+    calls = []
+    real = finetuning.iter_finetune
+
+    def spy(*a, **kw):
+        calls.append(kw)
+        return (yield from real(*a, **kw))
+
+    monkeypatch.setattr(finetuning, "iter_finetune", spy)
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    tune.set_example(viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"])
+    save_model(tiny_model, tmp_path / "start.pt")
+    tune.set_start("file", tmp_path / "start.pt")
+    _small_settings(tune, tmp_path, epochs=1, steps=1)
+    assert tune.train() is not None
+    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
+    assert tune.error is None, tune.error
+    assert len(calls) == 1 and calls[0]["val_share"] == pytest.approx(FT.val_share)
+    assert calls[0]["out"] == tmp_path / "models" / "tuned.pt"
+
+
+@pytest.mark.slow
+def test_the_plots_starting_f1_is_what_the_qc_panel_reports(finetune_widget, qtbot, tiny_model, tmp_path):
+    """Same model, image and radius: epoch 0 of the training plot and the QC panel show one number."""
+    viewer, detect, tune = finetune_widget
+    _detect_on_sample(viewer, detect, tiny_model, qtbot)
+    spots = next(lay for lay in viewer.layers if META_KEY in lay.metadata)
+    truth = viewer.layers["true spots"]
+    _d, qc = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Check against ground truth")
+    from napari_spotdetect.core.finetune_defaults import DEFAULTS as FT
+
+    qc.set_layers(spots, truth, radius=FT.radius, all_images=False)
+    [row] = qc.compare()
+    tune.set_example(viewer.layers["smFISH (synthetic)"], truth)
+    tune.set_start("last")
+    _small_settings(tune, tmp_path, epochs=1, steps=1)
+    assert tune.train() is not None
+    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
+    assert tune.error is None, tune.error
+    x0, f1_0 = tune.plot.val_f1[0]
+    assert x0 == 0 and f1_0 == pytest.approx(row["f1"], abs=1e-9)
+    assert tune.result.before["f1_integral"] == pytest.approx(row["f1_integral"], abs=1e-9)
+    assert all(loss >= 0 for _x, loss in tune.plot.step_loss)  # a positive loss on the plot
+
+
+def test_each_viewer_has_its_own_session_models(make_napari_viewer, tiny_model):
+    """A model fine-tuned in one viewer is offered there, not in another viewer of the same process."""
+    from napari_spotdetect.widgets.model_registry import registry_for
+
+    v1, v2 = make_napari_viewer(), make_napari_viewer()
+    _d, detect1 = v1.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
+    _d, detect2 = v2.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
+    assert registry_for(v1) is not registry_for(v2) and registry_for(v1) is registry_for(v1)
+    entry = registry_for(v1).add(tiny_model)
+    assert entry.key in detect1.model_choices and entry.key not in detect2.model_choices
+    assert registry_for(v1).use(entry) == 1  # only the panel of that viewer listens
+    assert detect1.model_kind == entry.key

@@ -25,18 +25,19 @@ def _open(viewer):
     return w
 
 
+@pytest.mark.slow
 def test_scores_match_evaluate_and_the_cli_and_canvas_shows_mistakes(detected_2d, tmp_path, capsys):
     viewer, _image, spots, truth = detected_2d
     spots.add(truth.data[:40] + 0.3)  # the random test network finds nothing real: give it some hits
     w = _open(viewer)
-    w._pred.value, w._truth.value = spots, truth
-    w._radius.value = 1.5
+    w.set_layers(spots, truth)
+    w.set_layers(*w.chosen, radius=1.5)
     rows = w.compare()
     assert len(rows) == 1
     expected = evaluate(spots.data, truth.data, 1.5)
     assert {k: rows[0][k] for k in KEYS} == expected
     assert 0 < expected["tp"] < expected["n_pred"]
-    assert f"F1 {expected['f1']:.3f}" in w._summary.value
+    assert f"F1 {expected['f1']:.3f}" in w.summary
 
     # the CLI on CSVs written from the same layers prints and stores the same numbers
     for folder, layer in (("pred", spots), ("truth", truth)):
@@ -60,13 +61,14 @@ def test_scores_match_evaluate_and_the_cli_and_canvas_shows_mistakes(detected_2d
     assert len(tp_pred) + len(missed[0].data) == len(truth.data)
 
     # comparing again at another radius updates the same FN layer instead of adding one
-    w._radius.value = 3.0
+    w.set_layers(*w.chosen, radius=3.0)
     rows3 = w.compare()
     assert rows3[0]["f1"] == evaluate(spots.data, truth.data, 3.0)["f1"]
     assert len([lay for lay in viewer.layers if FN_KEY in lay.metadata]) == 1
     assert len(missed[0].data) == rows3[0]["fn"]
 
 
+@pytest.mark.slow
 def test_several_images_pair_by_image_and_export(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     rng = np.random.default_rng(0)
@@ -79,15 +81,14 @@ def test_several_images_pair_by_image_and_export(make_napari_viewer, tmp_path):
         viewer.add_points(t, name=f"{name} ground truth", metadata={TRUTH_KEY: {"image": name}})
         truths[name] = (p, t)
     w = _open(viewer)
-    assert w._pred.value.name == "cells A spots" and w._truth.value.name == "cells A ground truth"
+    assert [lay.name for lay in w.chosen] == ["cells A spots", "cells A ground truth"]
     rows = w.compare()
     assert [r["image"] for r in rows] == ["cells A", "cells B"]
     for r in rows:
         p, t = truths[r["image"]]
         assert r["f1"] == evaluate(p, t, 1.0)["f1"] and r["truth"] == f"{r['image']} ground truth"
-    assert w._table.rowCount() == 2 and w._table.item(1, 0).text() == "cells B"
-    w._out.value = tmp_path / "qc"
-    out = w.export()
+    assert [row[0] for row in w.table_text()] == ["cells A", "cells B"]
+    out = w.export_table(tmp_path / "qc")
     df = pd.read_csv(out)
     assert out.name == "qc.csv" and list(df.columns) == A.QC_COLUMNS
     assert df["image"].tolist() == ["cells A", "cells B"]
@@ -99,5 +100,5 @@ def test_same_layer_twice_is_refused(make_napari_viewer):
     viewer = make_napari_viewer()
     lay = viewer.add_points(np.ones((3, 2)), name="x")
     w = _open(viewer)
-    w._pred.value = w._truth.value = lay
-    assert w.compare() == [] and "same layer" in w._summary.value
+    w.set_layers(lay, lay)
+    assert w.compare() == [] and "same layer" in w.summary

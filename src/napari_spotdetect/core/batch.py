@@ -19,8 +19,8 @@ import pandas as pd
 
 from .errors import SpotDetectError
 from .image_sources import image_name, opened_image
-from .units import pixel_size_um
 from .spots_io import atomic_write_text, provenance_path, write_spots_csv
+from .units import pixel_size_um
 
 #: the summary table written beside the spot tables
 SUMMARY_NAME = "predict_summary.csv"
@@ -99,7 +99,7 @@ def _read_errors_explained(path):
     except SpotDetectError:
         raise
     except Exception as err:
-        if not type(err).__module__.split(".")[0] in ("tifffile", "zarr", "numcodecs", "imagecodecs"):
+        if type(err).__module__.split(".")[0] not in ("tifffile", "zarr", "numcodecs", "imagecodecs"):
             raise
         raise SpotDetectError(f"Cannot read the image {path}: the file is damaged or truncated "
                               f"({type(err).__name__}: {err}).",

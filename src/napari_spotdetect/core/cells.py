@@ -39,7 +39,7 @@ def label_at(labels: np.ndarray, spots: pd.DataFrame, name: str = "cells") -> np
                               "pass 2-D labels for 2-D spots, or spots detected in the z-stack.")
     idx = [np.rint(pos[a]).astype(np.int64) for a in axes]
     inside = np.ones(len(spots), dtype=bool)
-    for i, a in enumerate(axes):
+    for i, _a in enumerate(axes):
         inside &= (idx[i] >= 0) & (idx[i] < labels.shape[i])
     clipped = tuple(np.clip(v, 0, labels.shape[i] - 1) for i, v in enumerate(idx))
     return np.where(inside, labels[clipped] if len(spots) else np.zeros(0, np.int64), 0)

@@ -109,3 +109,22 @@ def evaluate_matched(pred, truth, radius: float = 1.0) -> tuple[dict, Match]:
 def evaluate(pred, truth, radius: float = 1.0) -> dict:
     """Precision, recall, F1 at ``radius`` plus the F1 integral and the counts, as plain floats."""
     return evaluate_matched(pred, truth, radius)[0]
+
+
+def score_model(model, pairs, radius: float = 1.0, threshold: float | None = None, should_stop=None) -> dict:
+    """Detect with ``model`` on each (image, truth) pair and :func:`evaluate`; the mean over the pairs.
+
+    At the model's own threshold unless one is given: what a detection followed by the QC panel (or
+    ``spotdetect evaluate``) reports for the same images and radius. Fine-tuning's "before" score.
+    """
+    from .detect import detect  # noqa: PLC0415 (detect builds on the models; metrics stays light)
+
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("score_model needs at least one (image, truth) pair")
+    per = []
+    for image, truth in pairs:
+        det = detect(image, model, threshold, keep_maps=False, should_stop=should_stop)
+        per.append(evaluate(det.spots[["y", "x"]].to_numpy(), truth, radius))
+    keys = ("precision", "recall", "f1", "f1_integral")
+    return {**{k: float(np.mean([m[k] for m in per])) for k in keys}, "radius": float(radius)}

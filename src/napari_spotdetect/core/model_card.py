@@ -28,8 +28,8 @@ def card_lines(card: dict) -> list[str]:
         lines.append("real images (train split): " + "; ".join(parts))
         if real.get("not_used_licence"):
             lines.append("not trained on (licence unclear): " + ", ".join(real["not_used_licence"]))
-    synth = [f"{d.get('n_images')} {name}" for name, d in (("synthetic", data), ("realistic synthetic",
-                                                                                  data.get("realistic_synthetic") or {}))
+    pairs = (("synthetic", data), ("realistic synthetic", data.get("realistic_synthetic") or {}))
+    synth = [f"{d.get('n_images')} {name}" for name, d in pairs
              if d.get("n_images")]
     if synth:
         lines.append("and on synthetic images: " + ", ".join(synth))

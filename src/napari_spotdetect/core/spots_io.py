@@ -59,7 +59,7 @@ def is_sidecar(path) -> bool:
     return name.endswith((".rejected.csv", ".provenance.json")) or name == "predict_summary.csv"
 
 
-def read_spots_csv(path, ndim: int | None = None) -> pd.DataFrame:
+def read_spots_csv(path) -> pd.DataFrame:
     """Read a spot table into a DataFrame with canonical coordinate columns (``z``, ``y``, ``x``, ...).
 
     Raises :class:`NotASpotTable` when the file has no coordinate columns we recognise.
@@ -94,7 +94,8 @@ def read_spots_csv(path, ndim: int | None = None) -> pd.DataFrame:
     axis_cols.sort(key=lambda c: int(c.split("-")[1]))
     if axis_cols and not {"y", "x"} <= set(df.columns):
         if len(axis_cols) > len(_NAPARI_AXES):
-            raise NotASpotTable(f"{path} has {len(axis_cols)} napari axis columns; at most 5 (t, c, z, y, x) are known.",
+            raise NotASpotTable(f"{path} has {len(axis_cols)} napari axis columns; at most 5 (t, c, z, y, x) "
+                                "are known.",
                                 "export the points of a 2-D to 5-D layer.")
         df = df.rename(columns=dict(zip(axis_cols, _NAPARI_AXES[len(axis_cols)])))
         df = df.drop(columns=[c for c in ("index",) if c in df.columns])

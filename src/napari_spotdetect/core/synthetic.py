@@ -33,7 +33,7 @@ KINDS: dict[str, dict] = {
 }
 
 
-def _gauss(img, yy, xx, cy, cx, s, a):
+def _gauss(img, cy, cx, s, a):
     """Add an integrated (pixel-area) Gaussian: what a camera pixel collects from a PSF."""
     from scipy.special import erf
 
@@ -103,13 +103,13 @@ def _preset_image(shape, rng, p):
     n = int(round(h * w * rng.uniform(*p["density"])))
     coords = _positions(rng, h, w, n, p)
     for cy, cx in coords:
-        _gauss(img, yy, xx, cy, cx, rng.uniform(*p["sigma"]), noise * np.exp(rng.uniform(*np.log(p["snr"]))))
+        _gauss(img, cy, cx, rng.uniform(*p["sigma"]), noise * np.exp(rng.uniform(*np.log(p["snr"]))))
     for _ in range(int(rng.integers(p["blobs"][0], p["blobs"][1] + 1))):
         c = rng.uniform([0, 0], [h, w])
-        _gauss(img, yy, xx, c[0], c[1], rng.uniform(*p["blob_sigma"]), noise * rng.uniform(5, 40))
+        _gauss(img, c[0], c[1], rng.uniform(*p["blob_sigma"]), noise * rng.uniform(5, 40))
     for _ in range(int(rng.integers(p["defocus"][0], p["defocus"][1] + 1))):
         c = rng.uniform([0, 0], [h, w])
-        _gauss(img, yy, xx, c[0], c[1], rng.uniform(*p["defocus_sigma"]), noise * rng.uniform(1.0, 3.0))
+        _gauss(img, c[0], c[1], rng.uniform(*p["defocus_sigma"]), noise * rng.uniform(1.0, 3.0))
     read = rng.uniform(*p["read_noise"])
     img = rng.poisson(np.clip(img, 0, None)).astype(np.float64) + rng.normal(0, read, size=shape)
     return img.astype(np.float32), coords
@@ -218,12 +218,12 @@ def realistic_image(shape=(256, 256), seed: int | None = 0, without=()):
     snr = np.exp(rng.uniform(np.log(3.0), np.log(60.0)))  # the image's typical spot, then a spread around it
     for cy, cx in coords:
         s = sigma * rng.uniform(0.85, 1.15)
-        _gauss(signal, yy, xx, cy, cx, s, noise * snr * np.exp(rng.normal(0, 0.4)) * (1.3 / max(s, 1.3)) ** 0.5)
+        _gauss(signal, cy, cx, s, noise * snr * np.exp(rng.normal(0, 0.4)) * (1.3 / max(s, 1.3)) ** 0.5)
     junk = np.zeros((h, w))
     if has["negatives"]:
         for _ in range(int(rng.integers(0, 8))):  # dim out-of-focus blobs, at least twice as wide as a spot
             c = rng.uniform([0, 0], [h, w])
-            _gauss(junk, yy, xx, c[0], c[1], rng.uniform(2.0, 4.0) * max(sigma, 1.2), noise * rng.uniform(1.0, 4.0))
+            _gauss(junk, c[0], c[1], rng.uniform(2.0, 4.0) * max(sigma, 1.2), noise * rng.uniform(1.0, 4.0))
         if rng.random() < 0.5:  # granular autofluorescence, in patches
             tex = ndimage.gaussian_filter(rng.normal(0, 1, (h, w)), rng.uniform(0.8, 1.6))
             tex = np.clip(tex / (tex.std() + 1e-12), 0, None)
@@ -233,7 +233,7 @@ def realistic_image(shape=(256, 256), seed: int | None = 0, without=()):
         if sigma >= 1.0:  # 1-2 px specks: narrower than any spot of this image
             for _ in range(int(rng.integers(0, 25))):
                 c = rng.uniform([0, 0], [h, w])
-                _gauss(junk, yy, xx, c[0], c[1], rng.uniform(0.3, 0.45), noise * np.exp(rng.uniform(np.log(2), np.log(20))))
+                _gauss(junk, c[0], c[1], rng.uniform(0.3, 0.45), noise * np.exp(rng.uniform(np.log(2), np.log(20))))
     illum = np.ones((h, w))
     if has["illumination"]:
         cy, cx = rng.uniform([0, 0], [h, w])

@@ -84,7 +84,8 @@ def plan_tiles(shape, tile, overlap: float = 0.1, end_align: int | None = None) 
     th, tw = (int(v) for v in tile)
     ay, ax = plan_axis(h, th, overlap, end_align), plan_axis(w, tw, overlap, end_align)
     tiles = []
-    for (i, (r0, r1)), (j, (c0, c1)) in product(enumerate(zip(ay.starts, ay.stops)), enumerate(zip(ax.starts, ax.stops))):
+    rows, cols = enumerate(zip(ay.starts, ay.stops)), enumerate(zip(ax.starts, ax.stops))
+    for (i, (r0, r1)), (j, (c0, c1)) in product(rows, cols):
         own = (ay.borders[i], ay.borders[i + 1], ax.borders[j], ax.borders[j + 1])
         tiles.append(Tile(len(tiles), slice(r0, r1), slice(c0, c1), own))
     return TilePlan((h, w), (th, tw), tuple(tiles), (len(ay.starts), len(ax.starts)))

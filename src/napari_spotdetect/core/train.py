@@ -34,6 +34,7 @@ import torch
 
 from .augment import random_augment
 from .errors import Cancelled, SpotDetectError
+from .examples import VAL_SHARE, pairs_from_folder, planes_with_spots, split_examples
 from .metrics import evaluate, match_spots
 from .models.base import ModelInfo, SpotModel
 from .steps import run_steps
@@ -64,20 +65,21 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     val_radius: float = 1.0  # match radius (px) for the validation F1 and threshold tuning
-    bn_batches: int = 4  # batches of inference-sized tiles for re-estimating BatchNorm statistics after each epoch (0: off)
+    # batches of inference-sized tiles for re-estimating BatchNorm statistics after each epoch (0: off)
+    bn_batches: int = 4
     tile_size: int | None = None  # inference tile of the trained model; default: the base model's, or 256
     ema: float | None = None  # decay of a moving average of the weights, validated and saved instead of the raw ones
     select: str = "f1"  # validation metric that picks the best epoch: "f1" or "f1_integral"
-    normalization: str | None = None  # input normalisation to train with ("standardize"/"percentile"); None: the model's
+    # input normalisation to train with ("standardize"/"percentile"); None: the model's
+    normalization: str | None = None
     device: str | None = "cpu"
 
     @classmethod
-    def finetune(cls, **kw) -> "TrainConfig":
-        """Defaults for adapting a trained model to a few annotated images."""
-        base = dict(optimizer="adam", lr=1e-3, epochs=10, warmup_fraction=0.0, decay_fraction=0.0,
-                    weight_decay=0.0, steps_per_epoch=10)
-        base.update(kw)
-        return cls(**base)
+    def finetune(cls, **kw) -> TrainConfig:
+        """Defaults for adapting a trained model to a few annotated images (:data:`.finetuning.DEFAULTS`)."""
+        from .finetuning import finetune_config  # noqa: PLC0415 (finetune builds on this module)
+
+        return finetune_config(**kw)
 
 
 @dataclass
@@ -159,7 +161,8 @@ class Trainer:
         model: a ``PiscisConfig`` (train from scratch), or a ``PiscisModel`` or ``DeepSpotModel`` (copied,
             never modified). How each is fed, scored and rebuilt is its :mod:`.trainable` recipe.
         train: (image, spots) pairs; spots are (N, 2) y/x arrays or DataFrames with y, x columns.
-        val: validation pairs; without them 15 % of ``train`` (at least one image) is held out, or, with a
+        val: validation pairs; without them :data:`.examples.VAL_SHARE` of ``train`` (at least one image) is
+            held out, or, with a
             single training image, that image is also used for validation (reported in the card).
         config: :class:`TrainConfig`.
         out_dir, name: where ``{name}_best.pt`` and ``{name}_last.pt`` go (nothing is written if None).
@@ -200,11 +203,8 @@ class Trainer:
             if len(train) == 1:
                 val, self.val_note = list(train), "the single training image (no held-out data)"
             else:
-                n_val = max(1, int(round(0.15 * len(train))))
-                order = np.random.default_rng(c.seed).permutation(len(train))
-                val = [train[i] for i in order[:n_val]]
-                train = [train[i] for i in order[n_val:]]
-                self.val_note = f"{n_val} of the training images held out"
+                train, val = split_examples(train, VAL_SHARE, c.seed)
+                self.val_note = f"{len(val)} of the training images held out"
         self.train_raw, self.val = train, val
         torch.manual_seed(c.seed)  # a new network's initial weights
         self.recipe, self.mode = recipe_for(model, c.loss, c.l2_weight, c.normalization)
@@ -217,7 +217,8 @@ class Trainer:
         info = ModelInfo(name=name, arch=self.recipe.arch)
         self.device = torch.device(c.device or "cpu")
         self.net = net.to(self.device)
-        tile = (c.tile_size, c.tile_size) if c.tile_size else (model.tile_size if self.mode == "finetune" else (256, 256))
+        base_tile = model.tile_size if self.mode == "finetune" else (256, 256)
+        tile = (c.tile_size, c.tile_size) if c.tile_size else base_tile
         self.model = self.recipe.wrap(self.net, info, tile, None, self.device)
         self.opt = self._optimizer()
         self.ema = [p.detach().clone() for p in self.net.parameters()] if c.ema else None
@@ -344,7 +345,8 @@ class Trainer:
                     stats = self.model.plane_statistics(plane)
                     t = plane[0][r0:r0 + th, c0:c0 + tw]
                     t = np.pad(t, ((0, th - t.shape[0]), (0, tw - t.shape[1])), mode="symmetric")[None, None]
-                    tiles.append(self.model.normalize_tiles(t) if stats is None else self.model.normalize_tiles(t, stats))
+                    norm = self.model.normalize_tiles
+                    tiles.append(norm(t) if stats is None else norm(t, stats))
                 self.net(torch.from_numpy(np.concatenate(tiles)).to(self.device))
         for m, mom in zip(bns, momenta):
             m.momentum = mom
@@ -426,7 +428,8 @@ class Trainer:
                                   "delete it or train without resume.")
         saved = {k: v.float() if v.is_floating_point() else v for k, v in obj["state_dict"].items()}
         self.net.load_state_dict(saved)
-        if self.ema is not None and "raw_state" in tr:  # the file's weights are the average; training goes on from the raw ones
+        # the file's weights are the average; training goes on from the raw ones
+        if self.ema is not None and "raw_state" in tr:
             self.ema = [p.detach().clone() for p in self.net.parameters()]
             self.net.load_state_dict(tr["raw_state"])
             self.ema_updates = int(tr.get("ema_updates", 0))
@@ -585,65 +588,5 @@ def _center(img, pts, crop):
     return warp(img, pts, (crop, crop), np.eye(2), snap=True)
 
 
-def planes_with_spots(image, points) -> list:
-    """(2-D plane, (N, 2) y/x) for each plane of an n-D image on which spots are annotated.
-
-    Training learns from planes; a z-stack or time series annotated in napari has points with the image's
-    number of coordinates, and each point belongs to the plane its leading coordinates round to. Planes
-    without a point are left out (nothing says they are empty), and only annotated planes are read, so a
-    large (dask) stack is not loaded whole.
-    """
-    shape = tuple(np.shape(image))
-    pts = np.asarray(points, dtype=np.float64)
-    pts = pts.reshape(0, len(shape)) if pts.size == 0 else pts
-    if len(shape) < 2 or pts.ndim != 2 or pts.shape[1] != len(shape):
-        raise SpotDetectError(f"Spots with {pts.shape[-1] if pts.ndim == 2 else '?'} coordinates do not fit an "
-                              f"image of shape {shape}.", "give one coordinate per image axis (e.g. z, y, x for a stack).")
-    if len(shape) == 2:
-        return [(np.asarray(image, dtype=np.float32), pts)]
-    lead = np.rint(pts[:, :-2]).astype(np.int64)
-    ok = ((lead >= 0) & (lead < np.array(shape[:-2]))).all(axis=1)
-    out = []
-    for idx in sorted({tuple(r) for r in lead[ok]}):
-        mine = ok & (lead == np.array(idx)).all(axis=1)
-        out.append((np.asarray(image[idx], dtype=np.float32), pts[mine, -2:]))
-    return out
-
-
-def pairs_from_folder(images, spots=None, only=None) -> list:
-    """(image, spots) pairs from a folder of images and a folder (default: the same) of same-named CSVs.
-
-    ``only``: file names of the images to use (e.g. those marked done in the napari folder loop).
-    """
-    from .spots_io import IMAGE_SUFFIXES, read_image, read_spots_csv  # noqa: PLC0415
-
-    images = Path(images)
-    spots = Path(spots) if spots is not None else images
-    if not images.is_dir():
-        raise SpotDetectError(f"{images} is not a folder.", "pass a folder of images with a CSV of spots per image.")
-    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-    if only is not None:
-        files = [p for p in files if p.name in set(only)]
-    if not files:
-        raise SpotDetectError(f"No images in {images}.", f"put images ({', '.join(sorted(IMAGE_SUFFIXES))}) there.")
-    pairs, missing = [], []
-    for f in files:
-        csv = spots / f"{f.stem}.csv"
-        if not csv.exists():
-            missing.append(csv.name)
-            continue
-        img = np.squeeze(read_image(f))
-        table = read_spots_csv(csv)
-        lead = [c for c in ("t", "c", "z") if c in table.columns][-max(0, img.ndim - 2):] if img.ndim > 2 else []
-        if img.ndim > 2 and len(lead) != img.ndim - 2:
-            raise SpotDetectError(f"{f.name} has {img.ndim} axes but {csv.name} gives only y, x.",
-                                  "add the plane column (z, or t) to the CSV, or save the image as 2-D planes.")
-        pairs.extend(planes_with_spots(img, table[[*lead, "y", "x"]].to_numpy()))
-    if missing:
-        raise SpotDetectError(f"{len(missing)} image(s) in {images} have no spot CSV (e.g. {missing[:3]}) in {spots}.",
-                              "add one CSV per image, named like the image with .csv (columns y,x), or remove the image.")
-    return pairs
-
-
 __all__ = ["Cancelled", "TrainConfig", "TrainEvent", "TrainResult", "Trainer", "lr_factor", "pairs_from_folder",
-           "planes_with_spots"]
+           "planes_with_spots", "split_examples"]

@@ -122,7 +122,8 @@ class DeepSpotRecipe(Recipe):
 
     def wrap(self, net, info, tile_size, threshold, device):
         return DeepSpotModel(net, info, tile_size=tile_size,
-                             default_threshold=DEEPSPOT_THRESHOLD if threshold is None else threshold, threshold_range=self.threshold_range, device=device)
+                             default_threshold=DEEPSPOT_THRESHOLD if threshold is None else threshold,
+                             threshold_range=self.threshold_range, device=device)
 
 
 #: input normalisations the trainer can train a Piscis-architecture network with

@@ -26,6 +26,7 @@ from ..core import annotations as A
 from ..core.errors import SpotDetectError
 from ..core.spots_io import provenance_path
 from . import layers as L
+from . import shortcuts as S
 from ._ui import make_scrollable, show_status
 
 log = logging.getLogger(__name__)
@@ -39,16 +40,18 @@ SESSION_FILES: set[str] = set()
 #: feature column marking the spots a reviewer has looked at (N, Shift+N, a row click); saved with the spots
 REVIEWED = "reviewed"
 REVIEW_ROWS = 300  # the list shows this many of the least confident spots; more would not be reviewed
-SHORTCUTS = {  # bound on the corrected layer only
-    "n": "jump to the next doubtful spot",
-    "Shift-n": "jump to the previous one",
-    "g": "snapping on/off",
-    "a": "add a spot at the mouse cursor (any tool)",
-    "d": "delete the spot under the mouse cursor (any tool)",
-    "x": "delete the selected spots (as Delete does)",
-    "Control-z": "undo",
-    "Control-Shift-z": "redo",
+#: action name -> the panel's method it runs; keys and descriptions in :data:`shortcuts.ACTIONS`
+_ACTION_METHODS = {
+    "napari-spotdetect:add_spot_at_cursor": "add_at_cursor",
+    "napari-spotdetect:delete_spot_at_cursor": "delete_at_cursor",
+    "napari-spotdetect:next_doubtful_spot": "next_doubtful",
+    "napari-spotdetect:previous_doubtful_spot": "previous_doubtful",
+    "napari-spotdetect:toggle_snapping": "toggle_snap",
+    "napari-spotdetect:delete_selected_spots": "delete_selected",
+    "napari-spotdetect:undo_correction": "undo",
+    "napari-spotdetect:redo_correction": "redo",
 }
+SHORTCUTS = {S.key_of(name): S.ACTIONS[name][1].split(": ", 1)[1] for name in _ACTION_METHODS}
 HELP = (
     "<b>Add</b> a missed spot: point at it and press <b>A</b>, or click it with the 'add' tool (P); it snaps "
     "to the spot's centre (hold <b>Shift</b> while clicking to place it exactly).<br>"
@@ -142,6 +145,8 @@ class CorrectWidget(Container):
         self._undo_btn.changed.connect(self.undo)
         self._redo_btn.changed.connect(self.redo)
         viewer.layers.events.removed.connect(self._on_layer_removed)
+        for name, method in _ACTION_METHODS.items():  # listed in napari's Preferences > Shortcuts
+            S.connect(viewer, name, getattr(self, method))
         self.attach(self._points.value)
 
     # -- attaching to a layer -----------------------------------------------------------------------------
@@ -172,6 +177,64 @@ class CorrectWidget(Container):
         self._update_buttons()
         self.refresh_review()
 
+    # -- public API (scripts, notebooks, tests) ----------------------------------------------------------
+    def set_layer(self, layer) -> None:
+        """Correct the spots of ``layer`` (a Points layer), as choosing it in the panel does."""
+        self._points.value = layer
+
+    @property
+    def layer(self):
+        """The Points layer being corrected (None when there is none)."""
+        return self._layer
+
+    def set_image(self, layer) -> None:
+        """The image the spots belong to (snapping reads it)."""
+        self._image.value = layer
+
+    def set_folder(self, folder) -> None:
+        """Where ground-truth CSVs are saved (default: beside the image's file)."""
+        self._folder.value = folder
+
+    def set_snap(self, on: bool) -> None:
+        """Snap added spots to the spot's centre (A and clicks)."""
+        self._snap.value = bool(on)
+
+    @property
+    def can_undo(self) -> bool:
+        return self._history.can_undo
+
+    @property
+    def can_redo(self) -> bool:
+        return self._history.can_redo
+
+    @property
+    def status(self) -> str:
+        return self._status.value
+
+    @property
+    def where(self) -> str:
+        """Where the ground truth is saved, as the panel says it."""
+        return self._where.value
+
+    @property
+    def review_text(self) -> str:
+        """"k of n reviewed · a added · d deleted", as the panel shows it."""
+        return self._review_state.value
+
+    def set_truth(self, on: bool) -> None:
+        """Mark the corrected layer as ground truth (saved to CSV after every edit), or not."""
+        self._truth.value = bool(on)
+
+    def review_table_text(self) -> list[list[str]]:
+        """The least-confident-first list as the panel shows it: (score, y, x, source) per row."""
+        t = self._table
+        return [[t.item(r, c).text() if t.item(r, c) else "" for c in range(t.columnCount())]
+                for r in range(t.rowCount())]
+
+    def layer_choices(self) -> list:
+        """The Points layers the panel offers to correct."""
+        return [v for v in self._points.choices if v is not None]
+
     def detach(self) -> None:
         layer = self._layer
         if layer is None:
@@ -186,10 +249,20 @@ class CorrectWidget(Container):
         self._layer = None
 
     def _key_actions(self) -> dict:
-        return {"a": lambda _l: self.add_at_cursor(), "d": lambda _l: self.delete_at_cursor(),
-                "n": lambda _l: self.next_doubtful(1), "Shift-n": lambda _l: self.next_doubtful(-1),
-                "g": lambda _l: self.toggle_snap(), "x": lambda lay: lay.remove_selected(),
-                "Control-z": lambda _l: self.undo(), "Control-Shift-z": lambda _l: self.redo()}
+        """Key -> callback for the corrected layer's own keymap (it comes before napari's Points keys)."""
+        out = {}
+        for name, method in _ACTION_METHODS.items():
+            fn = getattr(self, method)
+            out[S.key_of(name)] = lambda _layer, fn=fn: fn()
+        return out
+
+    def previous_doubtful(self) -> None:
+        self.next_doubtful(-1)
+
+    def delete_selected(self) -> None:
+        """X: delete the selected spots (as Delete does), kept as rejected predictions."""
+        if self._layer is not None:
+            self._layer.remove_selected()
 
     def _on_layer_removed(self, event):
         if L.same_layer(event.value, self._layer):

@@ -12,20 +12,31 @@ import time
 import napari
 import numpy as np
 from magicgui.widgets import (
-    CheckBox, ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, ProgressBar, PushButton, SpinBox,
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
     create_widget,
 )
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QEvent, QObject, QTimer
 
+from .. import layer_keys as K
 from ..core.device import available_devices
 from ..core.errors import SpotDetectError
 from ..core.models.base import SpotModel
+from ..core.models.piscis import PERCENTILES
 from ..core.models.zoo import bundled_path
-from .. import layer_keys as K
 from . import layers as L
 from ._ui import make_scrollable, show_status
-from .model_registry import session_models
+from .model_registry import registry_for
 from .settings import load_settings, save_settings
 from .workers import abandon_worker, detection_steps, start_worker
 
@@ -33,7 +44,7 @@ log = logging.getLogger(__name__)
 
 SECTION = "detect"
 DEFAULTS = {"model_kind": "default", "model_path": "", "device": "auto", "tile_size": 0, "show_maps": False,
-            "augment": False, "min_distance": 1}
+            "augment": False, "min_distance": 1, "percentiles": list(PERCENTILES)}
 META_KEY = K.PROVENANCE  # kept for callers of the old names; the keys live in layer_keys
 DETS_KEY = K.DETECTIONS
 _MODEL_KINDS = [
@@ -57,6 +68,9 @@ _TIP = {
     "threshold": "Spots whose score is above this value are kept. Moving it does not run the network again.",
     "min_distance": "Two spots closer than this many pixels count as one (the higher-scoring one is kept).\n"
                     "Raise it if one spot is found twice; keep 1 for tightly clustered spots.",
+    "percentiles": "Models that normalise by percentiles (the bundled default) map these percentiles of each\n"
+                   "plane to 0 and 1. Raise the high one if many bright spots make dim ones look faint; other\n"
+                   "models (piscis files, DeepSpot) standardise each tile and ignore these.",
 }
 
 
@@ -66,6 +80,7 @@ class DetectWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=False)
         self._viewer = viewer
+        self._models = registry_for(viewer)  # this viewer's session: fine-tuned models, the last detection's
         self._settings = {**DEFAULTS, **load_settings(SECTION)}
         self._model_cache: dict = {}
         self._memory_model: SpotModel | None = None
@@ -85,8 +100,13 @@ class DetectWidget(Container):
         self._augment = CheckBox(text="Average over flips and rotations (8x slower)", tooltip=_TIP["augment"])
         self._min_distance = SpinBox(label="Min. distance (px)", min=1, max=20, value=1,
                                      tooltip=_TIP["min_distance"])
+        self._p_low = FloatSpinBox(label="Normalise: low percentile", min=0.0, max=50.0, step=0.1,
+                                   value=PERCENTILES[0], tooltip=_TIP["percentiles"])
+        self._p_high = FloatSpinBox(label="Normalise: high percentile", min=50.0, max=100.0, step=0.1,
+                                    value=PERCENTILES[1], tooltip=_TIP["percentiles"])
         self._run = PushButton(text="Detect spots", tooltip="Find spots in the image with the chosen model.")
-        self._cancel = PushButton(text="Cancel", enabled=False, tooltip="Stop after the current tile; nothing is added.")
+        self._cancel = PushButton(text="Cancel", enabled=False,
+                                  tooltip="Stop after the current tile; nothing is added.")
         self._progress = ProgressBar(min=0, max=1, value=0, visible=False)
         self._status = Label(value="")
         self._threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, step=0.01, enabled=False,
@@ -102,7 +122,8 @@ class DetectWidget(Container):
         head2 = Label(value="<b>2. Keep the spots above a threshold</b><br>"
                             "Live: moving it does not run the network again.")
         form1 = Container(widgets=[self._image, self._axes, self._model_kind, self._model_path, self._device,
-                                   self._tile, self._min_distance, self._maps, self._augment], labels=True)
+                                   self._tile, self._min_distance, self._p_low, self._p_high, self._maps,
+                                   self._augment], labels=True)
         form2 = Container(widgets=[self._threshold, self._count], labels=True)
         self.extend([head1, form1, buttons, self._progress, self._status, head2, form2, thr_buttons])
         for lab in (head1, head2):
@@ -115,8 +136,8 @@ class DetectWidget(Container):
         L.elide_layer_names(self.native)
 
         self._apply_settings(self._settings)
-        session_models.added.connect(self._on_session_model)
-        session_models.use_requested.connect(self.use_session_model)
+        self._models.added.connect(self._on_session_model)
+        self._models.use_requested.connect(self.use_session_model)
         self._image.changed.connect(self._on_image_changed)
         self._axes.changed.connect(self._validate)
         self._model_kind.changed.connect(self._on_model_kind)
@@ -150,8 +171,8 @@ class DetectWidget(Container):
             self._cancelled = True
             abandon_worker(self._worker)
             self._worker = None
-        for emitter, handler in ((session_models.added, self._on_session_model),
-                                 (session_models.use_requested, self.use_session_model),
+        for emitter, handler in ((self._models.added, self._on_session_model),
+                                 (self._models.use_requested, self.use_session_model),
                                  (self._viewer.layers.events.removed, self._on_layer_removed),
                                  (self._viewer.layers.selection.events.active, self._on_active_layer)):
             try:
@@ -178,7 +199,123 @@ class DetectWidget(Container):
             self._min_distance.value = min(20, max(1, int(s.get("min_distance") or 1)))
         except (TypeError, ValueError):
             self._min_distance.value = 1
+        try:
+            self.set_percentiles(*(s.get("percentiles") or PERCENTILES))
+        except (TypeError, ValueError, SpotDetectError):
+            self.set_percentiles(*PERCENTILES)
         self._on_model_kind()
+
+    # -- public settings (scripts, notebooks, tests) ------------------------------------------------------------
+    def set_image(self, layer) -> None:
+        """Detect in ``layer`` (its axes are guessed at once; :meth:`set_axes` overrides them)."""
+        self._image.value = layer
+
+    @property
+    def image_layer(self):
+        return self._image.value
+
+    def set_axes(self, axes: str) -> None:
+        self._axes.value = axes
+
+    @property
+    def axes(self) -> str:
+        return self._axes.value.strip()
+
+    def choose_model(self, kind: str, path=None) -> None:
+        """"default", "file" or "folder" (with ``path``), "memory" (see :meth:`set_model`) or a session key."""
+        if path is not None:
+            self._model_path.value = path
+        self._model_kind.value = kind
+
+    @property
+    def model_kind(self) -> str:
+        return self._model_kind.value
+
+    @property
+    def model_path(self) -> str:
+        return str(self._model_path.value)
+
+    @property
+    def model_choices(self) -> list:
+        """The values :meth:`choose_model` accepts now."""
+        return list(self._model_kind.choices)
+
+    def set_device(self, device: str) -> None:
+        """"auto", "cpu", or one of :func:`core.device.available_devices`."""
+        self._device.value = device
+
+    def set_options(self, *, show_maps: bool | None = None, augment: bool | None = None,
+                    tile_size: int | None = None) -> None:
+        """Add the score map as an image; average over 8 flips/rotations; tile size (0: automatic)."""
+        if show_maps is not None:
+            self._maps.value = bool(show_maps)
+        if augment is not None:
+            self._augment.value = bool(augment)
+        if tile_size is not None:
+            self._tile.value = int(tile_size)
+
+    def options(self) -> dict:
+        return {"show_maps": bool(self._maps.value), "augment": bool(self._augment.value),
+                "tile_size": int(self._tile.value), "device": self._device.value}
+
+    @property
+    def threshold(self) -> float:
+        """The threshold slider's value (:meth:`apply_threshold` applies one at once)."""
+        return float(self._threshold.value)
+
+    @property
+    def threshold_limits(self) -> tuple[float, float]:
+        """The slider's ends: the model's score range."""
+        return float(self._threshold.min), float(self._threshold.max)
+
+    def move_threshold(self, value: float) -> None:
+        """Move the slider as a user does: the layer follows after the debounce."""
+        self._threshold.value = value
+
+    @property
+    def can_rethreshold(self) -> bool:
+        return bool(self._threshold.enabled)
+
+    @property
+    def can_run(self) -> bool:
+        return bool(self._run.enabled)
+
+    @property
+    def can_cancel(self) -> bool:
+        return bool(self._cancel.enabled)
+
+    @property
+    def status(self) -> str:
+        return self._status.value
+
+    @property
+    def count_text(self) -> str:
+        """What the panel says about the spot count ("123 spots", "updating…")."""
+        return self._count.value
+
+    @property
+    def error(self) -> str | None:
+        """The message of the last run's error, or None."""
+        return self._error
+
+    @property
+    def percentiles(self) -> tuple[float, float]:
+        """The (low, high) input percentiles used by percentile-normalised models (the bundled default)."""
+        return float(self._p_low.value), float(self._p_high.value)
+
+    def set_percentiles(self, low: float, high: float) -> None:
+        if not 0.0 <= float(low) < float(high) <= 100.0:
+            raise SpotDetectError(f"Normalisation percentiles {low:g}-{high:g} are not 0 <= low < high <= 100.",
+                                  f"use e.g. {PERCENTILES[0]:g} and {PERCENTILES[1]:g}.")
+        self._p_low.value, self._p_high.value = float(low), float(high)
+
+    @property
+    def min_distance(self) -> int:
+        """Two spots closer than this (px) count as one."""
+        return int(self._min_distance.value)
+
+    def set_min_distance(self, px: int) -> None:
+        self._min_distance.value = int(px)
 
     def set_model(self, model: SpotModel) -> None:
         """Use an already-built model (scripts, notebooks, tests); it is offered as "In memory: <name>"."""
@@ -192,7 +329,7 @@ class DetectWidget(Container):
         A callable, so napari's reset_choices (on every layer change) keeps the extra entries.
         """
         extra = [(f"In memory: {self._memory_model.info.name}", "memory")] if self._memory_model else []
-        return [*_MODEL_KINDS, *extra, *((e.label, k) for k, e in session_models.models.items())]
+        return [*_MODEL_KINDS, *extra, *((e.label, k) for k, e in self._models.models.items())]
 
     def _on_session_model(self, entry) -> None:
         self._model_kind.reset_choices()
@@ -227,8 +364,8 @@ class DetectWidget(Container):
         kind = self._model_kind.value
         if kind == "memory":
             return self._memory_model
-        if kind in session_models.models:
-            return session_models.models[kind].model
+        if kind in self._models.models:
+            return self._models.models[kind].model
         if kind == "default":
             return "default"
         return str(self._model_path.value)
@@ -292,7 +429,8 @@ class DetectWidget(Container):
         gen = _with_plane_messages(
             detection_steps(data, self._model_source(), axes=axes, device=device, tile_size=tile,
                             keep_maps=keep_maps, model_cache=self._model_cache,
-                            augment=bool(self._augment.value), min_distance=int(self._min_distance.value)),
+                            augment=bool(self._augment.value), min_distance=int(self._min_distance.value),
+                            percentiles=self.percentiles),
             data.shape, axes)
         self._cancelled = False
         self._error = None
@@ -320,7 +458,8 @@ class DetectWidget(Container):
         path = str(self._model_path.value) if kind != "default" else ""
         return {"model_kind": kind, "model_path": "" if path == "." else path, "device": self._device.value,
                 "tile_size": int(self._tile.value), "show_maps": bool(self._maps.value),
-                "augment": bool(self._augment.value), "min_distance": int(self._min_distance.value)}
+                "augment": bool(self._augment.value), "min_distance": int(self._min_distance.value),
+                "percentiles": list(self.percentiles)}
 
     def cancel(self, *_):
         """Stop the running detection after the current tile batch; nothing is added."""
@@ -364,7 +503,7 @@ class DetectWidget(Container):
         if context.get("remember"):
             save_settings(SECTION, context["remember"])
         self._last_model = model
-        session_models.last_detection_model = model  # what the fine-tuning widget offers to start from
+        self._models.last_detection_model = model  # what the fine-tuning widget offers to start from
         new_layers = self._build_layers(dets, model, image_layer, axes)
         # every layer is built before any is added, so a failure above leaves the viewer untouched.
         # A previous result of the same model on the same image goes, unless someone edited it (or made it
@@ -418,7 +557,8 @@ class DetectWidget(Container):
         spots = dets.spots
         coords, features = L.points_from_spots(spots, axes)
         provenance = {**dets.provenance, "layer_axes": axes, "image_layer": image_layer.name}
-        kw = L.points_layer_kwargs(L.layer_name("spots", image_layer.name, model.info.name), features, score_range=model.threshold_range,
+        kw = L.points_layer_kwargs(L.layer_name("spots", image_layer.name, model.info.name), features,
+                                   score_range=model.threshold_range,
                                    scale=scale, translate=translate, stack="z" in axes,
                                    metadata={META_KEY: provenance, DETS_KEY: dets})
         kw["ndim"] = len(axes)

@@ -23,9 +23,9 @@ from qtpy.QtCore import QTimer
 from qtpy.QtGui import QColor, QPainter
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+from .. import layer_keys as K
 from ..core.errors import SpotDetectError
 from ..core.filters import filter_mask, histogram, make_filter, numeric_features
-from .. import layer_keys as K
 from . import layers as L
 from ._ui import show_status
 
@@ -301,6 +301,42 @@ class FilterWidget(Container):
     def _on_cut(self, value):
         self._hist.set_cut(*value)
         self._timer.start()
+
+    # -- public API (scripts, notebooks, tests) ----------------------------------------------------------
+    def set_layer(self, layer) -> None:
+        """Filter the spots of ``layer`` (a Points layer with features)."""
+        self._spots.value = layer
+
+    def set_feature(self, name: str) -> None:
+        """Show (and cut on) feature ``name``; its earlier cut, if any, comes back."""
+        self._feature.value = name
+
+    @property
+    def feature_choices(self) -> list[str]:
+        return list(self._feature.choices)
+
+    def set_cut(self, low: float | None = None, high: float | None = None) -> None:
+        """Keep spots with ``low <= feature <= high`` (None: the feature's own limit); applied when it pauses."""
+        lo, hi = self.cut_limits
+        self._cut.value = (lo if low is None else float(low), hi if high is None else float(high))
+
+    @property
+    def cut(self) -> tuple[float, float]:
+        return tuple(self._cut.value)
+
+    @property
+    def cut_limits(self) -> tuple[float, float]:
+        """The smallest and largest value of the feature shown (the slider's ends)."""
+        return float(self._cut.min), float(self._cut.max)
+
+    @property
+    def histogram_counts(self) -> np.ndarray:
+        return self._hist.counts
+
+    @property
+    def count_text(self) -> str:
+        """"k of n spots kept", as the panel shows it."""
+        return self._count.value
 
     def current_filter(self, feature=None) -> dict | None:
         """The slider's cut on the shown feature; a bound at the end of the range is open (keeps anything beyond)."""

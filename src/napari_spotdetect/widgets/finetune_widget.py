@@ -1,8 +1,9 @@
 """The "Fine-tune on my spots" dock widget: adapt a model to corrected spots, watch it learn, then adopt it.
 
 The user pairs images with Points layers of correct spots (or picks a folder of images and CSVs), chooses
-the model to start from, and presses Train. Training runs in a thread (:func:`workers.finetune_steps`);
-this widget only draws progress and the live plot. The model used for detection is never touched: the
+the model to start from, and presses Train. Training is :func:`core.finetuning.iter_finetune` (the call
+the CLI and the API make, with the same defaults) in a thread; this widget only draws progress and the live
+plot. The model used for detection is never touched: the
 tuned model is offered in the detection widget, and becomes the one in use only when the user accepts it.
 """
 
@@ -16,7 +17,15 @@ from pathlib import Path
 import napari
 import numpy as np
 from magicgui.widgets import (
-    CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton, SpinBox,
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
 )
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QPointF, Qt
@@ -24,20 +33,26 @@ from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea, QSizePolicy, QWidget
 
 from .. import layer_keys as K
+from ..core import finetuning
 from ..core.errors import SpotDetectError
+from ..core.examples import planes_with_spots, split_examples
+from ..core.finetune_defaults import DEFAULTS as FT
 from ..core.models.zoo import bundled_path
 from ._ui import show_status
-from .model_registry import session_models
+from .detect_widget import format_seconds
+from .model_registry import registry_for
 from .settings import load_settings, save_settings
-from .workers import finetune_steps, start_worker
+from .workers import start_worker
 
 log = logging.getLogger(__name__)
 
 SECTION = "finetune"
 DEFAULT_OUT = str(Path.home() / "napari-spotdetect" / "models")
-DEFAULTS = {"start": "default", "epochs": 10, "steps": 10, "lr": 3e-4, "loss": "smoothf1", "val_percent": 20,
-            "out_dir": DEFAULT_OUT, "crop": 128, "batch": 4}
-_LRS = [("gentle (0.0001)", 1e-4), ("standard (0.0003)", 3e-4), ("fast (0.001)", 1e-3)]
+#: the panel's starting values: the core's fine-tuning defaults (the CLI's too), plus where to save
+DEFAULTS = {"start": "default", "epochs": FT.epochs, "steps": FT.steps_per_epoch, "lr": FT.lr, "loss": FT.loss,
+            "val_percent": int(round(100 * FT.val_share)), "out_dir": DEFAULT_OUT, "crop": FT.crop,
+            "batch": FT.batch_size}
+_LRS = [("gentle (0.0001)", 1e-4), ("moderate (0.0003)", 3e-4), ("standard (0.001)", 1e-3)]
 _LOSSES = [("SmoothF1 (recommended)", "smoothf1"), ("Dice", "dice"), ("Weighted cross-entropy", "ce"),
            ("Focal", "focal")]
 _SOURCES = [("Images and spot layers in this viewer", "layers"), ("A folder: images + one CSV each", "folder")]
@@ -64,6 +79,9 @@ _TIP = {
 # -- the live plot ----------------------------------------------------------------------------------------
 class TrainingPlot(QWidget):
     """Loss per step and per epoch (left axis) and validation F1 per epoch (right axis, 0-1), against epochs.
+
+    The loss is shown positive (1 - F1 + L2 for SmoothF1: :func:`core.finetuning.display_loss`); epoch 0 is
+    the starting model's F1 at its own threshold, the number the QC panel shows for it.
 
     A small QPainter plot: matplotlib and pyqtgraph are not napari dependencies, and this needs no more.
     """
@@ -141,7 +159,9 @@ class TrainingPlot(QWidget):
         p.drawText(left + w - fm.horizontalAdvance("epoch"), self.height() - 2, "epoch")
         # legend
         x0 = left
-        for key, text in (("step", "loss per step"), ("loss", "loss per epoch"), ("f1", "validation F1")):
+        legend = (("step", "loss per step"), ("loss", "loss per epoch"),
+                  ("f1", f"validation F1 ({FT.radius:g} px)"))
+        for key, text in legend:
             p.setPen(QPen(self.COLORS[key], 2))
             p.drawLine(x0, fm.height() // 2 + 2, x0 + 14, fm.height() // 2 + 2)
             p.setPen(QPen(fg, 1))
@@ -179,8 +199,6 @@ def pairs_from_layers(image_layer, points_layer, load: bool = True) -> list:
     (:func:`core.train.planes_with_spots`). ``load=False`` only checks (no pixel copy), for the validation
     that runs on every layer change.
     """
-    from ..core.train import planes_with_spots
-
     if image_layer is None or points_layer is None:
         raise SpotDetectError("A row has no image or no spot layer chosen.", "pick both, or remove the row.")
     data = image_layer.data[0] if image_layer.multiscale else image_layer.data
@@ -208,12 +226,8 @@ def pairs_from_layers(image_layer, points_layer, load: bool = True) -> list:
 
 
 def split_pairs(pairs: list, val_percent: float, seed: int = 0) -> tuple[list, list | None]:
-    """Hold out ``val_percent`` % of the pairs (at least one, never all); None with a single pair."""
-    if len(pairs) < 2 or val_percent <= 0:
-        return pairs, None
-    n_val = min(len(pairs) - 1, max(1, int(round(len(pairs) * val_percent / 100))))
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    return [pairs[i] for i in order[n_val:]], [pairs[i] for i in order[:n_val]]
+    """Hold out ``val_percent`` % of the pairs: :func:`core.examples.split_examples` (the CLI's split)."""
+    return split_examples(pairs, val_percent / 100.0, seed)
 
 
 def _compact(*combos) -> None:
@@ -254,6 +268,7 @@ class FinetuneWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=False)
         self._viewer = viewer
+        self._models = registry_for(viewer)  # this viewer's session: fine-tuned models, the last detection's
         s = {**DEFAULTS, **load_settings(SECTION)}
         self._worker = None
         self._stop = threading.Event()
@@ -277,7 +292,8 @@ class FinetuneWidget(Container):
         self._val = SpinBox(label="Validation (% of images)", min=0, max=50, value=int(s["val_percent"]),
                             tooltip=_TIP["val"])
         self._advanced = CheckBox(text="More settings", value=False)
-        self._crop = SpinBox(label="Crop size (px)", min=32, max=1024, step=8, value=int(s["crop"]), tooltip=_TIP["crop"])
+        self._crop = SpinBox(label="Crop size (px)", min=32, max=1024, step=8, value=int(s["crop"]),
+                             tooltip=_TIP["crop"])
         self._batch = SpinBox(label="Batch size", min=1, max=64, value=int(s["batch"]), tooltip=_TIP["batch"])
         self._out = FileEdit(label="Save in", mode="d", value=s["out_dir"], tooltip=_TIP["out"])
         self._name = LineEdit(label="Model name", value=_default_name(), tooltip=_TIP["name"])
@@ -349,7 +365,7 @@ class FinetuneWidget(Container):
         self._use_run.changed.connect(lambda *_: self.use_model(detect_again=True))
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             ev.connect(self._on_layers_changed)
-        session_models.added.connect(self._on_session_model)
+        self._models.added.connect(self._on_session_model)
         start = s["start"]
         self._start.value = start if start in self._start.choices else self._start.choices[0]
         self.add_pair()
@@ -361,9 +377,9 @@ class FinetuneWidget(Container):
         out = []
         if bundled_path("default").exists():
             out.append(("Bundled default model", "default"))
-        if session_models.last_detection_model is not None:
-            out.append((f"Model of the last detection ({session_models.last_detection_model.info.name})", "last"))
-        out += [(e.label, k) for k, e in session_models.models.items()]
+        if self._models.last_detection_model is not None:
+            out.append((f"Model of the last detection ({self._models.last_detection_model.info.name})", "last"))
+        out += [(e.label, k) for k, e in self._models.models.items()]
         out.append(("Model file (.pt)", "file"))
         return out
 
@@ -424,9 +440,9 @@ class FinetuneWidget(Container):
     def _model_source(self):
         kind = self._start.value
         if kind == "last":
-            return session_models.last_detection_model
-        if kind in session_models.models:
-            return session_models.models[kind].model
+            return self._models.last_detection_model
+        if kind in self._models.models:
+            return self._models.models[kind].model
         if kind == "file":
             return str(self._start_path.value)
         return kind
@@ -479,15 +495,115 @@ class FinetuneWidget(Container):
     def _set_status(self, text: str, error: bool = False) -> None:
         show_status(self._status, text, error)
 
+    # -- public API (scripts, notebooks, tests) ----------------------------------------------------------
+    def refresh(self) -> None:
+        """Re-read the viewer's layers and the session's models into the choices (napari does it on changes)."""
+        self._on_layers_changed()
+
+    def set_example(self, image, points, row: int = 0) -> None:
+        """Train on ``image`` (an Image layer) with the spots of ``points`` (a Points layer), in row ``row``."""
+        self.set_source("layers")
+        self.refresh()
+        while len(self._rows) <= row:
+            self.add_pair()
+        r = self._rows[row]
+        r.image.value, r.points.value = image, points
+
+    def examples(self) -> list[tuple]:
+        """The (image layer, Points layer) chosen in each example row."""
+        return [(r.image.value, r.points.value) for r in self._rows]
+
+    def spot_layer_choices(self, row: int = 0) -> list:
+        """The Points layers a row offers as correct spots (QC pictures never are)."""
+        return [v for v in self._rows[row].points.choices if v is not None]
+
+    def set_source(self, source: str, folder=None) -> None:
+        """Learn from "layers" (the example rows), a "folder" of images and CSVs, or the images marked "done"."""
+        self._source.reset_choices()
+        self._source.value = source
+        if folder is not None:
+            self._folder.value = folder
+
+    @property
+    def source(self) -> str:
+        return self._source.value
+
+    def set_start(self, start: str, path=None) -> None:
+        """The model to start from: "default", "last" (the last detection's), "file" (with ``path``), or the
+        key of a model fine-tuned in this viewer's session."""
+        self._start.reset_choices()
+        if path is not None:
+            self._start_path.value = path
+        self._start.value = start
+
+    def set_options(self, *, epochs=None, steps=None, lr=None, loss=None, val_percent=None, crop=None, batch=None,
+                    out_dir=None, name=None) -> None:
+        """Training settings (None leaves one as it is); ``lr`` is one of the panel's rates."""
+        for widget, value in ((self._epochs, epochs), (self._steps, steps), (self._lr, lr), (self._loss, loss),
+                              (self._val, val_percent), (self._crop, crop), (self._batch, batch),
+                              (self._out, out_dir), (self._name, name)):
+            if value is not None:
+                widget.value = value
+
+    def options(self) -> dict:
+        """The training settings as the panel shows them."""
+        return {"epochs": int(self._epochs.value), "steps": int(self._steps.value), "lr": float(self._lr.value),
+                "loss": self._loss.value, "val_percent": int(self._val.value), "crop": int(self._crop.value),
+                "batch": int(self._batch.value), "out_dir": Path(str(self._out.value)).expanduser(),
+                "name": self._name.value.strip()}
+
+    def config(self):
+        """The :class:`~napari_spotdetect.core.train.TrainConfig` that Train would use."""
+        return self._config()
+
+    @property
+    def can_train(self) -> bool:
+        return bool(self._train.enabled)
+
+    @property
+    def can_stop(self) -> bool:
+        return bool(self._stop_btn.enabled)
+
+    @property
+    def can_use_model(self) -> bool:
+        return bool(self._use.enabled)
+
+    @property
+    def plot(self) -> TrainingPlot:
+        """The live plot: ``step_loss``, ``epoch_loss`` and ``val_f1`` as (epoch position, value) lists."""
+        return self._plot
+
+    @property
+    def result(self):
+        """The last run's :class:`~napari_spotdetect.core.finetuning.FinetuneResult` (None before one ends)."""
+        return self._result
+
+    @property
+    def session_entry(self):
+        """The last run's model as offered to 'Detect spots' (None before one ends)."""
+        return self._entry
+
+    @property
+    def error(self) -> str | None:
+        """The message of the last run's error, or None."""
+        return self._error
+
+    @property
+    def status(self) -> str:
+        return self._status.value
+
+    @property
+    def outcome(self) -> str:
+        """What the last run produced, as the panel tells the user."""
+        return self._outcome.value
+
     # -- training ---------------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
         return self._worker is not None
 
     def _config(self):
-        from ..core.train import TrainConfig
-
-        return TrainConfig.finetune(epochs=int(self._epochs.value), steps_per_epoch=int(self._steps.value),
+        return finetuning.finetune_config(epochs=int(self._epochs.value), steps_per_epoch=int(self._steps.value),
                                     lr=float(self._lr.value), loss=self._loss.value, crop=int(self._crop.value),
                                     batch_size=int(self._batch.value))
 
@@ -521,13 +637,12 @@ class FinetuneWidget(Container):
         self.native.destroyed.connect(stop.set)  # closing the panel (or napari) ends training too
 
         def steps():
-            from ..core.train import pairs_from_folder
+            from ..core.examples import pairs_from_folder
 
             all_pairs = pairs_from_folder(folder, only=only) if folder else pairs
-            train, val = split_pairs(all_pairs, val_percent)
             info["n_examples"] = len(all_pairs)
-            return (yield from finetune_steps(source, train, val, cfg, out_dir=out, name=name, stop=stop,
-                                              data_info=info))
+            return (yield from finetuning.iter_finetune(source, all_pairs, None, cfg, out=out / f"{name}.pt",
+                                                        stop=stop, val_share=val_percent / 100.0, data_info=info))
 
         self._error, self._result, self._entry = None, None, None
         self._plot.clear(cfg.epochs)
@@ -537,9 +652,6 @@ class FinetuneWidget(Container):
         self._progress.visible = True
         self._progress.max, self._progress.value = cfg.epochs * cfg.steps_per_epoch, 0
         self._set_status("Starting…")
-        from .detect_widget import _Clock
-
-        self._clock = _Clock()
         self._worker = start_worker(steps(), on_yield=self._on_event, on_return=self._on_result,
                                     on_error=self._on_error, on_finish=self._on_finished)
         return self._worker
@@ -552,28 +664,25 @@ class FinetuneWidget(Container):
             self._set_status("Stopping after the current step…")
 
     def _on_event(self, ev):
-        from ..core.train import TrainEvent
-
-        if not isinstance(ev, TrainEvent):  # Progress while loading the model
-            self._set_status(ev.message)
-            return
         steps = max(ev.steps, 1)
-        self._progress.max = ev.epochs * steps
-        self._progress.value = min(self._progress.max, (ev.epoch - 1) * steps + ev.step)
-        if ev.kind == "start" and ev.val is not None:  # the starting model, measured before training
-            self._plot.add_epoch(0, None, ev.val.get("f1"))
+        if ev.epochs:
+            self._progress.max = ev.epochs * steps
+            self._progress.value = min(self._progress.max, ev.done_steps)
+        if ev.kind == "start" and ev.val_f1 is not None:  # the starting model, measured before training
+            self._plot.add_epoch(0, None, ev.val_f1)
         if ev.kind == "start" and ev.advice:
             from napari.utils.notifications import show_warning
 
             show_warning(ev.advice)
         if ev.kind == "step":
-            self._plot.add_step(ev.epoch - 1 + ev.step / steps, ev.losses.get("loss", float("nan")))
+            loss = float("nan") if ev.loss is None else ev.loss
+            self._plot.add_step(ev.epoch - 1 + ev.step / steps, loss)
             best = f" · best validation F1 so far {ev.best_f1:.2f}" if ev.best_f1 is not None else ""
-            left = self._clock.left(self._progress.value, self._progress.max)
+            left = f" · about {format_seconds(ev.eta_s)} left" if ev.eta_s is not None else ""
             self._set_status(f"Epoch {ev.epoch} of {ev.epochs} · step {ev.step} of {steps} · "
-                             f"loss {ev.losses.get('loss', float('nan')):.4f}{best}" + (f" · {left}" if left else ""))
+                             f"loss {loss:.4f}{best}{left}")
         elif ev.kind == "epoch":
-            self._plot.add_epoch(ev.epoch, ev.losses.get("loss"), (ev.val or {}).get("f1"))
+            self._plot.add_epoch(ev.epoch, ev.loss, ev.val_f1)
             self._set_status(ev.message)
         elif ev.message:
             self._set_status(ev.message)
@@ -584,7 +693,7 @@ class FinetuneWidget(Container):
             self._outcome.value = ("Stopped before the first epoch ended: nothing was saved, and the model you "
                                    "detect with is unchanged.")
             return
-        self._entry = session_models.add(res.model, res.path)
+        self._entry = self._models.add(res.model, res.path)
         card = res.model.info.card
         val = card.get("validation") or {}
         before = f" (the starting model: {res.before['f1']:.2f})" if res.before else ""
@@ -620,9 +729,9 @@ class FinetuneWidget(Container):
         """Make the new model the one 'Detect spots' uses (docking that widget if needed); maybe detect again."""
         if self._entry is None:
             return False
-        if session_models.use(self._entry, detect_again) == 0:
+        if self._models.use(self._entry, detect_again) == 0:
             self._viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
-            session_models.use(self._entry, detect_again)
+            self._models.use(self._entry, detect_again)
         note = f"<br>→ 'Detect spots' now uses {self._entry.model.info.name}"
         self._outcome.value = self._outcome.value.split("<br>→")[0] + note + (
             " and is detecting again." if detect_again else ".")

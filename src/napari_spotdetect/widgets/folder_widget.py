@@ -21,13 +21,14 @@ from qtpy.QtWidgets import QListWidget
 from .. import layer_keys as K
 from ..core import annotations as A
 from ..core.spots_io import IMAGE_SUFFIXES, atomic_write_text, read_image
+from . import shortcuts as S
 from ._ui import make_scrollable, show_status
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "spotdetect_folder.json"
 #: the key that marks the image done and opens the next one (bound on the viewer)
-DONE_KEY = "Control-Enter"
+DONE_KEY = S.key_of("napari-spotdetect:done_and_next_image")
 
 
 def folder_images(folder) -> list[Path]:
@@ -50,7 +51,8 @@ def load_state(folder) -> dict:
 def done_images(folder) -> list[str]:
     """File names of the images marked done whose annotation is still beside them."""
     folder = Path(folder)
-    return [n for n in load_state(folder)["done"] if (folder / n).is_file() and (folder / n).with_suffix(".csv").is_file()]
+    return [n for n in load_state(folder)["done"]
+            if (folder / n).is_file() and (folder / n).with_suffix(".csv").is_file()]
 
 
 class FolderWidget(Container):
@@ -102,9 +104,10 @@ class FolderWidget(Container):
         self._prev.changed.connect(lambda *_: self.go(-1))
         self._open.changed.connect(lambda *_: self.open_image(self._images_list.currentRow()))
         self._done.changed.connect(lambda *_: self.mark_done_and_next())
-        self._train.changed.connect(lambda *_: self.on_train() if self.on_train else None)
+        self._train.changed.connect(lambda *_: self.train_on_done())
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.bind_key(DONE_KEY, lambda _v: self.mark_done_and_next(), overwrite=True)
+        S.connect(viewer, "napari-spotdetect:done_and_next_image", self.mark_done_and_next)  # napari lists it
 
     # -- the folder -------------------------------------------------------------------------------------------
     @property
@@ -133,7 +136,7 @@ class FolderWidget(Container):
 
     def _refresh_list(self) -> None:
         self._images_list.clear()
-        for i, p in enumerate(self.images):
+        for _i, p in enumerate(self.images):
             done = self.state["done"].get(p.name)
             mark = "✓" if done else ("✎" if p.with_suffix(".csv").exists() else "·")
             self._images_list.addItem(f"{mark} {p.name}" + (f"  ({done.get('n_spots', '?')} spots)" if done else ""))
@@ -258,7 +261,8 @@ class FolderWidget(Container):
         features = truth.features
         manual = int((features.get("source", pd.Series(dtype=str)).astype(str) == A.MANUAL).sum())
         self.state["done"][path.name] = {
-            "n_spots": int(len(truth.data)), "added": manual, "reviewed": self._correct.review_state().get("reviewed", 0)
+            "n_spots": int(len(truth.data)), "added": manual,
+            "reviewed": self._correct.review_state().get("reviewed", 0)
             if self._correct._layer is truth else None,
             "deleted": int(len(truth.metadata.get(K.REJECTED, pd.DataFrame()))),
             "annotation": path.with_suffix(".csv").name, "at": _dt.datetime.now().isoformat(timespec="seconds")}
@@ -271,6 +275,27 @@ class FolderWidget(Container):
             return True
         self.open_image(after[0])
         return True
+
+    # -- public API (scripts, notebooks, tests) ----------------------------------------------------------
+    def set_auto_detect(self, on: bool) -> None:
+        """Detect when an image opens (then correct a copy), or open it without detecting."""
+        self._auto.value = bool(on)
+
+    def train_on_done(self):
+        """What 'Train on everything marked done' does: hand over to the fine-tune panel (None without one)."""
+        return self.on_train() if self.on_train else None
+
+    def image_marks(self) -> list[str]:
+        """The mark of each image in the list: ✓ done, ✎ annotated, · not yet."""
+        return [self._images_list.item(i).text()[0] for i in range(self._images_list.count())]
+
+    @property
+    def summary(self) -> str:
+        return self._summary.value
+
+    @property
+    def status(self) -> str:
+        return self._status.value
 
     def _set_status(self, text: str, error: bool = False) -> None:
         show_status(self._status, text, error)

@@ -17,12 +17,12 @@ from magicgui.widgets import Container, FileEdit, FloatSpinBox, Label, ProgressB
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
+from .. import layer_keys as K
 from ..core.cells import count_spots_in_cells
 from ..core.errors import SpotDetectError
 from ..core.exports import write_cell_table, write_points_table, write_trackmate_xml
 from ..core.measure import count_molecules, measure_spots_iter
 from ..core.units import pixel_size_from_scale
-from .. import layer_keys as K
 from . import layers as L
 from ._ui import show_status
 from .workers import start_worker
@@ -70,9 +70,9 @@ class MeasureWidget(Container):
                                     options={"tooltip": "The detected (or corrected) spots to measure."})
         self._image = create_widget(annotation=napari.layers.Image, label="Image",
                                     options={"tooltip": "The image the spots were found in (for the fits)."})
-        self._cells = create_widget(annotation=Optional[napari.layers.Labels], label="Cells",
+        self._cells = create_widget(annotation=Optional[napari.layers.Labels], label="Cells",  # noqa: UP045 (magicgui reads it)
                                     options={"tooltip": "Cell labels (e.g. from Cellpose), 2-D or 3-D."})
-        self._nuclei = create_widget(annotation=Optional[napari.layers.Labels], label="Nuclei",
+        self._nuclei = create_widget(annotation=Optional[napari.layers.Labels], label="Nuclei",  # noqa: UP045
                                      options={"tooltip": "Optional nucleus labels: spots are then nucleus or "
                                                          "cytoplasm."})
         self._sigma = FloatSpinBox(label="Spot sigma (px)", value=1.2, min=0.5, max=10.0, step=0.1,
@@ -141,6 +141,42 @@ class MeasureWidget(Container):
             txt = ", ".join("?" if np.isnan(v) else f"{v:g}" for v in (ps if not np.isnan(ps[0]) else ps[1:]))
             axes = "y, x" if np.isnan(ps[0]) else "z, y, x"
             self._units.value = f"Pixel size from the image scale: {txt} um ({axes})."
+
+    # -- public API (scripts, notebooks, tests) ----------------------------------------------------------
+    def set_layer(self, layer) -> None:
+        """Measure the spots of ``layer`` (the image is picked from its provenance when it is open)."""
+        self._spots.value = layer
+
+    @property
+    def image_layer(self):
+        return self._image.value
+
+    def set_labels(self, cells=None, nuclei=None) -> None:
+        """Cell (and optionally nucleus) Labels layers to count spots in."""
+        self._cells.value, self._nuclei.value = cells, nuclei
+
+    def set_sigma(self, sigma: float) -> None:
+        """Starting sigma (px) of the Gaussian fits."""
+        self._sigma.value = float(sigma)
+
+    def set_export_path(self, path) -> None:
+        """File (or stem) that :meth:`export` writes."""
+        self._out.value = path
+
+    @property
+    def units_text(self) -> str:
+        """The pixel size the panel found, as it shows it."""
+        return self._units.value
+
+    @property
+    def status(self) -> str:
+        return self._status.value
+
+    def table_text(self) -> list[list[str]]:
+        """The per-cell table as the panel shows it, row by row."""
+        t = self._table
+        return [[t.item(r, c).text() if t.item(r, c) else "" for c in range(t.columnCount())]
+                for r in range(t.rowCount())]
 
     def spots_table(self, target=None) -> pd.DataFrame:
         """The spots as a table in the pixel coordinates of ``target`` (default the image layer)."""

@@ -1,4 +1,4 @@
-"""Models made in this napari session, shared between the fine-tuning and the detection widgets.
+"""Models made in a viewer's session, shared between its fine-tuning and detection widgets (one registry per viewer).
 
 The fine-tuning widget adds a model here when training ends; nothing else changes until the user presses
 "Use this model", which asks every listening detection widget to switch to it (and maybe detect again).
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.models.base import SpotModel
+from .per_viewer import PerViewer
 
 log = logging.getLogger(__name__)
 
@@ -91,5 +92,9 @@ class ModelRegistry:
         self.last_detection_model = None
 
 
-#: the one registry of this Python process (napari runs one session per process)
-session_models = ModelRegistry()
+_registries = PerViewer(ModelRegistry)
+
+
+def registry_for(viewer) -> ModelRegistry:
+    """The models of ``viewer``'s session: its fine-tune and detect panels share them, other viewers do not."""
+    return _registries.get(viewer)

@@ -105,6 +105,48 @@ class QCWidget(Container):
         if pairs:
             self._pred.value, self._truth.value = pairs[0]
 
+    # -- public API (scripts, notebooks, tests) ----------------------------------------------------------
+    def set_layers(self, predictions, truth, *, radius: float | None = None, all_images: bool | None = None) -> None:
+        """Compare ``predictions`` with ``truth`` (Points layers) at ``radius`` px; with ``all_images``, also
+        every other image whose detections and ground truth are open."""
+        self._pred.value, self._truth.value = predictions, truth
+        if radius is not None:
+            self._radius.value = float(radius)
+        if all_images is not None:
+            self._all.value = bool(all_images)
+
+    @property
+    def radius(self) -> float:
+        return float(self._radius.value)
+
+    @property
+    def summary(self) -> str:
+        """The panel's summary of the first compared image (or why nothing was compared)."""
+        return self._summary.value
+
+    @property
+    def can_export(self) -> bool:
+        return bool(self._export.enabled)
+
+    def prediction_choices(self) -> list:
+        return [v for v in self._pred.choices if v is not None]
+
+    @property
+    def chosen(self) -> tuple:
+        """The (predictions, ground truth) layers chosen in the panel."""
+        return self._pred.value, self._truth.value
+
+    def table_text(self) -> list[list[str]]:
+        """The per-image table as the panel shows it, row by row."""
+        t = self._table
+        return [[t.item(r, c).text() if t.item(r, c) else "" for c in range(t.columnCount())]
+                for r in range(t.rowCount())]
+
+    def export_table(self, path):
+        """Write the table to ``path`` (.csv added if missing); returns the file, or None."""
+        self._out.value = path
+        return self.export()
+
     def pairs(self) -> list[tuple]:
         chosen = (self._pred.value, self._truth.value)
         out = [chosen] if all(v is not None for v in chosen) else []

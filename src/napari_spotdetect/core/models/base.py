@@ -34,7 +34,6 @@ class TileCandidates:
 
     coords: np.ndarray  # (K, 2) float64, sub-pixel (y, x)
     scores: np.ndarray  # (K,) float
-    pixels: np.ndarray  # (K, 2) int64, the map pixel the spot was read at
 
 
 class SpotModel(abc.ABC):
@@ -66,7 +65,7 @@ class SpotModel(abc.ABC):
         self.to(device)
 
     # -- device ------------------------------------------------------------------------------------------
-    def to(self, device=None) -> "SpotModel":
+    def to(self, device=None) -> SpotModel:
         self.device = select_device(device)
         self.net.to(self.device)
         return self

@@ -11,6 +11,7 @@ mean F1 at 1 px 0.997 on the 27 brighter ones and 0.909 on 18 harder ones (0.774
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch
 from ..errors import ModelFileError
 from ..files import sha256_of_files
 from ..ops import local_maxima
+from ..weights.tf_bundle import TensorBundle, proto_fields
 from .base import ModelInfo, SpotModel, TileCandidates
 from .deepspot_net import DeepSpotNet
 
@@ -105,7 +107,7 @@ class DeepSpotModel(SpotModel):
         score = maps[0]
         peaks = local_maxima(score, floor, max(int(min_distance), self.peak_radius))
         coords = refine_peaks(score, peaks)
-        return TileCandidates(coords, score[peaks[:, 0], peaks[:, 1]].astype(np.float64), peaks)
+        return TileCandidates(coords, score[peaks[:, 0], peaks[:, 1]].astype(np.float64))
 
 
 # -----------------------------------------------------------------------------------------------------------
@@ -119,10 +121,6 @@ def savedmodel_layer_names(folder: Path) -> dict[int, str] | None:
     .meta_graphs 2, MetaGraphDef.object_graph_def 7, SavedObjectGraph.nodes 1, SavedObject.children 1
     (node_id 1, local_name 2), .user_object 4, SavedUserObject.metadata 3 (JSON with the layer name).
     """
-    import json
-
-    from ..weights.tf_bundle import proto_fields  # noqa: PLC0415
-
     pb = Path(folder) / "saved_model.pb"
     try:
         meta_graph = next(v for f, _, v in proto_fields(pb.read_bytes()) if f == 2)
@@ -145,7 +143,6 @@ def savedmodel_layer_names(folder: Path) -> dict[int, str] | None:
 
 def load_deepspot_net(path, *, fuse: bool = True, verify: bool = True) -> tuple[DeepSpotNet, object]:
     """(net in eval mode, its TensorBundle) from a SavedModel folder; refuses variables that do not fit."""
-    from ..weights.tf_bundle import TensorBundle  # noqa: PLC0415
     from .deepspot_net import KERAS_LAYERS, keras_state_dict
 
     bundle = TensorBundle(path)
@@ -187,7 +184,8 @@ def load_deepspot_savedmodel(path: str | os.PathLike, device=None, *, fuse: bool
         folder = folder.parent
     net, bundle = load_deepspot_net(folder, fuse=fuse)
     net = net.to(memory_format=torch.channels_last)
-    info = ModelInfo(name=folder.name, arch="deepspot", source=str(folder), sha256=sha256_of_files(bundle.shard_path(i) for i in range(bundle.num_shards)),
+    sha = sha256_of_files(bundle.shard_path(i) for i in range(bundle.num_shards))
+    info = ModelInfo(name=folder.name, arch="deepspot", source=str(folder), sha256=sha,
                      card={"enhancer": "napari-DeepSpot 0.0.7 MHybrid",
                            "normalisation": "image / max(image)"})
     return DeepSpotModel(net, info, device=device)

@@ -18,8 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ModelFileError
-
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01  # Keras momentum 0.99
 DROPOUT = 0.2
@@ -212,21 +210,8 @@ class DeepSpotNet(nn.Module):
         return torch.sigmoid(self.head(x))
 
     # -- weights ----------------------------------------------------------------------------------------
-    def load_keras_weights(self, tensors: dict) -> None:
-        """Fill the net from tensors keyed ``layer_with_weights-N/<attr>/.ATTRIBUTES/VARIABLE_VALUE``.
-
-        Raises :class:`ModelFileError` listing missing, unexpected or mis-shaped variables.
-        """
-        state, problems = keras_state_dict(tensors, self)
-        if problems:
-            raise ModelFileError("The checkpoint does not hold the DeepSpot (MHybrid) network: "
-                                 + "; ".join(problems) + ".",
-                                 "pass the MHybrid SavedModel folder of napari-DeepSpot 0.0.7 (or the "
-                                 "cbib/DeepSpot Mmixed model).")
-        self.load_state_dict(state, strict=True)
-
     @torch.no_grad()
-    def fuse_batchnorm(self) -> "DeepSpotNet":
+    def fuse_batchnorm(self) -> DeepSpotNet:
         """Fold every BatchNorm that directly follows a (transposed) conv into it, for faster inference.
 
         Only the trunk's ``bn2a`` (which acts on the block input) cannot be folded. Irreversible: the

@@ -2,12 +2,15 @@
 
 Normalisations (``adjustment``): ``"standardize"`` and ``"normalize"`` work per tile, as piscis does (its model
 files keep that, for parity); ``"percentile"`` maps each whole plane's 1st-99.8th percentiles to 0-1, in every
-tile of that plane (the percentiles come from a subsample, so lazy planes are never loaded whole). Per-tile standardisation stretches the noise of an empty tile to unit variance, so faint specks there
+tile of that plane (the percentiles come from a subsample, so lazy planes are never loaded whole). Per-tile
+standardisation stretches the noise of an empty tile to unit variance, so faint specks there
 look like spots; whole-plane percentiles keep every spot's brightness relative to the image it is in, which
 is what the bundled model uses since it was trained on real images (see its model card).
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
@@ -102,8 +105,28 @@ class PiscisModel(SpotModel):
         th, tw = self.tile_size
         return "symmetric" if (2 * h >= th and 2 * w >= tw) else "constant"
 
+    #: the percentiles that ``"percentile"`` maps to 0 and 1 (:meth:`with_percentiles` for others)
+    percentiles = PERCENTILES
+
     def plane_statistics(self, plane):
-        return percentile_limits(plane) if self.adjustment == "percentile" else None
+        return percentile_limits(plane, self.percentiles) if self.adjustment == "percentile" else None
+
+    def with_percentiles(self, low: float, high: float) -> PiscisModel:
+        """This model (same network, no copy of the weights) normalising by other percentiles of each plane.
+
+        For images whose spots are rarer or denser than the training images': a higher ``high`` keeps dim
+        spots from saturating when bright ones are many. Only percentile-normalised models use them.
+        """
+        if self.adjustment != "percentile":
+            raise SpotDetectError(f"{self.info.name} normalises its input by {self.adjustment!r}, not by "
+                                  "percentiles.", "leave the percentiles at their defaults for this model.")
+        low, high = float(low), float(high)
+        if not 0.0 <= low < high <= 100.0:
+            raise SpotDetectError(f"Normalisation percentiles {low:g}-{high:g} are not 0 <= low < high <= 100.",
+                                  f"use e.g. {PERCENTILES[0]:g} and {PERCENTILES[1]:g}.")
+        other = copy.copy(self)
+        other.percentiles = (low, high)
+        return other
 
     def normalize_tiles(self, tiles: np.ndarray, stats=None) -> np.ndarray:
         """Per tile and channel, over the padded tile: standardise, min-max normalise, or leave as is; with
@@ -126,7 +149,7 @@ class PiscisModel(SpotModel):
             out[idx] = t
         return out
 
-    def to(self, device=None) -> "PiscisModel":
+    def to(self, device=None) -> PiscisModel:
         super().to(device)
         # NHWC is what oneDNN (CPU) and cuDNN prefer for these convolutions; results are unchanged (<1e-6)
         self.net.to(memory_format=torch.channels_last)
@@ -152,7 +175,7 @@ class PiscisModel(SpotModel):
         peaks = local_maxima(score, floor, min_distance)
         r, c = peaks[:, 0], peaks[:, 1]
         coords = peaks + np.stack([maps[1][r, c], maps[2][r, c]], axis=1).astype(np.float64)
-        return TileCandidates(coords.reshape(-1, 2), score[r, c].astype(np.float64), peaks)
+        return TileCandidates(coords.reshape(-1, 2), score[r, c].astype(np.float64))
 
 
 #: outside this range of magnitudes the usual formulas lose the image: squares overflow (float32 above

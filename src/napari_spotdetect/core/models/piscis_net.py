@@ -38,7 +38,7 @@ class PiscisConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PiscisConfig":
+    def from_dict(cls, d: dict) -> PiscisConfig:
         d = dict(d)
         for k in ("widths", "depths", "expand"):
             if k in d:
@@ -110,7 +110,7 @@ class Encoder(nn.Module):
         cin = w[0]
         for s in range(4):
             blocks = [nn.MaxPool2d(2)] if s > 0 else []
-            for j in range(cfg.depths[s]):
+            for _j in range(cfg.depths[s]):
                 blocks.append(EncoderBlock(cin, w[s], cfg.expand[s], fused=s < 2, se_ratio=cfg.se_ratio))
                 cin = w[s]
             stages.append(nn.Sequential(*blocks))

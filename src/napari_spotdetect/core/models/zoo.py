@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
+from ..device import select_device
 from ..errors import ModelFileError, SpotDetectError
 from ..files import file_sha256
-from ..device import select_device
 from .base import SpotModel
 
 #: model names shipped inside the package: name -> file in napari_spotdetect/data
@@ -80,7 +80,7 @@ def load_model(source, device=None, variant: str | None = None) -> SpotModel:
 
 def _load_folder(path: Path, device) -> SpotModel:
     if (path / "variables" / "variables.index").exists() or (path / "saved_model.pb").exists():
-        from ..weights.tf_bundle import load_deepspot_savedmodel  # noqa: PLC0415 (optional, heavy)
+        from .deepspot import load_deepspot_savedmodel  # noqa: PLC0415 (optional, heavy)
 
         return load_deepspot_savedmodel(path, device=device)
     raise ModelFileError(

