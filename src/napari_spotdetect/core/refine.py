@@ -4,8 +4,8 @@ A click lands within a pixel or two of a spot; ground truth should sit on the sp
 lightly (so noise does not win), take the brightest pixel within ``radius`` of the click, then refine to
 sub-pixel precision with a background-subtracted, intensity-weighted centroid in a small window around it
 (robust, no fitting that can diverge). A clipped (saturated) spot has a flat top wider than that window, so
-there the window is centred on the flat top and widened to take in the slopes around it. If the window holds no signal above background the point
-stays put.
+there the window is centred on the flat top and widened to take in the slopes around it. If the window holds
+no signal above background the point stays put.
 """
 
 from __future__ import annotations
