@@ -35,8 +35,9 @@ import torch
 from .device import default_batch_size, free_cached_memory, is_out_of_memory
 from .errors import SpotDetectError
 from .models.base import SpotModel
+from .speed import FAST_BATCH_PIXELS, FAST_TILE_FACTOR, speed_settings
 from .steps import run_steps
-from .tiling import extract_tile, plan_tiles
+from .tiling import extract_tile, plan_tiles, plan_tiles_even
 from .validate import check_finite, check_image, check_positive_int, check_threshold
 
 
@@ -199,10 +200,10 @@ def _concat(frames, lead):
     return pd.concat(frames, ignore_index=True)[cols]
 
 
-def _forward(model: SpotModel, x: np.ndarray, augment: bool = False) -> np.ndarray:
-    """Run a batch, halving it on out-of-memory errors until one tile at a time."""
+def _forward(model: SpotModel, x: np.ndarray, augment: bool = False, dtype: torch.dtype | None = None) -> np.ndarray:
+    """Run a batch (under autocast to ``dtype`` if given), halving it on out-of-memory errors until one tile."""
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(model.device.type, dtype=dtype, enabled=dtype is not None):
             xt = torch.from_numpy(x).to(model.device)
             run = model.forward_maps_augmented if augment else model.forward_maps
             return run(xt).float().cpu().numpy()
@@ -214,12 +215,12 @@ def _forward(model: SpotModel, x: np.ndarray, augment: bool = False) -> np.ndarr
             raise SpotDetectError(f"Out of memory on {model.device} even for a single tile.",
                                   "use a smaller tile size or device='cpu'.") from err
         half = len(x) // 2
-        return np.concatenate([_forward(model, x[:half], augment), _forward(model, x[half:], augment)])
+        return np.concatenate([_forward(model, x[:half], augment, dtype), _forward(model, x[half:], augment, dtype)])
 
 
 def detect_iter(image, model, threshold: float | None = None, *, axes: str | None = None,
                 tile_size=None, overlap: float | None = None, batch_size: int | None = None,
-                min_distance: int = 1, keep_maps=False, device=None, augment: bool = False):
+                min_distance: int = 1, keep_maps=False, device=None, augment: bool = False, speed: str | None = None):
     """Generator form of :func:`detect`: yields :class:`Progress`, returns :class:`Detections`."""
     from .models.zoo import load_model  # noqa: PLC0415 (avoid an import cycle)
 
@@ -227,6 +228,7 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
     from .image_sources import BandReader, as_lazy, is_lazy, read  # noqa: PLC0415
 
     model = load_model(model, device=device)
+    settings = speed_settings(speed, model.device)
     lazy = image is not None and hasattr(image, "shape") and hasattr(image, "dtype") and is_lazy(image) \
         and not type(image).__module__.startswith("torch")
     arr, axes = check_image(as_lazy(image) if lazy else image, axes)
@@ -255,9 +257,16 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
     map_shape = outer_shape + ((nz,) if stack else ()) + (h, w)
     if keep_maps is True or (isinstance(keep_maps, str) and keep_maps in ("float32", "float16")):  # in memory (a zarr store may be larger)
         _check_map_memory(map_shape, len(model.map_names), stack)
-    if model.fit_tiles_to_image:
-        tile = tuple(min(t, -(-n // m) * m) for t, n in zip(tile, (h, w)))
-    plan = plan_tiles((h, w), tile, overlap, end_align=m if model.fit_tiles_to_image else None)
+    if settings.name == "fast":
+        max_tile = tile if tile_size else tuple(FAST_TILE_FACTOR * t for t in tile)
+        plan = plan_tiles_even((h, w), max_tile, int(np.rint(overlap * min(tile))), m)
+        tile = plan.tile
+        if batch_size is None and model.device.type == "cpu":
+            batch = max(1, FAST_BATCH_PIXELS // (tile[0] * tile[1]))
+    else:
+        if model.fit_tiles_to_image:
+            tile = tuple(min(t, -(-n // m) * m) for t, n in zip(tile, (h, w)))
+        plan = plan_tiles((h, w), tile, overlap, end_align=m if model.fit_tiles_to_image else None)
     pad_mode = model.tile_pad_mode((h, w))
     maps = _map_sink(keep_maps, model.map_names, map_shape, tile)
     # a model that normalises with more than per-plane statistics (DeepSpot: / plane maximum is one, but it
@@ -299,7 +308,7 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
                     raw = np.stack([reader.tile(t, tile, pad_mode) for t in tiles])
                     check_finite(raw, where)
                 x = model.normalize_tiles(raw) if stats is None else model.normalize_tiles(raw, stats)
-                out = _forward(model, x, augment)
+                out = _forward(model, x, augment, settings.dtype)
                 for k, (t, tmaps) in enumerate(zip(tiles, out)):
                     r0, r1, c0, c1 = t.own
                     if maps:
@@ -344,6 +353,7 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
         "test_time_augmentation": bool(augment),
         "axes": axes,
         "tiling": {**plan.describe(), "overlap": overlap, "pad": pad_mode, "batch_size": batch},
+        **settings.describe(),
         "device": str(model.device),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -496,7 +506,10 @@ def detect(image, model, threshold: float | None = None, *, progress=None, shoul
         **kwargs: ``axes``, ``tile_size``, ``overlap`` (fraction of a tile; default the model's), ``batch_size``,
             ``min_distance``, ``keep_maps`` (False: no maps, the default; True or ``"float32"``, ``"float16"``:
             in memory; a path, zarr group or store: written there), ``device``, ``augment`` (average the maps over the 8 flips and
-            transposes of each tile: about 8x slower, slightly more accurate).
+            transposes of each tile: about 8x slower, slightly more accurate), ``speed`` (``"exact"``, the default:
+            the model's own tiles in float32, piscis's spots; ``"fast"``: larger tiles without wasted overlap and
+            bfloat16/float16 where the hardware has it, about 2x faster, F1 >= 0.99 against exact; see
+            :mod:`napari_spotdetect.core.speed`).
     """
     return run_steps(detect_iter(image, model, threshold, **kwargs), progress, should_stop,
                      "Detection was stopped before it finished; no spots were kept.")

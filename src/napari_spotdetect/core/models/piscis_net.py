@@ -238,7 +238,9 @@ class PiscisNet(nn.Module):
 
     def heads(self, x):
         """Un-pooled label probabilities (B, H, W) and displacements (B, 2, H, W)."""
-        logits = self.fpn(x)
+        # float32 from here even under autocast: in bfloat16, peaks of ~0.99997 round to 1.0 and tie with
+        # their neighbours, which would split one spot into several local maxima
+        logits = self.fpn(x).float()
         return torch.sigmoid(logits[:, 0]), logits[:, 1:]
 
     def forward(self, x):
