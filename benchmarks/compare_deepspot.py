@@ -32,7 +32,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from compare_piscis import BENCH_HOME, Worker, _peak_rss_mb, _venv_python, cpu_facts, matmul_rates  # noqa: E402
+from compare_piscis import Worker, _peak_rss_mb, _venv_python, cpu_facts, matmul_rates  # noqa: E402
 
 TF_WORKER = r"""
 import json, sys, time

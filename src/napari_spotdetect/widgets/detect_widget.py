@@ -292,8 +292,7 @@ class DetectWidget(Container):
         gen = _with_plane_messages(
             detection_steps(data, self._model_source(), axes=axes, device=device, tile_size=tile,
                             keep_maps=keep_maps, model_cache=self._model_cache,
-                            augment=bool(self._augment.value), min_distance=int(self._min_distance.value)),
-            data.shape, axes)
+                            augment=bool(self._augment.value), min_distance=int(self._min_distance.value)))
         self._cancelled = False
         self._error = None
         self._run.enabled = False
@@ -367,17 +366,24 @@ class DetectWidget(Container):
         session_models.last_detection_model = model  # what the fine-tuning widget offers to start from
         new_layers = self._build_layers(dets, model, image_layer, axes)
         # every layer is built before any is added, so a failure above leaves the viewer untouched.
-        # A previous result of the same model on the same image goes, unless someone edited it (or made it
-        # ground truth): a user's work is never removed, and then both stay side by side.
-        names = {n.name for n in new_layers}
-        for old in [lay for lay in self._viewer.layers if lay.name in names and replaceable(lay)]:
-            self._viewer.layers.remove(old)
+        # A previous result of the same model on the same image is updated in place (its data, features and
+        # metadata swapped: no layer removed or added, so napari neither rebuilds its layer list and canvas
+        # nodes nor collects garbage), unless someone edited it (or made it ground truth): a user's work is
+        # never touched, and then both stay side by side.
+        shown = []
         for lay in new_layers:
+            old = next((o for o in self._viewer.layers if o.name == lay.name and replaceable(o)), None)
+            if old is not None and update_in_place(old, lay):
+                shown.append(old)
+                continue
+            if old is not None:
+                self._viewer.layers.remove(old)
             self._viewer.layers.append(lay)
+            shown.append(lay)
         if "z" in axes:
             self._show_neighbour_planes(image_layer, axes)
-        self._viewer.layers.selection.active = new_layers[-1]
-        self._set_target(new_layers[-1])
+        self._viewer.layers.selection.active = shown[-1]
+        self._set_target(shown[-1])
 
     def _show_neighbour_planes(self, image_layer, axes: str, planes: float = 2.0) -> None:
         """Draw a spot's ring, shrinking, on the ``planes`` planes above and below its own.
@@ -536,24 +542,54 @@ def _temporary_map_store() -> str:
     return str(Path(folder) / "maps.zarr")
 
 
-def _with_plane_messages(gen, shape, axes):
-    """Re-word the engine's tile progress as "plane k of n (t=.., z=..)" for stacks and time series."""
-    outer = [(a, shape[axes.index(a)]) for a in "tcz" if a in axes]
-    n_planes = int(np.prod([n for _, n in outer], dtype=np.int64)) if outer else 1
+def _with_plane_messages(gen):
+    """Re-word the engine's tile progress as "plane k of n (t=.., z=..)" for stacks and time series.
+
+    The engine's :class:`Progress` says which plane each tile batch belonged to (``plane``, ``where``).
+    """
     while True:
         try:
             p = next(gen)
         except StopIteration as stop:
             return stop.value
-        if p.total and p.done and n_planes > 1 and p.total % n_planes == 0:
-            per = p.total // n_planes
-            k = (p.done - 1) // per
-            idx = np.unravel_index(k, [n for _, n in outer])
-            where = ", ".join(f"{a}={int(i)}" for (a, _), i in zip(outer, idx))
-            p.message = f"plane {k + 1} of {n_planes} ({where}) · tile {p.done} of {p.total}"
+        if p.total and p.done and p.plane is not None and p.n_planes > 1:
+            where = ", ".join(f"{a}={i}" for a, i in p.where.items())
+            p.message = f"plane {p.plane + 1} of {p.n_planes} ({where}) · tile {p.done} of {p.total}"
         elif p.total and p.done:
             p.message = f"tile {p.done} of {p.total}"
         yield p
+
+
+def update_in_place(old, new) -> bool:
+    """Give layer ``old`` the data, features, metadata and placement of the freshly built ``new``.
+
+    Only for layers of the same kind and dimensionality (False otherwise: then the caller replaces the
+    layer). The user's display choices on ``old`` (colours, opacity, visibility, point size) are kept.
+    """
+    from napari.layers import Image, Points
+
+    if type(L.unwrap_layer(old)) is not type(L.unwrap_layer(new)) or old.ndim != new.ndim:
+        return False
+    if isinstance(new, Points):
+        old.metadata = new.metadata
+        _same_placement(old, new)
+        L.replace_points(old, new.data, new.features)
+        return True
+    if isinstance(new, Image) and not old.multiscale and not new.multiscale and old.rgb == new.rgb:
+        _same_placement(old, new)
+        old.metadata = new.metadata
+        old.data = new.data
+        old.contrast_limits_range = new.contrast_limits_range
+        old.contrast_limits = new.contrast_limits
+        return True
+    return False
+
+
+def _same_placement(old, new) -> None:
+    if not np.allclose(old.scale, new.scale):
+        old.scale = new.scale
+    if not np.allclose(old.translate, new.translate):
+        old.translate = new.translate
 
 
 def replaceable(layer) -> bool:
