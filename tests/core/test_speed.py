@@ -67,3 +67,13 @@ def test_fast_mode_agrees_with_exact_on_the_default_model():
     f1 = match_spots(fast.spots[["y", "x"]].to_numpy(), exact.spots[["y", "x"]].to_numpy(), 1.0).f1
     assert f1 >= 0.99
     assert np.isfinite(fast.spots["score"]).all()
+
+
+def test_gpu_batch_follows_free_memory():
+    from napari_spotdetect.core.device import MAX_BATCH, batch_for_memory
+
+    assert batch_for_memory(0, (256, 256)) == 1  # never zero
+    small, big = batch_for_memory(2 << 30, (256, 256)), batch_for_memory(8 << 30, (256, 256))
+    assert 1 < small < big <= MAX_BATCH
+    assert batch_for_memory(8 << 30, (512, 512)) == max(1, big // 4)
+    assert batch_for_memory(8 << 30, (256, 256), 3000) >= big  # half precision: more tiles

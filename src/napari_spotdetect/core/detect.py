@@ -276,7 +276,7 @@ def _prepare_run(image, model, threshold, *, axes, tile_size, overlap, batch_siz
     threshold = check_threshold(model.default_threshold if threshold is None else threshold, model.threshold_range)
     min_distance = check_positive_int(min_distance, "min_distance")
     tile = _check_tile(tile_size or model.tile_size, model)
-    batch = check_positive_int(batch_size, "batch_size") if batch_size is not None else default_batch_size(model.device)
+    batch = check_positive_int(batch_size, "batch_size") if batch_size is not None else None
     feed_channels = _check_channels(model, arr, axes)
     stack = "z" in axes
     outer_axes = "".join(a for a in axes if a in "tc" and not (a == "c" and feed_channels))
@@ -290,8 +290,8 @@ def _prepare_run(image, model, threshold, *, axes, tile_size, overlap, batch_siz
     if keep_maps is True or (isinstance(keep_maps, str) and keep_maps in ("float32", "float16")):  # in memory (a zarr store may be larger)
         _check_map_memory(map_shape, len(model.map_names), stack)
     plan, tile, fast_batch = _plan(model, (h, w), tile, overlap, settings, user_tile=bool(tile_size))
-    if batch_size is None and fast_batch:
-        batch = fast_batch
+    if batch_size is None:
+        batch = fast_batch or default_batch_size(model.device, tile, half_precision=settings.dtype is not None)
     # a model that normalises with more than per-plane statistics (DeepSpot: / plane maximum is one, but it
     # is applied to the whole plane) needs each plane in memory; lazy planes are otherwise read band by band
     whole_planes = not lazy or type(model).prepare_image is not SpotModel.prepare_image
