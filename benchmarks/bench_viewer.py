@@ -56,6 +56,18 @@ def main(argv=None) -> None:
         widget._speed.value = a.speed
     app = QApplication.instance()
 
+    import gc
+
+    collections: list[tuple] = []  # (start, seconds, generation) of every garbage collection over 50 ms
+    gc_start = {}
+
+    def on_gc(phase, info):
+        if phase == "start":
+            gc_start["t"] = time.perf_counter()
+        elif "t" in gc_start and time.perf_counter() - gc_start["t"] > 0.05:
+            collections.append((gc_start["t"], time.perf_counter() - gc_start["t"], info["generation"]))
+
+    gc.callbacks.append(on_gc)
     beats: list[float] = []
     timer = QTimer()
     timer.timeout.connect(lambda: beats.append(time.perf_counter()))
@@ -63,11 +75,14 @@ def main(argv=None) -> None:
     rows = []
     for k in range(a.runs):
         beats.clear()
+        collections.clear()
         returned = {}
         t0 = time.perf_counter()
         worker = widget.run()
         assert worker is not None, widget.problem()
         worker.returned.connect(lambda *_: returned.setdefault("t", time.perf_counter()))
+        progress = []
+        worker.yielded.connect(lambda p: progress.append((time.perf_counter() - t0, p.done)))
         while widget.running:
             app.processEvents()
             time.sleep(0.001)
@@ -84,7 +99,13 @@ def main(argv=None) -> None:
         end_gap = float(np.diff(np.concatenate([[tr], end])).max()) if len(end) else float(t_end - tr)
         rows.append({"run": k + 1, "seconds": t1 - t0, "longest_gap_s": float(gaps.max()),
                      "end_gap_s": end_gap, "frozen_total_s": float(late[late > 0.05].sum()),
-                     "gaps_over_100ms": int((gaps > 0.1).sum()), "n_layers": len(viewer.layers)})
+                     "gaps_over_100ms": int((gaps > 0.1).sum()), "n_layers": len(viewer.layers),
+                     # where the long gaps were (seconds from Run), and when the first progress and the result came
+                     "long_gaps": [(round(float(ts[i] - t0), 2), round(float(gaps[i]), 2)) for i in np.flatnonzero(gaps > 0.1)],
+                     "first_progress_s": progress[0][0] if progress else None,
+                     "second_progress_s": progress[1][0] if len(progress) > 1 else None,
+                     "result_s": tr - t0,
+                     "gc_over_50ms": [(round(c[0] - t0, 2), round(c[1], 2), c[2]) for c in collections]})
         r = rows[-1]
         print(f"run {k + 1}: {r['seconds']:.1f} s, longest main-thread gap {r['longest_gap_s']:.2f} s, at the end "
               f"{r['end_gap_s']:.2f} s, frozen {r['frozen_total_s']:.2f} s in {r['gaps_over_100ms']} gaps > 100 ms",

@@ -6,6 +6,7 @@ into layers in the main thread. The threshold slider filters the cached :class:`
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 
@@ -301,6 +302,10 @@ class DetectWidget(Container):
         self._progress.max, self._progress.value = 1, 0
         self._set_status("Starting…")
         self._clock = _Clock()
+        # napari's many long-lived objects make a full garbage collection take ~1 s; one triggered by the
+        # worker's allocations holds the GIL and freezes the viewer (benchmarks/bench_viewer.py). Objects
+        # that exist now are left out of collections until the run ends.
+        gc.freeze()
         context = {"layer": layer, "axes": axes, "remember": remembered}
         self._worker = start_worker(
             gen, on_yield=self._on_progress, on_return=lambda res: self._on_result(res, context),
@@ -344,6 +349,7 @@ class DetectWidget(Container):
         show_error(text)
 
     def _on_finished(self):
+        gc.unfreeze()
         self._worker = None
         self._cancel.enabled = False
         self._progress.visible = False
