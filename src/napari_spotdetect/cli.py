@@ -32,14 +32,14 @@ def cmd_predict(args) -> int:
                              threshold=args.threshold, axes=args.axes,
                              tile_size=tuple(args.tile_size) if args.tile_size else None,
                              batch_size=args.batch_size, min_distance=args.min_distance, augment=args.augment,
-                             post=biology_post(args))
+                             speed=args.speed, post=biology_post(args))
     from . import load_model
     from .core.detect import check_settings
 
     # settings are the same for every image: a bad one stops the run before any work (exit 2)
     model = load_model(args.model, device=args.device, variant=args.variant)
     check_settings(model, args.threshold, axes=args.axes, tile_size=options.tile_size, batch_size=args.batch_size,
-                   min_distance=args.min_distance)
+                   min_distance=args.min_distance, speed=args.speed)
     client = cluster = None
     if args.dask_scheduler or args.workers:
         model = None  # each worker loads its own
@@ -290,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true",
                    help="average the network over the 8 flips/rotations of every tile (about 8x slower, a little "
                         "more accurate)")
+    p.add_argument("--speed", default="exact", choices=["exact", "fast"],
+                   help="exact: the model's own tiles in float32 (piscis's spots); fast: larger tiles without "
+                        "wasted overlap and bfloat16/float16 where the hardware has it, about 2x faster, F1 >= 0.99 "
+                        "against exact (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose results are already in --out")
     p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                    help="send images to the workers of a running dask.distributed cluster (e.g. tcp://host:8786); "

@@ -168,3 +168,14 @@ def test_multichannel_model_on_a_stack_reads_intensity_from_the_spot_plane():
     assert len(spots)
     z = spots.z.to_numpy().astype(int)
     np.testing.assert_array_less(np.abs(spots.intensity.to_numpy() - (100 + 1000 * z)), 50)
+
+
+def test_progress_names_the_plane_of_each_tile_batch(tiny_piscis):
+    from napari_spotdetect import detect as _detect
+
+    img = np.random.default_rng(0).normal(100, 10, (2, 3, 64, 96)).astype(np.float32)
+    seen = []
+    _detect(img, tiny_piscis, axes="tzyx", batch_size=8, progress=seen.append)
+    planes = [(p.plane, p.where) for p in seen if p.plane is not None]
+    assert planes == [(k, {"t": k // 3, "z": k % 3}) for k in range(6)]
+    assert {p.n_planes for p in seen} == {6} and seen[-1].done == seen[-1].total

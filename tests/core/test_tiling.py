@@ -99,3 +99,12 @@ def test_fit_tiles_to_image_shrinks_tiles(tiny_piscis, monkeypatch):
     img = np.random.default_rng(0).normal(size=(100, 90)).astype(np.float32)
     prov = detect(img, tiny_piscis, tile_size=256).provenance["tiling"]
     assert prov["tile"] == [104, 96] and prov["n_tiles"] == 1
+
+
+def test_fast_mode_agrees_with_exact_mode(piscis_model, big_image, reference):
+    """Fast mode: fewer, larger tiles and bfloat16 where the CPU has it; the spots stay piscis's (F1 >= 0.99)."""
+    det = detect(big_image[0], piscis_model, speed="fast")
+    spots = det.spots
+    _no_doubles(spots)
+    assert det.provenance["speed"] == "fast" and det.provenance["tiling"]["n_tiles"] < 9
+    assert match_spots(spots[["y", "x"]], reference[["y", "x"]], 1.0).f1 >= 0.99

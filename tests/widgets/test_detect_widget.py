@@ -306,6 +306,8 @@ def test_normalisation_percentiles_and_min_distance_change_the_detection(detect_
     run_and_wait(widget)
     other = _candidates(viewer)
     assert model.percentiles == PERCENTILES  # the model in use keeps its own
+    provenance = [lay for lay in viewer.layers if META_KEY in lay.metadata][-1].metadata[META_KEY]
+    assert provenance["normalization"] == {"kind": "percentile", "percentiles": [20.0, 99.99]}
     assert len(first) != len(other) or not np.allclose(first["score"].to_numpy(), other["score"].to_numpy())
     widget.set_percentiles(*PERCENTILES)
     run_and_wait(widget)
@@ -317,3 +319,20 @@ def test_normalisation_percentiles_and_min_distance_change_the_detection(detect_
     assert 0 < len(spread) < len(first)  # close peaks merged into one
     with pytest.raises(SpotDetectError, match="percentiles"):
         widget.set_percentiles(99.0, 10.0)
+
+
+def test_speed_choice_reaches_the_engine_and_is_remembered(detect_widget, tiny_model, run_and_wait):
+    from napari_spotdetect.core.errors import SpotDetectError
+
+    viewer, widget = detect_widget
+    viewer.add_image(np.random.default_rng(0).normal(100, 10, (300, 300)).astype(np.float32), name="noise")
+    widget.set_model(tiny_model)
+    assert widget.options()["speed"] == "exact"
+    with pytest.raises(SpotDetectError, match="speed"):
+        widget.set_options(speed="ludicrous")
+    widget.set_options(speed="fast")
+    run_and_wait(widget)
+    provenance = [lay for lay in viewer.layers if META_KEY in lay.metadata][-1].metadata[META_KEY]
+    assert provenance["speed"] == "fast"
+    widget.choose_model("default")  # what is saved after a bundled or file model has run
+    assert widget.choices_to_remember()["speed"] == "fast"

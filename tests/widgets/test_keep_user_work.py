@@ -96,9 +96,12 @@ def test_ground_truth_never_overwrites_a_file_it_did_not_write(detected, tmp_pat
 def test_detect_again_keeps_an_edited_layer_and_names_results_by_model(detected, run_and_wait, tiny_model):
     viewer, widget, _image, spots, _truth = detected
     assert spots.name == f"spots: smFISH (synthetic) ({tiny_model.info.name})"
-    run_and_wait(widget)  # unedited: the new result replaces it
+    old_dets, n_layers = spots.metadata[K.DETECTIONS], len(viewer.layers)
+    run_and_wait(widget)  # unedited: the new result updates that layer (and the map) in place
     [again] = _detections(viewer)
-    assert again is not spots
+    assert same_layer(again, spots) and len(viewer.layers) == n_layers
+    assert again.metadata[K.DETECTIONS] is not old_dets
+    assert len(again.data) == len(again.metadata[K.DETECTIONS].spots) == len(again.features)
 
     correct = _dock(viewer, "Correct spots")
     correct.set_layer(again)

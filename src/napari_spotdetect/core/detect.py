@@ -35,16 +35,27 @@ import torch
 from .device import default_batch_size, free_cached_memory, is_out_of_memory
 from .errors import SpotDetectError
 from .models.base import SpotModel
+from .speed import FAST_BATCH_PIXELS, FAST_TILE_FACTOR, SpeedSettings, check_speed, speed_settings
 from .steps import run_steps
-from .tiling import extract_tile, plan_tiles
+from .tiling import extract_tile, plan_tiles, plan_tiles_even
 from .validate import check_finite, check_image, check_positive_int, check_threshold
 
 
 @dataclass
 class Progress:
+    """How far a long step is: ``done`` of ``total`` units (tiles, batches, epochs).
+
+    Detection also says which plane the last tile belonged to: ``plane`` (0-based, in the order planes are
+    detected: outer axes, then z), ``n_planes`` and ``where`` (the plane's index by axis name, e.g.
+    ``{"t": 2, "z": 5}``), so a caller need not infer it from tile counts.
+    """
+
     done: int
     total: int
     message: str = ""
+    plane: int | None = None
+    n_planes: int = 1
+    where: dict = field(default_factory=dict)
 
     @property
     def fraction(self) -> float:
@@ -199,10 +210,10 @@ def _concat(frames, lead):
     return pd.concat(frames, ignore_index=True)[cols]
 
 
-def _forward(model: SpotModel, x: np.ndarray, augment: bool = False) -> np.ndarray:
-    """Run a batch, halving it on out-of-memory errors until one tile at a time."""
+def _forward(model: SpotModel, x: np.ndarray, augment: bool = False, dtype: torch.dtype | None = None) -> np.ndarray:
+    """Run a batch (under autocast to ``dtype`` if given), halving it on out-of-memory errors until one tile."""
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(model.device.type, dtype=dtype, enabled=dtype is not None):
             xt = torch.from_numpy(x).to(model.device)
             run = model.forward_maps_augmented if augment else model.forward_maps
             return run(xt).float().cpu().numpy()
@@ -214,36 +225,59 @@ def _forward(model: SpotModel, x: np.ndarray, augment: bool = False) -> np.ndarr
             raise SpotDetectError(f"Out of memory on {model.device} even for a single tile.",
                                   "use a smaller tile size or device='cpu'.") from err
         half = len(x) // 2
-        return np.concatenate([_forward(model, x[:half], augment), _forward(model, x[half:], augment)])
+        return np.concatenate([_forward(model, x[:half], augment, dtype), _forward(model, x[half:], augment, dtype)])
 
 
-def detect_iter(image, model, threshold: float | None = None, *, axes: str | None = None,
-                tile_size=None, overlap: float | None = None, batch_size: int | None = None,
-                min_distance: int = 1, keep_maps=False, device=None, augment: bool = False):
-    """Generator form of :func:`detect`: yields :class:`Progress`, returns :class:`Detections`."""
+@dataclass
+class _Run:
+    """Everything one detection decided before reading pixels: the image, the model, the plan."""
+
+    model: SpotModel
+    arr: object
+    axes: str
+    threshold: float
+    floor: float
+    min_distance: int
+    augment: bool
+    speed: SpeedSettings
+    plan: object
+    tile: tuple
+    overlap: float
+    pad_mode: str
+    batch: int
+    feed_channels: bool  # a multi-channel model gets the 'c' axis as its input channels
+    stack: bool
+    outer_axes: str  # axes looped over outside the planes ('t', and 'c' unless fed to the network)
+    outer_shape: tuple
+    nz: int
+    whole_planes: bool  # read each plane whole (in memory, or a model with whole-plane pre-processing)
+    maps: dict
+
+    @property
+    def n_planes(self) -> int:
+        return int(np.prod(self.outer_shape, dtype=np.int64)) * self.nz
+
+    @property
+    def hw(self) -> tuple:
+        return tuple(self.arr.shape[-2:])
+
+
+def _prepare_run(image, model, threshold, *, axes, tile_size, overlap, batch_size, min_distance, keep_maps,
+                 device, augment, speed) -> _Run:
+    """Check the inputs and decide the tile plan, batch, precision and channel routing."""
+    from .image_sources import as_lazy, is_lazy  # noqa: PLC0415
     from .models.zoo import load_model  # noqa: PLC0415 (avoid an import cycle)
 
-    from .. import __version__  # noqa: PLC0415
-    from .image_sources import BandReader, as_lazy, is_lazy, read  # noqa: PLC0415
-
     model = load_model(model, device=device)
+    settings = speed_settings(speed, model.device)
     lazy = image is not None and hasattr(image, "shape") and hasattr(image, "dtype") and is_lazy(image) \
         and not type(image).__module__.startswith("torch")
     arr, axes = check_image(as_lazy(image) if lazy else image, axes)
     threshold = check_threshold(model.default_threshold if threshold is None else threshold, model.threshold_range)
     min_distance = check_positive_int(min_distance, "min_distance")
-    floor = min(threshold, model.threshold_range[0])
     tile = _check_tile(tile_size or model.tile_size, model)
-    m = model.size_multiple
-    batch = check_positive_int(batch_size, "batch_size") if batch_size is not None else default_batch_size(model.device)
-
-    feed_channels = "c" in axes and model.channels > 1
-    if model.channels > 1:
-        if not feed_channels or arr.shape[axes.index("c")] != model.channels:
-            raise SpotDetectError(
-                f"This model takes {model.channels} channels at once, the image has axes {axes!r} "
-                f"and shape {tuple(arr.shape)}.",
-                f"pass an image with a 'c' axis of length {model.channels}.")
+    batch = check_positive_int(batch_size, "batch_size") if batch_size is not None else None
+    feed_channels = _check_channels(model, arr, axes)
     stack = "z" in axes
     outer_axes = "".join(a for a in axes if a in "tc" and not (a == "c" and feed_channels))
     outer_shape = tuple(arr.shape[axes.index(a)] for a in outer_axes)
@@ -255,115 +289,206 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
     map_shape = outer_shape + ((nz,) if stack else ()) + (h, w)
     if keep_maps is True or (isinstance(keep_maps, str) and keep_maps in ("float32", "float16")):  # in memory (a zarr store may be larger)
         _check_map_memory(map_shape, len(model.map_names), stack)
-    if model.fit_tiles_to_image:
-        tile = tuple(min(t, -(-n // m) * m) for t, n in zip(tile, (h, w)))
-    plan = plan_tiles((h, w), tile, overlap, end_align=m if model.fit_tiles_to_image else None)
-    pad_mode = model.tile_pad_mode((h, w))
-    maps = _map_sink(keep_maps, model.map_names, map_shape, tile)
+    plan, tile, fast_batch = _plan(model, (h, w), tile, overlap, settings, user_tile=bool(tile_size))
+    if batch_size is None:
+        batch = fast_batch or default_batch_size(model.device, tile, half_precision=settings.dtype is not None)
     # a model that normalises with more than per-plane statistics (DeepSpot: / plane maximum is one, but it
     # is applied to the whole plane) needs each plane in memory; lazy planes are otherwise read band by band
     whole_planes = not lazy or type(model).prepare_image is not SpotModel.prepare_image
-    names = list(model.map_names)
-    i_score = names.index(model.score_map)
-    i_dy, i_dx = (names.index("dy"), names.index("dx")) if {"dy", "dx"} <= set(names) else (None, None)
+    return _Run(model=model, arr=arr, axes=axes, threshold=threshold, floor=min(threshold, model.threshold_range[0]),
+                min_distance=min_distance, augment=augment, speed=settings, plan=plan, tile=tile, overlap=overlap,
+                pad_mode=model.tile_pad_mode((h, w)), batch=batch, feed_channels=feed_channels, stack=stack,
+                outer_axes=outer_axes, outer_shape=outer_shape, nz=nz, whole_planes=whole_planes,
+                maps=_map_sink(keep_maps, model.map_names, map_shape, tile))
 
-    n_planes = int(np.prod(outer_shape, dtype=np.int64)) * nz
-    total = n_planes * len(plan)
-    done = 0
-    yield Progress(0, total, f"{total} tiles in {n_planes} plane(s)")
-    frames = []
-    for oidx in np.ndindex(*outer_shape) if outer_shape else [()]:
-        sel = _outer_selector(axes, outer_axes, oidx)
-        vol = arr[sel]
-        if feed_channels and stack:
+
+def _check_channels(model, arr, axes: str) -> bool:
+    """Whether the 'c' axis goes into the network (multi-channel models), checking it fits the model."""
+    feed = "c" in axes and model.channels > 1
+    if model.channels > 1 and (not feed or arr.shape[axes.index("c")] != model.channels):
+        raise SpotDetectError(
+            f"This model takes {model.channels} channels at once, the image has axes {axes!r} "
+            f"and shape {tuple(arr.shape)}.",
+            f"pass an image with a 'c' axis of length {model.channels}.")
+    return feed
+
+
+def _plan(model, hw, tile, overlap, settings, user_tile: bool):
+    """The tile plan, the (maybe shrunk) tile and, in fast mode on a CPU, the batch size it wants (else None)."""
+    m = model.size_multiple
+    if settings.name == "fast":
+        max_tile = tile if user_tile else tuple(FAST_TILE_FACTOR * t for t in tile)
+        plan = plan_tiles_even(hw, max_tile, int(np.rint(overlap * min(tile))), m)
+        batch = max(1, FAST_BATCH_PIXELS // (plan.tile[0] * plan.tile[1])) if model.device.type == "cpu" else None
+        return plan, plan.tile, batch
+    if model.fit_tiles_to_image:
+        tile = tuple(min(t, -(-n // m) * m) for t, n in zip(tile, hw))
+    return plan_tiles(hw, tile, overlap, end_align=m if model.fit_tiles_to_image else None), tile, None
+
+
+def _planes(run: _Run):
+    """(outer index, z, plane (C, H, W) lazy or in memory) for every plane, in order."""
+    for oidx in np.ndindex(*run.outer_shape) if run.outer_shape else [()]:
+        vol = run.arr[_outer_selector(run.axes, run.outer_axes, oidx)]
+        if run.feed_channels and run.stack:
             vol = vol.transpose((1, 0, 2, 3))  # (C, Z, H, W) -> (Z, C, H, W)
-        for z in range(nz):
-            src = vol[z] if stack else vol  # (C, H, W) or (H, W), lazy or in memory
-            if src.ndim == 2:
-                src = src[None]
-            where = f" (plane {dict(zip(outer_axes + ('z' if stack else ''), oidx + ((z,) if stack else ())))})"
-            where = where if n_planes > 1 else ""
-            reader = BandReader(src)
-            stats = model.plane_statistics(src)  # e.g. percentiles, from a subsample: never the whole plane
-            if whole_planes:
-                _check_plane_memory(src)
-                raw_plane = read(src)
-                check_finite(raw_plane, where)
-                plane = model.prepare_image(raw_plane)
-            cands = []
-            for start in range(0, len(plan), batch):
-                tiles = plan.tiles[start:start + batch]
-                if whole_planes:
-                    raw = np.stack([extract_tile(plane, t, tile, pad_mode) for t in tiles])
-                else:
-                    raw = np.stack([reader.tile(t, tile, pad_mode) for t in tiles])
-                    check_finite(raw, where)
-                x = model.normalize_tiles(raw) if stats is None else model.normalize_tiles(raw, stats)
-                out = _forward(model, x, augment)
-                for k, (t, tmaps) in enumerate(zip(tiles, out)):
-                    r0, r1, c0, c1 = t.own
-                    if maps:
-                        ms = oidx + ((z,) if stack else ())
-                        for i, n in enumerate(model.map_names):
-                            maps[n][ms + (slice(r0, r1), slice(c0, c1))] = tmaps[
-                                i, r0 - t.rows.start:r1 - t.rows.start, c0 - t.cols.start:c1 - t.cols.start]
-                    if stack:
-                        rr, cc, vals = _owned_voxels(tmaps, t, floor, i_score, i_dy, i_dx)
-                        yx = np.stack([rr + vals[1], cc + vals[2]], 1)
-                    else:
-                        tc = model.tile_candidates(tmaps, floor, min_distance)
-                        yx = tc.coords + (t.rows.start, t.cols.start)
-                        keep = t.owns(yx)
-                        yx = yx[keep]
-                    inten = (_intensity(raw_plane, yx) if whole_planes
-                             else _tile_intensity(raw[k], t, yx, reader, h, w))
-                    if stack:
-                        cands.append(dict(z=np.full(len(rr), z, dtype=np.int32), r=rr.astype(np.int32),
-                                          c=cc.astype(np.int32), score=vals[0], dy=vals[1], dx=vals[2],
-                                          intensity=inten))
-                    else:
-                        cands.append(dict(y=yx[:, 0], x=yx[:, 1], score=tc.scores[keep], intensity=inten))
-                done += len(tiles)
-                yield Progress(done, total, f"tile {done}/{total}")
-            if cands:
-                cols = {key: np.concatenate([c[key] for c in cands]) for key in cands[0]}
-                n = len(cols["score"])
-                frames.append(pd.DataFrame({**{a: np.full(n, i) for a, i in zip(outer_axes, oidx)}, **cols}))
-            raw_plane = plane = None
-    provenance = {
+        for z in range(run.nz):
+            src = vol[z] if run.stack else vol
+            yield oidx, z, (src[None] if src.ndim == 2 else src)
+
+
+def _plane_where(run: _Run, oidx: tuple, z: int) -> dict:
+    """The plane's position by axis name, e.g. ``{"t": 3, "z": 7}`` (empty for a single plane)."""
+    names = run.outer_axes + ("z" if run.stack else "")
+    return dict(zip(names, tuple(int(i) for i in oidx) + ((z,) if run.stack else ())))
+
+
+def _detect_plane(run: _Run, src, oidx: tuple, z: int, plane_index: int, done: int):
+    """Detect in one plane, batch by batch; yields :class:`Progress`, returns the plane's candidate columns."""
+    from .image_sources import BandReader, read  # noqa: PLC0415
+
+    model, plan, total = run.model, run.plan, run.n_planes * len(run.plan)
+    where = _plane_where(run, oidx, z)
+    label = f" (plane {where})" if run.n_planes > 1 else ""
+    reader = BandReader(src)
+    stats = model.plane_statistics(src)  # e.g. percentiles, from a subsample: never the whole plane
+    raw_plane = plane = None
+    if run.whole_planes:
+        _check_plane_memory(src)
+        raw_plane = read(src)
+        check_finite(raw_plane, label)
+        plane = model.prepare_image(raw_plane)
+    cands = []
+    for start in range(0, len(plan), run.batch):
+        tiles = plan.tiles[start:start + run.batch]
+        if run.whole_planes:
+            raw = np.stack([extract_tile(plane, t, run.tile, run.pad_mode) for t in tiles])
+        else:
+            raw = np.stack([reader.tile(t, run.tile, run.pad_mode) for t in tiles])
+            check_finite(raw, label)
+        x = model.normalize_tiles(raw) if stats is None else model.normalize_tiles(raw, stats)
+        out = _forward(model, x, run.augment, run.speed.dtype)
+        for k, (t, tmaps) in enumerate(zip(tiles, out)):
+            if run.maps:
+                _write_maps(run, tmaps, t, oidx + ((z,) if run.stack else ()))
+            pixels = raw_plane if run.whole_planes else (raw[k], reader)
+            cands.append(_tile_spots(run, tmaps, t, z, pixels))
+        done += len(tiles)
+        yield Progress(done, total, f"tile {done}/{total}", plane=plane_index, n_planes=run.n_planes, where=where)
+    return cands
+
+
+def _write_maps(run: _Run, tmaps: np.ndarray, t, map_index: tuple) -> None:
+    """Copy the part of a tile's maps that the tile owns into the stitched maps."""
+    r0, r1, c0, c1 = t.own
+    for i, n in enumerate(run.model.map_names):
+        run.maps[n][map_index + (slice(r0, r1), slice(c0, c1))] = tmaps[
+            i, r0 - t.rows.start:r1 - t.rows.start, c0 - t.cols.start:c1 - t.cols.start]
+
+
+def _tile_spots(run: _Run, tmaps: np.ndarray, t, z: int, pixels) -> dict:
+    """The candidates a tile owns, as columns: spots (planes) or voxels with offsets (stacks)."""
+    h, w = run.hw
+    if run.stack:
+        names = list(run.model.map_names)
+        i_dy, i_dx = (names.index("dy"), names.index("dx")) if {"dy", "dx"} <= set(names) else (None, None)
+        rr, cc, vals = _owned_voxels(tmaps, t, run.floor, names.index(run.model.score_map), i_dy, i_dx)
+        yx = np.stack([rr + vals[1], cc + vals[2]], 1)
+    else:
+        tc = run.model.tile_candidates(tmaps, run.floor, run.min_distance)
+        yx = tc.coords + (t.rows.start, t.cols.start)
+        keep = t.owns(yx)
+        yx = yx[keep]
+    if isinstance(pixels, tuple):
+        inten = _tile_intensity(pixels[0], t, yx, pixels[1], h, w)
+    else:
+        inten = _intensity(pixels, yx)
+    if run.stack:
+        return dict(z=np.full(len(rr), z, dtype=np.int32), r=rr.astype(np.int32), c=cc.astype(np.int32),
+                    score=vals[0], dy=vals[1], dx=vals[2], intensity=inten)
+    return dict(y=yx[:, 0], x=yx[:, 1], score=tc.scores[keep], intensity=inten)
+
+
+def _plane_frame(run: _Run, cands: list, oidx: tuple) -> pd.DataFrame | None:
+    if not cands:
+        return None
+    cols = {key: np.concatenate([c[key] for c in cands]) for key in cands[0]}
+    n = len(cols["score"])
+    return pd.DataFrame({**{a: np.full(n, i) for a, i in zip(run.outer_axes, oidx)}, **cols})
+
+
+def _provenance(run: _Run) -> dict:
+    from .. import __version__  # noqa: PLC0415
+
+    info = run.model.info
+    return {
         "package": "napari-spotdetect",
         "package_version": __version__,
-        "model": model.info.name,
-        "model_arch": model.info.arch,
-        "model_variant": model.info.variant,
-        "model_source": model.info.source,
-        "model_sha256": model.info.sha256,
-        "threshold": threshold,
-        "candidate_floor": floor,
-        "min_distance": int(min_distance),
-        "test_time_augmentation": bool(augment),
-        "axes": axes,
-        "tiling": {**plan.describe(), "overlap": overlap, "pad": pad_mode, "batch_size": batch},
-        "device": str(model.device),
+        "model": info.name,
+        "model_arch": info.arch,
+        "model_variant": info.variant,
+        "model_source": info.source,
+        "model_sha256": info.sha256,
+        "threshold": run.threshold,
+        "candidate_floor": run.floor,
+        "min_distance": int(run.min_distance),
+        "test_time_augmentation": bool(run.augment),
+        "normalization": _normalization(run.model),
+        "axes": run.axes,
+        "tiling": {**run.plan.describe(), "overlap": run.overlap, "pad": run.pad_mode, "batch_size": run.batch},
+        **run.speed.describe(),
+        "device": str(run.model.device),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    lead = list(outer_axes)
-    if stack:
+
+
+def _normalization(model) -> dict:
+    """How the model scaled its input, so a result can be reproduced (percentiles may be the user's)."""
+    kind = getattr(model, "adjustment", None)
+    out = {"kind": kind or type(model).__name__}
+    if kind == "percentile":
+        out["percentiles"] = [float(v) for v in model.percentiles]
+    return out
+
+
+def _detections(run: _Run, frames: list) -> Detections:
+    lead = list(run.outer_axes)
+    if run.stack:
         vcols = lead + ["z", "r", "c", "score", "dy", "dx", "intensity"]
         candidates = (pd.concat(frames, ignore_index=True)[vcols] if frames else
                       pd.DataFrame({c: pd.Series(dtype=np.float64) for c in vcols}))
     else:
         candidates = _concat(frames, lead)
+    model, arr, axes = run.model, run.arr, run.axes
     return Detections(
-        axes=axes, image_shape=tuple(arr.shape), threshold=threshold, floor=floor, model_name=model.info.name,
-        score_map=model.score_map, provenance=provenance, maps=maps, candidates=candidates,
-        stack=stack, _outer_axes=outer_axes, score_range=(0.0, float(model.threshold_range[1])),
+        axes=axes, image_shape=tuple(arr.shape), threshold=run.threshold, floor=run.floor, model_name=model.info.name,
+        score_map=model.score_map, provenance=_provenance(run), maps=run.maps, candidates=candidates,
+        stack=run.stack, _outer_axes=run.outer_axes, score_range=(0.0, float(model.threshold_range[1])),
         # stack intensities index planes first: a channel axis fed to the network goes after z
-        _image=(arr.transpose(_z_before_c(axes)) if feed_channels else arr) if stack else None,
+        _image=(arr.transpose(_z_before_c(axes)) if run.feed_channels else arr) if run.stack else None,
     )
 
 
-def check_settings(model, threshold=None, *, axes=None, tile_size=None, batch_size=None, min_distance=1) -> None:
+def detect_iter(image, model, threshold: float | None = None, *, axes: str | None = None,
+                tile_size=None, overlap: float | None = None, batch_size: int | None = None,
+                min_distance: int = 1, keep_maps=False, device=None, augment: bool = False, speed: str | None = None):
+    """Generator form of :func:`detect`: yields :class:`Progress`, returns :class:`Detections`."""
+    run = _prepare_run(image, model, threshold, axes=axes, tile_size=tile_size, overlap=overlap,
+                       batch_size=batch_size, min_distance=min_distance, keep_maps=keep_maps, device=device,
+                       augment=augment, speed=speed)
+    total = run.n_planes * len(run.plan)
+    yield Progress(0, total, f"{total} tiles in {run.n_planes} plane(s)", n_planes=run.n_planes)
+    frames = []
+    for k, (oidx, z, src) in enumerate(_planes(run)):
+        cands = yield from _detect_plane(run, src, oidx, z, k, k * len(run.plan))
+        frame = _plane_frame(run, cands, oidx)
+        if frame is not None:
+            frames.append(frame)
+    return _detections(run, frames)
+
+
+def check_settings(model, threshold=None, *, axes=None, tile_size=None, batch_size=None, min_distance=1,
+                   speed=None) -> None:
     """Check detection settings against a model before any image is read (a batch refuses bad ones at once).
 
     What depends on the image (axes against its dimensions, its size) is checked by :func:`detect_iter`.
@@ -375,6 +500,7 @@ def check_settings(model, threshold=None, *, axes=None, tile_size=None, batch_si
     if batch_size is not None:
         check_positive_int(batch_size, "batch_size")
     check_positive_int(min_distance, "min_distance")
+    check_speed(speed)
     if axes:
         check_axes(len(axes), axes)
 
@@ -496,7 +622,10 @@ def detect(image, model, threshold: float | None = None, *, progress=None, shoul
         **kwargs: ``axes``, ``tile_size``, ``overlap`` (fraction of a tile; default the model's), ``batch_size``,
             ``min_distance``, ``keep_maps`` (False: no maps, the default; True or ``"float32"``, ``"float16"``:
             in memory; a path, zarr group or store: written there), ``device``, ``augment`` (average the maps over the 8 flips and
-            transposes of each tile: about 8x slower, slightly more accurate).
+            transposes of each tile: about 8x slower, slightly more accurate), ``speed`` (``"exact"``, the default:
+            the model's own tiles in float32, piscis's spots; ``"fast"``: larger tiles without wasted overlap and
+            bfloat16/float16 where the hardware has it, about 2x faster, F1 >= 0.99 against exact; see
+            :mod:`napari_spotdetect.core.speed`).
     """
     return run_steps(detect_iter(image, model, threshold, **kwargs), progress, should_stop,
                      "Detection was stopped before it finished; no spots were kept.")

@@ -26,7 +26,7 @@ class DetectionResult:
 
 def detection_steps(image, model_source, *, axes: str, device=None, tile_size=None, threshold=None,
                     keep_maps=True, model_cache: dict | None = None, augment: bool = False,
-                    min_distance: int = 1, percentiles=None):
+                    min_distance: int = 1, percentiles=None, speed: str = "exact"):
     """Load the model (cached by source and device), then detect; yields Progress, returns a result.
 
     ``percentiles`` (low, high): other normalisation percentiles for a percentile-normalised model (others
@@ -47,7 +47,7 @@ def detection_steps(image, model_source, *, axes: str, device=None, tile_size=No
         used = model.with_percentiles(*percentiles)
     dets = yield from detect_iter(image, used, threshold, axes=axes, tile_size=tile_size,
                                   keep_maps=keep_maps, device=device, augment=augment,
-                                  min_distance=min_distance)
+                                  min_distance=min_distance, speed=speed)
     return DetectionResult(dets, model)
 
 

@@ -220,7 +220,11 @@ class FPN(nn.Module):
         feats = self.encoder(x)
         style = feats[3].mean(dim=(2, 3))
         style = style / torch.linalg.vector_norm(style, dim=1, keepdim=True)
-        return self.output(self.decoder(feats, style))
+        dec = self.decoder(feats, style)
+        # the 1x1 head in float32 even under autocast: bfloat16 logits are so coarse that neighbouring pixels
+        # tie exactly and one spot becomes two equal local maxima
+        with torch.autocast(x.device.type, enabled=False):
+            return self.output(dec.float())
 
 
 class PiscisNet(nn.Module):
@@ -238,7 +242,9 @@ class PiscisNet(nn.Module):
 
     def heads(self, x):
         """Un-pooled label probabilities (B, H, W) and displacements (B, 2, H, W)."""
-        logits = self.fpn(x)
+        # float32 from here even under autocast: in bfloat16, peaks of ~0.99997 round to 1.0 and tie with
+        # their neighbours, which would split one spot into several local maxima
+        logits = self.fpn(x).float()
         return torch.sigmoid(logits[:, 0]), logits[:, 1:]
 
     def forward(self, x):

@@ -1,0 +1,128 @@
+"""How long napari's main thread freezes during a detection from the Detect widget (a benchmark, not a test).
+
+A QTimer heartbeat fires every ``--tick`` ms on the main thread; every gap between two beats longer than
+that is time the main thread could not answer the user. A synthetic image is opened, the Detect widget
+runs the bundled default model on it ``--runs`` times (the second and later runs replace an unedited
+result, which is where the old remove-and-add froze longest), and per run the longest gap, the gap at the
+end (from the worker's result to the layers shown) and the total frozen time are reported.
+
+Run under a display (``xvfb-run -a``; see ../shared/headless-napari.md). To compare with another checkout,
+point PYTHONPATH at its ``src``:
+
+    xvfb-run -a -s "-screen 0 1280x1024x24" python benchmarks/bench_viewer.py [--size 2048] [--runs 3] [--maps]
+        [--label after] [--out benchmarks/results/viewer.json]
+
+Prints a table and writes (merges into) benchmarks/results/viewer.json under ``--label``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=2048)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tick", type=float, default=10.0, help="heartbeat period, ms")
+    ap.add_argument("--maps", action="store_true", help="also show the score map (an Image layer)")
+    ap.add_argument("--speed", default=None, help="exact or fast (default: the widget's default)")
+    ap.add_argument("--label", default="after")
+    ap.add_argument("--out", default=str(HERE / "results" / "viewer.json"))
+    a = ap.parse_args(argv)
+    os.environ.setdefault("QT_API", "pyqt6")
+    import napari
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    import napari_spotdetect
+    from napari_spotdetect.core.synthetic import synthetic_image
+
+    viewer = napari.Viewer(show=True)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
+    image, _ = synthetic_image((a.size, a.size), n_spots=a.size * a.size // 1500, seed=0)
+    viewer.add_image(image, name="bench image")
+    widget._maps.value = bool(a.maps)
+    if a.speed and hasattr(widget, "_speed"):
+        widget._speed.value = a.speed
+    app = QApplication.instance()
+
+    import gc
+
+    collections: list[tuple] = []  # (start, seconds, generation) of every garbage collection over 50 ms
+    gc_start = {}
+
+    def on_gc(phase, info):
+        if phase == "start":
+            gc_start["t"] = time.perf_counter()
+        elif "t" in gc_start and time.perf_counter() - gc_start["t"] > 0.05:
+            collections.append((gc_start["t"], time.perf_counter() - gc_start["t"], info["generation"]))
+
+    gc.callbacks.append(on_gc)
+    beats: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: beats.append(time.perf_counter()))
+    timer.start(int(a.tick))
+    rows = []
+    for k in range(a.runs):
+        beats.clear()
+        collections.clear()
+        returned = {}
+        t0 = time.perf_counter()
+        worker = widget.run()
+        assert worker is not None, widget.problem()
+        worker.returned.connect(lambda *_: returned.setdefault("t", time.perf_counter()))
+        progress = []
+        worker.yielded.connect(lambda p: progress.append((time.perf_counter() - t0, p.done)))
+        while widget.running:
+            app.processEvents()
+            time.sleep(0.001)
+        t1 = time.perf_counter()
+        for _ in range(50):  # let napari finish drawing what was added
+            app.processEvents()
+            time.sleep(0.002)
+        t_end = time.perf_counter()
+        ts = np.array([t0] + beats + [t_end])
+        gaps = np.diff(ts)
+        late = gaps - a.tick / 1000
+        tr = returned.get("t", t1)
+        end = ts[ts >= tr]
+        end_gap = float(np.diff(np.concatenate([[tr], end])).max()) if len(end) else float(t_end - tr)
+        rows.append({"run": k + 1, "seconds": t1 - t0, "longest_gap_s": float(gaps.max()),
+                     "end_gap_s": end_gap, "frozen_total_s": float(late[late > 0.05].sum()),
+                     "gaps_over_100ms": int((gaps > 0.1).sum()), "n_layers": len(viewer.layers),
+                     # where the long gaps were (seconds from Run), and when the first progress and the result came
+                     "long_gaps": [(round(float(ts[i] - t0), 2), round(float(gaps[i]), 2)) for i in np.flatnonzero(gaps > 0.1)],
+                     "first_progress_s": progress[0][0] if progress else None,
+                     "second_progress_s": progress[1][0] if len(progress) > 1 else None,
+                     "result_s": tr - t0,
+                     "gc_over_50ms": [(round(c[0] - t0, 2), round(c[1], 2), c[2]) for c in collections]})
+        r = rows[-1]
+        print(f"run {k + 1}: {r['seconds']:.1f} s, longest main-thread gap {r['longest_gap_s']:.2f} s, at the end "
+              f"{r['end_gap_s']:.2f} s, frozen {r['frozen_total_s']:.2f} s in {r['gaps_over_100ms']} gaps > 100 ms",
+              flush=True)
+    timer.stop()
+    res = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "size": a.size, "maps": a.maps,
+           "package": str(Path(napari_spotdetect.__file__).parent), "napari": napari.__version__,
+           "git": subprocess.run(["git", "-C", str(Path(napari_spotdetect.__file__).parent), "rev-parse", "--short",
+                                  "HEAD"], capture_output=True, text=True).stdout.strip(),
+           "load_average": os.getloadavg(), "rows": rows}
+    out = Path(a.out)
+    data = json.loads(out.read_text()) if out.exists() else {}
+    data[a.label] = res
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(data, indent=2))
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
