@@ -80,9 +80,9 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         worker = widget.run()
         assert worker is not None, widget.problem()
-        worker.returned.connect(lambda *_: returned.setdefault("t", time.perf_counter()))
+        worker.returned.connect(lambda *_, returned=returned: returned.setdefault("t", time.perf_counter()))
         progress = []
-        worker.yielded.connect(lambda p: progress.append((time.perf_counter() - t0, p.done)))
+        worker.yielded.connect(lambda p, progress=progress, t0=t0: progress.append((time.perf_counter() - t0, p.done)))
         while widget.running:
             app.processEvents()
             time.sleep(0.001)
@@ -101,7 +101,8 @@ def main(argv=None) -> None:
                      "end_gap_s": end_gap, "frozen_total_s": float(late[late > 0.05].sum()),
                      "gaps_over_100ms": int((gaps > 0.1).sum()), "n_layers": len(viewer.layers),
                      # where the long gaps were (seconds from Run), and when the first progress and the result came
-                     "long_gaps": [(round(float(ts[i] - t0), 2), round(float(gaps[i]), 2)) for i in np.flatnonzero(gaps > 0.1)],
+                     "long_gaps": [(round(float(ts[i] - t0), 2), round(float(gaps[i]), 2))
+                                   for i in np.flatnonzero(gaps > 0.1)],
                      "first_progress_s": progress[0][0] if progress else None,
                      "second_progress_s": progress[1][0] if len(progress) > 1 else None,
                      "result_s": tr - t0,

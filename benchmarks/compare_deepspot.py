@@ -137,7 +137,8 @@ def main(argv=None) -> None:
         tmp = Path(tmp)
         np.save(tmp / "tiles.npy", tiles)
         np.save(tmp / "image.npy", image.astype(np.float32))
-        workers = {"tensorflow": Worker("tensorflow", [tf_python(), "-c", TF_WORKER, a.threads, folder, tmp / "tiles.npy"], env),
+        workers = {"tensorflow": Worker("tensorflow", [tf_python(), "-c", TF_WORKER, a.threads, folder,
+                                                       tmp / "tiles.npy"], env),
                    "ours": Worker("ours", [sys.executable, __file__, "--_worker", folder, a.threads, tmp / "tiles.npy",
                                            tmp / "image.npy"], env)}
         ops = [("tensorflow", "tile"), ("ours", "tile"), ("tensorflow", "image"), ("ours", "image"),

@@ -75,7 +75,8 @@ import piscis
 pm = piscis.Piscis(model_name="piscis_fixture", batch_size=1, device=device)
 img = np.load(image)
 pm.predict(img[:256, :256])
-print(json.dumps({"ready": True, "torch": torch.__version__, "piscis": piscis.__version__ if hasattr(piscis, "__version__") else "1.1.0",
+version = getattr(piscis, "__version__", "1.1.0")
+print(json.dumps({"ready": True, "torch": torch.__version__, "piscis": version,
                   "cpu_capability": torch.backends.cpu.get_cpu_capability(), "batch_size": 1}), flush=True)
 for line in sys.stdin:
     cmd = json.loads(line)
@@ -260,7 +261,7 @@ def matmul_rates(threads: int, n: int = 2048, repeats: int = 5) -> dict:
     for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         a @ b
-        best = min(_timed(lambda: a @ b) for _ in range(repeats))
+        best = min(_timed(lambda a=a, b=b: a @ b) for _ in range(repeats))
         rates[name] = 2 * n ** 3 / best / 1e9
     return rates
 
@@ -295,7 +296,8 @@ def agreement(pred: np.ndarray, ref: np.ndarray) -> dict:
 
 
 # -- the run ----------------------------------------------------------------------------------------------
-def run_size(size: int, engines: list[str], repeats: int, threads: int, device: str, tmp: Path, fpp: dict) -> list[dict]:
+def run_size(size: int, engines: list[str], repeats: int, threads: int, device: str, tmp: Path,
+             fpp: dict) -> list[dict]:
     from napari_spotdetect.core.metrics import match_spots
     from napari_spotdetect.core.synthetic import synthetic_image
 
@@ -400,9 +402,11 @@ def main(argv=None) -> None:
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": cpu_facts(),
            "cpu_capability": cpu_capability(), "cpu_native_bf16": cpu_has_native_bf16(),
            "torch_ours": torch.__version__, "threads": a.threads, "device": a.device, "repeats": a.repeats,
-           "matmul_gflops": matmul_rates(a.threads), "gflop_per_256_tile": {k: v * 256 * 256 / 1e9 for k, v in fpp.items()},
+           "matmul_gflops": matmul_rates(a.threads),
+           "gflop_per_256_tile": {k: v * 256 * 256 / 1e9 for k, v in fpp.items()},
            "uptime_start": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), "rows": []}
-    print(json.dumps({k: res[k] for k in ("machine", "cpu_capability", "matmul_gflops", "gflop_per_256_tile")}), flush=True)
+    print(json.dumps({k: res[k] for k in ("machine", "cpu_capability", "matmul_gflops", "gflop_per_256_tile")}),
+          flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for size in a.sizes:
             res["rows"] += run_size(size, a.engines, a.repeats, a.threads, a.device, Path(tmp), fpp)

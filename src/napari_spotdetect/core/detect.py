@@ -287,7 +287,8 @@ def _prepare_run(image, model, threshold, *, axes, tile_size, overlap, batch_siz
     if not 0.0 <= overlap < 0.5:
         raise SpotDetectError(f"Tile overlap {overlap} is out of range.", "use a fraction between 0 and 0.5.")
     map_shape = outer_shape + ((nz,) if stack else ()) + (h, w)
-    if keep_maps is True or (isinstance(keep_maps, str) and keep_maps in ("float32", "float16")):  # in memory (a zarr store may be larger)
+    # maps kept in memory are checked against RAM (a zarr store may be larger)
+    if keep_maps is True or (isinstance(keep_maps, str) and keep_maps in ("float32", "float16")):
         _check_map_memory(map_shape, len(model.map_names), stack)
     plan, tile, fast_batch = _plan(model, (h, w), tile, overlap, settings, user_tile=bool(tile_size))
     if batch_size is None:
@@ -621,11 +622,11 @@ def detect(image, model, threshold: float | None = None, *, progress=None, shoul
         should_stop: called between batches; when it returns True, :class:`Cancelled` is raised.
         **kwargs: ``axes``, ``tile_size``, ``overlap`` (fraction of a tile; default the model's), ``batch_size``,
             ``min_distance``, ``keep_maps`` (False: no maps, the default; True or ``"float32"``, ``"float16"``:
-            in memory; a path, zarr group or store: written there), ``device``, ``augment`` (average the maps over the 8 flips and
-            transposes of each tile: about 8x slower, slightly more accurate), ``speed`` (``"exact"``, the default:
-            the model's own tiles in float32, piscis's spots; ``"fast"``: larger tiles without wasted overlap and
-            bfloat16/float16 where the hardware has it, about 2x faster, F1 >= 0.99 against exact; see
-            :mod:`napari_spotdetect.core.speed`).
+            in memory; a path, zarr group or store: written there), ``device``, ``augment`` (average the maps
+            over the 8 flips and transposes of each tile: about 8x slower, slightly more accurate), ``speed``
+            (``"exact"``, the default: the model's own tiles in float32, piscis's spots; ``"fast"``: larger
+            tiles without wasted overlap and bfloat16/float16 where the hardware has it, about 2x faster,
+            F1 >= 0.99 against exact; see :mod:`napari_spotdetect.core.speed`).
     """
     return run_steps(detect_iter(image, model, threshold, **kwargs), progress, should_stop,
                      "Detection was stopped before it finished; no spots were kept.")
