@@ -106,9 +106,9 @@ class DetectWidget(Container):
         self._speed = ComboBox(label="Speed", choices=list(SPEEDS), value="exact", tooltip=_TIP["speed"])
         self._min_distance = SpinBox(label="Min. distance (px)", min=1, max=20, value=1,
                                      tooltip=_TIP["min_distance"])
-        self._p_low = FloatSpinBox(label="Normalise: low percentile", min=0.0, max=50.0, step=0.1,
+        self._p_low = FloatSpinBox(label="Low percentile", min=0.0, max=50.0, step=0.1,
                                    value=PERCENTILES[0], tooltip=_TIP["percentiles"])
-        self._p_high = FloatSpinBox(label="Normalise: high percentile", min=50.0, max=100.0, step=0.1,
+        self._p_high = FloatSpinBox(label="High percentile", min=50.0, max=100.0, step=0.1,
                                     value=PERCENTILES[1], tooltip=_TIP["percentiles"])
         self._run = PushButton(text="Detect spots", tooltip="Find spots in the image with the chosen model.")
         self._cancel = PushButton(text="Cancel", enabled=False,
@@ -602,7 +602,7 @@ class DetectWidget(Container):
             self._threshold.value = dets.threshold
         self._threshold.enabled = True
         self._tuned.enabled = model is not None
-        self._count.value = f"{len(layer.data):,} in '{layer.name}'"
+        self._count.value = f"{len(layer.data):,} in '{_short(layer.name)}'"
 
     def _on_slider(self, value: float) -> None:
         """Count at once (a table filter, milliseconds); redraw the layer when the slider pauses."""
@@ -610,7 +610,7 @@ class DetectWidget(Container):
         dets = layer.metadata.get(DETS_KEY) if layer is not None else None
         if dets is not None and not dets.stack:
             n = dets.count(value)
-            self._count.value = f"{n:,} at {float(value):.2f} (updating '{layer.name}'…)"
+            self._count.value = f"{n:,} at {float(value):.2f} (updating '{_short(layer.name)}'…)"
         self._timer.start()
 
     def apply_threshold(self, value: float | None = None) -> int:
@@ -631,13 +631,14 @@ class DetectWidget(Container):
         try:
             L.replace_points(layer, coords, features)
         except Exception:  # never leave the count on "updating…"
-            self._count.value = f"{len(layer.data):,} in '{layer.name}' (update failed, see the log)"
+            self._count.value = f"{len(layer.data):,} in '{_short(layer.name)}' (update failed, see the log)"
             raise
         # wait at least twice as long as an update takes before the next, so dragging never queues updates
         ms = 1000 * (time.perf_counter() - t0)
         self._timer.setInterval(int(min(1000, max(30, 2 * ms))))
         layer.metadata[META_KEY]["threshold"] = float(t)
-        self._count.value = f"{len(coords):,} in '{layer.name}'"
+        self._count.value = f"{len(coords):,} in '{_short(layer.name)}'"
+        self._count.tooltip = layer.name
         return len(coords)
 
     def use_tuned_threshold(self, *_):
@@ -696,6 +697,11 @@ def _temporary_map_store() -> str:
     folder = tempfile.mkdtemp(prefix="spotdetect-maps-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return str(Path(folder) / "maps.zarr")
+
+
+def _short(name: str, keep: int = 14) -> str:
+    """A layer name cut in the middle, as the layer list shows it, so the count never widens the panel."""
+    return name if len(name) <= 2 * keep + 1 else f"{name[:keep]}…{name[-keep:]}"
 
 
 def _with_plane_messages(gen):
