@@ -138,21 +138,16 @@ def localisation_ceiling(coords: np.ndarray, truth: np.ndarray, radius: float = 
     its own localisation error: matched spots stay where it put them, missed ones move by an error drawn
     from the matched ones. What is left below 1.0 is disagreement about positions (label noise included),
     which no threshold or training on detection can remove."""
-    from scipy.optimize import linear_sum_assignment
-    from scipy.spatial.distance import cdist
-
-    from .metrics import f1_integral  # noqa: PLC0415
+    from .metrics import f1_integral, match_spots  # noqa: PLC0415
 
     if not len(truth) or not len(coords):
         return float("nan")
-    d = cdist(truth, coords)
-    ti, pi = linear_sum_assignment(np.where(d <= radius, d, d.max() + radius + 1.0))
-    ok = d[ti, pi] <= radius
-    if not ok.any():
+    m = match_spots(coords, truth, radius)
+    if not m.tp:
         return float("nan")
-    errors = coords[pi[ok]] - truth[ti[ok]]
+    errors = coords[m.pred_matched] - truth[m.true_matched]
     oracle = truth + errors[np.random.default_rng(seed).integers(0, len(errors), len(truth))]
-    oracle[ti[ok]] = coords[pi[ok]]
+    oracle[m.true_matched] = coords[m.pred_matched]
     return f1_integral(oracle, truth)
 
 
