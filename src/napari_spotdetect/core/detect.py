@@ -434,22 +434,13 @@ def _provenance(run: _Run) -> dict:
         "candidate_floor": run.floor,
         "min_distance": int(run.min_distance),
         "test_time_augmentation": bool(run.augment),
-        "normalization": _normalization(run.model),
+        "normalization": run.model.normalization(),
         "axes": run.axes,
         "tiling": {**run.plan.describe(), "overlap": run.overlap, "pad": run.pad_mode, "batch_size": run.batch},
         **run.speed.describe(),
         "device": str(run.model.device),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def _normalization(model) -> dict:
-    """How the model scaled its input, so a result can be reproduced (percentiles may be the user's)."""
-    kind = getattr(model, "adjustment", None)
-    out = {"kind": kind or type(model).__name__}
-    if kind == "percentile":
-        out["percentiles"] = [float(v) for v in model.percentiles]
-    return out
 
 
 def _detections(run: _Run, frames: list) -> Detections:

@@ -82,6 +82,10 @@ class SpotModel(abc.ABC):
         """
         return None
 
+    def normalization(self) -> dict:
+        """How this model scales its input, for a result's provenance (models with choices say which)."""
+        return {"kind": type(self).__name__}
+
     @abc.abstractmethod
     def normalize_tiles(self, tiles: np.ndarray) -> np.ndarray:
         """(B, C, h, w) raw tiles -> float32 network input (models with :meth:`plane_statistics` also take

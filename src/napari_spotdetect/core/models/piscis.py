@@ -111,6 +111,12 @@ class PiscisModel(SpotModel):
     def plane_statistics(self, plane):
         return percentile_limits(plane, self.percentiles) if self.adjustment == "percentile" else None
 
+    def normalization(self) -> dict:
+        out = {"kind": self.adjustment or type(self).__name__}
+        if self.adjustment == "percentile":
+            out["percentiles"] = [float(v) for v in self.percentiles]
+        return out
+
     def with_percentiles(self, low: float, high: float) -> PiscisModel:
         """This model (same network, no copy of the weights) normalising by other percentiles of each plane.
 
