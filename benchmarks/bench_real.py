@@ -21,7 +21,11 @@ its own localisation errors (clicks and mask centroids sit ~0.5-1 px from the sp
 detection loses F1 integral on those sources).
 Per-source numbers are means over that source's images; "mean" is the mean over sources.
 
-    python benchmarks/bench_real.py [--model default] [--model runs/x.pt] [--augment] [--no-ufish] [--threads 2]
+Our models run at their own contrast floor (:mod:`napari_spotdetect.core.contrast`); ``--contrast-floor K``
+scores them again at another (``0``: without one).
+
+    python benchmarks/bench_real.py [--model default] [--model runs/x.pt] [--augment] [--contrast-floor 0]
+                                    [--no-ufish] [--threads 2]
 
 Prints a table and writes benchmarks/results/real.json (``--out``).
 """
@@ -183,6 +187,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sources", nargs="*", default=None, help="only these sources")
     ap.add_argument("--no-blob", action="store_true", help="skip the blob_log baseline")
     ap.add_argument("--no-ufish", action="store_true", help="skip U-FISH")
+    ap.add_argument("--contrast-floor", type=float, action="append", default=None, metavar="K",
+                    help="also score each model with this contrast floor (repeatable; e.g. 0 to see it without)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", default=str(REAL))
     ap.add_argument("--out", default=str(HERE / "results" / "real.json"))
@@ -200,11 +206,14 @@ def main(argv=None) -> int:
     results = {}
     for spec in a.model or ["default"]:
         model = load_model(spec, device="cpu")
-        for aug in ([False, True] if a.augment else [False]):
+        runs = [(aug, None) for aug in ([False, True] if a.augment else [False])]
+        runs += [(False, k) for k in a.contrast_floor or [] if k != model.default_contrast_floor]
+        for aug, floor in runs:
             t0 = time.time()
-            cands = model_candidates(model, images, augment=aug)
-            name = f"{spec}{' +augment' if aug else ''}"
+            cands = model_candidates(model, images, augment=aug, contrast_floor=floor)
+            name = f"{spec}{' +augment' if aug else ''}{f' (contrast floor {floor:g})' if floor is not None else ''}"
             results[name] = {"kind": "model", "model": spec, "augment": aug, "threshold": model.default_threshold,
+                             "contrast_floor": model.default_contrast_floor if floor is None else floor,
                              "card_threshold": model.info.card.get("threshold_calibration"),
                              "seconds": round(time.time() - t0, 1),
                              "sources": score_sources(cands, images, model.default_threshold)}

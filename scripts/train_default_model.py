@@ -71,7 +71,13 @@ from napari_spotdetect import load_model
 from napari_spotdetect.core.detect import detect
 from napari_spotdetect.core.metrics import evaluate
 from napari_spotdetect.core.models.piscis_net import PiscisConfig
-from napari_spotdetect.core.real_data import load_annotated, score_model
+from napari_spotdetect.core.real_data import (
+    choose_contrast_floor,
+    contrast_floor_card,
+    load_annotated,
+    score_model,
+    synthetic_source,
+)
 from napari_spotdetect.core.synthetic import INGREDIENTS, realistic_dataset, synthetic_dataset
 from napari_spotdetect.core.train import TrainConfig, Trainer
 from napari_spotdetect.core.weights.native import save_model
@@ -225,6 +231,16 @@ def main(argv=None):
     model = res.model
     scores = {f"x{s:g}": benchmark(model, test, s) for s in (1.0, 0.2, 5.0)}
     print(json.dumps(scores, indent=1), flush=True)
+    floor_entry = None
+    if a.real:  # what counts as a spot, chosen on train like the threshold, before anything is scored on val
+        floor_images = load_annotated(a.real, split="train", ndim=2, per_source=1 if a.tiny else None)
+        floor_images += synthetic_source(synthetic_dataset(2 if a.tiny else 12, "train", seed=VAL_SEED,
+                                                           shape=(256, 256)))
+        floor, table = choose_contrast_floor(model, floor_images)
+        model.default_contrast_floor = floor
+        floor_entry = contrast_floor_card(floor, table, floor_images)
+        print(f"contrast floor {floor:.2f} (mean F1 integral on real train + synthetic: {table[floor]:.4f})",
+              flush=True)
     real_scores = None
     if a.real_report:
         ims = load_annotated(a.real_report, split="val", per_source=a.report_images or None)
@@ -249,6 +265,8 @@ def main(argv=None):
             "torch_threads": a.threads, "stages": stages,
             "benchmark": {"data": {"kind": "train", "n_images": 20, "shape": [256, 256], "seed": TEST_SEED},
                           "threshold": model.default_threshold, "radius_px": 1.0, **scores}}
+    if floor_entry is not None:
+        card["contrast_floor"] = floor_entry
     if real_scores is not None:
         card["real_val"] = {"data": "val split of the project's real data (never trained or tuned on)",
                             "radius_px": 3.0, "threshold": model.default_threshold,

@@ -33,9 +33,13 @@ def test_training_script_tiny_run_writes_a_loadable_model_with_its_card(tmp_path
     assert set(real_data["sources"]) == {"pia_spots", "piscis_panels"}
     assert all(d["licence"] == "MIT" for d in real_data["sources"].values())
     assert card["threshold_calibration"]["threshold"] == pytest.approx(model.default_threshold)
+    floor = card["contrast_floor"]  # chosen on real train images, stored for detection to use
+    assert model.default_contrast_floor == pytest.approx(floor["value"])
+    assert f"{floor['value']:.2f}" in floor["f1_integral_by_floor"]
+    assert "train split only" in floor["chosen_on"] and "synthetic" in floor["chosen_on"]
     rv = card["real_val"]["sources"]
     assert {"pia_spots", "insta_rca", "airlocalize", "piscis_panels", "spotmax_yeast", "mean"} <= set(rv)
     assert 0.0 <= rv["mean"]["f1_integral"] <= 1.0
     assert len(card["stages"]) == len(load_model("default").info.card["stages"]) + 1
     text = "\n".join(card_lines(card))
-    assert "pia_spots" in text and "MIT" in text and "percentile" in text
+    assert "pia_spots" in text and "MIT" in text and "percentile" in text and "contrast floor" in text.lower()

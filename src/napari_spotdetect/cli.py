@@ -32,14 +32,14 @@ def cmd_predict(args) -> int:
                              threshold=args.threshold, axes=args.axes,
                              tile_size=tuple(args.tile_size) if args.tile_size else None,
                              batch_size=args.batch_size, min_distance=args.min_distance, augment=args.augment,
-                             speed=args.speed, post=biology_post(args))
+                             speed=args.speed, contrast_floor=args.contrast_floor, post=biology_post(args))
     from . import load_model
     from .core.detect import check_settings
 
     # settings are the same for every image: a bad one stops the run before any work (exit 2)
     model = load_model(args.model, device=args.device, variant=args.variant)
     check_settings(model, args.threshold, axes=args.axes, tile_size=options.tile_size, batch_size=args.batch_size,
-                   min_distance=args.min_distance, speed=args.speed)
+                   min_distance=args.min_distance, speed=args.speed, contrast_floor=args.contrast_floor)
     client = cluster = None
     if args.dask_scheduler or args.workers:
         model = None  # each worker loads its own
@@ -294,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exact: the model's own tiles in float32 (piscis's spots); fast: larger tiles without "
                         "wasted overlap and bfloat16/float16 where the hardware has it, about 2x faster, F1 >= 0.99 "
                         "against exact (default: %(default)s)")
+    p.add_argument("--contrast-floor", type=float, default=None, metavar="K",
+                   help="drop spots dimmer than K x where the image's spots stand out from its texture (the elbow of "
+                        "its peaks' contrasts; 2-D planes); 0 keeps all (default: the model's own, 0.35 for the "
+                        "bundled model, 0 for piscis and DeepSpot files)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose results are already in --out")
     p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                    help="send images to the workers of a running dask.distributed cluster (e.g. tcp://host:8786); "

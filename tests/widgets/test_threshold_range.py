@@ -57,3 +57,37 @@ def test_slider_changes_the_count_on_the_2d_sample(detect_widget, run_and_wait):
         widget.apply_threshold(t)
         precision[t] = match_spots(spots.data, truth, 3.0).precision
     assert precision[0.95] > precision[0.05], precision
+
+
+def test_contrast_floor_slider_drops_the_texture_live(detect_widget, run_and_wait):
+    """A user raises the contrast floor: the dim texture the network called goes, the bright spots stay, and
+    "Use model's tuned threshold" brings back the model's own floor."""
+    from napari_spotdetect.core.detect import detect
+    from napari_spotdetect.core.metrics import match_spots
+    from napari_spotdetect.core.synthetic import spots_in_texture
+
+    def detect_count(img, model):
+        return len(detect(img, model).spots)
+
+    viewer, widget = detect_widget
+    img, bright = spots_in_texture(seed=3)
+    viewer.add_image(img, name="texture")
+    widget.choose_model("default")
+    widget.set_device("cpu")
+    run_and_wait(widget, timeout=WAIT_MS)
+    spots = next(lay for lay in viewer.layers if "spotdetect" in lay.metadata)
+    tuned = widget.contrast_floor
+    assert tuned == widget._last_model.default_contrast_floor  # the model's own floor to start with
+    counts, precision = {}, {}
+    for k in (0.0, 0.35, 0.8):
+        widget.move_contrast_floor(k)
+        counts[k] = widget.apply_threshold()
+        assert len(spots.data) == counts[k]
+        precision[k] = match_spots(spots.data, bright, 2.0).precision
+    assert counts[0.0] > 2 * counts[0.35] and counts[0.35] >= counts[0.8], counts
+    assert precision[0.35] > precision[0.0] + 0.3, precision
+    assert match_spots(spots.data, bright, 2.0).recall >= 0.9
+    assert spots.metadata["spotdetect"]["contrast_floor"] == 0.8
+    widget.use_tuned_threshold()
+    assert widget.contrast_floor == tuned
+    assert len(spots.data) == detect_count(img, widget._last_model)

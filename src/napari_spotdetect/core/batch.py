@@ -42,6 +42,8 @@ class PredictOptions:
     augment: bool = False
     #: ``"exact"`` (piscis's tiles, float32) or ``"fast"`` (see :mod:`napari_spotdetect.core.speed`)
     speed: str = "exact"
+    #: drop spots dimmer than this fraction of their plane's elbow contrast (None: the model's own; 0: none)
+    contrast_floor: float | None = None
     #: after detection, ``post(path, image, spots, axes, pixel_size_um) -> (spots, provenance note)`` (a picklable
     #: callable: the CLI's fits, cell counts and exports), or None
     post: object = None
@@ -78,7 +80,8 @@ def predict_image(path, model, options: PredictOptions, out_dir, progress=None) 
     with _read_errors_explained(path), opened_image(path, with_info=True) as (image, info):
         det = detect(image, model, options.threshold, axes=options.axes or info.axes, tile_size=options.tile_size,
                      batch_size=options.batch_size, min_distance=options.min_distance, keep_maps=False,
-                     progress=progress, augment=options.augment, speed=options.speed)
+                     progress=progress, augment=options.augment, speed=options.speed,
+                     contrast_floor=options.contrast_floor)
         spots = det.spots.drop(columns=["model"])
         if info.pixel_size:
             note["pixel_size"] = {**info.pixel_size, "unit": info.unit}

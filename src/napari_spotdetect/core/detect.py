@@ -20,6 +20,10 @@ What is kept for re-thresholding is compact, never full-size maps:
   lies more than one pixel (in y or x) from all its voxels, where the offset is taken as 0.
 
 Full maps are kept only when asked for (``keep_maps``): float32 or float16 in memory, or a zarr store.
+
+Spots of single-channel 2-D planes also get ``contrast`` (over the plane's noise) and ``relative_contrast``
+(over the plane's elbow, where its spots stand out from its texture; :mod:`.contrast`); the contrast floor
+(``contrast_floor``, the model's own by default) filters on the latter, live like the threshold.
 """
 
 from __future__ import annotations
@@ -32,13 +36,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .contrast import contrast_features, elbow
 from .device import default_batch_size, free_cached_memory, is_out_of_memory
 from .errors import SpotDetectError
 from .models.base import SpotModel
 from .speed import FAST_BATCH_PIXELS, FAST_TILE_FACTOR, SpeedSettings, check_speed, speed_settings
 from .steps import run_steps
 from .tiling import extract_tile, plan_tiles, plan_tiles_even
-from .validate import check_finite, check_image, check_positive_int, check_threshold
+from .validate import check_contrast_floor, check_finite, check_image, check_positive_int, check_threshold
 
 
 @dataclass
@@ -84,6 +89,8 @@ class Detections:
     maps: dict = field(default_factory=dict)
     candidates: pd.DataFrame | None = None
     stack: bool = False
+    #: candidates below this fraction of their plane's elbow contrast are left out (0: none; planes only)
+    contrast_floor: float = 0.0
     score_range: tuple = (0.0, float("inf"))  # the model's score scale, for checking thresholds
     _image: object = None  # the (canonical) image, for the rare stack spot whose centroid voxel was not kept
     _outer_axes: str = ""
@@ -98,8 +105,19 @@ class Detections:
         self.provenance["threshold"] = self.threshold
         return spots
 
+    @property
+    def has_contrast(self) -> bool:
+        """Whether the spots carry contrast features, so a contrast floor can act (2-D planes)."""
+        return self.candidates is not None and "relative_contrast" in self.candidates
+
+    def set_contrast_floor(self, contrast_floor: float) -> None:
+        """Keep only spots at least ``contrast_floor`` x their plane's elbow contrast (0: all); no network run."""
+        self.contrast_floor = check_contrast_floor(contrast_floor)
+        self.provenance["contrast_floor"] = self.contrast_floor if self.has_contrast else self.provenance.get(
+            "contrast_floor")
+
     def rethreshold(self, threshold: float) -> pd.DataFrame:
-        """The spots whose score is above ``threshold``; the network is not run again."""
+        """The spots whose score is above ``threshold`` (and that pass the contrast floor); no network run."""
         threshold = check_threshold(threshold, self.score_range)
         if threshold < self.floor - 1e-12:
             raise SpotDetectError(
@@ -121,7 +139,10 @@ class Detections:
         return int(self._above(threshold).sum())
 
     def _above(self, threshold: float) -> np.ndarray:
-        return self.candidates["score"].to_numpy() > threshold  # strict, as peak finding at a threshold
+        keep = self.candidates["score"].to_numpy() > threshold  # strict, as peak finding at a threshold
+        if self.contrast_floor > 0 and "relative_contrast" in self.candidates:
+            keep &= self.candidates["relative_contrast"].to_numpy() >= self.contrast_floor
+        return keep
 
     def _stack_spots(self, threshold: float) -> pd.DataFrame:
         """One spot per 26-connected component of voxels above ``threshold`` (piscis's rule for stacks).
@@ -202,8 +223,8 @@ def _tile_intensity(raw_tile: np.ndarray, tile, yx: np.ndarray, reader, h: int, 
     return out
 
 
-def _concat(frames, lead):
-    cols = lead + ["y", "x", "score", "intensity"]
+def _concat(frames, lead, extra=()):
+    cols = lead + ["y", "x", "score", "intensity"] + list(extra)
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in cols})
@@ -238,6 +259,7 @@ class _Run:
     threshold: float
     floor: float
     min_distance: int
+    contrast_floor: float
     augment: bool
     speed: SpeedSettings
     plan: object
@@ -258,12 +280,17 @@ class _Run:
         return int(np.prod(self.outer_shape, dtype=np.int64)) * self.nz
 
     @property
+    def contrasts(self) -> bool:
+        """Whether spots get contrast features: single-channel 2-D planes (not z-stacks, not fed channels)."""
+        return not self.stack and not self.feed_channels
+
+    @property
     def hw(self) -> tuple:
         return tuple(self.arr.shape[-2:])
 
 
 def _prepare_run(image, model, threshold, *, axes, tile_size, overlap, batch_size, min_distance, keep_maps,
-                 device, augment, speed) -> _Run:
+                 device, augment, speed, contrast_floor=None) -> _Run:
     """Check the inputs and decide the tile plan, batch, precision and channel routing."""
     from .image_sources import as_lazy, is_lazy  # noqa: PLC0415
     from .models.zoo import load_model  # noqa: PLC0415 (avoid an import cycle)
@@ -275,6 +302,7 @@ def _prepare_run(image, model, threshold, *, axes, tile_size, overlap, batch_siz
     arr, axes = check_image(as_lazy(image) if lazy else image, axes)
     threshold = check_threshold(model.default_threshold if threshold is None else threshold, model.threshold_range)
     min_distance = check_positive_int(min_distance, "min_distance")
+    contrast_floor = check_contrast_floor(model.default_contrast_floor if contrast_floor is None else contrast_floor)
     tile = _check_tile(tile_size or model.tile_size, model)
     batch = check_positive_int(batch_size, "batch_size") if batch_size is not None else None
     feed_channels = _check_channels(model, arr, axes)
@@ -297,8 +325,9 @@ def _prepare_run(image, model, threshold, *, axes, tile_size, overlap, batch_siz
     # is applied to the whole plane) needs each plane in memory; lazy planes are otherwise read band by band
     whole_planes = not lazy or type(model).prepare_image is not SpotModel.prepare_image
     return _Run(model=model, arr=arr, axes=axes, threshold=threshold, floor=min(threshold, model.threshold_range[0]),
-                min_distance=min_distance, augment=augment, speed=settings, plan=plan, tile=tile, overlap=overlap,
-                pad_mode=model.tile_pad_mode((h, w)), batch=batch, feed_channels=feed_channels, stack=stack,
+                min_distance=min_distance, contrast_floor=contrast_floor, augment=augment, speed=settings, plan=plan,
+                tile=tile, overlap=overlap, pad_mode=model.tile_pad_mode((h, w)), batch=batch,
+                feed_channels=feed_channels, stack=stack,
                 outer_axes=outer_axes, outer_shape=outer_shape, nz=nz, whole_planes=whole_planes,
                 maps=_map_sink(keep_maps, model.map_names, map_shape, tile))
 
@@ -418,6 +447,18 @@ def _plane_frame(run: _Run, cands: list, oidx: tuple) -> pd.DataFrame | None:
     return pd.DataFrame({**{a: np.full(n, i) for a, i in zip(run.outer_axes, oidx)}, **cols})
 
 
+#: the contrast features of planar spots (:func:`_add_contrast`)
+CONTRAST_COLUMNS = ("contrast", "relative_contrast")
+
+
+def _add_contrast(frame: pd.DataFrame, plane) -> None:
+    """Each spot's contrast over the plane's noise, and that contrast over the plane's elbow (:mod:`.contrast`)."""
+    at, _, peaks, _ = contrast_features(plane, frame[["y", "x"]].to_numpy())
+    e = elbow(peaks)
+    frame["contrast"] = at
+    frame["relative_contrast"] = at / e if np.isfinite(e) and e > 0 else np.inf
+
+
 def _provenance(run: _Run) -> dict:
     from .. import __version__  # noqa: PLC0415
 
@@ -433,6 +474,7 @@ def _provenance(run: _Run) -> dict:
         "threshold": run.threshold,
         "candidate_floor": run.floor,
         "min_distance": int(run.min_distance),
+        "contrast_floor": run.contrast_floor if run.contrasts else "not applied (z-stack or channels fed together)",
         "test_time_augmentation": bool(run.augment),
         "normalization": run.model.normalization(),
         "axes": run.axes,
@@ -450,12 +492,13 @@ def _detections(run: _Run, frames: list) -> Detections:
         candidates = (pd.concat(frames, ignore_index=True)[vcols] if frames else
                       pd.DataFrame({c: pd.Series(dtype=np.float64) for c in vcols}))
     else:
-        candidates = _concat(frames, lead)
+        candidates = _concat(frames, lead, CONTRAST_COLUMNS if run.contrasts else ())
     model, arr, axes = run.model, run.arr, run.axes
     return Detections(
         axes=axes, image_shape=tuple(arr.shape), threshold=run.threshold, floor=run.floor, model_name=model.info.name,
         score_map=model.score_map, provenance=_provenance(run), maps=run.maps, candidates=candidates,
-        stack=run.stack, _outer_axes=run.outer_axes, score_range=(0.0, float(model.threshold_range[1])),
+        stack=run.stack, contrast_floor=run.contrast_floor if run.contrasts else 0.0, _outer_axes=run.outer_axes,
+        score_range=(0.0, float(model.threshold_range[1])),
         # stack intensities index planes first: a channel axis fed to the network goes after z
         _image=(arr.transpose(_z_before_c(axes)) if run.feed_channels else arr) if run.stack else None,
     )
@@ -463,11 +506,12 @@ def _detections(run: _Run, frames: list) -> Detections:
 
 def detect_iter(image, model, threshold: float | None = None, *, axes: str | None = None,
                 tile_size=None, overlap: float | None = None, batch_size: int | None = None,
-                min_distance: int = 1, keep_maps=False, device=None, augment: bool = False, speed: str | None = None):
+                min_distance: int = 1, keep_maps=False, device=None, augment: bool = False, speed: str | None = None,
+                contrast_floor: float | None = None):
     """Generator form of :func:`detect`: yields :class:`Progress`, returns :class:`Detections`."""
     run = _prepare_run(image, model, threshold, axes=axes, tile_size=tile_size, overlap=overlap,
                        batch_size=batch_size, min_distance=min_distance, keep_maps=keep_maps, device=device,
-                       augment=augment, speed=speed)
+                       augment=augment, speed=speed, contrast_floor=contrast_floor)
     total = run.n_planes * len(run.plan)
     yield Progress(0, total, f"{total} tiles in {run.n_planes} plane(s)", n_planes=run.n_planes)
     frames = []
@@ -475,12 +519,14 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
         cands = yield from _detect_plane(run, src, oidx, z, k, k * len(run.plan))
         frame = _plane_frame(run, cands, oidx)
         if frame is not None:
+            if run.contrasts:
+                _add_contrast(frame, src[0])
             frames.append(frame)
     return _detections(run, frames)
 
 
 def check_settings(model, threshold=None, *, axes=None, tile_size=None, batch_size=None, min_distance=1,
-                   speed=None) -> None:
+                   speed=None, contrast_floor=None) -> None:
     """Check detection settings against a model before any image is read (a batch refuses bad ones at once).
 
     What depends on the image (axes against its dimensions, its size) is checked by :func:`detect_iter`.
@@ -493,6 +539,8 @@ def check_settings(model, threshold=None, *, axes=None, tile_size=None, batch_si
         check_positive_int(batch_size, "batch_size")
     check_positive_int(min_distance, "min_distance")
     check_speed(speed)
+    if contrast_floor is not None:
+        check_contrast_floor(contrast_floor)
     if axes:
         check_axes(len(axes), axes)
 
@@ -617,7 +665,9 @@ def detect(image, model, threshold: float | None = None, *, progress=None, shoul
             over the 8 flips and transposes of each tile: about 8x slower, slightly more accurate), ``speed``
             (``"exact"``, the default: the model's own tiles in float32, piscis's spots; ``"fast"``: larger
             tiles without wasted overlap and bfloat16/float16 where the hardware has it, about 2x faster,
-            F1 >= 0.99 against exact; see :mod:`napari_spotdetect.core.speed`).
+            F1 >= 0.99 against exact; see :mod:`napari_spotdetect.core.speed`), ``contrast_floor`` (drop spots
+            dimmer than this fraction of their plane's elbow contrast, :mod:`napari_spotdetect.core.contrast`;
+            default the model's own, 0 for piscis and DeepSpot files; 2-D planes only).
     """
     return run_steps(detect_iter(image, model, threshold, **kwargs), progress, should_stop,
                      "Detection was stopped before it finished; no spots were kept.")

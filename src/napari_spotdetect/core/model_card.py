@@ -38,6 +38,11 @@ def card_lines(card: dict) -> list[str]:
     cal = card.get("threshold_calibration") or {}
     if cal:
         lines.append(f"threshold {_fmt(cal.get('threshold'))}: {cal.get('rule', '')}")
+    floor = card.get("contrast_floor") or {}
+    if floor:
+        lines.append(f"contrast floor {_fmt(floor.get('value'))} (spots dimmer than that fraction of where their "
+                     f"image's spots stand out are dropped): {floor.get('rule', '')}, "
+                     f"on the {floor.get('chosen_on', '')}")
     rv = card.get("real_val") or {}
     if rv.get("sources"):
         lines.append(f"real validation images (F1 within {rv.get('radius_px', 3):g} px; F1 integral; found/annotated):")

@@ -90,18 +90,22 @@ class StackCandidates:
         return sp[cols].to_numpy(), sp["score"].to_numpy()
 
 
-def model_candidates(model, images, augment: bool = False) -> list:
-    """Every image's candidates at the model's lowest threshold: (coords, scores) or :class:`StackCandidates`."""
+def model_candidates(model, images, augment: bool = False, contrast_floor: float | None = None) -> list:
+    """Every image's candidates at the model's lowest threshold that pass the contrast floor (the model's own
+    unless given): (coords, scores) or :class:`StackCandidates`."""
     from .detect import detect  # noqa: PLC0415
 
     floor = float(model.threshold_range[0])
     out = []
     for im in images:
-        det = detect(im.image, model, threshold=floor, axes=im.axes, keep_maps=False, augment=augment)
+        det = detect(im.image, model, threshold=floor, axes=im.axes, keep_maps=False, augment=augment,
+                     contrast_floor=contrast_floor)
         if det.stack:
             out.append(StackCandidates(det))
         else:
             c = det.candidates
+            if det.has_contrast and det.contrast_floor > 0:
+                c = c[c["relative_contrast"].to_numpy() >= det.contrast_floor]
             out.append((c[["y", "x"]].to_numpy(), c["score"].to_numpy()))
     return out
 
@@ -189,6 +193,58 @@ def score_sources(cands, images, threshold: float, radius: float = REAL_RADIUS) 
     return out
 
 
-def score_model(model, images, augment: bool = False, radius: float = REAL_RADIUS) -> dict:
-    """:func:`score_sources` of a model at its own default threshold."""
-    return score_sources(model_candidates(model, images, augment), images, model.default_threshold, radius)
+def score_model(model, images, augment: bool = False, radius: float = REAL_RADIUS,
+                contrast_floor: float | None = None) -> dict:
+    """:func:`score_sources` of a model at its own default threshold (and contrast floor, unless given)."""
+    return score_sources(model_candidates(model, images, augment, contrast_floor), images, model.default_threshold,
+                         radius)
+
+
+#: contrast floors tried when choosing a model's own (:func:`choose_contrast_floor`)
+CONTRAST_FLOORS = tuple(float(v) for v in np.round(np.arange(0.0, 0.81, 0.05), 2))
+
+
+def choose_contrast_floor(model, images, floors=CONTRAST_FLOORS) -> tuple[float, dict]:
+    """The contrast floor (:mod:`.contrast`) with the best F1 integral on ``images`` (2-D; the mean over their
+    sources) at the model's own threshold, and the F1 integral of every floor tried. Run it on ``train``
+    images, as the threshold is chosen: the floor says what counts as a spot, which ``val`` must not decide.
+    Synthetic images can join as one more source (:func:`synthetic_source`), so the floor keeps their dimmer
+    true spots too."""
+    from .detect import detect  # noqa: PLC0415
+    from .metrics import f1_integral  # noqa: PLC0415
+
+    thr = float(model.default_threshold)
+    per = []
+    for im in images:
+        c = detect(im.image, model, threshold=thr, axes=im.axes, keep_maps=False, contrast_floor=0.0).candidates
+        if "relative_contrast" not in c:
+            continue  # a z-stack: no contrast features
+        per.append((im.source, c[["y", "x"]].to_numpy(), c["score"].to_numpy(), c["relative_contrast"].to_numpy(),
+                    im.spots))
+    if not per:
+        raise SpotDetectError("No 2-D images to choose a contrast floor on.", "pass 2-D annotated images.")
+    table = {}
+    for k in floors:
+        by: dict[str, list[float]] = {}
+        for src, yx, score, rel, truth in per:
+            keep = (score > thr) & (rel >= k)
+            by.setdefault(src, []).append(f1_integral(yx[keep], truth))
+        table[float(k)] = float(np.mean([np.mean(v) for v in by.values()]))
+    return max(table, key=table.get), table
+
+
+def synthetic_source(pairs, name: str = "synthetic") -> list[AnnotatedImage]:
+    """(image, spots) pairs as annotated images of one source, to weigh in where real ones are weighed."""
+    return [AnnotatedImage(name, f"{name}_{i}", "val", np.asarray(img), np.asarray(pts, dtype=np.float64))
+            for i, (img, pts) in enumerate(pairs)]
+
+
+def contrast_floor_card(floor: float, table: dict, images) -> dict:
+    """The model card's record of how its contrast floor was chosen (``images``: those it was chosen on)."""
+    counts: dict[str, int] = {}
+    for im in images:
+        counts[im.source] = counts.get(im.source, 0) + 1
+    on = ", ".join(f"{src} ({n})" for src, n in counts.items())
+    return {"value": float(floor), "chosen_on": f"2-D images: {on} (real ones from the train split only)",
+            "rule": "the floor with the best mean F1 integral over those sources, at the model's threshold",
+            "f1_integral_by_floor": {f"{k:.2f}": round(float(v), 4) for k, v in table.items()}}

@@ -111,6 +111,23 @@ def check_threshold(threshold, score_range=(0.0, float("inf"))) -> float:
     return t
 
 
+#: the highest contrast floor accepted: at 1.0 the floor already sits at the elbow, where spots begin
+MAX_CONTRAST_FLOOR = 2.0
+
+
+def check_contrast_floor(value) -> float:
+    """A contrast floor (a fraction of the plane's elbow contrast, :mod:`.contrast`): 0 (off) to 2."""
+    try:
+        k = float(value)
+    except (TypeError, ValueError) as err:
+        raise SpotDetectError(f"Contrast floor {value!r} is not a number.",
+                              "pass a fraction of the image's spot contrast, e.g. 0.35, or 0 for none.") from err
+    if not np.isfinite(k) or not 0.0 <= k <= MAX_CONTRAST_FLOOR:
+        raise SpotDetectError(f"Contrast floor {k:g} is outside 0 to {MAX_CONTRAST_FLOOR:g}.",
+                              "pass a fraction of the image's spot contrast, e.g. 0.35, or 0 for none.")
+    return k
+
+
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
     """An integer setting (batch size, minimum distance) of at least ``minimum``."""
     try:

@@ -71,6 +71,10 @@ _TIP = {
              "fast: fewer, larger tiles and bfloat16 where the CPU or GPU has it natively: 2-3x faster,\n"
              "the same spots to within 0.2 px (F1 >= 0.99 against exact, measured).",
     "threshold": "Spots whose score is above this value are kept. Moving it does not run the network again.",
+    "contrast_floor": "Drop spots dimmer than this fraction of where this image's spots stand out from its\n"
+                      "texture (the elbow of its peaks' contrasts). 0 keeps every spot the threshold keeps.\n"
+                      "The bundled model's own value was chosen on real training images. 2-D planes only;\n"
+                      "moving it does not run the network again.",
     "min_distance": "Two spots closer than this many pixels count as one (the higher-scoring one is kept).\n"
                     "Raise it if one spot is found twice; keep 1 for tightly clustered spots.",
     "percentiles": "Models that normalise by percentiles (the bundled default) map these percentiles of each\n"
@@ -117,9 +121,12 @@ class DetectWidget(Container):
         self._status = Label(value="")
         self._threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, step=0.01, enabled=False,
                                       tooltip=_TIP["threshold"])
+        self._floor = FloatSlider(label="Contrast floor", min=0.0, max=1.0, step=0.05, value=0.0, enabled=False,
+                                  tooltip=_TIP["contrast_floor"])
         self._count = Label(label="Spots", value="run a detection first")
         self._tuned = PushButton(text="Use model's tuned threshold", enabled=False,
-                                 tooltip="Set the threshold the model's authors tuned on validation data.")
+                                 tooltip="Set the threshold (and contrast floor) the model's authors tuned on "
+                                         "validation data.")
         self._reset = PushButton(text="Restore defaults",
                                  tooltip="Bundled model, automatic device and tile size, axes from the layer.")
         buttons = Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False)
@@ -131,7 +138,7 @@ class DetectWidget(Container):
                                    self._tile, self._speed, self._min_distance, self._p_low, self._p_high,
                                    self._maps,
                                    self._augment], labels=True)
-        form2 = Container(widgets=[self._threshold, self._count], labels=True)
+        form2 = Container(widgets=[self._threshold, self._floor, self._count], labels=True)
         self.extend([head1, form1, buttons, self._progress, self._status, head2, form2, thr_buttons])
         for lab in (head1, head2):
             lab.native.setWordWrap(True)
@@ -158,6 +165,7 @@ class DetectWidget(Container):
         self._timer.setInterval(30)  # coalesce slider ticks: one layer update per pause, not per pixel moved
         self._timer.timeout.connect(self.apply_threshold)
         self._threshold.changed.connect(self._on_slider)
+        self._floor.changed.connect(self._on_floor)
         viewer.layers.events.removed.connect(self._on_layer_removed)
         viewer.layers.selection.events.active.connect(self._on_active_layer)
         self._closed = False
@@ -601,6 +609,9 @@ class DetectWidget(Container):
             self._threshold.min, self._threshold.max = lo, max(hi, dets.threshold)
             self._threshold.value = dets.threshold
         self._threshold.enabled = True
+        with self._floor.changed.blocked():
+            self._floor.value = dets.contrast_floor
+        self._floor.enabled = dets.has_contrast
         self._tuned.enabled = model is not None
         self._count.value = f"{len(layer.data):,} in '{_short(layer.name)}'"
 
@@ -612,6 +623,24 @@ class DetectWidget(Container):
             n = dets.count(value)
             self._count.value = f"{n:,} at {float(value):.2f} (updating '{_short(layer.name)}'…)"
         self._timer.start()
+
+    def _on_floor(self, value: float) -> None:
+        """The contrast floor moved: filter the cached detections again, as the threshold slider does."""
+        layer = self._target
+        dets = layer.metadata.get(DETS_KEY) if layer is not None else None
+        if dets is None:
+            return
+        dets.set_contrast_floor(float(value))
+        self._on_slider(self._threshold.value)
+
+    @property
+    def contrast_floor(self) -> float:
+        """The contrast floor slider's value (a fraction of each plane's elbow contrast; 0: off)."""
+        return float(self._floor.value)
+
+    def move_contrast_floor(self, value: float) -> None:
+        """Move the contrast floor slider as a user would; the layer follows when the slider pauses."""
+        self._floor.value = value
 
     def apply_threshold(self, value: float | None = None) -> int:
         """Filter the cached detections at ``value`` (default: the slider) and update the layer; no network."""
@@ -637,12 +666,19 @@ class DetectWidget(Container):
         ms = 1000 * (time.perf_counter() - t0)
         self._timer.setInterval(int(min(1000, max(30, 2 * ms))))
         layer.metadata[META_KEY]["threshold"] = float(t)
+        if dets.has_contrast:
+            layer.metadata[META_KEY]["contrast_floor"] = dets.contrast_floor
         self._count.value = f"{len(coords):,} in '{_short(layer.name)}'"
         self._count.tooltip = layer.name
         return len(coords)
 
     def use_tuned_threshold(self, *_):
+        """The model's own threshold and contrast floor."""
         if self._last_model is not None:
+            if self._floor.enabled:
+                with self._floor.changed.blocked():
+                    self._floor.value = self._last_model.default_contrast_floor
+                self._on_floor(self._floor.value)
             self._threshold.value = self._last_model.default_threshold
             self.apply_threshold()
 
@@ -665,6 +701,7 @@ class DetectWidget(Container):
         if L.same_layer(event.value, self._target):
             self._target = None
             self._threshold.enabled = False
+            self._floor.enabled = False
             self._tuned.enabled = False
             self._count.value = "run a detection first"
 

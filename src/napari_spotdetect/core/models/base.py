@@ -52,6 +52,9 @@ class SpotModel(abc.ABC):
     fit_tiles_to_image: bool = False
     #: names of the (row, column) displacement maps, which turn with the image under test-time augmentation
     vector_maps: tuple[str, str] | None = None
+    #: candidates dimmer than this fraction of their plane's elbow contrast are dropped (:mod:`..contrast`);
+    #: 0 keeps every candidate (piscis and DeepSpot files: their reference behaviour); a model file may set it
+    default_contrast_floor: float = 0.0
 
     def __init__(self, net: torch.nn.Module, info: ModelInfo, *, tile_size=(256, 256), channels: int = 1,
                  default_threshold: float = 0.5, threshold_range=(0.0, 1.0), device=None):

@@ -22,6 +22,7 @@ import torch
 from ..errors import ModelFileError, SpotDetectError
 from ..files import atomic_write
 from ..models.base import ModelInfo, SpotModel
+from ..validate import check_contrast_floor
 
 FORMAT = "napari-spotdetect"
 FORMAT_VERSION = 1
@@ -118,7 +119,8 @@ def model_to_state(model: SpotModel, card: dict | None = None, half: bool = Fals
     card.setdefault("saved", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch, "name": model.info.name,
             "config": d["config"], "state_dict": state, "normalization": d["normalization"],
-            "tile_size": d["tile_size"], "threshold": float(model.default_threshold), "card": _plain(card)}
+            "tile_size": d["tile_size"], "threshold": float(model.default_threshold),
+            "contrast_floor": float(model.default_contrast_floor), "card": _plain(card)}
 
 
 def atomic_torch_save(obj, path) -> Path:
@@ -193,7 +195,9 @@ def native_from_state(obj: dict, *, path=None, sha256: str = "", device=None) ->
     name = obj.get("name") or (Path(path).stem if path else arch)
     info = ModelInfo(name=str(name), arch=arch, source=str(path or ""), sha256=sha256, card=card)
     try:
-        return ARCHS[arch].build(obj, info, device)
+        model = ARCHS[arch].build(obj, info, device)
+        model.default_contrast_floor = check_contrast_floor(obj.get("contrast_floor") or 0.0)
+        return model
     except (RuntimeError, TypeError, KeyError, ValueError) as err:
         raise ModelFileError(f"{where} does not fit the {arch} network it names: {str(err)[:300]}",
                              "the file may come from an incompatible version; train or export it again.") from err
