@@ -41,6 +41,26 @@ def test_predict_with_augmentation_records_it(tmp_path):
     assert evaluate(found, truth)["f1"] > 0.9
 
 
+def test_predict_with_a_contrast_floor_keeps_only_what_stands_out(tmp_path, capsys):
+    from napari_spotdetect.core.synthetic import spots_in_texture
+
+    img, bright = spots_in_texture(seed=1)
+    np.save(tmp_path / "a.npy", img)
+    counts = {}
+    for floor in ("0", "0.35"):
+        out = tmp_path / f"out{floor}"
+        assert main(["predict", str(tmp_path / "a.npy"), "--out", str(out), "--contrast-floor", floor]) == 0
+        df = pd.read_csv(out / "a.csv")
+        assert {"contrast", "relative_contrast"} <= set(df.columns)
+        assert json.loads((out / "a.provenance.json").read_text())["contrast_floor"] == float(floor)
+        counts[floor] = len(df)
+    assert counts["0"] > 2 * counts["0.35"] and evaluate(df[["y", "x"]].to_numpy(), bright, 2.0)["f1"] > 0.95
+    assert main(["predict", str(tmp_path / "a.npy"), "--out", str(tmp_path / "bad"), "--contrast-floor", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "Contrast floor 5 is outside 0 to 2" in err and "Traceback" not in err
+    assert not (tmp_path / "bad" / "a.csv").exists()
+
+
 def test_predict_reports_bad_model_without_traceback(tmp_path, capsys):
     np.save(tmp_path / "a.npy", np.zeros((32, 32), np.float32))
     assert main(["predict", str(tmp_path / "a.npy"), "--model", str(tmp_path / "nope.pt"), "--out", str(tmp_path)]) == 2

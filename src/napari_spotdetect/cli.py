@@ -296,8 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "against exact (default: %(default)s)")
     p.add_argument("--contrast-floor", type=float, default=None, metavar="K",
                    help="drop spots dimmer than K x where the image's spots stand out from its texture (the elbow of "
-                        "its peaks' contrasts; 2-D planes); 0 keeps all (default: the model's own, 0.35 for the "
-                        "bundled model, 0 for piscis and DeepSpot files)")
+                        "its peaks' contrasts; 2-D planes), e.g. 0.35; 0 keeps all (default: the model's own, 0 for "
+                        "the bundled model and for piscis and DeepSpot files)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose results are already in --out")
     p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                    help="send images to the workers of a running dask.distributed cluster (e.g. tcp://host:8786); "

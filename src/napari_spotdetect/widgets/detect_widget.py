@@ -73,7 +73,7 @@ _TIP = {
     "threshold": "Spots whose score is above this value are kept. Moving it does not run the network again.",
     "contrast_floor": "Drop spots dimmer than this fraction of where this image's spots stand out from its\n"
                       "texture (the elbow of its peaks' contrasts). 0 keeps every spot the threshold keeps.\n"
-                      "The bundled model's own value was chosen on real training images. 2-D planes only;\n"
+                      "Around 0.35 counts only spots that stand out, as crowd annotators do. 2-D planes only;\n"
                       "moving it does not run the network again.",
     "min_distance": "Two spots closer than this many pixels count as one (the higher-scoring one is kept).\n"
                     "Raise it if one spot is found twice; keep 1 for tightly clustered spots.",
