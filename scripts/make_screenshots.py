@@ -2,7 +2,7 @@
 
 Uses the real piscis fixture model from ../shared (or --model PATH). Needs a display:
     xvfb-run -a -s "-screen 0 1400x1000x24" python scripts/make_screenshots.py \
-        [--only detect|hitl|finetune|laptop|folder]
+        [--only detect|hitl|finetune|laptop|folder|real|floor]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main():
     ap.add_argument("--model", help="a model file, or 'default' for the bundled model (default: the piscis "
                     "fixture, decompressed)")
     ap.add_argument("--out", default=str(ROOT / "docs"))
-    ap.add_argument("--only", choices=["detect", "hitl", "finetune", "laptop", "folder", "real"],
+    ap.add_argument("--only", choices=["detect", "hitl", "finetune", "laptop", "folder", "real", "floor"],
                     help="make one group of screenshots (default: all)")
     args = ap.parse_args()
     import napari
@@ -64,6 +64,8 @@ def main():
     try:
         if args.only in (None, "real"):
             real_screenshot(out, app)
+        if args.only in (None, "floor"):
+            floor_screenshots(out, app)
         if args.only in (None, "folder"):
             folder_screenshots(model, out, app)
         if args.only in (None, "laptop"):
@@ -120,6 +122,39 @@ def real_screenshot(out: Path, app) -> None:
     widget.run()
     wait(widget, app)
     shoot(viewer, app, out / "detect_real.png", 2.2, (128, 128))
+    viewer.close()
+
+
+def floor_screenshots(out: Path, app) -> None:
+    """The contrast floor on the crowd-annotated RCA image (insta_rca cy3, val): the bundled model at floor 0
+    (every candidate above the threshold) and at 0.35, beside the crowd's consensus in magenta."""
+    import napari
+    import pandas as pd
+    import tifffile
+
+    root = ROOT.parent / "shared" / "data" / "real" / "insta_rca"
+    if not root.exists():
+        print("no real data at", root, "- skipping the contrast-floor screenshots")
+        return
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1400, 900)
+    img = tifffile.imread(root / "images" / "cy3_500pxroi.tif")
+    viewer.add_image(img, name="RCA cy3 (real, val)", colormap="gray", contrast_limits=tuple(
+        float(v) for v in __import__("numpy").percentile(img, (1, 99.9))))
+    truth = pd.read_csv(root / "spots" / "cy3_500pxroi.csv")[["y", "x"]].to_numpy()
+    viewer.add_points(truth, name="crowd consensus", size=13, face_color="transparent",
+                      border_color="magenta", border_width=0.12)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
+    widget.choose_model("default")
+    widget.set_device("cpu")
+    widget.run()
+    wait(widget, app)
+    for k, name in ((0.0, "floor_0"), (0.35, "floor_035")):
+        widget.move_contrast_floor(k)
+        widget.apply_threshold()
+        for _ in range(10):
+            app.processEvents()
+        shoot(viewer, app, out / f"{name}.png", 1.6, (250, 250))
     viewer.close()
 
 

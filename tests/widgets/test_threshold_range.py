@@ -61,7 +61,7 @@ def test_slider_changes_the_count_on_the_2d_sample(detect_widget, run_and_wait):
 
 def test_contrast_floor_slider_drops_the_texture_live(detect_widget, run_and_wait):
     """A user raises the contrast floor: the dim texture the network called goes, the bright spots stay, and
-    "Use model's tuned threshold" brings back the model's own floor."""
+    "Model's own values" brings back the model's own floor."""
     from napari_spotdetect.core.detect import detect
     from napari_spotdetect.core.metrics import match_spots
     from napari_spotdetect.core.synthetic import spots_in_texture

@@ -124,7 +124,7 @@ class DetectWidget(Container):
         self._floor = FloatSlider(label="Contrast floor", min=0.0, max=1.0, step=0.05, value=0.0, enabled=False,
                                   tooltip=_TIP["contrast_floor"])
         self._count = Label(label="Spots", value="run a detection first")
-        self._tuned = PushButton(text="Use model's tuned threshold", enabled=False,
+        self._tuned = PushButton(text="Model's own values", enabled=False,
                                  tooltip="Set the threshold (and contrast floor) the model's authors tuned on "
                                          "validation data.")
         self._reset = PushButton(text="Restore defaults",
