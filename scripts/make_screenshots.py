@@ -99,56 +99,49 @@ def main():
     print("wrote", sorted(p.name for p in out.glob("*.png")))
 
 
-def real_screenshot(out: Path, app) -> None:
-    """The bundled model on a real val image (Piscis paper's macrophages panel) beside its expert annotation."""
+def _detected_on_real(app, source: str, stem: str, image_name: str, truth_name: str, size: float):
+    """A viewer with a real val image, its annotation (magenta rings) and the bundled model's detection, or
+    None without ../shared. Returns (viewer, Detect panel)."""
     import napari
+    import numpy as np
     import pandas as pd
     import tifffile
 
-    root = ROOT.parent / "shared" / "data" / "real" / "piscis_panels"
+    root = ROOT.parent / "shared" / "data" / "real" / source
     if not root.exists():
-        print("no real data at", root, "- skipping the real-image screenshot")
-        return
+        print("no real data at", root, f"- skipping the {source} screenshots")
+        return None
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1400, 900)
-    viewer.add_image(tifffile.imread(root / "images" / "macrophages.tif"), name="macrophages (real, val)",
-                     colormap="gray")
-    truth = pd.read_csv(root / "spots" / "macrophages.csv")[["y", "x"]].to_numpy()
-    viewer.add_points(truth, name="expert annotation", size=9, face_color="transparent",
+    img = tifffile.imread(root / "images" / f"{stem}.tif")
+    viewer.add_image(img, name=image_name, colormap="gray",
+                     contrast_limits=tuple(float(v) for v in np.percentile(img, (1, 99.9))))
+    truth = pd.read_csv(root / "spots" / f"{stem}.csv")[["y", "x"]].to_numpy()
+    viewer.add_points(truth, name=truth_name, size=size, face_color="transparent",
                       border_color="magenta", border_width=0.12)
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
     widget.choose_model("default")
     widget.set_device("cpu")
     widget.run()
     wait(widget, app)
-    shoot(viewer, app, out / "detect_real.png", 2.2, (128, 128))
-    viewer.close()
+    return viewer, widget
+
+
+def real_screenshot(out: Path, app) -> None:
+    """The bundled model on a real val image (Piscis paper's macrophages panel) beside its expert annotation."""
+    shown = _detected_on_real(app, "piscis_panels", "macrophages", "macrophages (real, val)", "expert annotation", 9)
+    if shown is not None:
+        shoot(shown[0], app, out / "detect_real.png", 2.2, (128, 128))
+        shown[0].close()
 
 
 def floor_screenshots(out: Path, app) -> None:
     """The contrast floor on the crowd-annotated RCA image (insta_rca cy3, val): the bundled model at floor 0
     (every candidate above the threshold) and at 0.35, beside the crowd's consensus in magenta."""
-    import napari
-    import pandas as pd
-    import tifffile
-
-    root = ROOT.parent / "shared" / "data" / "real" / "insta_rca"
-    if not root.exists():
-        print("no real data at", root, "- skipping the contrast-floor screenshots")
+    shown = _detected_on_real(app, "insta_rca", "cy3_500pxroi", "RCA cy3 (real, val)", "crowd consensus", 13)
+    if shown is None:
         return
-    viewer = napari.Viewer(show=True)
-    viewer.window.resize(1400, 900)
-    img = tifffile.imread(root / "images" / "cy3_500pxroi.tif")
-    viewer.add_image(img, name="RCA cy3 (real, val)", colormap="gray", contrast_limits=tuple(
-        float(v) for v in __import__("numpy").percentile(img, (1, 99.9))))
-    truth = pd.read_csv(root / "spots" / "cy3_500pxroi.csv")[["y", "x"]].to_numpy()
-    viewer.add_points(truth, name="crowd consensus", size=13, face_color="transparent",
-                      border_color="magenta", border_width=0.12)
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
-    widget.choose_model("default")
-    widget.set_device("cpu")
-    widget.run()
-    wait(widget, app)
+    viewer, widget = shown
     for k, name in ((0.0, "floor_0"), (0.35, "floor_035")):
         widget.move_contrast_floor(k)
         widget.apply_threshold()
