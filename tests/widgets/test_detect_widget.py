@@ -336,3 +336,22 @@ def test_speed_choice_reaches_the_engine_and_is_remembered(detect_widget, tiny_m
     assert provenance["speed"] == "fast"
     widget.choose_model("default")  # what is saved after a bundled or file model has run
     assert widget.choices_to_remember()["speed"] == "fast"
+
+
+def test_the_panel_is_never_cut_off_at_the_dock_edge(detect_widget, qtbot, tiny_model, run_and_wait):
+    """After a run on a layer with a long name (long choices, count and status texts), the dock cannot be
+    narrower than the controls need: there is no horizontal scroll bar, so anything wider would be cut off."""
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer, widget = detect_widget
+    viewer.add_image(np.random.default_rng(0).normal(100, 5, (96, 96)).astype(np.float32),
+                     name="a very long layer name from a microscope's file naming scheme, plate 3 well B7 field 12")
+    widget.set_model(tiny_model)
+    run_and_wait(widget)
+    widget.move_threshold(0.3)
+    widget.apply_threshold()
+    qtbot.wait(50)  # layout requests are delivered
+    scroll = widget.native.findChild(QScrollArea)
+    assert scroll.minimumWidth() >= scroll.widget().minimumSizeHint().width()
+    assert scroll.widget().minimumSizeHint().width() < 400  # long names are elided or wrapped, not widening
+    assert widget.count_text

@@ -1,5 +1,7 @@
 """Small pieces of look and feel shared by the dock widgets."""
 
+from qtpy.QtCore import QEvent, QObject
+
 ERROR_STYLE = "color: #e0a040;"
 
 
@@ -40,8 +42,27 @@ def make_scrollable(container, min_height: int = 100):
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     scroll.setWidget(body)
     scroll.setMinimumWidth(body.minimumSizeHint().width() + 16)
+    # the body's needs grow after construction (choices filled in, texts after a run): the panel follows, so
+    # nothing is cut off at the dock's edge (there is no horizontal scroll bar)
+    scroll._width_follower = _WidthFollower(scroll, body)
+    body.installEventFilter(scroll._width_follower)
     scroll.setMinimumHeight(min_height)
     scroll.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(scroll)
     return scroll
+
+
+class _WidthFollower(QObject):
+    """Keeps a scroll area at least as wide as its body's minimum (an event filter on the body)."""
+
+    def __init__(self, scroll, body):
+        super().__init__(scroll)
+        self._scroll, self._body = scroll, body
+
+    def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.LayoutRequest:
+            need = self._body.minimumSizeHint().width() + 16
+            if need > self._scroll.minimumWidth():
+                self._scroll.setMinimumWidth(need)
+        return False

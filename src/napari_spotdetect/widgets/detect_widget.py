@@ -28,6 +28,7 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtWidgets import QComboBox, QSizePolicy
 
 from .. import layer_keys as K
 from ..core.device import available_devices
@@ -106,7 +107,7 @@ class DetectWidget(Container):
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], tooltip=_TIP["device"])
         self._tile = SpinBox(label="Tile size (0: auto)", min=0, max=8192, step=8, tooltip=_TIP["tile"])
         self._maps = CheckBox(text="Add the score map as an image", tooltip=_TIP["maps"])
-        self._augment = CheckBox(text="Average over flips and rotations (8x slower)", tooltip=_TIP["augment"])
+        self._augment = CheckBox(text="Average 8 flips and rotations (slow)", tooltip=_TIP["augment"])
         self._speed = ComboBox(label="Speed", choices=list(SPEEDS), value="exact", tooltip=_TIP["speed"])
         self._min_distance = SpinBox(label="Min. distance (px)", min=1, max=20, value=1,
                                      tooltip=_TIP["min_distance"])
@@ -146,6 +147,14 @@ class DetectWidget(Container):
             form.margins = (0, 0, 0, 0)
         self._status.native.setWordWrap(True)
         self._status.native.setMinimumWidth(200)
+        # long choices (model names, layer names) are elided in the box instead of widening the panel
+        for box in (self._image, self._model_kind):
+            box.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.native.setMinimumContentsLength(12)
+        # texts that change after a run wrap inside the panel's width instead of widening it past the dock
+        for label in (self._count, self._status):
+            label.native.setWordWrap(True)
+            label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         make_scrollable(self)
         L.elide_layer_names(self.native)
 
