@@ -43,6 +43,10 @@ The bundled model is made in five stages, all from the repository root on CPU (s
            --n-realistic 300 --without negatives --real-report ../shared/data/real
 
    The ablation behind stage 4's choices (``benchmarks/ablation_real.py``) is in the README.
+
+   With ``--real``, the script ends by choosing the model's contrast floor (:mod:`napari_spotdetect.core.contrast`)
+   on the real ``train`` images and 12 synthetic validation images. The bundled stage-5 file predates that
+   step and got its floor (0) from the same rule through ``scripts/set_contrast_floor.py ... --rescore``.
    ``--tiny`` runs any of these in a few steps on a few images (CI does, to check the script end to end).
 
 Held-out synthetic F1 integral after stages 1-3: 0.945, 0.951, 0.953. Stage 1's validation F1 jumps by ~0.005 from
