@@ -45,7 +45,7 @@ def test_the_bundled_model_carries_the_floor_its_rule_chose(bundled):
 
 def test_moving_the_floor_is_detecting_with_it(scene, bundled):
     img, _ = scene
-    det = detect(img, bundled, contrast_floor=0.0)
+    det = detect(img, bundled, contrast_floor=0.0, contrast=True)
     for k in (0.2, 0.5, 0.0):
         det.set_contrast_floor(k)
         fresh = detect(img, bundled, contrast_floor=k).spots
@@ -65,6 +65,19 @@ def test_piscis_and_deepspot_style_models_keep_every_candidate(tiny_piscis, scen
 def test_the_floor_travels_in_the_model_file(tmp_path, bundled):
     path = save_model(bundled, tmp_path / "m.pt")
     assert load_model(path).default_contrast_floor == bundled.default_contrast_floor
+
+
+def test_contrast_is_only_computed_when_a_floor_needs_it_or_it_is_asked_for(scene, bundled, tiny_piscis):
+    img, _ = scene
+    plain = detect(img, tiny_piscis)  # floor 0: no second pass over the plane
+    assert not plain.has_contrast and "contrast" not in plain.spots.columns
+    with pytest.raises(SpotDetectError, match="no contrast features") as err:
+        plain.set_contrast_floor(0.3)
+    assert "contrast=True" in err.value.fix
+    plain.set_contrast_floor(0.0)  # nothing to filter: fine
+    assert detect(img, tiny_piscis, contrast=True).has_contrast
+    with pytest.raises(SpotDetectError, match="needs the contrast features"):
+        detect(img, bundled, contrast_floor=0.3, contrast=False)
 
 
 def test_z_stacks_say_the_floor_does_not_apply(scene, bundled):

@@ -21,9 +21,11 @@ What is kept for re-thresholding is compact, never full-size maps:
 
 Full maps are kept only when asked for (``keep_maps``): float32 or float16 in memory, or a zarr store.
 
-Spots of single-channel 2-D planes also get ``contrast`` (over the plane's noise) and ``relative_contrast``
-(over the plane's elbow, where its spots stand out from its texture; :mod:`.contrast`); the contrast floor
-(``contrast_floor``, the model's own by default) filters on the latter, live like the threshold.
+Spots of single-channel 2-D planes can also get ``contrast`` (over the plane's noise) and ``relative_contrast``
+(over the plane's elbow, where its spots stand out from its texture; :mod:`.contrast`): when the contrast floor
+(``contrast_floor``, the model's own by default) is above 0, or when asked (``contrast=True``, as the napari
+panel does for its live floor slider). The floor filters on ``relative_contrast``, live like the threshold. It
+is a second pass over each plane on the CPU (about 0.1 s per megapixel), so it is not paid when not used.
 """
 
 from __future__ import annotations
@@ -111,10 +113,14 @@ class Detections:
         return self.candidates is not None and "relative_contrast" in self.candidates
 
     def set_contrast_floor(self, contrast_floor: float) -> None:
-        """Keep only spots at least ``contrast_floor`` x their plane's elbow contrast (0: all); no network run."""
-        self.contrast_floor = check_contrast_floor(contrast_floor)
-        self.provenance["contrast_floor"] = self.contrast_floor if self.has_contrast else self.provenance.get(
-            "contrast_floor")
+        """Keep only spots at least ``contrast_floor`` x their plane's elbow contrast (0: all); no network run.
+        Needs the contrast features (detection with ``contrast=True`` or a floor above 0)."""
+        k = check_contrast_floor(contrast_floor)
+        if k > 0 and not self.has_contrast:
+            raise SpotDetectError("This detection has no contrast features, so a contrast floor cannot act.",
+                                  "detect again with contrast=True (2-D planes; z-stacks have none).")
+        self.contrast_floor = k
+        self.provenance["contrast_floor"] = k
 
     def rethreshold(self, threshold: float) -> pd.DataFrame:
         """The spots whose score is above ``threshold`` (and that pass the contrast floor); no network run."""
@@ -260,6 +266,7 @@ class _Run:
     floor: float
     min_distance: int
     contrast_floor: float
+    want_contrast: bool  # contrast features asked for (or needed by a floor above 0)
     augment: bool
     speed: SpeedSettings
     plan: object
@@ -280,9 +287,14 @@ class _Run:
         return int(np.prod(self.outer_shape, dtype=np.int64)) * self.nz
 
     @property
-    def contrasts(self) -> bool:
-        """Whether spots get contrast features: single-channel 2-D planes (not z-stacks, not fed channels)."""
+    def can_contrast(self) -> bool:
+        """Whether spots can get contrast features: single-channel 2-D planes (not z-stacks, not fed channels)."""
         return not self.stack and not self.feed_channels
+
+    @property
+    def contrasts(self) -> bool:
+        """Whether this run computes them."""
+        return self.can_contrast and self.want_contrast
 
     @property
     def hw(self) -> tuple:
@@ -290,7 +302,7 @@ class _Run:
 
 
 def _prepare_run(image, model, threshold, *, axes, tile_size, overlap, batch_size, min_distance, keep_maps,
-                 device, augment, speed, contrast_floor=None) -> _Run:
+                 device, augment, speed, contrast_floor=None, contrast=None) -> _Run:
     """Check the inputs and decide the tile plan, batch, precision and channel routing."""
     from .image_sources import as_lazy, is_lazy  # noqa: PLC0415
     from .models.zoo import load_model  # noqa: PLC0415 (avoid an import cycle)
@@ -303,6 +315,9 @@ def _prepare_run(image, model, threshold, *, axes, tile_size, overlap, batch_siz
     threshold = check_threshold(model.default_threshold if threshold is None else threshold, model.threshold_range)
     min_distance = check_positive_int(min_distance, "min_distance")
     contrast_floor = check_contrast_floor(model.default_contrast_floor if contrast_floor is None else contrast_floor)
+    if contrast is False and contrast_floor > 0:
+        raise SpotDetectError(f"contrast=False with a contrast floor of {contrast_floor:g}: the floor needs the "
+                              "contrast features.", "pass contrast_floor=0, or leave contrast at its default.")
     tile = _check_tile(tile_size or model.tile_size, model)
     batch = check_positive_int(batch_size, "batch_size") if batch_size is not None else None
     feed_channels = _check_channels(model, arr, axes)
@@ -325,7 +340,8 @@ def _prepare_run(image, model, threshold, *, axes, tile_size, overlap, batch_siz
     # is applied to the whole plane) needs each plane in memory; lazy planes are otherwise read band by band
     whole_planes = not lazy or type(model).prepare_image is not SpotModel.prepare_image
     return _Run(model=model, arr=arr, axes=axes, threshold=threshold, floor=min(threshold, model.threshold_range[0]),
-                min_distance=min_distance, contrast_floor=contrast_floor, augment=augment, speed=settings, plan=plan,
+                min_distance=min_distance, contrast_floor=contrast_floor,
+                want_contrast=bool(contrast) or contrast_floor > 0, augment=augment, speed=settings, plan=plan,
                 tile=tile, overlap=overlap, pad_mode=model.tile_pad_mode((h, w)), batch=batch,
                 feed_channels=feed_channels, stack=stack,
                 outer_axes=outer_axes, outer_shape=outer_shape, nz=nz, whole_planes=whole_planes,
@@ -474,7 +490,7 @@ def _provenance(run: _Run) -> dict:
         "threshold": run.threshold,
         "candidate_floor": run.floor,
         "min_distance": int(run.min_distance),
-        "contrast_floor": run.contrast_floor if run.contrasts else "not applied (z-stack or channels fed together)",
+        "contrast_floor": run.contrast_floor if run.can_contrast else "not applied (z-stack or channels fed together)",
         "test_time_augmentation": bool(run.augment),
         "normalization": run.model.normalization(),
         "axes": run.axes,
@@ -497,7 +513,7 @@ def _detections(run: _Run, frames: list) -> Detections:
     return Detections(
         axes=axes, image_shape=tuple(arr.shape), threshold=run.threshold, floor=run.floor, model_name=model.info.name,
         score_map=model.score_map, provenance=_provenance(run), maps=run.maps, candidates=candidates,
-        stack=run.stack, contrast_floor=run.contrast_floor if run.contrasts else 0.0, _outer_axes=run.outer_axes,
+        stack=run.stack, contrast_floor=run.contrast_floor if run.can_contrast else 0.0, _outer_axes=run.outer_axes,
         score_range=(0.0, float(model.threshold_range[1])),
         # stack intensities index planes first: a channel axis fed to the network goes after z
         _image=(arr.transpose(_z_before_c(axes)) if run.feed_channels else arr) if run.stack else None,
@@ -507,11 +523,11 @@ def _detections(run: _Run, frames: list) -> Detections:
 def detect_iter(image, model, threshold: float | None = None, *, axes: str | None = None,
                 tile_size=None, overlap: float | None = None, batch_size: int | None = None,
                 min_distance: int = 1, keep_maps=False, device=None, augment: bool = False, speed: str | None = None,
-                contrast_floor: float | None = None):
+                contrast_floor: float | None = None, contrast: bool | None = None):
     """Generator form of :func:`detect`: yields :class:`Progress`, returns :class:`Detections`."""
     run = _prepare_run(image, model, threshold, axes=axes, tile_size=tile_size, overlap=overlap,
                        batch_size=batch_size, min_distance=min_distance, keep_maps=keep_maps, device=device,
-                       augment=augment, speed=speed, contrast_floor=contrast_floor)
+                       augment=augment, speed=speed, contrast_floor=contrast_floor, contrast=contrast)
     total = run.n_planes * len(run.plan)
     yield Progress(0, total, f"{total} tiles in {run.n_planes} plane(s)", n_planes=run.n_planes)
     frames = []
@@ -667,7 +683,9 @@ def detect(image, model, threshold: float | None = None, *, progress=None, shoul
             tiles without wasted overlap and bfloat16/float16 where the hardware has it, about 2x faster,
             F1 >= 0.99 against exact; see :mod:`napari_spotdetect.core.speed`), ``contrast_floor`` (drop spots
             dimmer than this fraction of their plane's elbow contrast, :mod:`napari_spotdetect.core.contrast`;
-            default the model's own, 0 for piscis and DeepSpot files; 2-D planes only).
+            default the model's own, 0 for piscis and DeepSpot files; 2-D planes only), ``contrast`` (True: give
+            every planar spot its ``contrast`` and ``relative_contrast`` even at floor 0, so the floor can be
+            moved afterwards with :meth:`Detections.set_contrast_floor`; default: only when the floor is above 0).
     """
     return run_steps(detect_iter(image, model, threshold, **kwargs), progress, should_stop,
                      "Detection was stopped before it finished; no spots were kept.")

@@ -216,7 +216,8 @@ def choose_contrast_floor(model, images, floors=CONTRAST_FLOORS) -> tuple[float,
     thr = float(model.default_threshold)
     per = []
     for im in images:
-        c = detect(im.image, model, threshold=thr, axes=im.axes, keep_maps=False, contrast_floor=0.0).candidates
+        c = detect(im.image, model, threshold=thr, axes=im.axes, keep_maps=False, contrast_floor=0.0,
+                   contrast=True).candidates
         if "relative_contrast" not in c:
             continue  # a z-stack: no contrast features
         per.append((im.source, c[["y", "x"]].to_numpy(), c["score"].to_numpy(), c["relative_contrast"].to_numpy(),

@@ -47,7 +47,7 @@ def detection_steps(image, model_source, *, axes: str, device=None, tile_size=No
         used = model.with_percentiles(*percentiles)
     dets = yield from detect_iter(image, used, threshold, axes=axes, tile_size=tile_size,
                                   keep_maps=keep_maps, device=device, augment=augment,
-                                  min_distance=min_distance, speed=speed)
+                                  min_distance=min_distance, speed=speed, contrast=True)  # the live floor slider
     return DetectionResult(dets, model)
 
 
