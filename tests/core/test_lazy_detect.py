@@ -137,3 +137,17 @@ def test_nan_in_a_lazy_image_is_reported(tiny_piscis, image):
     bad[100, 10] = np.nan
     with pytest.raises(SpotDetectError, match="NaN"):
         detect(da.from_array(bad, chunks=64), tiny_piscis)
+
+
+@pytest.mark.slow
+def test_a_contrast_floor_on_lazy_input_reads_bands_too(tiny_piscis, image, monkeypatch):
+    from napari_spotdetect.core import contrast
+
+    monkeypatch.setattr(contrast, "BAND_ROWS", 128)
+    big = np.tile(image, (4, 2))
+    src = CountingArray(big)
+    spots = detect(src, tiny_piscis, threshold=0.05, contrast_floor=0.3).spots
+    ref = detect(big, tiny_piscis, threshold=0.05, contrast_floor=0.3).spots
+    np.testing.assert_allclose(spots[COLS + ["contrast"]].to_numpy(), ref[COLS + ["contrast"]].to_numpy())
+    rows = [s[0] for s in src.reads if len(s) == 2]
+    assert max(rows) < big.shape[0] / 2  # the contrast pass reads bands of rows as well, never the whole plane
