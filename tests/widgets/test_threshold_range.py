@@ -88,6 +88,7 @@ def test_contrast_floor_slider_drops_the_texture_live(detect_widget, run_and_wai
     assert precision[0.35] > precision[0.0] + 0.3, precision
     assert match_spots(spots.data, bright, 2.0).recall >= 0.9
     assert spots.metadata["spotdetect"]["contrast_floor"] == 0.8
+    assert widget.status.startswith(f"Done: {counts[0.8]} spots at threshold 0.05, contrast floor 0.80")
     widget.use_tuned_threshold()
     assert widget.contrast_floor == tuned
     assert len(spots.data) == detect_count(img, widget._last_model)

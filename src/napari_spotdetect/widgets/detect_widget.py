@@ -679,6 +679,8 @@ class DetectWidget(Container):
             layer.metadata[META_KEY]["contrast_floor"] = dets.contrast_floor
         self._count.value = f"{len(coords):,} in '{_short(layer.name)}'"
         self._count.tooltip = layer.name
+        if not self.running and self._status.value.startswith("Done:"):
+            self._set_status(self._summary())  # the summary follows the sliders, never an old count
         return len(coords)
 
     def use_tuned_threshold(self, *_):
@@ -703,7 +705,9 @@ class DetectWidget(Container):
 
     def _summary(self) -> str:
         prov = self._target.metadata[META_KEY]
-        return (f"Done: {len(self._target.data):,} spots at threshold {prov['threshold']:.2f} "
+        floor = prov.get("contrast_floor")
+        at_floor = f", contrast floor {floor:.2f}" if isinstance(floor, float) and floor > 0 else ""
+        return (f"Done: {len(self._target.data):,} spots at threshold {prov['threshold']:.2f}{at_floor} "
                 f"with {prov['model']} on {prov['device']}.")
 
     def _on_layer_removed(self, event):
