@@ -39,14 +39,14 @@ def source_limits(images) -> dict:
     from napari_spotdetect.core.annotation_limits import (  # noqa: PLC0415
         centroid_oracle,
         count_window,
-        spot_contrast,
-        unannotated_contrast,
+        split_contrast,
     )
 
     ann, una, oracle, n = [], [], [], 0
     for im in images:
-        ann.append(spot_contrast(im.image, im.spots))
-        una.append(unannotated_contrast(im.image, im.spots))
+        a, u = split_contrast(im.image, im.spots)
+        ann.append(a)
+        una.append(u)
         oracle.append(centroid_oracle(im.image, im.spots))
         n += len(im.spots)
     a, u = np.concatenate(ann), np.concatenate(una)

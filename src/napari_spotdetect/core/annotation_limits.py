@@ -24,22 +24,28 @@ import numpy as np
 from .contrast import CUTS, contrast_features
 
 
-def spot_contrast(plane: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Contrast over noise at each (y, x) point (its nearest pixel; :mod:`.contrast`)."""
-    return contrast_features(plane, points)[0]
-
-
-def unannotated_contrast(plane: np.ndarray, points: np.ndarray, radius: float = 3.0) -> np.ndarray:
-    """Contrast of the plane's peaks farther than ``radius`` from every annotated point: what a detector
-    finding every peak would add to the annotation at each contrast cut."""
+def split_contrast(plane: np.ndarray, points: np.ndarray, radius: float = 3.0):
+    """(contrast at each annotated (y, x) point, contrast of the plane's peaks farther than ``radius`` from
+    every annotated point), from one pass over the plane. The second is what a detector finding every peak
+    would add to the annotation at each contrast cut."""
     from scipy.spatial import cKDTree  # noqa: PLC0415
 
-    _, peaks, contrast, _ = contrast_features(plane, np.zeros((0, 2)))
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    at_points, peaks, contrast, _ = contrast_features(plane, pts)
     if len(pts) and len(peaks):
         d, _ = cKDTree(pts).query(peaks)
         contrast = contrast[d > radius]
-    return contrast
+    return at_points, contrast
+
+
+def spot_contrast(plane: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Contrast over noise at each (y, x) point (its nearest pixel; :mod:`.contrast`)."""
+    return split_contrast(plane, points)[0]
+
+
+def unannotated_contrast(plane: np.ndarray, points: np.ndarray, radius: float = 3.0) -> np.ndarray:
+    """Contrast of the plane's peaks farther than ``radius`` from every annotated point."""
+    return split_contrast(plane, points, radius)[1]
 
 
 def count_window(annotated: np.ndarray, unannotated: np.ndarray, n_annotated: int, tolerance: float = 0.2,

@@ -82,11 +82,13 @@ def contrast_features(plane, points: np.ndarray):
         is_peak = core == ndimage.maximum_filter(sm, PEAK_SIZE)[m:m + r1 - r0]
         pr, pc = np.nonzero(is_peak)
         peak_rc.append(np.stack([pr + r0, pc], 1))
-        peak_vals.append(core[pr, pc] - _background_at(rows, np.stack([pr + m, pc], 1)))
         inside = (rc[:, 0] >= r0) & (rc[:, 0] < r1)
-        if inside.any():
-            q = rc[inside] - (r0 - m, 0)
-            at_points[inside] = sm[q[:, 0], q[:, 1]] - _background_at(rows, q)
+        q = rc[inside] - (r0 - m, 0)
+        # one background pass over the band for its peaks and the points in it
+        at = np.concatenate([np.stack([pr + m, pc], 1), q])
+        values = sm[at[:, 0], at[:, 1]] - _background_at(rows, at)
+        peak_vals.append(values[:len(pr)])
+        at_points[inside] = values[len(pr):]
     hp = np.concatenate(hp_sample) if hp_sample else np.zeros(1)
     noise = max(1.4826 * float(np.median(np.abs(hp - np.median(hp)))), 1e-12)
     peaks = np.concatenate(peak_vals) if peak_vals else np.zeros(0)

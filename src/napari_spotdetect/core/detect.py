@@ -144,11 +144,15 @@ class Detections:
             return len(self._stack_spots(threshold))
         return int(self._above(threshold).sum())
 
+    def passes_contrast_floor(self) -> np.ndarray:
+        """Which planar candidates are at or above the contrast floor (all of them without a floor)."""
+        if self.contrast_floor > 0 and self.has_contrast:
+            return self.candidates["relative_contrast"].to_numpy() >= self.contrast_floor
+        return np.ones(len(self.candidates), dtype=bool)
+
     def _above(self, threshold: float) -> np.ndarray:
-        keep = self.candidates["score"].to_numpy() > threshold  # strict, as peak finding at a threshold
-        if self.contrast_floor > 0 and "relative_contrast" in self.candidates:
-            keep &= self.candidates["relative_contrast"].to_numpy() >= self.contrast_floor
-        return keep
+        # strict, as peak finding at a threshold
+        return (self.candidates["score"].to_numpy() > threshold) & self.passes_contrast_floor()
 
     def _stack_spots(self, threshold: float) -> pd.DataFrame:
         """One spot per 26-connected component of voxels above ``threshold`` (piscis's rule for stacks).

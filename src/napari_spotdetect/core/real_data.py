@@ -103,9 +103,7 @@ def model_candidates(model, images, augment: bool = False, contrast_floor: float
         if det.stack:
             out.append(StackCandidates(det))
         else:
-            c = det.candidates
-            if det.has_contrast and det.contrast_floor > 0:
-                c = c[c["relative_contrast"].to_numpy() >= det.contrast_floor]
+            c = det.candidates[det.passes_contrast_floor()]
             out.append((c[["y", "x"]].to_numpy(), c["score"].to_numpy()))
     return out
 

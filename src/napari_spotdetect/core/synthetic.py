@@ -269,11 +269,10 @@ def spots_in_texture(seed: int = 0, shape=(256, 256), n_bright: int = 25, n_dim:
     """(image, bright spot centres): bright, separated spots among many dim puncta (granular
     autofluorescence) that nobody would count, as in the crowd-annotated RCA images; for the contrast floor."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
     img = 300.0 + rng.normal(0, 4.0, shape)
     bright = rng.uniform(10, np.array(shape) - 10, (n_bright, 2))
     for cy, cx in bright:
-        img += rng.uniform(600, 1200) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 1.4**2))
+        _gauss(img, cy, cx, 1.4, rng.uniform(600, 1200))
     for cy, cx in rng.uniform(4, np.array(shape) - 4, (n_dim, 2)):
-        img += rng.uniform(25, 60) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 1.1**2))
+        _gauss(img, cy, cx, 1.1, rng.uniform(25, 60))
     return img.astype(np.float32), bright

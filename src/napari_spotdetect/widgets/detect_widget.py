@@ -687,9 +687,7 @@ class DetectWidget(Container):
         """The model's own threshold and contrast floor."""
         if self._last_model is not None:
             if self._floor.enabled:
-                with self._floor.changed.blocked():
-                    self._floor.value = self._last_model.default_contrast_floor
-                self._on_floor(self._floor.value)
+                self._floor.value = self._last_model.default_contrast_floor  # its signal re-filters
             self._threshold.value = self._last_model.default_threshold
             self.apply_threshold()
 
