@@ -43,7 +43,7 @@ def detection_steps(image, model_source, *, axes: str, device=None, tile_size=No
             model_cache.clear()  # keep one model in memory, not every model ever used
             model_cache[key] = model
     used = model
-    if percentiles is not None and getattr(model, "adjustment", None) == "percentile":
+    if percentiles is not None and "percentiles" in model.normalization():  # a percentile-normalised model
         used = model.with_percentiles(*percentiles)
     dets = yield from detect_iter(image, used, threshold, axes=axes, tile_size=tile_size,
                                   keep_maps=keep_maps, device=device, augment=augment,
