@@ -196,7 +196,7 @@ def pairs_from_layers(image_layer, points_layer, load: bool = True) -> list:
     """[(2-D plane, (N, 2) y/x in the image's pixels)] from two layers, honouring their scale and translate.
 
     A 2-D image gives one pair; a z-stack or time series gives one pair per plane that has points
-    (:func:`core.train.planes_with_spots`). ``load=False`` only checks (no pixel copy), for the validation
+    (:func:`core.examples.planes_with_spots`). ``load=False`` only checks (no pixel copy), for the validation
     that runs on every layer change.
     """
     if image_layer is None or points_layer is None:
