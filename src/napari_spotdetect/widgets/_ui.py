@@ -5,6 +5,40 @@ from qtpy.QtCore import QEvent, QObject
 ERROR_STYLE = "color: #e0a040;"
 
 
+class CloseWatcher(QObject):
+    """Calls ``on_close`` when the watched widget loses its parent: napari's way of closing a dock widget
+    (its x takes the widget out of the dock, which is deleted later)."""
+
+    def __init__(self, on_close):
+        super().__init__()
+        self._on_close = on_close
+
+    def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
+            self._on_close()
+        return False
+
+
+def when_closed(native, on_close) -> CloseWatcher:
+    """Call ``on_close(*_)`` when the Qt widget ``native`` leaves its dock or is deleted; keep the result alive.
+
+    ``on_close`` should be a bound method: PyQt crashed collecting a lambda connected to ``destroyed``.
+    """
+    watcher = CloseWatcher(on_close)
+    native.installEventFilter(watcher)
+    native.destroyed.connect(on_close)
+    return watcher
+
+
+def disconnect_all(*pairs) -> None:
+    """``emitter.disconnect(handler)`` for each pair, ignoring those already gone (closing a panel twice)."""
+    for emitter, handler in pairs:
+        try:
+            emitter.disconnect(handler)
+        except (TypeError, RuntimeError, ValueError):
+            pass
+
+
 def show_status(label, text: str, error: bool = False) -> None:
     """Put ``text`` in a magicgui Label, amber when it describes a problem the user must fix."""
     label.value = text

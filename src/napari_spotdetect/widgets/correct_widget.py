@@ -27,7 +27,7 @@ from ..core.errors import SpotDetectError
 from ..core.spots_io import provenance_path
 from . import layers as L
 from . import shortcuts as S
-from ._ui import make_scrollable, show_status
+from ._ui import disconnect_all, make_scrollable, show_status, when_closed
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,26 @@ class CorrectWidget(Container):
         viewer.layers.events.removed.connect(self._on_layer_removed)
         for name, method in _ACTION_METHODS.items():  # listed in napari's Preferences > Shortcuts
             S.connect(viewer, name, getattr(self, method))
+        self._closed = False
+        self._close_watcher = when_closed(self.native, self.close_panel)
         self.attach(self._points.value)
+
+    def close_panel(self, *_) -> None:
+        """The panel closed: save a pending edit, let go of the layer's keys and mouse, and of the viewer's."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.detach()
+        except RuntimeError:  # Qt parts already deleted at exit
+            pass
+        disconnect_all((self._viewer.layers.events.removed, self._on_layer_removed))
+        for name, method in _ACTION_METHODS.items():
+            S.disconnect(self._viewer, name, getattr(self, method))
+        try:
+            self._review_timer.stop()
+        except RuntimeError:
+            pass
 
     # -- attaching to a layer -----------------------------------------------------------------------------
     def attach(self, layer) -> None:

@@ -27,7 +27,7 @@ from magicgui.widgets import (
     create_widget,
 )
 from napari.utils.notifications import show_error, show_warning
-from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QSizePolicy
 
 from .. import layer_keys as K
@@ -38,7 +38,7 @@ from ..core.models.piscis import PERCENTILES
 from ..core.models.zoo import bundled_path
 from ..core.speed import SPEEDS, check_speed
 from . import layers as L
-from ._ui import make_scrollable, show_status
+from ._ui import disconnect_all, make_scrollable, show_status, when_closed
 from .model_registry import registry_for
 from .settings import load_settings, save_settings
 from .workers import abandon_worker, detection_steps, start_worker
@@ -178,9 +178,7 @@ class DetectWidget(Container):
         viewer.layers.events.removed.connect(self._on_layer_removed)
         viewer.layers.selection.events.active.connect(self._on_active_layer)
         self._closed = False
-        self._close_watcher = _CloseWatcher(self.close_panel)
-        self.native.installEventFilter(self._close_watcher)
-        self.native.destroyed.connect(self.close_panel)
+        self._close_watcher = when_closed(self.native, self.close_panel)
         self._on_image_changed()
 
     def close_panel(self, *_):
@@ -195,14 +193,10 @@ class DetectWidget(Container):
             self._cancelled = True
             abandon_worker(self._worker)
             self._worker = None
-        for emitter, handler in ((self._models.added, self._on_session_model),
-                                 (self._models.use_requested, self.use_session_model),
-                                 (self._viewer.layers.events.removed, self._on_layer_removed),
-                                 (self._viewer.layers.selection.events.active, self._on_active_layer)):
-            try:
-                emitter.disconnect(handler)
-            except (TypeError, RuntimeError, ValueError):
-                pass
+        disconnect_all((self._models.added, self._on_session_model),
+                       (self._models.use_requested, self.use_session_model),
+                       (self._viewer.layers.events.removed, self._on_layer_removed),
+                       (self._viewer.layers.selection.events.active, self._on_active_layer))
         try:
             self._timer.stop()
         except RuntimeError:
@@ -720,19 +714,6 @@ class DetectWidget(Container):
         layer = event.value
         if layer is not None and not L.same_layer(layer, self._target) and DETS_KEY in getattr(layer, "metadata", {}):
             self._set_target(layer)
-
-
-class _CloseWatcher(QObject):
-    """Calls ``on_close`` when the watched widget loses its parent: napari's way of closing a dock widget."""
-
-    def __init__(self, on_close):
-        super().__init__()
-        self._on_close = on_close
-
-    def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
-        if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
-            self._on_close()
-        return False
 
 
 def _temporary_map_store() -> str:

@@ -22,7 +22,7 @@ from .. import layer_keys as K
 from ..core import annotations as A
 from ..core.spots_io import IMAGE_SUFFIXES, atomic_write_text, read_image
 from . import shortcuts as S
-from ._ui import make_scrollable, show_status
+from ._ui import disconnect_all, make_scrollable, show_status
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,21 @@ class FolderWidget(Container):
         self._done.changed.connect(lambda *_: self.mark_done_and_next())
         self._train.changed.connect(lambda *_: self.train_on_done())
         viewer.layers.events.inserted.connect(self._on_inserted)
-        viewer.bind_key(DONE_KEY, lambda _v: self.mark_done_and_next(), overwrite=True)
+        self._done_binding = lambda _v: self.mark_done_and_next()
+        viewer.bind_key(DONE_KEY, self._done_binding, overwrite=True)
         S.connect(viewer, "napari-spotdetect:done_and_next_image", self.mark_done_and_next)  # napari lists it
+
+    def close_panel(self, *_) -> None:
+        """The dock closed: Ctrl+Enter and new layers no longer reach this panel (its layers stay open, and a
+        folder panel opened later on the same folder takes them over)."""
+        self._pending = None
+        disconnect_all((self._viewer.layers.events.inserted, self._on_inserted))
+        from napari.utils.key_bindings import coerce_keybinding
+
+        key = coerce_keybinding(DONE_KEY)
+        if self._viewer.keymap.get(key) is self._done_binding:
+            self._viewer.keymap.pop(key)
+        S.disconnect(self._viewer, "napari-spotdetect:done_and_next_image", self.mark_done_and_next)
 
     # -- the folder -------------------------------------------------------------------------------------------
     @property
@@ -160,18 +173,25 @@ class FolderWidget(Container):
         self._close_current()
         path = self.images[index]
         self.current = index
-        try:
-            data = np.squeeze(read_image(path))
-        except Exception as err:  # noqa: BLE001 - any unreadable file: say which, and move on
-            self._set_status(f"Cannot read {path.name}: {err}. Fix: convert it to TIFF, or remove it.", True)
-            return None
-        image = self._viewer.add_image(data, name=path.stem, colormap="gray", metadata={K.IMAGE_FILE: str(path)})
+        image, truth = self._already_open(path)
+        if image is None:
+            try:
+                data = np.squeeze(read_image(path))
+            except Exception as err:  # noqa: BLE001 - any unreadable file: say which, and move on
+                self._set_status(f"Cannot read {path.name}: {err}. Fix: convert it to TIFF, or remove it.", True)
+                return None
+            image = self._viewer.add_image(data, name=path.stem, colormap="gray",
+                                           metadata={K.IMAGE_FILE: str(path)})
         self._detect._image.value = image
         self._correct._image.value = image
         with self._correct._folder.changed.blocked():
             self._correct._folder.value = path.parent  # annotations beside the image
         annotation = path.with_suffix(".csv")
-        if annotation.exists():
+        if truth is not None:
+            self._correct._points.value = truth
+            self._set_status(f"{path.name} was still open with its ground truth ({len(truth.data)} spots): "
+                             "go on correcting it.")
+        elif annotation.exists():
             self._resume(image, annotation)
         elif self._auto.value:
             self._pending = image
@@ -184,6 +204,21 @@ class FolderWidget(Container):
             self._set_status(f"Opened {path.name}. Detect, then 'Start ground truth' in the Correct tab.")
         self._refresh_list()
         return image
+
+    def _already_open(self, path: Path):
+        """(image layer, ground-truth layer or None) of ``path`` when a closed folder panel left them open,
+        else (None, None). They become this panel's layers again: never a second copy, nor a second layer
+        saving into the same annotation."""
+        images = [lay for lay in self._viewer.layers if lay.metadata.get(K.IMAGE_FILE) == str(path)]
+        if not images:
+            return None, None
+        image = images[-1]
+        mine = [lay for lay in self._viewer.layers if lay is image
+                or (lay.metadata.get(K.PROVENANCE) or {}).get("image_layer") == image.name
+                or (lay.metadata.get(K.TRUTH) or {}).get("image") == image.name]
+        self._layers = [lay for lay in mine if lay not in self._layers] + self._layers
+        truths = [lay for lay in mine if K.is_truth(lay)]
+        return image, (truths[-1] if truths else None)
 
     def _resume(self, image, annotation: Path) -> None:
         """Open the annotation saved beside the image as its ground truth, to go on correcting it."""

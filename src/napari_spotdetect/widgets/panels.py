@@ -10,6 +10,7 @@ from __future__ import annotations
 import napari
 from qtpy.QtWidgets import QTabWidget, QVBoxLayout, QWidget
 
+from ._ui import when_closed
 from .correct_widget import CorrectWidget
 from .detect_widget import DetectWidget
 from .finetune_widget import FinetuneWidget
@@ -39,6 +40,23 @@ class SpotDetectPanels(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.tabs)
+        self._close_watcher = when_closed(self, self.close_panels)
+        self._closed = False
+
+    def close_panels(self, *_) -> None:
+        """The dock's x: every tab stops its work and lets go of the viewer (keys, layer events, workers).
+
+        napari only takes this widget out of its dock; the panels inside would otherwise go on running.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.folder.close_panel()
+        for panel in self.panels.values():
+            if hasattr(panel, "close_panel"):
+                panel.close_panel()
+            elif getattr(panel, "running", False):  # fine-tuning: stop as its Stop button does
+                panel.stop()
 
     def reset_choices(self, *_) -> None:
         """napari calls this on docked widgets when layers change: pass it on, so every panel's layer lists

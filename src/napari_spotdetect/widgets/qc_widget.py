@@ -18,7 +18,7 @@ from .. import layer_keys as K
 from ..core import annotations as A
 from ..core.errors import SpotDetectError
 from . import layers as L
-from ._ui import make_scrollable
+from ._ui import disconnect_all, make_scrollable, when_closed
 
 TRUTH_KEY = K.TRUTH  # kept for callers of the old names; the keys live in layer_keys
 FN_KEY = K.QC_MISSED
@@ -101,9 +101,19 @@ class QCWidget(Container):
         self._again.setInterval(300)
         self._again.timeout.connect(self._recompare)
         viewer.layers.events.removed.connect(self._on_layer_removed)
+        self._close_watcher = when_closed(self.native, self.close_panel)
         pairs = auto_pairs(viewer.layers)
         if pairs:
             self._pred.value, self._truth.value = pairs[0]
+
+    def close_panel(self, *_) -> None:
+        """The panel closed: stop following the compared layers and the viewer."""
+        try:
+            self._again.stop()
+        except RuntimeError:
+            pass
+        self._unfollow()
+        disconnect_all((self._viewer.layers.events.removed, self._on_layer_removed))
 
     # -- public API (scripts, notebooks, tests) ----------------------------------------------------------
     def set_layers(self, predictions, truth, *, radius: float | None = None, all_images: bool | None = None) -> None:

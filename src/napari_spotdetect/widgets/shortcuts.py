@@ -70,6 +70,15 @@ def connect(viewer, name: str, fn) -> None:
     _table(viewer, create=True)[name] = ref
 
 
+def disconnect(viewer, name: str, fn) -> None:
+    """Undo :func:`connect` for a panel that closes: the key then does nothing in ``viewer`` (unless another
+    panel connected its own handler since)."""
+    table = _table(viewer)
+    ref = table.get(name)
+    if ref is not None and ref() in (fn, None):
+        del table[name]
+
+
 def _table(viewer, create: bool = False) -> dict:
     table = _callbacks.get(viewer, create)
     return {} if table is None else table
