@@ -39,6 +39,7 @@ from ..core.models.zoo import bundled_path
 from ..core.speed import SPEEDS, check_speed
 from . import layers as L
 from ._ui import disconnect_all, make_scrollable, show_status, when_closed
+from .measured import UNMEASURED, carry_measurements
 from .model_registry import registry_for
 from .settings import load_settings, save_settings
 from .workers import abandon_worker, detection_steps, start_worker
@@ -659,6 +660,7 @@ class DetectWidget(Container):
             self._set_status(str(err), error=True)
             return len(layer.data)
         coords, features = L.points_from_spots(spots, layer.metadata[META_KEY]["layer_axes"])
+        features, unmeasured = carry_measurements(layer, coords, features)  # fits and cells stay with their spots
         t0 = time.perf_counter()
         try:
             L.replace_points(layer, coords, features)
@@ -671,7 +673,10 @@ class DetectWidget(Container):
         layer.metadata[META_KEY]["threshold"] = float(t)
         if dets.has_contrast:
             layer.metadata[META_KEY]["contrast_floor"] = dets.contrast_floor
-        self._count.value = f"{len(coords):,} in '{_short(layer.name)}'"
+        if unmeasured or UNMEASURED in layer.metadata[META_KEY]:
+            layer.metadata[META_KEY][UNMEASURED] = unmeasured
+        self._count.value = f"{len(coords):,} in '{_short(layer.name)}'" + (
+            f" ({unmeasured:,} not measured yet)" if unmeasured else "")
         self._count.tooltip = layer.name
         if not self.running and self._status.value.startswith("Done:"):
             self._set_status(self._summary())  # the summary follows the sliders, never an old count

@@ -67,11 +67,17 @@ class LayerFilters:
     def _prov(layer) -> dict:
         return layer.metadata.setdefault(META_KEY, {})
 
+    @classmethod
+    def _settings(cls, layer) -> tuple:
+        """What makes the Detect panel hand the layer a new full set of spots."""
+        prov = cls._prov(layer)
+        return prov.get("threshold"), prov.get("contrast_floor")
+
     def snapshot(self, layer) -> None:
         self.data = np.array(layer.data, copy=True)
         self.features = layer.features.reset_index(drop=True).copy()
         self.kept = np.arange(len(self.data))
-        self._threshold = self._prov(layer).get("threshold")
+        self._detection = self._settings(layer)
 
     def add_view(self, callback) -> None:
         self._views.append(weakref.WeakMethod(callback))
@@ -112,8 +118,8 @@ class LayerFilters:
         if layer is None or self._applying or pending is None:
             return
         shown = layer.features.reset_index(drop=True)
-        if pending == "data" and self._prov(layer).get("threshold") != self._threshold:
-            self.snapshot(layer)  # a new detection threshold: a new full set
+        if pending == "data" and self._settings(layer) != self._detection:
+            self.snapshot(layer)  # a new threshold or contrast floor: a new full set (measurements carried)
         elif pending == "data" or self.kept is None or len(self.kept) != len(shown):
             self._merge_edit(layer)
         else:
