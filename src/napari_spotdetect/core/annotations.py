@@ -25,11 +25,12 @@ QC_COLUMNS = ["image", "predictions", "truth", "radius", "n_pred", "n_true", "tp
               "precision", "recall", "f1", "f1_integral"]
 
 
-def snap_point(image: np.ndarray, point, axes: str, radius: float = 2.0) -> np.ndarray:
+def snap_point(image: np.ndarray, point, axes: str, radius: float = 2.0, avoid=None) -> np.ndarray:
     """Move ``point`` (image pixel coordinates, one per axis) onto the centre of the spot under it.
 
     Only y and x move: the plane is the one the point was placed in (other coordinates rounded), because
-    the user clicked in that plane. A point outside the image is returned unchanged.
+    the user clicked in that plane. A point outside the image is returned unchanged. ``avoid``: the other
+    points (same coordinates), so a click next to a marked spot finds the unmarked one it was meant for.
     """
     image = np.asarray(image)
     point = np.asarray(point, dtype=np.float64).copy()
@@ -51,7 +52,14 @@ def snap_point(image: np.ndarray, point, axes: str, radius: float = 2.0) -> np.n
         plane = plane.T
     if not (-0.5 <= point[iy] < plane.shape[0] - 0.5 and -0.5 <= point[ix] < plane.shape[1] - 0.5):
         return point
-    point[iy], point[ix] = snap_to_spot(plane, (point[iy], point[ix]), radius=radius)
+    near = None
+    if avoid is not None and len(avoid):
+        avoid = np.asarray(avoid, dtype=np.float64).reshape(-1, len(axes))
+        others = [i for i in range(len(axes)) if i not in (iy, ix)]
+        same = np.all(np.rint(avoid[:, others]) == np.rint(point[others]), axis=1) if others else \
+            np.ones(len(avoid), dtype=bool)
+        near = avoid[same][:, [iy, ix]]
+    point[iy], point[ix] = snap_to_spot(plane, (point[iy], point[ix]), radius=radius, avoid=near)
     return point
 
 

@@ -14,8 +14,64 @@ import numpy as np
 from scipy import ndimage
 
 
-def snap_to_spot(plane: np.ndarray, point, radius: float = 2.0, window: int = 2, sigma: float = 0.7) -> np.ndarray:
-    """Return the refined (y, x) of the spot nearest ``point`` in a 2-D ``plane``."""
+def snap_to_spot(plane: np.ndarray, point, radius: float = 2.0, window: int = 2, sigma: float = 0.7,
+                 avoid=None, taken: float = 1.5) -> np.ndarray:
+    """Return the refined (y, x) of the spot nearest ``point`` in a 2-D ``plane``.
+
+    ``avoid``: (y, x) of spots that already have a point. When the brightest spot near the click is one of
+    them (within ``taken`` px) and an unmarked local maximum lies nearer to the click, that one is the spot
+    meant: a dim spot next to a bright, marked one must not end up with no point while its neighbour gets two.
+    """
+    out = _snap(plane, point, radius, window, sigma)
+    avoid = np.asarray(avoid if avoid is not None else np.zeros((0, 2)), dtype=np.float64).reshape(-1, 2)
+    if not len(avoid):
+        return out
+    closest = np.hypot(*(avoid - out).T).min()
+    if closest < taken:  # landed on a marked spot: an unmarked peak nearer to the click wins
+        reach = float(np.hypot(out[0] - point[0], out[1] - point[1]))
+    elif closest < 2 * window + 2:  # a marked neighbour inside the centroid's window pulls it off centre
+        reach = radius + 1.0
+    else:
+        return out
+    other = _nearest_free_peak(plane, point, reach, avoid, taken)
+    return out if other is None else other
+
+
+def _nearest_free_peak(plane, point, reach: float, avoid, taken: float):
+    """The sub-pixel (y, x) of the local maximum nearest ``point``, closer than ``reach``, with no point of
+    ``avoid`` within ``taken`` px; or None.
+
+    On the raw pixels: smoothing turns a dim spot 4 px from a bright one into a mere shoulder of it.
+    """
+    plane = np.asarray(plane, dtype=np.float64)
+    h, w = plane.shape
+    y0, x0 = float(point[0]), float(point[1])
+    r = int(np.ceil(reach)) + 2
+    r0, r1 = max(0, int(round(y0)) - r), min(h, int(round(y0)) + r + 1)
+    c0, c1 = max(0, int(round(x0)) - r), min(w, int(round(x0)) + r + 1)
+    smooth = plane[r0:r1, c0:c1]
+    peak = (smooth == ndimage.maximum_filter(smooth, size=3)) & (smooth > np.median(smooth))
+    peak[[0, -1], :] = peak[:, [0, -1]] = False  # a border pixel is a slope cut off by the patch
+    ys, xs = np.nonzero(peak)
+    if not len(ys):
+        return None
+    gy, gx = ys + r0, xs + c0
+    dist = np.hypot(gy - y0, gx - x0)
+    free = np.hypot(gy[:, None] - avoid[:, 0], gx[:, None] - avoid[:, 1]).min(axis=1) >= taken
+    ok = free & (dist < reach)
+    if not ok.any():
+        return None
+    i = np.flatnonzero(ok)[np.argmin(dist[ok])]
+    py, px = ys[i], xs[i]
+
+    def vertex(a, b, c):  # a parabola through three samples: the offset of its top (within half a pixel)
+        d = a - 2 * b + c
+        return float(np.clip(0.5 * (a - c) / d, -0.5, 0.5)) if d < 0 else 0.0
+
+    return np.array([gy[i] + vertex(*smooth[py - 1:py + 2, px]), gx[i] + vertex(*smooth[py, px - 1:px + 2])])
+
+
+def _snap(plane: np.ndarray, point, radius: float, window: int, sigma: float) -> np.ndarray:
     plane = np.asarray(plane, dtype=np.float64)
     h, w = plane.shape
     y0, x0 = float(point[0]), float(point[1])

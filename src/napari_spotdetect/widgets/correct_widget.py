@@ -367,7 +367,8 @@ class CorrectWidget(Container):
                 if len(axes) != data.ndim:
                     axes = L.guess_layer_axes(data.ndim, image.axis_labels, image.rgb)
                 clicked = np.array(layer.data[rows], copy=True)
-                snapped = np.array([A.snap_point(data, p, axes) for p in pts[inside]])
+                marked = L.to_layer_coords(layer, image, np.delete(np.asarray(layer.data), rows, axis=0))
+                snapped = np.array([A.snap_point(data, p, axes, avoid=marked) for p in pts[inside]])
                 layer.data[rows] = L.to_layer_coords(image, layer, snapped)
                 others = np.delete(np.asarray(layer.data), rows, axis=0)
                 if len(others):
