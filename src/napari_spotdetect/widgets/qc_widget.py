@@ -106,6 +106,33 @@ class QCWidget(Container):
         if pairs:
             self._pred.value, self._truth.value = pairs[0]
 
+    def reset_choices(self, *_) -> None:
+        """napari calls this when layers come and go: keep the layer lists current and, when the boxes hold no
+        sensible pair (a panel opened before the layers shows the first Points layer in both), pick one."""
+        super().reset_choices()
+        self._choose_pair()
+
+    def _choose_pair(self) -> None:
+        pred, truth = self._pred.value, self._truth.value
+        pairs = auto_pairs(self._viewer.layers)
+        chosen_well = (pred is not None and truth is not None and not L.same_layer(pred, truth)
+                       and not K.is_qc(pred) and not K.is_qc(truth) and not K.is_truth(pred)
+                       and (K.is_truth(truth) or not pairs))
+        if chosen_well:
+            return
+        if pairs:
+            self._pred.value, self._truth.value = pairs[0]
+            return
+        points = [lay for lay in self._viewer.layers if isinstance(lay, napari.layers.Points) and not K.is_qc(lay)]
+        preds = [lay for lay in points if K.is_detection(lay)] or [lay for lay in points if not K.is_truth(lay)]
+        truths = [lay for lay in points if K.is_truth(lay)]
+        if preds:
+            self._pred.value = preds[-1]
+        if truths:
+            self._truth.value = truths[-1]
+        elif len(points) > 1 and self._pred.value is not None and L.same_layer(self._pred.value, self._truth.value):
+            self._truth.value = next(lay for lay in reversed(points) if not L.same_layer(lay, self._pred.value))
+
     def close_panel(self, *_) -> None:
         """The panel closed: stop following the compared layers and the viewer."""
         try:
