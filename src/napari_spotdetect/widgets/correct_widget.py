@@ -28,6 +28,7 @@ from ..core.spots_io import provenance_path
 from . import layers as L
 from . import shortcuts as S
 from ._ui import disconnect_all, make_scrollable, show_status, when_closed
+from .planes import visible_half_depth
 
 log = logging.getLogger(__name__)
 
@@ -428,12 +429,19 @@ class CorrectWidget(Container):
         disp = [d - (self._viewer.dims.ndim - layer.ndim) for d in dims]
         hidden = [d for d in range(layer.ndim) if d not in disp]
         data = np.asarray(layer.data)
-        same_plane = np.all(np.abs(data[:, hidden] - pos[hidden]) < 0.5, axis=1) if hidden else np.ones(len(data), bool)
+        size = np.broadcast_to(np.asarray(layer.size, dtype=float), (len(data),))
+        # a ring drawn on a neighbouring plane (z-stacks) is as deletable as one on its own plane: it shows
+        # shrinking with the distance, over the depth napari draws out-of-slice points
+        shrink = np.ones(len(data))
+        for d in hidden:
+            half = visible_half_depth(self._viewer, layer, d)
+            off = np.abs(data[:, d] - pos[d])
+            shrink = np.where(off < half, shrink * (1 - off / half if half > 0.5 else 1.0), 0.0)
+        radius = np.maximum(1.5, size / 2 * shrink)
         dist = np.linalg.norm(data[:, disp] - pos[disp], axis=1)
-        dist[~same_plane] = np.inf
+        dist[(shrink <= 0) | (dist > radius)] = np.inf
         i = int(np.argmin(dist))
-        radius = max(1.5, float(np.asarray(layer.size)[i]) / 2 if np.ndim(layer.size) else float(layer.size) / 2)
-        if not np.isfinite(dist[i]) or dist[i] > radius:
+        if not np.isfinite(dist[i]):
             self._set_status("No spot under the cursor to delete.", error=True)
             return False
         layer.selected_data = {i}

@@ -41,6 +41,7 @@ from . import layers as L
 from ._ui import disconnect_all, make_scrollable, show_status, when_closed
 from .measured import UNMEASURED, carry_measurements
 from .model_registry import registry_for
+from .planes import show_neighbour_planes
 from .settings import load_settings, save_settings
 from .workers import abandon_worker, detection_steps, start_worker
 
@@ -548,29 +549,9 @@ class DetectWidget(Container):
             self._viewer.layers.append(lay)
             shown.append(lay)
         if "z" in axes:
-            self._show_neighbour_planes(image_layer, axes)
+            show_neighbour_planes(self._viewer, image_layer, axes)
         self._viewer.layers.selection.active = shown[-1]
         self._set_target(shown[-1])
-
-    def _show_neighbour_planes(self, image_layer, axes: str, planes: float = 2.0) -> None:
-        """Draw a spot's ring, shrinking, on the ``planes`` planes above and below its own.
-
-        napari shows out-of-slice points only within the slice thickness; the image layer keeps its
-        projection mode 'none', so it still shows the one plane. A thickness the user chose is kept.
-        """
-        dims = self._viewer.dims
-        z = dims.ndim - len(axes) + axes.index("z")
-        if not 0 <= z < dims.ndim:
-            return
-        thickness = list(dims.thickness)
-        step = float(np.asarray(image_layer.scale)[axes.index("z")])
-        if thickness[z] <= step:
-            thickness[z] = 2 * planes * step
-            dims.thickness = tuple(thickness)
-        # napari's images project (mean) over the thickness by default: keep them on the one plane
-        for lay in [image_layer, *(lay for lay in self._viewer.layers if K.SCORE_MAP in lay.metadata)]:
-            if str(getattr(lay, "projection_mode", "none")) != "none":
-                lay.projection_mode = "none"
 
     def _build_layers(self, dets, model, image_layer, axes):
         from napari.layers import Image, Points
