@@ -30,7 +30,7 @@ def test_tabbed_dock_holds_the_folder_tab_and_the_four_panels_and_fits(make_napa
     viewer = make_napari_viewer()
     _dock, panels = viewer.window.add_plugin_dock_widget("napari-spotdetect", "All panels (tabs)")
     assert [panels.tabs.tabText(i) for i in range(panels.tabs.count())] == ["Folder", "Detect", "Correct", "Check",
-                                                                         "Fine-tune"]
+                                                                         "Fine-tune", "Measure", "Filter"]
     assert _fits(viewer) <= LAPTOP[1] - 40
     panels.show_tab("Fine-tune")
     assert panels.tabs.currentWidget() is panels.finetune.native
@@ -46,3 +46,19 @@ def test_layer_list_elides_long_names_in_the_middle(make_napari_viewer, qtbot):
     assert view.textElideMode() != Qt.TextElideMode.ElideMiddle
     viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
     qtbot.waitUntil(lambda: view.textElideMode() == Qt.TextElideMode.ElideMiddle, timeout=WAIT_MS)
+
+
+def test_measure_and_filter_scroll_beside_the_tabs_and_live_in_them(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _dock, panels = viewer.window.add_plugin_dock_widget("napari-spotdetect", "All panels (tabs)")
+    extra = [viewer.window.add_plugin_dock_widget("napari-spotdetect", name)[1]
+             for name in ("Measure and count spots", "Filter spots by feature")]
+    assert _fits(viewer) <= LAPTOP[1] - 40  # docked beside the tabs, the window still fits a laptop screen
+    for w in extra:
+        assert w.native.findChild(QScrollArea) is not None, type(w).__name__
+    panels.show_tab("Measure")
+    assert type(panels.tabs.currentWidget().findChild(QScrollArea).widget()).__name__ == "QWidget"
+    points = viewer.add_points([[1.0, 2.0]], name="spots", features={"score": [0.5]})
+    panels.show_tab("Filter")
+    panels.panels["Filter"].set_layer(points)
+    assert panels.panels["Filter"].feature_choices == ["score"]

@@ -27,7 +27,7 @@ from .. import layer_keys as K
 from ..core.errors import SpotDetectError
 from ..core.filters import filter_mask, histogram, make_filter, numeric_features
 from . import layers as L
-from ._ui import show_status
+from ._ui import make_scrollable, show_status
 
 META_KEY = K.PROVENANCE
 FULL_KEY = K.FILTERS
@@ -240,6 +240,7 @@ class FilterWidget(Container):
         buttons.margins = (0, 0, 0, 0)
         self.extend([form, cut, self._count, buttons, self._active_label])
         self.native.layout().insertWidget(1, self._hist)  # between the feature and its cut
+        make_scrollable(self)  # never taller than a laptop screen, alone or in the tabbed dock
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(30)  # one layer update per pause of the slider

@@ -24,7 +24,7 @@ from ..core.exports import write_cell_table, write_points_table, write_trackmate
 from ..core.measure import count_molecules, measure_spots_iter
 from ..core.units import pixel_size_from_scale
 from . import layers as L
-from ._ui import show_status
+from ._ui import make_scrollable, show_status
 from .workers import start_worker
 
 META_KEY = K.PROVENANCE
@@ -108,6 +108,7 @@ class MeasureWidget(Container):
         self._table.setMinimumHeight(140)
         self.native.layout().addWidget(self._table)
         self.extend([out_form, exports])
+        make_scrollable(self)  # never taller than a laptop screen, alone or in the tabbed dock
         self._fit.changed.connect(self.fit)
         self._count.changed.connect(self.count)
         self._export_cells.changed.connect(lambda *_: self.export("cells"))

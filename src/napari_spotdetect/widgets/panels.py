@@ -1,4 +1,4 @@
-"""All four panels in one tabbed dock: detect, correct, check, fine-tune, one at a time on a laptop screen.
+"""All panels in one tabbed dock: folder, detect, correct, check, fine-tune, measure, filter, one at a time.
 
 Opened separately, the panels stack in napari's dock area; on a 768 px screen that leaves each a slit
 (each scrolls, but it is cramped). The tabs keep one panel in view with the full height, and the folder
@@ -13,15 +13,18 @@ from qtpy.QtWidgets import QTabWidget, QVBoxLayout, QWidget
 from ._ui import when_closed
 from .correct_widget import CorrectWidget
 from .detect_widget import DetectWidget
+from .filter_widget import FilterWidget
 from .finetune_widget import FinetuneWidget
 from .folder_widget import FolderWidget, done_images
+from .measure_widget import MeasureWidget
 from .qc_widget import QCWidget
 
-TABS = (("Detect", DetectWidget), ("Correct", CorrectWidget), ("Check", QCWidget), ("Fine-tune", FinetuneWidget))
+TABS = (("Detect", DetectWidget), ("Correct", CorrectWidget), ("Check", QCWidget), ("Fine-tune", FinetuneWidget),
+        ("Measure", MeasureWidget), ("Filter", FilterWidget))
 
 
 class SpotDetectPanels(QWidget):
-    """Dock widget (npe2 command ``napari-spotdetect.panels``): the four panels as tabs."""
+    """Dock widget (npe2 command ``napari-spotdetect.panels``): the panels as tabs."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__()
