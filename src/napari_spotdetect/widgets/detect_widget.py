@@ -389,7 +389,7 @@ class DetectWidget(Container):
         if kind == "memory":
             return self._memory_model
         if kind in self._models.models:
-            return self._models.models[kind].model
+            return self._models.models[kind].source
         if kind == "default":
             return "default"
         return str(self._model_path.value)

@@ -23,6 +23,7 @@ from ..core import annotations as A
 from ..core.spots_io import IMAGE_SUFFIXES, atomic_write_text, read_image
 from . import shortcuts as S
 from ._ui import disconnect_all, make_scrollable, show_status
+from .model_registry import registry_for
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ class FolderWidget(Container):
         self._done.changed.connect(lambda *_: self.mark_done_and_next())
         self._train.changed.connect(lambda *_: self.train_on_done())
         viewer.layers.events.inserted.connect(self._on_inserted)
+        self._models = registry_for(viewer)
+        self._models.added.connect(self._remember_model)
         self._done_binding = lambda _v: self.mark_done_and_next()
         viewer.bind_key(DONE_KEY, self._done_binding, overwrite=True)
         S.connect(viewer, "napari-spotdetect:done_and_next_image", self.mark_done_and_next)  # napari lists it
@@ -114,7 +117,8 @@ class FolderWidget(Container):
         """The dock closed: Ctrl+Enter and new layers no longer reach this panel (its layers stay open, and a
         folder panel opened later on the same folder takes them over)."""
         self._pending = None
-        disconnect_all((self._viewer.layers.events.inserted, self._on_inserted))
+        disconnect_all((self._viewer.layers.events.inserted, self._on_inserted),
+                       (self._models.added, self._remember_model))
         from napari.utils.key_bindings import coerce_keybinding
 
         key = coerce_keybinding(DONE_KEY)
@@ -139,6 +143,7 @@ class FolderWidget(Container):
                 self._folder.value = folder
         self.images = folder_images(folder)
         self.state = load_state(folder)
+        self._offer_models()
         self.current = None
         self._refresh_list()
         if not self.images:
@@ -146,6 +151,27 @@ class FolderWidget(Container):
             return
         todo = [i for i, p in enumerate(self.images) if p.name not in self.state["done"]]
         self.open_image(todo[0] if todo else 0)
+
+    # -- models made for this folder ---------------------------------------------------------------------------
+    def _remember_model(self, entry) -> None:
+        """A model fine-tuned while this folder is open: the folder keeps its file, for the next session."""
+        if self.folder is None or entry.path is None or entry._model is None:
+            return
+        known = self.state.setdefault("models", [])
+        path = str(Path(entry.path).resolve())
+        if any(m.get("path") == path for m in known if isinstance(m, dict)):
+            return
+        val = (entry.card.get("validation") or {}) if isinstance(entry.card, dict) else {}
+        known.append({"path": path, "name": entry.model.info.name, "validation": {"f1": val.get("f1")},
+                      "at": _dt.datetime.now().isoformat(timespec="seconds")})
+        self._save_state()
+
+    def _offer_models(self) -> None:
+        """Offer the models made for this folder in earlier sessions (those whose file is still there)."""
+        for m in self.state.get("models") or []:
+            if isinstance(m, dict) and m.get("path") and Path(m["path"]).is_file():
+                self._models.restore(m["path"], str(m.get("name") or Path(m["path"]).stem),
+                                     {"validation": m.get("validation") or {}})
 
     def _refresh_list(self) -> None:
         self._images_list.clear()

@@ -21,17 +21,33 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SessionModel:
-    """A model trained in this session: the weights in memory and the file they were saved to."""
+    """A model trained in this session (weights in memory), or in an earlier one (read from ``path`` when
+    first used: a folder remembers the models made for it)."""
 
     key: str  # stable id used as a combo-box value
-    model: SpotModel
+    _model: SpotModel | None
     path: Path | None
     card: dict = field(default_factory=dict)
+    name: str = ""
+
+    @property
+    def model(self) -> SpotModel:
+        if self._model is None:
+            from ..core.models.zoo import load_model
+
+            self._model = load_model(str(self.path))
+        return self._model
+
+    @property
+    def source(self):
+        """What a detection loads: the model in memory, or its file (read in the worker, not the GUI thread)."""
+        return self._model if self._model is not None else str(self.path)
 
     @property
     def label(self) -> str:
         f1 = (self.card.get("validation") or {}).get("f1")
-        return f"Fine-tuned: {self.model.info.name}" + (f" (val. F1 {f1:.2f})" if f1 is not None else "")
+        name = self.name or self.model.info.name
+        return f"Fine-tuned: {name}" + (f" (val. F1 {f1:.2f})" if f1 is not None else "")
 
 
 class _Callbacks:
@@ -79,6 +95,17 @@ class ModelRegistry:
     def add(self, model: SpotModel, path=None) -> SessionModel:
         key = f"session:{len(self.models) + 1}"
         entry = SessionModel(key, model, Path(path) if path else None, dict(model.info.card or {}))
+        self.models[key] = entry
+        self.added.emit(entry)
+        return entry
+
+    def restore(self, path, name: str, card: dict | None = None) -> SessionModel | None:
+        """Offer a model file made in an earlier session (not read until used); None if it is offered already."""
+        path = Path(path)
+        if any(e.path is not None and e.path.resolve() == path.resolve() for e in self.models.values()):
+            return None
+        key = f"session:{len(self.models) + 1}"
+        entry = SessionModel(key, None, path, dict(card or {}), name)
         self.models[key] = entry
         self.added.emit(entry)
         return entry
