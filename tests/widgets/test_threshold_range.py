@@ -76,8 +76,11 @@ def test_contrast_floor_slider_drops_the_texture_live(detect_widget, run_and_wai
     widget.set_device("cpu")
     run_and_wait(widget, timeout=WAIT_MS)
     spots = next(lay for lay in viewer.layers if "spotdetect" in lay.metadata)
+    from napari_spotdetect.core.models.zoo import load_model
+
+    model = load_model("default", device="cpu")
     tuned = widget.contrast_floor
-    assert tuned == widget._last_model.default_contrast_floor  # the model's own floor to start with
+    assert tuned == model.default_contrast_floor  # the model's own floor to start with
     counts, precision = {}, {}
     for k in (0.0, 0.35, 0.8):
         widget.move_contrast_floor(k)
@@ -91,4 +94,4 @@ def test_contrast_floor_slider_drops_the_texture_live(detect_widget, run_and_wai
     assert widget.status.startswith(f"Done: {counts[0.8]} spots at threshold 0.05, contrast floor 0.80")
     widget.use_tuned_threshold()
     assert widget.contrast_floor == tuned
-    assert len(spots.data) == detect_count(img, widget._last_model)
+    assert len(spots.data) == detect_count(img, model)

@@ -94,6 +94,11 @@ class Detections:
     #: candidates below this fraction of their plane's elbow contrast are left out (0: none; planes only)
     contrast_floor: float = 0.0
     score_range: tuple = (0.0, float("inf"))  # the model's score scale, for checking thresholds
+    #: the model's own facts, kept with its spots: a viewer showing layers of several models offers each
+    #: layer its model's threshold range and tuned values, not those of the last model run
+    threshold_range: tuple = (0.0, 1.0)
+    default_threshold: float | None = None
+    default_contrast_floor: float = 0.0
     _image: object = None  # the (canonical) image, for the rare stack spot whose centroid voxel was not kept
     _outer_axes: str = ""
 
@@ -519,6 +524,9 @@ def _detections(run: _Run, frames: list) -> Detections:
         score_map=model.score_map, provenance=_provenance(run), maps=run.maps, candidates=candidates,
         stack=run.stack, contrast_floor=run.contrast_floor if run.can_contrast else 0.0, _outer_axes=run.outer_axes,
         score_range=(0.0, float(model.threshold_range[1])),
+        threshold_range=tuple(float(v) for v in model.threshold_range),
+        default_threshold=float(model.default_threshold),
+        default_contrast_floor=float(getattr(model, "default_contrast_floor", 0.0) or 0.0),
         # stack intensities index planes first: a channel axis fed to the network goes after z
         _image=(arr.transpose(_z_before_c(axes)) if run.feed_channels else arr) if run.stack else None,
     )

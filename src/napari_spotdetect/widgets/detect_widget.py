@@ -100,7 +100,6 @@ class DetectWidget(Container):
         self._cancelled = False
         self._error: str | None = None
         self._target = None  # the Points layer the threshold slider drives
-        self._last_model: SpotModel | None = None
 
         self._image = create_widget(annotation=napari.layers.Image, label="Image", options={"tooltip": _TIP["image"]})
         self._axes = LineEdit(label="Axes", tooltip=_TIP["axes"])
@@ -530,7 +529,6 @@ class DetectWidget(Container):
         image_layer, axes = context["layer"], context["axes"]
         if context.get("remember"):
             save_settings(SECTION, context["remember"])
-        self._last_model = model
         self._models.last_detection_model = model  # what the fine-tuning widget offers to start from
         new_layers = self._build_layers(dets, model, image_layer, axes)
         # every layer is built before any is added, so a failure above leaves the viewer untouched.
@@ -587,8 +585,7 @@ class DetectWidget(Container):
     def _set_target(self, layer) -> None:
         self._target = layer
         dets = layer.metadata[DETS_KEY]
-        model = self._last_model
-        lo, hi = model.threshold_range if model is not None else (dets.floor, max(1.0, dets.threshold))
+        lo, hi = dets.threshold_range  # the layer's own model, whichever model ran last
         lo = max(lo, dets.floor)
         with self._threshold.changed.blocked():
             self._threshold.min, self._threshold.max = lo, max(hi, dets.threshold)
@@ -597,7 +594,7 @@ class DetectWidget(Container):
         with self._floor.changed.blocked():
             self._floor.value = dets.contrast_floor
         self._floor.enabled = dets.has_contrast
-        self._tuned.enabled = model is not None
+        self._tuned.enabled = dets.default_threshold is not None
         self._count.value = f"{len(layer.data):,} in '{_short(layer.name)}'"
 
     def _on_slider(self, value: float) -> None:
@@ -664,11 +661,12 @@ class DetectWidget(Container):
         return len(coords)
 
     def use_tuned_threshold(self, *_):
-        """The model's own threshold and contrast floor."""
-        if self._last_model is not None:
+        """The threshold and contrast floor tuned for the model that made the layer the slider drives."""
+        dets = self._target.metadata.get(DETS_KEY) if self._target is not None else None
+        if dets is not None and dets.default_threshold is not None:
             if self._floor.enabled:
-                self._floor.value = self._last_model.default_contrast_floor  # its signal re-filters
-            self._threshold.value = self._last_model.default_threshold
+                self._floor.value = dets.default_contrast_floor  # its signal re-filters
+            self._threshold.value = dets.default_threshold
             self.apply_threshold()
 
     def restore_defaults(self, *_):
