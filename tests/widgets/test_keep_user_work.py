@@ -263,12 +263,15 @@ def test_correction_hides_the_score_map_and_draws_truth_and_hand_spots_apart(det
 def test_time_left_is_estimated_from_the_work_done():
     from napari_spotdetect.widgets.detect_widget import _Clock, format_seconds
 
-    clock = _Clock()
-    clock.t0 -= 30.0  # 30 s spent
+    now = [0.0]
+    clock = _Clock(now=lambda: now[0])
+    now[0] = 10.0  # loading the model and the first tile took 10 s: not the pace of the rest
     assert clock.left(1, 100) == ""  # too early to guess
-    assert clock.left(25, 100) == "about 1 min 30 s left"
+    now[0] = 34.0  # 24 more tiles in 24 s: 1 s a tile, 75 to go
+    assert clock.left(25, 100) == "about 1 min 15 s left"
     assert clock.left(100, 100) == ""
     assert format_seconds(7200 + 600) == "2 h 10 min"
+    assert format_seconds(299.6) == "5 min 00 s" and format_seconds(59.6) == "1 min 00 s"
 
 
 @pytest.mark.slow

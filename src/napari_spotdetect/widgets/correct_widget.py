@@ -49,8 +49,8 @@ _ACTION_METHODS = {
     "napari-spotdetect:previous_doubtful_spot": "previous_doubtful",
     "napari-spotdetect:toggle_snapping": "toggle_snap",
     "napari-spotdetect:delete_selected_spots": "delete_selected",
-    "napari-spotdetect:undo_correction": "undo",
-    "napari-spotdetect:redo_correction": "redo",
+    "napari-spotdetect:undo_correction": "undo_key",
+    "napari-spotdetect:redo_correction": "redo_key",
 }
 SHORTCUTS = {S.key_of(name): S.ACTIONS[name][1].split(": ", 1)[1] for name in _ACTION_METHODS}
 HELP = (
@@ -104,12 +104,16 @@ class CorrectWidget(Container):
         self._redo_btn = PushButton(text="Redo", enabled=False, tooltip="Redo (Ctrl+Shift+Z).")
         self._status = Label(value="")
         help_label = Label(value=HELP)
+        help_label.visible = False  # unfolded on demand: at 768 px it left the review list one row
+        self._help_btn = PushButton(text="Keys and help…", tooltip="Show or hide how to add, delete and move "
+                                    "spots, and every shortcut (also in Preferences > Shortcuts).")
+        self._help_btn.changed.connect(lambda *_: setattr(help_label, "visible", not help_label.visible))
         head = Label(value="<b>Check the least confident spots first</b> (click a row to go there)")
         self._review_state = Label(value="")
         form = Container(widgets=[self._points, self._image, self._folder], labels=True)
         buttons = Container(widgets=[self._undo_btn, self._redo_btn], layout="horizontal", labels=False)
-        self.extend([form, self._open_csv, self._snap, self._copy, self._truth, self._where, buttons, help_label,
-                     head])
+        self.extend([form, self._open_csv, self._snap, self._copy, self._truth, self._where, buttons, self._help_btn,
+                     help_label, head])
         for w in (form, buttons):
             w.margins = (0, 0, 0, 0)
         for lab in (help_label, head, self._where, self._status):
@@ -151,6 +155,19 @@ class CorrectWidget(Container):
         self._closed = False
         self._close_watcher = when_closed(self.native, self.close_panel)
         self.attach(self._points.value)
+
+    def reset_choices(self, *_) -> None:
+        """napari calls this when layers come and go. A panel opened before detecting shows the first Points
+        layer (the sample's "true spots"); once a detection arrives, that is what there is to correct, unless
+        the user has started on the layer shown."""
+        super().reset_choices()
+        current = self._points.value
+        if current is not None and (self._history.can_undo or any(
+                key in current.metadata for key in (K.PROVENANCE, K.TRUTH, K.SOURCE_FILE, K.EDITED))):
+            return
+        detections = [lay for lay in self._viewer.layers if K.is_detection(lay)]
+        if detections:
+            self._points.value = detections[-1]
 
     def close_panel(self, *_) -> None:
         """The panel closed: save a pending edit, let go of the layer's keys and mouse, and of the viewer's."""
@@ -649,6 +666,27 @@ class CorrectWidget(Container):
             self._last_error = msg
 
     # -- undo ---------------------------------------------------------------------------------------------
+    def undo_key(self) -> None:
+        """Ctrl+Z: undo here only while the corrected layer (or no layer) is selected; another layer's
+        Ctrl+Z must not silently change the ground truth."""
+        if self._key_acts_here("undo"):
+            self.undo()
+
+    def redo_key(self) -> None:
+        if self._key_acts_here("redo"):
+            self.redo()
+
+    def _key_acts_here(self, what: str) -> bool:
+        if self._layer is None:
+            return False
+        active = self._viewer.layers.selection.active
+        if active is None or L.same_layer(active, self._layer):
+            return True
+        self._set_status(f"The {what} key acts on '{self._layer.name}' only when it is selected (now: "
+                         f"'{active.name}'). Select it in the layer list, or use the {what.title()} button.",
+                         error=True)
+        return False
+
     def undo(self, *_):
         if self._layer is not None:
             self._restore(self._history.undo(self._snapshot()))

@@ -539,6 +539,9 @@ class DetectWidget(Container):
         shown = []
         for lay in new_layers:
             old = next((o for o in self._viewer.layers if o.name == lay.name and replaceable(o)), None)
+            kept = next((o for o in self._viewer.layers if o.name == lay.name and o.metadata.get(K.EDITED)), None)
+            if old is None and kept is not None:  # the user's edited copy stays: say so in its name, not " [1]"
+                kept.name = f"{lay.name} (edited)"
             if old is not None and update_in_place(old, lay):
                 shown.append(old)
                 continue
@@ -613,7 +616,10 @@ class DetectWidget(Container):
         if dets is None:
             return
         dets.set_contrast_floor(float(value))
-        self._on_slider(self._threshold.value)
+        if not dets.stack:  # the live count says what moved: the floor, not the threshold
+            n = dets.count(self._threshold.value)
+            self._count.value = f"{n:,} at contrast floor {float(value):.2f} (updating '{_short(layer.name)}'…)"
+        self._timer.start()
 
     @property
     def contrast_floor(self) -> float:
@@ -782,24 +788,33 @@ def replaceable(layer) -> bool:
 
 
 class _Clock:
-    """Time left from the work done so far: shown once a few percent are done (early guesses mislead)."""
+    """Time left from the pace of the work since the first finished step (loading the model and warming up
+    come before it and made early guesses about 45 % high); shown once a few percent are done."""
 
-    def __init__(self):
-        self.t0 = time.perf_counter()
+    def __init__(self, now=time.perf_counter):
+        self._now = now
+        self.t0 = now()
+        self._first: tuple[float, int] | None = None
 
     def left(self, done, total) -> str:
-        if not total or done <= 0 or done >= total or done / total < 0.05:
+        if not total or done <= 0 or done >= total:
             return ""
-        elapsed = time.perf_counter() - self.t0
-        if elapsed < 2.0:
+        t = self._now()
+        if self._first is None:
+            self._first = (t, done)
             return ""
-        return "about " + format_seconds(elapsed * (total - done) / done) + " left"
+        t1, d1 = self._first
+        if done <= d1 or done / total < 0.05 or t - t1 < 2.0:
+            return ""
+        return "about " + format_seconds((t - t1) * (total - done) / (done - d1)) + " left"
 
 
 def format_seconds(s: float) -> str:
-    s = max(0.0, float(s))
+    """"45 s", "4 min 05 s", "2 h 10 min": rounded once, so 299.6 s is "5 min 00 s", never "4 min 60 s"."""
+    s = int(round(max(0.0, float(s))))
     if s < 60:
-        return f"{int(round(s))} s"
+        return f"{s} s"
     if s < 3600:
-        return f"{int(s // 60)} min {int(round(s % 60)):02d} s"
-    return f"{int(s // 3600)} h {int(round(s % 3600 / 60)):02d} min"
+        return f"{s // 60} min {s % 60:02d} s"
+    m = int(round(s / 60))
+    return f"{m // 60} h {m % 60:02d} min"

@@ -77,8 +77,10 @@ class FolderWidget(Container):
         self._images_list = QListWidget()
         self._images_list.setMinimumHeight(120)
         self._images_list.itemDoubleClicked.connect(lambda item: self.open_image(self._images_list.row(item)))
-        self._prev = PushButton(text="◀ Previous")
-        self._open = PushButton(text="Open selected")
+        self._prev = PushButton(text="◀ Previous", tooltip="Open the image before this one (its annotation is "
+                                                            "saved first).")
+        self._open = PushButton(text="Open selected", tooltip="Open the image selected in the list (the current "
+                                                              "one's annotation is saved first).")
         self._done = PushButton(text="Done ✓ and next (Ctrl+Enter)",
                                 tooltip="The annotation is saved beside the image; mark it done and open the next "
                                         "image not done yet.")

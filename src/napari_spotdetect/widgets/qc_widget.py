@@ -75,7 +75,9 @@ class QCWidget(Container):
                                     f"<span style='color:{L.TRUTH_COLOUR}'>○ ground truth</span>"))
         self._legend.native.setWordWrap(True)
         self._out = FileEdit(label="Table file", mode="w", filter="*.csv", tooltip="Where to export the table.")
-        self._export = PushButton(text="Export table (CSV)", enabled=False)
+        self._export = PushButton(text="Export table (CSV)", enabled=False,
+                                  tooltip="Write the per-image table (F1, precision, recall, TP/FP/FN) to the "
+                                          "table file above.")
         form = Container(widgets=[self._pred, self._truth, self._radius], labels=True)
         form.margins = (0, 0, 0, 0)
         self.extend([form, self._all, self._run, self._summary, self._legend])
