@@ -128,9 +128,6 @@ def _no_modal_questions(monkeypatch):
         raise AssertionError(f"unexpected question to the user: {title}: {text}")
 
     monkeypatch.setattr(CorrectWidget, "confirm", staticmethod(unexpected))
-    import napari_spotdetect.widgets.correct_widget as cw
-
-    monkeypatch.setattr(cw, "SESSION_FILES", set())  # each test is a fresh napari session
 
 
 def pytest_collection_modifyitems(config, items):

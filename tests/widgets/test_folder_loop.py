@@ -92,10 +92,7 @@ def test_folder_loop_detect_correct_done_next_resume_and_train(make_napari_viewe
     assert loop.current == 2 and "2 of 3 images done" in loop.summary
 
     # a restart: the work resumes where it was; a done image opens with its annotation, not a new detection
-    viewer.close()
-    import napari_spotdetect.widgets.correct_widget as cw
-
-    cw.SESSION_FILES.clear()  # a new napari process remembers no file it wrote
+    viewer.close()  # a new viewer is a new session: it remembers no file the first one wrote
     viewer2, panels2 = _panels(make_napari_viewer, tiny_model)
     loop2 = panels2.folder
     loop2.set_folder(folder)

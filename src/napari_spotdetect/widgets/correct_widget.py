@@ -9,7 +9,6 @@ crash loses nothing. The review list puts the least confident predictions first.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import napari
@@ -24,10 +23,10 @@ from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QMessageBox, QTableWi
 from .. import layer_keys as K
 from ..core import annotations as A
 from ..core.errors import SpotDetectError
-from ..core.spots_io import provenance_path
 from . import layers as L
 from . import shortcuts as S
 from ._ui import disconnect_all, make_scrollable, show_status, when_closed
+from .annotation_files import files_for
 from .planes import visible_half_depth
 
 log = logging.getLogger(__name__)
@@ -36,8 +35,6 @@ REJECTED_KEY = K.REJECTED  # kept for callers of the old names; the keys live in
 TRUTH_KEY = K.TRUTH
 #: a snapped spot closer than this (pixels) to another spot has probably jumped onto that spot
 SNAP_MERGE_PX = 1.0
-#: annotation files written (created or knowingly overwritten) in this napari session: resolved paths
-SESSION_FILES: set[str] = set()
 #: feature column marking the spots a reviewer has looked at (N, Shift+N, a row click); saved with the spots
 REVIEWED = "reviewed"
 REVIEW_ROWS = 300  # the list shows this many of the least confident spots; more would not be reviewed
@@ -533,34 +530,19 @@ class CorrectWidget(Container):
                        f"overwrite it. Fix: correct '{other.name}', or close it before starting another.")
                 self._refuse(msg)
                 return False
-        if Path(resolved).exists() and resolved not in SESSION_FILES:
-            opened_from = meta.get(K.SOURCE_FILE)
-            mine = opened_from and str(Path(opened_from).resolve()) == resolved
-            if not mine and not self.confirm(
-                    "Replace an existing annotation?",
-                    f"{resolved} already exists and was not written in this session.\n\nReplace it? "
-                    "A copy is kept as .bak beside it."):
-                self._refuse(f"Kept {Path(resolved).name} as it was: nothing is saved from this layer. Fix: choose "
-                             "another folder under 'Save in', or open that file (Open spots CSV…) to go on "
-                             "correcting it.")
-                return False
-            self._backup(Path(resolved))
-        SESSION_FILES.add(resolved)
+        files = files_for(self._viewer)
+        if files.needs_consent(resolved, meta.get(K.SOURCE_FILE)) and not self.confirm(
+                "Replace an existing annotation?",
+                f"{resolved} already exists and was not written in this session.\n\nReplace it? "
+                "A copy is kept as .bak beside it."):
+            self._refuse(f"Kept {Path(resolved).name} as it was: nothing is saved from this layer. Fix: choose "
+                         "another folder under 'Save in', or open that file (Open spots CSV…) to go on "
+                         "correcting it.")
+            return False
+        files.claim(resolved)
         if layer is not None and K.TRUTH in layer.metadata:
             layer.metadata[K.TRUTH]["path"] = resolved
         return True
-
-    @staticmethod
-    def _backup(truth: Path) -> list[Path]:
-        """Copy the truth CSV, its rejected file and provenance to ``*.bak``: the version before this session's
-        first write (one backup per file, so a folder worked on over many sessions does not fill up)."""
-        out = []
-        for f in (truth, truth.with_name(truth.stem + ".rejected.csv"), provenance_path(truth)):
-            if f.exists():
-                bak = f.with_name(f.name + ".bak")
-                shutil.copy2(f, bak)
-                out.append(bak)
-        return out
 
     def _refuse(self, msg: str) -> None:
         self._set_status(msg, error=True)
