@@ -14,7 +14,6 @@ import napari
 import numpy as np
 import pandas as pd
 from magicgui.widgets import Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, create_widget
-from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from .. import layer_keys as K
@@ -24,8 +23,8 @@ from ..core.exports import write_cell_table, write_points_table, write_trackmate
 from ..core.measure import count_molecules, measure_spots_iter
 from ..core.units import pixel_size_from_scale
 from . import layers as L
-from ._ui import make_scrollable, show_status
-from .workers import start_worker
+from ._ui import make_scrollable, show_status, when_closed
+from .panel_worker import PanelWorker
 
 META_KEY = K.PROVENANCE
 _TABLE_SHOWN = 8  # columns of the per-cell table shown in the dock (all of them are exported)
@@ -64,7 +63,6 @@ class MeasureWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=False)
         self._viewer = viewer
-        self._worker = None
         self.cells: pd.DataFrame | None = None
         self._spots = create_widget(annotation=napari.layers.Points, label="Spots",
                                     options={"tooltip": "The detected (or corrected) spots to measure."})
@@ -109,6 +107,8 @@ class MeasureWidget(Container):
         self.native.layout().addWidget(self._table)
         self.extend([out_form, exports])
         make_scrollable(self)  # never taller than a laptop screen, alone or in the tabbed dock
+        self._job = PanelWorker(self._status, self._progress, [self._fit], what="Fitting")
+        self._close_watcher = when_closed(self.native, self._job.close)
         self._fit.changed.connect(self.fit)
         self._count.changed.connect(self.count)
         self._export_cells.changed.connect(lambda *_: self.export("cells"))
@@ -201,7 +201,7 @@ class MeasureWidget(Container):
 
     @property
     def running(self) -> bool:
-        return self._worker is not None
+        return self._job.running
 
     # -- fit ----------------------------------------------------------------------------------------------
     def fit(self, *_):
@@ -222,26 +222,7 @@ class MeasureWidget(Container):
             self._set_status(str(err), error=True)
             return None
         layer = self._spots.value
-        self._progress.visible = True
-        self._fit.enabled = False
-        self._set_status(f"Fitting {len(table):,} spots…")
-
-        def on_yield(p):
-            self._progress.max, self._progress.value = max(1, p.total), p.done
-
-        def on_error(err):
-            self._set_status(str(err), error=True)
-            if not isinstance(err, SpotDetectError):
-                show_error(f"Fitting failed: {err}")
-
-        def on_finish():
-            self._worker = None
-            self._progress.visible = False
-            self._fit.enabled = True
-
-        self._worker = start_worker(gen, on_yield=on_yield, on_return=lambda res: self._fitted(layer, res),
-                                    on_error=on_error, on_finish=on_finish)
-        return self._worker
+        return self._job.start(gen, lambda res: self._fitted(layer, res), f"Fitting {len(table):,} spots…")
 
     def _fitted(self, layer, table: pd.DataFrame):
         if len(layer.data) != len(table):
