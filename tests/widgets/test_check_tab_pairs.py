@@ -37,3 +37,18 @@ def test_check_panel_never_offers_one_layer_as_both(make_napari_viewer):
     assert pred is not None and truth is not None and pred is not truth
     qc._run.native.click()
     assert qc.rows and qc.rows[0]["n_pred"] + qc.rows[0]["n_true"] == 3
+
+
+def test_the_filter_tab_does_not_turn_the_samples_true_spots_into_a_detection(make_napari_viewer, tiny_model,
+                                                                            run_and_wait, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    _dock, panels = viewer.window.add_plugin_dock_widget("napari-spotdetect", "All panels (tabs)")
+    assert not K.is_detection(viewer.layers["true spots"])  # the Filter tab looked at it, nothing more
+    panels.detect.set_model(tiny_model)
+    run_and_wait(panels.detect)
+    [spots] = [lay for lay in viewer.layers if K.is_detection(lay)]
+    panels.correct.set_layer(spots)
+    panels.correct.set_folder(tmp_path)
+    truth = panels.correct.start_ground_truth()
+    np.testing.assert_allclose(truth.data, spots.data)  # the detections' copy, not the sample's truth

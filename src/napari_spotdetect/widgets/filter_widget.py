@@ -63,14 +63,19 @@ class LayerFilters:
             layer.metadata[FULL_KEY] = state
         return state
 
-    @staticmethod
-    def _prov(layer) -> dict:
-        return layer.metadata.setdefault(META_KEY, {})
+    def _prov(self, layer) -> dict:
+        """The layer's provenance, where the filters are recorded for saved tables. A layer without one gets
+        none: a provenance entry is what marks a detection layer, and filtering does not make one."""
+        prov = layer.metadata.get(META_KEY)
+        if isinstance(prov, dict):
+            return prov
+        if not isinstance(getattr(self, "_own_prov", None), dict):
+            self._own_prov = {}
+        return self._own_prov
 
-    @classmethod
-    def _settings(cls, layer) -> tuple:
+    def _settings(self, layer) -> tuple:
         """What makes the Detect panel hand the layer a new full set of spots."""
-        prov = cls._prov(layer)
+        prov = self._prov(layer)
         return prov.get("threshold"), prov.get("contrast_floor")
 
     def snapshot(self, layer) -> None:
