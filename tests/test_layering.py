@@ -68,6 +68,9 @@ def test_the_public_names_still_load_on_first_use():
         assert getattr(core, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         _ = sd.nothing_here
+    # an old flat module name is an error, never something else (``from __future__ import annotations`` would be)
+    with pytest.raises(ImportError):
+        from napari_spotdetect.core import annotations  # noqa: F401
 
 
 # ---------------------------------------------------------------------------------------------------------

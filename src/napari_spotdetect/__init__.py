@@ -7,8 +7,6 @@ The names are loaded on first use (PEP 562), so importing the package, its napar
 manifest or ``spotdetect --help`` does not import torch.
 """
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 #: the one place the version is written: pyproject.toml reads it (``[tool.setuptools.dynamic]``)

@@ -15,8 +15,6 @@ peers; ``tests/test_layering.py`` holds the order):
 The public names below are loaded on first use (PEP 562): importing ``core.io`` for a CSV does not load torch.
 """
 
-from __future__ import annotations
-
 import importlib
 from typing import TYPE_CHECKING
 
