@@ -28,18 +28,17 @@ def cmd_predict(args) -> int:
                               "use --dask-scheduler to join a running cluster, or --workers N to start one here.")
     if args.workers is not None and args.workers < 1:
         raise SpotDetectError(f"--workers {args.workers} is not a number of workers.", "use --workers 1 or more.")
-    options = PredictOptions(model=str(args.model), device=args.device, variant=args.variant,
-                             threshold=args.threshold, axes=args.axes,
-                             tile_size=tuple(args.tile_size) if args.tile_size else None,
-                             batch_size=args.batch_size, min_distance=args.min_distance, augment=args.augment,
-                             speed=args.speed, contrast_floor=args.contrast_floor, post=biology_post(args))
     from . import load_model
-    from .core.detection.detect import check_settings
+    from .core.detection.options import DetectOptions
 
     # settings are the same for every image: a bad one stops the run before any work (exit 2)
+    detection = DetectOptions(threshold=args.threshold, axes=args.axes, tile_size=args.tile_size or None,
+                              batch_size=args.batch_size, min_distance=args.min_distance, augment=args.augment,
+                              speed=args.speed, contrast_floor=args.contrast_floor)
+    options = PredictOptions(model=str(args.model), device=args.device, variant=args.variant, detection=detection,
+                             post=biology_post(args))
     model = load_model(args.model, device=args.device, variant=args.variant)
-    check_settings(model, args.threshold, axes=args.axes, tile_size=options.tile_size, batch_size=args.batch_size,
-                   min_distance=args.min_distance, speed=args.speed, contrast_floor=args.contrast_floor)
+    detection.check_for(model)
     client = cluster = None
     if args.dask_scheduler or args.workers:
         model = None  # each worker loads its own

@@ -21,10 +21,10 @@ from ..errors import SpotDetectError
 from ..io.image_sources import image_name, opened_image
 from ..io.spots_io import atomic_write_text, provenance_path, write_spots_csv
 from ..io.units import pixel_size_um
+from .options import DetectOptions
 
 #: the summary table written beside the spot tables
 SUMMARY_NAME = "predict_summary.csv"
-_LOCAL_MODELS: dict = {}
 
 
 @dataclass(frozen=True)
@@ -34,16 +34,8 @@ class PredictOptions:
     model: str = "default"
     device: str | None = None
     variant: str | None = None
-    threshold: float | None = None
-    axes: str | None = None
-    tile_size: tuple | None = None
-    batch_size: int | None = None
-    min_distance: int = 1
-    augment: bool = False
-    #: ``"exact"`` (piscis's tiles, float32) or ``"fast"`` (see :mod:`napari_spotdetect.core.detection.speed`)
-    speed: str = "exact"
-    #: drop spots dimmer than this fraction of their plane's elbow contrast (None: the model's own; 0: none)
-    contrast_floor: float | None = None
+    #: the detection settings, checked when they were made (the image's own axes fill in ``axes`` when None)
+    detection: DetectOptions = DetectOptions()
     #: after detection, ``post(path, image, spots, axes, pixel_size_um) -> (spots, provenance note)`` (a picklable
     #: callable: the CLI's fits, cell counts and exports), or None
     post: object = None
@@ -78,10 +70,8 @@ def predict_image(path, model, options: PredictOptions, out_dir, progress=None) 
     path = Path(path)
     note: dict = {}
     with _read_errors_explained(path), opened_image(path, with_info=True) as (image, info):
-        det = detect(image, model, options.threshold, axes=options.axes or info.axes, tile_size=options.tile_size,
-                     batch_size=options.batch_size, min_distance=options.min_distance, keep_maps=False,
-                     progress=progress, augment=options.augment, speed=options.speed,
-                     contrast_floor=options.contrast_floor)
+        det = detect(image, model, options.detection, axes=options.detection.axes or info.axes, keep_maps=False,
+                     progress=progress)
         spots = det.spots.drop(columns=["model"])
         if info.pixel_size:
             note["pixel_size"] = {**info.pixel_size, "unit": info.unit}
@@ -93,7 +83,7 @@ def predict_image(path, model, options: PredictOptions, out_dir, progress=None) 
             **note}
     csv = write_spots_csv(spots, output_csv(path, out_dir), provenance=prov)
     return {"image": str(path), "spots": len(spots), "seconds": round(seconds, 3), "status": "done",
-            "error": "", "csv": str(csv), "axes_from_file": info.axes if not options.axes else None}
+            "error": "", "csv": str(csv), "axes_from_file": info.axes if not options.detection.axes else None}
 
 
 @contextlib.contextmanager
@@ -127,7 +117,8 @@ def skipped_row(path, out_dir) -> dict:
 
 
 def worker_model(options: PredictOptions):
-    """The model for ``options`` on this Dask worker (or this process), loaded on first use only."""
+    """The model ``options`` names: on a Dask worker, loaded on the worker's first task and kept by the worker
+    (one model per worker); elsewhere loaded now, for the caller to keep (``run_batch`` loads it once)."""
     from ..models.zoo import load_model
 
     try:
@@ -135,7 +126,7 @@ def worker_model(options: PredictOptions):
 
         cache = get_worker().__dict__.setdefault("_spotdetect_models", {})
     except (ImportError, ValueError):  # not on a worker
-        cache = _LOCAL_MODELS
+        return load_model(options.model, device=options.device, variant=options.variant)
     key = (options.model, options.device, options.variant)
     if key not in cache:
         cache.clear()  # one model per worker

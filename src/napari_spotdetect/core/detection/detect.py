@@ -40,11 +40,12 @@ import torch
 
 from ..common.device import default_batch_size, free_cached_memory, is_out_of_memory
 from ..common.steps import run_steps
-from ..common.validate import check_contrast_floor, check_finite, check_image, check_positive_int, check_threshold
+from ..common.validate import check_contrast_floor, check_finite, check_image, check_threshold
 from ..errors import SpotDetectError
 from ..models.base import SpotModel
 from .contrast import contrast_features, elbow
-from .speed import FAST_BATCH_PIXELS, FAST_TILE_FACTOR, SpeedSettings, check_speed, speed_settings
+from .options import IN_MEMORY_MAPS, OPTION_NAMES, DetectOptions, check_tile, resolve
+from .speed import FAST_BATCH_PIXELS, FAST_TILE_FACTOR, SpeedSettings, speed_settings
 from .tiling import extract_tile, plan_tiles, plan_tiles_even
 
 
@@ -305,51 +306,57 @@ class _Run:
         return tuple(self.arr.shape[-2:])
 
 
-def _prepare_run(image, model, threshold, *, axes, tile_size, overlap, batch_size, min_distance, keep_maps,
-                 device, augment, speed, contrast_floor=None, contrast=None) -> _Run:
-    """Check the inputs and decide the tile plan, batch, precision and channel routing."""
-    from ..io.image_sources import as_lazy, is_lazy
+def _prepare_run(image, model, opts: DetectOptions) -> _Run:
+    """Check the inputs against the model and decide the tile plan, batch, precision and channel routing."""
+    from ..io.image_sources import as_lazy
     from ..models.zoo import load_model
 
-    model = load_model(model, device=device)
-    settings = speed_settings(speed, model.device)
-    lazy = image is not None and hasattr(image, "shape") and hasattr(image, "dtype") and is_lazy(image) \
-        and not type(image).__module__.startswith("torch")
-    arr, axes = check_image(as_lazy(image) if lazy else image, axes)
-    threshold = check_threshold(model.default_threshold if threshold is None else threshold, model.threshold_range)
-    min_distance = check_positive_int(min_distance, "min_distance")
-    contrast_floor = check_contrast_floor(model.default_contrast_floor if contrast_floor is None else contrast_floor)
-    if contrast is False and contrast_floor > 0:
-        raise SpotDetectError(f"contrast=False with a contrast floor of {contrast_floor:g}: the floor needs the "
-                              "contrast features.", "pass contrast_floor=0, or leave contrast at its default.")
-    tile = _check_tile(tile_size or model.tile_size, model)
-    batch = check_positive_int(batch_size, "batch_size") if batch_size is not None else None
+    model = _with_percentiles(load_model(model, device=opts.device), opts.percentiles)
+    settings = speed_settings(opts.speed, model.device)
+    lazy = _is_lazy(image)
+    arr, axes = check_image(as_lazy(image) if lazy else image, opts.axes)
+    threshold = opts.threshold_for(model)
+    contrast_floor = opts.contrast_floor_for(model)
+    tile = check_tile(opts.tile_size or model.tile_size, model)
     feed_channels = _check_channels(model, arr, axes)
     stack = "z" in axes
     outer_axes = "".join(a for a in axes if a in "tc" and not (a == "c" and feed_channels))
     outer_shape = tuple(arr.shape[axes.index(a)] for a in outer_axes)
     h, w = arr.shape[-2:]
     nz = arr.shape[axes.index("z")] if stack else 1
-    overlap = model.tile_overlap if overlap is None else float(overlap)
-    if not 0.0 <= overlap < 0.5:
-        raise SpotDetectError(f"Tile overlap {overlap} is out of range.", "use a fraction between 0 and 0.5.")
+    overlap = opts.overlap_for(model)
     map_shape = outer_shape + ((nz,) if stack else ()) + (h, w)
     # maps kept in memory are checked against RAM (a zarr store may be larger)
-    if keep_maps is True or (isinstance(keep_maps, str) and keep_maps in ("float32", "float16")):
+    if any(opts.keep_maps is k or (isinstance(k, str) and opts.keep_maps == k) for k in IN_MEMORY_MAPS):
         _check_map_memory(map_shape, len(model.map_names), stack)
-    plan, tile, fast_batch = _plan(model, (h, w), tile, overlap, settings, user_tile=bool(tile_size))
-    if batch_size is None:
-        batch = fast_batch or default_batch_size(model.device, tile, half_precision=settings.dtype is not None)
+    plan, tile, fast_batch = _plan(model, (h, w), tile, overlap, settings, user_tile=bool(opts.tile_size))
+    batch = opts.batch_size or fast_batch or default_batch_size(model.device, tile,
+                                                               half_precision=settings.dtype is not None)
     # a model that normalises with more than per-plane statistics (DeepSpot: / plane maximum is one, but it
     # is applied to the whole plane) needs each plane in memory; lazy planes are otherwise read band by band
     whole_planes = not lazy or type(model).prepare_image is not SpotModel.prepare_image
     return _Run(model=model, arr=arr, axes=axes, threshold=threshold, floor=min(threshold, model.threshold_range[0]),
-                min_distance=min_distance, contrast_floor=contrast_floor,
-                want_contrast=bool(contrast) or contrast_floor > 0, augment=augment, speed=settings, plan=plan,
-                tile=tile, overlap=overlap, pad_mode=model.tile_pad_mode((h, w)), batch=batch,
+                min_distance=opts.min_distance, contrast_floor=contrast_floor,
+                want_contrast=bool(opts.contrast) or contrast_floor > 0, augment=opts.augment, speed=settings,
+                plan=plan, tile=tile, overlap=overlap, pad_mode=model.tile_pad_mode((h, w)), batch=batch,
                 feed_channels=feed_channels, stack=stack,
                 outer_axes=outer_axes, outer_shape=outer_shape, nz=nz, whole_planes=whole_planes,
-                maps=_map_sink(keep_maps, model.map_names, map_shape, tile))
+                maps=_map_sink(opts.keep_maps, model.map_names, map_shape, tile))
+
+
+def _is_lazy(image) -> bool:
+    """A dask / zarr / lazily opened TIFF array (read by bands of tiles), not numpy and not a torch tensor."""
+    from ..io.image_sources import is_lazy
+
+    return image is not None and hasattr(image, "shape") and hasattr(image, "dtype") and is_lazy(image) \
+        and not type(image).__module__.startswith("torch")
+
+
+def _with_percentiles(model: SpotModel, percentiles) -> SpotModel:
+    """The model normalising by other input percentiles, when it normalises by percentiles at all."""
+    if percentiles is not None and "percentiles" in model.normalization():
+        return model.with_percentiles(*percentiles)
+    return model
 
 
 def _check_channels(model, arr, axes: str) -> bool:
@@ -524,14 +531,13 @@ def _detections(run: _Run, frames: list) -> Detections:
     )
 
 
-def detect_iter(image, model, threshold: float | None = None, *, axes: str | None = None,
-                tile_size=None, overlap: float | None = None, batch_size: int | None = None,
-                min_distance: int = 1, keep_maps=False, device=None, augment: bool = False, speed: str | None = None,
-                contrast_floor: float | None = None, contrast: bool | None = None):
-    """Generator form of :func:`detect`: yields :class:`Progress`, returns :class:`Detections`."""
-    run = _prepare_run(image, model, threshold, axes=axes, tile_size=tile_size, overlap=overlap,
-                       batch_size=batch_size, min_distance=min_distance, keep_maps=keep_maps, device=device,
-                       augment=augment, speed=speed, contrast_floor=contrast_floor, contrast=contrast)
+def detect_iter(image, model, options: DetectOptions | float | None = None, *, threshold: float | None = None,
+                axes: str | None = None, tile_size=None, overlap: float | None = None, batch_size: int | None = None,
+                min_distance: int | None = None, keep_maps=None, device=None, augment: bool | None = None,
+                speed: str | None = None, contrast_floor: float | None = None, contrast: bool | None = None,
+                percentiles=None):
+    """Generator form of :func:`detect` (the same arguments): yields :class:`Progress`, returns :class:`Detections`."""
+    run = _prepare_run(image, model, resolve(options, **_given(locals())))
     total = run.n_planes * len(run.plan)
     yield Progress(0, total, f"{total} tiles in {run.n_planes} plane(s)", n_planes=run.n_planes)
     frames = []
@@ -545,24 +551,9 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
     return _detections(run, frames)
 
 
-def check_settings(model, threshold=None, *, axes=None, tile_size=None, batch_size=None, min_distance=1,
-                   speed=None, contrast_floor=None) -> None:
-    """Check detection settings against a model before any image is read (a batch refuses bad ones at once).
-
-    What depends on the image (axes against its dimensions, its size) is checked by :func:`detect_iter`.
-    """
-    from ..common.validate import check_axes
-
-    check_threshold(model.default_threshold if threshold is None else threshold, model.threshold_range)
-    _check_tile(tile_size or model.tile_size, model)
-    if batch_size is not None:
-        check_positive_int(batch_size, "batch_size")
-    check_positive_int(min_distance, "min_distance")
-    check_speed(speed)
-    if contrast_floor is not None:
-        check_contrast_floor(contrast_floor)
-    if axes:
-        check_axes(len(axes), axes)
+def _given(arguments: dict) -> dict:
+    """The option keywords of a call (None: not given), from its ``locals()``."""
+    return {name: arguments[name] for name in OPTION_NAMES}
 
 
 def _machine_memory() -> int:
@@ -595,25 +586,6 @@ def _check_map_memory(map_shape: tuple, n_maps: int, stack: bool) -> None:
         raise SpotDetectError(f"The model's maps for an image of shape {map_shape} would take {need / 2**30:.1f} GB, "
                               f"more than half of this machine's {total / 2**30:.1f} GB of memory.", f"{fix}.")
 
-
-#: smaller tiles are mostly padding and context the network never sees; 8-pixel tiles miss spots
-MIN_TILE = 32
-
-
-def _check_tile(tile, model) -> tuple:
-    try:
-        tile = (int(tile),) if np.isscalar(tile) else tuple(int(v) for v in tile)
-    except (TypeError, ValueError, OverflowError) as err:
-        raise SpotDetectError(f"Tile size {tile!r} is not a whole number of pixels.",
-                              f"use e.g. tile_size={model.tile_size[0]}.") from err
-    if len(tile) == 1:
-        tile = (tile[0], tile[0])
-    m = model.size_multiple
-    if len(tile) != 2 or any(t < max(m, MIN_TILE) or t % m for t in tile):
-        raise SpotDetectError(f"Tile size {tile} does not fit this model.",
-                              f"use a tile size of at least {max(m, MIN_TILE)} pixels that is a multiple of {m} "
-                              f"(e.g. tile_size={model.tile_size[0]}).")
-    return tile
 
 
 def _z_before_c(axes: str) -> tuple:
@@ -670,26 +642,40 @@ def _outer_selector(axes: str, outer_axes: str, oidx: tuple) -> tuple:
     return tuple(oidx[outer_axes.index(a)] if a in outer_axes else slice(None) for a in axes)
 
 
-def detect(image, model, threshold: float | None = None, *, progress=None, should_stop=None, **kwargs) -> Detections:
+def detect(image, model, options: DetectOptions | float | None = None, *, threshold: float | None = None,
+           axes: str | None = None, tile_size=None, overlap: float | None = None, batch_size: int | None = None,
+           min_distance: int | None = None, keep_maps=None, device=None, augment: bool | None = None,
+           speed: str | None = None, contrast_floor: float | None = None, contrast: bool | None = None,
+           percentiles=None, progress=None, should_stop=None) -> Detections:
     """Find spots in ``image`` with ``model`` (a loaded model, a path or ``"default"``).
 
+    The settings come from ``options`` (a :class:`~.options.DetectOptions`, checked when it was made; a number
+    there is the threshold), and each keyword given (not None) overrides its field; see ``DetectOptions`` for
+    each one's meaning and default.
+
     Args:
-        image: numpy or dask array, 2-D to 5-D; ``axes`` names its dimensions (default ``"yx"``, ``"tyx"``,
-            ``"tzyx"``, ``"tczyx"`` by rank; use ``"zyx"`` for a z-stack, ``"cyx"`` for channels).
+        image: numpy or dask array, 2-D to 5-D; ``axes`` names its dimensions (2-D is ``"yx"`` and 5-D
+            ``"tczyx"`` unless named; 3-D and 4-D need them: ``"zyx"`` for a z-stack, ``"cyx"`` for channels...).
         threshold: score threshold; default the model's own (tuned) threshold.
+        tile_size, overlap (fraction of a tile), batch_size: default the model's and the device's.
+        min_distance: two spots closer than this (px) count as one (default 1).
+        keep_maps: False (no maps, the default); True or ``"float32"``, ``"float16"``: in memory; a path, zarr
+            group or store: written there.
+        augment: average the maps over the 8 flips and transposes of each tile (about 8x slower, slightly
+            more accurate).
+        speed: ``"exact"``, the default (the model's own tiles in float32, piscis's spots), or ``"fast"``
+            (larger tiles without wasted overlap, bfloat16/float16 where the hardware has it, about 2x faster,
+            F1 >= 0.99 against exact; :mod:`napari_spotdetect.core.detection.speed`).
+        contrast_floor: drop spots dimmer than this fraction of their plane's elbow contrast
+            (:mod:`napari_spotdetect.core.detection.contrast`; default the model's own, 0 for piscis and DeepSpot
+            files; 2-D planes only).
+        contrast: True gives every planar spot its ``contrast`` and ``relative_contrast`` even at floor 0, so
+            the floor can be moved afterwards with :meth:`Detections.set_contrast_floor` (default: only when
+            the floor is above 0).
+        percentiles: (low, high) input percentiles for a percentile-normalised model (others ignore them).
         progress: called with a :class:`Progress` after each tile batch.
         should_stop: called between batches; when it returns True, :class:`Cancelled` is raised.
-        **kwargs: ``axes``, ``tile_size``, ``overlap`` (fraction of a tile; default the model's), ``batch_size``,
-            ``min_distance``, ``keep_maps`` (False: no maps, the default; True or ``"float32"``, ``"float16"``:
-            in memory; a path, zarr group or store: written there), ``device``, ``augment`` (average the maps
-            over the 8 flips and transposes of each tile: about 8x slower, slightly more accurate), ``speed``
-            (``"exact"``, the default: the model's own tiles in float32, piscis's spots; ``"fast"``: larger
-            tiles without wasted overlap and bfloat16/float16 where the hardware has it, about 2x faster,
-            F1 >= 0.99 against exact; see :mod:`napari_spotdetect.core.detection.speed`), ``contrast_floor`` (drop spots
-            dimmer than this fraction of their plane's elbow contrast, :mod:`napari_spotdetect.core.detection.contrast`;
-            default the model's own, 0 for piscis and DeepSpot files; 2-D planes only), ``contrast`` (True: give
-            every planar spot its ``contrast`` and ``relative_contrast`` even at floor 0, so the floor can be
-            moved afterwards with :meth:`Detections.set_contrast_floor`; default: only when the floor is above 0).
     """
-    return run_steps(detect_iter(image, model, threshold, **kwargs), progress, should_stop,
+    opts = resolve(options, **_given(locals()))
+    return run_steps(detect_iter(image, model, opts), progress, should_stop,
                      "Detection was stopped before it finished; no spots were kept.")
