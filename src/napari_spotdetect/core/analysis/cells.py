@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..common.validate import axes_for_rank
 from ..errors import SpotDetectError
 from ..io.units import as_pixel_size, positions_px
 
@@ -33,7 +34,7 @@ def _check_labels(labels, name: str) -> np.ndarray:
 def label_at(labels: np.ndarray, spots: pd.DataFrame, name: str = "cells") -> np.ndarray:
     """The label under each spot's (fitted, when fitted) position; 0 outside the label image."""
     pos = positions_px(spots)
-    axes = "zyx"[-labels.ndim:]
+    axes = axes_for_rank(labels.ndim)
     if labels.ndim == 3 and "z" not in pos:
         raise SpotDetectError(f"The {name} labels are 3-D but the spots have no z column.",
                               "pass 2-D labels for 2-D spots, or spots detected in the z-stack.")
@@ -145,7 +146,7 @@ def _geometry(cells: np.ndarray, nuclei, ids: np.ndarray, n_lab: int, size: np.n
     size_name = "area_px" if cells.ndim == 2 else "volume_px"
     out = {size_name: size}
     grids = np.indices(cells.shape, sparse=True)
-    for a, g in zip("zyx"[-cells.ndim:], grids):
+    for a, g in zip(axes_for_rank(cells.ndim), grids):
         coord = np.broadcast_to(g, cells.shape).ravel().astype(np.float64)
         out[f"centroid_{a}"] = np.bincount(flat, weights=coord, minlength=n_lab)[ids] / size
     if nuclei is not None:

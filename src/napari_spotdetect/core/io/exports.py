@@ -74,32 +74,43 @@ def write_trackmate_xml(spots: pd.DataFrame, path, *, pixel_size=None, image_sha
     """
     if not {"y", "x"} <= set(spots.columns):
         raise SpotDetectError("The spot table has no 'y' and 'x' columns.", "pass a table from detect() or a layer.")
+    physical, size = _voxel_size(pixel_size)
+    pos = positions_px(spots)
+    n = len(spots)
+    frame = spots["t"].to_numpy(dtype=np.int64) if "t" in spots.columns else np.zeros(n, dtype=np.int64)
+    extra = [c for c in spots.columns if c not in _NOT_EXTRA and (pd.api.types.is_numeric_dtype(spots[c])
+                                                                  or pd.api.types.is_bool_dtype(spots[c]))]
+
+    root = ET.Element("TrackMate", version=TRACKMATE_VERSION)
+    ET.SubElement(root, "Log").text = f"Written by napari-spotdetect: {n} spots."
+    model = ET.SubElement(root, "Model", spatialunits="µm" if physical else "pixel", timeunits="frame")
+    _declare_features(ET.SubElement(model, "FeatureDeclarations"), spots, extra)
+    _add_spots(ET.SubElement(model, "AllSpots", nspots=str(n)), spots, pos, frame, size, extra,
+               frame_interval, radius_px)
+    ET.SubElement(model, "AllTracks")
+    ET.SubElement(model, "FilteredTracks")
+    _add_settings(ET.SubElement(root, "Settings"), pos, frame, size, image_shape, image_name, frame_interval,
+                  radius_px)
+    ET.SubElement(root, "GUIState", state="ConfigureViews")
+    ET.indent(root)
+    text = '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    path = Path(path)
+    atomic_write_text(path, text)
+    return path
+
+
+def _voxel_size(pixel_size) -> tuple[bool, dict]:
+    """(whether positions are physical, the ``z, y, x`` size of a voxel: um, or 1 for pixels)."""
     ps = as_pixel_size(pixel_size)
     physical = ps is not None
     size = dict(zip(SPATIAL, ps)) if physical else {a: 1.0 for a in SPATIAL}
     if physical and np.isnan(size["z"]):
         size["z"] = size["x"]  # z step unknown: only matters when the spots have z
-    pos = positions_px(spots)
-    n = len(spots)
-    frame = spots["t"].to_numpy(dtype=np.int64) if "t" in spots.columns else np.zeros(n, dtype=np.int64)
-    quality = spots["score"].to_numpy(dtype=np.float64) if "score" in spots.columns else np.ones(n)
-    quality = np.nan_to_num(quality, nan=1.0)  # hand-placed spots have no score
-    if "sigma" in spots.columns:
-        sig = spots["sigma"].to_numpy(dtype=np.float64)
-        ok = spots["fit_ok"].to_numpy(dtype=bool) if "fit_ok" in spots.columns else np.isfinite(sig)
-        r_px = np.where(ok & np.isfinite(sig), np.sqrt(2.0) * sig, radius_px)
-    else:
-        r_px = np.full(n, float(radius_px))
-    xs, ys = pos["x"] * size["x"], pos["y"] * size["y"]
-    zs = pos["z"] * size["z"] if "z" in pos else np.zeros(n)
-    extra = [c for c in spots.columns if c not in _NOT_EXTRA and (pd.api.types.is_numeric_dtype(spots[c])
-                                                                  or pd.api.types.is_bool_dtype(spots[c]))]
-    units = "µm" if physical else "pixel"
+    return physical, size
 
-    root = ET.Element("TrackMate", version=TRACKMATE_VERSION)
-    ET.SubElement(root, "Log").text = f"Written by napari-spotdetect: {n} spots."
-    model = ET.SubElement(root, "Model", spatialunits=units, timeunits="frame")
-    decl = ET.SubElement(model, "FeatureDeclarations")
+
+def _declare_features(decl, spots: pd.DataFrame, extra: list) -> None:
+    """TrackMate's standard spot features, then one per extra numeric column (TrackMate shows them all)."""
     sf = ET.SubElement(decl, "SpotFeatures")
     for feat, name, dim, isint in _STANDARD:
         ET.SubElement(sf, "Feature", feature=feat, name=name, shortname=name, dimension=dim,
@@ -110,7 +121,26 @@ def write_trackmate_xml(spots: pd.DataFrame, path, *, pixel_size=None, image_sha
                       dimension=_dimension(str(c)), isint=str(bool(isint)).lower())
     ET.SubElement(decl, "EdgeFeatures")
     ET.SubElement(decl, "TrackFeatures")
-    all_spots = ET.SubElement(model, "AllSpots", nspots=str(n))
+
+
+def _radii_px(spots: pd.DataFrame, radius_px: float) -> np.ndarray:
+    """``sqrt(2) * sigma`` where the fit succeeded, else ``radius_px``."""
+    if "sigma" not in spots.columns:
+        return np.full(len(spots), float(radius_px))
+    sig = spots["sigma"].to_numpy(dtype=np.float64)
+    ok = spots["fit_ok"].to_numpy(dtype=bool) if "fit_ok" in spots.columns else np.isfinite(sig)
+    return np.where(ok & np.isfinite(sig), np.sqrt(2.0) * sig, radius_px)
+
+
+def _add_spots(all_spots, spots: pd.DataFrame, pos: dict, frame: np.ndarray, size: dict, extra: list,
+               frame_interval: float, radius_px: float) -> None:
+    """One ``Spot`` per row, grouped in ``SpotsInFrame`` by frame; positions scaled to the file's units."""
+    n = len(spots)
+    quality = spots["score"].to_numpy(dtype=np.float64) if "score" in spots.columns else np.ones(n)
+    quality = np.nan_to_num(quality, nan=1.0)  # hand-placed spots have no score
+    r_px = _radii_px(spots, radius_px)
+    xs, ys = pos["x"] * size["x"], pos["y"] * size["y"]
+    zs = pos["z"] * size["z"] if "z" in pos else np.zeros(n)
     extra_vals = {c: spots[c].to_numpy() for c in extra}
     order = np.argsort(frame, kind="stable")
     for f in np.unique(frame):
@@ -124,16 +154,24 @@ def write_trackmate_xml(spots: pd.DataFrame, path, *, pixel_size=None, image_sha
                 v = vals[i]
                 attrs[_feature_name(c)] = str(int(v)) if isinstance(v, (bool, np.bool_)) else _num(v)
             ET.SubElement(frame_el, "Spot", attrs)
-    ET.SubElement(model, "AllTracks")
-    ET.SubElement(model, "FilteredTracks")
 
-    settings = ET.SubElement(root, "Settings")
+
+def _image_extent(pos: dict, frame: np.ndarray, image_shape) -> tuple[int, int, int, int]:
+    """(width, height, slices, frames) of the image: from its shape when given, else the spots' extent."""
+    n = len(frame)
     shape = tuple(int(s) for s in image_shape) if image_shape is not None else None
     width = shape[-1] if shape else int(np.ceil(pos["x"].max() + 1)) if n else 1
     height = shape[-2] if shape else int(np.ceil(pos["y"].max() + 1)) if n else 1
     nslices = (shape[-3] if shape and len(shape) >= 3 and "z" in pos else
                int(np.ceil(pos["z"].max() + 1)) if "z" in pos and n else 1)
     nframes = int(frame.max()) + 1 if n else 1
+    return width, height, nslices, nframes
+
+
+def _add_settings(settings, pos: dict, frame: np.ndarray, size: dict, image_shape, image_name: str,
+                  frame_interval: float, radius_px: float) -> None:
+    """The image TrackMate opens beside the file, its calibration, and a manual detector's settings."""
+    width, height, nslices, nframes = _image_extent(pos, frame, image_shape)
     p = Path(image_name) if image_name else None
     ET.SubElement(settings, "ImageData", filename=p.name if p else "", folder=str(p.parent) if p else "",
                   width=str(width), height=str(height), nslices=str(nslices), nframes=str(nframes),
@@ -146,12 +184,6 @@ def write_trackmate_xml(spots: pd.DataFrame, path, *, pixel_size=None, image_sha
     ET.SubElement(settings, "InitialSpotFilter", feature="QUALITY", value="0.0", isabove="true")
     ET.SubElement(settings, "SpotFilterCollection")
     ET.SubElement(settings, "TrackFilterCollection")
-    ET.SubElement(root, "GUIState", state="ConfigureViews")
-    ET.indent(root)
-    text = '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-    path = Path(path)
-    atomic_write_text(path, text)
-    return path
 
 
 def read_trackmate_xml(path) -> pd.DataFrame:
