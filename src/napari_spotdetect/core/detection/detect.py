@@ -31,8 +31,7 @@ is a second pass over each plane on the CPU (about 0.1 s per megapixel), so it i
 from __future__ import annotations
 
 import datetime as _dt
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -40,178 +39,15 @@ import torch
 
 from ..common.device import default_batch_size, free_cached_memory, is_out_of_memory
 from ..common.steps import run_steps
-from ..common.validate import check_contrast_floor, check_finite, check_image, check_threshold
+from ..common.validate import check_finite, check_image
 from ..errors import SpotDetectError
 from ..models.base import SpotModel
 from .contrast import contrast_features, elbow
-from .options import IN_MEMORY_MAPS, OPTION_NAMES, DetectOptions, check_tile, resolve
+from .detections import Detections, Progress, concat_spots
+from .maps import check_map_memory, check_plane_memory, in_memory, map_sink
+from .options import OPTION_NAMES, DetectOptions, check_tile, resolve
 from .speed import FAST_BATCH_PIXELS, FAST_TILE_FACTOR, SpeedSettings, speed_settings
 from .tiling import extract_tile, plan_tiles, plan_tiles_even
-
-
-@dataclass
-class Progress:
-    """How far a long step is: ``done`` of ``total`` units (tiles, batches, epochs).
-
-    Detection also says which plane the last tile belonged to: ``plane`` (0-based, in the order planes are
-    detected: outer axes, then z), ``n_planes`` and ``where`` (the plane's index by axis name, e.g.
-    ``{"t": 2, "z": 5}``), so a caller need not infer it from tile counts.
-    """
-
-    done: int
-    total: int
-    message: str = ""
-    plane: int | None = None
-    n_planes: int = 1
-    where: dict = field(default_factory=dict)
-
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
-
-
-@dataclass
-class Detections:
-    """Spots found in an image, with what is needed to re-threshold without the network.
-
-    ``spots`` is a DataFrame with one row per spot: the outer axes present (``t``, ``c``), ``z`` for stacks,
-    ``y``, ``x`` (pixel centres at integers), ``score``, ``intensity`` (raw image value at the spot's
-    pixel), ``source`` (``"predicted"``) and ``model``. ``candidates`` is what re-thresholding filters:
-    spots above ``floor`` (planes) or voxels above ``floor`` with their offsets (stacks; see the module
-    notes). ``maps`` holds the stitched model maps by name only when ``keep_maps`` asked for them, shaped
-    like the image (axes ``axes``) without its channel axis when channels were fed together.
-    """
-
-    axes: str
-    image_shape: tuple
-    threshold: float
-    floor: float
-    model_name: str
-    score_map: str
-    provenance: dict
-    maps: dict = field(default_factory=dict)
-    candidates: pd.DataFrame | None = None
-    stack: bool = False
-    #: candidates below this fraction of their plane's elbow contrast are left out (0: none; planes only)
-    contrast_floor: float = 0.0
-    score_range: tuple = (0.0, float("inf"))  # the model's score scale, for checking thresholds
-    _image: object = None  # the (canonical) image, for the rare stack spot whose centroid voxel was not kept
-    _outer_axes: str = ""
-
-    @property
-    def spots(self) -> pd.DataFrame:
-        return self.rethreshold(self.threshold)
-
-    def set_threshold(self, threshold: float) -> pd.DataFrame:
-        spots = self.rethreshold(threshold)  # checks it: a NaN threshold must not become the layer's
-        self.threshold = float(threshold)
-        self.provenance["threshold"] = self.threshold
-        return spots
-
-    @property
-    def has_contrast(self) -> bool:
-        """Whether the spots carry contrast features, so a contrast floor can act (2-D planes)."""
-        return self.candidates is not None and "relative_contrast" in self.candidates
-
-    def set_contrast_floor(self, contrast_floor: float) -> None:
-        """Keep only spots at least ``contrast_floor`` x their plane's elbow contrast (0: all); no network run.
-        Needs the contrast features (detection with ``contrast=True`` or a floor above 0)."""
-        k = check_contrast_floor(contrast_floor)
-        if k > 0 and not self.has_contrast:
-            raise SpotDetectError("This detection has no contrast features, so a contrast floor cannot act.",
-                                  "detect again with contrast=True (2-D planes; z-stacks have none).")
-        self.contrast_floor = k
-        self.provenance["contrast_floor"] = k
-
-    def rethreshold(self, threshold: float) -> pd.DataFrame:
-        """The spots whose score is above ``threshold`` (and that pass the contrast floor); no network run."""
-        threshold = check_threshold(threshold, self.score_range)
-        if threshold < self.floor - 1e-12:
-            raise SpotDetectError(
-                f"Threshold {threshold} is below {self.floor}, the lowest one this detection kept.",
-                f"run detection again with threshold <= {threshold}.")
-        if not self.stack:
-            out = self.candidates[self._above(threshold)].reset_index(drop=True)
-        else:
-            out = self._stack_spots(threshold)
-        out["source"] = "predicted"
-        out["model"] = self.model_name
-        return out
-
-    def count(self, threshold: float) -> int:
-        """How many spots ``threshold`` keeps; for planes a mask count, no table is built."""
-        threshold = check_threshold(threshold, self.score_range)
-        if self.stack:
-            return len(self._stack_spots(threshold))
-        return int(self._above(threshold).sum())
-
-    def passes_contrast_floor(self) -> np.ndarray:
-        """Which planar candidates are at or above the contrast floor (all of them without a floor)."""
-        if self.contrast_floor > 0 and self.has_contrast:
-            return self.candidates["relative_contrast"].to_numpy() >= self.contrast_floor
-        return np.ones(len(self.candidates), dtype=bool)
-
-    def _above(self, threshold: float) -> np.ndarray:
-        # strict, as peak finding at a threshold
-        return (self.candidates["score"].to_numpy() > threshold) & self.passes_contrast_floor()
-
-    def _stack_spots(self, threshold: float) -> pd.DataFrame:
-        """One spot per 26-connected component of voxels above ``threshold`` (piscis's rule for stacks).
-
-        Its voxel is the component's centroid truncated to integers, moved by the offsets read there; its
-        score the component's maximum.
-        """
-        from ..models.ops import voxel_components
-
-        vox = self.candidates
-        outer = list(self._outer_axes)
-        nz, h, w = (self.image_shape[self.axes.index(a)] for a in "zyx")
-        groups = vox.groupby(outer, sort=True) if outer else [((), vox)]
-        frames = []
-        for idx, g in groups:
-            idx = idx if isinstance(idx, tuple) else (idx,)
-            zrc = g[["z", "r", "c"]].to_numpy(np.int64)
-            keys = np.ravel_multi_index(zrc.T, (nz, h, w))
-            order = np.argsort(keys)
-            keys = keys[order]
-            score = g["score"].to_numpy()
-            above = score > threshold
-            lab, n = voxel_components(zrc[above], (nz, h, w))
-            if n == 0:
-                continue
-            pts = zrc[above].astype(np.float64)
-            counts = np.bincount(lab, minlength=n)
-            cent = np.stack([np.bincount(lab, weights=pts[:, i], minlength=n) / counts for i in range(3)], 1)
-            cvox = cent.astype(np.int64)  # truncation, as piscis casts the centroid
-            peak = np.full(n, -np.inf, dtype=np.float32)
-            np.maximum.at(peak, lab, score[above].astype(np.float32))
-            pos = np.clip(np.searchsorted(keys, np.ravel_multi_index(cvox.T, (nz, h, w))), 0, len(keys) - 1)
-            found = keys[pos] == np.ravel_multi_index(cvox.T, (nz, h, w))
-            row = order[pos]
-            dy = np.where(found, g["dy"].to_numpy()[row], 0.0).astype(np.float32).astype(np.float64)
-            dx = np.where(found, g["dx"].to_numpy()[row], 0.0).astype(np.float32).astype(np.float64)
-            y, x = cvox[:, 1] + dy, cvox[:, 2] + dx
-            inten = np.where(found, g["intensity"].to_numpy()[row], np.nan)
-            if not found.all():
-                inten[~found] = self._pixel_values(idx, cvox[~found, 0], y[~found], x[~found])
-            keep = (y > -0.5) & (y < h - 0.5) & (x > -0.5) & (x < w - 0.5)
-            cols = {a: np.full(int(keep.sum()), i) for a, i in zip(outer, idx)}
-            cols.update(z=cvox[keep, 0].astype(np.float64), y=y[keep], x=x[keep],
-                        score=peak[keep].astype(np.float64), intensity=inten[keep])
-            frames.append(pd.DataFrame(cols))
-        return _concat(frames, outer + ["z"])
-
-    def _pixel_values(self, idx, z, y, x) -> np.ndarray:
-        if self._image is None:
-            return np.full(len(z), np.nan)
-        from ..io.image_sources import read
-
-        h, w = self.image_shape[-2:]
-        r = np.clip(np.rint(y).astype(np.int64), 0, h - 1)
-        c = np.clip(np.rint(x).astype(np.int64), 0, w - 1)
-        vol = self._image[tuple(idx)] if idx else self._image  # (Z, [C,] H, W)
-        lead = (0,) if vol.ndim == 4 else ()
-        return np.array([float(read(vol[(int(zz),) + lead + (int(rr), int(cc))])) for zz, rr, cc in zip(z, r, c)])
 
 
 def _intensity(plane: np.ndarray, yx: np.ndarray) -> np.ndarray:
@@ -232,14 +68,6 @@ def _tile_intensity(raw_tile: np.ndarray, tile, yx: np.ndarray, reader, h: int, 
     if not inside.all():
         out[~inside] = reader.pixels(r[~inside], c[~inside])
     return out
-
-
-def _concat(frames, lead, extra=()):
-    cols = lead + ["y", "x", "score", "intensity"] + list(extra)
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in cols})
-    return pd.concat(frames, ignore_index=True)[cols]
 
 
 def _forward(model: SpotModel, x: np.ndarray, augment: bool = False, dtype: torch.dtype | None = None) -> np.ndarray:
@@ -327,8 +155,8 @@ def _prepare_run(image, model, opts: DetectOptions) -> _Run:
     overlap = opts.overlap_for(model)
     map_shape = outer_shape + ((nz,) if stack else ()) + (h, w)
     # maps kept in memory are checked against RAM (a zarr store may be larger)
-    if any(opts.keep_maps is k or (isinstance(k, str) and opts.keep_maps == k) for k in IN_MEMORY_MAPS):
-        _check_map_memory(map_shape, len(model.map_names), stack)
+    if in_memory(opts.keep_maps):
+        check_map_memory(map_shape, len(model.map_names), stack)
     plan, tile, fast_batch = _plan(model, (h, w), tile, overlap, settings, user_tile=bool(opts.tile_size))
     batch = opts.batch_size or fast_batch or default_batch_size(model.device, tile,
                                                                half_precision=settings.dtype is not None)
@@ -341,7 +169,7 @@ def _prepare_run(image, model, opts: DetectOptions) -> _Run:
                 plan=plan, tile=tile, overlap=overlap, pad_mode=model.tile_pad_mode((h, w)), batch=batch,
                 feed_channels=feed_channels, stack=stack,
                 outer_axes=outer_axes, outer_shape=outer_shape, nz=nz, whole_planes=whole_planes,
-                maps=_map_sink(opts.keep_maps, model.map_names, map_shape, tile))
+                maps=map_sink(opts.keep_maps, model.map_names, map_shape, tile))
 
 
 def _is_lazy(image) -> bool:
@@ -411,7 +239,7 @@ def _detect_plane(run: _Run, src, oidx: tuple, z: int, plane_index: int, done: i
     stats = model.plane_statistics(src)  # e.g. percentiles, from a subsample: never the whole plane
     raw_plane = plane = None
     if run.whole_planes:
-        _check_plane_memory(src)
+        check_plane_memory(src)
         raw_plane = read(src)
         check_finite(raw_plane, label)
         plane = model.prepare_image(raw_plane)
@@ -519,7 +347,7 @@ def _detections(run: _Run, frames: list) -> Detections:
         candidates = (pd.concat(frames, ignore_index=True)[vcols] if frames else
                       pd.DataFrame({c: pd.Series(dtype=np.float64) for c in vcols}))
     else:
-        candidates = _concat(frames, lead, CONTRAST_COLUMNS if run.contrasts else ())
+        candidates = concat_spots(frames, lead, CONTRAST_COLUMNS if run.contrasts else ())
     model, arr, axes = run.model, run.arr, run.axes
     return Detections(
         axes=axes, image_shape=tuple(arr.shape), threshold=run.threshold, floor=run.floor, model_name=model.info.name,
@@ -556,38 +384,6 @@ def _given(arguments: dict) -> dict:
     return {name: arguments[name] for name in OPTION_NAMES}
 
 
-def _machine_memory() -> int:
-    """Bytes of physical memory, or 0 where the platform does not say (then nothing is refused)."""
-    try:
-        return max(0, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
-def _check_plane_memory(plane) -> None:
-    """Refuse, before reading it, a plane that would not fit in memory with its normalised copy."""
-    n = float(np.prod(plane.shape, dtype=np.float64))
-    need = n * (np.dtype(plane.dtype).itemsize + 4 + 1)  # the pixels, a float32 copy, a mask
-    total = _machine_memory()
-    if total and need > total / 2:
-        raise SpotDetectError(f"An image plane of shape {tuple(plane.shape)} would take {need / 2**30:.1f} GB to "
-                              f"process in memory, more than half of this machine's {total / 2**30:.1f} GB.",
-                              "pass it as a dask or zarr array (e.g. dask.array.from_array(image) or a zarr "
-                              "store), which is read and detected tile by tile, or detect a crop.")
-
-
-def _check_map_memory(map_shape: tuple, n_maps: int, stack: bool) -> None:
-    """Refuse, before allocating, stitched maps that would take more than half of the machine's memory."""
-    need = 4 * n_maps * float(np.prod(map_shape, dtype=np.float64))
-    total = _machine_memory()
-    if total and need > total / 2:
-        fix = ("detect fewer planes at a time (a crop or a sub-stack)" if stack else
-               "pass keep_maps=False (the spots are the same; only the maps are not kept), or detect a crop")
-        raise SpotDetectError(f"The model's maps for an image of shape {map_shape} would take {need / 2**30:.1f} GB, "
-                              f"more than half of this machine's {total / 2**30:.1f} GB of memory.", f"{fix}.")
-
-
-
 def _z_before_c(axes: str) -> tuple:
     order = list(range(len(axes)))
     ci, zi = axes.index("c"), axes.index("z")
@@ -614,28 +410,6 @@ def _owned_voxels(tmaps: np.ndarray, t, floor: float, i_score: int, i_dy, i_dx):
             tmaps[i_dy][rr, cc].astype(np.float32) if i_dy is not None else zero,
             tmaps[i_dx][rr, cc].astype(np.float32) if i_dx is not None else zero)
     return rr + t.rows.start, cc + t.cols.start, vals
-
-
-def _map_sink(keep_maps, names, shape, tile) -> dict:
-    """Where stitched maps go: nowhere (False), numpy float32 (True / "float32") or float16, or a zarr store.
-
-    A zarr store is a path (``maps.zarr``), a zarr group or a store; each map becomes an array in it,
-    chunked by tiles, so maps larger than memory can be kept.
-    """
-    if keep_maps is None or keep_maps is False:
-        return {}
-    if keep_maps is True or (isinstance(keep_maps, str) and keep_maps in ("float32", "float16")):
-        dtype = np.float16 if keep_maps == "float16" else np.float32
-        return {n: np.zeros(shape, dtype=dtype) for n in names}
-    try:
-        import zarr
-    except ImportError as err:
-        raise SpotDetectError("Keeping maps in a zarr store needs the zarr package.",
-                              "pip install zarr, or pass keep_maps=True / 'float16'.") from err
-    group = keep_maps if isinstance(keep_maps, zarr.Group) else zarr.open_group(keep_maps, mode="w")
-    chunks = (1,) * (len(shape) - 2) + tuple(int(v) for v in tile)
-    return {n: group.create_array(n, shape=shape, chunks=chunks, dtype="float32", fill_value=0.0, overwrite=True)
-            for n in names}
 
 
 def _outer_selector(axes: str, outer_axes: str, oidx: tuple) -> tuple:
