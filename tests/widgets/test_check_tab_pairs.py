@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_spotdetect import layer_keys as K
-from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.training.synthetic import synthetic_image
 
 
 def test_check_tab_opened_first_compares_in_one_click(make_napari_viewer, tiny_model, run_and_wait, tmp_path):

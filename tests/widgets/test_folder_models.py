@@ -8,7 +8,7 @@ import tifffile
 from napari.utils.key_bindings import coerce_keybinding
 
 from napari_spotdetect import layer_keys as K
-from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.training.synthetic import synthetic_image
 from napari_spotdetect.core.weights.native import save_model
 from napari_spotdetect.widgets.folder_widget import DONE_KEY
 

@@ -9,7 +9,7 @@ from napari_spotdetect import layer_keys as K
 from napari_spotdetect.core.models.base import ModelInfo
 from napari_spotdetect.core.models.piscis import PiscisModel
 from napari_spotdetect.core.models.piscis_net import PiscisConfig, PiscisNet
-from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.training.synthetic import synthetic_image
 
 
 def _model(name: str, threshold_range, default: float) -> PiscisModel:

@@ -14,8 +14,8 @@ import pytest
 from napari.settings import get_settings
 
 from napari_spotdetect import layer_keys as K
-from napari_spotdetect.core.exports import write_trackmate_xml
-from napari_spotdetect.core.spots_io import write_spots_csv
+from napari_spotdetect.core.io.exports import write_trackmate_xml
+from napari_spotdetect.core.io.spots_io import write_spots_csv
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ class CloseWatcher(QObject):
         super().__init__()
         self._on_close = on_close
 
-    def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+    def eventFilter(self, obj, event):
         if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
             self._on_close()
         return False
@@ -94,7 +94,7 @@ class _WidthFollower(QObject):
         super().__init__(scroll)
         self._scroll, self._body = scroll, body
 
-    def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+    def eventFilter(self, obj, event):
         if event.type() == QEvent.Type.LayoutRequest:
             need = self._body.minimumSizeHint().width() + 16
             if need > self._scroll.minimumWidth():

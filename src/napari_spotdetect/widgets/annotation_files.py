@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..core.spots_io import provenance_path
+from ..core.io.spots_io import provenance_path
 from .per_viewer import PerViewer
 
 
