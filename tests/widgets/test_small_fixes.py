@@ -91,3 +91,18 @@ def test_correct_tab_shows_the_review_list_at_768_px(make_napari_viewer, qtbot):
     visible = scroll.viewport().height() - top - table.horizontalHeader().height()
     rows = visible // table.verticalHeader().defaultSectionSize()
     assert rows >= 5, (rows, scroll.viewport().height(), top)
+
+
+def test_status_is_never_cut_off_in_a_narrow_detect_dock(make_napari_viewer, tiny_model, run_and_wait, qtbot):
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(*LAPTOP)
+    viewer.add_image(np.zeros((64, 64), np.float32), name="an image with a long name, as microscopes write them")
+    dock, detect = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
+    viewer.window._qt_window.resizeDocks([dock], [260], Qt.Orientation.Horizontal)
+    detect.set_model(tiny_model)
+    run_and_wait(detect)
+    qtbot.wait(100)
+    for label in (detect._status.native, detect._count.native):
+        assert label.height() >= label.heightForWidth(label.width()), (label.text(), label.width(), label.height())

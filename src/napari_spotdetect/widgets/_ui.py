@@ -43,6 +43,35 @@ def show_status(label, text: str, error: bool = False) -> None:
     """Put ``text`` in a magicgui Label, amber when it describes a problem the user must fix."""
     label.value = text
     label.native.setStyleSheet(ERROR_STYLE if error else "")
+    keep_wrapped_text_whole(label)
+
+
+class _WrapHeight(QObject):
+    """Keeps a word-wrapped QLabel as tall as its text needs at its current width (an event filter on it)."""
+
+    def eventFilter(self, obj, event):
+        if event.type() == QEvent.Type.Resize:
+            _fit_height(obj)
+        return False
+
+
+def _fit_height(lab) -> None:
+    need = lab.heightForWidth(max(lab.width(), 50))
+    if need > 0 and need != lab.minimumHeight():
+        lab.setMinimumHeight(need)
+
+
+def keep_wrapped_text_whole(label) -> None:
+    """A wrapped magicgui Label in a narrow dock got the height of one line and cut its text off at the bottom
+    (its layout never asked for the height the wrapped text needs): it follows its width and text from now on."""
+    lab = label.native
+    if not lab.wordWrap():
+        return
+    if getattr(lab, "_spotdetect_wrap", None) is None:
+        lab._spotdetect_wrap = _WrapHeight(lab)
+        lab.installEventFilter(lab._spotdetect_wrap)
+        label.changed.connect(lambda *_: _fit_height(lab))
+    _fit_height(lab)
 
 
 def make_scrollable(container, min_height: int = 100):

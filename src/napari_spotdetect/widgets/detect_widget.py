@@ -39,7 +39,7 @@ from ..core.models.base import SpotModel
 from ..core.models.piscis import PERCENTILES
 from ..core.models.zoo import bundled_path
 from . import layers as L
-from ._ui import disconnect_all, make_scrollable, show_status, when_closed
+from ._ui import disconnect_all, keep_wrapped_text_whole, make_scrollable, show_status, when_closed
 from .measured import UNMEASURED, carry_measurements
 from .model_registry import registry_for
 from .planes import show_neighbour_planes
@@ -155,6 +155,8 @@ class DetectWidget(Container):
         for label in (self._count, self._status):
             label.native.setWordWrap(True)
             label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        for label in (self._count, self._status):
+            keep_wrapped_text_whole(label)
         make_scrollable(self)
         L.elide_layer_names(self.native)
 
