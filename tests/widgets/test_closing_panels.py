@@ -78,3 +78,18 @@ def test_closing_the_tabbed_dock_lets_go_of_the_corrected_layer(make_napari_view
     press = type(viewer).class_keymap[coerce_keybinding(S.key_of("napari-spotdetect:add_spot_at_cursor"))]
     press(viewer)
     assert len(pts.data) == 1  # the closed panel adds nothing
+
+
+def test_a_closed_panel_no_longer_follows_the_layer_list(make_napari_viewer):
+    viewer = make_napari_viewer()
+    docks = [viewer.window.add_plugin_dock_widget("napari-spotdetect", name)[1]
+             for name in ("Detect spots", "All panels (tabs)")]
+
+    def followers():
+        return [cb for cb in viewer.layers.events.inserted.callbacks
+                if any(getattr(cb, "__self__", None) is w or (isinstance(cb, tuple) and cb[0]() is w) for w in docks)]
+
+    assert len(followers()) == 2  # napari connects each docked widget's reset_choices
+    for w in docks:
+        viewer.window.remove_dock_widget(w if not hasattr(w, "native") else w.native)
+    assert followers() == []  # at exit napari would otherwise call them on deleted Qt objects

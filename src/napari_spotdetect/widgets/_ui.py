@@ -39,6 +39,14 @@ def disconnect_all(*pairs) -> None:
             pass
 
 
+def stop_choice_updates(viewer, widget) -> None:
+    """napari connects a docked widget's ``reset_choices`` to the layer list's events and never disconnects
+    it: a closed panel then ran at exit, on deleted Qt objects ("wrapped C/C++ object ... deleted")."""
+    events = viewer.layers.events
+    disconnect_all(*((getattr(events, name), widget.reset_choices)
+                     for name in ("inserted", "removed", "reordered", "renamed")))
+
+
 def show_status(label, text: str, error: bool = False) -> None:
     """Put ``text`` in a magicgui Label, amber when it describes a problem the user must fix."""
     label.value = text

@@ -25,7 +25,7 @@ from ..core.errors import SpotDetectError
 from ..core.groundtruth import annotations as A
 from . import layers as L
 from . import shortcuts as S
-from ._ui import disconnect_all, make_scrollable, show_status, when_closed
+from ._ui import disconnect_all, make_scrollable, show_status, stop_choice_updates, when_closed
 from .annotation_files import files_for
 from .planes import visible_half_depth
 
@@ -174,6 +174,7 @@ class CorrectWidget(Container):
         except RuntimeError:  # Qt parts already deleted at exit
             pass
         disconnect_all((self._viewer.layers.events.removed, self._on_layer_removed))
+        stop_choice_updates(self._viewer, self)
         for name, method in _ACTION_METHODS.items():
             S.disconnect(self._viewer, name, getattr(self, method))
         try:

@@ -39,7 +39,14 @@ from ..core.models.base import SpotModel
 from ..core.models.piscis import PERCENTILES
 from ..core.models.zoo import bundled_path
 from . import layers as L
-from ._ui import disconnect_all, keep_wrapped_text_whole, make_scrollable, show_status, when_closed
+from ._ui import (
+    disconnect_all,
+    keep_wrapped_text_whole,
+    make_scrollable,
+    show_status,
+    stop_choice_updates,
+    when_closed,
+)
 from .measured import UNMEASURED, carry_measurements
 from .model_registry import registry_for
 from .planes import show_neighbour_planes
@@ -195,6 +202,7 @@ class DetectWidget(Container):
             self._cancelled = True
             abandon_worker(self._worker)
             self._worker = None
+        stop_choice_updates(self._viewer, self)
         disconnect_all((self._models.added, self._on_session_model),
                        (self._models.use_requested, self.use_session_model),
                        (self._viewer.layers.events.removed, self._on_layer_removed),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import napari
 from qtpy.QtWidgets import QTabWidget, QVBoxLayout, QWidget
 
-from ._ui import when_closed
+from ._ui import stop_choice_updates, when_closed
 from .correct_widget import CorrectWidget
 from .detect_widget import DetectWidget
 from .filter_widget import FilterWidget
@@ -28,6 +28,7 @@ class SpotDetectPanels(QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__()
+        self._viewer = viewer
         self.tabs = QTabWidget()
         self.panels = {}
         for title, cls in TABS:
@@ -54,6 +55,7 @@ class SpotDetectPanels(QWidget):
         if self._closed:
             return
         self._closed = True
+        stop_choice_updates(self._viewer, self)
         self.folder.close_panel()
         for panel in self.panels.values():
             if hasattr(panel, "close_panel"):

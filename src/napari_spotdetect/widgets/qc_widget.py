@@ -18,7 +18,7 @@ from .. import layer_keys as K
 from ..core.errors import SpotDetectError
 from ..core.groundtruth import annotations as A
 from . import layers as L
-from ._ui import disconnect_all, make_scrollable, when_closed
+from ._ui import disconnect_all, make_scrollable, stop_choice_updates, when_closed
 
 #: the table leads with the numbers people compare; counts follow
 _SHOWN = ["image", "f1", "f1_integral", "precision", "recall", "tp", "fp", "fn", "n_pred", "n_true"]
@@ -141,6 +141,7 @@ class QCWidget(Container):
             pass
         self._unfollow()
         disconnect_all((self._viewer.layers.events.removed, self._on_layer_removed))
+        stop_choice_updates(self._viewer, self)
 
     # -- public API (scripts, notebooks, tests) ----------------------------------------------------------
     def set_layers(self, predictions, truth, *, radius: float | None = None, all_images: bool | None = None) -> None:
