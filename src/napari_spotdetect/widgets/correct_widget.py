@@ -9,33 +9,29 @@ crash loses nothing. The review list puts the least confident predictions first.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import napari
 import numpy as np
 import pandas as pd
 from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, create_widget
 from napari.layers.base._base_constants import ActionType
-from napari.utils.notifications import show_error, show_warning
+from napari.utils.notifications import show_warning
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QMessageBox, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QAbstractItemView, QTableWidget
 
 from .. import layer_keys as K
-from ..core.errors import SpotDetectError
 from ..core.groundtruth import annotations as A
 from . import layers as L
 from . import shortcuts as S
 from ._ui import disconnect_all, make_scrollable, show_status, stop_choice_updates, when_closed
-from .annotation_files import files_for
 from .planes import visible_half_depth
+from .review_list import REVIEWED, ReviewList, _reviewed
+from .truth_files import GroundTruthFiles
 
 log = logging.getLogger(__name__)
 
 #: a snapped spot closer than this (pixels) to another spot has probably jumped onto that spot
 SNAP_MERGE_PX = 1.0
-#: feature column marking the spots a reviewer has looked at (N, Shift+N, a row click); saved with the spots
-REVIEWED = "reviewed"
-REVIEW_ROWS = 300  # the list shows this many of the least confident spots; more would not be reviewed
 #: action name -> the panel's method it runs; keys and descriptions in :data:`shortcuts.ACTIONS`
 _ACTION_METHODS = {
     "napari-spotdetect:add_spot_at_cursor": "add_at_cursor",
@@ -57,7 +53,7 @@ HELP = (
 )
 
 
-class CorrectWidget(Container):
+class CorrectWidget(GroundTruthFiles, ReviewList, Container):
     """Dock widget for correcting detections (npe2 command ``napari-spotdetect.correct_widget``)."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
@@ -466,186 +462,6 @@ class CorrectWidget(Container):
         if self._dirty:
             self._save()
 
-    # -- ground truth on disk -----------------------------------------------------------------------------
-    def start_ground_truth(self, *_):
-        """A copy of the chosen spots, marked as ground truth and saved at once; returns the new layer."""
-        src = self._points.value
-        if src is None:
-            self._set_status("Choose a spots layer first.", error=True)
-            return None
-        image = self._image.value
-        try:
-            truth_path = self.paths()[0]
-        except SpotDetectError:
-            truth_path = None  # no place yet: the layer says so and saves once a folder is chosen
-        if truth_path is not None and not self._may_write(None, truth_path):
-            return None
-        name = L.layer_name("truth", image.name if image is not None else src.name)
-        meta = {k: v for k, v in src.metadata.items()
-                if k not in (K.DETECTIONS, K.TRUTH, K.EDITED, K.SOURCE_FILE)}
-        meta[K.REJECTED] = pd.DataFrame()
-        meta[K.TRUTH] = {"image": image.name if image is not None else src.name}
-        if truth_path is not None:
-            meta[K.TRUTH]["path"] = str(truth_path.resolve())
-        new = self._viewer.add_points(
-            np.array(src.data, copy=True), name=name, features=src.features.copy(), ndim=src.ndim,
-            size=src.size.copy() if len(src.data) else 7, face_color="transparent", border_color=L.TRUTH_COLOUR,
-            border_width=0.15, border_width_is_relative=True, scale=src.scale, translate=src.translate,
-            metadata=meta, projection_mode=getattr(src, "projection_mode", "none"),
-        )
-        src.visible = False
-        for lay in self._viewer.layers:  # the score map hides the spots being corrected
-            if K.SCORE_MAP in lay.metadata:
-                lay.visible = False
-        self._points.value = new  # attaches (and ticks 'Ground truth': the layer is marked already)
-        self._last_error = None
-        self._save()
-        self._update_where()
-        new.mode = "add"
-        return new
-
-    # -- never lose an annotation ---------------------------------------------------------------------------
-    @staticmethod
-    def confirm(title: str, text: str) -> bool:
-        """Ask the user a yes/no question (tests replace this)."""
-        answer = QMessageBox.question(None, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                                      QMessageBox.StandardButton.No)
-        return answer == QMessageBox.StandardButton.Yes
-
-    def _may_write(self, layer, truth: Path) -> bool:
-        """Whether ``layer`` (None: a layer about to be made) may write its ground truth to ``truth``.
-
-        Never two layers to one file; never over a file this session did not write unless the user agrees
-        (the layer was opened from that file, or the user said yes), and then a backup is kept first.
-        """
-        resolved = str(Path(truth).expanduser().resolve())
-        meta = layer.metadata if layer is not None else {}
-        if (meta.get(K.TRUTH) or {}).get("path") == resolved:
-            return True
-        for other in self._viewer.layers:
-            if other is not layer and not L.same_layer(other, layer) \
-                    and (other.metadata.get(K.TRUTH) or {}).get("path") == resolved:
-                msg = (f"'{other.name}' already saves its ground truth to {resolved}; a second layer would "
-                       f"overwrite it. Fix: correct '{other.name}', or close it before starting another.")
-                self._refuse(msg)
-                return False
-        files = files_for(self._viewer)
-        if files.needs_consent(resolved, meta.get(K.SOURCE_FILE)) and not self.confirm(
-                "Replace an existing annotation?",
-                f"{resolved} already exists and was not written in this session.\n\nReplace it? "
-                "A copy is kept as .bak beside it."):
-            self._refuse(f"Kept {Path(resolved).name} as it was: nothing is saved from this layer. Fix: choose "
-                         "another folder under 'Save in', or open that file (Open spots CSV…) to go on "
-                         "correcting it.")
-            return False
-        files.claim(resolved)
-        if layer is not None and K.TRUTH in layer.metadata:
-            layer.metadata[K.TRUTH]["path"] = resolved
-        return True
-
-    def _refuse(self, msg: str) -> None:
-        self._set_status(msg, error=True)
-        show_error(msg)
-
-    # -- opening spot tables ----------------------------------------------------------------------------------
-    def open_spots_csv(self, path=None, truth_of: str | None = None):
-        """Open a spot CSV with this plugin's reader (a file dialog when no path); returns the new layer.
-
-        ``truth_of``: the image name whose ground truth the file is (the folder workflow), so that edits
-        save back into it (after a backup, once).
-        """
-        from .._reader import _points_layer
-        from ..core.io.spots_io import read_spots_csv
-
-        if path is None:
-            path, _ = QFileDialog.getOpenFileName(self.native, "Open a spot table", "", "Spot tables (*.csv)")
-            if not path:
-                return None
-        path = Path(path)
-        try:
-            df = read_spots_csv(path)
-        except (SpotDetectError, ValueError, OSError) as err:
-            msg = (f"{path.name} is not a spot table ({err}). Fix: choose a CSV with y and x columns (z, t, c "
-                   "for stacks), as this plugin and 'spotdetect predict' write them.")
-            self._refuse(msg)
-            return None
-        data, kw, _ = _points_layer(df, path)
-        rejected = path.with_name(path.stem + ".rejected.csv")
-        if rejected.is_file():  # the deleted predictions saved with it: keep them (the next save rewrites them)
-            try:
-                kw["metadata"][K.REJECTED] = read_spots_csv(rejected)
-            except (SpotDetectError, ValueError, OSError):
-                pass
-        if truth_of is not None:
-            kw["metadata"][K.TRUTH] = {"image": truth_of}
-            kw["name"], kw["border_color"] = L.layer_name("truth", truth_of), L.TRUTH_COLOUR
-        layer = self._viewer.add_points(data, **kw)
-        self._points.value = layer
-        self._set_status(f"Opened {len(data):,} spots from {path.name}.")
-        return layer
-
-    def _on_truth_toggled(self, on) -> None:
-        layer = self._layer
-        if layer is None:
-            return
-        if on:
-            image = self._image.value
-            old = layer.metadata.get(K.TRUTH) or {}
-            layer.metadata[K.TRUTH] = {**old, "image": image.name if image is not None else layer.name}
-            self._last_error = None
-            self._save()
-            if K.TRUTH not in layer.metadata:  # refused (another layer's file, or the user said no)
-                with self._truth.changed.blocked():
-                    self._truth.value = False
-        else:
-            layer.metadata.pop(K.TRUTH, None)
-        self._update_where()
-
-    def paths(self):
-        """(truth CSV, rejected CSV) for the current layer; raises SpotDetectError if there is no place."""
-        image = self._image.value
-        folder = str(self._folder.value) if str(self._folder.value) not in ("", ".") else None
-        src = None
-        if image is not None:
-            src = image.metadata.get(K.IMAGE_FILE) or getattr(getattr(image, "source", None), "path", None)
-        name = image.name if image is not None else self._layer.name
-        return A.annotation_paths(name, src, folder)
-
-    def _update_where(self):
-        if self._layer is None or K.TRUTH not in self._layer.metadata:
-            self._where.value = "Not saved automatically (tick 'Ground truth' to save after every edit)."
-            return
-        try:
-            truth, rejected = self.paths()
-            self._where.value = f"Saving to {truth} (deleted predictions: {rejected.name})"
-        except SpotDetectError as err:
-            self._where.value = str(err)
-
-    def _save(self) -> None:
-        self._dirty = False
-        layer = self._layer
-        if layer is None or K.TRUTH not in layer.metadata:
-            return
-        try:
-            truth, rejected = self.paths()
-            if not self._may_write(layer, truth):
-                layer.metadata.pop(K.TRUTH, None)
-                self._update_where()
-                return
-            table = A.spots_table(layer.data, layer.features, L.layer_axes(layer))
-            prov = dict(layer.metadata.get(K.PROVENANCE) or {})
-            prov["ground_truth"] = {"image": layer.metadata[K.TRUTH].get("image"), "n_spots": len(table),
-                                    "n_manual": int((table.get("source", pd.Series(dtype=str)) == A.MANUAL).sum())}
-            A.save_annotations(table, layer.metadata.get(K.REJECTED), truth, rejected, prov)
-            self._last_error = None
-            self._set_status(f"Saved {len(table)} spots to {truth.name}.")
-        except (SpotDetectError, OSError) as err:
-            msg = f"Ground truth NOT saved: {err}"
-            self._set_status(msg, error=True)
-            if msg != self._last_error:  # one pop-up per problem, not one per click
-                show_error(msg)
-            self._last_error = msg
-
     # -- undo ---------------------------------------------------------------------------------------------
     def undo_key(self) -> None:
         """Ctrl+Z: undo here only while the corrected layer (or no layer) is selected; another layer's
@@ -703,78 +519,6 @@ class CorrectWidget(Container):
         self._snap.value = not self._snap.value
         self._set_status(f"Snapping {'on' if self._snap.value else 'off'}.")
 
-    def refresh_review(self) -> None:
-        """Fill the list with the least confident spots (hand-placed ones last)."""
-        self._review_timer.stop()
-        layer = self._layer
-        order = [] if layer is None else A.review_order(layer.features)[:REVIEW_ROWS].tolist()
-        self._row_index = order
-        self._table.setRowCount(len(order))
-        self._show_review_state()
-        if layer is None:
-            return
-        axes = L.layer_axes(layer)
-        iy, ix = axes.index("y") if "y" in axes else -2, axes.index("x") if "x" in axes else -1
-        score = layer.features["score"] if "score" in layer.features else pd.Series(np.nan, index=layer.features.index)
-        source = layer.features["source"] if "source" in layer.features else pd.Series("", index=layer.features.index)
-        for row, i in enumerate(order):
-            s = float(score.iloc[i])
-            values = ["—" if np.isnan(s) else f"{s:.3f}", f"{layer.data[i, iy]:.1f}",
-                      f"{layer.data[i, ix]:.1f}", str(source.iloc[i])]
-            for col, v in enumerate(values):
-                self._table.setItem(row, col, QTableWidgetItem(v))
-        self._table.resizeColumnsToContents()
-
-    def go_to(self, row: int) -> None:
-        """Centre the view on the spot in review row ``row`` (its plane too) and select it."""
-        layer = self._layer
-        if layer is None or not 0 <= row < len(self._row_index):
-            return
-        i = self._row_index[row]
-        self._cursor = row
-        world = np.asarray(layer.data_to_world(layer.data[i]))
-        dims = self._viewer.dims
-        for d in range(min(len(world), dims.ndim)):
-            if d not in dims.displayed:
-                dims.set_point(d, world[d])
-        self._viewer.camera.center = tuple(world[list(dims.displayed)])
-        layer.selected_data = {i}
-        self._table.selectRow(row)
-        self._mark_reviewed(i)
-
-    def _mark_reviewed(self, i: int) -> None:
-        """Remember that spot ``i`` was looked at; saved with the ground truth, so a review resumes."""
-        layer = self._layer
-        features = layer.features.copy()
-        reviewed = _reviewed(features)
-        if reviewed[i]:
-            return
-        reviewed[i] = True
-        features[REVIEWED] = reviewed
-        layer.features = features
-        if K.TRUTH in layer.metadata:
-            self._save()
-        self._show_review_state()
-
-    def review_state(self) -> dict:
-        """Counts for the review line: spots, reviewed, added by hand, deleted predictions."""
-        layer = self._layer
-        if layer is None:
-            return {}
-        f = layer.features
-        return {"n": len(layer.data), "reviewed": int(_reviewed(f).sum()),
-                "added": int((f["source"].astype(str) == A.MANUAL).sum()) if "source" in f else 0,
-                "deleted": len(layer.metadata.get(K.REJECTED, pd.DataFrame()))}
-
-    def _show_review_state(self) -> None:
-        st = self.review_state()
-        self._review_state.value = "" if not st else (
-            f"{st['reviewed']} of {st['n']} reviewed · {st['added']} added · {st['deleted']} deleted")
-
-    def next_doubtful(self, step: int = 1) -> None:
-        if self._row_index:
-            self.go_to((self._cursor + step) % len(self._row_index))
-
     def _set_status(self, text: str, error: bool = False) -> None:
         show_status(self._status, text, error)
 
@@ -784,13 +528,3 @@ def _key(key: str):
     from napari.utils.key_bindings import coerce_keybinding
 
     return coerce_keybinding(key)
-
-
-def _reviewed(features: pd.DataFrame) -> np.ndarray:
-    """The 'reviewed' column as booleans (missing, NaN or text from a CSV count as not reviewed)."""
-    if REVIEWED not in features.columns:
-        return np.zeros(len(features), dtype=bool)
-    col = features[REVIEWED]
-    if col.dtype == bool:
-        return col.to_numpy(copy=True)
-    return col.astype(str).str.lower().isin(["true", "1", "1.0"]).to_numpy()
