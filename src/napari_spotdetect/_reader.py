@@ -28,16 +28,42 @@ def _one_file(path, suffixes) -> Path | None:
 
 
 def get_reader(path):
+    """Spot tables as Points layers; any other CSV goes to napari's own CSV reader.
+
+    napari's builtin reader claims ``*.csv`` too, so File > Open asks which reader to use until the user
+    makes this plugin the reader for ``*.csv`` (the dialog's "remember", or the setting the README names).
+    Then every CSV reaches this function: napari's own point and shape tables must still open as napari
+    opens them, so they are handed back to its reader.
+    """
     path = _one_file(path, (".csv",))
     if path is None:
         return None
+    if _napari_shapes(path):  # napari's shapes table has axis-0, axis-1 columns too: not spots
+        return _napari_csv_reader(path)
     try:
         df = read_spots_csv(path)
     except (NotASpotTable, ValueError, OSError):
-        return None
+        return _napari_csv_reader(path)
     if {"x_px", "y_px"} <= set(df.columns):  # a points table: x, y in um, pixels in *_px
         return lambda _path: [_points_table_layer(path)]
     return lambda _path: [_points_layer(df, path)]
+
+
+def _napari_shapes(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as f:
+            return "shape-type" in f.readline()
+    except OSError:
+        return False
+
+
+def _napari_csv_reader(path: Path):
+    """napari's builtin reader for a CSV that is not a spot table (its own points/shapes format), or None."""
+    try:
+        from napari_builtins.io import napari_get_reader
+    except ImportError:  # napari without its builtins: nothing else to offer
+        return None
+    return napari_get_reader(str(path))
 
 
 def _points_table_layer(path: Path):
