@@ -33,8 +33,13 @@ def snap_to_spot(plane: np.ndarray, point, radius: float = 2.0, window: int = 2,
         reach = radius + 1.0
     else:
         return out
-    other = _nearest_free_peak(plane, point, reach, avoid, taken)
+    other = _nearest_free_peak(plane, point, reach, avoid, _SEPARATE)
     return out if other is None else other
+
+
+#: an unmarked peak counts as another spot only this far (px) from every point: closer, it is the marked spot's
+#: own noisy or clipped top (two spots closer than this are not told apart by a click anyway)
+_SEPARATE = 3.0
 
 
 def _nearest_free_peak(plane, point, reach: float, avoid, taken: float):
