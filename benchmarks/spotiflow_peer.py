@@ -15,16 +15,17 @@ its documented defaults on exactly the images the bundled model's last stages sa
   and flow targets are drawn);
 - training: ``Spotiflow(SpotiflowModelConfig())`` and ``fit`` with ``SpotiflowTrainingConfig``'s defaults
   (AdamW 3e-4, batch 4, crop 512 -> capped by Spotiflow at the smallest image, 128; BCE heatmap loss,
-  pos_weight 10, smart crops, default augmentations, 200 epochs), seed 42 as its CLI, except two things:
+  pos_weight 10, smart crops, default augmentations, 200 epochs), seed 42 as its CLI, except three things:
   ``optimize_threshold=True`` (its documented option to fit the probability threshold on the validation
-  set: our model calibrates its threshold on held-out training images too) and a wall-clock budget
-  (``--minutes``): training stops after the last epoch that fits, keeping the epoch with the best
-  validation loss (Spotiflow's own checkpoint rule);
+  set: our model calibrates its threshold on held-out training images too), ``num_train_samples=200``
+  (epochs of 50 steps, as our trainer's, so that a short budget still sees several validations; its CLI's
+  ``--train-samples``) and a wall-clock budget (``--minutes``): training stops after the last epoch that
+  fits, keeping the epoch with the best validation loss (Spotiflow's own checkpoint rule);
 - prediction: the best model on every ``val`` image at ``prob_thresh`` ``--floor`` (0.05, the lowest
   threshold of our models' slider), with Spotiflow's defaults otherwise (percentile normalisation,
   sub-pixel flow, ``min_distance=1``); the score is Spotiflow's probability. The 3-D stack is predicted
-  plane by plane (a 2-D model) and detections in neighbouring planes within 2 px are merged, keeping the
-  highest.
+  plane by plane (a 2-D model) and detections in consecutive planes within 2 px are one spot, at its
+  highest-scoring plane.
 
 Spotiflow lives in its own virtual environment (``~/.cache/spotdetect-bench/spotiflow-venv``: ``torch==2.14.1
 torchvision==0.29.1``, then ``spotiflow==0.6.5``), built on first use as ``compare_piscis.py`` builds piscis's;
@@ -148,6 +149,7 @@ from spotiflow.utils import normalize, read_coords_csv
 
 data, out, minutes = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
 threads, repeat, max_epochs, samples = (int(v) for v in sys.argv[4:8])
+device = sys.argv[8]
 torch.set_num_threads(threads)
 t0 = time.time()
 
@@ -188,11 +190,11 @@ budget = Budget(minutes * 60)
 cfg = {"optimize_threshold": True, "num_train_samples": samples or None}
 if max_epochs:
     cfg["num_epochs"] = max_epochs
-model.fit(tr_x, tr_y, va_x, va_y, save_dir=str(out), device="cpu", train_config=cfg, callbacks=[budget])
+model.fit(tr_x, tr_y, va_x, va_y, save_dir=str(out), device=device, train_config=cfg, callbacks=[budget])
 best = Spotiflow.from_folder(str(out), map_location="cpu")
 info = {"epochs": len(budget.epochs), "epoch_seconds": [round(s, 1) for s in budget.epochs],
         "training_seconds": round(time.time() - budget.start, 1), "threads": threads,
-        "train_images": len(tr_x), "val_images": len(va_x), "threshold": float(best._prob_thresh[0]),
+        "train_images": len(tr_x), "val_images": len(va_x), "threshold": float(best._prob_thresh[0]), "device": device,
         "parameters": int(sum(p.numel() for p in best.parameters())),
         "torch": torch.__version__, "spotiflow": __import__("spotiflow").__version__}
 (out / "run.json").write_text(json.dumps(info, indent=1))
@@ -239,10 +241,11 @@ def _run(script: str, args: list, threads: int, work: Path, name: str) -> None:
     subprocess.run([str(py), str(f), *map(str, args)], check=True, env=env)
 
 
-def train(work: Path, minutes: float, threads: int, max_epochs: int = 0, samples: int = 200) -> dict:
+def train(work: Path, minutes: float, threads: int, max_epochs: int = 0, samples: int = 200,
+          device: str = "cpu") -> dict:
     manifest = json.loads((work / "data" / "manifest.json").read_text())
     _run(TRAIN_SCRIPT, [work / "data", work / "model", minutes, threads, manifest["real_repeat"], max_epochs,
-                        samples], threads, work, "spotiflow_train")
+                        samples, device], threads, work, "spotiflow_train")
     return json.loads((work / "model" / "run.json").read_text())
 
 
@@ -261,15 +264,20 @@ def predict(work: Path, threads: int, data_root=REAL, split: str = "val", floor:
 
 # -- reading the predictions back (bench_real.py) -----------------------------------------------------------
 def merge_planes(coords: np.ndarray, scores: np.ndarray, radius: float = PLANE_MERGE_PX):
-    """One spot per cluster of per-plane detections: highest score first, dropping any later detection within
-    ``radius`` px (y/x) of a kept one in a neighbouring plane (|dz| <= 1, chained through the kept one's plane)."""
+    """One spot per chain of per-plane detections: highest score first, a detection within ``radius`` px (y/x)
+    of an earlier one (kept or merged) in the same or a neighbouring plane joins that one's spot, so a spot seen
+    in several consecutive planes counts once, at its highest-scoring plane."""
     order = np.argsort(-scores, kind="stable")
+    cells: dict[tuple, list[int]] = {}  # detections seen so far by (plane, y cell, x cell), cells of ``radius``
     kept: list[int] = []
     for i in order:
         z, y, x = coords[i]
-        if not any(abs(coords[k, 0] - z) <= 1 and np.hypot(coords[k, 1] - y, coords[k, 2] - x) <= radius
-                   for k in kept):
+        cz, cy, cx = int(round(z)), int(y // radius), int(x // radius)
+        near = (k for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                for k in cells.get((cz + dz, cy + dy, cx + dx), ()))
+        if not any(np.hypot(coords[k, 1] - y, coords[k, 2] - x) <= radius for k in near):
             kept.append(i)
+        cells.setdefault((cz, cy, cx), []).append(i)
     kept = np.asarray(kept, dtype=int)
     return coords[kept], scores[kept]
 
@@ -307,6 +315,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-epochs", type=int, default=0, help="cap the epochs (0: Spotiflow's default, 200)")
     ap.add_argument("--samples-per-epoch", type=int, default=200,
                     help="Spotiflow's num_train_samples: crops per epoch (200: 50 steps, as our trainer's epochs)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="where Spotiflow trains")
     ap.add_argument("--data", default=str(REAL))
     ap.add_argument("--steps", nargs="*", default=["export", "train", "predict"],
                     choices=("export", "train", "predict"))
@@ -317,7 +326,7 @@ def main(argv=None) -> int:
     if "export" in a.steps:
         print(json.dumps(export(work / "data", a.data, tiny=a.tiny)), flush=True)
     if "train" in a.steps:
-        print(json.dumps(train(work, a.minutes, a.threads, a.max_epochs, a.samples_per_epoch)), flush=True)
+        print(json.dumps(train(work, a.minutes, a.threads, a.max_epochs, a.samples_per_epoch, a.device)), flush=True)
     if "predict" in a.steps:
         predict(work, a.threads, a.data)
     print(f"done in {time.time() - t0:.0f}s", flush=True)

@@ -68,10 +68,10 @@ def test_export_is_the_bundled_models_training_data_and_no_val_image(tmp_path):
 
 
 def test_plane_detections_of_one_spot_merge_and_distinct_spots_stay():
-    coords = np.array([[3, 10.0, 10.0], [4, 10.5, 10.0], [5, 11.0, 10.5],  # one spot through three planes
+    coords = np.array([[2, 9.5, 10.0], [3, 10.0, 10.0], [4, 10.5, 10.0], [5, 11.0, 10.5],  # one spot, 4 planes
                        [3, 10.0, 16.0],  # another spot 6 px away
-                       [8, 10.0, 10.0]])  # the same y/x far away in z: another spot
-    scores = np.array([0.6, 0.9, 0.5, 0.7, 0.4])
+                       [8, 10.0, 10.0]])  # the same y/x three planes past the first spot's end: another spot
+    scores = np.array([0.3, 0.6, 0.9, 0.5, 0.7, 0.4])
     c, s = sp.merge_planes(coords, scores)
     assert sorted(s.tolist()) == [0.4, 0.7, 0.9]
     np.testing.assert_array_equal(c[np.argmax(s)], [4, 10.5, 10.0])
