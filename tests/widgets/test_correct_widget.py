@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import cdist
 
-from napari_spotdetect.core.spots_io import read_spots_csv
+from napari_spotdetect.core.io.spots_io import read_spots_csv
 from napari_spotdetect.widgets.correct_widget import REJECTED_KEY, TRUTH_KEY
 
 

@@ -208,7 +208,7 @@ def test_missing_default_model_is_explained(detect_widget, monkeypatch, tmp_path
 def test_first_launch_detects_the_sample_with_the_bundled_model(detect_widget, run_and_wait):
     """Offline first use: sample data, default model, Run; the spots are the true ones (within 3 px: the sample
     holds spots near the noise floor and specks, as real images do, so a few are missed or extra)."""
-    from napari_spotdetect.core.metrics import match_spots
+    from napari_spotdetect.core.groundtruth.metrics import match_spots
 
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
@@ -252,7 +252,7 @@ def test_multiscale_dask_layer_is_detected_lazily_from_full_resolution(detect_wi
     """An OME-Zarr-like pyramid of dask arrays: spots come from level 0, maps stay on disk, shown lazily."""
     import dask.array as da
 
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     viewer, widget = detect_widget
     full = synthetic_image((300, 260), n_spots=40, seed=4)[0]

@@ -117,7 +117,7 @@ def test_stop_midway_keeps_a_loadable_best_checkpoint(finetune_widget, qtbot, ti
 def test_finetune_from_a_folder_of_images_and_csvs(finetune_widget, qtbot, tiny_model, tmp_path):
     import pandas as pd
 
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
     from napari_spotdetect.core.weights.native import save_model
 
     viewer, _detect, tune = finetune_widget
@@ -218,8 +218,8 @@ def test_finetune_from_the_stack_sample_learns_from_each_annotated_plane(finetun
 @pytest.mark.slow
 def test_the_panel_starts_from_the_core_defaults_and_trains_through_the_core(finetune_widget, qtbot, tiny_model,
                                                                               tmp_path, monkeypatch):
-    from napari_spotdetect.core import finetuning
-    from napari_spotdetect.core.finetune_defaults import DEFAULTS as FT
+    from napari_spotdetect.core.training import finetuning
+    from napari_spotdetect.core.training.finetune_defaults import DEFAULTS as FT
     from napari_spotdetect.core.weights.native import save_model
 
     viewer, _detect, tune = finetune_widget
@@ -256,7 +256,7 @@ def test_the_plots_starting_f1_is_what_the_qc_panel_reports(finetune_widget, qtb
     spots = next(lay for lay in viewer.layers if META_KEY in lay.metadata)
     truth = viewer.layers["true spots"]
     _d, qc = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Check against ground truth")
-    from napari_spotdetect.core.finetune_defaults import DEFAULTS as FT
+    from napari_spotdetect.core.training.finetune_defaults import DEFAULTS as FT
 
     qc.set_layers(spots, truth, radius=FT.radius, all_images=False)
     [row] = qc.compare()

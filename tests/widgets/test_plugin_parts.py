@@ -11,7 +11,7 @@ from npe2.manifest.utils import import_python_name
 
 import napari_spotdetect
 from napari_spotdetect import _sample_data
-from napari_spotdetect.core.detect import Progress
+from napari_spotdetect.core.detection.detect import Progress
 from napari_spotdetect.widgets.detect_widget import _with_plane_messages
 from napari_spotdetect.widgets.layers import guess_layer_axes, map_in_layer_order, points_from_spots
 from napari_spotdetect.widgets.workers import detection_steps, run_sync

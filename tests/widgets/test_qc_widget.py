@@ -10,9 +10,9 @@ import pytest
 from napari.utils.colormaps.standardize_color import transform_color
 
 from napari_spotdetect.cli import main
-from napari_spotdetect.core import annotations as A
-from napari_spotdetect.core.metrics import evaluate
-from napari_spotdetect.core.spots_io import write_spots_csv
+from napari_spotdetect.core.groundtruth import annotations as A
+from napari_spotdetect.core.groundtruth.metrics import evaluate
+from napari_spotdetect.core.io.spots_io import write_spots_csv
 from napari_spotdetect.widgets.correct_widget import TRUTH_KEY
 from napari_spotdetect.widgets.layers import QC_COLOURS
 from napari_spotdetect.widgets.qc_widget import FN_KEY

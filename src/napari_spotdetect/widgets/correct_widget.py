@@ -22,9 +22,9 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QMessageBox, QTableWidget, QTableWidgetItem
 
 from .. import layer_keys as K
-from ..core import annotations as A
 from ..core.errors import SpotDetectError
-from ..core.spots_io import provenance_path
+from ..core.groundtruth import annotations as A
+from ..core.io.spots_io import provenance_path
 from . import layers as L
 from . import shortcuts as S
 from ._ui import make_scrollable, show_status
@@ -529,7 +529,7 @@ class CorrectWidget(Container):
         save back into it (after a backup, once).
         """
         from .._reader import _points_layer
-        from ..core.spots_io import read_spots_csv
+        from ..core.io.spots_io import read_spots_csv
 
         if path is None:
             path, _ = QFileDialog.getOpenFileName(self.native, "Open a spot table", "", "Spot tables (*.csv)")

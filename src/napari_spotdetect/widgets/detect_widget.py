@@ -31,12 +31,12 @@ from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QComboBox, QSizePolicy
 
 from .. import layer_keys as K
-from ..core.device import available_devices
+from ..core.common.device import available_devices
+from ..core.detection.speed import SPEEDS, check_speed
 from ..core.errors import SpotDetectError
 from ..core.models.base import SpotModel
 from ..core.models.piscis import PERCENTILES
 from ..core.models.zoo import bundled_path
-from ..core.speed import SPEEDS, check_speed
 from . import layers as L
 from ._ui import make_scrollable, show_status
 from .model_registry import registry_for
@@ -266,13 +266,13 @@ class DetectWidget(Container):
         return list(self._model_kind.choices)
 
     def set_device(self, device: str) -> None:
-        """"auto", "cpu", or one of :func:`core.device.available_devices`."""
+        """"auto", "cpu", or one of :func:`core.common.device.available_devices`."""
         self._device.value = device
 
     def set_options(self, *, show_maps: bool | None = None, augment: bool | None = None,
                     tile_size: int | None = None, speed: str | None = None) -> None:
         """Add the score map as an image; average over 8 flips/rotations; tile size (0: automatic);
-        speed ("exact" or "fast", see :mod:`core.speed`)."""
+        speed ("exact" or "fast", see :mod:`core.detection.speed`)."""
         if speed is not None:
             self._speed.value = check_speed(speed)
         if show_maps is not None:
@@ -405,7 +405,7 @@ class DetectWidget(Container):
             return "Open or choose an image layer."
         try:
             L.guess_layer_axes(layer.ndim, (), layer.rgb)  # refuses RGB
-            from ..core.validate import check_axes
+            from ..core.common.validate import check_axes
 
             check_axes(layer.ndim, self._axes.value.strip() or None)
         except SpotDetectError as err:
@@ -586,7 +586,7 @@ class DetectWidget(Container):
             if name in L.HIDDEN_MAPS or not self._maps.value:
                 continue
             if not isinstance(arr, np.ndarray):  # kept in a zarr store: shown lazily
-                from ..core.image_sources import as_lazy
+                from ..core.io.image_sources import as_lazy
 
                 arr = as_lazy(arr)
             data, dims = L.map_in_layer_order(arr, dets.axes, axes)
@@ -729,7 +729,7 @@ class _CloseWatcher(QObject):
         super().__init__()
         self._on_close = on_close
 
-    def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+    def eventFilter(self, obj, event):
         if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
             self._on_close()
         return False

@@ -24,8 +24,8 @@ from qtpy.QtGui import QColor, QPainter
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from .. import layer_keys as K
+from ..core.analysis.filters import filter_mask, histogram, make_filter, numeric_features
 from ..core.errors import SpotDetectError
-from ..core.filters import filter_mask, histogram, make_filter, numeric_features
 from . import layers as L
 from ._ui import show_status
 
@@ -183,7 +183,7 @@ class HistogramView(QWidget):
         inside = (centres >= self.cut[0]) & (centres <= self.cut[1])
         return float(self.counts[inside].sum() / total) if total else 0.0
 
-    def paintEvent(self, _event):  # noqa: N802 (Qt's name)
+    def paintEvent(self, _event):
         p = QPainter(self)
         w, h = self.width(), self.height()
         p.fillRect(0, 0, w, h, QColor(30, 30, 34))

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from .. import layer_keys as K
+from ..core.common.validate import check_axes
 from ..core.errors import SpotDetectError
-from ..core.spots_io import COORD_ORDER
-from ..core.validate import check_axes
+from ..core.io.spots_io import COORD_ORDER
 
 #: the axes a layer of each rank is assumed to have when its axis labels say nothing
 LAYER_DEFAULT_AXES = {2: "yx", 3: "zyx", 4: "tzyx", 5: "tczyx"}

@@ -1,9 +1,9 @@
 """The "Measure and count spots" dock widget: Gaussian fits, molecules, spots per cell, and exports.
 
-Everything is computed by the engine (``core.measure``, ``core.cells``, ``core.exports``: the same calls as
-``spotdetect measure / count / export``); the widget converts layer coordinates into image and label pixels,
-runs the fit in a worker, writes the results into the Points layer's features and provenance, and shows the
-per-cell table. The pixel size comes from the image layer's scale (napari's default scale 1 means pixels).
+Everything is computed by the engine (``core.analysis.measure``, ``core.analysis.cells``, ``core.io.exports``:
+the same calls as ``spotdetect measure / count / export``); the widget converts layer coordinates into image and
+label pixels, runs the fit in a worker, writes the results into the Points layer's features and provenance, and shows
+the per-cell table. The pixel size comes from the image layer's scale (napari's default scale 1 means pixels).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from .. import layer_keys as K
-from ..core.cells import count_spots_in_cells
+from ..core.analysis.cells import count_spots_in_cells
+from ..core.analysis.measure import count_molecules, measure_spots_iter
 from ..core.errors import SpotDetectError
-from ..core.exports import write_cell_table, write_points_table, write_trackmate_xml
-from ..core.measure import count_molecules, measure_spots_iter
-from ..core.units import pixel_size_from_scale
+from ..core.io.exports import write_cell_table, write_points_table, write_trackmate_xml
+from ..core.io.units import pixel_size_from_scale
 from . import layers as L
 from ._ui import show_status
 from .workers import start_worker

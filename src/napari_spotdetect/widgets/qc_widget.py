@@ -1,6 +1,6 @@
 """The "Check against ground truth" dock widget: how good are the detections, and where are the mistakes.
 
-The numbers come from :func:`core.metrics.evaluate` (the function ``spotdetect evaluate`` prints), so the
+The numbers come from :func:`core.groundtruth.metrics.evaluate` (the function ``spotdetect evaluate`` prints), so the
 widget and the command line never disagree. On the canvas, predictions are coloured found (TP) or false
 alarm (FP) and the missed true spots (FN) get their own layer, so the user sees where the model fails.
 """
@@ -15,8 +15,8 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from .. import layer_keys as K
-from ..core import annotations as A
 from ..core.errors import SpotDetectError
+from ..core.groundtruth import annotations as A
 from . import layers as L
 from ._ui import make_scrollable
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.detect import Detections, Progress, detect_iter
+from ..core.common.steps import run_steps
+from ..core.detection.detect import Detections, Progress, detect_iter
 from ..core.models.base import SpotModel
 from ..core.models.zoo import load_model
-from ..core.steps import run_steps
 
 
 @dataclass

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from ..common.validate import check_contrast_floor
 from ..errors import ModelFileError, SpotDetectError
-from ..files import atomic_write
+from ..io.files import atomic_write
 from ..models.base import ModelInfo, SpotModel
-from ..validate import check_contrast_floor
 
 FORMAT = "napari-spotdetect"
 FORMAT_VERSION = 1
