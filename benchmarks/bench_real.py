@@ -246,7 +246,7 @@ def main(argv=None) -> int:
     sf = a.spotiflow or (SPOTIFLOW_WORK if (SPOTIFLOW_WORK / "predictions" / "predict.json").exists() else None)
     if sf:
         sys.path.insert(0, str(HERE))
-        from spotiflow_peer import spotiflow_candidates  # noqa: PLC0415
+        from spotiflow_peer import spotiflow_candidates
 
         cands, thr, info = spotiflow_candidates(images, sf)
         results["spotiflow"] = {"kind": "peer", "package": "spotiflow==0.6.5, trained by spotiflow_peer.py",

@@ -64,7 +64,7 @@ PLANE_MERGE_PX = 2.0
 
 def spotiflow_python() -> Path:
     sys.path.insert(0, str(HERE))
-    from compare_piscis import _venv_python  # noqa: PLC0415
+    from compare_piscis import _venv_python
 
     return _venv_python("spotiflow-venv", "import spotiflow, torchvision", [list(p) for p in SPOTIFLOW_PINS])
 
@@ -100,8 +100,9 @@ def bundled_training_data() -> dict:
 def export(out: Path, data_root=REAL, tiny: bool = False) -> dict:
     """Write the bundled model's training and validation images to ``out/train`` and ``out/val``; returns the
     manifest (also ``out/manifest.json``): which files are real, how often each real one is listed."""
-    from napari_spotdetect.core.real_data import load_annotated
-    from napari_spotdetect.core.synthetic import realistic_dataset, synthetic_dataset
+    from real_data import load_annotated
+
+    from napari_spotdetect.core.training.synthetic import realistic_dataset, synthetic_dataset
 
     card = bundled_training_data()
     real = card["real"]
@@ -250,7 +251,7 @@ def train(work: Path, minutes: float, threads: int, max_epochs: int = 0, samples
 
 
 def predict(work: Path, threads: int, data_root=REAL, split: str = "val", floor: float = FLOOR) -> None:
-    from napari_spotdetect.core.real_data import load_annotated
+    from real_data import load_annotated
 
     out = work / "predictions"
     out.mkdir(parents=True, exist_ok=True)

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import tifffile
 
-from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.training.synthetic import synthetic_image
 
 from .conftest import ROOT, SHARED, need_shared
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import spotiflow_peer as sp  # noqa: E402
+import spotiflow_peer as sp
 
 
 def test_exported_pair_reads_back_as_y_x_at_pixel_centres(tmp_path):
@@ -60,7 +60,7 @@ def test_export_is_the_bundled_models_training_data_and_no_val_image(tmp_path):
     np.testing.assert_allclose(pd.read_csv(tmp_path / "train" / f"{name}.csv")[["y", "x"]].to_numpy(), truth,
                                atol=1e-4)
     # the synthetic ones are our generator's images with the card's seed
-    from napari_spotdetect.core.synthetic import synthetic_dataset
+    from napari_spotdetect.core.training.synthetic import synthetic_dataset
 
     img0, pts0 = synthetic_dataset(1, card["kind"], seed=card["seed"])[0]
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "train" / "synthetic_0000.tif"), img0)
