@@ -150,7 +150,7 @@ from spotiflow.utils import normalize, read_coords_csv
 
 data, out, minutes = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
 threads, repeat, max_epochs, samples = (int(v) for v in sys.argv[4:8])
-device = sys.argv[8]
+device, init = sys.argv[8], sys.argv[9]
 torch.set_num_threads(threads)
 t0 = time.time()
 
@@ -185,10 +185,13 @@ class Budget(pl.Callback):
         if time.time() - self.start + float(np.mean(self.epochs)) > self.seconds:
             trainer.should_stop = True
 
-pl.seed_everything(42)  # spotiflow-train's default seed
-model = Spotiflow(SpotiflowModelConfig())
+pl.seed_everything(43 if init else 42)  # spotiflow-train's default seed; another crop stream for a second stage
+if init:  # continue a model of an earlier run, as spotiflow-train --finetune-from does
+    model = Spotiflow.from_folder(init, inference_mode=False, map_location="cpu")
+else:
+    model = Spotiflow(SpotiflowModelConfig())
 budget = Budget(minutes * 60)
-cfg = {"optimize_threshold": True, "num_train_samples": samples or None}
+cfg = {"optimize_threshold": True, "num_train_samples": samples or None, "finetuned_from": init or None}
 if max_epochs:
     cfg["num_epochs"] = max_epochs
 model.fit(tr_x, tr_y, va_x, va_y, save_dir=str(out), device=device, train_config=cfg, callbacks=[budget])
@@ -196,6 +199,7 @@ best = Spotiflow.from_folder(str(out), map_location="cpu")
 info = {"epochs": len(budget.epochs), "epoch_seconds": [round(s, 1) for s in budget.epochs],
         "training_seconds": round(time.time() - budget.start, 1), "threads": threads,
         "train_images": len(tr_x), "val_images": len(va_x), "threshold": float(best._prob_thresh[0]), "device": device,
+        "continued_from": init or None,
         "parameters": int(sum(p.numel() for p in best.parameters())),
         "torch": torch.__version__, "spotiflow": __import__("spotiflow").__version__}
 (out / "run.json").write_text(json.dumps(info, indent=1))
@@ -243,10 +247,10 @@ def _run(script: str, args: list, threads: int, work: Path, name: str) -> None:
 
 
 def train(work: Path, minutes: float, threads: int, max_epochs: int = 0, samples: int = 200,
-          device: str = "cpu") -> dict:
+          device: str = "cpu", init: str = "") -> dict:
     manifest = json.loads((work / "data" / "manifest.json").read_text())
     _run(TRAIN_SCRIPT, [work / "data", work / "model", minutes, threads, manifest["real_repeat"], max_epochs,
-                        samples, device], threads, work, "spotiflow_train")
+                        samples, device, init], threads, work, "spotiflow_train")
     return json.loads((work / "model" / "run.json").read_text())
 
 
@@ -316,6 +320,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-epochs", type=int, default=0, help="cap the epochs (0: Spotiflow's default, 200)")
     ap.add_argument("--samples-per-epoch", type=int, default=200,
                     help="Spotiflow's num_train_samples: crops per epoch (200: 50 steps, as our trainer's epochs)")
+    ap.add_argument("--init", default="", help="continue the Spotiflow model in this folder (a second stage)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="where Spotiflow trains")
     ap.add_argument("--data", default=str(REAL))
     ap.add_argument("--steps", nargs="*", default=["export", "train", "predict"],
@@ -327,7 +332,8 @@ def main(argv=None) -> int:
     if "export" in a.steps:
         print(json.dumps(export(work / "data", a.data, tiny=a.tiny)), flush=True)
     if "train" in a.steps:
-        print(json.dumps(train(work, a.minutes, a.threads, a.max_epochs, a.samples_per_epoch, a.device)), flush=True)
+        run = train(work, a.minutes, a.threads, a.max_epochs, a.samples_per_epoch, a.device, a.init)
+        print(json.dumps(run), flush=True)
     if "predict" in a.steps:
         predict(work, a.threads, a.data)
     print(f"done in {time.time() - t0:.0f}s", flush=True)
