@@ -169,7 +169,7 @@ class Detections:
         frames = []
         for idx, g in groups:
             idx = idx if isinstance(idx, tuple) else (idx,)
-            zrc = g[["z", "r", "c"]].to_numpy(np.int64)
+            zrc = g[["z", "row", "col"]].to_numpy(np.int64)
             keys = np.ravel_multi_index(zrc.T, (nz, h, w))
             order = np.argsort(keys)
             keys = keys[order]
@@ -454,7 +454,7 @@ def _tile_spots(run: _Run, tmaps: np.ndarray, t, z: int, pixels) -> dict:
     else:
         inten = _intensity(pixels, yx)
     if run.stack:
-        return dict(z=np.full(len(rr), z, dtype=np.int32), r=rr.astype(np.int32), c=cc.astype(np.int32),
+        return dict(z=np.full(len(rr), z, dtype=np.int32), row=rr.astype(np.int32), col=cc.astype(np.int32),
                     score=vals[0], dy=vals[1], dx=vals[2], intensity=inten)
     return dict(y=yx[:, 0], x=yx[:, 1], score=tc.scores[keep], intensity=inten)
 
@@ -508,7 +508,8 @@ def _provenance(run: _Run) -> dict:
 def _detections(run: _Run, frames: list) -> Detections:
     lead = list(run.outer_axes)
     if run.stack:
-        vcols = lead + ["z", "r", "c", "score", "dy", "dx", "intensity"]
+        # voxel row/col, never "c": that letter is the channel axis, an outer column of the same table
+        vcols = lead + ["z", "row", "col", "score", "dy", "dx", "intensity"]
         candidates = (pd.concat(frames, ignore_index=True)[vcols] if frames else
                       pd.DataFrame({c: pd.Series(dtype=np.float64) for c in vcols}))
     else:
