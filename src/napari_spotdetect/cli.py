@@ -18,11 +18,13 @@ METRIC_KEYS = ("precision", "recall", "f1", "f1_integral")
 
 
 def cmd_predict(args) -> int:
-    from .cli_biology import biology_post
-    from .core.batch import PredictOptions, run_batch
+    from .cli_biology import biology_post, check_predict_inputs
+    from .core.batch import PredictOptions, prepare_output, run_batch
     from .core.image_sources import find_images
 
     files = find_images(args.images)
+    check_predict_inputs(args, files)  # before the model loads and any image runs
+    prepare_output(args.out)
     if args.dask_scheduler and args.workers:
         raise SpotDetectError("--dask-scheduler and --workers were both given.",
                               "use --dask-scheduler to join a running cluster, or --workers N to start one here.")

@@ -498,6 +498,7 @@ def _provenance(run: _Run) -> dict:
         "test_time_augmentation": bool(run.augment),
         "normalization": run.model.normalization(),
         "axes": run.axes,
+        "image_shape": [int(v) for v in run.arr.shape],  # checks labels and exports against the image's grid
         "tiling": {**run.plan.describe(), "overlap": run.overlap, "pad": run.pad_mode, "batch_size": run.batch},
         **run.speed.describe(),
         "device": str(run.model.device),
