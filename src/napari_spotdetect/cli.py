@@ -49,7 +49,11 @@ def cmd_predict(args) -> int:
         print(f"dask: {len(client.scheduler_info().get('workers', {}))} worker(s) at {client.scheduler.address}",
               file=sys.stderr)
     else:
-        print(f"model: {model.info.name} ({model.info.arch} {model.info.variant}) on {model.device}", file=sys.stderr)
+        import torch
+
+        cpu = str(model.device).startswith("cpu")
+        where = f"{model.device}" + (f", {torch.get_num_threads()} thread(s)" if cpu else "")
+        print(f"model: {model.info.name} ({model.info.arch} {model.info.variant}) on {where}", file=sys.stderr)
     bar = _Bar()
     try:
         rows = run_batch(files, args.out, options, overwrite=args.overwrite, client=client, model=model,
@@ -224,9 +228,29 @@ def cmd_demo(args) -> int:
     print(f"wrote {tif}, the true spots {truth_csv} and the detected spots {pred_csv}.")
     print("next, look at them in napari, then score them (or score your own predictions the same way):")
     q = shlex.quote
-    print(f"  napari {q(str(tif))} {q(str(pred_csv))} {q(str(truth_csv))}")
-    print(f"  spotdetect evaluate --pred {q(str(pred_csv.parent))} --truth {q(str(truth_csv.parent))}")
+    print(f"  {runnable('napari', 'napari')} {q(str(tif))} {q(str(pred_csv))} {q(str(truth_csv))}")
+    print(f"  {runnable('spotdetect', 'napari_spotdetect.cli')} evaluate --pred {q(str(pred_csv.parent))} "
+          f"--truth {q(str(truth_csv.parent))}")
     return 0
+
+
+def runnable(script: str, module: str) -> str:
+    """How to start ``script`` of this installation from a shell where its environment is not activated.
+
+    The bare name when the shell's PATH finds this installation's script, else the script's full path, else
+    this Python with ``-m module``.
+    """
+    import os
+    import shutil
+
+    here = Path(sys.executable).parent
+    mine = next((here / n for n in (script, f"{script}.exe") if (here / n).is_file()), None)
+    found = shutil.which(script)
+    if mine is not None:
+        if found and Path(found).resolve() == mine.resolve():
+            return script
+        return shlex.quote(str(mine)) if os.name != "nt" else f'"{mine}"'
+    return f"{shlex.quote(sys.executable)} -m {module}"
 
 
 def cmd_models(args) -> int:
@@ -309,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_biology import add_biology_parsers, add_predict_options
 
     add_predict_options(p)
+    add_threads_option(p)
     p.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="precision, recall, F1 and F1 integral of predictions against ground truth")
@@ -325,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder, printed at the end)")
     d.add_argument("--device", default=None, help="cuda, mps, cpu (default: best available)")
     d.add_argument("--seed", type=int, default=1, help="seed of the synthetic image (default: %(default)s)")
+    add_threads_option(d)
     d.set_defaults(func=cmd_demo)
 
     m = sub.add_parser("models", help="list the models this package knows (bundled, downloadable, cached), "
@@ -341,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-_PY_ARG = re.compile(r"\b(axes|device|threshold|tile_size|batch_size|min_distance|radius|lr|model)="
+_PY_ARG = re.compile(r"\b(axes|device|threads|threshold|tile_size|batch_size|min_distance|radius|lr|model)="
                      r"(?:'([^']*)'|([\w.+-]+))")
 
 
@@ -362,9 +388,21 @@ def _end_progress_line() -> None:
         _open_line[0] = False
 
 
+THREADS_HELP = ("CPU threads for the network (default: the cores idle when the command starts, or OMP_NUM_THREADS "
+                "when set; torch alone would take every core, which is many times slower on a busy machine)")
+
+
+def add_threads_option(p) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "threads"):  # every command that runs a network has --threads
+            from .core.device import use_threads
+
+            use_threads(args.threads)
         return int(args.func(args) or 0)
     except SpotDetectError as err:
         _end_progress_line()

@@ -39,7 +39,9 @@ def _common(p, epochs: int, steps: int | None, lr: float, lr_help: str):
     p.add_argument("--select", default="f1", choices=["f1", "f1_integral"],
                    help="validation metric that picks the best epoch (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    from .cli import THREADS_HELP
+
+    p.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints of an earlier run")
     p.add_argument("--half", action="store_true", help="store weights in half precision (smaller file)")
 

@@ -479,6 +479,12 @@ def _add_contrast(frame: pd.DataFrame, plane) -> None:
     frame["relative_contrast"] = at / e if np.isfinite(e) and e > 0 else np.inf
 
 
+def _torch_threads() -> int:
+    import torch  # noqa: PLC0415
+
+    return int(torch.get_num_threads())  # of this thread (OpenMP's count is per thread)
+
+
 def _provenance(run: _Run) -> dict:
     from .. import __version__  # noqa: PLC0415
 
@@ -502,6 +508,7 @@ def _provenance(run: _Run) -> dict:
         "tiling": {**run.plan.describe(), "overlap": run.overlap, "pad": run.pad_mode, "batch_size": run.batch},
         **run.speed.describe(),
         "device": str(run.model.device),
+        "threads": _torch_threads(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -26,14 +26,18 @@ class DetectionResult:
 
 def detection_steps(image, model_source, *, axes: str, device=None, tile_size=None, threshold=None,
                     keep_maps=True, model_cache: dict | None = None, augment: bool = False,
-                    min_distance: int = 1, percentiles=None, speed: str = "exact"):
+                    min_distance: int = 1, percentiles=None, speed: str = "exact", threads: int | None = None):
     """Load the model (cached by source and device), then detect; yields Progress, returns a result.
 
+    ``threads``: torch CPU threads (None: the idle cores, :func:`core.device.default_threads`).
     ``percentiles`` (low, high): other normalisation percentiles for a percentile-normalised model (others
     ignore them); the result names the model as loaded. ``model_cache`` is a dict owned by the caller; a
     loaded model is put there so the next run on the same
     model does not read the weights again.
     """
+    from ..core.device import use_threads
+
+    use_threads(threads)  # in this (worker) thread: torch's CPU thread count is set per thread
     key = (model_source if isinstance(model_source, str) else id(model_source), str(device))
     model = model_cache.get(key) if model_cache is not None else None
     if model is None:
