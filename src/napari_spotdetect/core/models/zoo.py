@@ -179,6 +179,11 @@ def _check_zip_sizes(path: Path) -> None:
             infos = zf.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
         raise _unreadable(path, err) from err
+    packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    if packed:  # torch.save never compresses: a compressed member costs its unpacked size, whatever the file's
+        raise ModelFileError(f"{path} holds compressed parts ({', '.join(packed[:3])}), which torch never writes: "
+                             "unpacking them could cost far more memory than the file's size.",
+                             "use the model file as torch.save wrote it (not re-zipped); it may be crafted.")
     total = sum(i.file_size for i in infos)
     if len(infos) > 100_000 or total > MAX_MODEL_BYTES:
         raise ModelFileError(f"{path} would unpack to {total / 2**30:.1f} GB in {len(infos)} parts, more than any "
