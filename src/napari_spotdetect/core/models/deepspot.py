@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -169,8 +170,10 @@ def load_deepspot_net(path, *, fuse: bool = True, verify: bool = True) -> tuple[
     net = DeepSpotNet()
     # names and declared shapes first, against the network, before any tensor is decoded: then only the
     # network's own weights are read, and memory stays at the model's real size whatever the index claims
-    _, problems = keras_state_dict({**{k: _shape_stub(bundle.entries[k].shape) for k in wanted},
-                                    **{k: None for k in others}}, net)
+    with warnings.catch_warnings():  # the stubs are read-only views, and their state is thrown away
+        warnings.simplefilter("ignore", UserWarning)
+        _, problems = keras_state_dict({**{k: _shape_stub(bundle.entries[k].shape) for k in wanted},
+                                        **{k: None for k in others}}, net)
     if problems:
         raise ModelFileError(f"{folder} is not the DeepSpot (MHybrid) network: "
                              + "; ".join(problems) + ".",
