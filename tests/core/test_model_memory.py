@@ -56,3 +56,16 @@ def test_a_string_tensor_claiming_more_strings_than_bytes_is_refused(tmp_path):
     b.entries["k"] = tb.BundleEntry("k", 7, (10**12,), e.shard, e.offset, e.size, None)  # DT_STRING = 7
     with pytest.raises(ModelFileError, match="claims"):
         b.get("k")
+
+
+def test_a_piscis_file_with_flipped_bytes_inside_a_weight_is_refused(tmp_path, piscis_fixture_file):
+    state = torch.load(piscis_fixture_file, weights_only=True, map_location="cpu")
+    name = "fpn.encoder.blocks.1.1.block.0.conv.0.weight"
+    bits = state[name].flatten().view(torch.int32).clone()
+    bits[100:104] ^= -1  # 16 bytes flipped, as a bad copy or disk does
+    state[name] = bits.view(torch.float32).reshape(state[name].shape)
+    torch.save(state, tmp_path / "flipped.pt")
+    with pytest.raises(ModelFileError, match="flipped bytes") as err:
+        load_model(tmp_path / "flipped.pt", device="cpu")
+    assert name in str(err.value)
+    load_model(piscis_fixture_file, device="cpu")  # the intact file still loads
