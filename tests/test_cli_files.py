@@ -279,3 +279,43 @@ def test_export_with_a_damaged_provenance_is_a_clear_error(tmp_path, capsys, pro
     (tmp_path / "s.provenance.json").write_text(prov)
     code, err = _run(["export", tmp_path / "s.csv", "--to", "points", "--out", tmp_path / "p.csv"], capsys)
     assert code == 2 and "s.provenance.json" in err and "Fix:" in err and "Traceback" not in err, err
+
+
+# -- 18: the cases that were still unclear ---------------------------------------------------------------------
+@pytest.mark.parametrize("source", [None, 123, ["a.pt"], "x" * 5000 + ".pt", "~no-such-user-here/m.pt"])
+def test_model_sources_that_are_not_paths_are_clear_errors(source):
+    from napari_spotdetect import load_model
+    from napari_spotdetect.core.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match="Fix:"):
+        load_model(source, device="cpu")
+
+
+def test_a_model_path_too_long_for_the_disk_through_the_cli(two_images, capsys):
+    code, err = _run(["predict", two_images / "im0.npy", "--model", "m" * 5000 + ".pt", "--out",
+                      two_images / "o"], capsys)
+    assert code == 2 and "Cannot read the model" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("extra, words", [(["--steps-per-epoch", "-1"], "steps_per_epoch"),
+                                          (["--epochs", "0"], "epochs")]
+                         + ([(["--device", "cuda"], "no CUDA GPU")] if not __import__("torch").cuda.is_available()
+                            else []))
+def test_train_settings_are_checked_before_any_data_is_made(tmp_path, capsys, extra, words):
+    code, err = _run(["train", "--synthetic", "4", "--out", tmp_path / "m.pt", "--epochs", "1", "--crop", "32",
+                      *extra], capsys)
+    assert code == 2 and words in err.replace("--steps-per-epoch", "steps_per_epoch") and "Fix:" in err, err
+    assert "synthetic" not in err.lower().split("error:")[0]  # nothing was made or trained before the refusal
+    assert not (tmp_path / "m_checkpoints").exists() and not (tmp_path / "m.pt").exists()
+
+
+def test_spot_tables_saved_as_utf16_or_windows_1252_are_read(tmp_path, capsys):
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "truth" / "a.csv").write_bytes("y,x,note\n10,20,µm\n30,40,é\n".encode("utf-16"))
+    (tmp_path / "pred" / "a.csv").write_bytes("y,x,size µm\n10,20,1\n31,40,2\n".encode("cp1252"))
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"),
+                 "--radius", "1.5"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "1.0000" in out.out.splitlines()[1]  # both spots matched: precision, recall, F1 all 1
