@@ -19,10 +19,11 @@ METRIC_KEYS = ("precision", "recall", "f1", "f1_integral")
 
 def cmd_predict(args) -> int:
     from .cli_biology import biology_post, check_predict_inputs
-    from .core.batch import PredictOptions, prepare_output, run_batch
+    from .core.batch import PredictOptions, check_output_names, prepare_output, run_batch
     from .core.image_sources import find_images
 
     files = find_images(args.images)
+    check_output_names(files)  # before anything is written
     check_predict_inputs(args, files)  # before the model loads and any image runs
     prepare_output(args.out)
     if args.dask_scheduler and args.workers:
