@@ -71,6 +71,13 @@ def test_fuzzed_trackmate_files_give_our_error_or_a_sound_table(xml_text, tmp_pa
     assert kinds == {"read", "refused"}
 
 
+def test_an_unknown_encoding_in_the_xml_declaration_is_our_error(xml_text, tmp_path):
+    (tmp_path / "s.xml").write_text(xml_text.replace('encoding="UTF-8"', 'encoding="nan"', 1))
+    with pytest.raises(SpotDetectError, match="cannot be read as XML"):
+        read_trackmate_xml(tmp_path / "s.xml")
+    assert get_trackmate_reader(str(tmp_path / "s.xml")) is None
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400", "abc"])
 def test_non_finite_positions_are_refused(xml_text, tmp_path, value):
     text = xml_text.replace('POSITION_X="', f'POSITION_X="{value}" OLD_X="', 1)

@@ -166,7 +166,7 @@ def read_trackmate_xml(path) -> pd.DataFrame:
     path = Path(path)
     try:
         root = ET.parse(path).getroot()
-    except (ET.ParseError, OSError, ValueError, RecursionError) as err:
+    except (ET.ParseError, OSError, ValueError, LookupError, RecursionError) as err:  # LookupError: encoding
         raise SpotDetectError(f"{path} cannot be read as XML: {err}.", "pass a TrackMate .xml file.") from err
     model = root.find("Model")
     if root.tag != "TrackMate" or model is None or model.find("AllSpots") is None:
