@@ -57,7 +57,7 @@ def _loads(path: Path) -> bool:
     try:
         load_model(path, device="cpu")
         return True
-    except Exception:  # noqa: BLE001 (any failure is the finding)
+    except Exception:
         return False
 
 
@@ -124,12 +124,12 @@ def kill_during_checkpoint_write(work: Path, rng: random.Random) -> dict:
     try:
         torch.load(path, weights_only=True)
         whole = True
-    except Exception:  # noqa: BLE001
+    except Exception:
         whole = False
     left = len(_tmp_files(work))
     from napari_spotdetect.core.models.piscis_net import PiscisConfig
-    from napari_spotdetect.core.synthetic import synthetic_image
-    from napari_spotdetect.core.train import TrainConfig, Trainer
+    from napari_spotdetect.core.training.synthetic import synthetic_image
+    from napari_spotdetect.core.training.train import TrainConfig, Trainer
 
     data = [synthetic_image((64, 64), n_spots=6, seed=i) for i in range(2)]
     Trainer(PiscisConfig(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1)), data, None,
@@ -173,7 +173,7 @@ def disk_cases(work: Path) -> list[dict]:
 
     rows = []
     img = work / "img.npy"
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     np.save(img, synthetic_image((256, 256), n_spots=30, seed=1)[0])
     # full disk: training checks the space before any work
@@ -220,8 +220,8 @@ def _autosave_read_only(d: Path) -> str:
     """The Correct panel's save (truth, rejected, provenance) into a read-only folder: an error, files intact."""
     import pandas as pd
 
-    from napari_spotdetect.core.annotations import save_annotations
     from napari_spotdetect.core.errors import SpotDetectError
+    from napari_spotdetect.core.groundtruth.annotations import save_annotations
 
     before = (d / "out" / "img.csv").read_bytes()
     try:
@@ -238,7 +238,7 @@ def _autosave_read_only(d: Path) -> str:
 def _images(folder: Path, n: int, shape=(160, 160)) -> list[Path]:
     import numpy as np
 
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -254,7 +254,7 @@ def _tables_equal(a: Path, b: Path) -> bool:
 
     try:
         x, y = pd.read_csv(a), pd.read_csv(b)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     return x.shape == y.shape and bool(((x[["y", "x"]] - y[["y", "x"]]).abs() < 1e-6).all().all())
 
@@ -308,8 +308,8 @@ def _json_of(path: Path) -> dict:
 
 _TABLE_WRITER = """
 import sys, numpy as np, pandas as pd
-from napari_spotdetect.core.annotations import save_annotations
-from napari_spotdetect.core.spots_io import write_spots_csv
+from napari_spotdetect.core.groundtruth.annotations import save_annotations
+from napari_spotdetect.core.io.spots_io import write_spots_csv
 path, kind = sys.argv[1], sys.argv[2]
 rng = np.random.default_rng(0)
 print("ready", flush=True)
@@ -342,10 +342,10 @@ def kill_during_table_write(work: Path, rng: random.Random, kind: str) -> dict:
     proc.wait()
     try:
         whole = len(pd.read_csv(path)) == 200_000
-    except Exception:  # noqa: BLE001
+    except Exception:
         whole = False
     left = len(_tmp_files(out))
-    from napari_spotdetect.core.batch import prepare_output
+    from napari_spotdetect.core.detection.batch import prepare_output
 
     prepare_output(out)  # what the next `spotdetect predict` into this folder does first
     cleaned = len(_tmp_files(out)) == 0
@@ -356,7 +356,7 @@ def kill_during_table_write(work: Path, rng: random.Random, kind: str) -> dict:
 def _annotated(folder: Path) -> None:
     import pandas as pd
 
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     (folder / "spots").mkdir(parents=True)
     import numpy as np
@@ -487,7 +487,7 @@ def _fuzz_trackmate(d: Path, n: int) -> str:
 
     from napari_spotdetect._reader import get_trackmate_reader
     from napari_spotdetect.core.errors import SpotDetectError
-    from napari_spotdetect.core.exports import read_trackmate_xml, write_trackmate_xml
+    from napari_spotdetect.core.io.exports import read_trackmate_xml, write_trackmate_xml
 
     text = write_trackmate_xml(pd.DataFrame({"y": [3.0, 9.0], "x": [4.0, 8.0], "score": [0.9, 0.5], "snr": [4, 6]}),
                                d / "base.xml", pixel_size=0.2).read_text()
@@ -508,11 +508,11 @@ def _fuzz_trackmate(d: Path, n: int) -> str:
             counts["read"] += 1
         except SpotDetectError:
             counts["clear error"] += 1
-        except Exception:  # noqa: BLE001
+        except Exception:
             counts["other exception"] += 1
         try:
             get_trackmate_reader(str(p))
-        except Exception:  # noqa: BLE001
+        except Exception:
             counts["napari reader raised"] += 1
     bad = counts["other exception"] + counts["napari reader raised"]
     return ("ok: " if not bad else "FAILED: ") + ", ".join(f"{v} {k}" for k, v in counts.items())
@@ -573,7 +573,7 @@ def main(argv=None):
     print(f"{'case':<45} outcome")
     for r in rows:
         print(f"{r['case']:<45} {r['outcome']}")
-    from napari_spotdetect.core.files import atomic_write_text
+    from napari_spotdetect.core.io.files import atomic_write_text
 
     atomic_write_text(Path(a.out), json.dumps({"platform": platform.platform(), "python": sys.version.split()[0],
                                                "args": vars(a), "rows": rows}, indent=2, default=str))

@@ -19,8 +19,8 @@ import tifffile
 
 from napari_spotdetect import detect
 from napari_spotdetect.cli import main
-from napari_spotdetect.core.exports import read_trackmate_xml
-from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.io.exports import read_trackmate_xml
+from napari_spotdetect.core.training.synthetic import synthetic_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -208,7 +208,7 @@ def test_a_store_in_one_huge_chunk_is_explained(tmp_path, tiny_file, capsys):
 
 _KILLED_WRITER = """
 import sys, time
-from napari_spotdetect.core.files import atomic_write
+from napari_spotdetect.core.io.files import atomic_write
 atomic_write(sys.argv[1], lambda f: (f.write("y,x\\n1,2\\n"), f.flush(), print("writing", flush=True),
                                      time.sleep(600)))
 """
@@ -232,7 +232,7 @@ def test_a_killed_write_leaves_no_temporary_file_after_the_next_run(two_images, 
 
 
 def test_a_live_writers_temporary_file_is_left_alone(tmp_path):
-    from napari_spotdetect.core.files import _WRITER, remove_stale_temp_files
+    from napari_spotdetect.core.io.files import _WRITER, remove_stale_temp_files
 
     mine = tmp_path / f".a.csv.{_WRITER}.abc.tmp"
     mine.write_text("being written")

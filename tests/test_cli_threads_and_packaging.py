@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from napari_spotdetect.cli import build_parser, main
-from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.training.synthetic import synthetic_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,6 +23,6 @@ def test_readme_snippet_runs_as_written(code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()
     try:
-        exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})  # noqa: S102
+        exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
     finally:
         torch.set_num_threads(threads)

@@ -17,7 +17,7 @@ import pytest
 
 from napari_spotdetect._reader import get_reader, get_trackmate_reader
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.exports import read_points_table, read_trackmate_xml, write_trackmate_xml
+from napari_spotdetect.core.io.exports import read_points_table, read_trackmate_xml, write_trackmate_xml
 
 N = int(os.environ.get("SPOTDETECT_FUZZ_EXAMPLES", "150"))
 HOSTILE = ["nan", "NaN", "inf", "-inf", "1e400", "-1e400", "", "abc", "-1", "1.5", "9" * 40, "-9" * 30, "0x10",

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from .core.errors import SpotDetectError
-from .core.examples import VAL_SHARE
-from .core.finetune_defaults import DEFAULTS as FT
+from .core.training.examples import VAL_SHARE
+from .core.training.finetune_defaults import DEFAULTS as FT
 
 
 def _common(p, epochs: int, steps: int | None, lr: float, lr_help: str):
@@ -70,8 +70,8 @@ def add_train_parsers(subparsers) -> None:
 
 
 def _data(args, synthetic: int = 0, kind: str = "train"):
-    from .core.synthetic import synthetic_dataset
-    from .core.train import pairs_from_folder
+    from .core.training.synthetic import synthetic_dataset
+    from .core.training.train import pairs_from_folder
 
     train = pairs_from_folder(args.images, args.spots) if args.images else []
     if synthetic:
@@ -101,7 +101,7 @@ def _show(ev):
 def _run(arch, train, val, cfg, args, info) -> int:
     import torch
 
-    from .core.train import Trainer
+    from .core.training.train import Trainer
     from .core.weights.native import save_model
 
     if args.threads:
@@ -123,7 +123,7 @@ def _run(arch, train, val, cfg, args, info) -> int:
 
 def _check_early(args) -> None:
     """Settings that need no data, checked before the data is read or made (that takes seconds to minutes)."""
-    from .core.train import TrainConfig, check_run_settings
+    from .core.training.config import TrainConfig, check_run_settings
 
     check_run_settings(TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                                    batch_size=args.batch_size, device=args.device))
@@ -131,7 +131,7 @@ def _check_early(args) -> None:
 
 def cmd_train(args) -> int:
     from .core.models.piscis_net import PiscisConfig
-    from .core.train import TrainConfig
+    from .core.training.train import TrainConfig
 
     _check_early(args)
     train, val, info = _data(args, args.synthetic, args.kind)
@@ -143,11 +143,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    """The same call as the API and the napari panel: :func:`core.finetuning.finetune`."""
+    """The same call as the API and the napari panel: :func:`core.training.finetuning.finetune`."""
     import torch
 
-    from .core import finetuning
     from .core.models.zoo import load_model
+    from .core.training import finetuning
 
     if not args.images:
         raise SpotDetectError("Fine-tuning needs annotated images.", "pass --images FOLDER with one CSV per image.")

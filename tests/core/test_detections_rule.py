@@ -4,8 +4,8 @@ it is, ``set_threshold`` and ``set_contrast_floor`` change it and return the new
 import numpy as np
 
 from napari_spotdetect import load_model
-from napari_spotdetect.core.detect import detect
-from napari_spotdetect.core.synthetic import spots_in_texture
+from napari_spotdetect.core.detection.detect import detect
+from napari_spotdetect.core.training.synthetic import spots_in_texture
 
 
 def test_asking_never_changes_and_setting_always_returns():
