@@ -69,16 +69,7 @@ def kill_during_training(work: Path, rng: random.Random, max_wait: float) -> dic
     """Start a short training run, kill -9 it after a random delay, check the checkpoint, resume to the end."""
     out = work / "m.pt"
     ckpt = work / "m_checkpoints"
-    proc = subprocess.Popen(_cli("train", "--out", out, *TRAIN), env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    delay = rng.uniform(1.0, max_wait)
-    try:
-        proc.wait(timeout=delay)
-        finished = True
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        finished = False
+    delay, finished = _run_and_kill(_cli("train", "--out", out, *TRAIN), rng, 1.0, max_wait)
     last = ckpt / "m_last.pt"
     row = {"delay_s": round(delay, 2), "finished_before_kill": finished, "last_exists": last.exists(),
            "tmp_left_by_kill": len(_tmp_files(ckpt))}
@@ -107,20 +98,39 @@ while True:
 """
 
 
-def kill_during_checkpoint_write(work: Path, rng: random.Random) -> dict:
-    """kill -9 a process that rewrites a 24 MB checkpoint in a loop: the file on disk is always whole."""
-    import torch
-
-    path = work / "m_last.pt"
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], env=ENV, stdout=subprocess.PIPE,
+def _kill_writer(script: str, args: list, path: Path, rng: random.Random, lo: float, hi: float) -> None:
+    """Start ``script`` (which prints once, then writes ``path`` in a loop) and kill -9 it at a random moment."""
+    proc = subprocess.Popen([sys.executable, "-c", script, *map(str, args)], env=ENV, stdout=subprocess.PIPE,
                             start_new_session=True)
     proc.stdout.readline()
     t0 = time.time()
     while not path.exists() and time.time() - t0 < 60:
         time.sleep(0.05)
-    time.sleep(rng.uniform(0.05, 1.5))
+    time.sleep(rng.uniform(lo, hi))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def _run_and_kill(cmd: list, rng: random.Random, lo: float, hi: float) -> tuple[float, bool]:
+    """Run ``cmd`` and kill -9 its process group after a random delay; (delay, whether it finished first)."""
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    delay = rng.uniform(lo, hi)
+    try:
+        proc.wait(timeout=delay)
+        return delay, True
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return delay, False
+
+
+def kill_during_checkpoint_write(work: Path, rng: random.Random) -> dict:
+    """kill -9 a process that rewrites a 24 MB checkpoint in a loop: the file on disk is always whole."""
+    import torch
+
+    path = work / "m_last.pt"
+    _kill_writer(_WRITER, [path], path, rng, 0.05, 1.5)
     try:
         torch.load(path, weights_only=True)
         whole = True
@@ -263,15 +273,7 @@ def kill_during_batch_predict(work: Path, rng: random.Random, reference: Path, i
     """kill -9 a 4-image predict at a random moment; the same command again must finish every image exactly."""
     out = work / "out"
     cmd = _cli("predict", images, "--out", out, "--threads", "1")
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    delay = rng.uniform(3.0, 25.0)
-    try:
-        proc.wait(timeout=delay)
-        finished = True
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        finished = False
+    delay, finished = _run_and_kill(cmd, rng, 3.0, 25.0)
     done_before = len(list(out.glob("img*.csv"))) if out.exists() else 0
     res = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
     same = all(_tables_equal(out / f"img{i}.csv", reference / f"img{i}.csv") for i in range(4))
@@ -331,15 +333,7 @@ def kill_during_table_write(work: Path, rng: random.Random, kind: str) -> dict:
     out = work / "out"
     out.mkdir(parents=True)
     path = out / "img0.csv"
-    proc = subprocess.Popen([sys.executable, "-c", _TABLE_WRITER, str(path), kind], env=ENV, stdout=subprocess.PIPE,
-                            start_new_session=True)
-    proc.stdout.readline()
-    t0 = time.time()
-    while not path.exists() and time.time() - t0 < 60:
-        time.sleep(0.05)
-    time.sleep(rng.uniform(0.1, 2.0))
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _kill_writer(_TABLE_WRITER, [path, kind], path, rng, 0.1, 2.0)
     try:
         whole = len(pd.read_csv(path)) == 200_000
     except Exception:
@@ -372,16 +366,7 @@ def kill_during_finetune(work: Path, rng: random.Random) -> dict:
     out = work / "tuned.pt"
     args = ["finetune", "--model", "default", "--images", work / "data", "--spots", work / "data" / "spots",
             "--out", out, "--epochs", "3", "--steps-per-epoch", "3", "--crop", "64", "--threads", "1"]
-    proc = subprocess.Popen(_cli(*args), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    delay = rng.uniform(8.0, 40.0)
-    try:
-        proc.wait(timeout=delay)
-        finished = True
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        finished = False
+    delay, finished = _run_and_kill(_cli(*args), rng, 8.0, 40.0)
     res = subprocess.run(_cli(*args, "--resume"), env=ENV, capture_output=True, text=True)
     loads = _loads(out)
     ckpt = work / "tuned_checkpoints"
