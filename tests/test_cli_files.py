@@ -127,33 +127,33 @@ def test_five_d_ome_zarr_through_the_cli(tmp_path, tiny_file, capsys):
 
 # -- 14: labels on another grid -----------------------------------------------------------------------------------
 @pytest.fixture
-def image_700x450(tmp_path):
-    img, _ = synthetic_image((450, 700), n_spots=40, seed=2)
+def image_140x90(tmp_path):
+    img, _ = synthetic_image((90, 140), n_spots=12, seed=2)
     np.save(tmp_path / "img.npy", img.astype(np.float32))
     return tmp_path
 
 
-def test_predict_refuses_transposed_labels_naming_both_shapes(image_700x450, tiny_file, capsys):
-    d = image_700x450
-    np.save(d / "cells.npy", np.ones((700, 450), np.uint16))
+def test_predict_refuses_transposed_labels_naming_both_shapes(image_140x90, tiny_file, capsys):
+    d = image_140x90
+    np.save(d / "cells.npy", np.ones((140, 90), np.uint16))
     code, err = _run(["predict", d / "img.npy", "--model", tiny_file, "--out", d / "o", "--labels",
                       d / "cells.npy"], capsys)
-    assert code == 1 and "(700, 450)" in err and "(450, 700)" in err and "transposed" in err, err
+    assert code == 1 and "(140, 90)" in err and "(90, 140)" in err and "transposed" in err, err
     assert not (d / "o" / "img.csv").exists() and not (d / "o" / "cells").exists()
 
 
-def test_count_refuses_labels_of_another_size_from_the_provenance_or_the_image(image_700x450, tiny_file, capsys):
-    d = image_700x450
+def test_count_refuses_labels_of_another_size_from_the_provenance_or_the_image(image_140x90, tiny_file, capsys):
+    d = image_140x90
     assert main(["predict", str(d / "img.npy"), "--model", str(tiny_file), "--out", str(d / "o"),
                  "--threshold", "0.05"]) == 0
-    np.save(d / "small.npy", np.ones((400, 640), np.uint16))
-    np.save(d / "good.npy", np.ones((450, 700), np.uint16))
+    np.save(d / "small.npy", np.ones((80, 128), np.uint16))
+    np.save(d / "good.npy", np.ones((90, 140), np.uint16))
     capsys.readouterr()
     code, err = _run(["count", d / "o" / "img.csv", "--cells", d / "small.npy", "--out", d / "c.csv"], capsys)
-    assert code == 2 and "(400, 640)" in err and "(450, 700)" in err, err
+    assert code == 2 and "(80, 128)" in err and "(90, 140)" in err, err
     code, err = _run(["count", d / "o" / "img.csv", "--cells", d / "small.npy", "--image", d / "img.npy",
                       "--out", d / "c.csv"], capsys)
-    assert code == 2 and "(400, 640)" in err, err
+    assert code == 2 and "(80, 128)" in err, err
     assert not (d / "c.csv").exists()
     assert main(["count", str(d / "o" / "img.csv"), "--cells", str(d / "good.npy"), "--out", str(d / "c.csv")]) == 0
 
@@ -260,8 +260,8 @@ def test_rerun_with_another_threshold_is_refused_and_overwrite_recomputes(two_im
 
 
 # -- 22 and 16: export's image size and a bad provenance --------------------------------------------------------
-def test_export_trackmate_takes_the_size_of_the_image(image_700x450, tiny_file, capsys):
-    d = image_700x450
+def test_export_trackmate_takes_the_size_of_the_image(image_140x90, tiny_file, capsys):
+    d = image_140x90
     assert main(["predict", str(d / "img.npy"), "--model", str(tiny_file), "--out", str(d / "o"),
                  "--threshold", "0.05"]) == 0
     tifffile.imwrite(d / "img.tif", np.load(d / "img.npy"))
@@ -269,7 +269,7 @@ def test_export_trackmate_takes_the_size_of_the_image(image_700x450, tiny_file, 
         assert main(["export", str(d / "o" / "img.csv"), "--to", "trackmate", "--out", str(d / "img.xml"),
                      *map(str, extra)]) == 0
         text = (d / "img.xml").read_text()
-        assert 'width="700"' in text and 'height="450"' in text, text[-800:]
+        assert 'width="140"' in text and 'height="90"' in text, text[-800:]
     assert len(read_trackmate_xml(d / "img.xml")) == len(pd.read_csv(d / "o" / "img.csv"))
 
 

@@ -32,6 +32,7 @@ def test_a_re_zipped_pt_whose_parts_unpack_to_much_more_is_refused(tmp_path):
         load_model(small, device="cpu")
 
 
+@pytest.mark.slow
 def test_unknown_tensor_names_are_refused_before_any_tensor_is_decoded(tmp_path):
     big = np.zeros((10_000_000,), np.float32)  # 40 MB under names the DeepSpot network does not have
     write_bundle(tmp_path / "m" / "variables" / "variables",

@@ -5,6 +5,7 @@ with C > 1 and Z > 1 opened through the plugin's reader; before, every such imag
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tifffile
 
 from napari_spotdetect import detect
@@ -18,6 +19,7 @@ def _stack():
     return img
 
 
+@pytest.mark.slow
 def test_czyx_layer_through_the_detect_panel(detect_widget, tiny_model, run_and_wait):
     viewer, widget = detect_widget
     data = _stack()
