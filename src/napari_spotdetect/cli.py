@@ -45,7 +45,7 @@ def cmd_predict(args) -> int:
     client = cluster = None
     if args.dask_scheduler or args.workers:
         model = None  # each worker loads its own
-        client, cluster = _dask_client(args.dask_scheduler, args.workers)
+        client, cluster = _dask_client(args.dask_scheduler, args.workers, args.threads)
         print(f"dask: {len(client.scheduler_info().get('workers', {}))} worker(s) at {client.scheduler.address}",
               file=sys.stderr)
     else:
@@ -67,7 +67,7 @@ def cmd_predict(args) -> int:
     return _report(rows, Path(args.out))
 
 
-def _dask_client(address, workers):
+def _dask_client(address, workers, threads_each=None):
     """A client of the cluster at ``address``, or of a new LocalCluster of ``workers`` processes."""
     try:
         from distributed import Client, LocalCluster
@@ -79,11 +79,13 @@ def _dask_client(address, workers):
         except (OSError, TimeoutError) as err:
             raise SpotDetectError(f"Cannot reach the Dask scheduler at {address}: {err}.",
                                   "check the address (e.g. tcp://host:8786) and that the scheduler runs.") from err
-    import os
 
     import dask
 
-    threads = max(1, (os.cpu_count() or 1) // workers)  # torch in each worker uses its share of the cores
+    # torch in each worker uses --threads, else its share of the idle cores
+    from .core.common.device import idle_cores
+
+    threads = threads_each or max(1, idle_cores() // workers)
     # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc map and unmap every large
     # array: torch inference ran 2x slower per image here. Our workers start without it.
     with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}):
