@@ -319,3 +319,20 @@ def test_spot_tables_saved_as_utf16_or_windows_1252_are_read(tmp_path, capsys):
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "1.0000" in out.out.splitlines()[1]  # both spots matched: precision, recall, F1 all 1
+
+
+def test_labels_whose_file_gives_another_pixel_size_are_refused(tmp_path, tiny_file, capsys):
+    img, _ = synthetic_image((64, 64), n_spots=5, seed=3)
+
+    def tif(path, arr, um):
+        tifffile.imwrite(path, arr, imagej=True, resolution=(1 / um, 1 / um), metadata={"unit": "um"})
+
+    tif(tmp_path / "img.tif", img.astype(np.float32), 0.1)
+    tif(tmp_path / "cells_2x.tif", np.ones((64, 64), np.uint16), 0.2)  # same shape, segmented at half resolution
+    tif(tmp_path / "cells.tif", np.ones((64, 64), np.uint16), 0.1)
+    code, err = _run(["predict", tmp_path / "img.tif", "--model", tiny_file, "--out", tmp_path / "o", "--labels",
+                      tmp_path / "cells_2x.tif"], capsys)
+    assert code == 1 and "0.2 x 0.2 um" in err and "0.1 x 0.1 um" in err and "another scale" in err, err
+    code, err = _run(["predict", tmp_path / "img.tif", "--model", tiny_file, "--out", tmp_path / "o2", "--labels",
+                      tmp_path / "cells.tif"], capsys)
+    assert code == 0, err

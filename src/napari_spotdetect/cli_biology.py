@@ -52,6 +52,25 @@ def _label_file(arg, image_path: Path) -> Path:
     return p
 
 
+def _check_label_scale(label_path: Path, image_um, image_path: Path) -> None:
+    """Labels whose file gives another pixel size than the image's were segmented on another scale."""
+    if image_um is None or label_path.suffix.lower() not in (".tif", ".tiff"):
+        return
+    from .core.io.image_files import tiff_info
+    from .core.io.units import pixel_size_um
+
+    lab_um = pixel_size_um(tiff_info(label_path))
+    if lab_um is None:
+        return
+    a, b = np.array(image_um[1:]), np.array(lab_um[1:])
+    if np.any(np.abs(a - b) > 0.01 * np.maximum(a, b)):
+        raise SpotDetectError(f"The label image {label_path.name} has pixels of {b[0]:g} x {b[1]:g} um (y, x) but "
+                              f"{image_path.name} has {a[0]:g} x {a[1]:g} um: the labels are on another scale, and "
+                              "spots would be counted in the wrong cells.",
+                              "segment the image at its own resolution (or resample the labels to it, nearest "
+                              "neighbour), so both files give the same pixel size.")
+
+
 def _labels_for(arg, image_path: Path):
     """``--labels`` is one label file for every image, or a folder of label files named after the images."""
     if arg is None:
@@ -139,9 +158,10 @@ def after_predict(args, image, spots, image_path: Path, out: Path, axes=None, fi
         from .core.io.exports import write_cell_table
 
         nuclei = _labels_for(args.nuclei, image_path)
-        for name, lab in (("cells", cells), ("nuclei", nuclei)):
+        for name, lab, opt in (("cells", cells, "labels"), ("nuclei", nuclei, "nuclei")):
             if lab is not None:
                 check_labels_match(lab, np.shape(image), axes, name, image=str(image_path))
+                _check_label_scale(_label_file(getattr(args, opt), image_path), file_pixel_size, image_path)
         spots, table = count_spots_in_cells(spots, cells, nuclei, pixel_size=ps)
         cell_path = write_cell_table(table, out / "cells" / f"{image_path.stem}.csv")
         note["cell_table"] = str(cell_path)
