@@ -150,7 +150,8 @@ def main(argv=None) -> None:
             runs[speed].append(profile_once(image, model, speed, a.contrast))
             print(f"round {rep + 1}: {speed:5s} {runs[speed][-1]['total']:.2f} s  load {loads[-1]:.2f}", flush=True)
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "model": a.model,
-           "size": a.size, "threads": a.threads, "repeats": a.repeats, "contrast": a.contrast, "torch": torch.__version__,
+           "size": a.size, "threads": a.threads, "repeats": a.repeats, "contrast": a.contrast,
+           "torch": torch.__version__,
            "load": {"min": min(loads), "median": float(np.median(loads)), "max": max(loads)}, "speeds": {}}
     for speed, rs in runs.items():
         med = {k: float(np.median([r[k] for r in rs])) for k in (*STAGES, "other", "total")}
