@@ -3,11 +3,11 @@
 piscis is not a project dependency (it pins torchvision, which needs its own torch build), so it is installed
 into its own virtual environment, ``~/.cache/spotdetect-bench/piscis-venv`` (``torch==2.13.0
 torchvision==0.28.0``, the same torch as ours, then ``piscis==1.1.0``; pip finds the CPU wheel of torch where
-pip's ``find-links`` has one, as on these machines, and the large CUDA build from PyPI otherwise); U-FISH
-(PyPI ``ufish`` 0.1.1, ONNX Runtime) lives in ``ufish-venv`` beside it, as in ``bench_real.py``. Every engine
-runs in a worker process of its own per image size (so peak RSS is that engine's), loads and warms up once, then the engines take turns
-on the same image, ``--repeats`` times, starting with a different engine each round: on a shared machine the
-load changes from minute to minute, and taking turns spreads it over all engines alike.
+pip's ``find-links`` has one, as on these machines, and the large CUDA build from PyPI otherwise); U-FISH (PyPI
+``ufish`` 0.1.1, ONNX Runtime) lives in ``ufish-venv`` beside it, as in ``bench_real.py``. Every engine runs in
+a worker process of its own per image size (so peak RSS is that engine's), loads and warms up once, then the
+engines take turns on the same image, ``--repeats`` times, starting with a different engine each round: on a
+shared machine the load changes from minute to minute, and taking turns spreads it over all engines alike.
 
 Reported per engine and size: seconds per image (median), megapixels per second, peak RSS, speed relative to
 piscis, spots found, F1 at 1 px against the image's true spots, and for our engine on the piscis weights the
