@@ -82,6 +82,7 @@ def main(argv=None) -> None:
     nchw = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
     folded = fold_batchnorm(net)
     bf16 = copy.deepcopy(net).to(torch.bfloat16)
+    bf16.fpn.output.float()  # the 1x1 head stays float32, as under autocast (it casts its input itself)
 
     def run_net(n, inp, cl=True, dtype=None, cast=False):
         outs = []
