@@ -1,13 +1,14 @@
 """Speed side by side, in one run: piscis 1.1.0 itself, our engine (exact and fast), our default model, U-FISH.
 
 piscis is not a project dependency (it pins torchvision, which needs its own torch build), so it is installed
-into its own virtual environment, ``~/.cache/spotdetect-bench/piscis-venv`` (``torch==2.13.0
-torchvision==0.28.0``, the same torch as ours, then ``piscis==1.1.0``; pip finds the CPU wheel of torch where
-pip's ``find-links`` has one, as on these machines, and the large CUDA build from PyPI otherwise); U-FISH (PyPI
-``ufish`` 0.1.1, ONNX Runtime) lives in ``ufish-venv`` beside it, as in ``bench_real.py``. Every engine runs in
-a worker process of its own per image size (so peak RSS is that engine's), loads and warms up once, then the
-engines take turns on the same image, ``--repeats`` times, starting with a different engine each round: on a
-shared machine the load changes from minute to minute, and taking turns spreads it over all engines alike.
+into its own virtual environment, ``~/.cache/spotdetect-bench/piscis-venv``: ``torch==2.13.0
+torchvision==0.28.0`` from PyPI (the CUDA builds, run on the CPU here: PyPI's torchvision wheel needs PyPI's
+torch, and pip is told to ignore a ``find-links`` folder of CPU wheels, with which torchvision fails to load),
+then ``piscis==1.1.0``. U-FISH (PyPI ``ufish`` 0.1.1, ONNX Runtime) lives in ``ufish-venv`` beside it, as in
+``bench_real.py``. Every engine runs in a worker process of its own per image size (so peak RSS is that
+engine's), loads and warms up once, then the engines take turns on the same image, ``--repeats`` times, starting
+with a different engine each round: on a shared machine the load changes from minute to minute, and taking turns
+spreads it over all engines alike.
 
 Reported per engine and size: seconds per image (median), megapixels per second, peak RSS, speed relative to
 piscis, spots found, F1 at 1 px against the image's true spots, and for our engine on the piscis weights the
@@ -159,19 +160,22 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _venv_python(name: str, check: str, installs: list[list[str]]) -> Path:
+def _venv_python(name: str, check: str, installs: list[list[str]], pip_env: dict | None = None) -> Path:
     venv = BENCH_HOME / name
     py = venv / "bin" / "python"
     if not (py.exists() and subprocess.run([py, "-c", check], capture_output=True).returncode == 0):
         print(f"installing {' '.join(sum(installs, []))} into {venv} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         for pkgs in installs:
-            subprocess.run([py, "-m", "pip", "install", "-q", *pkgs], check=True)
+            subprocess.run([py, "-m", "pip", "install", "-q", *pkgs], check=True,
+                           env=dict(os.environ, **(pip_env or {})))
     return py
 
 
 def piscis_python() -> Path:
-    return _venv_python("piscis-venv", "import piscis, torchvision", [list(p) for p in PISCIS_PINS])
+    # PyPI's torch, not a local CPU wheel: PyPI's torchvision is built against it (see the module notes)
+    return _venv_python("piscis-venv", "import piscis, torchvision", [list(p) for p in PISCIS_PINS],
+                        pip_env={"PIP_FIND_LINKS": "", "PIP_CONFIG_FILE": os.devnull})
 
 
 def ufish_python() -> Path:
