@@ -69,7 +69,7 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(a.threads)
     import napari_spotdetect as sd
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     model = sd.load_model("default", device="cpu")
     image, _ = synthetic_image((1024, 1024), n_spots=1024 * 1024 // 1500, seed=0)

@@ -47,7 +47,7 @@ def main(argv=None) -> None:
     from qtpy.QtWidgets import QApplication
 
     import napari_spotdetect
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     viewer = napari.Viewer(show=True)
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
@@ -147,7 +147,7 @@ def threshold_moves(viewer, widget, a) -> None:
     import napari_spotdetect as sd
 
     sys.path.insert(0, str(HERE))
-    from bench_points import make_detections  # noqa: PLC0415
+    from bench_points import make_detections
 
     app = QApplication.instance()
     model = sd.load_model("default", device="cpu")

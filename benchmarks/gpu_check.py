@@ -115,7 +115,7 @@ def piscis_file(tmp: Path) -> Path | None:
 
 
 def _image(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     img, truth = synthetic_image((size, size), n_spots=max(20, size * size // 1500), seed=seed)
     return img.astype(np.float32), truth
@@ -144,7 +144,7 @@ def _timed_detect(image, model, device, repeats: int, **kw) -> dict:
 def environment(device) -> dict:
     import torch
 
-    from napari_spotdetect.core.speed import cpu_capability, fast_dtype
+    from napari_spotdetect.core.detection.speed import cpu_capability, fast_dtype
 
     env = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available(), "device": str(device),
            "platform": platform.platform(), "cpu_capability": cpu_capability(),
@@ -169,7 +169,7 @@ def parity(models: dict, device, reference, size: int) -> list:
         for speed in ("exact", "fast"):
             got = sd.detect(image, dev_model, speed=speed).spots[["y", "x"]].to_numpy()
             cmp = compare_spots(got, ref)
-            from napari_spotdetect.core.metrics import match_spots
+            from napari_spotdetect.core.groundtruth.metrics import match_spots
 
             cmp["f1_vs_reference_exact"] = float(match_spots(got, ref, 1.0).f1)
             cmp["ok"] = cmp["identical"] if speed == "exact" else cmp["f1_vs_reference_exact"] >= 0.99
@@ -193,7 +193,7 @@ def throughput(models: dict, device, size: int, repeats: int) -> list:
 
 def batch_autotune(path, device, size: int, repeats: int, batches=BATCHES) -> dict:
     import napari_spotdetect as sd
-    from napari_spotdetect.core.device import default_batch_size
+    from napari_spotdetect.core.common.device import default_batch_size
 
     model = sd.load_model(path, device=str(device))
     image, _ = _image(size)
@@ -201,7 +201,7 @@ def batch_autotune(path, device, size: int, repeats: int, batches=BATCHES) -> di
     for b in batches:
         try:
             r = _timed_detect(image, model, device, repeats, speed="exact", batch_size=b)
-        except Exception as err:  # noqa: BLE001 (an out-of-memory batch ends the sweep, as a record)
+        except Exception as err:
             rows.append({"batch": b, "error": f"{type(err).__name__}: {str(err)[:200]}"})
             break
         rows.append({"batch": b, "megapixels_per_s": r["megapixels_per_s"], "seconds": r["seconds"],
@@ -234,7 +234,7 @@ def zarr_stream(path, device, size: int, tmp: Path) -> dict:
     import zarr
 
     import napari_spotdetect as sd
-    from napari_spotdetect.core.image_sources import open_image
+    from napari_spotdetect.core.io.image_sources import open_image
 
     block, _ = _image(min(size, 1024), seed=2)
     block = np.clip(block, 0, 65535).astype(np.uint16)
@@ -316,7 +316,7 @@ def main(argv=None) -> dict:
         a.size, a.parity_size, a.big, a.repeats, a.finetune_steps = 256, 128, 512, 1, 3
     import torch
 
-    from napari_spotdetect.core.device import select_device
+    from napari_spotdetect.core.common.device import select_device
 
     device, reference = select_device(a.device), select_device(a.reference_device)
     torch.manual_seed(0)

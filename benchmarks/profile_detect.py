@@ -79,8 +79,8 @@ def profile_once(image, model, speed: str, contrast: bool) -> dict:
 
     import napari_spotdetect as sd
 
-    # modules by name: ``napari_spotdetect.core.detect`` is also the name of a function in the package
-    detect_mod = importlib.import_module("napari_spotdetect.core.detect")
+    # modules by name: ``napari_spotdetect.core.detection.detect`` is also the name of a function in the package
+    detect_mod = importlib.import_module("napari_spotdetect.core.detection.detect")
     piscis_mod = importlib.import_module("napari_spotdetect.core.models.piscis")
     piscis_net = importlib.import_module("napari_spotdetect.core.models.piscis_net")
 
@@ -134,7 +134,7 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(a.threads)
     import napari_spotdetect as sd
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     model = sd.load_model(a.model, device="cpu")
     image, _ = synthetic_image((a.size, a.size), n_spots=a.size * a.size // 1500, seed=0)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ..errors import ModelFileError, SpotDetectError
-from ..ops import deformable_pool, local_maxima
 from .base import ModelInfo, SpotModel, TileCandidates
+from .ops import deformable_pool, local_maxima
 from .piscis_net import PiscisConfig, PiscisNet
 
 #: pooling variant -> (deformable pooling mode, default threshold, slider range, lowest threshold kept)
