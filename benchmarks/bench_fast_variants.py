@@ -119,24 +119,12 @@ def main(argv=None) -> None:
                 times[k].append(time.perf_counter() - t0)
                 print(f"round {rep + 1}: {k:14s} {times[k][-1]:.2f} s  load {loads[-1]:.1f}", flush=True)
         extra = {}
-        if a.jit:
-            t0 = time.perf_counter()
-            traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(net, x[:2]).eval()))
-            run_net(traced, x)
-            build = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            run_net(traced, x)
-            extra["jit-freeze"] = {"build_s": build, "seconds": time.perf_counter() - t0,
-                                   "fp32_seconds_same_moment": _once(variants["fp32"])}
-        if a.compile:
-            compiled = torch.compile(net)
-            t0 = time.perf_counter()
-            run_net(compiled, x)
-            build = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            run_net(compiled, x)
-            extra["compile"] = {"build_s": build, "seconds": time.perf_counter() - t0,
-                                "fp32_seconds_same_moment": _once(variants["fp32"])}
+        builders = {"jit-freeze": (a.jit, lambda: torch.jit.optimize_for_inference(
+                        torch.jit.freeze(torch.jit.trace(net, x[:2]).eval()))),
+                    "compile": (a.compile, lambda: torch.compile(net))}
+        for name, (wanted, build) in builders.items():
+            if wanted:
+                extra[name] = _built_variant(build, run_net, x, variants["fp32"])
     base = float(np.median(times["fp32"]))
     rows = []
     for k in names:
@@ -160,6 +148,15 @@ def main(argv=None) -> None:
     for k, v in extra.items():
         x_fp32 = v["fp32_seconds_same_moment"] / v["seconds"]
         print(f"| {k} (build {v['build_s']:.0f} s) | {v['seconds']:.2f} | {x_fp32:.2f} | - |")
+
+
+def _built_variant(build, run_net, x, fp32) -> dict:
+    """Build time (including the first run, where compilers do their work), then one timed run beside float32's."""
+    t0 = time.perf_counter()
+    built = build()
+    run_net(built, x)
+    build_s = time.perf_counter() - t0
+    return {"build_s": build_s, "seconds": _once(lambda: run_net(built, x)), "fp32_seconds_same_moment": _once(fp32)}
 
 
 def _once(fn) -> float:

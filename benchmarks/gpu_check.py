@@ -29,6 +29,7 @@ import json
 import lzma
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +37,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from compare_piscis import _peak_rss_mb  # noqa: E402
+
 FIXTURE = HERE.parent.parent / "shared" / "fixtures" / "piscis" / "piscis_fixture.pt.xz"
 #: exact mode on two devices: same count, and every spot within this many pixels of its partner
 PARITY_TOL_PX = 0.01
@@ -90,18 +94,6 @@ def _peak_gpu_mb(device):
     import torch
 
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-
-
-def _peak_rss_mb() -> float:
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def piscis_file(tmp: Path) -> Path | None:
