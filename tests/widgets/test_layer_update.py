@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 WAIT_MS = 600_000
 
@@ -17,6 +18,7 @@ def _drawn(viewer, layer) -> np.ndarray:
     return np.asarray(pos)[:, ::-1]
 
 
+@pytest.mark.slow
 def test_threshold_move_updates_the_layer_as_a_rebuild_would(detect_widget, run_and_wait, qtbot):
     from napari.layers import Points
 
