@@ -72,9 +72,12 @@ def _tile_intensity(raw_tile: np.ndarray, tile, yx: np.ndarray, reader, h: int, 
 
 def _forward(model: SpotModel, x: np.ndarray, augment: bool = False, dtype: torch.dtype | None = None) -> np.ndarray:
     """Run a batch (under autocast to ``dtype`` if given), halving it on out-of-memory errors until one tile."""
+    cast = dtype is not None and model.runs_in(dtype)  # weights in dtype: feed it dtype, no autocast
     try:
-        with torch.inference_mode(), torch.autocast(model.device.type, dtype=dtype, enabled=dtype is not None):
+        with torch.inference_mode(), torch.autocast(model.device.type, dtype=dtype,
+                                                    enabled=dtype is not None and not cast):
             xt = torch.from_numpy(x).to(model.device)
+            xt = xt.to(dtype) if cast else xt
             run = model.forward_maps_augmented if augment else model.forward_maps
             return run(xt).float().cpu().numpy()
     except (RuntimeError, torch.cuda.OutOfMemoryError) as err:
