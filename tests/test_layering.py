@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -163,3 +164,13 @@ def test_core_parts_import_only_parts_below_them():
     bad = [(m, t) for m, imports in graph.items() if _part(m) for t, _ in imports
            if _part(t) and rank[_part(t)] > rank[_part(m)]]
     assert not bad, "imports against the order of core's parts: " + ", ".join(f"{m} -> {t}" for m, t in bad)
+
+
+def test_one_rank_to_axes_table():
+    """What an array of each rank holds is said once (``common.validate.RANK_AXES``): no slicing of axis strings
+    by rank (``"zyx"[-ndim:]``) or second table elsewhere, which drifted apart four times before."""
+    table = re.compile(r"""["'][tczyx]{2,5}["']\s*\[\s*-|\{\s*2\s*:\s*["']yx["']""")
+    found = [f"{p.relative_to(SRC)}:{i}" for p in sorted((SRC / "napari_spotdetect").rglob("*.py"))
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             if table.search(line) and not p.name == "validate.py"]
+    assert not found, found

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 #: the one place the version is written: pyproject.toml reads it (``[tool.setuptools.dynamic]``)
 __version__ = "0.1.0"
 
-__all__ = ["Detections", "SpotDetectError", "__version__", "apply_filters", "count_molecules",
+__all__ = ["DetectOptions", "Detections", "SpotDetectError", "__version__", "apply_filters", "count_molecules",
            "count_spots_in_cells", "detect", "detect_iter", "evaluate", "finetune", "iter_finetune",
            "load_model", "make_filter", "measure_spots", "read_image_with_info", "read_trackmate_xml",
            "score_model", "write_points_table", "write_trackmate_xml"]
@@ -35,6 +35,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ loads them
     from .core import (
         Detections,
+        DetectOptions,
         SpotDetectError,
         apply_filters,
         count_molecules,

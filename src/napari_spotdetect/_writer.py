@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import layer_keys as K
+from .core.common.validate import axes_for_rank
 from .core.io.spots_io import write_spots_csv
 from .widgets.layers import axes_from_labels
 
@@ -40,7 +41,7 @@ def _layer_axes(ndim: int, meta: dict) -> str:
                  axes_from_labels(meta.get("axis_labels") or ())):
         if axes and len(axes) == ndim:
             return axes
-    return "tzyx"[-ndim:] if ndim <= 4 else "tczyx"[-ndim:]
+    return axes_for_rank(ndim)
 
 
 def write_trackmate(path: str, data, meta: dict) -> list[str]:

@@ -34,6 +34,7 @@ _WHERE = {
     "ModelInfo": ("models.base", "ModelInfo"),
     "SpotModel": ("models.base", "SpotModel"),
     "load_model": ("models.zoo", "load_model"),
+    "DetectOptions": ("detection.options", "DetectOptions"),
     "Detections": ("detection.detect", "Detections"),
     "Progress": ("detection.detect", "Progress"),
     "detect": ("detection.detect", "detect"),
@@ -61,8 +62,8 @@ _WHERE = {
 }
 
 __all__ = [
-    "Cancelled", "Detections", "ImageInfo", "ModelFileError", "ModelInfo", "Progress", "SpotDetectError",
-    "SpotModel", "detect", "detect_iter", "load_model", "read_image_with_info",
+    "Cancelled", "DetectOptions", "Detections", "ImageInfo", "ModelFileError", "ModelInfo", "Progress",
+    "SpotDetectError", "SpotModel", "detect", "detect_iter", "load_model", "read_image_with_info",
     # fine-tuning and scoring: the same calls as the CLI and the napari panel
     "FINETUNE_DEFAULTS", "FinetuneDefaults", "FinetuneEvent", "FinetuneResult", "evaluate", "examples_from_arrays",
     "finetune", "finetune_config", "iter_finetune", "pairs_from_folder", "score_model", "split_examples",
@@ -92,6 +93,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__
     from .analysis.fit import fit_gaussians
     from .analysis.measure import count_molecules, measure_spots
     from .detection.detect import Detections, Progress, detect, detect_iter
+    from .detection.options import DetectOptions
     from .errors import Cancelled, ModelFileError, SpotDetectError
     from .groundtruth.metrics import evaluate, score_model
     from .io.exports import (

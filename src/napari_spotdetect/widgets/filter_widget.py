@@ -29,15 +29,13 @@ from ..core.errors import SpotDetectError
 from . import layers as L
 from ._ui import show_status
 
-META_KEY = K.PROVENANCE
-FULL_KEY = K.FILTERS
 BINS = 64
 
 
 class LayerFilters:
     """Filter state of one Points layer: the full set of spots, the filters in force, the rows shown.
 
-    Kept in ``layer.metadata[FULL_KEY]`` so it lives exactly as long as the layer and listens to it
+    Kept in ``layer.metadata[K.FILTERS]`` so it lives exactly as long as the layer and listens to it
     whether or not a panel is open; panels register a refresh callback (held weakly).
     """
 
@@ -57,15 +55,15 @@ class LayerFilters:
 
     @classmethod
     def of(cls, layer) -> LayerFilters:
-        state = layer.metadata.get(FULL_KEY)
+        state = layer.metadata.get(K.FILTERS)
         if not isinstance(state, cls):
             state = cls(layer)
-            layer.metadata[FULL_KEY] = state
+            layer.metadata[K.FILTERS] = state
         return state
 
     @staticmethod
     def _prov(layer) -> dict:
-        return layer.metadata.setdefault(META_KEY, {})
+        return layer.metadata.setdefault(K.PROVENANCE, {})
 
     def snapshot(self, layer) -> None:
         self.data = np.array(layer.data, copy=True)

@@ -26,16 +26,7 @@ def measure_spots_iter(image, spots: pd.DataFrame, *, axes: str | None = None, c
     """Generator form of :func:`measure_spots`: yields :class:`Progress`, returns the measured table."""
     arr, canon = check_image(image, axes)
     spatial = "zyx" if "z" in canon else "yx"
-    missing = [a for a in spatial if a not in spots.columns]
-    if missing:
-        raise SpotDetectError(f"The spot table has no {', '.join(missing)} column(s) for a {canon!r} image.",
-                              f"pass spots detected in this image (columns {', '.join(spatial)}).")
-    outer = [a for a in canon if a in "tc"]
-    if "c" in outer and "c" not in spots.columns:
-        n_c = arr.shape[canon.index("c")]
-        if channel is None and n_c > 1:
-            raise SpotDetectError(f"The image has {n_c} channels and the spots say not which one they are in.",
-                                  "pass channel=<index> (the channel the spots were seen in).")
+    outer = _check_spot_columns(arr, canon, spots, spatial, channel)
     groups_by = [a for a in outer if a in spots.columns]
     n = len(spots)
     cols: dict = {}
@@ -45,15 +36,8 @@ def measure_spots_iter(image, spots: pd.DataFrame, *, axes: str | None = None, c
         inverse = np.asarray(inverse).reshape(-1)
         for k, key in enumerate(uniq):
             rows = np.flatnonzero(inverse == k)
-            sel = []
-            for a in outer:
-                size = arr.shape[canon.index(a)]
-                i = int(key[groups_by.index(a)]) if a in groups_by else int(channel or 0)
-                if not 0 <= i < size:
-                    raise SpotDetectError(f"Spots refer to {a}={i}, the image has {size} along {a!r}.",
-                                          "pass the image the spots were detected in.")
-                sel.append(i)
-            vol = np.asarray(arr[tuple(sel)], dtype=np.float64)
+            sel = _plane_index(arr, canon, outer, groups_by, key, channel)
+            vol = np.asarray(arr[sel], dtype=np.float64)
             centres = spots[list(spatial)].to_numpy(dtype=np.float64)[rows]
             gen = fit_gaussians_iter(vol, centres, sigma=sigma, window=window, max_iter=max_iter)
             table = yield from _relabel(gen, k, len(uniq))
@@ -68,6 +52,34 @@ def measure_spots_iter(image, spots: pd.DataFrame, *, axes: str | None = None, c
     for c, v in cols.items():
         out[c] = v
     return with_micrometres(out, pixel_size) if pixel_size is not None else out
+
+
+def _check_spot_columns(arr, canon: str, spots: pd.DataFrame, spatial: str, channel) -> list:
+    """The image's outer axes (``t``, ``c``), after checking the spots say where they are along each."""
+    missing = [a for a in spatial if a not in spots.columns]
+    if missing:
+        raise SpotDetectError(f"The spot table has no {', '.join(missing)} column(s) for a {canon!r} image.",
+                              f"pass spots detected in this image (columns {', '.join(spatial)}).")
+    outer = [a for a in canon if a in "tc"]
+    if "c" in outer and "c" not in spots.columns:
+        n_c = arr.shape[canon.index("c")]
+        if channel is None and n_c > 1:
+            raise SpotDetectError(f"The image has {n_c} channels and the spots say not which one they are in.",
+                                  "pass channel=<index> (the channel the spots were seen in).")
+    return outer
+
+
+def _plane_index(arr, canon: str, outer: list, groups_by: list, key, channel) -> tuple:
+    """The index of one group's plane or stack: its ``t``/``c`` from the spots (or ``channel``), checked."""
+    sel = []
+    for a in outer:
+        size = arr.shape[canon.index(a)]
+        i = int(key[groups_by.index(a)]) if a in groups_by else int(channel or 0)
+        if not 0 <= i < size:
+            raise SpotDetectError(f"Spots refer to {a}={i}, the image has {size} along {a!r}.",
+                                  "pass the image the spots were detected in.")
+        sel.append(i)
+    return tuple(sel)
 
 
 def _relabel(gen, k: int, n_groups: int):

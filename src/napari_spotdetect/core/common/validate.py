@@ -8,8 +8,16 @@ from ..errors import SpotDetectError
 
 #: the order axes are brought into: outer (time / position), channel, z, then the plane
 CANONICAL = "tczyx"
+#: the one rank-to-axes table: what an array of each rank is taken to hold when nothing names its axes (a
+#: napari layer, a label image, a points layer); the engine takes only 2 and 5 for granted (:data:`DEFAULT_AXES`)
+RANK_AXES = {2: "yx", 3: "zyx", 4: "tzyx", 5: "tczyx"}
 #: ranks whose axes are taken as known without a name: a plane, and OME's five-dimensional order
-DEFAULT_AXES = {2: "yx", 5: "tczyx"}
+DEFAULT_AXES = {n: RANK_AXES[n] for n in (2, 5)}
+
+
+def axes_for_rank(ndim: int) -> str:
+    """:data:`RANK_AXES` for ``ndim`` (the last ``ndim`` of ``"tczyx"`` beyond it)."""
+    return RANK_AXES.get(ndim, CANONICAL[-ndim:])
 
 
 #: what a 3-D or 4-D image may hold; its axes cannot be guessed from the shape alone
@@ -49,20 +57,8 @@ def check_image(image, axes: str | None = None, min_size: int = 2):
     """Return (array in canonical axis order, canonical axes). Raises :class:`SpotDetectError`."""
     if image is None:
         raise SpotDetectError("No image was given.", "pass a numpy/dask array or choose an image layer.")
-    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
-        try:
-            image = np.asarray(image)
-        except Exception as err:
-            raise SpotDetectError(f"Cannot use a {type(image).__name__} as an image.",
-                                  "pass a numpy or dask array.") from err
-    dt = np.dtype(image.dtype)
-    if dt == np.bool_:
-        raise SpotDetectError("The image is boolean (a mask?), not intensities.",
-                              "pass the fluorescence image itself, not a binary mask or labels.")
-    if dt.kind == "c":
-        raise SpotDetectError("The image has complex values.", "pass real intensities, e.g. np.abs(image).")
-    if dt.kind not in "uif":
-        raise SpotDetectError(f"The image has dtype {dt}, not numbers.", "pass a numeric array (integers or floats).")
+    image = _as_array(image)
+    _check_dtype(np.dtype(image.dtype))
     shape = tuple(int(s) for s in image.shape)
     if axes is None and len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) > 4:
         raise SpotDetectError(
@@ -82,6 +78,28 @@ def check_image(image, axes: str | None = None, min_size: int = 2):
     if order != list(range(len(order))):
         image = image.transpose(order)
     return image, canon
+
+
+def _as_array(image):
+    """Arrays (numpy, dask, zarr...) as they are; anything else through ``np.asarray``."""
+    if hasattr(image, "shape") and hasattr(image, "dtype"):
+        return image
+    try:
+        return np.asarray(image)
+    except Exception as err:
+        raise SpotDetectError(f"Cannot use a {type(image).__name__} as an image.",
+                              "pass a numpy or dask array.") from err
+
+
+def _check_dtype(dt: np.dtype) -> None:
+    """Intensities: integers or floats, not a mask, complex values or objects."""
+    if dt == np.bool_:
+        raise SpotDetectError("The image is boolean (a mask?), not intensities.",
+                              "pass the fluorescence image itself, not a binary mask or labels.")
+    if dt.kind == "c":
+        raise SpotDetectError("The image has complex values.", "pass real intensities, e.g. np.abs(image).")
+    if dt.kind not in "uif":
+        raise SpotDetectError(f"The image has dtype {dt}, not numbers.", "pass a numeric array (integers or floats).")
 
 
 def check_finite(plane: np.ndarray, where: str = "") -> None:

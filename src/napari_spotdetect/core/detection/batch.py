@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,10 @@ from ..errors import SpotDetectError
 from ..io.image_sources import image_name, opened_image
 from ..io.spots_io import atomic_write_text, provenance_path, write_spots_csv
 from ..io.units import pixel_size_um
+from .options import DetectOptions
 
 #: the summary table written beside the spot tables
 SUMMARY_NAME = "predict_summary.csv"
-_LOCAL_MODELS: dict = {}
 
 
 @dataclass(frozen=True)
@@ -34,16 +35,8 @@ class PredictOptions:
     model: str = "default"
     device: str | None = None
     variant: str | None = None
-    threshold: float | None = None
-    axes: str | None = None
-    tile_size: tuple | None = None
-    batch_size: int | None = None
-    min_distance: int = 1
-    augment: bool = False
-    #: ``"exact"`` (piscis's tiles, float32) or ``"fast"`` (see :mod:`napari_spotdetect.core.detection.speed`)
-    speed: str = "exact"
-    #: drop spots dimmer than this fraction of their plane's elbow contrast (None: the model's own; 0: none)
-    contrast_floor: float | None = None
+    #: the detection settings, checked when they were made (the image's own axes fill in ``axes`` when None)
+    detection: DetectOptions = DetectOptions()
     #: after detection, ``post(path, image, spots, axes, pixel_size_um) -> (spots, provenance note)`` (a picklable
     #: callable: the CLI's fits, cell counts and exports), or None
     post: object = None
@@ -70,6 +63,69 @@ def check_output_names(files) -> None:
         seen[n] = f
 
 
+#: the options that change which spots an image gets (not where or how fast they are computed)
+_RESULT_SETTINGS = ("model", "variant")
+_DETECTION_SETTINGS = ("threshold", "axes", "min_distance", "augment", "speed", "contrast_floor", "percentiles")
+
+
+def settings_record(options: PredictOptions) -> dict:
+    """What ``options`` asked for, as recorded in each image's provenance: a resume compares it."""
+    rec = {k: getattr(options, k) for k in _RESULT_SETTINGS}
+    rec.update({k: getattr(options.detection, k, None) for k in _DETECTION_SETTINGS})
+    rec["post"] = getattr(options.post, "settings", None) if options.post is not None else None
+    return json.loads(json.dumps(rec, default=str))
+
+
+def settings_differences(image_path, out_dir, options: PredictOptions) -> dict:
+    """``{setting: (recorded, asked)}`` between a finished image's provenance and ``options`` ({} when equal).
+
+    Results written before settings were recorded compare equal (nothing to compare them with).
+    """
+    try:
+        rec = json.loads(provenance_path(output_csv(image_path, out_dir)).read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        rec = None
+    if not isinstance(rec, dict):
+        return {}
+    now = settings_record(options)
+    return {k: (rec.get(k), v) for k, v in now.items() if rec.get(k) != v}
+
+
+def check_resume(files, out_dir, options: PredictOptions) -> None:
+    """A rerun into the same folder with other settings must not keep the old spots as if they were the new."""
+    for f in files:
+        if is_finished(f, out_dir) and (diff := settings_differences(f, out_dir, options)):
+            said = ", ".join(f"{k} {a!r} then, {b!r} now" for k, (a, b) in list(diff.items())[:4])
+            raise SpotDetectError(
+                f"{output_csv(f, out_dir)} was made with other settings ({said}); resuming would keep those "
+                "results as if they were made with these.",
+                "add --overwrite to redo every image with the new settings, or write to another --out folder.")
+
+
+def prepare_output(out_dir) -> Path:
+    """Make ``out_dir``, check that files can be written there, and remove what killed runs left behind.
+
+    Done before any image runs, so an unwritable folder fails at once, not after every image's detection.
+    """
+    import tempfile
+
+    from ..io.files import remove_stale_temp_files
+
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=out_dir)
+        os.close(fd)
+        Path(probe).unlink()
+    except OSError as err:
+        raise SpotDetectError(f"Cannot write results to {out_dir}: {err.strerror or err}.",
+                              "choose an --out folder you can write to (check its permissions and free space).") \
+            from err
+    for sub in (out_dir, out_dir / "cells"):
+        remove_stale_temp_files(sub)
+    return out_dir
+
+
 def predict_image(path, model, options: PredictOptions, out_dir, progress=None) -> dict:
     """Detect spots in one image file and write its CSV and provenance; returns its summary row."""
     from .detect import detect
@@ -78,10 +134,8 @@ def predict_image(path, model, options: PredictOptions, out_dir, progress=None) 
     path = Path(path)
     note: dict = {}
     with _read_errors_explained(path), opened_image(path, with_info=True) as (image, info):
-        det = detect(image, model, options.threshold, axes=options.axes or info.axes, tile_size=options.tile_size,
-                     batch_size=options.batch_size, min_distance=options.min_distance, keep_maps=False,
-                     progress=progress, augment=options.augment, speed=options.speed,
-                     contrast_floor=options.contrast_floor)
+        det = detect(image, model, options.detection, axes=options.detection.axes or info.axes, keep_maps=False,
+                     progress=progress)
         spots = det.spots.drop(columns=["model"])
         if info.pixel_size:
             note["pixel_size"] = {**info.pixel_size, "unit": info.unit}
@@ -90,10 +144,10 @@ def predict_image(path, model, options: PredictOptions, out_dir, progress=None) 
             note.update(extra)
     seconds = time.perf_counter() - t0
     prov = {**det.provenance, "image": str(path.resolve()), "n_spots": len(spots), "seconds": round(seconds, 3),
-            **note}
+            **note, "settings": settings_record(options)}
     csv = write_spots_csv(spots, output_csv(path, out_dir), provenance=prov)
     return {"image": str(path), "spots": len(spots), "seconds": round(seconds, 3), "status": "done",
-            "error": "", "csv": str(csv), "axes_from_file": info.axes if not options.axes else None}
+            "error": "", "csv": str(csv), "axes_from_file": info.axes if not options.detection.axes else None}
 
 
 @contextlib.contextmanager
@@ -103,6 +157,10 @@ def _read_errors_explained(path):
         yield
     except SpotDetectError:
         raise
+    except MemoryError as err:
+        raise SpotDetectError(f"Not enough memory to read {path} ({err or 'MemoryError'}).",
+                              "store the image in smaller chunks (e.g. 1024 x 1024), or use a machine with more "
+                              "memory.") from err
     except Exception as err:
         if type(err).__module__.split(".")[0] not in ("tifffile", "zarr", "numcodecs", "imagecodecs"):
             raise
@@ -127,7 +185,8 @@ def skipped_row(path, out_dir) -> dict:
 
 
 def worker_model(options: PredictOptions):
-    """The model for ``options`` on this Dask worker (or this process), loaded on first use only."""
+    """The model ``options`` names: on a Dask worker, loaded on the worker's first task and kept by the worker
+    (one model per worker); elsewhere loaded now, for the caller to keep (``run_batch`` loads it once)."""
     from ..models.zoo import load_model
 
     try:
@@ -135,7 +194,7 @@ def worker_model(options: PredictOptions):
 
         cache = get_worker().__dict__.setdefault("_spotdetect_models", {})
     except (ImportError, ValueError):  # not on a worker
-        cache = _LOCAL_MODELS
+        return load_model(options.model, device=options.device, variant=options.variant)
     key = (options.model, options.device, options.variant)
     if key not in cache:
         cache.clear()  # one model per worker
@@ -168,7 +227,9 @@ def run_batch(files, out_dir, options: PredictOptions, *, overwrite: bool = Fals
     files = [Path(f) for f in files]
     out_dir = Path(out_dir)
     check_output_names(files)  # before anything is written
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output(out_dir)
+    if not overwrite:
+        check_resume(files, out_dir, options)
     rows: dict[int, dict] = {}
     todo = []
     for i, f in enumerate(files):

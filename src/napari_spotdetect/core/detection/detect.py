@@ -31,8 +31,7 @@ is a second pass over each plane on the CPU (about 0.1 s per megapixel), so it i
 from __future__ import annotations
 
 import datetime as _dt
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -40,177 +39,15 @@ import torch
 
 from ..common.device import default_batch_size, free_cached_memory, is_out_of_memory
 from ..common.steps import run_steps
-from ..common.validate import check_contrast_floor, check_finite, check_image, check_positive_int, check_threshold
+from ..common.validate import check_finite, check_image
 from ..errors import SpotDetectError
 from ..models.base import SpotModel
 from .contrast import contrast_features, elbow
-from .speed import FAST_BATCH_PIXELS, FAST_TILE_FACTOR, SpeedSettings, check_speed, speed_settings
+from .detections import Detections, Progress, concat_spots
+from .maps import check_map_memory, check_plane_memory, in_memory, map_sink
+from .options import OPTION_NAMES, DetectOptions, check_tile, resolve
+from .speed import FAST_BATCH_PIXELS, FAST_TILE_FACTOR, SpeedSettings, speed_settings
 from .tiling import extract_tile, plan_tiles, plan_tiles_even
-
-
-@dataclass
-class Progress:
-    """How far a long step is: ``done`` of ``total`` units (tiles, batches, epochs).
-
-    Detection also says which plane the last tile belonged to: ``plane`` (0-based, in the order planes are
-    detected: outer axes, then z), ``n_planes`` and ``where`` (the plane's index by axis name, e.g.
-    ``{"t": 2, "z": 5}``), so a caller need not infer it from tile counts.
-    """
-
-    done: int
-    total: int
-    message: str = ""
-    plane: int | None = None
-    n_planes: int = 1
-    where: dict = field(default_factory=dict)
-
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
-
-
-@dataclass
-class Detections:
-    """Spots found in an image, with what is needed to re-threshold without the network.
-
-    ``spots`` is a DataFrame with one row per spot: the outer axes present (``t``, ``c``), ``z`` for stacks,
-    ``y``, ``x`` (pixel centres at integers), ``score``, ``intensity`` (raw image value at the spot's
-    pixel), ``source`` (``"predicted"``) and ``model``. ``candidates`` is what re-thresholding filters:
-    spots above ``floor`` (planes) or voxels above ``floor`` with their offsets (stacks; see the module
-    notes). ``maps`` holds the stitched model maps by name only when ``keep_maps`` asked for them, shaped
-    like the image (axes ``axes``) without its channel axis when channels were fed together.
-    """
-
-    axes: str
-    image_shape: tuple
-    threshold: float
-    floor: float
-    model_name: str
-    score_map: str
-    provenance: dict
-    maps: dict = field(default_factory=dict)
-    candidates: pd.DataFrame | None = None
-    stack: bool = False
-    #: candidates below this fraction of their plane's elbow contrast are left out (0: none; planes only)
-    contrast_floor: float = 0.0
-    score_range: tuple = (0.0, float("inf"))  # the model's score scale, for checking thresholds
-    _image: object = None  # the (canonical) image, for the rare stack spot whose centroid voxel was not kept
-    _outer_axes: str = ""
-
-    @property
-    def spots(self) -> pd.DataFrame:
-        return self.rethreshold(self.threshold)
-
-    def set_threshold(self, threshold: float) -> pd.DataFrame:
-        spots = self.rethreshold(threshold)  # checks it: a NaN threshold must not become the layer's
-        self.threshold = float(threshold)
-        self.provenance["threshold"] = self.threshold
-        return spots
-
-    @property
-    def has_contrast(self) -> bool:
-        """Whether the spots carry contrast features, so a contrast floor can act (2-D planes)."""
-        return self.candidates is not None and "relative_contrast" in self.candidates
-
-    def set_contrast_floor(self, contrast_floor: float) -> None:
-        """Keep only spots at least ``contrast_floor`` x their plane's elbow contrast (0: all); no network run.
-        Needs the contrast features (detection with ``contrast=True`` or a floor above 0)."""
-        k = check_contrast_floor(contrast_floor)
-        if k > 0 and not self.has_contrast:
-            raise SpotDetectError("This detection has no contrast features, so a contrast floor cannot act.",
-                                  "detect again with contrast=True (2-D planes; z-stacks have none).")
-        self.contrast_floor = k
-        self.provenance["contrast_floor"] = k
-
-    def rethreshold(self, threshold: float) -> pd.DataFrame:
-        """The spots whose score is above ``threshold`` (and that pass the contrast floor); no network run."""
-        threshold = check_threshold(threshold, self.score_range)
-        if threshold < self.floor - 1e-12:
-            raise SpotDetectError(
-                f"Threshold {threshold} is below {self.floor}, the lowest one this detection kept.",
-                f"run detection again with threshold <= {threshold}.")
-        if not self.stack:
-            out = self.candidates[self._above(threshold)].reset_index(drop=True)
-        else:
-            out = self._stack_spots(threshold)
-        out["source"] = "predicted"
-        out["model"] = self.model_name
-        return out
-
-    def count(self, threshold: float) -> int:
-        """How many spots ``threshold`` keeps; for planes a mask count, no table is built."""
-        threshold = check_threshold(threshold, self.score_range)
-        if self.stack:
-            return len(self._stack_spots(threshold))
-        return int(self._above(threshold).sum())
-
-    def passes_contrast_floor(self) -> np.ndarray:
-        """Which planar candidates are at or above the contrast floor (all of them without a floor)."""
-        if self.contrast_floor > 0 and self.has_contrast:
-            return self.candidates["relative_contrast"].to_numpy() >= self.contrast_floor
-        return np.ones(len(self.candidates), dtype=bool)
-
-    def _above(self, threshold: float) -> np.ndarray:
-        # strict, as peak finding at a threshold
-        return (self.candidates["score"].to_numpy() > threshold) & self.passes_contrast_floor()
-
-    def _stack_spots(self, threshold: float) -> pd.DataFrame:
-        """One spot per 26-connected component of voxels above ``threshold`` (piscis's rule for stacks).
-
-        Its voxel is the component's centroid truncated to integers, moved by the offsets read there; its
-        score the component's maximum.
-        """
-        from ..models.ops import voxel_components
-
-        vox = self.candidates
-        outer = list(self._outer_axes)
-        nz, h, w = (self.image_shape[self.axes.index(a)] for a in "zyx")
-        groups = vox.groupby(outer, sort=True) if outer else [((), vox)]
-        frames = []
-        for idx, g in groups:
-            idx = idx if isinstance(idx, tuple) else (idx,)
-            zrc = g[["z", "r", "c"]].to_numpy(np.int64)
-            keys = np.ravel_multi_index(zrc.T, (nz, h, w))
-            order = np.argsort(keys)
-            keys = keys[order]
-            score = g["score"].to_numpy()
-            above = score > threshold
-            lab, n = voxel_components(zrc[above], (nz, h, w))
-            if n == 0:
-                continue
-            pts = zrc[above].astype(np.float64)
-            counts = np.bincount(lab, minlength=n)
-            cent = np.stack([np.bincount(lab, weights=pts[:, i], minlength=n) / counts for i in range(3)], 1)
-            cvox = cent.astype(np.int64)  # truncation, as piscis casts the centroid
-            peak = np.full(n, -np.inf, dtype=np.float32)
-            np.maximum.at(peak, lab, score[above].astype(np.float32))
-            pos = np.clip(np.searchsorted(keys, np.ravel_multi_index(cvox.T, (nz, h, w))), 0, len(keys) - 1)
-            found = keys[pos] == np.ravel_multi_index(cvox.T, (nz, h, w))
-            row = order[pos]
-            dy = np.where(found, g["dy"].to_numpy()[row], 0.0).astype(np.float32).astype(np.float64)
-            dx = np.where(found, g["dx"].to_numpy()[row], 0.0).astype(np.float32).astype(np.float64)
-            y, x = cvox[:, 1] + dy, cvox[:, 2] + dx
-            inten = np.where(found, g["intensity"].to_numpy()[row], np.nan)
-            if not found.all():
-                inten[~found] = self._pixel_values(idx, cvox[~found, 0], y[~found], x[~found])
-            keep = (y > -0.5) & (y < h - 0.5) & (x > -0.5) & (x < w - 0.5)
-            cols = {a: np.full(int(keep.sum()), i) for a, i in zip(outer, idx)}
-            cols.update(z=cvox[keep, 0].astype(np.float64), y=y[keep], x=x[keep],
-                        score=peak[keep].astype(np.float64), intensity=inten[keep])
-            frames.append(pd.DataFrame(cols))
-        return _concat(frames, outer + ["z"])
-
-    def _pixel_values(self, idx, z, y, x) -> np.ndarray:
-        if self._image is None:
-            return np.full(len(z), np.nan)
-        from ..io.image_sources import read
-
-        h, w = self.image_shape[-2:]
-        r = np.clip(np.rint(y).astype(np.int64), 0, h - 1)
-        c = np.clip(np.rint(x).astype(np.int64), 0, w - 1)
-        vol = self._image[tuple(idx)] if idx else self._image  # (Z, [C,] H, W)
-        lead = (0,) if vol.ndim == 4 else ()
-        return np.array([float(read(vol[(int(zz),) + lead + (int(rr), int(cc))])) for zz, rr, cc in zip(z, r, c)])
 
 
 def _intensity(plane: np.ndarray, yx: np.ndarray) -> np.ndarray:
@@ -233,19 +70,14 @@ def _tile_intensity(raw_tile: np.ndarray, tile, yx: np.ndarray, reader, h: int, 
     return out
 
 
-def _concat(frames, lead, extra=()):
-    cols = lead + ["y", "x", "score", "intensity"] + list(extra)
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in cols})
-    return pd.concat(frames, ignore_index=True)[cols]
-
-
 def _forward(model: SpotModel, x: np.ndarray, augment: bool = False, dtype: torch.dtype | None = None) -> np.ndarray:
     """Run a batch (under autocast to ``dtype`` if given), halving it on out-of-memory errors until one tile."""
+    cast = dtype is not None and model.runs_in(dtype)  # weights in dtype: feed it dtype, no autocast
     try:
-        with torch.inference_mode(), torch.autocast(model.device.type, dtype=dtype, enabled=dtype is not None):
+        with torch.inference_mode(), torch.autocast(model.device.type, dtype=dtype,
+                                                    enabled=dtype is not None and not cast):
             xt = torch.from_numpy(x).to(model.device)
+            xt = xt.to(dtype) if cast else xt
             run = model.forward_maps_augmented if augment else model.forward_maps
             return run(xt).float().cpu().numpy()
     except (RuntimeError, torch.cuda.OutOfMemoryError) as err:
@@ -305,51 +137,57 @@ class _Run:
         return tuple(self.arr.shape[-2:])
 
 
-def _prepare_run(image, model, threshold, *, axes, tile_size, overlap, batch_size, min_distance, keep_maps,
-                 device, augment, speed, contrast_floor=None, contrast=None) -> _Run:
-    """Check the inputs and decide the tile plan, batch, precision and channel routing."""
-    from ..io.image_sources import as_lazy, is_lazy
+def _prepare_run(image, model, opts: DetectOptions) -> _Run:
+    """Check the inputs against the model and decide the tile plan, batch, precision and channel routing."""
+    from ..io.image_sources import as_lazy
     from ..models.zoo import load_model
 
-    model = load_model(model, device=device)
-    settings = speed_settings(speed, model.device)
-    lazy = image is not None and hasattr(image, "shape") and hasattr(image, "dtype") and is_lazy(image) \
-        and not type(image).__module__.startswith("torch")
-    arr, axes = check_image(as_lazy(image) if lazy else image, axes)
-    threshold = check_threshold(model.default_threshold if threshold is None else threshold, model.threshold_range)
-    min_distance = check_positive_int(min_distance, "min_distance")
-    contrast_floor = check_contrast_floor(model.default_contrast_floor if contrast_floor is None else contrast_floor)
-    if contrast is False and contrast_floor > 0:
-        raise SpotDetectError(f"contrast=False with a contrast floor of {contrast_floor:g}: the floor needs the "
-                              "contrast features.", "pass contrast_floor=0, or leave contrast at its default.")
-    tile = _check_tile(tile_size or model.tile_size, model)
-    batch = check_positive_int(batch_size, "batch_size") if batch_size is not None else None
+    model = _with_percentiles(load_model(model, device=opts.device), opts.percentiles)
+    settings = speed_settings(opts.speed, model.device)
+    lazy = _is_lazy(image)
+    arr, axes = check_image(as_lazy(image) if lazy else image, opts.axes)
+    threshold = opts.threshold_for(model)
+    contrast_floor = opts.contrast_floor_for(model)
+    tile = check_tile(opts.tile_size or model.tile_size, model)
     feed_channels = _check_channels(model, arr, axes)
     stack = "z" in axes
     outer_axes = "".join(a for a in axes if a in "tc" and not (a == "c" and feed_channels))
     outer_shape = tuple(arr.shape[axes.index(a)] for a in outer_axes)
     h, w = arr.shape[-2:]
     nz = arr.shape[axes.index("z")] if stack else 1
-    overlap = model.tile_overlap if overlap is None else float(overlap)
-    if not 0.0 <= overlap < 0.5:
-        raise SpotDetectError(f"Tile overlap {overlap} is out of range.", "use a fraction between 0 and 0.5.")
+    overlap = opts.overlap_for(model)
     map_shape = outer_shape + ((nz,) if stack else ()) + (h, w)
     # maps kept in memory are checked against RAM (a zarr store may be larger)
-    if keep_maps is True or (isinstance(keep_maps, str) and keep_maps in ("float32", "float16")):
-        _check_map_memory(map_shape, len(model.map_names), stack)
-    plan, tile, fast_batch = _plan(model, (h, w), tile, overlap, settings, user_tile=bool(tile_size))
-    if batch_size is None:
-        batch = fast_batch or default_batch_size(model.device, tile, half_precision=settings.dtype is not None)
+    if in_memory(opts.keep_maps):
+        check_map_memory(map_shape, len(model.map_names), stack)
+    plan, tile, fast_batch = _plan(model, (h, w), tile, overlap, settings, user_tile=bool(opts.tile_size))
+    batch = opts.batch_size or fast_batch or default_batch_size(model.device, tile,
+                                                               half_precision=settings.dtype is not None)
     # a model that normalises with more than per-plane statistics (DeepSpot: / plane maximum is one, but it
     # is applied to the whole plane) needs each plane in memory; lazy planes are otherwise read band by band
     whole_planes = not lazy or type(model).prepare_image is not SpotModel.prepare_image
     return _Run(model=model, arr=arr, axes=axes, threshold=threshold, floor=min(threshold, model.threshold_range[0]),
-                min_distance=min_distance, contrast_floor=contrast_floor,
-                want_contrast=bool(contrast) or contrast_floor > 0, augment=augment, speed=settings, plan=plan,
-                tile=tile, overlap=overlap, pad_mode=model.tile_pad_mode((h, w)), batch=batch,
+                min_distance=opts.min_distance, contrast_floor=contrast_floor,
+                want_contrast=bool(opts.contrast) or contrast_floor > 0, augment=opts.augment, speed=settings,
+                plan=plan, tile=tile, overlap=overlap, pad_mode=model.tile_pad_mode((h, w)), batch=batch,
                 feed_channels=feed_channels, stack=stack,
                 outer_axes=outer_axes, outer_shape=outer_shape, nz=nz, whole_planes=whole_planes,
-                maps=_map_sink(keep_maps, model.map_names, map_shape, tile))
+                maps=map_sink(opts.keep_maps, model.map_names, map_shape, tile))
+
+
+def _is_lazy(image) -> bool:
+    """A dask / zarr / lazily opened TIFF array (read by bands of tiles), not numpy and not a torch tensor."""
+    from ..io.image_sources import is_lazy
+
+    return image is not None and hasattr(image, "shape") and hasattr(image, "dtype") and is_lazy(image) \
+        and not type(image).__module__.startswith("torch")
+
+
+def _with_percentiles(model: SpotModel, percentiles) -> SpotModel:
+    """The model normalising by other input percentiles, when it normalises by percentiles at all."""
+    if percentiles is not None and "percentiles" in model.normalization():
+        return model.with_percentiles(*percentiles)
+    return model
 
 
 def _check_channels(model, arr, axes: str) -> bool:
@@ -404,7 +242,7 @@ def _detect_plane(run: _Run, src, oidx: tuple, z: int, plane_index: int, done: i
     stats = model.plane_statistics(src)  # e.g. percentiles, from a subsample: never the whole plane
     raw_plane = plane = None
     if run.whole_planes:
-        _check_plane_memory(src)
+        check_plane_memory(src)
         raw_plane = read(src)
         check_finite(raw_plane, label)
         plane = model.prepare_image(raw_plane)
@@ -454,7 +292,7 @@ def _tile_spots(run: _Run, tmaps: np.ndarray, t, z: int, pixels) -> dict:
     else:
         inten = _intensity(pixels, yx)
     if run.stack:
-        return dict(z=np.full(len(rr), z, dtype=np.int32), r=rr.astype(np.int32), c=cc.astype(np.int32),
+        return dict(z=np.full(len(rr), z, dtype=np.int32), row=rr.astype(np.int32), col=cc.astype(np.int32),
                     score=vals[0], dy=vals[1], dx=vals[2], intensity=inten)
     return dict(y=yx[:, 0], x=yx[:, 1], score=tc.scores[keep], intensity=inten)
 
@@ -479,6 +317,12 @@ def _add_contrast(frame: pd.DataFrame, plane) -> None:
     frame["relative_contrast"] = at / e if np.isfinite(e) and e > 0 else np.inf
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())  # of this thread (OpenMP's count is per thread)
+
+
 def _provenance(run: _Run) -> dict:
     from ... import __version__
 
@@ -498,9 +342,11 @@ def _provenance(run: _Run) -> dict:
         "test_time_augmentation": bool(run.augment),
         "normalization": run.model.normalization(),
         "axes": run.axes,
+        "image_shape": [int(v) for v in run.arr.shape],  # checks labels and exports against the image's grid
         "tiling": {**run.plan.describe(), "overlap": run.overlap, "pad": run.pad_mode, "batch_size": run.batch},
         **run.speed.describe(),
         "device": str(run.model.device),
+        "threads": _torch_threads(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -508,11 +354,12 @@ def _provenance(run: _Run) -> dict:
 def _detections(run: _Run, frames: list) -> Detections:
     lead = list(run.outer_axes)
     if run.stack:
-        vcols = lead + ["z", "r", "c", "score", "dy", "dx", "intensity"]
+        # voxel row/col, never "c": that letter is the channel axis, an outer column of the same table
+        vcols = lead + ["z", "row", "col", "score", "dy", "dx", "intensity"]
         candidates = (pd.concat(frames, ignore_index=True)[vcols] if frames else
                       pd.DataFrame({c: pd.Series(dtype=np.float64) for c in vcols}))
     else:
-        candidates = _concat(frames, lead, CONTRAST_COLUMNS if run.contrasts else ())
+        candidates = concat_spots(frames, lead, CONTRAST_COLUMNS if run.contrasts else ())
     model, arr, axes = run.model, run.arr, run.axes
     return Detections(
         axes=axes, image_shape=tuple(arr.shape), threshold=run.threshold, floor=run.floor, model_name=model.info.name,
@@ -524,14 +371,13 @@ def _detections(run: _Run, frames: list) -> Detections:
     )
 
 
-def detect_iter(image, model, threshold: float | None = None, *, axes: str | None = None,
-                tile_size=None, overlap: float | None = None, batch_size: int | None = None,
-                min_distance: int = 1, keep_maps=False, device=None, augment: bool = False, speed: str | None = None,
-                contrast_floor: float | None = None, contrast: bool | None = None):
-    """Generator form of :func:`detect`: yields :class:`Progress`, returns :class:`Detections`."""
-    run = _prepare_run(image, model, threshold, axes=axes, tile_size=tile_size, overlap=overlap,
-                       batch_size=batch_size, min_distance=min_distance, keep_maps=keep_maps, device=device,
-                       augment=augment, speed=speed, contrast_floor=contrast_floor, contrast=contrast)
+def detect_iter(image, model, options: DetectOptions | float | None = None, *, threshold: float | None = None,
+                axes: str | None = None, tile_size=None, overlap: float | None = None, batch_size: int | None = None,
+                min_distance: int | None = None, keep_maps=None, device=None, augment: bool | None = None,
+                speed: str | None = None, contrast_floor: float | None = None, contrast: bool | None = None,
+                percentiles=None):
+    """Generator form of :func:`detect` (the same arguments): yields :class:`Progress`, returns :class:`Detections`."""
+    run = _prepare_run(image, model, resolve(options, **_given(locals())))
     total = run.n_planes * len(run.plan)
     yield Progress(0, total, f"{total} tiles in {run.n_planes} plane(s)", n_planes=run.n_planes)
     frames = []
@@ -545,75 +391,9 @@ def detect_iter(image, model, threshold: float | None = None, *, axes: str | Non
     return _detections(run, frames)
 
 
-def check_settings(model, threshold=None, *, axes=None, tile_size=None, batch_size=None, min_distance=1,
-                   speed=None, contrast_floor=None) -> None:
-    """Check detection settings against a model before any image is read (a batch refuses bad ones at once).
-
-    What depends on the image (axes against its dimensions, its size) is checked by :func:`detect_iter`.
-    """
-    from ..common.validate import check_axes
-
-    check_threshold(model.default_threshold if threshold is None else threshold, model.threshold_range)
-    _check_tile(tile_size or model.tile_size, model)
-    if batch_size is not None:
-        check_positive_int(batch_size, "batch_size")
-    check_positive_int(min_distance, "min_distance")
-    check_speed(speed)
-    if contrast_floor is not None:
-        check_contrast_floor(contrast_floor)
-    if axes:
-        check_axes(len(axes), axes)
-
-
-def _machine_memory() -> int:
-    """Bytes of physical memory, or 0 where the platform does not say (then nothing is refused)."""
-    try:
-        return max(0, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
-def _check_plane_memory(plane) -> None:
-    """Refuse, before reading it, a plane that would not fit in memory with its normalised copy."""
-    n = float(np.prod(plane.shape, dtype=np.float64))
-    need = n * (np.dtype(plane.dtype).itemsize + 4 + 1)  # the pixels, a float32 copy, a mask
-    total = _machine_memory()
-    if total and need > total / 2:
-        raise SpotDetectError(f"An image plane of shape {tuple(plane.shape)} would take {need / 2**30:.1f} GB to "
-                              f"process in memory, more than half of this machine's {total / 2**30:.1f} GB.",
-                              "pass it as a dask or zarr array (e.g. dask.array.from_array(image) or a zarr "
-                              "store), which is read and detected tile by tile, or detect a crop.")
-
-
-def _check_map_memory(map_shape: tuple, n_maps: int, stack: bool) -> None:
-    """Refuse, before allocating, stitched maps that would take more than half of the machine's memory."""
-    need = 4 * n_maps * float(np.prod(map_shape, dtype=np.float64))
-    total = _machine_memory()
-    if total and need > total / 2:
-        fix = ("detect fewer planes at a time (a crop or a sub-stack)" if stack else
-               "pass keep_maps=False (the spots are the same; only the maps are not kept), or detect a crop")
-        raise SpotDetectError(f"The model's maps for an image of shape {map_shape} would take {need / 2**30:.1f} GB, "
-                              f"more than half of this machine's {total / 2**30:.1f} GB of memory.", f"{fix}.")
-
-
-#: smaller tiles are mostly padding and context the network never sees; 8-pixel tiles miss spots
-MIN_TILE = 32
-
-
-def _check_tile(tile, model) -> tuple:
-    try:
-        tile = (int(tile),) if np.isscalar(tile) else tuple(int(v) for v in tile)
-    except (TypeError, ValueError, OverflowError) as err:
-        raise SpotDetectError(f"Tile size {tile!r} is not a whole number of pixels.",
-                              f"use e.g. tile_size={model.tile_size[0]}.") from err
-    if len(tile) == 1:
-        tile = (tile[0], tile[0])
-    m = model.size_multiple
-    if len(tile) != 2 or any(t < max(m, MIN_TILE) or t % m for t in tile):
-        raise SpotDetectError(f"Tile size {tile} does not fit this model.",
-                              f"use a tile size of at least {max(m, MIN_TILE)} pixels that is a multiple of {m} "
-                              f"(e.g. tile_size={model.tile_size[0]}).")
-    return tile
+def _given(arguments: dict) -> dict:
+    """The option keywords of a call (None: not given), from its ``locals()``."""
+    return {name: arguments[name] for name in OPTION_NAMES}
 
 
 def _z_before_c(axes: str) -> tuple:
@@ -644,52 +424,44 @@ def _owned_voxels(tmaps: np.ndarray, t, floor: float, i_score: int, i_dy, i_dx):
     return rr + t.rows.start, cc + t.cols.start, vals
 
 
-def _map_sink(keep_maps, names, shape, tile) -> dict:
-    """Where stitched maps go: nowhere (False), numpy float32 (True / "float32") or float16, or a zarr store.
-
-    A zarr store is a path (``maps.zarr``), a zarr group or a store; each map becomes an array in it,
-    chunked by tiles, so maps larger than memory can be kept.
-    """
-    if keep_maps is None or keep_maps is False:
-        return {}
-    if keep_maps is True or (isinstance(keep_maps, str) and keep_maps in ("float32", "float16")):
-        dtype = np.float16 if keep_maps == "float16" else np.float32
-        return {n: np.zeros(shape, dtype=dtype) for n in names}
-    try:
-        import zarr
-    except ImportError as err:
-        raise SpotDetectError("Keeping maps in a zarr store needs the zarr package.",
-                              "pip install zarr, or pass keep_maps=True / 'float16'.") from err
-    group = keep_maps if isinstance(keep_maps, zarr.Group) else zarr.open_group(keep_maps, mode="w")
-    chunks = (1,) * (len(shape) - 2) + tuple(int(v) for v in tile)
-    return {n: group.create_array(n, shape=shape, chunks=chunks, dtype="float32", fill_value=0.0, overwrite=True)
-            for n in names}
-
-
 def _outer_selector(axes: str, outer_axes: str, oidx: tuple) -> tuple:
     return tuple(oidx[outer_axes.index(a)] if a in outer_axes else slice(None) for a in axes)
 
 
-def detect(image, model, threshold: float | None = None, *, progress=None, should_stop=None, **kwargs) -> Detections:
+def detect(image, model, options: DetectOptions | float | None = None, *, threshold: float | None = None,
+           axes: str | None = None, tile_size=None, overlap: float | None = None, batch_size: int | None = None,
+           min_distance: int | None = None, keep_maps=None, device=None, augment: bool | None = None,
+           speed: str | None = None, contrast_floor: float | None = None, contrast: bool | None = None,
+           percentiles=None, progress=None, should_stop=None) -> Detections:
     """Find spots in ``image`` with ``model`` (a loaded model, a path or ``"default"``).
 
+    The settings come from ``options`` (a :class:`~.options.DetectOptions`, checked when it was made; a number
+    there is the threshold), and each keyword given (not None) overrides its field; see ``DetectOptions`` for
+    each one's meaning and default.
+
     Args:
-        image: numpy or dask array, 2-D to 5-D; ``axes`` names its dimensions (default ``"yx"``, ``"tyx"``,
-            ``"tzyx"``, ``"tczyx"`` by rank; use ``"zyx"`` for a z-stack, ``"cyx"`` for channels).
+        image: numpy or dask array, 2-D to 5-D; ``axes`` names its dimensions (2-D is ``"yx"`` and 5-D
+            ``"tczyx"`` unless named; 3-D and 4-D need them: ``"zyx"`` for a z-stack, ``"cyx"`` for channels...).
         threshold: score threshold; default the model's own (tuned) threshold.
+        tile_size, overlap (fraction of a tile), batch_size: default the model's and the device's.
+        min_distance: two spots closer than this (px) count as one (default 1).
+        keep_maps: False (no maps, the default); True or ``"float32"``, ``"float16"``: in memory; a path, zarr
+            group or store: written there.
+        augment: average the maps over the 8 flips and transposes of each tile (about 8x slower, slightly
+            more accurate).
+        speed: ``"exact"``, the default (the model's own tiles in float32, piscis's spots), or ``"fast"``
+            (larger tiles without wasted overlap, bfloat16/float16 where the hardware has it, about 2x faster,
+            F1 >= 0.99 against exact; :mod:`napari_spotdetect.core.detection.speed`).
+        contrast_floor: drop spots dimmer than this fraction of their plane's elbow contrast
+            (:mod:`napari_spotdetect.core.detection.contrast`; default the model's own, 0 for piscis and DeepSpot
+            files; 2-D planes only).
+        contrast: True gives every planar spot its ``contrast`` and ``relative_contrast`` even at floor 0, so
+            the floor can be moved afterwards with :meth:`Detections.set_contrast_floor` (default: only when
+            the floor is above 0).
+        percentiles: (low, high) input percentiles for a percentile-normalised model (others ignore them).
         progress: called with a :class:`Progress` after each tile batch.
         should_stop: called between batches; when it returns True, :class:`Cancelled` is raised.
-        **kwargs: ``axes``, ``tile_size``, ``overlap`` (fraction of a tile; default the model's), ``batch_size``,
-            ``min_distance``, ``keep_maps`` (False: no maps, the default; True or ``"float32"``, ``"float16"``:
-            in memory; a path, zarr group or store: written there), ``device``, ``augment`` (average the maps
-            over the 8 flips and transposes of each tile: about 8x slower, slightly more accurate), ``speed``
-            (``"exact"``, the default: the model's own tiles in float32, piscis's spots; ``"fast"``: larger
-            tiles without wasted overlap and bfloat16/float16 where the hardware has it, about 2x faster,
-            F1 >= 0.99 against exact; see :mod:`napari_spotdetect.core.detection.speed`), ``contrast_floor`` (drop spots
-            dimmer than this fraction of their plane's elbow contrast, :mod:`napari_spotdetect.core.detection.contrast`;
-            default the model's own, 0 for piscis and DeepSpot files; 2-D planes only), ``contrast`` (True: give
-            every planar spot its ``contrast`` and ``relative_contrast`` even at floor 0, so the floor can be
-            moved afterwards with :meth:`Detections.set_contrast_floor`; default: only when the floor is above 0).
     """
-    return run_steps(detect_iter(image, model, threshold, **kwargs), progress, should_stop,
+    opts = resolve(options, **_given(locals()))
+    return run_steps(detect_iter(image, model, opts), progress, should_stop,
                      "Detection was stopped before it finished; no spots were kept.")

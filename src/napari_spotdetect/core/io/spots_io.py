@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..common.validate import CANONICAL, axes_for_rank
 from ..errors import SpotDetectError
 from .files import atomic_write_text
 
@@ -59,6 +60,22 @@ def is_sidecar(path) -> bool:
     return name.endswith((".rejected.csv", ".provenance.json")) or name == "predict_summary.csv"
 
 
+def _decode_csv(raw: bytes) -> str:
+    """The text of a CSV as spreadsheets save it: UTF-8 (with or without Excel's BOM), UTF-16 with a BOM
+    (Excel's "Unicode text"), else Windows-1252 / Latin-1 (older Excel on Windows: "µm" is one byte there)."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        if b"\x00" in raw:  # binary, or UTF-16 without a BOM: not a text table we can read safely
+            raise
+    try:
+        return raw.decode("cp1252")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def read_spots_csv(path) -> pd.DataFrame:
     """Read a spot table into a DataFrame with canonical coordinate columns (``z``, ``y``, ``x``, ...).
 
@@ -66,38 +83,52 @@ def read_spots_csv(path) -> pd.DataFrame:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM (Excel's UTF-8 CSV) is not part of the header
+        text = _decode_csv(path.read_bytes())
     except (OSError, UnicodeDecodeError) as err:
-        raise NotASpotTable(f"{path} cannot be read as text.", "pass a CSV file of spot coordinates.") from err
+        raise NotASpotTable(f"{path} cannot be read as text ({type(err).__name__}).",
+                            "pass a CSV file of spot coordinates (saved as UTF-8, UTF-16 or Windows-1252 text)."
+                            ) from err
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         return pd.DataFrame({"y": pd.Series(dtype=float), "x": pd.Series(dtype=float)})
-    first = lines[0].split(",")
+    df = _canonical_columns(path, _parse_table(path, text, lines[0]))
+    if len(df) == 0:  # a header-only table: no spots, but the columns still say what it is
+        return df.astype({c: np.float64 for c in coordinate_columns(df)})
+    _check_coordinates(path, df)
+    return df
+
+
+def _parse_table(path: Path, text: str, first_line: str) -> pd.DataFrame:
+    """The table as written: with a header row, or headerless numbers (piscis's ``np.savetxt`` output)."""
     try:
-        if all(_is_number(v) for v in first):  # headerless: piscis's np.savetxt output
+        if all(_is_number(v) for v in first_line.split(",")):
             arr = np.loadtxt(io.StringIO(text), delimiter=",", ndmin=2)
             if arr.shape[1] not in (2, 3):
                 raise NotASpotTable(f"{path} has {arr.shape[1]} unnamed columns.",
                                     "use a header row naming the columns (y,x or z,y,x).")
-            df = pd.DataFrame(arr, columns=["z", "y", "x"][-arr.shape[1]:])
-        else:
-            df = pd.read_csv(io.StringIO(text))
+            return pd.DataFrame(arr, columns=["z", "y", "x"][-arr.shape[1]:])
+        return pd.read_csv(io.StringIO(text))
     except NotASpotTable:
         raise
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as err:
         raise NotASpotTable(f"{path} is not a well-formed CSV table ({type(err).__name__}: {str(err)[:150]}).",
                             "check the file's delimiter (commas), quotes and number format.") from err
+
+
+def _canonical_columns(path: Path, df: pd.DataFrame) -> pd.DataFrame:
+    """Coordinate columns renamed to ``t, c, z, y, x`` (aliases such as row/col, napari's axis-0...)."""
     df.columns = [str(c) for c in df.columns]
     df = df.rename(columns={c: _ALIASES.get(c.strip().lower(), c.strip().lower()) for c in df.columns
                             if c.strip().lower() in _ALIASES or c.strip().lower() in COORD_ORDER})
     axis_cols = [c for c in df.columns if re.fullmatch(r"axis-\d+", c)]
     axis_cols.sort(key=lambda c: int(c.split("-")[1]))
     if axis_cols and not {"y", "x"} <= set(df.columns):
-        if len(axis_cols) > len(_NAPARI_AXES):
+        if len(axis_cols) > len(CANONICAL):
             raise NotASpotTable(f"{path} has {len(axis_cols)} napari axis columns; at most 5 (t, c, z, y, x) "
                                 "are known.",
                                 "export the points of a 2-D to 5-D layer.")
-        df = df.rename(columns=dict(zip(axis_cols, _NAPARI_AXES[len(axis_cols)])))
+        # napari's Points export names coordinates axis-0, axis-1, ...: what they mean, by how many there are
+        df = df.rename(columns=dict(zip(axis_cols, axes_for_rank(len(axis_cols)))))
         df = df.drop(columns=[c for c in ("index",) if c in df.columns])
     if len(set(df.columns)) != len(df.columns):
         raise NotASpotTable(f"{path} names a coordinate twice (columns {list(df.columns)[:8]}).",
@@ -105,8 +136,11 @@ def read_spots_csv(path) -> pd.DataFrame:
     if not {"y", "x"} <= set(df.columns):
         raise NotASpotTable(f"{path} has no y/x coordinate columns (found {list(df.columns)[:6]}).",
                             "name the coordinate columns y,x (or z,y,x), row,col, or axis-0,axis-1.")
-    if len(df) == 0:  # a header-only table: no spots, but the columns still say what it is
-        return df.astype({c: np.float64 for c in coordinate_columns(df)})
+    return df
+
+
+def _check_coordinates(path: Path, df: pd.DataFrame) -> None:
+    """Numeric, finite coordinates in every row (the first bad row is named)."""
     for c in coordinate_columns(df):
         if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
             raise NotASpotTable(f"Column {c!r} of {path} is not numeric.", "check the file's delimiter and header.")
@@ -116,11 +150,6 @@ def read_spots_csv(path) -> pd.DataFrame:
         row = int(np.argmax(bad))
         raise NotASpotTable(f"{path} has {int(bad.sum())} row(s) with a missing, NaN or infinite coordinate "
                             f"(the first is data row {row + 1}).", "fill in or delete those rows.")
-    return df
-
-
-#: napari's Points export names coordinates axis-0, axis-1, ...; what they mean, by how many there are
-_NAPARI_AXES = {1: ["x"], 2: ["y", "x"], 3: ["z", "y", "x"], 4: ["t", "z", "y", "x"], 5: ["t", "c", "z", "y", "x"]}
 
 
 def _is_number(s: str) -> bool:

@@ -106,3 +106,44 @@ def split_examples(pairs: list, val_share: float = VAL_SHARE, seed: int = 0) -> 
     n_val = min(len(pairs) - 1, max(1, int(round(len(pairs) * val_share))))
     order = np.random.default_rng(seed).permutation(len(pairs))
     return [pairs[i] for i in order[n_val:]], [pairs[i] for i in order[:n_val]]
+
+
+def checked_pairs(train, val) -> tuple[list, list]:
+    """Training and validation pairs, checked; at least one training image with at least one spot."""
+    train = _as_pairs(train, "training")
+    val = _as_pairs(val, "validation")
+    if not train:
+        raise SpotDetectError("No training images.", "pass at least one (image, spots) pair.")
+    if sum(len(p) for _, p in train) == 0:
+        raise SpotDetectError("None of the training images has any spot annotated.",
+                              "annotate spots (a CSV of y,x per image) before training.")
+    return train, val
+
+
+def _as_pairs(data, what: str) -> list:
+    """Validate (image, coords) pairs: 2-D finite images, (N, 2) coordinates."""
+    out = []
+    for i, item in enumerate(data or []):
+        try:
+            img, pts = item
+        except (TypeError, ValueError) as err:
+            raise SpotDetectError(f"{what} item {i} is not an (image, spots) pair.",
+                                  "pass a list of (2-D image, (N, 2) y/x array) pairs.") from err
+        img = np.asarray(img)
+        if img.ndim != 2:
+            raise SpotDetectError(f"{what} image {i} has shape {img.shape}; training takes 2-D images.",
+                                  "pass single planes (split z-stacks and channels first).")
+        if img.shape[0] < 16 or img.shape[1] < 16:
+            raise SpotDetectError(f"{what} image {i} is only {img.shape}.", "use images of at least 16 x 16 pixels.")
+        img = img.astype(np.float32)
+        if not np.isfinite(img).all():
+            raise SpotDetectError(f"{what} image {i} contains NaN or infinite pixels.", "clean the image first.")
+        if hasattr(pts, "columns"):  # a spot DataFrame
+            pts = pts[["y", "x"]].to_numpy()
+        pts = np.asarray(pts, dtype=np.float64)
+        pts = pts.reshape(0, 2) if pts.size == 0 else pts
+        if pts.ndim != 2 or pts.shape[1] != 2:
+            raise SpotDetectError(f"{what} spots {i} have shape {pts.shape}; expected (N, 2) rows of (y, x).",
+                                  "pass 2-D spot coordinates (drop z or other columns).")
+        out.append((img, pts))
+    return out

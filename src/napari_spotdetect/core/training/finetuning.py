@@ -15,33 +15,20 @@ again what QC will report for the new model.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..common.steps import run_steps
 from ..errors import Cancelled, SpotDetectError
 from ..groundtruth.metrics import score_model
 from ..models.base import SpotModel
+from .config import TrainConfig, TrainEvent, finetune_config
 from .examples import examples_from_arrays, split_examples
 from .finetune_defaults import DEFAULTS, FinetuneDefaults
-from .train import TrainConfig, Trainer, TrainEvent
+from .train import Trainer
 
 #: losses whose classification part is -F1 (or -Dice) in [-1, 0]: shown as 1 + loss, which falls to 0
 _NEGATIVE_LOSSES = ("smoothf1", "dice")
-
-
-def finetune_config(**overrides) -> TrainConfig:
-    """A :class:`TrainConfig` for fine-tuning: Adam at a constant rate, :data:`DEFAULTS` unless overridden."""
-    d = DEFAULTS
-    base = dict(optimizer="adam", lr=d.lr, epochs=d.epochs, steps_per_epoch=d.steps_per_epoch,
-                batch_size=d.batch_size, crop=d.crop, loss=d.loss, l2_weight=d.l2_weight, seed=d.seed,
-                val_radius=d.radius, warmup_fraction=0.0, decay_fraction=0.0, weight_decay=0.0)
-    unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
-    if unknown:
-        raise SpotDetectError(f"Unknown fine-tuning setting(s): {', '.join(sorted(unknown))}.",
-                              f"use fields of TrainConfig, e.g. {', '.join(sorted(base)[:5])}.")
-    base.update(overrides)
-    return TrainConfig(**base)
 
 
 def display_loss(losses: dict, kind: str) -> float | None:

@@ -19,14 +19,13 @@ for resuming).
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
 import shutil
 import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,123 +34,13 @@ import torch
 from ..common.steps import run_steps
 from ..errors import Cancelled, SpotDetectError
 from ..groundtruth.metrics import evaluate, match_spots
-from ..models.base import ModelInfo, SpotModel
+from ..models.base import ModelInfo
 from .augment import random_augment
-from .examples import VAL_SHARE, pairs_from_folder, planes_with_spots, split_examples
+from .config import TrainConfig, TrainEvent, TrainResult, lr_factor
+from .examples import VAL_SHARE, checked_pairs, pairs_from_folder, planes_with_spots, split_examples
 from .trainable import recipe_for
 
 THRESHOLDS = np.round(np.concatenate([np.arange(0.05, 0.951, 0.05), [0.97, 0.98, 0.99]]), 2)
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a training run (saved in the model card)."""
-
-    epochs: int = 40
-    steps_per_epoch: int | None = None  # default: one pass over the training images
-    batch_size: int = 4
-    crop: int = 128  # training crops are crop x crop (a multiple of 8)
-    loss: str = "smoothf1"
-    l2_weight: float = 0.25  # the paper's; piscis 1.1.0 uses 0.1
-    optimizer: str = "sgd"  # "sgd" (from scratch) or "adam" (fine-tuning)
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-5
-    warmup_fraction: float = 0.04
-    decay_fraction: float = 0.4
-    decay_steps: int = 10
-    decay_factor: float = 0.5
-    grad_clip: float | None = 5.0  # tiny CPU batches make SGD at lr 0.1 spiky; None turns it off
-    augment: bool = True
-    seed: int = 0
-    val_radius: float = 1.0  # match radius (px) for the validation F1 and threshold tuning
-    # batches of inference-sized tiles for re-estimating BatchNorm statistics after each epoch (0: off)
-    bn_batches: int = 4
-    tile_size: int | None = None  # inference tile of the trained model; default: the base model's, or 256
-    ema: float | None = None  # decay of a moving average of the weights, validated and saved instead of the raw ones
-    select: str = "f1"  # validation metric that picks the best epoch: "f1" or "f1_integral"
-    # input normalisation to train with ("standardize"/"percentile"); None: the model's
-    normalization: str | None = None
-    device: str | None = "cpu"
-
-    @classmethod
-    def finetune(cls, **kw) -> TrainConfig:
-        """Defaults for adapting a trained model to a few annotated images (:data:`.finetuning.DEFAULTS`)."""
-        from .finetuning import finetune_config
-
-        return finetune_config(**kw)
-
-
-@dataclass
-class TrainEvent:
-    """Progress report. ``kind``: "start", "step", "epoch", "stopped" or "done"."""
-
-    kind: str
-    epoch: int
-    epochs: int
-    step: int = 0
-    steps: int = 0
-    lr: float = 0.0
-    losses: dict = field(default_factory=dict)
-    val: dict | None = None
-    best_f1: float | None = None
-    message: str = ""
-    advice: str = ""  # on "start": a caution about the chosen settings (also appended to the message)
-
-    @property
-    def fraction(self) -> float:
-        if self.kind == "done":
-            return 1.0
-        return ((self.epoch - 1) + (self.step / self.steps if self.steps else 1.0)) / max(self.epochs, 1)
-
-
-@dataclass
-class TrainResult:
-    model: SpotModel  # best weights (or last, with no validation data) with the tuned threshold
-    best_path: Path | None
-    last_path: Path | None
-    history: list
-    stopped: bool = False
-
-
-def _as_pairs(data, what: str) -> list:
-    """Validate (image, coords) pairs: 2-D finite images, (N, 2) coordinates."""
-    out = []
-    for i, item in enumerate(data or []):
-        try:
-            img, pts = item
-        except (TypeError, ValueError) as err:
-            raise SpotDetectError(f"{what} item {i} is not an (image, spots) pair.",
-                                  "pass a list of (2-D image, (N, 2) y/x array) pairs.") from err
-        img = np.asarray(img)
-        if img.ndim != 2:
-            raise SpotDetectError(f"{what} image {i} has shape {img.shape}; training takes 2-D images.",
-                                  "pass single planes (split z-stacks and channels first).")
-        if img.shape[0] < 16 or img.shape[1] < 16:
-            raise SpotDetectError(f"{what} image {i} is only {img.shape}.", "use images of at least 16 x 16 pixels.")
-        img = img.astype(np.float32)
-        if not np.isfinite(img).all():
-            raise SpotDetectError(f"{what} image {i} contains NaN or infinite pixels.", "clean the image first.")
-        if hasattr(pts, "columns"):  # a spot DataFrame
-            pts = pts[["y", "x"]].to_numpy()
-        pts = np.asarray(pts, dtype=np.float64)
-        pts = pts.reshape(0, 2) if pts.size == 0 else pts
-        if pts.ndim != 2 or pts.shape[1] != 2:
-            raise SpotDetectError(f"{what} spots {i} have shape {pts.shape}; expected (N, 2) rows of (y, x).",
-                                  "pass 2-D spot coordinates (drop z or other columns).")
-        out.append((img, pts))
-    return out
-
-
-def lr_factor(t: float, warmup: float, decay: float, n_decay: int, factor: float) -> float:
-    """Learning-rate multiplier at fraction ``t`` of training: warm-up, plateau, ``n_decay`` step decays."""
-    if warmup > 0 and t < warmup:
-        return max(t / warmup, 1e-3)
-    start = 1.0 - decay
-    if decay <= 0 or t < start:
-        return 1.0
-    k = min(n_decay, int((t - start) / decay * n_decay) + 1)
-    return factor ** k
 
 
 class Trainer:
@@ -175,29 +64,8 @@ class Trainer:
                  name: str = "model", stop=None, resume: bool = False, data_info: dict | None = None):
         self.cfg = config or TrainConfig()
         c = self.cfg
-        if c.crop % 8 or c.crop < 16:
-            raise SpotDetectError(f"Training crop {c.crop} is not a multiple of 8 (>= 16).", "use e.g. 128 or 256.")
-        if c.batch_size < 1 or c.epochs < 1:
-            raise SpotDetectError("batch_size and epochs must be at least 1.", "pass positive values.")
-        if c.optimizer not in ("sgd", "adam"):
-            raise SpotDetectError(f"Unknown optimizer {c.optimizer!r}.", "use 'sgd' or 'adam'.")
-        if c.select not in ("f1", "f1_integral"):
-            raise SpotDetectError(f"Unknown selection metric {c.select!r}.", "use 'f1' or 'f1_integral'.")
-        if c.ema is not None and not 0.0 < c.ema < 1.0:
-            raise SpotDetectError(f"ema={c.ema} is not a decay in (0, 1).", "use e.g. 0.998, or None for no averaging.")
-        for key, lo in (("lr", 0.0), ("l2_weight", None), ("momentum", None), ("weight_decay", None)):
-            v = getattr(c, key)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (lo is not None and v <= lo):
-                raise SpotDetectError(f"{key}={v!r} is not a usable value.",
-                                      f"use a finite number{' above 0' if lo is not None else ' of at least 0'}, "
-                                      f"e.g. lr={'0.1 (SGD) or 1e-3 (Adam)' if key == 'lr' else 0.25}.")
-        train = _as_pairs(train, "training")
-        val = _as_pairs(val, "validation")
-        if not train:
-            raise SpotDetectError("No training images.", "pass at least one (image, spots) pair.")
-        if sum(len(p) for _, p in train) == 0:
-            raise SpotDetectError("None of the training images has any spot annotated.",
-                                  "annotate spots (a CSV of y,x per image) before training.")
+        c.check()
+        train, val = checked_pairs(train, val)
         self.val_note = "given"
         if not val:
             if len(train) == 1:
@@ -489,24 +357,7 @@ class Trainer:
                 if self._should_stop():
                     yield from self._stopped(epoch, step)
                     return self._result(stopped=True)
-                g = ((epoch - 1) * spe + step - 1) / total
-                lr = c.lr * lr_factor(g, c.warmup_fraction, c.decay_fraction, c.decay_steps, c.decay_factor)
-                for group in self.opt.param_groups:
-                    group["lr"] = lr
-                x, target = self._batch(rng)
-                loss, parts = self.recipe.loss(x, target)
-                if not bool(torch.isfinite(loss)):
-                    raise SpotDetectError(
-                        f"Training diverged: the loss became {float(loss)} at epoch {epoch}, step {step} "
-                        f"(learning rate {lr:g}); the last checkpoint written is kept.",
-                        "train again with a smaller learning rate (e.g. a tenth of this one).")
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if c.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.grad_clip)
-                self.opt.step()
-                if self.ema is not None:
-                    self._update_ema()
+                lr, parts = self._step(rng, epoch, step, ((epoch - 1) * spe + step - 1) / total)
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v
                 yield TrainEvent("step", epoch, c.epochs, step, spe, lr, parts,
@@ -537,6 +388,28 @@ class Trainer:
                          message=f"done; best validation F1 {self.best['f1']:.3f} at epoch {self.best['epoch']}"
                          if self.best else "done")
         return result
+
+    def _step(self, rng: np.random.Generator, epoch: int, step: int, done: float) -> tuple[float, dict]:
+        """One optimiser step at fraction ``done`` of training: (its learning rate, its loss parts)."""
+        c = self.cfg
+        lr = c.lr * lr_factor(done, c.warmup_fraction, c.decay_fraction, c.decay_steps, c.decay_factor)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        x, target = self._batch(rng)
+        loss, parts = self.recipe.loss(x, target)
+        if not bool(torch.isfinite(loss)):
+            raise SpotDetectError(
+                f"Training diverged: the loss became {float(loss)} at epoch {epoch}, step {step} "
+                f"(learning rate {lr:g}); the last checkpoint written is kept.",
+                "train again with a smaller learning rate (e.g. a tenth of this one).")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.grad_clip)
+        self.opt.step()
+        if self.ema is not None:
+            self._update_ema()
+        return lr, parts
 
     def _end_epoch(self, epoch, lr, sums, val, raw_state, t0) -> None:
         """Record the epoch, keep the best weights, write the checkpoints (with the averaged weights in)."""
