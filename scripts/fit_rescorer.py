@@ -1,14 +1,17 @@
 """Fit the bundled model's second stage (:mod:`napari_spotdetect.core.rescore`) and write it into the model file.
 
-The logistic model is fitted on candidates of the real ``train`` split of ../shared/data/real (never ``val``)
-and of synthetic images (the ``train`` kind and the realistic generator, seeds that no benchmark uses): each
-candidate is labelled true when it is matched one-to-one to an annotated spot within 3 px. Sources weigh
-equally (pia_spots' 80 frames do not outvote piscis_panels' 2). The model's default threshold on the new
-score is the one with the best mean F1 within 3 px over those sources; its lowest allowed threshold is
-:data:`LOWEST`.
+The logistic model is fitted on candidates of real ``train`` images of ../shared/data/real (never ``val``;
+by default only the train images the network itself was not trained on, which its card lists as held out:
+on the others its score would look better than it is on new images) and of synthetic images (the ``train``
+kind and the realistic generator, seeds that no benchmark uses): each candidate is labelled true when it is
+matched one-to-one to an annotated spot within 3 px. Sources weigh equally (5 pia_spots frames do not
+outvote 2 piscis_panels images). The model's default threshold on the new score is the one with the best mean
+F1 within 3 px over those sources; its lowest allowed threshold is
+:data:`napari_spotdetect.core.rescore.LOWEST_THRESHOLD`. Then it scores the held-out synthetic benchmark of
+``scripts/train_default_model.py`` (20 images, seed 3) and writes the model file with the card updated.
 
     PYTHONPATH=src python scripts/fit_rescorer.py [--model src/napari_spotdetect/data/default_model.pt]
-        [--out src/napari_spotdetect/data/default_model.pt] [--every 2] [--threads 1] [--cache /tmp/feats.npz]
+        [--out src/napari_spotdetect/data/default_model.pt] [--all-real] [--threads 1] [--cache /tmp/feats.npz]
 
 Prints the separation (AUC) per training source before (network score) and after (calibrated score).
 """
@@ -26,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real"
 SYN_SEED, REALISTIC_SEED = 51, 52
 #: the lowest threshold a rescored model allows (its slider's minimum)
-LOWEST = 0.01
 #: the network's own default threshold (before the second stage), which z-stacks keep
 NET_DEFAULT = 0.05
 
@@ -61,10 +63,13 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=str(ROOT / "src" / "napari_spotdetect" / "data" / "default_model.pt"))
     ap.add_argument("--out", default=None, help="model file to write (default: --model)")
     ap.add_argument("--data", default=str(REAL))
-    ap.add_argument("--every", type=int, default=2, help="every k-th pia_spots train frame")
+    ap.add_argument("--all-real", action="store_true",
+                    help="fit on every real train image, also those the network was trained on (default: only "
+                         "the train images its card lists as held out, where its scores are honest)")
+    ap.add_argument("--every", type=int, default=2, help="with --all-real: every k-th pia_spots train frame")
     ap.add_argument("--n-synthetic", type=int, default=24)
     ap.add_argument("--net-floor", type=float, default=0.002)
-    ap.add_argument("--proposal-cut", type=float, default=5.0)
+    ap.add_argument("--proposal-cut", type=float, default=3.0)
     ap.add_argument("--l2", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default=None, help="npz of collected features to reuse / write")
@@ -77,7 +82,7 @@ def main(argv=None) -> int:
     from napari_spotdetect import load_model
     from napari_spotdetect.core.metrics import match_spots
     from napari_spotdetect.core.real_data import load_annotated, synthetic_source
-    from napari_spotdetect.core.rescore import FEATURES, Rescorer, auc, fit_logistic
+    from napari_spotdetect.core.rescore import FEATURES, LOWEST_THRESHOLD, Rescorer, auc, fit_logistic
     from napari_spotdetect.core.synthetic import realistic_dataset, synthetic_dataset
     from napari_spotdetect.core.weights.native import save_model
 
@@ -88,7 +93,12 @@ def main(argv=None) -> int:
         data = list(z["data"])
     else:
         real = load_annotated(a.data, split="train", ndim=2)
-        real = [im for i, im in enumerate(real) if im.source != "pia_spots" or i % a.every == 0]
+        held = {h for h in ((model.info.card.get("training_data") or {}).get("real") or {}).get(
+            "held_out_for_validation", [])}
+        if held and not a.all_real:  # the network's scores on images it trained on would be too good
+            real = [im for im in real if f"{im.source}/{im.stem}" in held]
+        else:
+            real = [im for i, im in enumerate(real) if im.source != "pia_spots" or i % a.every == 0]
         syn = synthetic_source(synthetic_dataset(a.n_synthetic, kind="train", seed=SYN_SEED), "synthetic")
         rea = synthetic_source(realistic_dataset(a.n_synthetic, seed=REALISTIC_SEED), "realistic")
         data = collect(model, real + syn + rea, a.net_floor, a.proposal_cut)
@@ -135,15 +145,18 @@ def main(argv=None) -> int:
                  "threshold_f1_by_source_mean": round(float(f1_by_t.max()), 4),
                  "script": "scripts/fit_rescorer.py", "date": time.strftime("%Y-%m-%d")}
     model.rescorer = resc
-    model.threshold_range = (LOWEST, 1.0)
+    model.threshold_range = (LOWEST_THRESHOLD, 1.0)
     model.default_threshold = thr
     out = a.out or a.model
     card = dict(model.info.card)
     card["rescore"] = {"what": "a second stage: LoG proposals join the network's candidates and a logistic "
                                "model over per-candidate features gives the score (core/rescore.py)",
                        **resc.card}
+    card["description"] = (card.get("description", "").split(" Then a second stage")[0] +
+                           " Then a second stage (core/rescore.py, scripts/fit_rescorer.py): LoG proposals join the "
+                           "network's candidates and a logistic model over per-candidate features gives the score.")
     card["threshold_calibration"] = {"threshold": thr, "rule": resc.card["threshold_rule"], "radius_px": 3.0,
-                                     "lowest": LOWEST}
+                                     "lowest": LOWEST_THRESHOLD}
     if not a.no_benchmark:  # the held-out synthetic benchmark of scripts/train_default_model.py
         from napari_spotdetect.core.detect import detect
         from napari_spotdetect.core.metrics import evaluate

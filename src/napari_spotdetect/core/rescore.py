@@ -40,7 +40,7 @@ MERGE_RADIUS = 2.0
 #: neighbours within this distance (px) are compared for the ``dominance`` feature
 NEIGHBOUR_RADIUS = 3.0
 #: the lowest threshold a rescored model allows: its scores are probabilities, its default far above this
-LOWEST_THRESHOLD = 0.01
+LOWEST_THRESHOLD = 0.001
 #: z-stack voxels at or below this network score are no candidates (stacks get no proposals)
 STACK_NET_FLOOR = 0.01
 #: the local noise is taken over a square window of this side (px)
@@ -56,7 +56,7 @@ class Rescorer:
     mean: np.ndarray  # (F,)
     scale: np.ndarray  # (F,)
     net_floor: float = 0.002  # the network's peaks above this are candidates
-    proposal_cut: float = 5.0  # LoG peaks above this (noise units) are proposals
+    proposal_cut: float = 3.0  # LoG peaks above this (noise units) are proposals
     voxel_calibration: tuple = (1.0, 0.0)  # z-stacks: p = sigmoid(a * logit(net) + b)
     card: dict = field(default_factory=dict)
 
@@ -77,7 +77,7 @@ class Rescorer:
         if any(a.shape != (len(FEATURES),) or not np.isfinite(a).all() for a in arr.values()):
             raise ValueError("the rescoring entry's weights are damaged")
         return cls(arr["weights"], float(d["bias"]), arr["mean"], arr["scale"], float(d.get("net_floor", 0.002)),
-                   float(d.get("proposal_cut", 5.0)), tuple(float(v) for v in d.get("voxel_calibration", (1, 0))),
+                   float(d.get("proposal_cut", 3.0)), tuple(float(v) for v in d.get("voxel_calibration", (1, 0))),
                    dict(d.get("card") or {}))
 
     # -- scoring ---------------------------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def _subpixel(resp: np.ndarray, rc: np.ndarray) -> np.ndarray:
     return out
 
 
-def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_cut: float = 5.0):
+def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_cut: float = 3.0):
     """The network's candidates (``yx``, ``net_scores``) plus the plane's LoG proposals, and their features.
 
     Returns (coords (N, 2), features (N, len(FEATURES)), extras: ``contrast`` and ``relative_contrast`` as
