@@ -22,7 +22,7 @@ detection loses F1 integral on those sources), and ``candidate recall``: the ann
 candidate at the method's lowest threshold (what no threshold can bring back is missing there).
 Per-source numbers are means over that source's images; "mean" is the mean over sources.
 
-Our models run at their own contrast floor (:mod:`napari_spotdetect.core.contrast`); ``--contrast-floor K``
+Our models run at their own contrast floor (:mod:`napari_spotdetect.core.detection.contrast`); ``--contrast-floor K``
 scores them again at another (``0``: without one).
 
     python benchmarks/bench_real.py [--model default] [--model runs/x.pt] [--augment] [--contrast-floor 0]
@@ -84,8 +84,9 @@ def blob_candidates(images, params, floor=None):
 
 def tune_blob_log(train) -> dict:
     """The one parameter set, by mean F1 (3 px) over the training images."""
-    from napari_spotdetect.core.metrics import match_spots
-    from napari_spotdetect.core.real_data import REAL_RADIUS
+    from real_data import REAL_RADIUS
+
+    from napari_spotdetect.core.groundtruth.metrics import match_spots
 
     best = None
     for lo, hi in ((0.8, 2.0), (1.0, 3.0), (1.5, 4.0)):
@@ -157,7 +158,7 @@ def ufish_candidates(images, threads: int):
 
 
 def print_table(results: dict) -> None:
-    from napari_spotdetect.core.real_data import REAL_RADIUS as RADIUS
+    from real_data import REAL_RADIUS as RADIUS
 
     srcs = [s for s in next(iter(results.values()))["sources"] if s != "mean"]
     print(f"\nreal `{ARGS.split}` images, F1 at {RADIUS:g} px; found/annotated at the default threshold; "
@@ -197,9 +198,9 @@ def main(argv=None) -> int:
     ARGS = a = ap.parse_args(argv)
 
     import torch
+    from real_data import load_annotated, model_candidates, score_sources
 
     from napari_spotdetect import load_model
-    from napari_spotdetect.core.real_data import load_annotated, model_candidates, score_sources
 
     torch.set_num_threads(a.threads)
     if not Path(a.data).exists():

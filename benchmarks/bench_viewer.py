@@ -45,7 +45,7 @@ def main(argv=None) -> None:
     from qtpy.QtWidgets import QApplication
 
     import napari_spotdetect
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     viewer = napari.Viewer(show=True)
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")

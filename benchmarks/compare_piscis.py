@@ -125,7 +125,7 @@ def ours_worker(model_path: str, speed: str, threads: int, device: str, image: s
 
     torch.set_num_threads(threads)
     import napari_spotdetect as sd
-    from napari_spotdetect.core.speed import cpu_capability, fast_dtype
+    from napari_spotdetect.core.detection.speed import cpu_capability, fast_dtype
 
     model = sd.load_model(model_path, device=device)
     img = np.load(image)
@@ -177,7 +177,7 @@ def ufish_python() -> Path:
     py = BENCH_HOME / "ufish-venv" / "bin" / "python"
     if not py.exists():
         sys.path.insert(0, str(HERE))
-        from bench_real import _ufish_python  # noqa: PLC0415
+        from bench_real import _ufish_python
 
         return _ufish_python()
     return py
@@ -288,7 +288,7 @@ def flops_per_pixel(model_path: str) -> float:
 
 
 def agreement(pred: np.ndarray, ref: np.ndarray) -> dict:
-    from napari_spotdetect.core.metrics import match_spots
+    from napari_spotdetect.core.groundtruth.metrics import match_spots
 
     m = match_spots(pred, ref, 1.0)
     return {"n_ref": int(len(ref)), "f1": float(m.f1), "matched": int(m.tp),
@@ -298,8 +298,8 @@ def agreement(pred: np.ndarray, ref: np.ndarray) -> dict:
 # -- the run ----------------------------------------------------------------------------------------------
 def run_size(size: int, engines: list[str], repeats: int, threads: int, device: str, tmp: Path,
              fpp: dict) -> list[dict]:
-    from napari_spotdetect.core.metrics import match_spots
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.groundtruth.metrics import match_spots
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     image, truth = synthetic_image((size, size), n_spots=size * size // 1500, seed=0)
     path = tmp / f"img{size}.npy"
@@ -335,7 +335,7 @@ def run_size(size: int, engines: list[str], repeats: int, threads: int, device: 
                "load_before_runs": [r["load_before"] for r in rs], "worker": workers[name].info}
         til = rs[-1].get("tiling")
         if til is None and kind == "piscis":  # piscis's plan = our exact plan on the same image
-            from napari_spotdetect.core.tiling import plan_tiles
+            from napari_spotdetect.core.detection.tiling import plan_tiles
 
             p = plan_tiles((size, size), (256, 256), 0.1)
             til = {**p.describe(), "batch_size": 1}
@@ -395,7 +395,7 @@ def main(argv=None) -> None:
         return
     import torch
 
-    from napari_spotdetect.core.speed import cpu_capability, cpu_has_native_bf16
+    from napari_spotdetect.core.detection.speed import cpu_capability, cpu_has_native_bf16
 
     torch.set_num_threads(a.threads)
     fpp = {"fixture": flops_per_pixel(str(fixture_model())), "default": flops_per_pixel("default")}

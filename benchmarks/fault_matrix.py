@@ -48,7 +48,7 @@ def _loads(path: Path) -> bool:
     try:
         load_model(path, device="cpu")
         return True
-    except Exception:  # noqa: BLE001 (any failure is the finding)
+    except Exception:
         return False
 
 
@@ -115,12 +115,12 @@ def kill_during_checkpoint_write(work: Path, rng: random.Random) -> dict:
     try:
         torch.load(path, weights_only=True)
         whole = True
-    except Exception:  # noqa: BLE001
+    except Exception:
         whole = False
     left = len(_tmp_files(work))
     from napari_spotdetect.core.models.piscis_net import PiscisConfig
-    from napari_spotdetect.core.synthetic import synthetic_image
-    from napari_spotdetect.core.train import TrainConfig, Trainer
+    from napari_spotdetect.core.training.synthetic import synthetic_image
+    from napari_spotdetect.core.training.train import TrainConfig, Trainer
 
     data = [synthetic_image((64, 64), n_spots=6, seed=i) for i in range(2)]
     Trainer(PiscisConfig(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1)), data, None,
@@ -164,7 +164,7 @@ def disk_cases(work: Path) -> list[dict]:
 
     rows = []
     img = work / "img.npy"
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     np.save(img, synthetic_image((256, 256), n_spots=30, seed=1)[0])
     # full disk: training checks the space before any work
@@ -211,8 +211,8 @@ def _autosave_read_only(d: Path) -> str:
     """The Correct panel's save (truth, rejected, provenance) into a read-only folder: an error, files intact."""
     import pandas as pd
 
-    from napari_spotdetect.core.annotations import save_annotations
     from napari_spotdetect.core.errors import SpotDetectError
+    from napari_spotdetect.core.groundtruth.annotations import save_annotations
 
     before = (d / "out" / "img.csv").read_bytes()
     try:
@@ -255,7 +255,7 @@ def main(argv=None):
     print(f"{'case':<45} outcome")
     for r in rows:
         print(f"{r['case']:<45} {r['outcome']}")
-    from napari_spotdetect.core.files import atomic_write_text
+    from napari_spotdetect.core.io.files import atomic_write_text
 
     atomic_write_text(Path(a.out), json.dumps({"platform": platform.platform(), "python": sys.version.split()[0],
                                                "args": vars(a), "rows": rows}, indent=2, default=str))

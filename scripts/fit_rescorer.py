@@ -1,4 +1,4 @@
-"""Fit the bundled model's second stage (:mod:`napari_spotdetect.core.rescore`) and write it into the model file.
+"""Fit the bundled model's second stage (:mod:`napari_spotdetect.core.detection.rescore`) into its model file.
 
 The logistic model is fitted on candidates of real ``train`` images of ../shared/data/real (never ``val``;
 by default only the train images the network itself was not trained on, which its card lists as held out:
@@ -7,7 +7,7 @@ kind and the realistic generator, seeds that no benchmark uses): each candidate 
 matched one-to-one to an annotated spot within 3 px. Sources weigh equally (5 pia_spots frames do not
 outvote 2 piscis_panels images). The model's default threshold on the new score is the one with the best mean
 F1 within 3 px over those sources; its lowest allowed threshold is
-:data:`napari_spotdetect.core.rescore.LOWEST_THRESHOLD`. Then it scores the held-out synthetic benchmark of
+:data:`napari_spotdetect.core.detection.rescore.LOWEST_THRESHOLD`. Then it scores the held-out synthetic benchmark of
 ``scripts/train_default_model.py`` (20 images, seed 3) and writes the model file with the card updated.
 
     PYTHONPATH=src python scripts/fit_rescorer.py [--model src/napari_spotdetect/data/default_model.pt]
@@ -19,6 +19,7 @@ Prints the separation (AUC) per training source before (network score) and after
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # real_data lives with the benchmarks
 REAL = ROOT.parent / "shared" / "data" / "real"
 SYN_SEED, REALISTIC_SEED = 51, 52
 #: the lowest threshold a rescored model allows (its slider's minimum)
@@ -35,9 +37,9 @@ NET_DEFAULT = 0.05
 
 def collect(model, images, net_floor: float, proposal_cut: float):
     """Per image: (source, features, labels, coords, truth)."""
-    from napari_spotdetect.core.detect import detect
-    from napari_spotdetect.core.metrics import match_spots
-    from napari_spotdetect.core.rescore import candidate_features
+    from napari_spotdetect.core.detection.detect import detect
+    from napari_spotdetect.core.detection.rescore import candidate_features
+    from napari_spotdetect.core.groundtruth.metrics import match_spots
 
     rng = model.threshold_range
     model.threshold_range = (net_floor, rng[1])
@@ -79,11 +81,12 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
 
+    from real_data import load_annotated, synthetic_source
+
     from napari_spotdetect import load_model
-    from napari_spotdetect.core.metrics import match_spots
-    from napari_spotdetect.core.real_data import load_annotated, synthetic_source
-    from napari_spotdetect.core.rescore import FEATURES, LOWEST_THRESHOLD, Rescorer, auc, fit_logistic
-    from napari_spotdetect.core.synthetic import realistic_dataset, synthetic_dataset
+    from napari_spotdetect.core.detection.rescore import FEATURES, LOWEST_THRESHOLD, Rescorer, auc, fit_logistic
+    from napari_spotdetect.core.groundtruth.metrics import match_spots
+    from napari_spotdetect.core.training.synthetic import realistic_dataset, synthetic_dataset
     from napari_spotdetect.core.weights.native import save_model
 
     model = load_model(a.model, device="cpu")
@@ -150,16 +153,17 @@ def main(argv=None) -> int:
     out = a.out or a.model
     card = dict(model.info.card)
     card["rescore"] = {"what": "a second stage: LoG proposals join the network's candidates and a logistic "
-                               "model over per-candidate features gives the score (core/rescore.py)",
+                               "model over per-candidate features gives the score (core/detection/rescore.py)",
                        **resc.card}
     card["description"] = (card.get("description", "").split(" Then a second stage")[0] +
-                           " Then a second stage (core/rescore.py, scripts/fit_rescorer.py): LoG proposals join the "
-                           "network's candidates and a logistic model over per-candidate features gives the score.")
+                           " Then a second stage (core/detection/rescore.py, scripts/fit_rescorer.py): LoG "
+                           "proposals join the network's candidates and a logistic model over per-candidate "
+                           "features gives the score.")
     card["threshold_calibration"] = {"threshold": thr, "rule": resc.card["threshold_rule"], "radius_px": 3.0,
                                      "lowest": LOWEST_THRESHOLD}
     if not a.no_benchmark:  # the held-out synthetic benchmark of scripts/train_default_model.py
-        from napari_spotdetect.core.detect import detect
-        from napari_spotdetect.core.metrics import evaluate
+        from napari_spotdetect.core.detection.detect import detect
+        from napari_spotdetect.core.groundtruth.metrics import evaluate
 
         test = synthetic_dataset(20, "train", seed=3, shape=(256, 256))
         bench = {}

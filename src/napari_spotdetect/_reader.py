@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from . import layer_keys as K
-from .core.spots_io import COORD_ORDER, NotASpotTable, provenance_path, read_spots_csv
+from .core.io.spots_io import COORD_ORDER, NotASpotTable, provenance_path, read_spots_csv
 from .widgets.layers import TRUTH_COLOUR
 
 #: ring colour of a spot table that is not ground truth (none of the QC legend's colours either)
@@ -44,7 +44,7 @@ def _points_table_layer(path: Path):
     """A points table (``write_points_table``) in pixels, scaled to um when it records its pixel size."""
     import numpy as np
 
-    from .core.exports import read_points_table
+    from .core.io.exports import read_points_table
 
     df = read_points_table(path)
     data, kw, kind = _points_layer(df, path)
@@ -92,7 +92,7 @@ def get_image_reader(path):
     if path is None:
         return None
     from .core.errors import SpotDetectError
-    from .core.image_files import read_image_with_info
+    from .core.io.image_files import read_image_with_info
 
     try:
         data, info = read_image_with_info(path)
@@ -125,7 +125,7 @@ def image_layer_data(data, info, name: str):
 def get_trackmate_reader(path):
     """Spots of a TrackMate XML file, scaled to micrometres when the file has a calibration."""
     from .core.errors import SpotDetectError
-    from .core.exports import read_trackmate_xml
+    from .core.io.exports import read_trackmate_xml
 
     path = _one_file(path, (".xml",))
     if path is None:

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from .core.errors import SpotDetectError
-from .core.spots_io import coordinate_columns, is_sidecar, read_spots_csv
+from .core.io.spots_io import coordinate_columns, is_sidecar, read_spots_csv
 
 METRIC_KEYS = ("precision", "recall", "f1", "f1_integral")
 
 
 def cmd_predict(args) -> int:
     from .cli_biology import biology_post
-    from .core.batch import PredictOptions, run_batch
-    from .core.image_sources import find_images
+    from .core.detection.batch import PredictOptions, run_batch
+    from .core.io.image_sources import find_images
 
     files = find_images(args.images)
     if args.dask_scheduler and args.workers:
@@ -28,18 +28,17 @@ def cmd_predict(args) -> int:
                               "use --dask-scheduler to join a running cluster, or --workers N to start one here.")
     if args.workers is not None and args.workers < 1:
         raise SpotDetectError(f"--workers {args.workers} is not a number of workers.", "use --workers 1 or more.")
-    options = PredictOptions(model=str(args.model), device=args.device, variant=args.variant,
-                             threshold=args.threshold, axes=args.axes,
-                             tile_size=tuple(args.tile_size) if args.tile_size else None,
-                             batch_size=args.batch_size, min_distance=args.min_distance, augment=args.augment,
-                             speed=args.speed, contrast_floor=args.contrast_floor, post=biology_post(args))
     from . import load_model
-    from .core.detect import check_settings
+    from .core.detection.options import DetectOptions
 
     # settings are the same for every image: a bad one stops the run before any work (exit 2)
+    detection = DetectOptions(threshold=args.threshold, axes=args.axes, tile_size=args.tile_size or None,
+                              batch_size=args.batch_size, min_distance=args.min_distance, augment=args.augment,
+                              speed=args.speed, contrast_floor=args.contrast_floor)
+    options = PredictOptions(model=str(args.model), device=args.device, variant=args.variant, detection=detection,
+                             post=biology_post(args))
     model = load_model(args.model, device=args.device, variant=args.variant)
-    check_settings(model, args.threshold, axes=args.axes, tile_size=options.tile_size, batch_size=args.batch_size,
-                   min_distance=args.min_distance, speed=args.speed, contrast_floor=args.contrast_floor)
+    detection.check_for(model)
     client = cluster = None
     if args.dask_scheduler or args.workers:
         model = None  # each worker loads its own
@@ -122,7 +121,7 @@ class _Bar:
 
 
 def _report(rows, out: Path) -> int:
-    from .core.batch import SUMMARY_NAME
+    from .core.detection.batch import SUMMARY_NAME
 
     done = [r for r in rows if r["status"] == "done"]
     failed = [r for r in rows if r["status"] == "failed"]
@@ -142,7 +141,7 @@ def _coords(df, cols):
 
 
 def cmd_evaluate(args) -> int:
-    from .core.metrics import evaluate
+    from .core.groundtruth.metrics import evaluate
 
     pred_dir, truth_dir = Path(args.pred), Path(args.truth)
     for d in (pred_dir, truth_dir):
@@ -185,7 +184,7 @@ def cmd_evaluate(args) -> int:
     print(f"{'mean':<{width}}  {'':>6} {'':>6} {mean['precision']:>9.4f} {mean['recall']:>7.4f} {mean['f1']:>6.4f} "
           f"{mean['f1_integral']:>7.4f}   (radius {args.radius} px)")
     if args.json:
-        from .core.spots_io import atomic_write_text
+        from .core.io.spots_io import atomic_write_text
 
         doc = {"radius": args.radius, "images": rows, "mean": mean}
         atomic_write_text(Path(args.json), json.dumps(doc, indent=2))
@@ -200,10 +199,10 @@ def cmd_demo(args) -> int:
     import tifffile
 
     from . import load_model
-    from .core.detect import detect
-    from .core.metrics import evaluate
-    from .core.spots_io import write_spots_csv
-    from .core.synthetic import synthetic_image
+    from .core.detection.detect import detect
+    from .core.groundtruth.metrics import evaluate
+    from .core.io.spots_io import write_spots_csv
+    from .core.training.synthetic import synthetic_image
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="spotdetect-demo-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -228,8 +227,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .core.device import available_devices
-    from .core.model_card import card_lines
+    from .core.common.device import available_devices
+    from .core.models.model_card import card_lines
     from .core.models.zoo import BUNDLED, DOWNLOADABLE, bundled_path, load_model
     from .core.weights.deepspot_fetch import PACKAGE, VERSION, cache_dir, deepspot_folder, is_complete
 

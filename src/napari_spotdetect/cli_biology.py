@@ -21,7 +21,7 @@ _PS_HELP = ("pixel size in micrometres: one number, Y X, or Z Y X (z step first)
 def _pixel_size(values):
     if not values:
         return None
-    from .core.units import as_pixel_size
+    from .core.io.units import as_pixel_size
 
     return as_pixel_size(values)
 
@@ -29,7 +29,7 @@ def _pixel_size(values):
 def _labels(path):
     if path is None:
         return None
-    from .core.spots_io import read_image
+    from .core.io.spots_io import read_image
 
     arr = read_image(Path(path))
     if arr.dtype.kind not in "iu":
@@ -70,7 +70,7 @@ class _BatchPost:
         self.args = args
 
     def __call__(self, path, image, spots, axes, pixel_size_um):
-        from .core.image_sources import read
+        from .core.io.image_sources import read
 
         return after_predict(self.args, read(image), spots, Path(path), Path(self.args.out), axes=axes,
                              file_pixel_size=pixel_size_um)
@@ -87,13 +87,13 @@ def after_predict(args, image, spots, image_path: Path, out: Path, axes=None, fi
 
     ``--pixel-size`` wins over ``file_pixel_size`` (the one the image file's metadata gives, in um).
     """
-    from .core.units import with_micrometres
+    from .core.io.units import with_micrometres
 
     ps = _pixel_size(getattr(args, "pixel_size", None)) or file_pixel_size
     axes = getattr(args, "axes", None) or axes
     note = {}
     if getattr(args, "fit", False):
-        from .core.measure import count_molecules, measure_spots
+        from .core.analysis.measure import count_molecules, measure_spots
 
         spots = measure_spots(image, spots, axes=axes)
         if len(spots) and spots["fit_ok"].any():
@@ -102,8 +102,8 @@ def after_predict(args, image, spots, image_path: Path, out: Path, axes=None, fi
         note["gaussian_fit"] = {"n_fit_ok": int(spots["fit_ok"].sum()) if len(spots) else 0}
     cells = _labels_for(getattr(args, "labels", None), image_path)
     if cells is not None:
-        from .core.cells import count_spots_in_cells
-        from .core.exports import write_cell_table
+        from .core.analysis.cells import count_spots_in_cells
+        from .core.io.exports import write_cell_table
 
         nuclei = _labels_for(args.nuclei, image_path)
         spots, table = count_spots_in_cells(spots, cells, nuclei, pixel_size=ps)
@@ -115,7 +115,7 @@ def after_predict(args, image, spots, image_path: Path, out: Path, axes=None, fi
         spots = with_micrometres(spots, ps)
         note["pixel_size_zyx_um"] = [None if np.isnan(v) else v for v in ps]
     if getattr(args, "trackmate", False):
-        from .core.exports import write_trackmate_xml
+        from .core.io.exports import write_trackmate_xml
 
         write_trackmate_xml(spots, out / f"{image_path.stem}.xml", pixel_size=ps,
                             image_shape=np.shape(image), image_name=str(image_path))
@@ -123,8 +123,8 @@ def after_predict(args, image, spots, image_path: Path, out: Path, axes=None, fi
 
 
 def cmd_measure(args) -> int:
-    from .core.measure import count_molecules, measure_spots
-    from .core.spots_io import read_image, read_spots_csv, write_spots_csv
+    from .core.analysis.measure import count_molecules, measure_spots
+    from .core.io.spots_io import read_image, read_spots_csv, write_spots_csv
 
     image = read_image(Path(args.image))
     spots = read_spots_csv(Path(args.spots))
@@ -146,9 +146,9 @@ def cmd_measure(args) -> int:
 
 
 def cmd_count(args) -> int:
-    from .core.cells import count_spots_in_cells
-    from .core.exports import write_cell_table
-    from .core.spots_io import read_image, read_spots_csv, write_spots_csv
+    from .core.analysis.cells import count_spots_in_cells
+    from .core.io.exports import write_cell_table
+    from .core.io.spots_io import read_image, read_spots_csv, write_spots_csv
 
     spots = read_spots_csv(Path(args.spots))
     cells, nuclei = _labels(args.cells), _labels(args.nuclei)
@@ -164,8 +164,8 @@ def cmd_count(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .core.exports import write_points_table, write_trackmate_xml
-    from .core.spots_io import provenance_path, read_spots_csv
+    from .core.io.exports import write_points_table, write_trackmate_xml
+    from .core.io.spots_io import provenance_path, read_spots_csv
 
     src = Path(args.spots)
     spots = read_spots_csv(src)

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from .core.errors import SpotDetectError
-from .core.examples import VAL_SHARE
-from .core.finetune_defaults import DEFAULTS as FT
+from .core.training.examples import VAL_SHARE
+from .core.training.finetune_defaults import DEFAULTS as FT
 
 
 def _common(p, epochs: int, steps: int | None, lr: float, lr_help: str):
@@ -68,8 +68,8 @@ def add_train_parsers(subparsers) -> None:
 
 
 def _data(args, synthetic: int = 0, kind: str = "train"):
-    from .core.synthetic import synthetic_dataset
-    from .core.train import pairs_from_folder
+    from .core.training.synthetic import synthetic_dataset
+    from .core.training.train import pairs_from_folder
 
     train = pairs_from_folder(args.images, args.spots) if args.images else []
     if synthetic:
@@ -99,7 +99,7 @@ def _show(ev):
 def _run(arch, train, val, cfg, args, info) -> int:
     import torch
 
-    from .core.train import Trainer
+    from .core.training.train import Trainer
     from .core.weights.native import save_model
 
     if args.threads:
@@ -121,7 +121,7 @@ def _run(arch, train, val, cfg, args, info) -> int:
 
 def cmd_train(args) -> int:
     from .core.models.piscis_net import PiscisConfig
-    from .core.train import TrainConfig
+    from .core.training.train import TrainConfig
 
     train, val, info = _data(args, args.synthetic, args.kind)
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
@@ -132,11 +132,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    """The same call as the API and the napari panel: :func:`core.finetuning.finetune`."""
+    """The same call as the API and the napari panel: :func:`core.training.finetuning.finetune`."""
     import torch
 
-    from .core import finetuning
     from .core.models.zoo import load_model
+    from .core.training import finetuning
 
     if not args.images:
         raise SpotDetectError("Fine-tuning needs annotated images.", "pass --images FOLDER with one CSV per image.")

@@ -1,15 +1,15 @@
-"""The second stage (core/rescore.py): proposals the network misses, calibrated scores, and the model file entry."""
+"""The second stage (core/detection/rescore.py): proposals the network misses, calibrated scores, the model file."""
 
 import numpy as np
 import pytest
 import torch
 
 from napari_spotdetect._sample_data import smfish_2d
-from napari_spotdetect.core.detect import detect
+from napari_spotdetect.core.detection.detect import detect
+from napari_spotdetect.core.detection.rescore import FEATURES, Rescorer, auc, candidate_features, fit_logistic
 from napari_spotdetect.core.errors import ModelFileError
-from napari_spotdetect.core.metrics import match_spots
+from napari_spotdetect.core.groundtruth.metrics import match_spots
 from napari_spotdetect.core.models.zoo import bundled_path, load_model
-from napari_spotdetect.core.rescore import FEATURES, Rescorer, auc, candidate_features, fit_logistic
 from napari_spotdetect.core.weights.native import model_to_state
 
 

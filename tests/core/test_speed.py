@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from napari_spotdetect import detect, load_model
+from napari_spotdetect.core.detection.speed import check_speed, cpu_has_native_bf16, fast_dtype, speed_settings
+from napari_spotdetect.core.detection.tiling import plan_axis_even, plan_tiles, plan_tiles_even
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.metrics import match_spots
-from napari_spotdetect.core.speed import check_speed, cpu_has_native_bf16, fast_dtype, speed_settings
-from napari_spotdetect.core.synthetic import synthetic_image
-from napari_spotdetect.core.tiling import plan_axis_even, plan_tiles, plan_tiles_even
+from napari_spotdetect.core.groundtruth.metrics import match_spots
+from napari_spotdetect.core.training.synthetic import synthetic_image
 
 
 @pytest.mark.parametrize("length", [100, 256, 300, 777, 1024, 2048, 4096, 5000])
@@ -70,7 +70,7 @@ def test_fast_mode_agrees_with_exact_on_the_default_model():
 
 
 def test_gpu_batch_follows_free_memory():
-    from napari_spotdetect.core.device import MAX_BATCH, batch_for_memory
+    from napari_spotdetect.core.common.device import MAX_BATCH, batch_for_memory
 
     assert batch_for_memory(0, (256, 256)) == 1  # never zero
     small, big = batch_for_memory(2 << 30, (256, 256)), batch_for_memory(8 << 30, (256, 256))

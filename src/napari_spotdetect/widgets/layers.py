@@ -10,12 +10,10 @@ import numpy as np
 import pandas as pd
 
 from .. import layer_keys as K
+from ..core.common.validate import RANK_AXES, axes_for_rank, check_axes
 from ..core.errors import SpotDetectError
-from ..core.spots_io import COORD_ORDER
-from ..core.validate import check_axes
+from ..core.io.spots_io import COORD_ORDER
 
-#: the axes a layer of each rank is assumed to have when its axis labels say nothing
-LAYER_DEFAULT_AXES = {2: "yx", 3: "zyx", 4: "tzyx", 5: "tczyx"}
 _LABEL_ALIASES = {
     "t": "t", "time": "t", "frame": "t", "frames": "t", "timepoint": "t",
     "c": "c", "ch": "c", "channel": "c", "channels": "c",
@@ -49,10 +47,10 @@ def guess_layer_axes(ndim: int, axis_labels=(), rgb: bool = False) -> str:
     named = axes_from_labels(axis_labels) if axis_labels else None
     if named is not None:
         return named
-    if ndim not in LAYER_DEFAULT_AXES:
+    if ndim not in RANK_AXES:
         raise SpotDetectError(f"The image layer has {ndim} dimensions; 2 to 5 are supported.",
                               "choose a 2-D to 5-D image layer.")
-    return LAYER_DEFAULT_AXES[ndim]
+    return RANK_AXES[ndim]
 
 
 def points_from_spots(spots: pd.DataFrame, layer_axes: str) -> tuple[np.ndarray, pd.DataFrame]:
@@ -158,7 +156,7 @@ def layer_axes(layer) -> str:
     named = axes_from_labels(layer.axis_labels)
     if named is not None:
         return named
-    return LAYER_DEFAULT_AXES.get(layer.ndim, "tczyx"[-layer.ndim:])
+    return axes_for_rank(layer.ndim)
 
 
 def to_layer_coords(src, dst, coords: np.ndarray) -> np.ndarray:

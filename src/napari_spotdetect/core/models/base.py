@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..device import select_device
+from ..common.device import select_device
 
 
 @dataclass

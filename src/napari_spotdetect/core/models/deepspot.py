@@ -4,7 +4,7 @@ DeepSpot does not detect spots: it "enhances" an image (a sigmoid map in (0, 1) 
 saturated 3x3 peak on a dimmed copy of the background). Its promise is that one fixed detector then works
 on every image without tuning, so the peak finder below has parameters fixed once for all images: maxima
 of 5x5 neighbourhoods above 0.65, refined by a parabola per axis. They were chosen on 45 synthetic
-256x256 images of ``core.synthetic`` (20-250 spots, peak amplitude 30-3000 over a background of 100):
+256x256 images of ``core.training.synthetic`` (20-250 spots, peak amplitude 30-3000 over a background of 100):
 mean F1 at 1 px 0.997 on the 27 brighter ones and 0.909 on 18 harder ones (0.774 on the dimmest third);
 0.5 lets background through on dim images (F1 0.70), 0.8 loses dim spots (0.88).
 """
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from ..errors import ModelFileError
-from ..files import sha256_of_files
-from ..ops import local_maxima
+from ..io.files import sha256_of_files
 from ..weights.tf_bundle import TensorBundle, proto_fields
 from .base import ModelInfo, SpotModel, TileCandidates
 from .deepspot_net import DeepSpotNet
+from .ops import local_maxima
 
 #: half-size of the neighbourhood a peak must dominate (5x5): the network draws each spot as a 3x3 plateau
 PEAK_RADIUS = 2

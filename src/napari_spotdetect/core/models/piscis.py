@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ..errors import ModelFileError, SpotDetectError
-from ..ops import deformable_pool, local_maxima
 from .base import ModelInfo, SpotModel, TileCandidates
+from .ops import deformable_pool, local_maxima
 from .piscis_net import PiscisConfig, PiscisNet
 
 #: pooling variant -> (deformable pooling mode, default threshold, slider range, lowest threshold kept)
@@ -95,7 +95,7 @@ class PiscisModel(SpotModel):
         #: probabilities, so the slider reaches down to LOWEST_THRESHOLD
         self.rescorer = rescorer
         if rescorer is not None:
-            from ..rescore import LOWEST_THRESHOLD  # noqa: PLC0415
+            from ..detection.rescore import LOWEST_THRESHOLD
 
             rng = (LOWEST_THRESHOLD, 1.0)
         super().__init__(net, info, tile_size=tile_size, channels=net.cfg.in_channels,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from ..device import select_device
+from ..common.device import select_device
 from ..errors import ModelFileError, SpotDetectError
-from ..files import file_sha256
+from ..io.files import file_sha256
 from .base import SpotModel
 
 #: model names shipped inside the package: name -> file in napari_spotdetect/data
@@ -50,11 +50,11 @@ def load_model(source, device=None, variant: str | None = None) -> SpotModel:
         return source.to(device) if device is not None else source
     select_device(device)  # a device problem is reported as such, before any file is read
     if isinstance(source, str) and source.lower() in DOWNLOADABLE:
-        from ..weights.deepspot_fetch import fetch_deepspot_weights  # noqa: PLC0415
+        from ..weights.deepspot_fetch import fetch_deepspot_weights
 
         try:
             folder = fetch_deepspot_weights()
-        except Exception as err:  # noqa: BLE001 (network, pip, disk: all mean the same to the user)
+        except Exception as err:
             raise ModelFileError(
                 f"Could not download the DeepSpot MHybrid weights ({type(err).__name__}: {str(err)[:200]}).",
                 "connect to the internet once (PyPI), or pass the path of a DeepSpot SavedModel folder.") from err
@@ -80,7 +80,7 @@ def load_model(source, device=None, variant: str | None = None) -> SpotModel:
 
 def _load_folder(path: Path, device) -> SpotModel:
     if (path / "variables" / "variables.index").exists() or (path / "saved_model.pb").exists():
-        from .deepspot import load_deepspot_savedmodel  # noqa: PLC0415 (optional, heavy)
+        from .deepspot import load_deepspot_savedmodel
 
         return load_deepspot_savedmodel(path, device=device)
     raise ModelFileError(
@@ -133,7 +133,7 @@ def _load_file(path: Path, device, variant) -> SpotModel:
                 "use model files from a source you trust; ask whoever made it for a file of plain weights "
                 "(a state dict or a file saved by napari-spotdetect).") from None
         raise _unreadable(path, err) from err
-    except Exception as err:  # noqa: BLE001 (torch raises anything on garbage: KeyError, RuntimeError, ...)
+    except Exception as err:
         raise _unreadable(path, err) from err
     try:
         return _model_from_object(obj, path, sha, device, variant)
@@ -141,7 +141,7 @@ def _load_file(path: Path, device, variant) -> SpotModel:
         raise
     except SpotDetectError:  # e.g. the device
         raise
-    except Exception as err:  # noqa: BLE001 (a malformed file can trip any step of building the model)
+    except Exception as err:
         raise ModelFileError(f"{path} holds a malformed model ({type(err).__name__}: {str(err)[:200]}).",
                              "download or save the model file again.") from err
 
@@ -150,7 +150,7 @@ def _model_from_object(obj, path: Path, sha: str, device, variant) -> SpotModel:
     from ..weights.piscis_pt import is_piscis_state, piscis_from_state
 
     if isinstance(obj, dict) and obj.get("format") == "napari-spotdetect":
-        from ..weights.native import native_from_state  # noqa: PLC0415
+        from ..weights.native import native_from_state
 
         return native_from_state(obj, path=path, sha256=sha, device=device)
     if is_piscis_state(obj):

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from ..common.validate import check_contrast_floor
 from ..errors import ModelFileError, SpotDetectError
-from ..files import atomic_write
+from ..io.files import atomic_write
 from ..models.base import ModelInfo, SpotModel
-from ..validate import check_contrast_floor
 
 FORMAT = "napari-spotdetect"
 FORMAT_VERSION = 1
@@ -60,7 +60,7 @@ def _piscis_build(obj: dict, info: ModelInfo, device) -> SpotModel:
     net.load_state_dict(obj["state_dict"], strict=True)
     rescorer = None
     if obj.get("rescore") is not None:  # optional: files without it load as before
-        from ..rescore import Rescorer
+        from ..detection.rescore import Rescorer
 
         rescorer = Rescorer.from_dict(obj["rescore"])
     return PiscisModel(net, info, adjustment=obj.get("normalization", "standardize"),
@@ -174,9 +174,8 @@ def check_state_dict(state, where: str) -> dict:
     return state
 
 
-def native_from_state(obj: dict, *, path=None, sha256: str = "", device=None) -> SpotModel:
-    """Build the model described by a loaded napari-spotdetect file."""
-    where = str(path) if path else "the model file"
+def _checked_file(obj: dict, where: str) -> dict:
+    """The loaded file's dict with float32 weights, after checking every field that building the model uses."""
     version = obj.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelFileError(f"{where} has format version {version!r}; this napari-spotdetect reads up to "
@@ -200,6 +199,14 @@ def native_from_state(obj: dict, *, path=None, sha256: str = "", device=None) ->
     thr = obj.get("threshold")
     if thr is not None and not (isinstance(thr, (int, float)) and math.isfinite(thr)):
         raise ModelFileError(f"{where} has an invalid threshold {thr!r}.", "save the model again with save_model().")
+    return obj
+
+
+def native_from_state(obj: dict, *, path=None, sha256: str = "", device=None) -> SpotModel:
+    """Build the model described by a loaded napari-spotdetect file."""
+    where = str(path) if path else "the model file"
+    obj = _checked_file(obj, where)
+    arch = obj["arch"]
     card = dict(obj.get("card") or {})
     name = obj.get("name") or (Path(path).stem if path else arch)
     info = ModelInfo(name=str(name), arch=arch, source=str(path or ""), sha256=sha256, card=card)
