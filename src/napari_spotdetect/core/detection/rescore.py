@@ -15,8 +15,9 @@ Gaussian (LoG) response does. This stage
 
 Everything is per 2-D plane; z-stacks keep the network's voxel scores, shifted in logit
 (:meth:`Rescorer.calibrate_voxels`) so that the model's default threshold keeps the voxels the network's own
-default kept: in 3-D the slider moves the network's score, as before.
-A model file carries it as its optional ``"rescore"`` entry (:mod:`..weights.native`).
+default kept: in 3-D the slider moves the network's score, as before. It reads each plane whole (a lazy plane
+too, once, after its tiles): the LoG and contrast maps need the plane's noise and elbow. A model file carries
+it as its optional ``"rescore"`` entry (:mod:`..weights.native`).
 """
 
 from __future__ import annotations
