@@ -36,7 +36,13 @@ def get_reader(path):
     except (NotASpotTable, ValueError, OSError):
         return None
     if {"x_px", "y_px"} <= set(df.columns):  # a points table: x, y in um, pixels in *_px
-        return lambda _path: [_points_table_layer(path)]
+        from .core.errors import SpotDetectError
+
+        try:  # read now: a table or units sidecar we cannot read is declined, never a traceback
+            layer = _points_table_layer(path)
+        except SpotDetectError:
+            return None
+        return lambda _path: [layer]
     return lambda _path: [_points_layer(df, path)]
 
 
@@ -132,9 +138,12 @@ def get_trackmate_reader(path):
         return None
     try:
         df = read_trackmate_xml(path)
+        layer = _trackmate_layer(df, path)
     except SpotDetectError:
         return None
-    return lambda _path: [_trackmate_layer(df, path)]
+    except Exception:
+        return None
+    return lambda _path: [layer]
 
 
 def _trackmate_layer(df, path: Path):

@@ -18,11 +18,14 @@ METRIC_KEYS = ("precision", "recall", "f1", "f1_integral")
 
 
 def cmd_predict(args) -> int:
-    from .cli_biology import biology_post
-    from .core.detection.batch import PredictOptions, run_batch
+    from .cli_biology import biology_post, check_predict_inputs
+    from .core.detection.batch import PredictOptions, check_output_names, prepare_output, run_batch
     from .core.io.image_sources import find_images
 
     files = find_images(args.images)
+    check_output_names(files)  # before anything is written
+    check_predict_inputs(args, files)  # before the model loads and any image runs
+    prepare_output(args.out)
     if args.dask_scheduler and args.workers:
         raise SpotDetectError("--dask-scheduler and --workers were both given.",
                               "use --dask-scheduler to join a running cluster, or --workers N to start one here.")
@@ -42,11 +45,15 @@ def cmd_predict(args) -> int:
     client = cluster = None
     if args.dask_scheduler or args.workers:
         model = None  # each worker loads its own
-        client, cluster = _dask_client(args.dask_scheduler, args.workers)
+        client, cluster = _dask_client(args.dask_scheduler, args.workers, args.threads)
         print(f"dask: {len(client.scheduler_info().get('workers', {}))} worker(s) at {client.scheduler.address}",
               file=sys.stderr)
     else:
-        print(f"model: {model.info.name} ({model.info.arch} {model.info.variant}) on {model.device}", file=sys.stderr)
+        import torch
+
+        cpu = str(model.device).startswith("cpu")
+        where = f"{model.device}" + (f", {torch.get_num_threads()} thread(s)" if cpu else "")
+        print(f"model: {model.info.name} ({model.info.arch} {model.info.variant}) on {where}", file=sys.stderr)
     bar = _Bar()
     try:
         rows = run_batch(files, args.out, options, overwrite=args.overwrite, client=client, model=model,
@@ -60,7 +67,7 @@ def cmd_predict(args) -> int:
     return _report(rows, Path(args.out))
 
 
-def _dask_client(address, workers):
+def _dask_client(address, workers, threads_each=None):
     """A client of the cluster at ``address``, or of a new LocalCluster of ``workers`` processes."""
     try:
         from distributed import Client, LocalCluster
@@ -72,11 +79,13 @@ def _dask_client(address, workers):
         except (OSError, TimeoutError) as err:
             raise SpotDetectError(f"Cannot reach the Dask scheduler at {address}: {err}.",
                                   "check the address (e.g. tcp://host:8786) and that the scheduler runs.") from err
-    import os
 
     import dask
 
-    threads = max(1, (os.cpu_count() or 1) // workers)  # torch in each worker uses its share of the cores
+    # torch in each worker uses --threads, else its share of the idle cores
+    from .core.common.device import idle_cores
+
+    threads = threads_each or max(1, idle_cores() // workers)
     # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc map and unmap every large
     # array: torch inference ran 2x slower per image here. Our workers start without it.
     with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}):
@@ -221,9 +230,29 @@ def cmd_demo(args) -> int:
     print(f"wrote {tif}, the true spots {truth_csv} and the detected spots {pred_csv}.")
     print("next, look at them in napari, then score them (or score your own predictions the same way):")
     q = shlex.quote
-    print(f"  napari {q(str(tif))} {q(str(pred_csv))} {q(str(truth_csv))}")
-    print(f"  spotdetect evaluate --pred {q(str(pred_csv.parent))} --truth {q(str(truth_csv.parent))}")
+    print(f"  {runnable('napari', 'napari')} {q(str(tif))} {q(str(pred_csv))} {q(str(truth_csv))}")
+    print(f"  {runnable('spotdetect', 'napari_spotdetect.cli')} evaluate --pred {q(str(pred_csv.parent))} "
+          f"--truth {q(str(truth_csv.parent))}")
     return 0
+
+
+def runnable(script: str, module: str) -> str:
+    """How to start ``script`` of this installation from a shell where its environment is not activated.
+
+    The bare name when the shell's PATH finds this installation's script, else the script's full path, else
+    this Python with ``-m module``.
+    """
+    import os
+    import shutil
+
+    here = Path(sys.executable).parent
+    mine = next((here / n for n in (script, f"{script}.exe") if (here / n).is_file()), None)
+    found = shutil.which(script)
+    if mine is not None:
+        if found and Path(found).resolve() == mine.resolve():
+            return script
+        return shlex.quote(str(mine)) if os.name != "nt" else f'"{mine}"'
+    return f"{shlex.quote(sys.executable)} -m {module}"
 
 
 def cmd_models(args) -> int:
@@ -306,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_biology import add_biology_parsers, add_predict_options
 
     add_predict_options(p)
+    add_threads_option(p)
     p.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="precision, recall, F1 and F1 integral of predictions against ground truth")
@@ -322,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder, printed at the end)")
     d.add_argument("--device", default=None, help="cuda, mps, cpu (default: best available)")
     d.add_argument("--seed", type=int, default=1, help="seed of the synthetic image (default: %(default)s)")
+    add_threads_option(d)
     d.set_defaults(func=cmd_demo)
 
     m = sub.add_parser("models", help="list the models this package knows (bundled, downloadable, cached), "
@@ -338,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-_PY_ARG = re.compile(r"\b(axes|device|threshold|tile_size|batch_size|min_distance|radius|lr|model)="
+_PY_ARG = re.compile(r"\b(axes|device|threads|threshold|tile_size|batch_size|min_distance|radius|lr|model)="
                      r"(?:'([^']*)'|([\w.+-]+))")
 
 
@@ -359,9 +390,21 @@ def _end_progress_line() -> None:
         _open_line[0] = False
 
 
+THREADS_HELP = ("CPU threads for the network (default: the cores idle when the command starts, or OMP_NUM_THREADS "
+                "when set; torch alone would take every core, which is many times slower on a busy machine)")
+
+
+def add_threads_option(p) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "threads"):  # every command that runs a network has --threads
+            from .core.common.device import use_threads
+
+            use_threads(args.threads)
         return int(args.func(args) or 0)
     except SpotDetectError as err:
         _end_progress_line()

@@ -39,7 +39,9 @@ def _common(p, epochs: int, steps: int | None, lr: float, lr_help: str):
     p.add_argument("--select", default="f1", choices=["f1", "f1_integral"],
                    help="validation metric that picks the best epoch (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    from .cli import THREADS_HELP
+
+    p.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints of an earlier run")
     p.add_argument("--half", action="store_true", help="store weights in half precision (smaller file)")
 
@@ -119,10 +121,19 @@ def _run(arch, train, val, cfg, args, info) -> int:
     return 0
 
 
+def _check_early(args) -> None:
+    """Settings that need no data, checked before the data is read or made (that takes seconds to minutes)."""
+    from .core.training.config import TrainConfig, check_run_settings
+
+    check_run_settings(TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                                   batch_size=args.batch_size, device=args.device))
+
+
 def cmd_train(args) -> int:
     from .core.models.piscis_net import PiscisConfig
     from .core.training.train import TrainConfig
 
+    _check_early(args)
     train, val, info = _data(args, args.synthetic, args.kind)
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                       crop=args.crop, loss=args.loss, l2_weight=args.l2_weight, optimizer=args.optimizer, lr=args.lr,
@@ -140,6 +151,7 @@ def cmd_finetune(args) -> int:
 
     if not args.images:
         raise SpotDetectError("Fine-tuning needs annotated images.", "pass --images FOLDER with one CSV per image.")
+    _check_early(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model, device="cpu")  # a bad model file is reported before the data is read

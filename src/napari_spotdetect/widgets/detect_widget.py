@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 
 import napari
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 
 SECTION = "detect"
 DEFAULTS = {"model_kind": "default", "model_path": "", "show_maps": False,
-            **DetectOptions(percentiles=PERCENTILES).remembered()}
+            **DetectOptions(percentiles=PERCENTILES).remembered(), "threads": 0}
 _MODEL_KINDS = [
     ("Bundled default model", "default"),
     ("Model file (.pt: piscis or ours)", "file"),
@@ -104,6 +105,9 @@ class DetectWidget(Container):
         self._model_kind = ComboBox(label="Model", choices=self._choices, tooltip=_TIP["model"])
         self._model_path = FileEdit(label="Model file", mode="r", tooltip=_TIP["path"])
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], tooltip=_TIP["device"])
+        self._threads = SpinBox(label="CPU threads (0: idle cores)", min=0, max=max(1, os.cpu_count() or 1),
+                                tooltip="Threads the network uses on the CPU; 0 takes the cores that are idle when "
+                                        "detection starts (all cores on a busy machine is many times slower).")
         self._tile = SpinBox(label="Tile size (0: auto)", min=0, max=8192, step=8, tooltip=_TIP["tile"])
         self._maps = CheckBox(text="Add the score map as an image", tooltip=_TIP["maps"])
         self._augment = CheckBox(text="Average 8 flips and rotations (slow)", tooltip=_TIP["augment"])
@@ -135,9 +139,8 @@ class DetectWidget(Container):
         head2 = Label(value="<b>2. Keep the spots above a threshold</b><br>"
                             "Live: moving it does not run the network again.")
         form1 = Container(widgets=[self._image, self._axes, self._model_kind, self._model_path, self._device,
-                                   self._tile, self._speed, self._min_distance, self._p_low, self._p_high,
-                                   self._maps,
-                                   self._augment], labels=True)
+                                   self._threads, self._tile, self._speed, self._min_distance, self._p_low,
+                                   self._p_high, self._maps, self._augment], labels=True)
         form2 = Container(widgets=[self._threshold, self._floor, self._count], labels=True)
         self.extend([head1, form1, buttons, self._progress, self._status, head2, form2, thr_buttons])
         for lab in (head1, head2):
@@ -216,6 +219,10 @@ class DetectWidget(Container):
         dev = s.get("device", "auto")
         self._device.value = dev if dev in self._device.choices else "auto"
         self._tile.value = int(s.get("tile_size") or 0)
+        try:
+            self._threads.value = min(self._threads.max, max(0, int(s.get("threads") or 0)))
+        except (TypeError, ValueError):
+            self._threads.value = 0
         self._maps.value = bool(s.get("show_maps", False))
         self._augment.value = bool(s.get("augment", False))
         self._speed.value = s.get("speed") if s.get("speed") in SPEEDS else "exact"
@@ -453,7 +460,8 @@ class DetectWidget(Container):
             # lazy images may not fit in memory: nor would their maps
             options = options.replace(keep_maps=_temporary_map_store())
         gen = _with_plane_messages(detection_steps(data, self._model_source(), options,
-                                                   model_cache=self._model_cache))
+                                                   model_cache=self._model_cache,
+                                                   threads=int(self._threads.value) or None))
         self._cancelled = False
         self._error = None
         self._run.enabled = False
@@ -483,7 +491,7 @@ class DetectWidget(Container):
             return None
         path = str(self._model_path.value) if kind != "default" else ""
         return {"model_kind": kind, "model_path": "" if path == "." else path, "show_maps": bool(self._maps.value),
-                **self.detect_options().remembered()}
+                **self.detect_options().remembered(), "threads": int(self._threads.value)}
 
     def detect_options(self) -> DetectOptions:
         """The panel's detection settings as the engine takes them (checked when made; the axes go with the image)."""

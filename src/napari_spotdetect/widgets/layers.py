@@ -6,6 +6,8 @@ axis order (``tczyx``); layers keep the user's order, so every conversion goes t
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 
@@ -96,17 +98,34 @@ def points_layer_kwargs(name: str, features: pd.DataFrame, *, score_range, scale
 
 
 def replace_points(layer, coords: np.ndarray, features: pd.DataFrame) -> None:
-    """Swap a Points layer's spots and features as one batch (no per-point work on our side).
+    """Swap a Points layer's spots and features as one batch, drawn once.
 
-    napari's own cost dominates (about 1 ms per 1,000 points when the count shrinks, 3 ms when it grows,
-    napari 0.9.2; see benchmarks/bench_points.py), so callers debounce slider moves.
+    Setting the data and then the features makes napari rebuild the canvas's marker arrays three times
+    (data, border colours from the new scores, colour properties: a list of 10^5 symbol strings each time).
+    Those drawing events are held while both change and the layer is redrawn once at the end; the ``data`` and
+    ``features`` events, which other panels listen to, still fire as before. napari's own bookkeeping remains
+    (about 1 ms per 1,000 points; benchmarks/bench_points.py, bench_viewer.py --spots), so callers debounce.
     """
-    layer.data = coords
-    if not layer.visible:
-        # napari skips re-slicing a hidden layer, so its view indices still count the old points and
-        # setting the features would index past the end (IndexError inside napari's drawing code)
-        layer.set_view_slice()
-    layer.features = features
+    with contextlib.ExitStack() as held:
+        for emitter in _drawing_events(layer):
+            held.enter_context(emitter.blocker())
+        layer.data = coords
+        if not layer.visible:
+            # napari skips re-slicing a hidden layer, so its view indices still count the old points and
+            # setting the features would index past the end (IndexError inside napari's drawing code)
+            layer.set_view_slice()
+        layer.features = features
+    layer.refresh()  # one redraw (a hidden layer is re-sliced when shown)
+
+
+def _drawing_events(layer) -> list:
+    """The events of a Points layer that make the canvas rebuild its markers (and nothing else of ours)."""
+    names = ("set_data", "symbol", "border_width", "border_color", "face_color")
+    out = [getattr(layer.events, n) for n in names if hasattr(layer.events, n)]
+    for manager in (getattr(layer, "_border", None), getattr(layer, "_face", None)):
+        events = getattr(manager, "events", None)
+        out += [getattr(events, n) for n in ("colors", "color_properties") if events is not None and hasattr(events, n)]
+    return out
 
 
 def layer_name(role: str, image: str, model: str | None = None) -> str:

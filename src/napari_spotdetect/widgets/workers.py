@@ -25,14 +25,18 @@ class DetectionResult:
     model: SpotModel
 
 
-def detection_steps(image, model_source, options: DetectOptions, *, model_cache: dict | None = None):
+def detection_steps(image, model_source, options: DetectOptions, *, model_cache: dict | None = None,
+                    threads: int | None = None):
     """Load the model (cached by source and device), then detect with ``options``; yields Progress, returns a result.
 
     The spots get their contrast features (the panel's live floor slider needs them); the result names the
     model as loaded (``options.percentiles`` only change how the run normalises). ``model_cache`` is a dict
     owned by the caller; a loaded model is put there so the next run on the same model does not read the
-    weights again.
+    weights again. ``threads``: torch CPU threads (None: the idle cores, :func:`core.common.device.default_threads`).
     """
+    from ..core.common.device import use_threads
+
+    use_threads(threads)  # in this (worker) thread: torch's CPU thread count is set per thread
     key = (model_source if isinstance(model_source, str) else id(model_source), str(options.device))
     model = model_cache.get(key) if model_cache is not None else None
     if model is None:

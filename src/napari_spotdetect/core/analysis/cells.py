@@ -31,6 +31,32 @@ def _check_labels(labels, name: str) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+def check_labels_match(labels, image_shape, axes: str | None, name: str = "cells", image: str = "the image") -> None:
+    """Labels on another pixel grid than the image give wrong counts silently (spots fall in the wrong cell or
+    "outside"): refuse them, naming both shapes. 2-D labels must match the image's (y, x) plane, 3-D labels
+    its (z, y, x) stack."""
+    shape = tuple(int(v) for v in np.shape(labels))
+    image_shape = tuple(int(v) for v in image_shape)
+    if axes is None or len(axes) != len(image_shape):
+        axes = axes_for_rank(len(image_shape)) if len(image_shape) in (2, 3) else None
+    if axes is None:
+        return
+    grid = dict(zip(axes, image_shape))
+    want = tuple(grid[a] for a in axes_for_rank(len(shape)) if a in grid) if len(shape) in (2, 3) else ()
+    if len(shape) in (2, 3) and shape == want:
+        return
+    plane = (grid.get("y"), grid.get("x"))
+    what = f"{plane[0]} x {plane[1]} (y, x)" + (f", {grid['z']} planes" if "z" in grid else "")
+    hint = (" (the same numbers swapped: the labels are transposed)" if len(shape) >= 2 and shape[-2:] == plane[::-1]
+            and plane[0] != plane[1] else "")
+    raise SpotDetectError(f"The {name} labels have shape {shape} but {image} is {tuple(image_shape)} with axes "
+                          f"{axes!r}: its plane is {what}{hint}. Counting spots in labels of another grid gives "
+                          "wrong per-cell counts.",
+                          f"pass the {name} label image segmented on this image (same height and width"
+                          + (", and the same number of planes for 3-D labels" if "z" in grid else "")
+                          + "), not a resized, cropped or transposed one.")
+
+
 def label_at(labels: np.ndarray, spots: pd.DataFrame, name: str = "cells") -> np.ndarray:
     """The label under each spot's (fitted, when fitted) position; 0 outside the label image."""
     pos = positions_px(spots)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,69 @@ def check_output_names(files) -> None:
         seen[n] = f
 
 
+#: the options that change which spots an image gets (not where or how fast they are computed)
+_RESULT_SETTINGS = ("model", "variant")
+_DETECTION_SETTINGS = ("threshold", "axes", "min_distance", "augment", "speed", "contrast_floor", "percentiles")
+
+
+def settings_record(options: PredictOptions) -> dict:
+    """What ``options`` asked for, as recorded in each image's provenance: a resume compares it."""
+    rec = {k: getattr(options, k) for k in _RESULT_SETTINGS}
+    rec.update({k: getattr(options.detection, k, None) for k in _DETECTION_SETTINGS})
+    rec["post"] = getattr(options.post, "settings", None) if options.post is not None else None
+    return json.loads(json.dumps(rec, default=str))
+
+
+def settings_differences(image_path, out_dir, options: PredictOptions) -> dict:
+    """``{setting: (recorded, asked)}`` between a finished image's provenance and ``options`` ({} when equal).
+
+    Results written before settings were recorded compare equal (nothing to compare them with).
+    """
+    try:
+        rec = json.loads(provenance_path(output_csv(image_path, out_dir)).read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        rec = None
+    if not isinstance(rec, dict):
+        return {}
+    now = settings_record(options)
+    return {k: (rec.get(k), v) for k, v in now.items() if rec.get(k) != v}
+
+
+def check_resume(files, out_dir, options: PredictOptions) -> None:
+    """A rerun into the same folder with other settings must not keep the old spots as if they were the new."""
+    for f in files:
+        if is_finished(f, out_dir) and (diff := settings_differences(f, out_dir, options)):
+            said = ", ".join(f"{k} {a!r} then, {b!r} now" for k, (a, b) in list(diff.items())[:4])
+            raise SpotDetectError(
+                f"{output_csv(f, out_dir)} was made with other settings ({said}); resuming would keep those "
+                "results as if they were made with these.",
+                "add --overwrite to redo every image with the new settings, or write to another --out folder.")
+
+
+def prepare_output(out_dir) -> Path:
+    """Make ``out_dir``, check that files can be written there, and remove what killed runs left behind.
+
+    Done before any image runs, so an unwritable folder fails at once, not after every image's detection.
+    """
+    import tempfile
+
+    from ..io.files import remove_stale_temp_files
+
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=out_dir)
+        os.close(fd)
+        Path(probe).unlink()
+    except OSError as err:
+        raise SpotDetectError(f"Cannot write results to {out_dir}: {err.strerror or err}.",
+                              "choose an --out folder you can write to (check its permissions and free space).") \
+            from err
+    for sub in (out_dir, out_dir / "cells"):
+        remove_stale_temp_files(sub)
+    return out_dir
+
+
 def predict_image(path, model, options: PredictOptions, out_dir, progress=None) -> dict:
     """Detect spots in one image file and write its CSV and provenance; returns its summary row."""
     from .detect import detect
@@ -80,7 +144,7 @@ def predict_image(path, model, options: PredictOptions, out_dir, progress=None) 
             note.update(extra)
     seconds = time.perf_counter() - t0
     prov = {**det.provenance, "image": str(path.resolve()), "n_spots": len(spots), "seconds": round(seconds, 3),
-            **note}
+            **note, "settings": settings_record(options)}
     csv = write_spots_csv(spots, output_csv(path, out_dir), provenance=prov)
     return {"image": str(path), "spots": len(spots), "seconds": round(seconds, 3), "status": "done",
             "error": "", "csv": str(csv), "axes_from_file": info.axes if not options.detection.axes else None}
@@ -93,6 +157,10 @@ def _read_errors_explained(path):
         yield
     except SpotDetectError:
         raise
+    except MemoryError as err:
+        raise SpotDetectError(f"Not enough memory to read {path} ({err or 'MemoryError'}).",
+                              "store the image in smaller chunks (e.g. 1024 x 1024), or use a machine with more "
+                              "memory.") from err
     except Exception as err:
         if type(err).__module__.split(".")[0] not in ("tifffile", "zarr", "numcodecs", "imagecodecs"):
             raise
@@ -159,7 +227,9 @@ def run_batch(files, out_dir, options: PredictOptions, *, overwrite: bool = Fals
     files = [Path(f) for f in files]
     out_dir = Path(out_dir)
     check_output_names(files)  # before anything is written
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output(out_dir)
+    if not overwrite:
+        check_resume(files, out_dir, options)
     rows: dict[int, dict] = {}
     todo = []
     for i, f in enumerate(files):

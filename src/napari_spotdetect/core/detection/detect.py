@@ -73,9 +73,12 @@ def _tile_intensity(raw_tile: np.ndarray, tile, yx: np.ndarray, reader, h: int, 
 
 def _forward(model: SpotModel, x: np.ndarray, augment: bool = False, dtype: torch.dtype | None = None) -> np.ndarray:
     """Run a batch (under autocast to ``dtype`` if given), halving it on out-of-memory errors until one tile."""
+    cast = dtype is not None and model.runs_in(dtype)  # weights in dtype: feed it dtype, no autocast
     try:
-        with torch.inference_mode(), torch.autocast(model.device.type, dtype=dtype, enabled=dtype is not None):
+        with torch.inference_mode(), torch.autocast(model.device.type, dtype=dtype,
+                                                    enabled=dtype is not None and not cast):
             xt = torch.from_numpy(x).to(model.device)
+            xt = xt.to(dtype) if cast else xt
             run = model.forward_maps_augmented if augment else model.forward_maps
             return run(xt).float().cpu().numpy()
     except (RuntimeError, torch.cuda.OutOfMemoryError) as err:
@@ -302,7 +305,7 @@ def _tile_spots(run: _Run, tmaps: np.ndarray, t, z: int, pixels) -> dict:
     else:
         inten = _intensity(pixels, yx)
     if run.stack:
-        return dict(z=np.full(len(rr), z, dtype=np.int32), r=rr.astype(np.int32), c=cc.astype(np.int32),
+        return dict(z=np.full(len(rr), z, dtype=np.int32), row=rr.astype(np.int32), col=cc.astype(np.int32),
                     score=vals[0], dy=vals[1], dx=vals[2], intensity=inten)
     return dict(y=yx[:, 0], x=yx[:, 1], score=tc.scores[keep], intensity=inten)
 
@@ -327,6 +330,12 @@ def _add_contrast(frame: pd.DataFrame, plane) -> None:
     frame["relative_contrast"] = at / e if np.isfinite(e) and e > 0 else np.inf
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())  # of this thread (OpenMP's count is per thread)
+
+
 def _provenance(run: _Run) -> dict:
     from ... import __version__
 
@@ -346,9 +355,11 @@ def _provenance(run: _Run) -> dict:
         "test_time_augmentation": bool(run.augment),
         "normalization": run.model.normalization(),
         "axes": run.axes,
+        "image_shape": [int(v) for v in run.arr.shape],  # checks labels and exports against the image's grid
         "tiling": {**run.plan.describe(), "overlap": run.overlap, "pad": run.pad_mode, "batch_size": run.batch},
         **run.speed.describe(),
         "device": str(run.model.device),
+        "threads": _torch_threads(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -356,7 +367,8 @@ def _provenance(run: _Run) -> dict:
 def _detections(run: _Run, frames: list) -> Detections:
     lead = list(run.outer_axes)
     if run.stack:
-        vcols = lead + ["z", "r", "c", "score", "dy", "dx", "intensity"]
+        # voxel row/col, never "c": that letter is the channel axis, an outer column of the same table
+        vcols = lead + ["z", "row", "col", "score", "dy", "dx", "intensity"]
         candidates = (pd.concat(frames, ignore_index=True)[vcols] if frames else
                       pd.DataFrame({c: pd.Series(dtype=np.float64) for c in vcols}))
     else:

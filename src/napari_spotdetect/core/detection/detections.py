@@ -47,6 +47,10 @@ class Detections:
     spots above ``floor`` (planes) or voxels above ``floor`` with their offsets (stacks; see the module
     notes). ``maps`` holds the stitched model maps by name only when ``keep_maps`` asked for them, shaped
     like the image (axes ``axes``) without its channel axis when channels were fed together.
+
+    One rule for the two live settings: ``rethreshold(t, contrast_floor=k)`` only asks (a new table; the
+    detection is unchanged), ``set_threshold(t)`` and ``set_contrast_floor(k)`` change the detection
+    (``spots`` and the provenance follow) and return the new table. Neither runs the network.
     """
 
     axes: str
@@ -80,47 +84,57 @@ class Detections:
         """Whether the spots carry contrast features, so a contrast floor can act (2-D planes)."""
         return self.candidates is not None and "relative_contrast" in self.candidates
 
-    def set_contrast_floor(self, contrast_floor: float) -> None:
+    def set_contrast_floor(self, contrast_floor: float) -> pd.DataFrame:
         """Keep only spots at least ``contrast_floor`` x their plane's elbow contrast (0: all); no network run.
-        Needs the contrast features (detection with ``contrast=True`` or a floor above 0)."""
+        Needs the contrast features (detection with ``contrast=True`` or a floor above 0). Returns the spots."""
+        k = self._checked_floor(contrast_floor)
+        self.contrast_floor = k
+        self.provenance["contrast_floor"] = k
+        return self.spots
+
+    def _checked_floor(self, contrast_floor) -> float:
         k = check_contrast_floor(contrast_floor)
         if k > 0 and not self.has_contrast:
             raise SpotDetectError("This detection has no contrast features, so a contrast floor cannot act.",
                                   "detect again with contrast=True (2-D planes; z-stacks have none).")
-        self.contrast_floor = k
-        self.provenance["contrast_floor"] = k
+        return k
 
-    def rethreshold(self, threshold: float) -> pd.DataFrame:
-        """The spots whose score is above ``threshold`` (and that pass the contrast floor); no network run."""
+    def rethreshold(self, threshold: float, contrast_floor: float | None = None) -> pd.DataFrame:
+        """The spots whose score is above ``threshold`` and that pass ``contrast_floor`` (None: the detection's
+        own); the detection itself is unchanged, and the network is not run."""
         threshold = check_threshold(threshold, self.score_range)
+        k = self.contrast_floor if contrast_floor is None else self._checked_floor(contrast_floor)
         if threshold < self.floor - 1e-12:
             raise SpotDetectError(
                 f"Threshold {threshold} is below {self.floor}, the lowest one this detection kept.",
                 f"run detection again with threshold <= {threshold}.")
         if not self.stack:
-            out = self.candidates[self._above(threshold)].reset_index(drop=True)
+            out = self.candidates[self._above(threshold, k)].reset_index(drop=True)
         else:
             out = self._stack_spots(threshold)
         out["source"] = "predicted"
         out["model"] = self.model_name
         return out
 
-    def count(self, threshold: float) -> int:
-        """How many spots ``threshold`` keeps; for planes a mask count, no table is built."""
+    def count(self, threshold: float, contrast_floor: float | None = None) -> int:
+        """How many spots ``rethreshold(threshold, contrast_floor)`` keeps; for planes a mask count, no table."""
         threshold = check_threshold(threshold, self.score_range)
         if self.stack:
             return len(self._stack_spots(threshold))
-        return int(self._above(threshold).sum())
+        k = self.contrast_floor if contrast_floor is None else self._checked_floor(contrast_floor)
+        return int(self._above(threshold, k).sum())
 
-    def passes_contrast_floor(self) -> np.ndarray:
-        """Which planar candidates are at or above the contrast floor (all of them without a floor)."""
-        if self.contrast_floor > 0 and self.has_contrast:
-            return self.candidates["relative_contrast"].to_numpy() >= self.contrast_floor
+    def passes_contrast_floor(self, contrast_floor: float | None = None) -> np.ndarray:
+        """Which planar candidates are at or above the contrast floor (None: the detection's own; all of them
+        without a floor)."""
+        k = self.contrast_floor if contrast_floor is None else contrast_floor
+        if k > 0 and self.has_contrast:
+            return self.candidates["relative_contrast"].to_numpy() >= k
         return np.ones(len(self.candidates), dtype=bool)
 
-    def _above(self, threshold: float) -> np.ndarray:
+    def _above(self, threshold: float, contrast_floor: float | None = None) -> np.ndarray:
         # strict, as peak finding at a threshold
-        return (self.candidates["score"].to_numpy() > threshold) & self.passes_contrast_floor()
+        return (self.candidates["score"].to_numpy() > threshold) & self.passes_contrast_floor(contrast_floor)
 
     def _stack_spots(self, threshold: float) -> pd.DataFrame:
         """One spot per 26-connected component of voxels above ``threshold`` (piscis's rule for stacks).
@@ -137,7 +151,7 @@ class Detections:
         frames = []
         for idx, g in groups:
             idx = idx if isinstance(idx, tuple) else (idx,)
-            zrc = g[["z", "r", "c"]].to_numpy(np.int64)
+            zrc = g[["z", "row", "col"]].to_numpy(np.int64)
             keys = np.ravel_multi_index(zrc.T, (nz, h, w))
             order = np.argsort(keys)
             keys = keys[order]

@@ -188,14 +188,17 @@ def _add_settings(settings, pos: dict, frame: np.ndarray, size: dict, image_shap
 
 def read_trackmate_xml(path) -> pd.DataFrame:
     """Spots of a TrackMate XML file as a spot table: ``t, z, y, x`` in pixels, ``score`` (QUALITY),
-    ``radius`` (in the file's units) and every other spot feature as a lower-case column.
+    ``radius`` (in the file's units) and every other spot feature as a lower-case column (a feature whose
+    name would take a position's or the frame's column, e.g. ``X`` or ``T``, becomes ``feature_x``).
 
-    ``df.attrs`` holds ``pixel_size`` ``(z, y, x)`` and ``spatial_units`` from the file.
+    ``df.attrs`` holds ``pixel_size`` ``(z, y, x)`` and ``spatial_units`` from the file. Anything the file
+    gets wrong (missing or non-finite positions, frames that are not whole numbers) is a
+    :class:`SpotDetectError` that names it.
     """
     path = Path(path)
     try:
         root = ET.parse(path).getroot()
-    except (ET.ParseError, OSError) as err:
+    except (ET.ParseError, OSError, ValueError, LookupError, RecursionError) as err:  # LookupError: encoding
         raise SpotDetectError(f"{path} cannot be read as XML: {err}.", "pass a TrackMate .xml file.") from err
     model = root.find("Model")
     if root.tag != "TrackMate" or model is None or model.find("AllSpots") is None:
@@ -204,39 +207,84 @@ def read_trackmate_xml(path) -> pd.DataFrame:
     img = root.find("Settings/ImageData")
 
     def cal(attr):
-        try:
-            v = float(img.get(attr)) if img is not None and img.get(attr) is not None else 1.0
-        except ValueError:
-            v = 1.0
-        return v if v > 0 else 1.0
+        v = _finite_float(img.get(attr) if img is not None else None)
+        return v if v is not None and v > 0 else 1.0
 
     size = {"z": cal("voxeldepth"), "y": cal("pixelheight"), "x": cal("pixelwidth")}
-    rows = [sp.attrib for sp in model.iterfind("AllSpots/SpotsInFrame/Spot")]
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame([sp.attrib for sp in model.iterfind("AllSpots/SpotsInFrame/Spot")])
     if df.empty:
         df = pd.DataFrame({"t": pd.Series(dtype=np.int64), "y": pd.Series(dtype=float),
                            "x": pd.Series(dtype=float)})
     else:
-        for c in df.columns:
-            if c != "name":
-                df[c] = pd.to_numeric(df[c], errors="coerce")
-        out = {"id": df["ID"].astype(np.int64), "t": df["FRAME"].astype(np.int64)}
-        zs = df["POSITION_Z"].to_numpy(dtype=np.float64) if "POSITION_Z" in df else np.zeros(len(df))
-        nslices = int(float(img.get("nslices", 1))) if img is not None else 1
-        if nslices > 1 or np.any(zs != 0):
-            out["z"] = zs / size["z"]
-        out["y"] = df["POSITION_Y"].to_numpy(dtype=np.float64) / size["y"]
-        out["x"] = df["POSITION_X"].to_numpy(dtype=np.float64) / size["x"]
-        out["score"] = df["QUALITY"].to_numpy(dtype=np.float64)
-        out["radius"] = df["RADIUS"].to_numpy(dtype=np.float64)
-        for c in df.columns:
-            if c not in TRACKMATE_REQUIRED:
-                out[c.lower()] = df[c].to_numpy()
-        df = pd.DataFrame(out)
-    units = model.get("spatialunits", "pixel")
+        df = _trackmate_spots(df, path, size, _finite_float(img.get("nslices")) if img is not None else None)
+    units = str(model.get("spatialunits", "pixel"))
     df.attrs["spatial_units"] = units
     df.attrs["pixel_size"] = None if units.lower() in ("pixel", "pixels") else (size["z"], size["y"], size["x"])
     return df
+
+
+def _finite_float(text) -> float | None:
+    try:
+        v = float(text)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+def _floats(values) -> np.ndarray:
+    """Attribute strings as float64; NaN where one is missing or not a number (pandas' own parse raises on some)."""
+    out = np.full(len(values), np.nan)
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            try:
+                out[i] = float(v)
+            except (ValueError, OverflowError):
+                pass
+    return out
+
+
+def _trackmate_spots(df: pd.DataFrame, path: Path, size: dict, nslices) -> pd.DataFrame:
+    """The Spot elements' attributes (strings) as our columns, each checked."""
+    missing = [c for c in ("POSITION_X", "POSITION_Y") if c not in df.columns]
+    if missing:
+        raise SpotDetectError(f"{path}: spots without {' and '.join(missing)}.",
+                              "pass a TrackMate file whose spots have positions.")
+    num = {c: pd.Series(_floats(df[c])) for c in df.columns if c != "name"}
+
+    def positions(col):
+        v = num[col].to_numpy() if col in num else np.zeros(len(df))
+        bad = ~np.isfinite(v)
+        if bad.any():
+            raise SpotDetectError(f"{path}: {int(bad.sum())} of {len(v)} spots have a {col} that is missing, "
+                                  f"not a number or infinite (first: {df[col].iloc[int(np.argmax(bad))]!r}).",
+                                  "fix or remove those spots in TrackMate and save the file again.")
+        return v
+
+    frame = positions("FRAME") if "FRAME" in num else np.zeros(len(df))
+    if np.any(frame < 0) or np.any(frame != np.round(frame)) or np.any(frame > 2**31):
+        raise SpotDetectError(f"{path}: FRAME values must be whole numbers from 0 (got e.g. "
+                              f"{frame[(frame < 0) | (frame != np.round(frame)) | (frame > 2**31)][0]!r}).",
+                              "fix the frames in TrackMate and save the file again.")
+    out = {"id": (np.nan_to_num(num["ID"].to_numpy(), nan=-1).clip(-1, 2**62).astype(np.int64) if "ID" in num
+                  else np.arange(len(df), dtype=np.int64)),
+           "t": frame.astype(np.int64)}
+    zs = positions("POSITION_Z") if "POSITION_Z" in num else np.zeros(len(df))
+    if (nslices or 1) > 1 or np.any(zs != 0):
+        out["z"] = zs / size["z"]
+    out["y"] = positions("POSITION_Y") / size["y"]
+    out["x"] = positions("POSITION_X") / size["x"]
+    out["score"] = num["QUALITY"].to_numpy() if "QUALITY" in num else np.full(len(df), np.nan)
+    out["radius"] = num["RADIUS"].to_numpy() if "RADIUS" in num else np.full(len(df), np.nan)
+    for c in df.columns:
+        if c in TRACKMATE_REQUIRED:
+            continue
+        name = str(c).lower()
+        if name in out or name in ("t", "c", "z", "y", "x", "name"):  # a feature X, T, Z, score...: never ours
+            name = f"feature_{name}"
+        while name in out:
+            name += "_"
+        out[name] = num[c].to_numpy() if c in num and num[c].notna().any() else df[c].to_numpy()
+    return pd.DataFrame(out)
 
 
 def points_table(spots: pd.DataFrame, pixel_size=None) -> pd.DataFrame:
@@ -287,11 +335,14 @@ def write_points_table(spots: pd.DataFrame, path, pixel_size=None) -> Path:
 def read_points_table(path) -> pd.DataFrame:
     """A points table back as a spot table: ``y, x[, z]`` in pixels (from ``*_px``), the rest as features."""
     path = Path(path)
-    df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+    try:
+        df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+    except (ValueError, OSError, ImportError, pd.errors.ParserError) as err:  # EmptyDataError is a ValueError
+        raise SpotDetectError(f"{path} cannot be read as a table ({type(err).__name__}: {err}).",
+                              "pass a points table written by spotdetect export --to points.") from err
     if not {"x_px", "y_px"} <= set(df.columns):
         raise SpotDetectError(f"{path} has no x_px/y_px columns.", "pass a table written by write_points_table.")
-    units = path.with_name(path.stem + ".units.json")
-    meta = json.loads(units.read_text()) if units.is_file() else {}
+    meta = _units_sidecar(path.with_name(path.stem + ".units.json"))
     in_um = meta.get("coordinates") == "micrometre"  # else x, y, z repeat the pixels
     um = {a: df[a].to_numpy() for a in ("x", "y", "z") if a in df.columns}
     out = df.drop(columns=list(um)).rename(columns={f"{a}_px": a for a in "xyz"})
@@ -301,8 +352,33 @@ def read_points_table(path) -> pd.DataFrame:
     cols = [a for a in ("z", "y", "x") if a in out.columns]
     out = out[cols + [c for c in out.columns if c not in cols]]
     if meta.get("pixel_size_zyx_um"):
-        out.attrs["pixel_size"] = tuple(np.nan if v is None else v for v in meta["pixel_size_zyx_um"])
+        out.attrs["pixel_size"] = tuple(np.nan if v is None else float(v) for v in meta["pixel_size_zyx_um"])
     return out
+
+
+def _units_sidecar(units: Path) -> dict:
+    """The ``<stem>.units.json`` beside a points table, checked ({} when there is none)."""
+    if not units.is_file():
+        return {}
+    fix = f"restore {units.name} (written with the table), or move it away to read the table in pixels."
+    try:
+        meta = json.loads(units.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:
+        raise SpotDetectError(f"{units} is not valid JSON ({err}).", fix) from err
+    if not isinstance(meta, dict):
+        raise SpotDetectError(f"{units} holds a JSON {type(meta).__name__}, not the table's units.", fix)
+    if meta.get("coordinates", "pixel") not in ("micrometre", "pixel"):
+        raise SpotDetectError(f"{units}: coordinates {meta.get('coordinates')!r} is neither 'micrometre' nor "
+                              "'pixel'.", fix)
+    ps = meta.get("pixel_size_zyx_um")
+    if ps is not None:
+        ok = (isinstance(ps, list) and len(ps) == 3 and all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0)
+            for v in ps) and ps[1] is not None and ps[2] is not None)
+        if not ok:
+            raise SpotDetectError(f"{units}: pixel_size_zyx_um {str(ps)[:80]} is not three positive sizes "
+                                  "(z may be null).", fix)
+    return meta
 
 
 def write_cell_table(table: pd.DataFrame, path) -> Path:

@@ -30,7 +30,8 @@ def atomic_write(path, write: Callable, binary: bool = False) -> Path:
     """Call ``write(fileobj)`` on a temporary file beside ``path``, flush it to disk, then rename it over."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the writer's host and process id in the name: a later run can tell a kill's left-over from a live write
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_WRITER}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
             write(f)
@@ -42,6 +43,46 @@ def atomic_write(path, write: Callable, binary: bool = False) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _writer_tag() -> str:
+    import socket
+
+    host = "".join(ch for ch in socket.gethostname() if ch.isalnum() or ch == "-")[:40] or "host"
+    return f"{host}-{os.getpid()}"
+
+
+_WRITER = _writer_tag()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder) -> list[Path]:
+    """Delete the hidden temporary files that killed writers of this host left in ``folder``; returns them.
+
+    A write of a live process (this one, or another run into the same folder) is left alone.
+    """
+    folder = Path(folder)
+    host = _WRITER.rsplit("-", 1)[0]
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for f in folder.glob(".*.tmp"):
+        parts = f.name[: -len(".tmp")].split(".")
+        tag = next((p for p in reversed(parts) if p.startswith(host + "-")), None)
+        pid = tag.rsplit("-", 1)[1] if tag else ""
+        if pid.isdigit() and (pid := int(pid)) != os.getpid() and not _alive(pid):
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
 
 
 def atomic_write_text(path, text: str) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 from pathlib import Path
 
@@ -144,9 +145,78 @@ def _open_tiff(path: Path):
     return as_lazy(node), store.close
 
 
+#: codecs that turn stored bytes into Python objects; pickle runs any code the file's author wrote
+_OBJECT_CODECS = ("pickle", "json2", "msgpack2", "vlen-utf8", "vlen-bytes", "vlen-array", "categorize")
+_ZARR_META = (".zarray", ".zgroup", ".zattrs", ".zmetadata", "zarr.json")
+
+
+def _unsafe_in(meta, where: str, codec: bool = False) -> str | None:
+    """What in a zarr metadata document would decode to Python objects (None when nothing does).
+
+    Codec names are looked at only under ``compressor``/``filters``/``codecs`` (an OME image may be named
+    anything); ``codec`` says that ``meta`` is under one of them.
+    """
+    if isinstance(meta, dict):
+        for key, v in meta.items():
+            if codec and key in ("id", "name") and isinstance(v, str) and any(c in v.lower() for c in _OBJECT_CODECS):
+                return f"the codec {v!r} in {where}"
+            if key in ("dtype", "data_type") and ("O" in str(v) or "object" in str(v).lower()):
+                return f"the data type {v!r} (Python objects) in {where}"
+            if key in ("object_codec", "object_codec_id") and v:
+                return f"the object codec {v!r} in {where}"
+            found = _unsafe_in(v, where, codec or key in ("compressor", "compressors", "filters", "codecs"))
+            if found:
+                return found
+    elif isinstance(meta, list):
+        for v in meta:
+            found = _unsafe_in(v, where, codec)
+            if found:
+                return found
+    return None
+
+
+def check_zarr_store(path) -> None:
+    """Refuse a zarr store whose metadata asks for object or pickle codecs, before zarr opens any of it.
+
+    Images are numbers; a pickle codec runs code chosen by whoever wrote the store (zarr 2 with numcodecs
+    decodes it). Groups are walked down to their arrays; chunk folders are never listed.
+    """
+    root = Path(path)
+    todo, seen = [root], 0
+    while todo and seen < 10_000:
+        d = todo.pop()
+        seen += 1
+        is_array = False
+        for name in _ZARR_META:
+            f = d / name
+            if not f.is_file() or f.stat().st_size > (64 << 20):
+                continue
+            try:
+                meta = json.loads(f.read_bytes())
+            except (ValueError, OSError):
+                continue  # zarr itself reports a damaged document
+            where = str(f.relative_to(root.parent))
+            bad = _unsafe_in(meta, where)
+            if bad:
+                raise SpotDetectError(f"{root} is not safe to open: {bad} decodes stored bytes into Python objects "
+                                      "(a pickle codec runs whatever code the store's author put in it).",
+                                      "images are stored as numbers: rewrite the image with a numeric data type and "
+                                      "a compressor such as Blosc or Zstd, and do not open stores from untrusted "
+                                      "sources with zarr directly either.")
+            if name == ".zarray" or (name == "zarr.json" and isinstance(meta, dict)
+                                     and meta.get("node_type") == "array"):
+                is_array = True
+        if not is_array:
+            try:
+                todo += [s for s in d.iterdir() if s.is_dir()]
+            except OSError:
+                pass
+
+
 def _open_zarr(path: Path):
     import zarr
 
+    check_zarr_store(path)
     node = zarr.open(str(path), mode="r")
     if hasattr(node, "shape"):
         return as_lazy(node), None
@@ -173,6 +243,34 @@ def is_lazy(image) -> bool:
     return not isinstance(image, np.ndarray) or isinstance(image, np.memmap)
 
 
+#: the largest storage chunk read whole (a chunk is decompressed in one piece, with copies on the way)
+MAX_CHUNK_BYTES = 2 << 30
+
+
+def _free_memory() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_chunk_size(image, chunks) -> None:
+    """A store written as one huge chunk must be read whole: refuse it with a fix instead of a bare MemoryError."""
+    if not (isinstance(chunks, tuple) and chunks and all(isinstance(c, (int, np.integer)) for c in chunks)):
+        return
+    itemsize = np.dtype(getattr(image, "dtype", np.uint8)).itemsize
+    nbytes = int(np.prod([int(c) for c in chunks], dtype=np.float64)) * itemsize
+    free = _free_memory()
+    limit = min(MAX_CHUNK_BYTES, free // 4) if free else MAX_CHUNK_BYTES
+    if nbytes > limit:
+        raise SpotDetectError(
+            f"The image is stored in chunks of {' x '.join(map(str, chunks))} pixels ({nbytes / 2**30:.1f} GiB "
+            f"each); a chunk is read whole, and that is more than this reader allows ({limit / 2**30:.1f} GiB).",
+            "rewrite the store with smaller chunks, e.g. in Python: zarr.open(new, mode='w', shape=a.shape, "
+            "chunks=(1024, 1024), dtype=a.dtype)[:] = a, or save the TIFF tiled (tifffile.imwrite(..., tile=(512, "
+            "512))).")
+
+
 def as_lazy(image):
     """A dask array over ``image`` (zarr, memory map, ...), chunked like its storage; dask arrays as they are."""
     import dask.array as da
@@ -180,6 +278,7 @@ def as_lazy(image):
     if isinstance(image, da.Array):
         return image
     chunks = getattr(image, "chunks", None)
+    check_chunk_size(image, chunks)
     if not (isinstance(chunks, tuple) and len(chunks) == len(image.shape)
             and all(isinstance(c, (int, np.integer)) for c in chunks)):
         # no storage chunks (a memory map, an HDF5 dataset without chunks): bands of whole rows, so a band of

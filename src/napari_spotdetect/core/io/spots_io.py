@@ -60,6 +60,22 @@ def is_sidecar(path) -> bool:
     return name.endswith((".rejected.csv", ".provenance.json")) or name == "predict_summary.csv"
 
 
+def _decode_csv(raw: bytes) -> str:
+    """The text of a CSV as spreadsheets save it: UTF-8 (with or without Excel's BOM), UTF-16 with a BOM
+    (Excel's "Unicode text"), else Windows-1252 / Latin-1 (older Excel on Windows: "µm" is one byte there)."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        if b"\x00" in raw:  # binary, or UTF-16 without a BOM: not a text table we can read safely
+            raise
+    try:
+        return raw.decode("cp1252")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def read_spots_csv(path) -> pd.DataFrame:
     """Read a spot table into a DataFrame with canonical coordinate columns (``z``, ``y``, ``x``, ...).
 
@@ -67,9 +83,11 @@ def read_spots_csv(path) -> pd.DataFrame:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM (Excel's UTF-8 CSV) is not part of the header
+        text = _decode_csv(path.read_bytes())
     except (OSError, UnicodeDecodeError) as err:
-        raise NotASpotTable(f"{path} cannot be read as text.", "pass a CSV file of spot coordinates.") from err
+        raise NotASpotTable(f"{path} cannot be read as text ({type(err).__name__}).",
+                            "pass a CSV file of spot coordinates (saved as UTF-8, UTF-16 or Windows-1252 text)."
+                            ) from err
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         return pd.DataFrame({"y": pd.Series(dtype=float), "x": pd.Series(dtype=float)})

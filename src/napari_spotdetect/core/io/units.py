@@ -27,7 +27,7 @@ def as_pixel_size(pixel_size) -> tuple | None:
         ps = np.repeat(ps, 3)
     elif ps.size == 2:
         ps = np.array([np.nan, ps[0], ps[1]])
-    if ps.size != 3 or np.any(ps[~np.isnan(ps)] <= 0) or np.isnan(ps[1:]).any():
+    if ps.size != 3 or np.any(ps[~np.isnan(ps)] <= 0) or np.isnan(ps[1:]).any() or np.isinf(ps).any():
         raise SpotDetectError(f"Pixel size {pixel_size!r} is not one positive number, (y, x) or (z, y, x).",
                               "pass the size of a pixel in micrometres, e.g. pixel_size=(0.3, 0.11, 0.11).")
     return tuple(float(v) for v in ps)

@@ -96,6 +96,11 @@ class SpotModel(abc.ABC):
         """(B, C, h, w) raw tiles -> float32 network input (models with :meth:`plane_statistics` also take
         ``stats``)."""
 
+    def runs_in(self, dtype: torch.dtype | None) -> bool:
+        """Whether this model runs reduced precision ``dtype`` with weights of that type (fed input of that
+        type), instead of under autocast; only where it measured faster (see :meth:`PiscisModel.runs_in`)."""
+        return False
+
     @abc.abstractmethod
     def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) input on ``self.device`` -> (B, len(map_names), h, w) maps."""

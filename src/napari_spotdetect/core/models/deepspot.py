@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,14 @@ def savedmodel_layer_names(folder: Path) -> dict[int, str] | None:
         return None  # the variables alone are enough to load; the names are a cross-check
 
 
+def _shape_stub(shape) -> np.ndarray:
+    """A float32 array of ``shape`` that takes no memory (every element is one shared zero)."""
+    try:
+        return np.broadcast_to(np.zeros((), np.float32), tuple(int(v) for v in shape))
+    except (ValueError, TypeError, OverflowError):  # a shape numpy cannot even describe
+        return np.zeros((0,), np.float32)
+
+
 def load_deepspot_net(path, *, fuse: bool = True, verify: bool = True) -> tuple[DeepSpotNet, object]:
     """(net in eval mode, its TensorBundle) from a SavedModel folder; refuses variables that do not fit."""
     from .deepspot_net import KERAS_LAYERS, keras_state_dict
@@ -158,9 +167,19 @@ def load_deepspot_net(path, *, fuse: bool = True, verify: bool = True) -> tuple[
                                  "pass the MHybrid folder of napari-DeepSpot 0.0.7 (cbib/DeepSpot's Mmixed).")
     wanted = [k for k in bundle.keys() if k.startswith("layer_with_weights-") and ".OPTIMIZER_SLOT" not in k]
     others = [k for k in bundle.keys() if not k.startswith("layer_with_weights-")]
+    net = DeepSpotNet()
+    # names and declared shapes first, against the network, before any tensor is decoded: then only the
+    # network's own weights are read, and memory stays at the model's real size whatever the index claims
+    with warnings.catch_warnings():  # the stubs are read-only views, and their state is thrown away
+        warnings.simplefilter("ignore", UserWarning)
+        _, problems = keras_state_dict({**{k: _shape_stub(bundle.entries[k].shape) for k in wanted},
+                                        **{k: None for k in others}}, net)
+    if problems:
+        raise ModelFileError(f"{folder} is not the DeepSpot (MHybrid) network: "
+                             + "; ".join(problems) + ".",
+                             "pass the MHybrid folder of napari-DeepSpot 0.0.7 (cbib/DeepSpot's Mmixed).")
     tensors = {k: bundle.get(k, verify) for k in wanted}
     tensors.update({k: None for k in others})  # names only: keras_state_dict skips or reports them
-    net = DeepSpotNet()
     state, problems = keras_state_dict(tensors, net)
     if problems:
         raise ModelFileError(f"{folder} is not the DeepSpot (MHybrid) network: "

@@ -7,6 +7,7 @@ gets an error that says what was found and what we expected.
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -65,17 +66,28 @@ def load_model(source, device=None, variant: str | None = None) -> SpotModel:
             raise ModelFileError(f"The bundled model {source!r} is missing from this installation ({path}).",
                                  "reinstall napari-spotdetect, or pass the path of a model file.")
         return _load_file(path, device, variant)
-    path = Path(source).expanduser()
-    if not path.exists():
-        known = ", ".join(repr(k) for k in BUNDLED)
-        raise ModelFileError(f"No model at {str(path)!r}: the path does not exist.",
-                             f"pass an existing .pt file, a DeepSpot SavedModel folder, or one of {known}.")
-    if path.is_dir():
-        return _load_folder(path, device)
-    if not path.is_file():
-        raise ModelFileError(f"{path} is not a regular file (a device, pipe or socket?).",
-                             "pass a model file (.pt) or a DeepSpot SavedModel folder.")
-    return _load_file(path, device, variant)
+    known = ", ".join(repr(k) for k in BUNDLED)
+    if not isinstance(source, (str, os.PathLike)):
+        raise ModelFileError(f"{str(source)[:80]!r} ({type(source).__name__}) is not a model or a path to one.",
+                             f"pass a path (text or pathlib.Path) to a .pt file or a DeepSpot SavedModel folder, "
+                             f"or one of {known}.")
+    try:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise ModelFileError(f"No model at {str(path)!r}: the path does not exist.",
+                                 f"pass an existing .pt file, a DeepSpot SavedModel folder, or one of {known}.")
+        if path.is_dir():
+            return _load_folder(path, device)
+        if not path.is_file():
+            raise ModelFileError(f"{path} is not a regular file (a device, pipe or socket?).",
+                                 "pass a model file (.pt) or a DeepSpot SavedModel folder.")
+        return _load_file(path, device, variant)
+    except (OSError, RuntimeError, TypeError, ValueError) as err:  # a name too long, an unreadable disk, ~nobody
+        if isinstance(err, SpotDetectError):
+            raise
+        raise ModelFileError(f"Cannot read the model at {str(source)[:200]!r} ({type(err).__name__}: "
+                             f"{str(err)[:160]}).", "check the path and that the file can be read (permissions, "
+                             "disk); then pass a .pt file or a DeepSpot SavedModel folder.") from err
 
 
 def _load_folder(path: Path, device) -> SpotModel:
@@ -179,6 +191,11 @@ def _check_zip_sizes(path: Path) -> None:
             infos = zf.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
         raise _unreadable(path, err) from err
+    packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    if packed:  # torch.save never compresses: a compressed member costs its unpacked size, whatever the file's
+        raise ModelFileError(f"{path} holds compressed parts ({', '.join(packed[:3])}), which torch never writes: "
+                             "unpacking them could cost far more memory than the file's size.",
+                             "use the model file as torch.save wrote it (not re-zipped); it may be crafted.")
     total = sum(i.file_size for i in infos)
     if len(infos) > 100_000 or total > MAX_MODEL_BYTES:
         raise ModelFileError(f"{path} would unpack to {total / 2**30:.1f} GB in {len(infos)} parts, more than any "

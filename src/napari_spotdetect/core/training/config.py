@@ -53,8 +53,7 @@ class TrainConfig:
         c = self
         if c.crop % 8 or c.crop < 16:
             raise SpotDetectError(f"Training crop {c.crop} is not a multiple of 8 (>= 16).", "use e.g. 128 or 256.")
-        if c.batch_size < 1 or c.epochs < 1:
-            raise SpotDetectError("batch_size and epochs must be at least 1.", "pass positive values.")
+        check_run_settings(c)
         if c.optimizer not in ("sgd", "adam"):
             raise SpotDetectError(f"Unknown optimizer {c.optimizer!r}.", "use 'sgd' or 'adam'.")
         if c.select not in ("f1", "f1_integral"):
@@ -129,3 +128,18 @@ def lr_factor(t: float, warmup: float, decay: float, n_decay: int, factor: float
         return 1.0
     k = min(n_decay, int((t - start) / decay * n_decay) + 1)
     return factor ** k
+
+
+def check_run_settings(c) -> None:
+    """The settings that need no data, checked before any data is read or made (a CLI run fails at once)."""
+    from ..common.device import select_device
+
+    for key in ("batch_size", "epochs"):
+        v = getattr(c, key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise SpotDetectError(f"{key}={v!r} is not a positive whole number.", f"use {key}=1 or more.")
+    spe = c.steps_per_epoch
+    if spe is not None and (isinstance(spe, bool) or not isinstance(spe, int) or spe < 1):
+        raise SpotDetectError(f"steps_per_epoch={spe!r} is not a positive whole number.",
+                              "use steps_per_epoch=1 or more, or leave it out for one pass over the images.")
+    select_device(c.device)  # e.g. cuda on a machine without a GPU: said now, not after the data is made

@@ -171,7 +171,32 @@ def check_state_dict(state, where: str) -> dict:
             raise ModelFileError(f"{where} has NaN or infinite values in the weight {str(k)[:80]!r}.",
                                  "the model is broken (a diverged training run?): train it again with a smaller "
                                  "learning rate, or use an earlier checkpoint.")
+        _check_outliers(k, v, where)
     return state
+
+
+#: a convolution's largest weight over its median magnitude; trained networks stay below 40 (piscis 4, ours 7,
+#: DeepSpot 34), one flipped byte in a float's exponent makes it 500 to 5,000
+MAX_WEIGHT_RATIO = 200.0
+
+
+def _check_outliers(name, v: torch.Tensor, where: str) -> None:
+    """Piscis files carry no checksum: a flipped byte inside a weight loads, and the model finds nothing.
+
+    Such a byte makes one value hundreds of times larger than the rest of its layer: refuse it.
+    """
+    if not (v.is_floating_point() and v.ndim >= 2 and v.numel() >= 64 and str(name).endswith("weight")):
+        return
+    a = v.detach().abs().float().flatten()
+    nz = a[a > 0]
+    if nz.numel() < 16:
+        return
+    ratio = float(a.max() / nz.median())
+    if ratio > MAX_WEIGHT_RATIO:
+        raise ModelFileError(f"{where} has a value {ratio:.0f}x the typical size of the weight {str(name)[:80]!r} "
+                             f"({float(a.max()):.3g} against {float(nz.median()):.3g}): the file is damaged "
+                             "(flipped bytes), and such a model finds nothing.",
+                             "download or copy the model file again and compare its checksum with the original.")
 
 
 def _checked_file(obj: dict, where: str) -> dict:

@@ -409,6 +409,9 @@ class TensorBundle:
         kind = e.numpy_dtype
         n = int(np.prod(e.shape, dtype=np.int64))
         if kind == "string":
+            if n > e.size:  # every string takes at least its one-byte length: the shape is a lie
+                raise ModelFileError(f"{self.index_path}: string tensor {e.name!r} claims {n} strings in {e.size} "
+                                     "bytes.", "download or copy the model folder again.")
             try:
                 return _decode_strings(bytes(buf), n)
             except ValueError as err:
