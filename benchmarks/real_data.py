@@ -155,6 +155,7 @@ def localisation_ceiling(coords: np.ndarray, truth: np.ndarray, radius: float = 
 
 def score_sources(cands, images, threshold: float, radius: float = REAL_RADIUS) -> dict:
     """Per source (means over its images) and their mean: precision, recall, F1 at ``radius``, F1 integral,
+    the recall of every candidate (at the lowest threshold the candidates were kept at),
     spots found / annotated at ``threshold``, the hindsight-best threshold, the score separation and the
     :func:`localisation_ceiling` of the F1 integral."""
     from napari_spotdetect.core.groundtruth.metrics import evaluate, f1_integral, match_spots
@@ -169,10 +170,13 @@ def score_sources(cands, images, threshold: float, radius: float = REAL_RADIUS) 
         for cand, im in zip(cs, ims):
             c, _ = candidates_at(cand, threshold)
             e = evaluate(c, im.spots, radius)
+            every, _ = candidates_at(cand, -np.inf)
             per.append(dict(precision=e["precision"], recall=e["recall"], f1=e["f1"],
+                            candidate_recall=match_spots(every, im.spots, radius).tp / max(len(im.spots), 1),
                             f1_integral=f1_integral(c, im.spots), found=len(c), annotated=len(im.spots),
                             ceiling=localisation_ceiling(c, im.spots, radius)))
-        row = {k: float(np.mean([p[k] for p in per])) for k in ("precision", "recall", "f1", "f1_integral")}
+        row = {k: float(np.mean([p[k] for p in per]))
+               for k in ("precision", "recall", "f1", "f1_integral", "candidate_recall")}
         row["f1_integral_ceiling"] = float(np.nanmean([p["ceiling"] for p in per]))
         row.update(found=int(sum(p["found"] for p in per)), annotated=int(sum(p["annotated"] for p in per)))
         row["count_ratio"] = row["found"] / max(row["annotated"], 1)
@@ -187,7 +191,7 @@ def score_sources(cands, images, threshold: float, radius: float = REAL_RADIUS) 
     srcs = list(out)
     out["mean"] = {k: float(np.mean([out[s][k] for s in srcs]))
                    for k in ("precision", "recall", "f1", "f1_integral", "f1_at_best", "f1_integral_at_best",
-                             "f1_integral_ceiling")}
+                             "f1_integral_ceiling", "candidate_recall")}
     return out
 
 

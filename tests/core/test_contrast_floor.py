@@ -30,7 +30,7 @@ def test_a_floor_keeps_the_bright_spots_and_drops_the_texture(scene, bundled):
     on = detect(img, bundled, contrast_floor=FLOOR).spots
     m_on = match_spots(on[["y", "x"]].to_numpy(), bright, 2.0)
     assert m_on.recall >= 0.95  # every bright spot survives the floor
-    assert len(off) > 2 * len(bright)  # the network alone calls much of the texture
+    assert len(off) > 1.5 * len(bright)  # without a floor, much of the texture is called
     assert m_on.precision > match_spots(off[["y", "x"]].to_numpy(), bright, 2.0).precision + 0.3
     assert {"contrast", "relative_contrast"} <= set(on.columns)
     assert on["relative_contrast"].min() >= FLOOR

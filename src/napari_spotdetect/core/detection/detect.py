@@ -46,6 +46,7 @@ from .contrast import contrast_features, elbow
 from .detections import Detections, Progress, concat_spots
 from .maps import check_map_memory, check_plane_memory, in_memory, map_sink
 from .options import OPTION_NAMES, DetectOptions, check_tile, resolve
+from .rescore import rescore_frame, rescore_voxels
 from .speed import FAST_BATCH_PIXELS, FAST_TILE_FACTOR, SpeedSettings, speed_settings
 from .tiling import extract_tile, plan_tiles, plan_tiles_even
 
@@ -135,6 +136,16 @@ class _Run:
     @property
     def hw(self) -> tuple:
         return tuple(self.arr.shape[-2:])
+
+    @property
+    def rescorer(self):
+        """The model's second stage (:mod:`.rescore`), or None."""
+        return getattr(self.model, "rescorer", None)
+
+    @property
+    def net_floor(self) -> float:
+        """The network score its planar peaks must beat: the rescorer's own when it rescores them."""
+        return self.rescorer.net_floor if self.rescorer is not None and self.can_contrast else self.floor
 
 
 def _prepare_run(image, model, opts: DetectOptions) -> _Run:
@@ -280,10 +291,12 @@ def _tile_spots(run: _Run, tmaps: np.ndarray, t, z: int, pixels) -> dict:
     if run.stack:
         names = list(run.model.map_names)
         i_dy, i_dx = (names.index("dy"), names.index("dx")) if {"dy", "dx"} <= set(names) else (None, None)
+        if run.rescorer is not None:  # voxel scores through the rescorer's monotone calibration
+            tmaps = rescore_voxels(run.rescorer, tmaps, names.index(run.model.score_map))
         rr, cc, vals = _owned_voxels(tmaps, t, run.floor, names.index(run.model.score_map), i_dy, i_dx)
         yx = np.stack([rr + vals[1], cc + vals[2]], 1)
     else:
-        tc = run.model.tile_candidates(tmaps, run.floor, run.min_distance)
+        tc = run.model.tile_candidates(tmaps, run.net_floor, run.min_distance)
         yx = tc.coords + (t.rows.start, t.cols.start)
         keep = t.owns(yx)
         yx = yx[keep]
@@ -387,9 +400,11 @@ def detect_iter(image, model, options: DetectOptions | float | None = None, *, t
     for k, (oidx, z, src) in enumerate(_planes(run)):
         cands = yield from _detect_plane(run, src, oidx, z, k, k * len(run.plan))
         frame = _plane_frame(run, cands, oidx)
+        if run.rescorer is not None and run.can_contrast:
+            frame = rescore_frame(run.rescorer, frame, src[0], dict(zip(run.outer_axes, oidx)), run.floor)
+        elif frame is not None and run.contrasts:
+            _add_contrast(frame, src[0])
         if frame is not None:
-            if run.contrasts:
-                _add_contrast(frame, src[0])
             frames.append(frame)
     return _detections(run, frames)
 

@@ -55,6 +55,8 @@ class SpotModel(abc.ABC):
     #: candidates dimmer than this fraction of their plane's elbow contrast are dropped (:mod:`..contrast`);
     #: 0 keeps every candidate (piscis and DeepSpot files: their reference behaviour); a model file may set it
     default_contrast_floor: float = 0.0
+    #: an optional second stage that adds proposals and calibrates planar candidates' scores (:mod:`..rescore`)
+    rescorer = None
 
     def __init__(self, net: torch.nn.Module, info: ModelInfo, *, tile_size=(256, 256), channels: int = 1,
                  default_threshold: float = 0.5, threshold_range=(0.0, 1.0), device=None):

@@ -83,7 +83,7 @@ class PiscisModel(SpotModel):
     tile_overlap = 0.1
 
     def __init__(self, net: PiscisNet, info: ModelInfo, *, adjustment: str | None = "standardize",
-                 tile_size=(256, 256), default_threshold: float | None = None, device=None):
+                 tile_size=(256, 256), default_threshold: float | None = None, device=None, rescorer=None):
         if adjustment not in ADJUSTMENTS:
             raise ModelFileError(f"Unknown input normalisation {adjustment!r} in this model.",
                                  f"use one of {', '.join(repr(a) for a in ADJUSTMENTS)}; the file may be damaged.")
@@ -91,6 +91,13 @@ class PiscisModel(SpotModel):
         _, thr, rng = VARIANTS[variant]
         info.variant = info.variant or variant
         self.adjustment = adjustment
+        #: a second stage (:mod:`..rescore`) that adds proposals and calibrates scores; its scores are
+        #: probabilities, so the slider reaches down to LOWEST_THRESHOLD
+        self.rescorer = rescorer
+        if rescorer is not None:
+            from ..detection.rescore import LOWEST_THRESHOLD
+
+            rng = (LOWEST_THRESHOLD, 1.0)
         super().__init__(net, info, tile_size=tile_size, channels=net.cfg.in_channels,
                          default_threshold=thr if default_threshold is None else default_threshold,
                          threshold_range=rng, device=device)

@@ -45,8 +45,11 @@ def register_arch(name: str, spec: ArchSpec) -> None:
 
 
 def _piscis_describe(model) -> dict:
-    return {"config": _plain(model.cfg.to_dict()), "state_dict": model.net.state_dict(),
-            "normalization": model.adjustment, "tile_size": list(model.tile_size)}
+    out = {"config": _plain(model.cfg.to_dict()), "state_dict": model.net.state_dict(),
+           "normalization": model.adjustment, "tile_size": list(model.tile_size)}
+    if model.rescorer is not None:
+        out["rescore"] = _plain(model.rescorer.to_dict())
+    return out
 
 
 def _piscis_build(obj: dict, info: ModelInfo, device) -> SpotModel:
@@ -55,9 +58,14 @@ def _piscis_build(obj: dict, info: ModelInfo, device) -> SpotModel:
 
     net = PiscisNet(PiscisConfig.from_dict(obj["config"]))
     net.load_state_dict(obj["state_dict"], strict=True)
+    rescorer = None
+    if obj.get("rescore") is not None:  # optional: files without it load as before
+        from ..detection.rescore import Rescorer
+
+        rescorer = Rescorer.from_dict(obj["rescore"])
     return PiscisModel(net, info, adjustment=obj.get("normalization", "standardize"),
                        tile_size=tuple(obj.get("tile_size", (256, 256))), default_threshold=obj.get("threshold"),
-                       device=device)
+                       device=device, rescorer=rescorer)
 
 
 def _deepspot_describe(model) -> dict:
@@ -120,7 +128,8 @@ def model_to_state(model: SpotModel, card: dict | None = None, half: bool = Fals
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch, "name": model.info.name,
             "config": d["config"], "state_dict": state, "normalization": d["normalization"],
             "tile_size": d["tile_size"], "threshold": float(model.default_threshold),
-            "contrast_floor": float(model.default_contrast_floor), "card": _plain(card)}
+            "contrast_floor": float(model.default_contrast_floor), "card": _plain(card),
+            **({"rescore": d["rescore"]} if "rescore" in d else {})}
 
 
 def atomic_torch_save(obj, path) -> Path:

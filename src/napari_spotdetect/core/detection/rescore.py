@@ -1,0 +1,296 @@
+"""A second stage that finds the spots a network misses and scores every candidate by the evidence.
+
+Why: the network's own peaks miss spots it never saw in training (saturated, flat-topped spots; wide PSFs)
+and its scores saturate, so they rank true above false candidates less well than a plain Laplacian of
+Gaussian (LoG) response does. This stage
+
+1. adds *proposals*: peaks of the multi-scale LoG response of the plane (in noise units) that no network
+   candidate sits near, so a spot the network scores at 0 is still a candidate;
+2. describes every candidate by a few scale-free features (:data:`FEATURES`: the network's score, the LoG
+   response and its best scale, contrast over the plane's noise and over its elbow, local signal-to-noise,
+   saturation, and how it compares with its neighbours);
+3. scores it with a small logistic model (numpy only at inference) fitted on annotated ``train`` images and
+   synthetic ones (``scripts/fit_rescorer.py``), so ``score`` is the calibrated probability that a
+   candidate is an annotated spot.
+
+Everything is per 2-D plane; z-stacks keep the network's voxel scores, shifted in logit
+(:meth:`Rescorer.calibrate_voxels`) so that the model's default threshold keeps the voxels the network's own
+default kept: in 3-D the slider moves the network's score, as before. It reads each plane whole (a lazy plane
+too, once, after its tiles): the LoG and contrast maps need the plane's noise and elbow. A model file carries
+it as its optional ``"rescore"`` entry (:mod:`..weights.native`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from .contrast import contrast_features, elbow
+
+#: LoG scales (px) of the proposal and feature maps
+SIGMAS = (1.0, 1.5, 2.0, 3.0, 4.0)
+#: per-candidate features, in the order of the logistic model's weights
+FEATURES = ("net_logit", "has_net", "log_response", "log_sigma", "contrast", "relative_contrast",
+            "local_snr", "saturated", "dominance", "relative_log")
+#: network scores are clipped to this before their logit (and proposals the network did not find get the low end)
+NET_CLIP = 1e-4
+#: a network candidate within this distance (px) of a LoG peak makes the peak no new proposal
+MERGE_RADIUS = 2.0
+#: neighbours within this distance (px) are compared for the ``dominance`` feature
+NEIGHBOUR_RADIUS = 3.0
+#: the lowest threshold a rescored model allows: its scores are probabilities, its default far above this
+LOWEST_THRESHOLD = 0.001
+#: z-stack voxels at or below this network score are no candidates (stacks get no proposals)
+STACK_NET_FLOOR = 0.01
+#: the local noise is taken over a square window of this side (px)
+LOCAL_WINDOW = 15
+
+
+@dataclass
+class Rescorer:
+    """Proposal settings plus a logistic model over standardised :data:`FEATURES`."""
+
+    weights: np.ndarray  # (F,) on standardised features
+    bias: float
+    mean: np.ndarray  # (F,)
+    scale: np.ndarray  # (F,)
+    net_floor: float = 0.002  # the network's peaks above this are candidates
+    proposal_cut: float = 3.0  # LoG peaks above this (noise units) are proposals
+    voxel_calibration: tuple = (1.0, 0.0)  # z-stacks: p = sigmoid(a * logit(net) + b)
+    card: dict = field(default_factory=dict)
+
+    # -- file round trip ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"features": list(FEATURES), "weights": [float(v) for v in self.weights], "bias": float(self.bias),
+                "mean": [float(v) for v in self.mean], "scale": [float(v) for v in self.scale],
+                "net_floor": float(self.net_floor), "proposal_cut": float(self.proposal_cut),
+                "sigmas": list(SIGMAS), "voxel_calibration": [float(v) for v in self.voxel_calibration],
+                "card": dict(self.card)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Rescorer:
+        if list(d.get("features", [])) != list(FEATURES) or list(d.get("sigmas", SIGMAS)) != list(SIGMAS):
+            raise ValueError("the rescoring entry names features this version does not compute "
+                             f"({d.get('features')}); update napari-spotdetect")
+        arr = {k: np.asarray(d[k], dtype=np.float64) for k in ("weights", "mean", "scale")}
+        if any(a.shape != (len(FEATURES),) or not np.isfinite(a).all() for a in arr.values()):
+            raise ValueError("the rescoring entry's weights are damaged")
+        return cls(arr["weights"], float(d["bias"]), arr["mean"], arr["scale"], float(d.get("net_floor", 0.002)),
+                   float(d.get("proposal_cut", 3.0)), tuple(float(v) for v in d.get("voxel_calibration", (1, 0))),
+                   dict(d.get("card") or {}))
+
+    # -- scoring ---------------------------------------------------------------------------------------------
+    def probability(self, feats: np.ndarray) -> np.ndarray:
+        z = ((feats - self.mean) / self.scale) @ self.weights + self.bias
+        return _sigmoid(z)
+
+    def calibrate_voxels(self, net_scores: np.ndarray) -> np.ndarray:
+        a, b = self.voxel_calibration
+        return _sigmoid(a * _logit(net_scores) + b).astype(np.float32)
+
+    def rescore(self, plane: np.ndarray, yx: np.ndarray, net_scores: np.ndarray):
+        """(coords, calibrated scores, contrast, relative contrast) of the network's candidates plus the
+        plane's proposals."""
+        yx, feats, extra = candidate_features(plane, yx, net_scores, self.proposal_cut)
+        return yx, self.probability(feats), extra["contrast"], extra["relative_contrast"]
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+
+
+def _logit(p):
+    p = np.clip(np.asarray(p, dtype=np.float64), NET_CLIP, 1 - NET_CLIP)
+    return np.log(p / (1 - p))
+
+
+def _noise(x: np.ndarray) -> float:
+    hp = x - ndimage.gaussian_filter(x, 2.0)
+    return max(1.4826 * float(np.median(np.abs(hp - np.median(hp)))), 1e-12)
+
+
+def log_maps(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scale-normalised LoG response (max over :data:`SIGMAS`) of a noise-unit plane, and its best scale."""
+    best = np.full(z.shape, -np.inf)
+    arg = np.zeros(z.shape, dtype=np.int8)
+    for i, s in enumerate(SIGMAS):
+        r = -ndimage.gaussian_laplace(z, s) * s * s
+        up = r > best
+        best[up] = r[up]
+        arg[up] = i
+    return best, arg
+
+
+def _subpixel(resp: np.ndarray, rc: np.ndarray) -> np.ndarray:
+    """Parabola vertex through each peak and its two neighbours per axis (offset within +-0.5 px)."""
+    h, w = resp.shape
+    out = rc.astype(np.float64)
+    for ax, (dr, dc) in enumerate(((1, 0), (0, 1))):
+        lo = resp[np.clip(rc[:, 0] - dr, 0, h - 1), np.clip(rc[:, 1] - dc, 0, w - 1)]
+        hi = resp[np.clip(rc[:, 0] + dr, 0, h - 1), np.clip(rc[:, 1] + dc, 0, w - 1)]
+        mid = resp[rc[:, 0], rc[:, 1]]
+        den = lo - 2 * mid + hi
+        off = np.where(den < 0, 0.5 * (lo - hi) / np.where(den < 0, den, -1.0), 0.0)
+        out[:, ax] += np.clip(off, -0.5, 0.5)
+    return out
+
+
+def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_cut: float = 3.0):
+    """The network's candidates (``yx``, ``net_scores``) plus the plane's LoG proposals, and their features.
+
+    Returns (coords (N, 2), features (N, len(FEATURES)), extras: ``contrast`` and ``relative_contrast`` as
+    the contrast floor uses them, ``is_proposal``).
+    """
+    from ..io.image_sources import read
+
+    x = np.asarray(read(plane), dtype=np.float64)
+    h, w = x.shape
+    noise = _noise(x)
+    z = x / noise
+    resp, arg = log_maps(z)
+    # proposals: LoG peaks in 3 x 3 (close pairs stay two) above the cut, away from the network's candidates
+    is_peak = (resp == ndimage.maximum_filter(resp, 3, mode="nearest")) & (resp > proposal_cut)
+    prc = np.argwhere(is_peak)
+    yx = np.asarray(yx, dtype=np.float64).reshape(-1, 2)
+    net_scores = np.asarray(net_scores, dtype=np.float64).reshape(-1)
+    if len(prc) and len(yx):
+        from scipy.spatial import cKDTree
+
+        d, _ = cKDTree(yx).query(prc, k=1)
+        prc = prc[d > MERGE_RADIUS]
+    prop = _subpixel(resp, prc) if len(prc) else np.zeros((0, 2))
+    coords = np.concatenate([yx, prop])
+    n_net = len(yx)
+    net = np.concatenate([net_scores, np.zeros(len(prop))])
+    rc = np.rint(coords).astype(np.int64)
+    rc[:, 0] = np.clip(rc[:, 0], 0, h - 1)
+    rc[:, 1] = np.clip(rc[:, 1], 0, w - 1)
+    # the LoG response and scale at the best pixel of each candidate's 3 x 3
+    rmax = ndimage.maximum_filter(resp, 3, mode="nearest")
+    at_resp = rmax[rc[:, 0], rc[:, 1]]
+    at_sigma = np.array(SIGMAS)[_argmax3(resp, arg, rc)]
+    contrast, _, peak_c, _ = contrast_features(x, coords)
+    e = elbow(peak_c)
+    rel = contrast / e if np.isfinite(e) and e > 0 else np.full(len(coords), np.inf)
+    rel_for_feat = contrast / (e if np.isfinite(e) and e > 0 else 10.0)
+    # local SNR: the smoothed peak over the local background, in units of the local high-pass noise
+    hp = x - ndimage.gaussian_filter(x, 2.0)
+    local = np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0))
+    local = local[rc[:, 0], rc[:, 1]]
+    local_snr = contrast * noise / np.maximum(local, 1e-3 * noise)
+    top = x.max()
+    sat = ndimage.uniform_filter((x >= top).astype(np.float64), 3, mode="nearest")[rc[:, 0], rc[:, 1]] \
+        if top > np.median(x) else np.zeros(len(coords))
+    # dominance: own LoG response over the strongest within NEIGHBOUR_RADIUS (1: the strongest there)
+    dom = np.ones(len(coords))
+    if len(coords) > 1:
+        from scipy.spatial import cKDTree
+
+        tree = cKDTree(coords)
+        for i, nb in enumerate(tree.query_ball_point(coords, NEIGHBOUR_RADIUS)):
+            if len(nb) > 1:
+                dom[i] = max(at_resp[i], 1e-3) / max(at_resp[nb].max(), 1e-3)
+    peaks_all = resp[(resp == ndimage.maximum_filter(resp, 5, mode="nearest")) & (resp > 1.0)]
+    le = elbow(peaks_all)
+    le = le if np.isfinite(le) and le > 0 else 10.0
+    feats = np.column_stack([
+        _logit(net), (np.arange(len(coords)) < n_net).astype(np.float64),
+        np.log1p(np.maximum(at_resp, 0)), np.log(at_sigma), np.log1p(np.maximum(contrast, 0)),
+        np.log(np.clip(rel_for_feat, 1e-3, 1e3)), np.log1p(np.maximum(local_snr, 0)), sat,
+        np.log(np.clip(dom, 1e-3, 1.0)), np.log(np.clip(np.maximum(at_resp, 1e-3) / le, 1e-3, 1e3))])
+    extra = {"contrast": contrast, "relative_contrast": rel, "is_proposal": np.arange(len(coords)) >= n_net}
+    return coords, feats, extra
+
+
+def _argmax3(resp: np.ndarray, arg: np.ndarray, rc: np.ndarray) -> np.ndarray:
+    """The best-scale index at the strongest pixel of each point's 3 x 3 neighbourhood."""
+    h, w = resp.shape
+    best = np.full(len(rc), -np.inf)
+    out = np.zeros(len(rc), dtype=np.int64)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            r = np.clip(rc[:, 0] + dr, 0, h - 1)
+            c = np.clip(rc[:, 1] + dc, 0, w - 1)
+            v = resp[r, c]
+            up = v > best
+            best[up] = v[up]
+            out[up] = arg[r[up], c[up]]
+    return out
+
+
+# -- fitting (scripts/fit_rescorer.py) ---------------------------------------------------------------------
+def fit_logistic(feats: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None = None,
+                 l2: float = 1e-3) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """Weighted, L2-regularised logistic regression on standardised features (scipy's L-BFGS).
+
+    Returns (weights, bias, mean, scale)."""
+    from scipy.optimize import minimize
+
+    feats = np.asarray(feats, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    sw = sw / sw.mean()
+    mean = feats.mean(0)
+    scale = feats.std(0)
+    scale[scale < 1e-9] = 1.0
+    xs = (feats - mean) / scale
+
+    def loss(p):
+        zz = xs @ p[:-1] + p[-1]
+        # log(1 + e^z) - y z, stably
+        ll = np.logaddexp(0, zz) - y * zz
+        g = _sigmoid(zz) - y
+        return (float((sw * ll).mean() + l2 * (p[:-1] ** 2).sum()),
+                np.concatenate([(xs * (sw * g)[:, None]).mean(0) + 2 * l2 * p[:-1], [(sw * g).mean()]]))
+
+    res = minimize(loss, np.zeros(xs.shape[1] + 1), jac=True, method="L-BFGS-B")
+    return res.x[:-1], float(res.x[-1]), mean, scale
+
+
+def auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(a positive outscores a negative), ties counting half."""
+    if not len(pos) or not len(neg):
+        return float("nan")
+    allv = np.concatenate([pos, neg])
+    order = np.argsort(allv, kind="mergesort")
+    r = np.empty(len(allv))
+    r[order] = np.arange(1, len(allv) + 1)
+    # average ranks of ties
+    _, inv, cnt = np.unique(allv, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=r)
+    r = sums[inv] / cnt[inv]
+    return float((r[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+# -- what detect() calls -----------------------------------------------------------------------------------
+def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float):
+    """A plane's network candidates (a DataFrame with ``y, x, score``, or None) -> the rescored candidates
+    (proposals added, ``score`` calibrated, ``contrast`` and ``relative_contrast`` added) above ``floor``."""
+    import pandas as pd
+
+    from ..io.image_sources import read
+
+    x = np.asarray(read(plane))
+    yx = frame[["y", "x"]].to_numpy() if frame is not None else np.zeros((0, 2))
+    net = frame["score"].to_numpy() if frame is not None else np.zeros(0)
+    coords, prob, con, rel = rescorer.rescore(x, yx, net)
+    keep = prob > floor
+    coords = coords[keep]
+    h, w = x.shape
+    r = np.clip(np.rint(coords[:, 0]).astype(np.int64), 0, h - 1)
+    c = np.clip(np.rint(coords[:, 1]).astype(np.int64), 0, w - 1)
+    n = len(coords)
+    return pd.DataFrame({**{a: np.full(n, i) for a, i in outer.items()}, "y": coords[:, 0], "x": coords[:, 1],
+                         "score": prob[keep], "intensity": x[r, c].astype(np.float64),
+                         "contrast": con[keep], "relative_contrast": rel[keep]})
+
+
+def rescore_voxels(rescorer: Rescorer, tmaps: np.ndarray, i_score: int) -> np.ndarray:
+    """A z-stack tile's maps with the score map calibrated (monotone, so components keep their shapes; pixels
+    whose network score is at most :data:`STACK_NET_FLOOR` become 0, so they are never candidates)."""
+    out = tmaps.copy()
+    s = tmaps[i_score]
+    out[i_score] = np.where(s > STACK_NET_FLOOR, rescorer.calibrate_voxels(s), 0.0)
+    return out

@@ -1,0 +1,112 @@
+"""The second stage (core/detection/rescore.py): proposals the network misses, calibrated scores, the model file."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_spotdetect._sample_data import smfish_2d
+from napari_spotdetect.core.detection.detect import detect
+from napari_spotdetect.core.detection.rescore import FEATURES, Rescorer, auc, candidate_features, fit_logistic
+from napari_spotdetect.core.errors import ModelFileError
+from napari_spotdetect.core.groundtruth.metrics import match_spots
+from napari_spotdetect.core.models.zoo import bundled_path, load_model
+from napari_spotdetect.core.weights.native import model_to_state
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    if not bundled_path("default").exists():
+        pytest.skip("the bundled default model is not in this checkout")
+    return load_model("default", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sample_detections(default_model):
+    (img, _, _), (truth, _, _) = smfish_2d()
+    return img, truth, detect(img, default_model, threshold=default_model.threshold_range[0])
+
+
+def test_bundled_model_rescores_and_its_slider_reaches_well_below_its_default(default_model):
+    assert default_model.rescorer is not None
+    lo, hi = default_model.threshold_range
+    assert lo <= default_model.default_threshold / 5 and hi == 1.0
+
+
+def test_every_saturated_spot_of_the_2d_sample_is_found_at_the_default_threshold(default_model, sample_detections):
+    """The sample's brightest spots are clipped plateaus the network alone scores near 0 (13 were missed)."""
+    from scipy import ndimage
+
+    img, truth, det = sample_detections
+    rc = np.rint(truth).astype(int)
+    saturated = img[rc[:, 0], rc[:, 1]] >= img.max()
+    assert saturated.sum() >= 20
+    spots = det.rethreshold(default_model.default_threshold)[["y", "x"]].to_numpy()
+    # a plateau that several spots' centres fall into is one flat region: which of them is "the" spot there
+    # cannot be told from the pixels, so those spots only count together
+    plateaus, _ = ndimage.label(img >= img.max())
+    ids = plateaus[rc[saturated, 0], rc[saturated, 1]]
+    uid, n = np.unique(ids, return_counts=True)
+    alone = np.isin(ids, uid[n == 1])
+    assert alone.sum() >= 0.7 * saturated.sum()
+    assert match_spots(spots, truth[saturated][alone], 3.0).tp == alone.sum()
+    assert match_spots(spots, truth[saturated], 3.0).tp >= saturated.sum() - (~alone).sum() // 2
+    every = match_spots(det.candidates[["y", "x"]].to_numpy(), truth, 3.0)
+    assert every.tp >= 0.95 * len(truth)  # nearly every spot is a candidate at the lowest threshold
+
+
+def test_rethresholding_a_rescored_detection_is_detecting_at_that_threshold(default_model, sample_detections):
+    img, _, det = sample_detections
+    direct = detect(img[:256, :256], default_model, threshold=0.6)
+    low = detect(img[:256, :256], default_model, threshold=default_model.threshold_range[0])
+    a = direct.spots[["y", "x", "score"]].to_numpy()
+    b = low.rethreshold(0.6)[["y", "x", "score"]].to_numpy()
+    np.testing.assert_allclose(a, b)
+    scores = det.candidates["score"].to_numpy()
+    assert scores.min() > default_model.threshold_range[0] and scores.max() <= 1.0
+
+
+def test_a_flat_topped_spot_the_network_scores_zero_is_proposed():
+    img = np.random.default_rng(0).normal(100, 3, (64, 64))
+    yy, xx = np.mgrid[:64, :64]
+    img += 900 * np.exp(-((yy - 30) ** 2 + (xx - 33) ** 2) / (2 * 3.0**2))
+    img = np.minimum(img, 400)  # clipped: a 7-px plateau
+    yx, feats, extra = candidate_features(img, np.zeros((0, 2)), np.zeros(0))
+    near = np.hypot(yx[:, 0] - 30, yx[:, 1] - 33) < 1.5
+    assert near.sum() == 1 and extra["is_proposal"][near].all()
+    assert feats.shape == (len(yx), len(FEATURES)) and np.isfinite(feats).all()
+
+
+def test_logistic_fit_ranks_and_auc_counts_ties_half():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 2))
+    y = (x[:, 0] + 0.2 * rng.normal(size=400) > 0).astype(float)
+    w, b, mean, scale = fit_logistic(x, y)
+    p = 1 / (1 + np.exp(-(((x - mean) / scale) @ w + b)))
+    assert auc(p[y > 0], p[y == 0]) > 0.95 and abs(w[0]) > 5 * abs(w[1])
+    assert auc(np.array([1.0, 1.0]), np.array([1.0])) == 0.5
+
+
+def test_the_model_file_keeps_the_rescorer_and_old_files_still_load(default_model, tmp_path):
+    state = model_to_state(default_model)
+    assert state["rescore"]["features"] == list(FEATURES)
+    path = tmp_path / "m.pt"
+    torch.save(state, path)
+    again = load_model(path)
+    np.testing.assert_allclose(again.rescorer.weights, default_model.rescorer.weights)
+    assert again.threshold_range == default_model.threshold_range
+    old = {k: v for k, v in state.items() if k != "rescore"}
+    torch.save(old, path)
+    plain = load_model(path)
+    assert plain.rescorer is None and plain.threshold_range[0] == 0.05
+    bad = dict(state, rescore={**state["rescore"], "weights": [1.0]})
+    torch.save(bad, path)
+    with pytest.raises(ModelFileError, match="rescor"):
+        load_model(path)
+
+
+def test_rescorer_round_trips_through_a_dict():
+    r = Rescorer(np.arange(len(FEATURES), dtype=float), 0.5, np.zeros(len(FEATURES)), np.ones(len(FEATURES)))
+    back = Rescorer.from_dict(r.to_dict())
+    np.testing.assert_array_equal(back.weights, r.weights)
+    f = np.ones((3, len(FEATURES)))
+    np.testing.assert_allclose(back.probability(f), r.probability(f))
