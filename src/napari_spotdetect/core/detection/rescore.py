@@ -22,88 +22,23 @@ it as its optional ``"rescore"`` entry (:mod:`..weights.native`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 from scipy import ndimage
 
+from ..models.rescorer import FEATURES, LOWEST_THRESHOLD, NET_CLIP, SIGMAS, Rescorer, logit, sigmoid
 from .contrast import contrast_features, elbow
 
-#: LoG scales (px) of the proposal and feature maps
-SIGMAS = (1.0, 1.5, 2.0, 3.0, 4.0)
-#: per-candidate features, in the order of the logistic model's weights
-FEATURES = ("net_logit", "has_net", "log_response", "log_sigma", "contrast", "relative_contrast",
-            "local_snr", "saturated", "dominance", "relative_log")
-#: network scores are clipped to this before their logit (and proposals the network did not find get the low end)
-NET_CLIP = 1e-4
+__all__ = ["FEATURES", "LOWEST_THRESHOLD", "NET_CLIP", "SIGMAS", "Rescorer", "auc", "candidate_features",
+           "fit_logistic", "rescore_candidates", "rescore_frame", "rescore_voxels"]
+
 #: a network candidate within this distance (px) of a LoG peak makes the peak no new proposal
 MERGE_RADIUS = 2.0
 #: neighbours within this distance (px) are compared for the ``dominance`` feature
 NEIGHBOUR_RADIUS = 3.0
-#: the lowest threshold a rescored model allows: its scores are probabilities, its default far above this
-LOWEST_THRESHOLD = 0.001
 #: z-stack voxels at or below this network score are no candidates (stacks get no proposals)
 STACK_NET_FLOOR = 0.01
 #: the local noise is taken over a square window of this side (px)
 LOCAL_WINDOW = 15
-
-
-@dataclass
-class Rescorer:
-    """Proposal settings plus a logistic model over standardised :data:`FEATURES`."""
-
-    weights: np.ndarray  # (F,) on standardised features
-    bias: float
-    mean: np.ndarray  # (F,)
-    scale: np.ndarray  # (F,)
-    net_floor: float = 0.002  # the network's peaks above this are candidates
-    proposal_cut: float = 3.0  # LoG peaks above this (noise units) are proposals
-    voxel_calibration: tuple = (1.0, 0.0)  # z-stacks: p = sigmoid(a * logit(net) + b)
-    card: dict = field(default_factory=dict)
-
-    # -- file round trip ------------------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        return {"features": list(FEATURES), "weights": [float(v) for v in self.weights], "bias": float(self.bias),
-                "mean": [float(v) for v in self.mean], "scale": [float(v) for v in self.scale],
-                "net_floor": float(self.net_floor), "proposal_cut": float(self.proposal_cut),
-                "sigmas": list(SIGMAS), "voxel_calibration": [float(v) for v in self.voxel_calibration],
-                "card": dict(self.card)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Rescorer:
-        if list(d.get("features", [])) != list(FEATURES) or list(d.get("sigmas", SIGMAS)) != list(SIGMAS):
-            raise ValueError("the rescoring entry names features this version does not compute "
-                             f"({d.get('features')}); update napari-spotdetect")
-        arr = {k: np.asarray(d[k], dtype=np.float64) for k in ("weights", "mean", "scale")}
-        if any(a.shape != (len(FEATURES),) or not np.isfinite(a).all() for a in arr.values()):
-            raise ValueError("the rescoring entry's weights are damaged")
-        return cls(arr["weights"], float(d["bias"]), arr["mean"], arr["scale"], float(d.get("net_floor", 0.002)),
-                   float(d.get("proposal_cut", 3.0)), tuple(float(v) for v in d.get("voxel_calibration", (1, 0))),
-                   dict(d.get("card") or {}))
-
-    # -- scoring ---------------------------------------------------------------------------------------------
-    def probability(self, feats: np.ndarray) -> np.ndarray:
-        z = ((feats - self.mean) / self.scale) @ self.weights + self.bias
-        return _sigmoid(z)
-
-    def calibrate_voxels(self, net_scores: np.ndarray) -> np.ndarray:
-        a, b = self.voxel_calibration
-        return _sigmoid(a * _logit(net_scores) + b).astype(np.float32)
-
-    def rescore(self, plane: np.ndarray, yx: np.ndarray, net_scores: np.ndarray):
-        """(coords, calibrated scores, contrast, relative contrast) of the network's candidates plus the
-        plane's proposals."""
-        yx, feats, extra = candidate_features(plane, yx, net_scores, self.proposal_cut)
-        return yx, self.probability(feats), extra["contrast"], extra["relative_contrast"]
-
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
-
-
-def _logit(p):
-    p = np.clip(np.asarray(p, dtype=np.float64), NET_CLIP, 1 - NET_CLIP)
-    return np.log(p / (1 - p))
 
 
 def _noise(x: np.ndarray) -> float:
@@ -196,7 +131,7 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     le = elbow(peaks_all)
     le = le if np.isfinite(le) and le > 0 else 10.0
     feats = np.column_stack([
-        _logit(net), (np.arange(len(coords)) < n_net).astype(np.float64),
+        logit(net), (np.arange(len(coords)) < n_net).astype(np.float64),
         np.log1p(np.maximum(at_resp, 0)), np.log(at_sigma), np.log1p(np.maximum(contrast, 0)),
         np.log(np.clip(rel_for_feat, 1e-3, 1e3)), np.log1p(np.maximum(local_snr, 0)), sat,
         np.log(np.clip(dom, 1e-3, 1.0)), np.log(np.clip(np.maximum(at_resp, 1e-3) / le, 1e-3, 1e3))])
@@ -220,6 +155,13 @@ def _argmax3(resp: np.ndarray, arg: np.ndarray, rc: np.ndarray) -> np.ndarray:
     return out
 
 
+def rescore_candidates(rescorer: Rescorer, plane: np.ndarray, yx: np.ndarray, net_scores: np.ndarray):
+    """(coords, calibrated scores, contrast, relative contrast) of the network's candidates plus the plane's
+    proposals."""
+    yx, feats, extra = candidate_features(plane, yx, net_scores, rescorer.proposal_cut)
+    return yx, rescorer.probability(feats), extra["contrast"], extra["relative_contrast"]
+
+
 # -- fitting (scripts/fit_rescorer.py) ---------------------------------------------------------------------
 def fit_logistic(feats: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None = None,
                  l2: float = 1e-3) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
@@ -241,7 +183,7 @@ def fit_logistic(feats: np.ndarray, labels: np.ndarray, sample_weight: np.ndarra
         zz = xs @ p[:-1] + p[-1]
         # log(1 + e^z) - y z, stably
         ll = np.logaddexp(0, zz) - y * zz
-        g = _sigmoid(zz) - y
+        g = sigmoid(zz) - y
         return (float((sw * ll).mean() + l2 * (p[:-1] ** 2).sum()),
                 np.concatenate([(xs * (sw * g)[:, None]).mean(0) + 2 * l2 * p[:-1], [(sw * g).mean()]]))
 
@@ -275,7 +217,7 @@ def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float):
     x = np.asarray(read(plane))
     yx = frame[["y", "x"]].to_numpy() if frame is not None else np.zeros((0, 2))
     net = frame["score"].to_numpy() if frame is not None else np.zeros(0)
-    coords, prob, con, rel = rescorer.rescore(x, yx, net)
+    coords, prob, con, rel = rescore_candidates(rescorer, x, yx, net)
     keep = prob > floor
     coords = coords[keep]
     h, w = x.shape

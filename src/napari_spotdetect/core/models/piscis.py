@@ -95,7 +95,7 @@ class PiscisModel(SpotModel):
         #: probabilities, so the slider reaches down to LOWEST_THRESHOLD
         self.rescorer = rescorer
         if rescorer is not None:
-            from ..detection.rescore import LOWEST_THRESHOLD
+            from .rescorer import LOWEST_THRESHOLD
 
             rng = (LOWEST_THRESHOLD, 1.0)
         super().__init__(net, info, tile_size=tile_size, channels=net.cfg.in_channels,

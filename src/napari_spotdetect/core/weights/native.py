@@ -60,7 +60,7 @@ def _piscis_build(obj: dict, info: ModelInfo, device) -> SpotModel:
     net.load_state_dict(obj["state_dict"], strict=True)
     rescorer = None
     if obj.get("rescore") is not None:  # optional: files without it load as before
-        from ..detection.rescore import Rescorer
+        from ..models.rescorer import Rescorer
 
         rescorer = Rescorer.from_dict(obj["rescore"])
     return PiscisModel(net, info, adjustment=obj.get("normalization", "standardize"),
