@@ -319,7 +319,8 @@ def write_points_table(spots: pd.DataFrame, path, pixel_size=None) -> Path:
     table = points_table(spots, pixel_size)
     ps = as_pixel_size(pixel_size)
     meta = {"coordinates": "micrometre" if ps is not None else "pixel",
-            "pixel_size_zyx_um": list(ps) if ps is not None else None}
+            # an unknown z size (NaN) is written as null: JSON has no NaN, and the reader takes null for it
+            "pixel_size_zyx_um": [None if np.isnan(v) else float(v) for v in ps] if ps is not None else None}
     if path.suffix.lower() == ".parquet":
         try:
             table.to_parquet(path, index=False)
