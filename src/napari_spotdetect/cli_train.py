@@ -128,6 +128,10 @@ def cmd_train(args) -> int:
                       crop=args.crop, loss=args.loss, l2_weight=args.l2_weight, optimizer=args.optimizer, lr=args.lr,
                       seed=args.seed, device=args.device, ema=args.ema, select=args.select)
     arch = PiscisConfig(widths=tuple(args.widths), depths=tuple(args.depths))
+    if val is None:  # the trainer never splits: hold images out here, as fine-tuning does
+        from .core.examples import split_examples
+
+        train, val = split_examples(train, VAL_SHARE, args.seed) if len(train) > 1 else (train, None)
     return _run(arch, train, val, cfg, args, info)
 
 

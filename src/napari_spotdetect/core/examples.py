@@ -95,14 +95,37 @@ def examples_from_arrays(items) -> list:
 
 
 def split_examples(pairs: list, val_share: float = VAL_SHARE, seed: int = 0) -> tuple[list, list | None]:
-    """Hold out ``val_share`` of the pairs (at least one, never all) for validation; None with one pair.
+    """Hold out ``val_share`` of the examples (at least one, never all) for validation.
 
-    Without validation pairs the trainer checks on the training image itself (and says so in the card).
+    A single example (an image, or a region: ``(image, spots, box)``) is split in space: a strip of
+    ``val_share`` of its area along the longer side is held out, so the threshold and the best epoch are
+    chosen on pixels the network did not train on. None (no held-out data) for a share of 0, or when a part
+    would hold no spot; the trainer then checks on the training examples themselves (and says so in the card).
     """
     if not 0 <= val_share < 1:
         raise SpotDetectError(f"Validation share {val_share!r} is not in [0, 1).", "use e.g. 0.2 (20 %).")
+    if len(pairs) == 1 and val_share > 0:
+        return _split_area(pairs[0], val_share)
     if len(pairs) < 2 or val_share <= 0:
         return list(pairs), None
     n_val = min(len(pairs) - 1, max(1, int(round(len(pairs) * val_share))))
     order = np.random.default_rng(seed).permutation(len(pairs))
     return [pairs[i] for i in order[n_val:]], [pairs[i] for i in order[:n_val]]
+
+
+def _split_area(item, val_share: float) -> tuple[list, list | None]:
+    from .regions import check_box, inside, split_box  # noqa: PLC0415
+
+    if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+        return [item], None  # not an example the trainer could take; it says so
+    image, pts, *box = item
+    shape = np.shape(image)
+    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2) if len(shape) == 2 else None
+    if pts is None:
+        return [item], None
+    box = check_box(box[0], shape) if box and box[0] is not None else (0, 0, shape[0], shape[1])
+    parts = split_box(box, val_share, pts)
+    if parts is None:
+        return [item], None
+    a, b = parts
+    return [(image, pts[inside(pts, a)], a)], [(image, pts[inside(pts, b)], b)]

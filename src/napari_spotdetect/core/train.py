@@ -34,11 +34,14 @@ import torch
 
 from .augment import random_augment
 from .errors import Cancelled, SpotDetectError
-from .examples import VAL_SHARE, pairs_from_folder, planes_with_spots, split_examples
-from .metrics import evaluate, match_spots
+from .calibration import f1_curve, pick_threshold
+from .examples import pairs_from_folder, planes_with_spots, split_examples
+from .metrics import evaluate
 from .models.base import ModelInfo, SpotModel
 from .steps import run_steps
 from .trainable import recipe_for
+
+from .regions import check_box, inside
 
 THRESHOLDS = np.round(np.concatenate([np.arange(0.05, 0.951, 0.05), [0.97, 0.98, 0.99]]), 2)
 
@@ -114,15 +117,18 @@ class TrainResult:
     stopped: bool = False
 
 
-def _as_pairs(data, what: str) -> list:
-    """Validate (image, coords) pairs: 2-D finite images, (N, 2) coordinates."""
-    out = []
+def _as_pairs(data, what: str) -> tuple[list, list]:
+    """Validate (image, coords[, region]) items: 2-D finite images, (N, 2) coordinates; (pairs, boxes)."""
+    out, boxes = [], []
     for i, item in enumerate(data or []):
         try:
-            img, pts = item
+            img, pts, *box = item
+            if len(box) > 1:
+                raise ValueError
         except (TypeError, ValueError) as err:
             raise SpotDetectError(f"{what} item {i} is not an (image, spots) pair.",
-                                  "pass a list of (2-D image, (N, 2) y/x array) pairs.") from err
+                                  "pass a list of (2-D image, (N, 2) y/x array[, (y0, x0, y1, x1) region]) "
+                                  "items.") from err
         img = np.asarray(img)
         if img.ndim != 2:
             raise SpotDetectError(f"{what} image {i} has shape {img.shape}; training takes 2-D images.",
@@ -139,8 +145,10 @@ def _as_pairs(data, what: str) -> list:
         if pts.ndim != 2 or pts.shape[1] != 2:
             raise SpotDetectError(f"{what} spots {i} have shape {pts.shape}; expected (N, 2) rows of (y, x).",
                                   "pass 2-D spot coordinates (drop z or other columns).")
-        out.append((img, pts))
-    return out
+        box = check_box(box[0], img.shape) if box and box[0] is not None else None
+        out.append((img, pts if box is None else pts[inside(pts, box)]))
+        boxes.append(box)
+    return out, boxes
 
 
 def lr_factor(t: float, warmup: float, decay: float, n_decay: int, factor: float) -> float:
@@ -161,9 +169,10 @@ class Trainer:
         model: a ``PiscisConfig`` (train from scratch), or a ``PiscisModel`` or ``DeepSpotModel`` (copied,
             never modified). How each is fed, scored and rebuilt is its :mod:`.trainable` recipe.
         train: (image, spots) pairs; spots are (N, 2) y/x arrays or DataFrames with y, x columns.
-        val: validation pairs; without them :data:`.examples.VAL_SHARE` of ``train`` (at least one image) is
-            held out, or, with a
-            single training image, that image is also used for validation (reported in the card).
+        val: validation pairs; without them validation is on the training examples (reported in the card):
+            the caller holds data out (:func:`.examples.split_examples`; fine-tuning: ``iter_finetune``).
+            Items of either may carry a region ``(y0, x0, y1, x1)``: the whole image is normalised, only
+            the region is trained on and scored (see :mod:`.regions`).
         config: :class:`TrainConfig`.
         out_dir, name: where ``{name}_best.pt`` and ``{name}_last.pt`` go (nothing is written if None).
         stop: a ``threading.Event`` or a callable returning True to stop between steps.
@@ -191,8 +200,8 @@ class Trainer:
                 raise SpotDetectError(f"{key}={v!r} is not a usable value.",
                                       f"use a finite number{' above 0' if lo is not None else ' of at least 0'}, "
                                       f"e.g. lr={'0.1 (SGD) or 1e-3 (Adam)' if key == 'lr' else 0.25}.")
-        train = _as_pairs(train, "training")
-        val = _as_pairs(val, "validation")
+        train, train_boxes = _as_pairs(train, "training")
+        val, val_boxes = _as_pairs(val, "validation")
         if not train:
             raise SpotDetectError("No training images.", "pass at least one (image, spots) pair.")
         if sum(len(p) for _, p in train) == 0:
@@ -200,15 +209,13 @@ class Trainer:
                                   "annotate spots (a CSV of y,x per image) before training.")
         self.val_note = "given"
         if not val:
-            if len(train) == 1:
-                val, self.val_note = list(train), "the single training image (no held-out data)"
-            else:
-                train, val = split_examples(train, VAL_SHARE, c.seed)
-                self.val_note = f"{len(val)} of the training images held out"
-        self.train_raw, self.val = train, val
+            val, val_boxes = list(train), list(train_boxes)
+            self.val_note = "the training examples themselves (no held-out data)"
+        self.train_raw, self.val, self.val_boxes = train, val, val_boxes
         torch.manual_seed(c.seed)  # a new network's initial weights
         self.recipe, self.mode = recipe_for(model, c.loss, c.l2_weight, c.normalization)
-        self.train = [(self.recipe.prepare(im), pts) for im, pts in train]
+        # a region is normalised with its whole image (as detection sees it), then cut out: outside is unknown
+        self.train = [_cut(self.recipe.prepare(im), pts, box) for (im, pts), box in zip(train, train_boxes)]
         self.base_card: dict = {}
         if self.mode == "finetune":
             self.base_card = {"base_model": model.info.name, "base_model_sha256": model.info.sha256,
@@ -329,13 +336,29 @@ class Trainer:
             return
         bns = [m for m in self.net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         momenta = [m.momentum for m in bns]
+        kept = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
         for m in bns:
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the recalibration batches
         th, tw = self.model.tile_size
         self.net.train()
+        try:
+            self._recalibration_batches(rng, n_batches, th, tw)
+        except Cancelled:  # half-estimated statistics are worse than the old ones
+            for m, saved in zip(bns, kept):
+                m.running_mean.copy_(saved[0])
+                m.running_var.copy_(saved[1])
+            raise
+        finally:
+            for m, mom in zip(bns, momenta):
+                m.momentum = mom
+
+    def _recalibration_batches(self, rng, n_batches: int, th: int, tw: int) -> None:
+        # a stop asked for here ends the run within one batch (a whole recalibration takes tens of seconds)
         with torch.no_grad():
             for _ in range(n_batches):
+                if self._should_stop():
+                    raise Cancelled("stopped during BatchNorm recalibration")
                 tiles = []
                 for _ in range(self.cfg.batch_size):
                     img = self.train_raw[rng.integers(len(self.train_raw))][0]
@@ -348,8 +371,6 @@ class Trainer:
                     norm = self.model.normalize_tiles
                     tiles.append(norm(t) if stats is None else norm(t, stats))
                 self.net(torch.from_numpy(np.concatenate(tiles)).to(self.device))
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
 
     def _train_mode(self) -> None:
         self.net.train()
@@ -359,33 +380,50 @@ class Trainer:
                     m.eval()
 
     # -- validation ----------------------------------------------------------------------------------
-    def validate(self, should_stop=None) -> dict:
-        """Detect on the validation images; tune the threshold for the best mean F1 at ``val_radius``.
+    def validate(self, should_stop=None, at: float | None = None) -> dict:
+        """Detect on the validation images; tune the threshold for the best (smoothed) mean F1 at ``val_radius``.
 
-        ``should_stop`` is checked between tiles; when it says stop, :class:`Cancelled` is raised.
+        Only detections inside an example's region count. ``at``: also score at this threshold (key ``"at"``;
+        fine-tuning's "before", from the same detections). ``should_stop`` is checked between tiles; when it
+        says stop, :class:`Cancelled` is raised.
         """
         from .detect import detect  # noqa: PLC0415
 
         self.net.eval()
-        floor = float(THRESHOLDS[0])
+        grid = THRESHOLDS if self.mode == "scratch" else _FINETUNE_THRESHOLDS
+        floor = float(min(grid[0], at if at is not None else grid[0]))
         preds = []
         for img, _ in self.val:
             det = detect(img, self.model, threshold=floor, keep_maps=False, should_stop=should_stop)
-            cand = det.candidates
+            cand = det.candidates[det.passes_contrast_floor()]  # the model's own floor, as detection applies it
             preds.append((cand[["y", "x"]].to_numpy(), cand["score"].to_numpy()))
         truth = [p for _, p in self.val]
-        f1s = []
-        for t in THRESHOLDS:
-            f1s.append(np.mean([match_spots(yx[s > t], gt, self.cfg.val_radius).f1
-                                for (yx, s), gt in zip(preds, truth)]))
-        f1s = np.array(f1s)
-        best = np.flatnonzero(f1s >= f1s.max() - 1e-9)
-        thr = float(THRESHOLDS[best[np.argmin(np.abs(THRESHOLDS[best] - 0.5))]])  # ties: nearest 0.5
-        per = [evaluate(yx[s > thr], gt, self.cfg.val_radius) for (yx, s), gt in zip(preds, truth)]
-        out = {k: float(np.mean([m[k] for m in per])) for k in ("precision", "recall", "f1", "f1_integral")}
-        out.update(threshold=thr, f1_at_0_5=float(f1s[np.argmin(np.abs(THRESHOLDS - 0.5))]))
+        _, f1s = f1_curve(preds, truth, self.val_boxes, grid, self.cfg.val_radius)
+        thr = pick_threshold(grid, f1s)
+        out = self._scores(preds, truth, thr)
+        out.update(threshold=thr, f1_at_0_5=float(f1s[np.argmin(np.abs(grid - 0.5))]))
+        if at is not None:
+            out["at"] = {**self._scores(preds, truth, float(at)), "threshold": float(at)}
         self._train_mode()
         return out
+
+    def _scores(self, preds, truth, thr: float) -> dict:
+        per = []
+        for (yx, s), gt, box in zip(preds, truth, self.val_boxes):
+            keep = (s > thr) & inside(yx, box)
+            per.append(evaluate(yx[keep], gt, self.cfg.val_radius))
+        return {k: float(np.mean([m[k] for m in per])) for k in ("precision", "recall", "f1", "f1_integral")}
+
+    def consider_start(self, val: dict) -> None:
+        """Let the starting model (epoch 0, its weights as loaded) compete for best: a fine-tune never ends
+        with weights that score below the ones it started from on the validation data."""
+        if self.best is not None or val is None:
+            return
+        self.model.default_threshold = val["threshold"]
+        self.best = {"f1": val["f1"], "score": val[self.cfg.select], "epoch": 0, "threshold": val["threshold"],
+                     "val": val, "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
+        if self.best_path is not None:
+            self._save(self.best_path, card=self.card(val, 0))
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def card(self, val: dict | None, epoch: int) -> dict:
@@ -515,8 +553,8 @@ class Trainer:
                 yield from self._stopped(epoch, spe)
                 return self._result(stopped=True)
             with self._averaged() as raw_state:
-                self.recalibrate_bn(np.random.default_rng([c.seed, epoch, 1]))
                 try:
+                    self.recalibrate_bn(np.random.default_rng([c.seed, epoch, 1]))
                     val = self.validate(should_stop=self._should_stop) if self.val else None
                     stopped = False
                 except Cancelled:
@@ -579,6 +617,19 @@ class Trainer:
     def fit(self, progress=None) -> TrainResult:
         """Run :meth:`iter_fit` to the end; ``progress`` is called with every event."""
         return run_steps(self.iter_fit(), progress)
+
+
+#: fine-tuning also tries low thresholds: a lab that counts faint spots may want 0.01 (scratch training keeps
+#: the grid its defaults were chosen with)
+_FINETUNE_THRESHOLDS = np.round(np.concatenate([[0.005, 0.01, 0.02, 0.03, 0.04], THRESHOLDS]), 3)
+
+
+def _cut(prepared: np.ndarray, pts: np.ndarray, box) -> tuple:
+    """The region of an already normalised image, with its spots moved into the region's pixels."""
+    if box is None:
+        return prepared, pts
+    y0, x0, y1, x1 = box
+    return np.ascontiguousarray(prepared[y0:y1, x0:x1]), pts - np.array([y0, x0], dtype=np.float64)
 
 
 def _center(img, pts, crop):
