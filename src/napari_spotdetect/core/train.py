@@ -33,15 +33,14 @@ import numpy as np
 import torch
 
 from .augment import random_augment
-from .errors import Cancelled, SpotDetectError
 from .calibration import f1_curve, pick_threshold
+from .errors import Cancelled, SpotDetectError
 from .examples import pairs_from_folder, planes_with_spots, split_examples
 from .metrics import evaluate
 from .models.base import ModelInfo, SpotModel
+from .regions import check_box, inside
 from .steps import run_steps
 from .trainable import recipe_for
-
-from .regions import check_box, inside
 
 THRESHOLDS = np.round(np.concatenate([np.arange(0.05, 0.951, 0.05), [0.97, 0.98, 0.99]]), 2)
 
