@@ -105,6 +105,9 @@ def _as_examples(examples) -> list:
 
 def candidates(model, image, floor: float, detection=None, should_stop=None) -> tuple[np.ndarray, np.ndarray]:
     """(yx, score) of every candidate above ``floor``: from a detection the user already has, or one run."""
+    if detection is not None and detection.stack:
+        raise SpotDetectError("Calibration works on 2-D planes; this detection is of a z-stack.",
+                              "annotate regions on single planes (or a projection) and detect there.")
     if detection is not None and getattr(detection, "candidates", None) is not None and detection.floor <= floor:
         c = detection.candidates
         keep = detection.passes_contrast_floor()
@@ -120,15 +123,26 @@ def candidates(model, image, floor: float, detection=None, should_stop=None) -> 
 
 def calibrate(model, examples, *, radius: float = CLICK_RADIUS, detections=None, should_stop=None) -> Calibration:
     """Choose ``model``'s threshold from annotated regions: ``(image, spots[, box])`` items (no box: the
-    whole image is annotated). ``detections``: one per example (e.g. the layer's), to skip the network."""
+    whole image is annotated). ``detections``: one per example (e.g. the layer's), to skip the network;
+    with them ``model`` may be None."""
     exs = _as_examples(examples)
-    lo, hi = (float(v) for v in getattr(model, "threshold_range", (0.0, 1.0)))
-    grid = GRID[(GRID >= lo) & (GRID <= min(hi, 1.0))] if hi <= 1.0 else GRID
-    before = float(model.default_threshold)
-    floor = float(min(grid.min(), before))
     dets = list(detections) if detections is not None else [None] * len(exs)
     if len(dets) != len(exs):
         raise SpotDetectError(f"{len(dets)} detections for {len(exs)} regions.", "pass one detection per region.")
+    if model is None and any(d is None for d in dets):
+        raise SpotDetectError("Calibration without a model needs a detection for every region.",
+                              "pass the model, or the detections of the images the regions are on.")
+    # without a model (napari: the layer's own detection) the detection's threshold is the "before"
+    lo, hi = (float(v) for v in (model.threshold_range if model is not None else dets[0].score_range))
+    grid = GRID[(GRID >= lo) & (GRID <= min(hi, 1.0))] if hi <= 1.0 else GRID
+    before = float(model.default_threshold if model is not None else dets[0].threshold)
+    known = [d.floor for d in dets if d is not None]
+    if known:  # a detection's candidates reach down to its floor only
+        grid = grid[grid >= max(known) - 1e-12]
+        if not len(grid):
+            raise SpotDetectError("These detections kept no candidate low enough to calibrate.",
+                                  "detect again at a lower threshold, or calibrate with the model.")
+    floor = float(min(grid.min(), before))
     cache: dict = {}
     preds = []
     for (img, _, _), det in zip(exs, dets):

@@ -42,10 +42,12 @@ def planes_with_spots(image, points) -> list:
     return out
 
 
-def pairs_from_folder(images, spots=None, only=None) -> list:
+def pairs_from_folder(images, spots=None, only=None, regions=None) -> list:
     """(image, spots) pairs from a folder of images and a folder (default: the same) of same-named CSVs.
 
     ``only``: file names of the images to use (e.g. those marked done in the napari folder loop).
+    ``regions``: boxes by image stem (:func:`.regions.read_regions_csv`): each box of a 2-D image gives an
+    ``(image, spots, box)`` example; images without a region are left out (their annotation may be partial).
     """
     from .spots_io import IMAGE_SUFFIXES, read_image, read_spots_csv  # noqa: PLC0415
 
@@ -64,8 +66,20 @@ def pairs_from_folder(images, spots=None, only=None) -> list:
         if not csv.exists():
             missing.append(csv.name)
             continue
+        boxes = None
+        if regions is not None:
+            from .regions import regions_for  # noqa: PLC0415
+
+            boxes = regions_for(regions, f.stem)
+            if not boxes:
+                continue
         img = np.squeeze(read_image(f))
         table = read_spots_csv(csv)
+        if boxes is not None:
+            from .regions import region_examples  # noqa: PLC0415
+
+            pairs.extend(region_examples(img, table[["y", "x"]].to_numpy(), boxes))
+            continue
         lead = [c for c in ("t", "c", "z") if c in table.columns][-max(0, img.ndim - 2):] if img.ndim > 2 else []
         if img.ndim > 2 and len(lead) != img.ndim - 2:
             raise SpotDetectError(f"{f.name} has {img.ndim} axes but {csv.name} gives only y, x.",
@@ -75,6 +89,9 @@ def pairs_from_folder(images, spots=None, only=None) -> list:
         raise SpotDetectError(f"{len(missing)} image(s) in {images} have no spot CSV (e.g. {missing[:3]}) in {spots}.",
                               "add one CSV per image, named like the image with .csv (columns y,x), "
                               "or remove the image.")
+    if regions is not None and not pairs:
+        raise SpotDetectError(f"No region of the regions file names an image in {images}.",
+                              "name the images (column image) or leave the column out to use every image.")
     return pairs
 
 

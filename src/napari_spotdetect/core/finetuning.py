@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .errors import Cancelled, SpotDetectError
 from .examples import examples_from_arrays, split_examples
-from .finetune_defaults import DEFAULTS, FinetuneDefaults
+from .finetune_defaults import DEFAULTS, FAST, FinetuneDefaults
 from .models.base import SpotModel
 from .steps import run_steps
 from .train import TrainConfig, Trainer, TrainEvent
@@ -31,12 +31,14 @@ from .train import TrainConfig, Trainer, TrainEvent
 _NEGATIVE_LOSSES = ("smoothf1", "dice")
 
 
-def finetune_config(**overrides) -> TrainConfig:
-    """A :class:`TrainConfig` for fine-tuning: Adam at a constant rate, :data:`DEFAULTS` unless overridden."""
-    d = DEFAULTS
+def finetune_config(fast: bool = False, **overrides) -> TrainConfig:
+    """A :class:`TrainConfig` for fine-tuning: Adam at a constant rate, :data:`DEFAULTS` (``fast``:
+    :data:`FAST`, decoder and heads only) unless overridden."""
+    d = FAST if fast else DEFAULTS
     base = dict(optimizer="adam", lr=d.lr, epochs=d.epochs, steps_per_epoch=d.steps_per_epoch,
                 batch_size=d.batch_size, crop=d.crop, loss=d.loss, l2_weight=d.l2_weight, seed=d.seed,
-                val_radius=d.radius, warmup_fraction=0.0, decay_fraction=0.0, weight_decay=0.0)
+                val_radius=d.radius, warmup_fraction=0.0, decay_fraction=0.0, weight_decay=0.0,
+                freeze_encoder=d.freeze_encoder)
     unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise SpotDetectError(f"Unknown fine-tuning setting(s): {', '.join(sorted(unknown))}.",
@@ -212,5 +214,5 @@ def examples_from_images(images, points) -> list:
     return examples_from_arrays(zip(images, points))
 
 
-__all__ = ["DEFAULTS", "FinetuneDefaults", "FinetuneEvent", "FinetuneResult", "display_loss",
+__all__ = ["DEFAULTS", "FAST", "FinetuneDefaults", "FinetuneEvent", "FinetuneResult", "display_loss",
            "examples_from_images", "finetune", "finetune_config", "iter_finetune"]

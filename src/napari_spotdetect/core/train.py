@@ -75,6 +75,9 @@ class TrainConfig:
     # input normalisation to train with ("standardize"/"percentile"); None: the model's
     normalization: str | None = None
     device: str | None = "cpu"
+    # fine-tune only the decoder and heads: the encoder's weights and every BatchNorm statistic stay as loaded
+    # (no backward pass through the encoder, no recalibration): the fast one-region preset
+    freeze_encoder: bool = False
 
     @classmethod
     def finetune(cls, **kw) -> TrainConfig:
@@ -223,6 +226,14 @@ class Trainer:
         info = ModelInfo(name=name, arch=self.recipe.arch)
         self.device = torch.device(c.device or "cpu")
         self.net = net.to(self.device)
+        self.frozen_bn = self.recipe.freeze_batchnorm or c.freeze_encoder
+        if c.freeze_encoder:
+            encoder = getattr(getattr(net, "fpn", None), "encoder", None)
+            if encoder is None or self.mode != "finetune":
+                raise SpotDetectError("freeze_encoder fine-tunes a trained Piscis-architecture model.",
+                                      "leave freeze_encoder off for other models and for training from scratch.")
+            for p in encoder.parameters():
+                p.requires_grad_(False)
         base_tile = model.tile_size if self.mode == "finetune" else (256, 256)
         tile = (c.tile_size, c.tile_size) if c.tile_size else base_tile
         self.model = self.recipe.wrap(self.net, info, tile, None, self.device)
@@ -287,10 +298,10 @@ class Trainer:
 
     def _optimizer(self):
         c = self.cfg
+        params = [p for p in self.net.parameters() if p.requires_grad]
         if c.optimizer == "sgd":
-            return torch.optim.SGD(self.net.parameters(), lr=c.lr, momentum=c.momentum, nesterov=True,
-                                   weight_decay=c.weight_decay)
-        return torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=True, weight_decay=c.weight_decay)
+        return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
 
     def _should_stop(self) -> bool:
         s = self.stop
@@ -331,7 +342,7 @@ class Trainer:
         each epoch the statistics are averaged afresh over tiles cut and standardised as ``detect`` does.
         """
         n_batches = self.cfg.bn_batches if n_batches is None else n_batches
-        if n_batches <= 0 or self.recipe.freeze_batchnorm:
+        if n_batches <= 0 or self.frozen_bn:
             return
         bns = [m for m in self.net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         momenta = [m.momentum for m in bns]
@@ -373,7 +384,7 @@ class Trainer:
 
     def _train_mode(self) -> None:
         self.net.train()
-        if self.recipe.freeze_batchnorm:
+        if self.frozen_bn:
             for m in self.net.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                     m.eval()

@@ -1,0 +1,65 @@
+"""Adapting to a lab's convention from a region through the command line: calibrate, fine-tune on regions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_spotdetect import detect, load_model
+from napari_spotdetect.cli import main
+from napari_spotdetect.core.regions import inside
+
+from .adapt_scenes import LEFT, RIGHT, f1_in, faint_spots_scene, write_image_and_spots
+
+
+def _spots(image, model):
+    return detect(image, model, keep_maps=False).spots[["y", "x"]].to_numpy()
+
+
+def test_calibrate_from_one_region_carries_over_to_the_unseen_part(tmp_path, capsys):
+    img, truth = faint_spots_scene()
+    mine = truth[inside(truth, LEFT)]  # every spot in the left square, nothing marked outside it
+    assert 20 <= len(mine) <= 60  # a few dozen clicks
+    write_image_and_spots(tmp_path / "imgs", "cells", img, mine)
+    regions = tmp_path / "regions.csv"
+    regions.write_text("image,y0,x0,y1,x1\ncells.npy,0,0,128,128\n")
+    out = tmp_path / "calibrated.pt"
+    assert main(["calibrate", "--images", str(tmp_path / "imgs"), "--regions", str(regions), "--out", str(out),
+                 "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "wrote" in err and "F1 in the 1 region(s)" in err
+
+    start, calibrated = load_model("default", device="cpu"), load_model(out, device="cpu")
+    assert calibrated.default_threshold < start.default_threshold  # this lab counts the faint spots too
+    assert calibrated.info.card["calibration"]["n_spots"] == len(mine)
+    before, after = f1_in(_spots(img, start), truth, RIGHT), f1_in(_spots(img, calibrated), truth, RIGHT)
+    assert after >= before + 0.04, (before, after)
+
+    # without the region, the unmarked right half reads as "no spot there": the opposite threshold
+    whole = tmp_path / "whole.pt"
+    assert main(["calibrate", "--images", str(tmp_path / "imgs"), "--out", str(whole), "--threads", "1"]) == 0
+    assert load_model(whole, device="cpu").default_threshold > calibrated.default_threshold
+
+
+def test_regions_saved_by_napari_as_csv_are_read(tmp_path):
+    img, truth = faint_spots_scene()
+    write_image_and_spots(tmp_path / "imgs", "cells", img, truth[inside(truth, LEFT)])
+    shapes = tmp_path / "shapes.csv"  # what napari's "Save selected layer" writes for a Shapes layer
+    shapes.write_text("index,shape-type,vertex-index,axis-0,axis-1\n0,rectangle,0,0.0,0.0\n"
+                      "0,rectangle,1,0.0,127.0\n0,rectangle,2,127.0,127.0\n0,rectangle,3,127.0,0.0\n")
+    out = tmp_path / "c.pt"
+    assert main(["calibrate", "--images", str(tmp_path / "imgs"), "--regions", str(shapes), "--out", str(out),
+                 "--threads", "1"]) == 0
+    assert load_model(out, device="cpu").info.card["calibration"]["n_regions"] == 1
+
+
+@pytest.mark.parametrize("text, words", [("a,b\n1,2\n", "not regions"), ("y0,x0,y1,x1\n1,2,three,4\n", "not a region"),
+                                         ("image,y0,x0,y1,x1\nother.npy,0,0,50,50\n", "names an image")])
+def test_bad_regions_files_are_refused_with_the_fix(tmp_path, capsys, text, words):
+    img, truth = faint_spots_scene()
+    write_image_and_spots(tmp_path / "imgs", "cells", img, truth)
+    (tmp_path / "r.csv").write_text(text)
+    assert main(["calibrate", "--images", str(tmp_path / "imgs"), "--regions", str(tmp_path / "r.csv"),
+                 "--out", str(tmp_path / "c.pt")]) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "c.pt").exists()
