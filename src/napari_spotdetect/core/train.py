@@ -219,6 +219,8 @@ class Trainer:
         # a region is normalised with its whole image (as detection sees it), then cut out: outside is unknown
         self.train = [_cut(self.recipe.prepare(im), pts, box) for (im, pts), box in zip(train, train_boxes)]
         self.base_card: dict = {}
+        # ties between thresholds (a confident model scores most spots ~1) go to the start's own threshold
+        self.prefer_threshold = float(model.default_threshold) if self.mode == "finetune" else 0.5
         if self.mode == "finetune":
             self.base_card = {"base_model": model.info.name, "base_model_sha256": model.info.sha256,
                               "base_model_source": model.info.source}
@@ -409,7 +411,7 @@ class Trainer:
             preds.append((cand[["y", "x"]].to_numpy(), cand["score"].to_numpy()))
         truth = [p for _, p in self.val]
         _, f1s = f1_curve(preds, truth, self.val_boxes, grid, self.cfg.val_radius)
-        thr = pick_threshold(grid, f1s)
+        thr = pick_threshold(grid, f1s, prefer=self.prefer_threshold)
         out = self._scores(preds, truth, thr)
         out.update(threshold=thr, f1_at_0_5=float(f1s[np.argmin(np.abs(grid - 0.5))]))
         if at is not None:

@@ -1,0 +1,84 @@
+"""The adaptation loop in a real (headless) viewer: draw a region, mark its spots, calibrate, detect again;
+suggest where to click next; fine-tune only inside regions; a 0 % validation share; the start kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_spotdetect import load_model
+from napari_spotdetect import layer_keys as K
+from napari_spotdetect.core.regions import inside
+from napari_spotdetect.widgets import adapt_widget
+from tests.adapt_scenes import LEFT, RIGHT, f1_in, faint_spots_scene
+
+WAIT_MS = 600_000
+
+
+@pytest.fixture
+def loop(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """A viewer with the faint-spots image detected by the bundled model, and the adapt panel docked."""
+    monkeypatch.setattr(adapt_widget, "DEFAULT_OUT", tmp_path / "models")  # never the user's home folder
+    viewer = make_napari_viewer()
+    img, truth = faint_spots_scene()
+    viewer.add_image(img, name="cells")
+    _d, detect = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
+    detect.set_image(viewer.layers["cells"])
+    detect.set_model(load_model("default", device="cpu"))
+    assert detect.run() is not None
+    qtbot.waitUntil(lambda: not detect.running, timeout=WAIT_MS)
+    _d, adapt = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Teach it your spots")
+    det = next(lay for lay in viewer.layers if K.is_detection(lay))
+    return viewer, detect, adapt, det, truth
+
+
+def _click(button):
+    button.native.click()
+
+
+def test_draw_a_region_mark_its_spots_calibrate_and_detect_again(loop, qtbot):
+    viewer, detect, adapt, det, truth = loop
+    before = f1_in(det.data, truth, RIGHT)
+    _click(adapt._draw)
+    regions = viewer.layers[adapt_widget.REGIONS_LAYER]
+    assert regions.mode == "add_rectangle" and viewer.layers.selection.active is regions
+    regions.add_rectangles(np.array([[0, 0], [127, 127]]))  # the drag of a rectangle over the left square
+    mine = truth[inside(truth, LEFT)]
+    viewer.add_points(mine, name="my spots")  # every spot in the square, clicked
+    adapt._spots.value = viewer.layers["my spots"]
+    adapt._regions.value = regions
+
+    _click(adapt._calibrate)
+    assert "Calibrated" in adapt._status.value, adapt._status.value
+    assert adapt.calibration.threshold < 0.05 and adapt.calibration.n_spots == len(mine)
+    # the detection follows at once (no network): more of the faint spots, a better match on the unseen half
+    assert f1_in(det.data, truth, RIGHT) >= before + 0.04
+    assert adapt._use_run.enabled
+
+    _click(adapt._use_run)  # "Use it and detect again": the calibrated model detects
+    qtbot.waitUntil(lambda: not detect.running, timeout=WAIT_MS)
+    new = [lay for lay in viewer.layers if K.is_detection(lay) and lay is not det]
+    assert len(new) == 1 and new[0].metadata[K.PROVENANCE]["model"] == "default-calibrated"
+    assert f1_in(new[0].data, truth, RIGHT) >= before + 0.04
+    saved = load_model(next((adapt_widget.DEFAULT_OUT).glob("*.pt")), device="cpu")
+    assert saved.default_threshold == pytest.approx(adapt.calibration.threshold)
+
+
+def test_calibrate_without_a_region_says_what_to_do(loop):
+    _viewer, _detect, adapt, det, _truth = loop
+    n = len(det.data)
+    _click(adapt._calibrate)
+    assert "No region drawn" in adapt._status.value and len(det.data) == n
+
+
+def test_suggest_where_to_click_next_avoids_the_annotated_region(loop):
+    viewer, _detect, adapt, _det, _truth = loop
+    _click(adapt._draw)
+    viewer.layers[adapt_widget.REGIONS_LAYER].add_rectangles(np.array([[0, 0], [127, 127]]))
+    _click(adapt._suggest)
+    layer = viewer.layers[adapt_widget.SUGGESTION_LAYER]
+    assert len(layer.data) == 1
+    corners = np.asarray(layer.data[0])
+    assert corners[:, 1].min() >= 127  # not over the region already annotated
+    assert np.allclose(viewer.camera.center[-2:], corners.mean(axis=0), atol=1)
+    assert "magenta" in adapt._status.value
