@@ -82,3 +82,55 @@ def test_suggest_where_to_click_next_avoids_the_annotated_region(loop):
     assert corners[:, 1].min() >= 127  # not over the region already annotated
     assert np.allclose(viewer.camera.center[-2:], corners.mean(axis=0), atol=1)
     assert "magenta" in adapt._status.value
+
+
+def _train(tune, qtbot):
+    assert tune.can_train, tune.problem()
+    assert tune.train() is not None
+    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
+    assert tune.error is None, tune.error
+    return tune.result
+
+
+def test_a_zero_validation_share_validates_on_the_training_examples(finetune_widget, qtbot, tiny_model, tmp_path):
+    from napari_spotdetect.core.synthetic import synthetic_image
+
+    viewer, _detect, tune = finetune_widget
+    for k in range(2):
+        img, pts = synthetic_image((64, 64), n_spots=6, seed=k)
+        viewer.add_image(img, name=f"img{k}")
+        viewer.add_points(pts, name=f"pts{k}")
+        tune.set_example(viewer.layers[f"img{k}"], viewer.layers[f"pts{k}"], row=k)
+    from napari_spotdetect.core.weights.native import save_model
+
+    save_model(tiny_model, tmp_path / "start.pt")
+    tune.set_start("file", tmp_path / "start.pt")
+    tune.set_options(epochs=1, steps=1, crop=32, batch=1, val_percent=0, out_dir=tmp_path / "models", name="z")
+    res = _train(tune, qtbot)
+    card = load_model(res.path, device="cpu").info.card
+    # 0 % means: check on the training examples (both), not a silent 20 % hold-out
+    assert card["n_train_images"] == 2 and card["n_val_images"] == 2
+    assert "training examples" in card["validation_data"] and "training examples" in tune.outcome
+
+
+def test_when_no_epoch_beats_the_start_the_panel_says_so_and_keeps_it(finetune_widget, qtbot, tmp_path):
+    from napari_spotdetect.core.synthetic import synthetic_image
+
+    viewer, _detect, tune = finetune_widget
+    img, pts = synthetic_image((128, 128), n_spots=30, seed=7)  # bright, isolated: the bundled model is perfect
+    viewer.add_image(img, name="easy")
+    viewer.add_points(pts, name="its spots")
+    assert tune._regions.value is None  # "the whole images": the default
+    tune.set_example(viewer.layers["easy"], viewer.layers["its spots"])
+    tune.set_start("default")
+    tune.set_options(epochs=1, steps=2, crop=64, batch=2, lr=1e-3, out_dir=tmp_path / "models", name="k")
+    res = _train(tune, qtbot)
+    assert res.kept_start and res.model.info.card["epoch"] == 0
+    assert "No epoch beat the starting model" in tune.outcome and tune.can_use_model
+    start = load_model("default", device="cpu")
+    saved = load_model(res.path, device="cpu")
+    for k, v in start.net.state_dict().items():
+        assert np.array_equal(v.numpy(), saved.net.state_dict()[k].float().numpy()), k
+    # the verdict and the Use buttons are scrolled into view when training ends
+    assert tune._scroll.verticalScrollBar().value() == tune._scroll.verticalScrollBar().maximum() or \
+        not tune._use_run.native.visibleRegion().isEmpty()
