@@ -1,5 +1,6 @@
 """The engine: models, tiled detection, training and metrics. No Qt or napari imports here."""
 
+from .calibration import Calibration, calibrate, calibrated_model
 from .cells import assign_cells, cell_table, count_spots_in_cells
 from .detect import Detections, Progress, detect, detect_iter
 from .errors import Cancelled, ModelFileError, SpotDetectError
@@ -21,6 +22,8 @@ from .measure import count_molecules, measure_spots
 from .metrics import evaluate, score_model
 from .models.base import ModelInfo, SpotModel
 from .models.zoo import load_model
+from .regions import read_regions_csv, region_examples
+from .suggest import suggest_region
 
 __all__ = [
     "Cancelled", "Detections", "ImageInfo", "ModelFileError", "ModelInfo", "Progress", "SpotDetectError",
@@ -28,6 +31,8 @@ __all__ = [
     # fine-tuning and scoring: the same calls as the CLI and the napari panel
     "FINETUNE_DEFAULTS", "FinetuneDefaults", "FinetuneEvent", "FinetuneResult", "evaluate", "examples_from_arrays",
     "finetune", "finetune_config", "iter_finetune", "pairs_from_folder", "score_model", "split_examples",
+    # adapting from a few annotated regions: calibrate (no training), where to click next
+    "Calibration", "calibrate", "calibrated_model", "read_regions_csv", "region_examples", "suggest_region",
     # from spots to biology
     "apply_filters", "assign_cells", "cell_table", "count_molecules", "count_spots_in_cells", "fit_gaussians",
     "make_filter", "measure_spots", "read_cell_table", "read_points_table", "read_trackmate_xml",

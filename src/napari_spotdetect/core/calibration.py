@@ -59,9 +59,10 @@ def f1_curve(preds, truths, boxes, thresholds, radius: float) -> tuple[np.ndarra
 
 
 def smooth(values: np.ndarray, width: int = 1) -> np.ndarray:
-    """Mean over each grid point and ``width`` neighbours on each side (ends use what exists)."""
-    v = np.asarray(values, dtype=np.float64)
-    return np.array([v[max(0, i - width):i + width + 1].mean() for i in range(len(v))])
+    """Mean over each grid point and ``width`` neighbours on each side (the end values repeated beyond the ends,
+    so an end point is not favoured for having fewer neighbours)."""
+    v = np.pad(np.asarray(values, dtype=np.float64), width, mode="edge")
+    return np.convolve(v, np.ones(2 * width + 1) / (2 * width + 1), mode="valid")
 
 
 def pick_threshold(thresholds, f1s, prefer: float = 0.5) -> float:
