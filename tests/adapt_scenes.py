@@ -32,3 +32,16 @@ def write_image_and_spots(folder, name: str, image, spots) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / f"{name}.npy", image)
     (folder / f"{name}.csv").write_text("y,x\n" + "\n".join(f"{y:.2f},{x:.2f}" for y, x in spots) + "\n")
+
+
+def bright_corner_scene(seed: int = 3):
+    """Moderate spots over a 256 x 256 plane and one very bright blob in a corner, which sets the whole image's
+    top percentile: a crop away from it, normalised on its own, shows spots far brighter than the image does.
+    The crop (rows 150-246, columns 10-106) holds about 15 spots; the right half is the unseen part."""
+    img, pts = synthetic_image((256, 256), n_spots=90, amplitude=(150, 500), seed=seed)
+    yy, xx = np.mgrid[0:256, 0:256]
+    img = img + 8000 * np.exp(-((yy - 40) ** 2 + (xx - 215) ** 2) / (2 * 12.0 ** 2))
+    return img.astype(np.float32), pts
+
+
+CROP, RIGHT_HALF = (150, 10, 246, 106), (0, 128, 256, 256)

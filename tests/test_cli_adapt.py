@@ -64,3 +64,25 @@ def test_bad_regions_files_are_refused_with_the_fix(tmp_path, capsys, text, word
                  "--out", str(tmp_path / "c.pt")]) == 2
     assert words in capsys.readouterr().err
     assert not (tmp_path / "c.pt").exists()
+
+
+@pytest.mark.slow
+def test_finetune_on_a_region_of_an_image_with_a_bright_corner_ends_no_worse(tmp_path, capsys):
+    from .adapt_scenes import CROP, RIGHT_HALF, bright_corner_scene
+
+    img, truth = bright_corner_scene()
+    mine = truth[inside(truth, CROP)]
+    write_image_and_spots(tmp_path / "imgs", "tissue", img, mine)
+    (tmp_path / "regions.csv").write_text("y0,x0,y1,x1\n" + ",".join(str(v) for v in CROP) + "\n")
+    out = tmp_path / "tuned.pt"
+    assert main(["finetune", "--images", str(tmp_path / "imgs"), "--regions", str(tmp_path / "regions.csv"),
+                 "--fast", "--out", str(out), "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "validation F1" in err and "the starting model at its own threshold" in err
+    tuned, start = load_model(out, device="cpu"), load_model("default", device="cpu")
+    card = tuned.info.card
+    assert card["train_config"]["freeze_encoder"] and card["training_data"]["regions"].endswith("regions.csv")
+    assert card["n_train_images"] == 1 and card["validation_data"] == "given"  # a strip of the region held out
+    before = f1_in(_spots(img, start), truth, RIGHT_HALF)
+    after = f1_in(_spots(img, tuned), truth, RIGHT_HALF)
+    assert after >= before - 1e-9, (before, after)  # never worse on the unseen half (here: much better)

@@ -298,6 +298,9 @@ class FinetuneWidget(Container):
         self._crop = SpinBox(label="Crop size (px)", min=32, max=1024, step=8, value=int(s["crop"]),
                              tooltip=_TIP["crop"])
         self._batch = SpinBox(label="Batch size", min=1, max=64, value=int(s["batch"]), tooltip=_TIP["batch"])
+        self._decoder_only = CheckBox(text="Decoder only (fast)", value=False,
+                                      tooltip="Keep the encoder and BatchNorm statistics as loaded and train the "
+                                              "decoder and heads: about 3x less CPU a step, no recalibration.")
         self._out = FileEdit(label="Save in", mode="d", value=s["out_dir"], tooltip=_TIP["out"])
         self._name = LineEdit(label="Model name", value=_default_name(), tooltip=_TIP["name"])
         self._train = PushButton(text="Train", tooltip="Start fine-tuning; the viewer stays usable meanwhile.")
@@ -325,7 +328,7 @@ class FinetuneWidget(Container):
         self._data_form = Container(widgets=[self._source, self._folder, self._regions], labels=True)
         form = Container(widgets=[self._start, self._start_path, self._epochs, self._steps, self._lr, self._loss,
                                   self._val], labels=True)
-        self._adv_form = Container(widgets=[self._crop, self._batch], labels=True, visible=False)
+        self._adv_form = Container(widgets=[self._crop, self._batch, self._decoder_only], labels=True, visible=False)
         out_form = Container(widgets=[self._out, self._name], labels=True)
         buttons = Container(widgets=[self._train, self._stop_btn], layout="horizontal", labels=False)
         use = Container(widgets=[self._use, self._use_run], layout="horizontal", labels=False)
@@ -620,7 +623,7 @@ class FinetuneWidget(Container):
     def _config(self):
         return finetuning.finetune_config(epochs=int(self._epochs.value), steps_per_epoch=int(self._steps.value),
                                     lr=float(self._lr.value), loss=self._loss.value, crop=int(self._crop.value),
-                                    batch_size=int(self._batch.value))
+                                    batch_size=int(self._batch.value), freeze_encoder=bool(self._decoder_only.value))
 
     def train(self, *_):
         """Start fine-tuning in a worker thread; returns the worker (None when the choices are not valid)."""
