@@ -65,12 +65,12 @@ def main():
     adapt._calibrate.native.click()
     det = next(lay for lay in viewer.layers if K.is_detection(lay))
     viewer.layers.selection.active = det
-    viewer.camera.center = (120, 200)
-    viewer.camera.zoom = 2.2
+    viewer.camera.zoom = 2.0
+    viewer.camera.center = (190, 190)
     _settle(app)
     viewer.screenshot(str(out / "adapt_calibrated.png"), canvas_only=False)
-    adapt._suggest.native.click()
-    viewer.camera.zoom = 1.2
+    viewer.camera.zoom = 1.3
+    adapt._suggest.native.click()  # centres the view on the suggestion
     _settle(app)
     viewer.screenshot(str(out / "adapt_suggest.png"), canvas_only=False)
     print(adapt._status.value)

@@ -77,10 +77,12 @@ class AdaptWidget(Container):
         self._status = Label(value="")
         self._status.native.setWordWrap(True)
         form = Container(widgets=[self._detection, self._spots, self._regions], labels=True)
-        form.margins = (0, 0, 0, 0)
+        size_form = Container(widgets=[self._size], labels=True)
+        for c in (form, size_form):
+            c.margins = (0, 0, 0, 0)
         self.extend([Label(value="<b>Teach it your spots</b><br>Draw a region, mark every spot inside it, "
                                  "then calibrate (or fine-tune on it)."),
-                     form, self._draw, self._calibrate, self._use_run, self._size, self._suggest, self._status])
+                     form, self._draw, self._calibrate, self._use_run, size_form, self._suggest, self._status])
         self[0].native.setWordWrap(True)
         self._draw.changed.connect(self.draw_region)
         self._calibrate.changed.connect(self.calibrate)
