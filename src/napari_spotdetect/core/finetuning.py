@@ -173,7 +173,7 @@ def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, 
         # one detection pass scores the starting model at its own threshold ("before": what QC reports) and
         # at the best threshold there: epoch 0, which competes for best
         start = None if resume and trainer.best is not None else trainer.validate(
-            should_stop=trainer._should_stop, at=float(base.default_threshold))
+            should_stop=trainer._should_stop, at=float(base.default_threshold), prefer=float(base.default_threshold))
         before = None if start is None else {**start.pop("at"), "radius": float(cfg.val_radius)}
         trainer.consider_start(start)
     except Cancelled:

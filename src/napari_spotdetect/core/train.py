@@ -219,8 +219,6 @@ class Trainer:
         # a region is normalised with its whole image (as detection sees it), then cut out: outside is unknown
         self.train = [_cut(self.recipe.prepare(im), pts, box) for (im, pts), box in zip(train, train_boxes)]
         self.base_card: dict = {}
-        # ties between thresholds (a confident model scores most spots ~1) go to the start's own threshold
-        self.prefer_threshold = float(model.default_threshold) if self.mode == "finetune" else 0.5
         if self.mode == "finetune":
             self.base_card = {"base_model": model.info.name, "base_model_sha256": model.info.sha256,
                               "base_model_source": model.info.source}
@@ -392,12 +390,13 @@ class Trainer:
                     m.eval()
 
     # -- validation ----------------------------------------------------------------------------------
-    def validate(self, should_stop=None, at: float | None = None) -> dict:
+    def validate(self, should_stop=None, at: float | None = None, prefer: float = 0.5) -> dict:
         """Detect on the validation images; tune the threshold for the best (smoothed) mean F1 at ``val_radius``.
 
         Only detections inside an example's region count. ``at``: also score at this threshold (key ``"at"``;
-        fine-tuning's "before", from the same detections). ``should_stop`` is checked between tiles; when it
-        says stop, :class:`Cancelled` is raised.
+        fine-tuning's "before", from the same detections); ``prefer``: where ties between thresholds go
+        (the starting model's own threshold for epoch 0: a confident model scores most spots ~1).
+        ``should_stop`` is checked between tiles; when it says stop, :class:`Cancelled` is raised.
         """
         from .detect import detect  # noqa: PLC0415
 
@@ -411,7 +410,7 @@ class Trainer:
             preds.append((cand[["y", "x"]].to_numpy(), cand["score"].to_numpy()))
         truth = [p for _, p in self.val]
         _, f1s = f1_curve(preds, truth, self.val_boxes, grid, self.cfg.val_radius)
-        thr = pick_threshold(grid, f1s, prefer=self.prefer_threshold)
+        thr = pick_threshold(grid, f1s, prefer=prefer)
         out = self._scores(preds, truth, thr)
         out.update(threshold=thr, f1_at_0_5=float(f1s[np.argmin(np.abs(grid - 0.5))]))
         if at is not None:
@@ -596,7 +595,10 @@ class Trainer:
                **({f"val_{k}": v for k, v in val.items()} if val else {}),
                "seconds": time.perf_counter() - t0}
         self.history.append(rec)
-        if val is not None and (self.best is None or val[c.select] > self.best["score"]):
+        # to replace the starting weights an epoch must win by one validation spot's worth of F1: on a strip of a
+        # few clicks, smaller differences are noise, and keeping the start never makes things worse
+        margin = 1.0 / max(1, sum(len(p) for _, p in self.val)) if self.best and self.best["epoch"] == 0 else 0.0
+        if val is not None and (self.best is None or val[c.select] > self.best["score"] + margin):
             self.model.default_threshold = val["threshold"]
             self.best = {"f1": val["f1"], "score": val[c.select], "epoch": epoch,
                          "threshold": val["threshold"], "val": val,
