@@ -31,8 +31,8 @@ def main():
     import torch
     from qtpy.QtWidgets import QApplication
 
-    from napari_spotdetect import load_model
     from napari_spotdetect import layer_keys as K
+    from napari_spotdetect import load_model
     from napari_spotdetect.core.regions import inside
     from napari_spotdetect.widgets import adapt_widget
 

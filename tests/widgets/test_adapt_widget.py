@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.adapt_scenes import LEFT, RIGHT, f1_in, faint_spots_scene
 
-from napari_spotdetect import load_model
 from napari_spotdetect import layer_keys as K
+from napari_spotdetect import load_model
 from napari_spotdetect.core.regions import inside
 from napari_spotdetect.widgets import adapt_widget
-from tests.adapt_scenes import LEFT, RIGHT, f1_in, faint_spots_scene
 
 WAIT_MS = 600_000
 
