@@ -358,6 +358,7 @@ def main_clicks(args) -> int:
                       f"({ft_s:.0f} CPU s{', kept the start' if res.kept_start else ''}); hindsight {oracle:.3f}",
                       flush=True)
             rows.append(row)
+            _write_clicks(args, model_note, rows, REAL_RADIUS)  # after each image: a cut-short run keeps its part
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("\n| source | start | clicks | calibrated | fine-tuned (fast) | CPU s (calibrate / fine-tune) | "
@@ -368,23 +369,31 @@ def main_clicks(args) -> int:
             print(f"| {r['source']} | {r['start']:.3f} | {p['clicks']} ({p['annotated']}) | {p['calibrated']:.3f} | "
                   f"{p['finetuned']:.3f} | {p['calibrate_cpu_s']:.2f} / {p['finetune_cpu_s']:.0f} | "
                   f"{r['hindsight_threshold']:.3f} |")
+    summary = _write_clicks(args, model_note, rows, REAL_RADIUS)
+    print("\n| clicks | sources | start | calibrated | fine-tuned (fast) | fine-tune CPU s |\n"
+          "| --- | --- | --- | --- | --- | --- |")
+    for n, d in summary.items():
+        print(f"| {n} | {d['sources']} | {d['start']:.3f} | {d['calibrated']:.3f} | {d['finetuned']:.3f} | "
+              f"{d['finetune_cpu_s']:.0f} |")
+    return 0
+
+
+def _write_clicks(args, model_note, rows, radius) -> dict:
     summary = {}
     for n in CLICKS:
         pts = [(r, p) for r in rows for p in r["curve"] if p["clicks"] == n]
         if pts:
-            summary[str(n)] = {k: float(np.mean([p[k] for _, p in pts])) for k in ("calibrated", "finetuned")}
+            summary[str(n)] = {k: float(np.mean([p[k] for _, p in pts]))
+                               for k in ("calibrated", "finetuned", "finetune_cpu_s")}
             summary[str(n)].update(start=float(np.mean([r["start"] for r, _ in pts])), sources=len(pts))
-    print("\n| clicks | sources | start | calibrated | fine-tuned (fast) |\n| --- | --- | --- | --- | --- |")
-    for n, d in summary.items():
-        print(f"| {n} | {d['sources']} | {d['start']:.3f} | {d['calibrated']:.3f} | {d['finetuned']:.3f} |")
     out = Path(args.out or HERE / "results" / "hitl_clicks.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"start_model": model_note, "radius_px": REAL_RADIUS, "threads": args.threads,
+    out.write_text(json.dumps({"start_model": model_note, "radius_px": radius, "threads": args.threads,
                                "seed": args.seed, "machine": platform.processor() or platform.machine(),
                                "note": "shared 2-core machine, other jobs running; CPU seconds from process_time",
                                "summary": summary, "images": rows}, indent=1) + "\n")
-    print(f"wrote {out}")
-    return 0
+    print(f"wrote {out}", flush=True)
+    return summary
 
 
 if __name__ == "__main__":

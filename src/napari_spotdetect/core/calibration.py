@@ -4,7 +4,8 @@ A lab counts what it counts; most of the difference between two labs' counts of 
 score is cut, which needs no training to move. One detection per image at a low threshold gives every
 candidate with its score; counting, at each threshold of a grid, the matches inside the regions (pooled over
 all regions) gives an F1 curve, and the chosen threshold maximises that curve *smoothed* over neighbouring
-thresholds, so a handful of clicks cannot pick a lucky spike. The contrast floor is left as it is: it is
+thresholds, so a handful of clicks cannot pick a lucky spike; it replaces the model's own threshold only when
+it matches at least one more spot's worth (F1 + 1/N for N annotated spots). The contrast floor is left as it is: it is
 relative to each image's own content and, chosen from a few clicks, over-fits (measured on real images).
 
 Fine-tuning picks its thresholds with the same rule (:func:`pick_threshold`) on held-out regions.
@@ -160,6 +161,8 @@ def calibrate(model, examples, *, radius: float = CLICK_RADIUS, detections=None,
     thr = pick_threshold(grid, pooled, prefer=before)
     at_before, _ = f1_curve(preds, truths, boxes, [before], radius)
     at_thr, _ = f1_curve(preds, truths, boxes, [thr], radius)
+    if at_thr[0] <= at_before[0] + 1.0 / n_spots:  # less than one spot's worth better: noise; keep the model's
+        thr, at_thr = before, at_before
     return Calibration(thr, float(at_thr[0]), before, float(at_before[0]), len(exs), n_spots, float(radius),
                        [(float(t), float(f)) for t, f in zip(grid, pooled)])
 

@@ -174,7 +174,12 @@ def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, 
         # at the best threshold there: epoch 0, which competes for best
         start = None if resume and trainer.best is not None else trainer.validate(
             should_stop=trainer._should_stop, at=float(base.default_threshold), prefer=float(base.default_threshold))
-        before = None if start is None else {**start.pop("at"), "radius": float(cfg.val_radius)}
+        before = None
+        if start is not None:
+            at = start.pop("at")
+            before = {**at, "radius": float(cfg.val_radius)}
+            if start[cfg.select] <= at[cfg.select] + trainer.start_margin():  # no clear gain: its own threshold
+                start.update(at)
         trainer.consider_start(start)
     except Cancelled:
         yield FinetuneEvent("stopped", message="stopped before training began; nothing was saved")

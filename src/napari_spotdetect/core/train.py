@@ -425,6 +425,11 @@ class Trainer:
             per.append(evaluate(yx[keep], gt, self.cfg.val_radius))
         return {k: float(np.mean([m[k] for m in per])) for k in ("precision", "recall", "f1", "f1_integral")}
 
+    def start_margin(self) -> float:
+        """What a change must gain over the starting model (F1) to replace it: one validation spot's worth. On a
+        strip of a few clicks smaller differences are noise, and keeping the start never makes things worse."""
+        return 1.0 / max(1, sum(len(p) for _, p in self.val))
+
     def consider_start(self, val: dict) -> None:
         """Let the starting model (epoch 0, its weights as loaded) compete for best: a fine-tune never ends
         with weights that score below the ones it started from on the validation data."""
@@ -595,9 +600,7 @@ class Trainer:
                **({f"val_{k}": v for k, v in val.items()} if val else {}),
                "seconds": time.perf_counter() - t0}
         self.history.append(rec)
-        # to replace the starting weights an epoch must win by one validation spot's worth of F1: on a strip of a
-        # few clicks, smaller differences are noise, and keeping the start never makes things worse
-        margin = 1.0 / max(1, sum(len(p) for _, p in self.val)) if self.best and self.best["epoch"] == 0 else 0.0
+        margin = self.start_margin() if self.best and self.best["epoch"] == 0 else 0.0
         if val is not None and (self.best is None or val[c.select] > self.best["score"] + margin):
             self.model.default_threshold = val["threshold"]
             self.best = {"f1": val["f1"], "score": val[c.select], "epoch": epoch,
