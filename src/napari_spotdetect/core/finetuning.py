@@ -108,7 +108,8 @@ class FinetuneResult:
         val = self.model.info.card.get("validation") or {}
         start = f" (the starting model at its own threshold: {self.before['f1']:.2f})" if self.before else ""
         if self.kept_start:
-            return (f"No epoch beat the starting model on the validation data, so its weights were kept: "
+            return (f"{'Stopped early. ' if self.stopped else ''}No epoch beat the starting model on the "
+                    f"validation data, so its weights were kept: "
                     f"validation F1 {val.get('f1', float('nan')):.2f} at threshold "
                     f"{self.model.default_threshold:.3g}{start}.")
         return (f"{'Stopped early; kept' if self.stopped else 'Saved'} the best epoch "
