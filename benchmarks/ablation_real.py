@@ -26,8 +26,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "ablation_real.json"))
     a = ap.parse_args(argv)
 
+    from real_data import load_annotated, score_model
+
     from napari_spotdetect import load_model
-    from napari_spotdetect.core.real_data import load_annotated, score_model
 
     rows = {}
     images = None

@@ -65,9 +65,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=str(HERE / "results" / "deepspot.json"))
     args = ap.parse_args(argv)
 
-    from napari_spotdetect.core.detect import detect
+    from napari_spotdetect.core.detection.detect import detect
     from napari_spotdetect.core.models.zoo import load_model
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
     from napari_spotdetect.core.weights.deepspot_fetch import fetch_deepspot_weights
 
     load_before = os.getloadavg()

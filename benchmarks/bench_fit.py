@@ -1,7 +1,7 @@
 """How many spots per second the vectorised Gaussian fit measures on the CPU (2-D planes and 3-D stacks).
 
 Draws pixel-integrated Gaussian spots (sigma 1.3 px lateral, 2 px axial, Poisson noise) on a grid, starts
-every fit at the rounded true position, and times :func:`core.fit.fit_gaussians` (one thread by default).
+every fit at the rounded true position, and times :func:`core.analysis.fit.fit_gaussians` (one thread by default).
 Also reports the accuracy, so speed is never bought with wrong fits:
     python benchmarks/bench_fit.py [--n 100000] [--n3d 20000] [--threads 1]
 Prints a table and writes benchmarks/results/fit.json.
@@ -65,7 +65,7 @@ def make_stack(n: int, sigma=1.3, sigma_z=2.0, amp=1500.0, bg=100.0, spacing=12,
 def run(n: int, dims: int) -> dict:
     import numpy as np
 
-    from napari_spotdetect.core.fit import fit_gaussians
+    from napari_spotdetect.core.analysis.fit import fit_gaussians
 
     if dims == 2:
         img, truth = make_plane(n)

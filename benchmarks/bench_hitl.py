@@ -4,8 +4,8 @@ The starting model is the bundled default (or, when this installation has none, 
 from ../shared, which the table says). The images are a synthetic kind it was not trained on
 (``--kind``, default ``large_spots``: wider spots, brighter uneven background). One image is "corrected"
 (its true spots stand in for the user's corrections); the model is fine-tuned on it exactly as the widget
-does (:func:`core.finetuning.iter_finetune`, validation on that image), stopped after ``--minutes`` at most; then
-F1 (match radius 1 px) and the F1 integral are measured on the other images, before and after. "before,
+does (:func:`core.training.finetuning.iter_finetune`, validation on that image), stopped after ``--minutes``
+at most; then F1 (match radius 1 px) and the F1 integral are measured on the other images, before and after. "before,
 re-thresholded" uses the threshold that is best on the corrected image, to show how much of the gain a
 threshold change alone would give.
 
@@ -63,8 +63,8 @@ def _start_model(tmp: Path, path: str | None):
 
 
 def _scores(model, pairs, threshold=None) -> dict:
-    from napari_spotdetect.core.detect import detect
-    from napari_spotdetect.core.metrics import evaluate
+    from napari_spotdetect.core.detection.detect import detect
+    from napari_spotdetect.core.groundtruth.metrics import evaluate
 
     per = [evaluate(detect(img, model, threshold=threshold, keep_maps=False).spots[["y", "x"]].to_numpy(), gt)
            for img, gt in pairs]
@@ -101,10 +101,10 @@ def main() -> int:
 
     import torch
 
-    from napari_spotdetect.core.finetuning import iter_finetune
-    from napari_spotdetect.core.steps import run_steps
-    from napari_spotdetect.core.synthetic import synthetic_dataset
-    from napari_spotdetect.core.train import TrainConfig
+    from napari_spotdetect.core.common.steps import run_steps
+    from napari_spotdetect.core.training.finetuning import iter_finetune
+    from napari_spotdetect.core.training.synthetic import synthetic_dataset
+    from napari_spotdetect.core.training.train import TrainConfig
 
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
@@ -119,7 +119,7 @@ def main() -> int:
         t0 = time.perf_counter()
         before = _scores(model, test)
         eval_s = time.perf_counter() - t0
-        from napari_spotdetect.core.train import Trainer
+        from napari_spotdetect.core.training.train import Trainer
 
         thr_before = Trainer(model, corrected, None, TrainConfig.finetune(epochs=1)).validate()["threshold"]
         before_rethr = _scores(model, test, thr_before)
@@ -192,13 +192,13 @@ def halves(image, spots):
 
 def main_real(args) -> int:
     import torch
+    from real_data import REAL_RADIUS, load_annotated
 
-    from napari_spotdetect.core.detect import detect
-    from napari_spotdetect.core.finetuning import iter_finetune
-    from napari_spotdetect.core.metrics import evaluate, f1_integral
-    from napari_spotdetect.core.real_data import REAL_RADIUS, load_annotated
-    from napari_spotdetect.core.steps import run_steps
-    from napari_spotdetect.core.train import TrainConfig
+    from napari_spotdetect.core.common.steps import run_steps
+    from napari_spotdetect.core.detection.detect import detect
+    from napari_spotdetect.core.groundtruth.metrics import evaluate, f1_integral
+    from napari_spotdetect.core.training.finetuning import iter_finetune
+    from napari_spotdetect.core.training.train import TrainConfig
 
     torch.set_num_threads(args.threads)
     if not REAL.exists():
@@ -280,7 +280,7 @@ CLICKS = (10, 20, 50, 100, "half")
 
 def grow_region(half, spots, n, rng):
     """A square around a random annotated spot of ``half`` (a box), grown until it holds ``n`` spots."""
-    from napari_spotdetect.core.regions import inside
+    from napari_spotdetect.core.groundtruth.regions import inside
 
     mine = spots[inside(spots, half)]
     if n == "half" or len(mine) <= n:
@@ -297,13 +297,13 @@ def grow_region(half, spots, n, rng):
 def main_clicks(args) -> int:
     """Adaptation curves: F1 integral on the unseen half against the spots annotated in a region of the other."""
     import torch
+    from real_data import REAL_RADIUS, SWEEP, load_annotated
 
-    from napari_spotdetect.core.calibration import GRID, calibrate
-    from napari_spotdetect.core.detect import detect
-    from napari_spotdetect.core.finetuning import finetune, finetune_config
-    from napari_spotdetect.core.metrics import f1_integral
-    from napari_spotdetect.core.real_data import REAL_RADIUS, SWEEP, load_annotated
-    from napari_spotdetect.core.regions import inside
+    from napari_spotdetect.core.detection.detect import detect
+    from napari_spotdetect.core.groundtruth.calibration import GRID, calibrate
+    from napari_spotdetect.core.groundtruth.metrics import f1_integral
+    from napari_spotdetect.core.groundtruth.regions import inside
+    from napari_spotdetect.core.training.finetuning import finetune, finetune_config
 
     torch.set_num_threads(args.threads)
     ims = load_annotated(REAL, split="val", ndim=2, per_source=args.per_source or 1)

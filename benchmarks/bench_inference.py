@@ -33,7 +33,7 @@ def _one(size: int, model_path: str, threads: int, repeats: int, augment: bool =
 
     torch.set_num_threads(threads)
     import napari_spotdetect as sd
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model = sd.load_model(model_path, device="cpu")

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import napari_spotdetect.core.synthetic as synth
+import napari_spotdetect.core.training.synthetic as synth
 from napari_spotdetect import detect, load_model
-from napari_spotdetect.core.files import atomic_write_text
-from napari_spotdetect.core.metrics import evaluate
+from napari_spotdetect.core.groundtruth.metrics import evaluate
+from napari_spotdetect.core.io.files import atomic_write_text
 
 SEED, N, SHAPE = 3, 20, (256, 256)
 

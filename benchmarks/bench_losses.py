@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_spotdetect.core.detect import detect
-from napari_spotdetect.core.metrics import evaluate
+from napari_spotdetect.core.detection.detect import detect
+from napari_spotdetect.core.groundtruth.metrics import evaluate
+from napari_spotdetect.core.io.spots_io import atomic_write_text
 from napari_spotdetect.core.models.piscis_net import PiscisConfig
-from napari_spotdetect.core.spots_io import atomic_write_text
-from napari_spotdetect.core.synthetic import synthetic_dataset
-from napari_spotdetect.core.train import TrainConfig, Trainer
+from napari_spotdetect.core.training.synthetic import synthetic_dataset
+from napari_spotdetect.core.training.train import TrainConfig, Trainer
 
 LOSSES = ("smoothf1", "dice", "ce", "focal")
 

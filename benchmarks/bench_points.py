@@ -19,7 +19,7 @@ import pandas as pd
 
 
 def make_detections(n: int, side: int = 4096):
-    from napari_spotdetect.core.detect import Detections
+    from napari_spotdetect.core.detection.detect import Detections
 
     rng = np.random.default_rng(0)
     cands = pd.DataFrame({"y": rng.uniform(0, side - 1, n), "x": rng.uniform(0, side - 1, n),
@@ -88,7 +88,7 @@ def main():
     for r in rows:
         print(f"{r['spots_candidates']:>11,} {r['spots_shown']:>9,} {r['add_s']:>8.3f} {r['add_draw_s']:>9.3f} "
               f"{r['filter_s']:>8.3f} {r['rethreshold_s']:>8.3f} {r['rethreshold_draw_s']:>8.3f}")
-    from napari_spotdetect.core.spots_io import atomic_write_text
+    from napari_spotdetect.core.io.spots_io import atomic_write_text
 
     meta = {"napari": napari.__version__, "python": platform.python_version(), "machine": platform.machine(),
             "cpus_note": "shared 2-core box, software OpenGL (Xvfb + llvmpipe)",

@@ -11,7 +11,10 @@ have been best for each source in hindsight (to show how well the default is cal
 - ``ufish``: U-FISH's pretrained default model (PyPI ``ufish`` 0.1.1, its ONNX weights, ONNX Runtime),
   installed into its own virtual environment under ``~/.cache/spotdetect-bench`` on first use, never as a
   dependency of this project, run with its own defaults (local maxima of the Laplacian of its enhanced
-  image above 0.5).
+  image above 0.5);
+- ``spotiflow``: a Spotiflow model (PyPI ``spotiflow`` 0.6.5) trained from scratch on our training data with
+  its own defaults by ``spotiflow_peer.py``, which also writes its predictions; scored here when they exist
+  (``--spotiflow WORK``, default ``runs/spotiflow``), at its own (validation-fitted) threshold.
 
 Scores: precision, recall and F1 with matches within 3 px (one-to-one), the F1 integral (0-3 px), spots found
 against annotated, the hindsight-best threshold, and ``separation``: the chance that a true spot scores above
@@ -21,11 +24,11 @@ its own localisation errors (clicks and mask centroids sit ~0.5-1 px from the sp
 detection loses F1 integral on those sources).
 Per-source numbers are means over that source's images; "mean" is the mean over sources.
 
-Our models run at their own contrast floor (:mod:`napari_spotdetect.core.contrast`); ``--contrast-floor K``
+Our models run at their own contrast floor (:mod:`napari_spotdetect.core.detection.contrast`); ``--contrast-floor K``
 scores them again at another (``0``: without one).
 
     python benchmarks/bench_real.py [--model default] [--model runs/x.pt] [--augment] [--contrast-floor 0]
-                                    [--no-ufish] [--threads 2]
+                                    [--no-ufish] [--spotiflow runs/spotiflow] [--threads 2]
 
 Prints a table and writes benchmarks/results/real.json (``--out``).
 """
@@ -46,6 +49,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REAL = HERE.parent.parent / "shared" / "data" / "real"
+SPOTIFLOW_WORK = HERE.parent / "runs" / "spotiflow"
 UFISH_HOME = Path(os.environ.get("SPOTDETECT_BENCH_CACHE", Path.home() / ".cache" / "spotdetect-bench"))
 
 
@@ -83,8 +87,9 @@ def blob_candidates(images, params, floor=None):
 
 def tune_blob_log(train) -> dict:
     """The one parameter set, by mean F1 (3 px) over the training images."""
-    from napari_spotdetect.core.metrics import match_spots
-    from napari_spotdetect.core.real_data import REAL_RADIUS
+    from real_data import REAL_RADIUS
+
+    from napari_spotdetect.core.groundtruth.metrics import match_spots
 
     best = None
     for lo, hi in ((0.8, 2.0), (1.0, 3.0), (1.5, 4.0)):
@@ -156,7 +161,7 @@ def ufish_candidates(images, threads: int):
 
 
 def print_table(results: dict) -> None:
-    from napari_spotdetect.core.real_data import REAL_RADIUS as RADIUS
+    from real_data import REAL_RADIUS as RADIUS
 
     srcs = [s for s in next(iter(results.values()))["sources"] if s != "mean"]
     print(f"\nreal `{ARGS.split}` images, F1 at {RADIUS:g} px; found/annotated at the default threshold; "
@@ -187,6 +192,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sources", nargs="*", default=None, help="only these sources")
     ap.add_argument("--no-blob", action="store_true", help="skip the blob_log baseline")
     ap.add_argument("--no-ufish", action="store_true", help="skip U-FISH")
+    ap.add_argument("--spotiflow", default=None, metavar="WORK",
+                    help="score the Spotiflow predictions of spotiflow_peer.py --work WORK (default: runs/spotiflow "
+                         "when its predictions exist)")
     ap.add_argument("--contrast-floor", type=float, action="append", default=None, metavar="K",
                     help="also score each model with this contrast floor (repeatable; e.g. 0 to see it without)")
     ap.add_argument("--threads", type=int, default=2)
@@ -195,9 +203,9 @@ def main(argv=None) -> int:
     ARGS = a = ap.parse_args(argv)
 
     import torch
+    from real_data import load_annotated, model_candidates, score_sources
 
     from napari_spotdetect import load_model
-    from napari_spotdetect.core.real_data import load_annotated, model_candidates, score_sources
 
     torch.set_num_threads(a.threads)
     if not Path(a.data).exists():
@@ -235,6 +243,16 @@ def main(argv=None) -> int:
         results["ufish"] = {"kind": "peer", "package": "ufish==0.1.1 (ONNX Runtime, CPU)", "threshold": 0.5,
                             "seconds": round(time.time() - t0, 1), "sources": score_sources(cands, images, 0.5)}
         print(f"ufish: mean F1 integral {results['ufish']['sources']['mean']['f1_integral']:.3f}", flush=True)
+    sf = a.spotiflow or (SPOTIFLOW_WORK if (SPOTIFLOW_WORK / "predictions" / "predict.json").exists() else None)
+    if sf:
+        sys.path.insert(0, str(HERE))
+        from spotiflow_peer import spotiflow_candidates
+
+        cands, thr, info = spotiflow_candidates(images, sf)
+        results["spotiflow"] = {"kind": "peer", "package": "spotiflow==0.6.5, trained by spotiflow_peer.py",
+                                "threshold": thr, "lowest_threshold": info["floor"], "run": info,
+                                "sources": score_sources(cands, images, thr)}
+        print(f"spotiflow: mean F1 integral {results['spotiflow']['sources']['mean']['f1_integral']:.3f}", flush=True)
     print_table(results)
     doc = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
            "threads": a.threads, "split": a.split, "radius_px": 3.0,

@@ -9,7 +9,7 @@ Cases (each in a fresh process, so peak RSS belongs to it alone):
   then ``--workers 2`` (a LocalCluster of two worker processes). Peak RSS is sampled per process
   (psutil, every 0.2 s): the CLI process and each worker.
 
-Images are synthetic spots (core.synthetic) tiled from 2048^2 blocks. Generated data is cached under
+Images are synthetic spots (core.training.synthetic) tiled from 2048^2 blocks. Generated data is cached under
 ``--data`` (default /tmp/spotdetect_bench_scale).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_scale.py
@@ -34,7 +34,7 @@ BLOCK = 2048
 
 
 def _blocks(n: int, size: int = BLOCK):
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     return [synthetic_image((size, size), n_spots=size * size // 1500, seed=s)[0] for s in range(n)]
 

@@ -36,6 +36,8 @@ def main(argv=None) -> None:
     ap.add_argument("--tick", type=float, default=10.0, help="heartbeat period, ms")
     ap.add_argument("--maps", action="store_true", help="also show the score map (an Image layer)")
     ap.add_argument("--speed", default=None, help="exact or fast (default: the widget's default)")
+    ap.add_argument("--spots", type=int, default=0,
+                    help="instead of detections: a result with this many spots at threshold 0.5, then threshold moves")
     ap.add_argument("--label", default="after")
     ap.add_argument("--out", default=str(HERE / "results" / "viewer.json"))
     a = ap.parse_args(argv)
@@ -45,10 +47,13 @@ def main(argv=None) -> None:
     from qtpy.QtWidgets import QApplication
 
     import napari_spotdetect
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     viewer = napari.Viewer(show=True)
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
+    if a.spots:
+        threshold_moves(viewer, widget, a)
+        return
     image, _ = synthetic_image((a.size, a.size), n_spots=a.size * a.size // 1500, seed=0)
     viewer.add_image(image, name="bench image")
     widget._maps.value = bool(a.maps)
@@ -121,6 +126,68 @@ def main(argv=None) -> None:
     data = json.loads(out.read_text()) if out.exists() else {}
     data[a.label] = res
     out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(data, indent=2))
+    viewer.close()
+
+
+def threshold_moves(viewer, widget, a) -> None:
+    """The main thread's longest gap while the threshold slider moves over a result of ``--spots`` spots.
+
+    The result is made as a detection's would be (candidates with uniform scores over 4096^2, the bundled
+    model's score range) and handed to the widget as a finished worker hands it; then the slider moves as a
+    user's drag ends (0.55, 0.45, 0.6, 0.5), each move waited for until the layer holds the new spots and napari
+    has drawn them.
+    """
+    import sys
+    from types import SimpleNamespace
+
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    import napari_spotdetect as sd
+
+    sys.path.insert(0, str(HERE))
+    from bench_points import make_detections
+
+    app = QApplication.instance()
+    model = sd.load_model("default", device="cpu")
+    side = 4096
+    image = viewer.add_image(np.zeros((side, side), dtype=np.uint8), name="bench image")
+    dets = make_detections(2 * a.spots, side)  # uniform scores 0.05-1: about a.spots above 0.5
+    dets.provenance.update(model=model.info.name, device="cpu", tiling={}, threshold=0.5)
+    widget._on_result(SimpleNamespace(detections=dets, model=model), {"layer": image, "axes": "yx"})
+    layer = widget._target
+    for _ in range(50):
+        app.processEvents()
+        time.sleep(0.002)
+    beats: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: beats.append(time.perf_counter()))
+    timer.start(int(a.tick))
+    rows = []
+    for t in (0.55, 0.45, 0.6, 0.5):
+        beats.clear()
+        t0 = time.perf_counter()
+        widget.move_threshold(t)
+        want = dets.count(t)
+        while len(layer.data) != want and time.perf_counter() - t0 < 120:
+            app.processEvents()
+            time.sleep(0.001)
+        for _ in range(50):  # let napari draw it
+            app.processEvents()
+            time.sleep(0.002)
+        ts = np.array([t0] + beats + [time.perf_counter()])
+        gaps = np.diff(ts)
+        rows.append({"threshold": t, "spots": int(want), "seconds": float(ts[-1] - t0),
+                     "longest_gap_s": float(gaps.max()), "gaps_over_200ms": int((gaps > 0.2).sum())})
+        print(f"threshold {t}: {want:,} spots, longest main-thread gap {gaps.max():.2f} s", flush=True)
+    timer.stop()
+    res = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "spots": a.spots,
+           "git": subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                 text=True).stdout.strip(), "load_average": os.getloadavg(), "rows": rows}
+    out = Path(a.out)
+    data = json.loads(out.read_text()) if out.exists() else {}
+    data[a.label] = res
     out.write_text(json.dumps(data, indent=2))
     viewer.close()
 

@@ -71,7 +71,7 @@ def ours_worker(folder: str, threads: int, tiles_path: str, image_path: str) -> 
 
     torch.set_num_threads(threads)
     import napari_spotdetect as sd
-    from napari_spotdetect.core.speed import cpu_capability
+    from napari_spotdetect.core.detection.speed import cpu_capability
 
     model = sd.load_model(folder, device="cpu")
     tiles = torch.from_numpy(np.load(tiles_path)[:, None].astype(np.float32))
@@ -119,8 +119,8 @@ def main(argv=None) -> None:
         return
     import torch
 
-    from napari_spotdetect.core.speed import cpu_capability
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.detection.speed import cpu_capability
+    from napari_spotdetect.core.training.synthetic import synthetic_image
     from napari_spotdetect.core.weights.deepspot_fetch import fetch_deepspot_weights
 
     folder = fetch_deepspot_weights()
@@ -161,7 +161,7 @@ def main(argv=None) -> None:
             for w in workers.values():
                 w.close()
         diff = float(np.abs(np.load(tmp / "tensorflow.npy") - np.load(tmp / "ours.npy")).max())
-        from napari_spotdetect.core.metrics import match_spots
+        from napari_spotdetect.core.groundtruth.metrics import match_spots
 
         fast_vs_exact = float(match_spots(np.load(tmp / "ours_detect-fast.npy"), np.load(tmp / "ours_detect-exact.npy"),
                                           1.0).f1)

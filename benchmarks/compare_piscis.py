@@ -1,12 +1,14 @@
 """Speed side by side, in one run: piscis 1.1.0 itself, our engine (exact and fast), our default model, U-FISH.
 
 piscis is not a project dependency (it pins torchvision, which needs its own torch build), so it is installed
-into its own virtual environment, ``~/.cache/spotdetect-bench/piscis-venv`` (``torch==2.14.1
-torchvision==0.29.1`` from this machine's wheels, then ``piscis==1.1.0``); U-FISH (PyPI ``ufish`` 0.1.1, ONNX
-Runtime) lives in ``ufish-venv`` beside it, as in ``bench_real.py``. Every engine runs in a worker process of
-its own per image size (so peak RSS is that engine's), loads and warms up once, then the engines take turns
-on the same image, ``--repeats`` times, starting with a different engine each round: on a shared machine the
-load changes from minute to minute, and taking turns spreads it over all engines alike.
+into its own virtual environment, ``~/.cache/spotdetect-bench/piscis-venv``: ``torch==2.13.0
+torchvision==0.28.0`` from PyPI (the CUDA builds, run on the CPU here: PyPI's torchvision wheel needs PyPI's
+torch, and pip is told to ignore a ``find-links`` folder of CPU wheels, with which torchvision fails to load),
+then ``piscis==1.1.0``. U-FISH (PyPI ``ufish`` 0.1.1, ONNX Runtime) lives in ``ufish-venv`` beside it, as in
+``bench_real.py``. Every engine runs in a worker process of its own per image size (so peak RSS is that
+engine's), loads and warms up once, then the engines take turns on the same image, ``--repeats`` times, starting
+with a different engine each round: on a shared machine the load changes from minute to minute, and taking turns
+spreads it over all engines alike.
 
 Reported per engine and size: seconds per image (median), megapixels per second, peak RSS, speed relative to
 piscis, spots found, F1 at 1 px against the image's true spots, and for our engine on the piscis weights the
@@ -42,7 +44,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 FIXTURE = HERE.parent.parent / "shared" / "fixtures" / "piscis" / "piscis_fixture.pt.xz"
 BENCH_HOME = Path.home() / ".cache" / "spotdetect-bench"
-PISCIS_PINS = (["torch==2.14.1", "torchvision==0.29.1"], ["piscis==1.1.0"])
+PISCIS_PINS = (["torch==2.13.0", "torchvision==0.28.0"], ["piscis==1.1.0"])
 
 #: name -> (kind, model, speed)
 ENGINES = {
@@ -125,7 +127,7 @@ def ours_worker(model_path: str, speed: str, threads: int, device: str, image: s
 
     torch.set_num_threads(threads)
     import napari_spotdetect as sd
-    from napari_spotdetect.core.speed import cpu_capability, fast_dtype
+    from napari_spotdetect.core.detection.speed import cpu_capability, fast_dtype
 
     model = sd.load_model(model_path, device=device)
     img = np.load(image)
@@ -158,26 +160,29 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _venv_python(name: str, check: str, installs: list[list[str]]) -> Path:
+def _venv_python(name: str, check: str, installs: list[list[str]], pip_env: dict | None = None) -> Path:
     venv = BENCH_HOME / name
     py = venv / "bin" / "python"
     if not (py.exists() and subprocess.run([py, "-c", check], capture_output=True).returncode == 0):
         print(f"installing {' '.join(sum(installs, []))} into {venv} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         for pkgs in installs:
-            subprocess.run([py, "-m", "pip", "install", "-q", *pkgs], check=True)
+            subprocess.run([py, "-m", "pip", "install", "-q", *pkgs], check=True,
+                           env=dict(os.environ, **(pip_env or {})))
     return py
 
 
 def piscis_python() -> Path:
-    return _venv_python("piscis-venv", "import piscis, torchvision", [list(p) for p in PISCIS_PINS])
+    # PyPI's torch, not a local CPU wheel: PyPI's torchvision is built against it (see the module notes)
+    return _venv_python("piscis-venv", "import piscis, torchvision", [list(p) for p in PISCIS_PINS],
+                        pip_env={"PIP_FIND_LINKS": "", "PIP_CONFIG_FILE": os.devnull})
 
 
 def ufish_python() -> Path:
     py = BENCH_HOME / "ufish-venv" / "bin" / "python"
     if not py.exists():
         sys.path.insert(0, str(HERE))
-        from bench_real import _ufish_python  # noqa: PLC0415
+        from bench_real import _ufish_python
 
         return _ufish_python()
     return py
@@ -288,7 +293,7 @@ def flops_per_pixel(model_path: str) -> float:
 
 
 def agreement(pred: np.ndarray, ref: np.ndarray) -> dict:
-    from napari_spotdetect.core.metrics import match_spots
+    from napari_spotdetect.core.groundtruth.metrics import match_spots
 
     m = match_spots(pred, ref, 1.0)
     return {"n_ref": int(len(ref)), "f1": float(m.f1), "matched": int(m.tp),
@@ -298,8 +303,8 @@ def agreement(pred: np.ndarray, ref: np.ndarray) -> dict:
 # -- the run ----------------------------------------------------------------------------------------------
 def run_size(size: int, engines: list[str], repeats: int, threads: int, device: str, tmp: Path,
              fpp: dict) -> list[dict]:
-    from napari_spotdetect.core.metrics import match_spots
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.groundtruth.metrics import match_spots
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     image, truth = synthetic_image((size, size), n_spots=size * size // 1500, seed=0)
     path = tmp / f"img{size}.npy"
@@ -335,7 +340,7 @@ def run_size(size: int, engines: list[str], repeats: int, threads: int, device: 
                "load_before_runs": [r["load_before"] for r in rs], "worker": workers[name].info}
         til = rs[-1].get("tiling")
         if til is None and kind == "piscis":  # piscis's plan = our exact plan on the same image
-            from napari_spotdetect.core.tiling import plan_tiles
+            from napari_spotdetect.core.detection.tiling import plan_tiles
 
             p = plan_tiles((size, size), (256, 256), 0.1)
             til = {**p.describe(), "batch_size": 1}
@@ -364,9 +369,9 @@ def print_table(res: dict) -> None:
     print(f"{res['threads']} threads; matmul ceiling float32 {res['matmul_gflops']['float32']:.0f} GFLOP/s, "
           f"bfloat16 {res['matmul_gflops']['bfloat16']:.0f} GFLOP/s; load average during the run "
           f"{res['load']['min']:.2f}-{res['load']['max']:.2f} (median {res['load']['median']:.2f})\n")
-    print("| image | engine | precision | tiles | s/image | MP/s | x piscis | GFLOP/s | peak RSS MB | spots | "
-          "F1 vs truth | vs piscis: F1, max dx px |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| image | engine | precision | tiles | s/image | MP/s | x piscis | GFLOP/s | share of probe | peak RSS MB | "
+          "spots | F1 vs truth | vs piscis: F1, max dx px |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in res["rows"]:
         til = r.get("tiling")
         tiles = f"{til['n_tiles']} x {til['tile'][0]}" if til else "-"
@@ -375,8 +380,18 @@ def print_table(res: dict) -> None:
         gf = f"{r['gflop_per_s']:.0f}" if r.get("gflop_per_s") else "-"
         x = f"{r['speed_vs_piscis']:.2f}" if r.get("speed_vs_piscis") else "-"
         prec = r.get("precision", "float32" if r["kind"] == "piscis" else "-").replace("torch.", "")
+        share = probe_share(r, res["matmul_gflops"])
+        share = f"{100 * share:.0f} % of {'bf16' if 'bfloat16' in prec else 'fp32'}" if share is not None else "-"
         print(f"| {r['size']}^2 | {r['engine']} | {prec} | {tiles} | {r['seconds']:.2f} | {r['megapixels_per_s']:.3f} "
-              f"| {x} | {gf} | {r['peak_rss_mb']:.0f} | {r['n_spots']} | {r['f1_vs_truth']:.3f} | {vs} |")
+              f"| {x} | {gf} | {share} | {r['peak_rss_mb']:.0f} | {r['n_spots']} | {r['f1_vs_truth']:.3f} | {vs} |")
+
+
+def probe_share(row: dict, rates: dict):
+    """The row's network GFLOP/s over the matmul probe's rate in its precision (None without a FLOP count)."""
+    if not row.get("gflop_per_s"):
+        return None
+    prec = str(row.get("precision", "float32"))
+    return row["gflop_per_s"] / rates["bfloat16" if "bfloat16" in prec else "float32"]
 
 
 def main(argv=None) -> None:
@@ -395,7 +410,7 @@ def main(argv=None) -> None:
         return
     import torch
 
-    from napari_spotdetect.core.speed import cpu_capability, cpu_has_native_bf16
+    from napari_spotdetect.core.detection.speed import cpu_capability, cpu_has_native_bf16
 
     torch.set_num_threads(a.threads)
     fpp = {"fixture": flops_per_pixel(str(fixture_model())), "default": flops_per_pixel("default")}

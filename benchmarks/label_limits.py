@@ -1,7 +1,7 @@
 """What the real sources' annotations let any detector reach (no model involved).
 
 For every source of ``../shared/data/real`` (2-D images; ``--split``), from the images and their annotations
-alone (:mod:`napari_spotdetect.core.annotation_limits`):
+alone (:mod:`annotation_limits`):
 
 - ``oracle F1i``: the F1 integral of the annotated spots moved to their intensity centres, scored against the
   annotation: a detector that finds exactly the annotated spots, placed where the light is, reaches this;
@@ -36,7 +36,7 @@ CUTS = np.geomspace(1.0, 1000.0, 241)
 
 
 def source_limits(images) -> dict:
-    from napari_spotdetect.core.annotation_limits import (  # noqa: PLC0415
+    from annotation_limits import (
         centroid_oracle,
         count_window,
         split_contrast,
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="val")
     ap.add_argument("--out", default=str(HERE / "results" / "label_limits.json"))
     a = ap.parse_args(argv)
-    from napari_spotdetect.core.real_data import load_annotated  # noqa: PLC0415
+    from real_data import load_annotated
 
     if not Path(a.root).is_dir():
         print(f"no real data at {a.root}", file=sys.stderr)

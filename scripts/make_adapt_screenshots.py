@@ -33,7 +33,7 @@ def main():
 
     from napari_spotdetect import layer_keys as K
     from napari_spotdetect import load_model
-    from napari_spotdetect.core.regions import inside
+    from napari_spotdetect.core.groundtruth.regions import inside
     from napari_spotdetect.widgets import adapt_widget
 
     torch.set_num_threads(1)

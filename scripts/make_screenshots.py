@@ -159,7 +159,7 @@ def finetune_screenshots(app, out: Path, model) -> None:
     """
     import napari
 
-    from napari_spotdetect.core.synthetic import synthetic_dataset
+    from napari_spotdetect.core.training.synthetic import synthetic_dataset
 
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1500, 1000)
@@ -208,7 +208,7 @@ def correct_and_qc_screenshots(model, out: Path, app, tmp: Path) -> None:
     import numpy as np
     from scipy.spatial.distance import cdist
 
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1400, 900)
@@ -300,7 +300,7 @@ def folder_screenshots(model, out: Path, app) -> None:
     import numpy as np
     import tifffile
 
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     folder = Path(tempfile.mkdtemp()) / "my-images"
     folder.mkdir()

@@ -1,9 +1,9 @@
 """Choose a model file's contrast floor on the real ``train`` split and write it into the file and its card.
 
-The floor (:mod:`napari_spotdetect.core.contrast`) drops candidates far dimmer than where their image's spots
+The floor (:mod:`napari_spotdetect.core.detection.contrast`) drops candidates far dimmer than where their image's spots
 stand out from its texture. It is chosen like the threshold, never on ``val``: the floor with the best mean
 F1 integral over the ``train`` sources and 12 synthetic validation images as one more source
-(:func:`~napari_spotdetect.core.real_data.choose_contrast_floor`), so it keeps their dimmer true spots too.
+(:func:`~real_data.choose_contrast_floor`), so it keeps their dimmer true spots too.
 
     PYTHONPATH=src python scripts/set_contrast_floor.py src/napari_spotdetect/data/default_model.pt \\
         [--real ../shared/data/real] [--out other.pt] [--rescore]
@@ -18,6 +18,9 @@ from pathlib import Path
 
 import torch
 
+# the reader of the real benchmark folders lives with the benchmarks (it is not part of the package)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 #: the synthetic validation images the threshold is chosen on (train_default_model.py's VAL_SEED, 256²)
 N_SYNTHETIC, SYNTHETIC_SEED = 12, 2
@@ -25,15 +28,16 @@ N_SYNTHETIC, SYNTHETIC_SEED = 12, 2
 
 def set_floor(path, real=REAL, out=None, per_source=None, rescore: bool = False) -> tuple[float, dict]:
     """Choose the floor on ``train``, write it; with ``rescore``, also the card's real ``val`` scores at it."""
-    from napari_spotdetect import load_model
-    from napari_spotdetect.core.real_data import (
+    from real_data import (
         choose_contrast_floor,
         contrast_floor_card,
         load_annotated,
         score_model,
         synthetic_source,
     )
-    from napari_spotdetect.core.synthetic import synthetic_dataset
+
+    from napari_spotdetect import load_model
+    from napari_spotdetect.core.training.synthetic import synthetic_dataset
     from napari_spotdetect.core.weights.native import atomic_torch_save
 
     model = load_model(path)

@@ -24,7 +24,7 @@ The bundled model is made in five stages, all from the repository root on CPU (s
    the smallest acquisitions are held out for validation until 6 images are: that is the two piscis_panels
    train images and one 5-frame pia_spots acquisition, so 75 pia_spots images are trained on) listed 4 times,
    mixed with 200 stage-1
-   synthetic images and 300 realistic synthetic ones (:func:`~napari_spotdetect.core.synthetic.realistic_image`
+   synthetic images and 300 realistic synthetic ones (:func:`~napari_spotdetect.core.training.synthetic.realistic_image`
    without the ``negatives`` ingredient, which the ablation showed to hurt), the input normalised by
    whole-image percentiles; best epoch by the F1 integral, threshold by the F1 within 3 px, both on the
    held-out real images and synthetic ones:
@@ -44,7 +44,8 @@ The bundled model is made in five stages, all from the repository root on CPU (s
 
    The ablation behind stage 4's choices (``benchmarks/ablation_real.py``) is in the README.
 
-   With ``--real``, the script ends by choosing the model's contrast floor (:mod:`napari_spotdetect.core.contrast`)
+   With ``--real``, the script ends by choosing the model's contrast floor
+   (:mod:`napari_spotdetect.core.detection.contrast`)
    on the real ``train`` images and 12 synthetic validation images. The bundled stage-5 file predates that
    step and got its floor (0) from the same rule through ``scripts/set_contrast_floor.py ... --rescore``.
    ``--tiny`` runs any of these in a few steps on a few images (CI does, to check the script end to end).
@@ -53,7 +54,7 @@ Held-out synthetic F1 integral after stages 1-3: 0.945, 0.951, 0.953. Stage 1's 
 epoch to epoch; the weight average smooths that out. (A second stage weighting the displacement loss
 more, ``--l2-weight 1.0 --lr 2e-4``, gave 0.9453: no gain.)
 
-It trains with :class:`napari_spotdetect.core.train.Trainer` on ``synthetic_dataset(kind="train")`` (and,
+It trains with :class:`napari_spotdetect.core.training.train.Trainer` on ``synthetic_dataset(kind="train")`` (and,
 with ``--real`` / ``--n-realistic``, real and realistic synthetic images), evaluates the best checkpoint on a
 held-out synthetic benchmark (different seed) and on that benchmark
 scaled by 0.2 and 5, and writes ``src/napari_spotdetect/data/default_model.pt`` (half precision) with a
@@ -64,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -72,19 +74,22 @@ import numpy as np
 import torch
 
 from napari_spotdetect import load_model
-from napari_spotdetect.core.detect import detect
-from napari_spotdetect.core.metrics import evaluate
+from napari_spotdetect.core.detection.detect import detect
+from napari_spotdetect.core.groundtruth.metrics import evaluate
 from napari_spotdetect.core.models.piscis_net import PiscisConfig
-from napari_spotdetect.core.real_data import (
+from napari_spotdetect.core.training.synthetic import INGREDIENTS, realistic_dataset, synthetic_dataset
+from napari_spotdetect.core.training.train import TrainConfig, Trainer
+from napari_spotdetect.core.weights.native import save_model
+
+# the reader of the real benchmark folders lives with the benchmarks (it is not part of the package)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from real_data import (
     choose_contrast_floor,
     contrast_floor_card,
     load_annotated,
     score_model,
     synthetic_source,
 )
-from napari_spotdetect.core.synthetic import INGREDIENTS, realistic_dataset, synthetic_dataset
-from napari_spotdetect.core.train import TrainConfig, Trainer
-from napari_spotdetect.core.weights.native import save_model
 
 ARCH = PiscisConfig(widths=(16, 32, 64, 128), depths=(1, 2, 2, 2))
 TRAIN_SEED, VAL_SEED, TEST_SEED = 1, 2, 3
@@ -204,10 +209,10 @@ def main(argv=None):
                       seed=a.seed, ema=a.ema, select=a.select, normalization=a.normalization,
                       val_radius=a.val_radius)
     deadline = t0 + a.minutes * 60
-    data_info = {"source": "napari_spotdetect.core.synthetic.synthetic_dataset", "kind": "train",
+    data_info = {"source": "napari_spotdetect.core.training.synthetic.synthetic_dataset", "kind": "train",
                  "n_images": a.n_train, "seed": TRAIN_SEED, "validation": {"n_images": a.n_val, "seed": VAL_SEED}}
     if a.n_realistic:
-        data_info["realistic_synthetic"] = {"source": "napari_spotdetect.core.synthetic.realistic_dataset",
+        data_info["realistic_synthetic"] = {"source": "napari_spotdetect.core.training.synthetic.realistic_dataset",
                                             "n_images": a.n_realistic, "seed": REAL_SEED, "without": a.without,
                                             "validation": {"n_images": max(2, a.n_val // 2), "seed": REAL_VAL_SEED}}
     if real_info:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_spotdetect.core.metrics import match_spots
-from napari_spotdetect.core.regions import inside
-from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.groundtruth.metrics import match_spots
+from napari_spotdetect.core.groundtruth.regions import inside
+from napari_spotdetect.core.training.synthetic import synthetic_image
 
 #: the left square is annotated, the right one is the unseen part scored after adapting
 LEFT, RIGHT = (0, 0, 128, 128), (0, 128, 128, 256)

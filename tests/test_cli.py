@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from napari_spotdetect.cli import main
-from napari_spotdetect.core.metrics import evaluate
+from napari_spotdetect.core.groundtruth.metrics import evaluate
 
 from .conftest import PISCIS_FIX, need_shared
 
@@ -30,7 +30,7 @@ def test_predict_writes_csv_and_provenance(tmp_path, piscis_fixture_file, capsys
 
 @pytest.mark.slow
 def test_predict_with_augmentation_records_it(tmp_path):
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     img, truth = synthetic_image((128, 128), n_spots=25, seed=3)
     np.save(tmp_path / "a.npy", img)
@@ -42,7 +42,7 @@ def test_predict_with_augmentation_records_it(tmp_path):
 
 
 def test_predict_with_a_contrast_floor_keeps_only_what_stands_out(tmp_path, capsys):
-    from napari_spotdetect.core.synthetic import spots_in_texture
+    from napari_spotdetect.core.training.synthetic import spots_in_texture
 
     img, bright = spots_in_texture(seed=1)
     np.save(tmp_path / "a.npy", img)

@@ -6,7 +6,7 @@ import pytest
 
 from napari_spotdetect import detect, load_model
 from napari_spotdetect.cli import main
-from napari_spotdetect.core.regions import inside
+from napari_spotdetect.core.groundtruth.regions import inside
 
 from .adapt_scenes import LEFT, RIGHT, f1_in, faint_spots_scene, write_image_and_spots
 

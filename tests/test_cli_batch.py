@@ -9,7 +9,7 @@ import tifffile
 
 from napari_spotdetect import detect
 from napari_spotdetect.cli import main
-from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.training.synthetic import synthetic_image
 
 COLS = ["y", "x", "score", "intensity"]
 

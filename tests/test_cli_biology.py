@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from napari_spotdetect.cli import main
-from napari_spotdetect.core.exports import read_trackmate_xml
+from napari_spotdetect.core.io.exports import read_trackmate_xml
 
 from .core.test_fit import draw, grid
 
@@ -69,7 +69,7 @@ def test_export_to_trackmate_and_points(plane, capsys):
 
 
 def test_predict_fits_counts_per_cell_and_writes_trackmate(tmp_path):
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     img, _truth = synthetic_image((128, 128), n_spots=25, seed=3)
     np.save(tmp_path / "a.npy", img)

@@ -6,7 +6,7 @@ import pytest
 from napari_spotdetect.cli_train import add_train_parsers
 from napari_spotdetect.core.errors import SpotDetectError
 from napari_spotdetect.core.models.zoo import load_model
-from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.training.synthetic import synthetic_image
 
 
 def _parse(argv):

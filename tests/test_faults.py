@@ -19,9 +19,9 @@ import torch
 
 from napari_spotdetect import load_model
 from napari_spotdetect.cli import main
-from napari_spotdetect.core.detect import detect
+from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.spots_io import read_spots_csv
+from napari_spotdetect.core.io.spots_io import read_spots_csv
 from napari_spotdetect.core.weights.native import save_model
 
 RNG = np.random.default_rng(0)

@@ -20,8 +20,10 @@ from hypothesis import strategies as st  # noqa: E402
 from napari_spotdetect import load_model  # noqa: E402
 from napari_spotdetect._reader import get_reader  # noqa: E402
 from napari_spotdetect.core.errors import SpotDetectError  # noqa: E402
-from napari_spotdetect.core.spots_io import read_spots_csv  # noqa: E402
+from napari_spotdetect.core.io.spots_io import read_spots_csv  # noqa: E402
 from napari_spotdetect.core.weights import tf_bundle as tb  # noqa: E402
+
+from . import tf_bundle_writer as tbw  # noqa: E402
 
 BUDGET = settings(max_examples=int(os.environ.get("SPOTDETECT_FUZZ_EXAMPLES", "40")), deadline=None,
                   suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], derandomize=True)
@@ -77,7 +79,7 @@ def test_napari_csv_reader_with_any_provenance(tmp_path_factory, doc, raw):
 @pytest.fixture(scope="module")
 def bundle_index(tmp_path_factory):
     d = tmp_path_factory.mktemp("bundle")
-    prefix = tb.write_bundle(d / "variables", {f"w{i}": np.arange(i + 3, dtype=np.float32) for i in range(6)})
+    prefix = tbw.write_bundle(d / "variables", {f"w{i}": np.arange(i + 3, dtype=np.float32) for i in range(6)})
     return prefix.with_name("variables.index").read_bytes(), d
 
 

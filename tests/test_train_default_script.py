@@ -24,7 +24,7 @@ def test_training_script_tiny_run_writes_a_loadable_model_with_its_card(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     from napari_spotdetect import load_model
-    from napari_spotdetect.core.model_card import card_lines
+    from napari_spotdetect.core.models.model_card import card_lines
 
     model = load_model(out, device="cpu")
     card = model.info.card

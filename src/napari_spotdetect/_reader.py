@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from . import layer_keys as K
-from .core.spots_io import COORD_ORDER, NotASpotTable, provenance_path, read_spots_csv
+from .core.io.spots_io import COORD_ORDER, NotASpotTable, provenance_path, read_spots_csv
 from .widgets.layers import TRUTH_COLOUR
 
 #: ring colour of a spot table that is not ground truth (none of the QC legend's colours either)
@@ -36,7 +36,13 @@ def get_reader(path):
     except (NotASpotTable, ValueError, OSError):
         return None
     if {"x_px", "y_px"} <= set(df.columns):  # a points table: x, y in um, pixels in *_px
-        return lambda _path: [_points_table_layer(path)]
+        from .core.errors import SpotDetectError
+
+        try:  # read now: a table or units sidecar we cannot read is declined, never a traceback
+            layer = _points_table_layer(path)
+        except SpotDetectError:
+            return None
+        return lambda _path: [layer]
     return lambda _path: [_points_layer(df, path)]
 
 
@@ -44,7 +50,7 @@ def _points_table_layer(path: Path):
     """A points table (``write_points_table``) in pixels, scaled to um when it records its pixel size."""
     import numpy as np
 
-    from .core.exports import read_points_table
+    from .core.io.exports import read_points_table
 
     df = read_points_table(path)
     data, kw, kind = _points_layer(df, path)
@@ -92,7 +98,7 @@ def get_image_reader(path):
     if path is None:
         return None
     from .core.errors import SpotDetectError
-    from .core.image_files import read_image_with_info
+    from .core.io.image_files import read_image_with_info
 
     try:
         data, info = read_image_with_info(path)
@@ -125,16 +131,19 @@ def image_layer_data(data, info, name: str):
 def get_trackmate_reader(path):
     """Spots of a TrackMate XML file, scaled to micrometres when the file has a calibration."""
     from .core.errors import SpotDetectError
-    from .core.exports import read_trackmate_xml
+    from .core.io.exports import read_trackmate_xml
 
     path = _one_file(path, (".xml",))
     if path is None:
         return None
     try:
         df = read_trackmate_xml(path)
+        layer = _trackmate_layer(df, path)
     except SpotDetectError:
         return None
-    return lambda _path: [_trackmate_layer(df, path)]
+    except Exception:
+        return None
+    return lambda _path: [layer]
 
 
 def _trackmate_layer(df, path: Path):

@@ -23,7 +23,7 @@ def smfish_2d():
     Dim spots, specks and haze make the threshold matter here, as it does on real images: on a plane of only
     bright, isolated spots every score saturates and the slider would seem to do nothing.
     """
-    from .core.synthetic import realistic_image
+    from .core.training.synthetic import realistic_image
 
     img, coords = realistic_image((512, 512), seed=SAMPLE_2D_SEED)
     truth = {"name": "true spots", "features": {"source": np.full(len(coords), "truth")}, **_TRUTH_STYLE}

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from . import layer_keys as K
-from .core.spots_io import write_spots_csv
+from .core.common.validate import axes_for_rank
+from .core.io.spots_io import write_spots_csv
 from .widgets.layers import axes_from_labels
 
 
@@ -40,13 +41,13 @@ def _layer_axes(ndim: int, meta: dict) -> str:
                  axes_from_labels(meta.get("axis_labels") or ())):
         if axes and len(axes) == ndim:
             return axes
-    return "tzyx"[-ndim:] if ndim <= 4 else "tczyx"[-ndim:]
+    return axes_for_rank(ndim)
 
 
 def write_trackmate(path: str, data, meta: dict) -> list[str]:
     """Save a Points layer as TrackMate XML, in micrometres when the layer's scale holds a pixel size."""
-    from .core.exports import write_trackmate_xml
-    from .core.units import pixel_size_from_scale
+    from .core.io.exports import write_trackmate_xml
+    from .core.io.units import pixel_size_from_scale
 
     df, axes = _layer_table(data, meta)
     scale = meta.get("scale")

@@ -12,42 +12,48 @@ from pathlib import Path
 import numpy as np
 
 from .core.errors import SpotDetectError
-from .core.spots_io import coordinate_columns, is_sidecar, read_spots_csv
+from .core.io.spots_io import coordinate_columns, is_sidecar, read_spots_csv
 
 METRIC_KEYS = ("precision", "recall", "f1", "f1_integral")
 
 
 def cmd_predict(args) -> int:
-    from .cli_biology import biology_post
-    from .core.batch import PredictOptions, run_batch
-    from .core.image_sources import find_images
+    from .cli_biology import biology_post, check_predict_inputs
+    from .core.detection.batch import PredictOptions, check_output_names, prepare_output, run_batch
+    from .core.io.image_sources import find_images
 
     files = find_images(args.images)
+    check_output_names(files)  # before anything is written
+    check_predict_inputs(args, files)  # before the model loads and any image runs
+    prepare_output(args.out)
     if args.dask_scheduler and args.workers:
         raise SpotDetectError("--dask-scheduler and --workers were both given.",
                               "use --dask-scheduler to join a running cluster, or --workers N to start one here.")
     if args.workers is not None and args.workers < 1:
         raise SpotDetectError(f"--workers {args.workers} is not a number of workers.", "use --workers 1 or more.")
-    options = PredictOptions(model=str(args.model), device=args.device, variant=args.variant,
-                             threshold=args.threshold, axes=args.axes,
-                             tile_size=tuple(args.tile_size) if args.tile_size else None,
-                             batch_size=args.batch_size, min_distance=args.min_distance, augment=args.augment,
-                             speed=args.speed, contrast_floor=args.contrast_floor, post=biology_post(args))
     from . import load_model
-    from .core.detect import check_settings
+    from .core.detection.options import DetectOptions
 
     # settings are the same for every image: a bad one stops the run before any work (exit 2)
+    detection = DetectOptions(threshold=args.threshold, axes=args.axes, tile_size=args.tile_size or None,
+                              batch_size=args.batch_size, min_distance=args.min_distance, augment=args.augment,
+                              speed=args.speed, contrast_floor=args.contrast_floor)
+    options = PredictOptions(model=str(args.model), device=args.device, variant=args.variant, detection=detection,
+                             post=biology_post(args))
     model = load_model(args.model, device=args.device, variant=args.variant)
-    check_settings(model, args.threshold, axes=args.axes, tile_size=options.tile_size, batch_size=args.batch_size,
-                   min_distance=args.min_distance, speed=args.speed, contrast_floor=args.contrast_floor)
+    detection.check_for(model)
     client = cluster = None
     if args.dask_scheduler or args.workers:
         model = None  # each worker loads its own
-        client, cluster = _dask_client(args.dask_scheduler, args.workers)
+        client, cluster = _dask_client(args.dask_scheduler, args.workers, args.threads)
         print(f"dask: {len(client.scheduler_info().get('workers', {}))} worker(s) at {client.scheduler.address}",
               file=sys.stderr)
     else:
-        print(f"model: {model.info.name} ({model.info.arch} {model.info.variant}) on {model.device}", file=sys.stderr)
+        import torch
+
+        cpu = str(model.device).startswith("cpu")
+        where = f"{model.device}" + (f", {torch.get_num_threads()} thread(s)" if cpu else "")
+        print(f"model: {model.info.name} ({model.info.arch} {model.info.variant}) on {where}", file=sys.stderr)
     bar = _Bar()
     try:
         rows = run_batch(files, args.out, options, overwrite=args.overwrite, client=client, model=model,
@@ -61,7 +67,7 @@ def cmd_predict(args) -> int:
     return _report(rows, Path(args.out))
 
 
-def _dask_client(address, workers):
+def _dask_client(address, workers, threads_each=None):
     """A client of the cluster at ``address``, or of a new LocalCluster of ``workers`` processes."""
     try:
         from distributed import Client, LocalCluster
@@ -73,11 +79,13 @@ def _dask_client(address, workers):
         except (OSError, TimeoutError) as err:
             raise SpotDetectError(f"Cannot reach the Dask scheduler at {address}: {err}.",
                                   "check the address (e.g. tcp://host:8786) and that the scheduler runs.") from err
-    import os
 
     import dask
 
-    threads = max(1, (os.cpu_count() or 1) // workers)  # torch in each worker uses its share of the cores
+    # torch in each worker uses --threads, else its share of the idle cores
+    from .core.common.device import idle_cores
+
+    threads = threads_each or max(1, idle_cores() // workers)
     # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc map and unmap every large
     # array: torch inference ran 2x slower per image here. Our workers start without it.
     with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}):
@@ -122,7 +130,7 @@ class _Bar:
 
 
 def _report(rows, out: Path) -> int:
-    from .core.batch import SUMMARY_NAME
+    from .core.detection.batch import SUMMARY_NAME
 
     done = [r for r in rows if r["status"] == "done"]
     failed = [r for r in rows if r["status"] == "failed"]
@@ -142,7 +150,7 @@ def _coords(df, cols):
 
 
 def cmd_evaluate(args) -> int:
-    from .core.metrics import evaluate
+    from .core.groundtruth.metrics import evaluate
 
     pred_dir, truth_dir = Path(args.pred), Path(args.truth)
     for d in (pred_dir, truth_dir):
@@ -185,7 +193,7 @@ def cmd_evaluate(args) -> int:
     print(f"{'mean':<{width}}  {'':>6} {'':>6} {mean['precision']:>9.4f} {mean['recall']:>7.4f} {mean['f1']:>6.4f} "
           f"{mean['f1_integral']:>7.4f}   (radius {args.radius} px)")
     if args.json:
-        from .core.spots_io import atomic_write_text
+        from .core.io.spots_io import atomic_write_text
 
         doc = {"radius": args.radius, "images": rows, "mean": mean}
         atomic_write_text(Path(args.json), json.dumps(doc, indent=2))
@@ -200,10 +208,10 @@ def cmd_demo(args) -> int:
     import tifffile
 
     from . import load_model
-    from .core.detect import detect
-    from .core.metrics import evaluate
-    from .core.spots_io import write_spots_csv
-    from .core.synthetic import synthetic_image
+    from .core.detection.detect import detect
+    from .core.groundtruth.metrics import evaluate
+    from .core.io.spots_io import write_spots_csv
+    from .core.training.synthetic import synthetic_image
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="spotdetect-demo-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -222,14 +230,34 @@ def cmd_demo(args) -> int:
     print(f"wrote {tif}, the true spots {truth_csv} and the detected spots {pred_csv}.")
     print("next, look at them in napari, then score them (or score your own predictions the same way):")
     q = shlex.quote
-    print(f"  napari {q(str(tif))} {q(str(pred_csv))} {q(str(truth_csv))}")
-    print(f"  spotdetect evaluate --pred {q(str(pred_csv.parent))} --truth {q(str(truth_csv.parent))}")
+    print(f"  {runnable('napari', 'napari')} {q(str(tif))} {q(str(pred_csv))} {q(str(truth_csv))}")
+    print(f"  {runnable('spotdetect', 'napari_spotdetect.cli')} evaluate --pred {q(str(pred_csv.parent))} "
+          f"--truth {q(str(truth_csv.parent))}")
     return 0
 
 
+def runnable(script: str, module: str) -> str:
+    """How to start ``script`` of this installation from a shell where its environment is not activated.
+
+    The bare name when the shell's PATH finds this installation's script, else the script's full path, else
+    this Python with ``-m module``.
+    """
+    import os
+    import shutil
+
+    here = Path(sys.executable).parent
+    mine = next((here / n for n in (script, f"{script}.exe") if (here / n).is_file()), None)
+    found = shutil.which(script)
+    if mine is not None:
+        if found and Path(found).resolve() == mine.resolve():
+            return script
+        return shlex.quote(str(mine)) if os.name != "nt" else f'"{mine}"'
+    return f"{shlex.quote(sys.executable)} -m {module}"
+
+
 def cmd_models(args) -> int:
-    from .core.device import available_devices
-    from .core.model_card import card_lines
+    from .core.common.device import available_devices
+    from .core.models.model_card import card_lines
     from .core.models.zoo import BUNDLED, DOWNLOADABLE, bundled_path, load_model
     from .core.weights.deepspot_fetch import PACKAGE, VERSION, cache_dir, deepspot_folder, is_complete
 
@@ -307,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_biology import add_biology_parsers, add_predict_options
 
     add_predict_options(p)
+    add_threads_option(p)
     p.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="precision, recall, F1 and F1 integral of predictions against ground truth")
@@ -323,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder, printed at the end)")
     d.add_argument("--device", default=None, help="cuda, mps, cpu (default: best available)")
     d.add_argument("--seed", type=int, default=1, help="seed of the synthetic image (default: %(default)s)")
+    add_threads_option(d)
     d.set_defaults(func=cmd_demo)
 
     m = sub.add_parser("models", help="list the models this package knows (bundled, downloadable, cached), "
@@ -339,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-_PY_ARG = re.compile(r"\b(axes|device|threshold|tile_size|batch_size|min_distance|radius|lr|model)="
+_PY_ARG = re.compile(r"\b(axes|device|threads|threshold|tile_size|batch_size|min_distance|radius|lr|model)="
                      r"(?:'([^']*)'|([\w.+-]+))")
 
 
@@ -360,9 +390,21 @@ def _end_progress_line() -> None:
         _open_line[0] = False
 
 
+THREADS_HELP = ("CPU threads for the network (default: the cores idle when the command starts, or OMP_NUM_THREADS "
+                "when set; torch alone would take every core, which is many times slower on a busy machine)")
+
+
+def add_threads_option(p) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "threads"):  # every command that runs a network has --threads
+            from .core.common.device import use_threads
+
+            use_threads(args.threads)
         return int(args.func(args) or 0)
     except SpotDetectError as err:
         _end_progress_line()

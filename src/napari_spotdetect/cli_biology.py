@@ -21,7 +21,7 @@ _PS_HELP = ("pixel size in micrometres: one number, Y X, or Z Y X (z step first)
 def _pixel_size(values):
     if not values:
         return None
-    from .core.units import as_pixel_size
+    from .core.io.units import as_pixel_size
 
     return as_pixel_size(values)
 
@@ -29,7 +29,7 @@ def _pixel_size(values):
 def _labels(path):
     if path is None:
         return None
-    from .core.spots_io import read_image
+    from .core.io.spots_io import read_image
 
     arr = read_image(Path(path))
     if arr.dtype.kind not in "iu":
@@ -38,18 +38,64 @@ def _labels(path):
     return arr
 
 
-def _labels_for(arg, image_path: Path):
-    """``--labels`` is one label file for every image, or a folder of label files named after the images."""
-    if arg is None:
-        return None
+def _label_file(arg, image_path: Path) -> Path:
+    """The label file ``--labels``/``--nuclei`` gives for ``image_path``: the file, or its namesake in a folder."""
     p = Path(arg)
     if p.is_dir():
         hits = sorted(f for f in p.iterdir() if f.stem == image_path.stem)
         if not hits:
             raise SpotDetectError(f"No label image named {image_path.stem}.* in {p}.",
                                   "name each label file after its image, or pass one label file.")
-        return _labels(hits[0])
-    return _labels(p)
+        return hits[0]
+    if not p.is_file():
+        raise SpotDetectError(f"The label image {p} does not exist.", "pass a label image file or a folder of them.")
+    return p
+
+
+def _check_label_scale(label_path: Path, image_um, image_path: Path) -> None:
+    """Labels whose file gives another pixel size than the image's were segmented on another scale."""
+    if image_um is None or label_path.suffix.lower() not in (".tif", ".tiff"):
+        return
+    from .core.io.image_files import tiff_info
+    from .core.io.units import pixel_size_um
+
+    lab_um = pixel_size_um(tiff_info(label_path))
+    if lab_um is None:
+        return
+    a, b = np.array(image_um[1:]), np.array(lab_um[1:])
+    if np.any(np.abs(a - b) > 0.01 * np.maximum(a, b)):
+        raise SpotDetectError(f"The label image {label_path.name} has pixels of {b[0]:g} x {b[1]:g} um (y, x) but "
+                              f"{image_path.name} has {a[0]:g} x {a[1]:g} um: the labels are on another scale, and "
+                              "spots would be counted in the wrong cells.",
+                              "segment the image at its own resolution (or resample the labels to it, nearest "
+                              "neighbour), so both files give the same pixel size.")
+
+
+def _labels_for(arg, image_path: Path):
+    """``--labels`` is one label file for every image, or a folder of label files named after the images."""
+    if arg is None:
+        return None
+    return _labels(_label_file(arg, image_path))
+
+
+def check_predict_inputs(args, files) -> None:
+    """What ``predict``'s biology options need, checked for every image before the first one runs the network."""
+    _pixel_size(getattr(args, "pixel_size", None))
+    for opt in ("labels", "nuclei"):
+        arg = getattr(args, opt, None)
+        if arg is None:
+            continue
+        missing = []
+        for f in files:
+            try:
+                _label_file(arg, Path(f))
+            except SpotDetectError:
+                missing.append(Path(f).stem)
+        if missing:
+            raise SpotDetectError(f"--{opt} {arg}: no label image for {len(missing)} of {len(files)} image(s) "
+                                  f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}).",
+                                  f"put a label file named after each image in {arg} (e.g. {missing[0]}.tif), or "
+                                  "pass one label file for all images.")
 
 
 def add_predict_options(p) -> None:
@@ -69,8 +115,14 @@ class _BatchPost:
     def __init__(self, args):
         self.args = args
 
+    @property
+    def settings(self) -> dict:
+        """What this step adds to each image's spots, recorded in the provenance (a resume compares it)."""
+        a = self.args
+        return {k: getattr(a, k, None) for k in ("fit", "labels", "nuclei", "pixel_size", "trackmate")}
+
     def __call__(self, path, image, spots, axes, pixel_size_um):
-        from .core.image_sources import read
+        from .core.io.image_sources import read
 
         return after_predict(self.args, read(image), spots, Path(path), Path(self.args.out), axes=axes,
                              file_pixel_size=pixel_size_um)
@@ -87,13 +139,13 @@ def after_predict(args, image, spots, image_path: Path, out: Path, axes=None, fi
 
     ``--pixel-size`` wins over ``file_pixel_size`` (the one the image file's metadata gives, in um).
     """
-    from .core.units import with_micrometres
+    from .core.io.units import with_micrometres
 
     ps = _pixel_size(getattr(args, "pixel_size", None)) or file_pixel_size
     axes = getattr(args, "axes", None) or axes
     note = {}
     if getattr(args, "fit", False):
-        from .core.measure import count_molecules, measure_spots
+        from .core.analysis.measure import count_molecules, measure_spots
 
         spots = measure_spots(image, spots, axes=axes)
         if len(spots) and spots["fit_ok"].any():
@@ -102,10 +154,14 @@ def after_predict(args, image, spots, image_path: Path, out: Path, axes=None, fi
         note["gaussian_fit"] = {"n_fit_ok": int(spots["fit_ok"].sum()) if len(spots) else 0}
     cells = _labels_for(getattr(args, "labels", None), image_path)
     if cells is not None:
-        from .core.cells import count_spots_in_cells
-        from .core.exports import write_cell_table
+        from .core.analysis.cells import check_labels_match, count_spots_in_cells
+        from .core.io.exports import write_cell_table
 
         nuclei = _labels_for(args.nuclei, image_path)
+        for name, lab, opt in (("cells", cells, "labels"), ("nuclei", nuclei, "nuclei")):
+            if lab is not None:
+                check_labels_match(lab, np.shape(image), axes, name, image=str(image_path))
+                _check_label_scale(_label_file(getattr(args, opt), image_path), file_pixel_size, image_path)
         spots, table = count_spots_in_cells(spots, cells, nuclei, pixel_size=ps)
         cell_path = write_cell_table(table, out / "cells" / f"{image_path.stem}.csv")
         note["cell_table"] = str(cell_path)
@@ -115,7 +171,7 @@ def after_predict(args, image, spots, image_path: Path, out: Path, axes=None, fi
         spots = with_micrometres(spots, ps)
         note["pixel_size_zyx_um"] = [None if np.isnan(v) else v for v in ps]
     if getattr(args, "trackmate", False):
-        from .core.exports import write_trackmate_xml
+        from .core.io.exports import write_trackmate_xml
 
         write_trackmate_xml(spots, out / f"{image_path.stem}.xml", pixel_size=ps,
                             image_shape=np.shape(image), image_name=str(image_path))
@@ -123,8 +179,8 @@ def after_predict(args, image, spots, image_path: Path, out: Path, axes=None, fi
 
 
 def cmd_measure(args) -> int:
-    from .core.measure import count_molecules, measure_spots
-    from .core.spots_io import read_image, read_spots_csv, write_spots_csv
+    from .core.analysis.measure import count_molecules, measure_spots
+    from .core.io.spots_io import read_image, read_spots_csv, write_spots_csv
 
     image = read_image(Path(args.image))
     spots = read_spots_csv(Path(args.spots))
@@ -146,13 +202,20 @@ def cmd_measure(args) -> int:
 
 
 def cmd_count(args) -> int:
-    from .core.cells import count_spots_in_cells
-    from .core.exports import write_cell_table
-    from .core.spots_io import read_image, read_spots_csv, write_spots_csv
+    from .core.analysis.cells import count_spots_in_cells
+    from .core.io.exports import write_cell_table
+    from .core.io.spots_io import read_image, read_spots_csv, write_spots_csv
 
     spots = read_spots_csv(Path(args.spots))
     cells, nuclei = _labels(args.cells), _labels(args.nuclei)
     image = read_image(Path(args.image)) if args.image else None
+    grid, axes, what = _image_grid(Path(args.spots), image, args.image)
+    if grid is not None:
+        from .core.analysis.cells import check_labels_match
+
+        for name, lab in (("cells", cells), ("nuclei", nuclei)):
+            if lab is not None:
+                check_labels_match(lab, grid, axes, name, image=what)
     assigned, table = count_spots_in_cells(spots, cells, nuclei, pixel_size=_pixel_size(args.pixel_size),
                                            image=image, by=args.by)
     path = write_cell_table(table, Path(args.out))
@@ -163,21 +226,68 @@ def cmd_count(args) -> int:
     return 0
 
 
+def _provenance_of(spots_path: Path) -> dict:
+    """The spot table's provenance, or {} when it has none; a damaged one is an error that names the file."""
+    from .core.io.spots_io import provenance_path
+
+    prov = provenance_path(spots_path)
+    if not prov.is_file():
+        return {}
+    try:
+        doc = json.loads(prov.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise SpotDetectError(f"{prov} is not valid JSON ({err}).",
+                              f"restore it, or move it away to use {spots_path.name} without its provenance.") from err
+    if not isinstance(doc, dict):
+        raise SpotDetectError(f"{prov} holds a JSON {type(doc).__name__}, not a provenance record.",
+                              f"restore it, or move it away to use {spots_path.name} without its provenance.")
+    return doc
+
+
+def _image_shape_of(path: Path):
+    """The shape of an image file, read from its header (lazily); None when it is not there to read."""
+    from .core.io.image_sources import is_image_path, opened_image
+
+    if not is_image_path(path):
+        return None
+    with opened_image(path) as (arr, _axes):
+        return tuple(int(v) for v in arr.shape)
+
+
+def _image_grid(spots_path: Path, image=None, image_path=None):
+    """(shape, axes, name) of the image the spots were found in: from ``image`` or the table's provenance."""
+    if image is not None:
+        return np.shape(image), None, str(image_path)
+    prov = _provenance_of(spots_path)
+    shape, axes = prov.get("image_shape"), prov.get("axes")
+    if isinstance(shape, list) and all(isinstance(v, int) and v > 0 for v in shape) and shape:
+        return tuple(shape), axes if isinstance(axes, str) else None, f"the image of {spots_path.name} (its provenance)"
+    return None, None, None
+
+
 def cmd_export(args) -> int:
-    from .core.exports import write_points_table, write_trackmate_xml
-    from .core.spots_io import provenance_path, read_spots_csv
+    from .core.io.exports import write_points_table, write_trackmate_xml
+    from .core.io.spots_io import provenance_path, read_spots_csv
 
     src = Path(args.spots)
     spots = read_spots_csv(src)
     ps = _pixel_size(args.pixel_size)
+    prov = _provenance_of(src)
     if ps is None:  # a table written with a pixel size remembers it in its provenance
-        prov = provenance_path(src)
-        if prov.is_file():
-            saved = json.loads(prov.read_text()).get("pixel_size_zyx_um")
+        saved = prov.get("pixel_size_zyx_um")
+        if saved is not None:
+            if not (isinstance(saved, list) and all(v is None or isinstance(v, (int, float)) for v in saved)):
+                raise SpotDetectError(f"{provenance_path(src)} has a pixel size that is not a list of numbers: "
+                                      f"{str(saved)[:80]}.", "pass --pixel-size, or fix or move away the provenance.")
             ps = _pixel_size([np.nan if v is None else v for v in saved]) if saved else None
     if args.to == "trackmate":
+        shape = args.image_shape
+        if shape is None and args.image:  # the image's own size, not the extent of its spots
+            shape = _image_shape_of(Path(args.image))
+        if shape is None:
+            shape = _image_grid(src)[0]
         path = write_trackmate_xml(spots, Path(args.out), pixel_size=ps, image_name=args.image or "",
-                                   image_shape=args.image_shape)
+                                   image_shape=shape)
     else:
         path = write_points_table(spots, Path(args.out), pixel_size=ps)
     units = "micrometres" if ps is not None else "pixels (no --pixel-size)"

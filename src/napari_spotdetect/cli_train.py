@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from .core.errors import SpotDetectError
-from .core.examples import VAL_SHARE
-from .core.finetune_defaults import DEFAULTS as FT
+from .core.training.examples import VAL_SHARE
+from .core.training.finetune_defaults import DEFAULTS as FT
 
 
 def _common(p, epochs: int, steps: int | None, lr: float, lr_help: str):
@@ -39,7 +39,9 @@ def _common(p, epochs: int, steps: int | None, lr: float, lr_help: str):
     p.add_argument("--select", default="f1", choices=["f1", "f1_integral"],
                    help="validation metric that picks the best epoch (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    from .cli import THREADS_HELP
+
+    p.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints of an earlier run")
     p.add_argument("--half", action="store_true", help="store weights in half precision (smaller file)")
 
@@ -94,12 +96,12 @@ def _regions_arg(p) -> None:
 
 
 def _data(args, synthetic: int = 0, kind: str = "train"):
-    from .core.synthetic import synthetic_dataset
-    from .core.train import pairs_from_folder
+    from .core.training.synthetic import synthetic_dataset
+    from .core.training.train import pairs_from_folder
 
     regions = None
     if getattr(args, "regions", None):
-        from .core.regions import read_regions_csv
+        from .core.groundtruth.regions import read_regions_csv
 
         regions = read_regions_csv(args.regions)
     train = pairs_from_folder(args.images, args.spots, regions=regions) if args.images else []
@@ -131,7 +133,7 @@ def _show(ev):
 def _run(arch, train, val, cfg, args, info) -> int:
     import torch
 
-    from .core.train import Trainer
+    from .core.training.train import Trainer
     from .core.weights.native import save_model
 
     if args.threads:
@@ -151,31 +153,41 @@ def _run(arch, train, val, cfg, args, info) -> int:
     return 0
 
 
+def _check_early(args) -> None:
+    """Settings that need no data, checked before the data is read or made (that takes seconds to minutes)."""
+    from .core.training.config import TrainConfig, check_run_settings
+
+    check_run_settings(TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                                   batch_size=args.batch_size, device=args.device))
+
+
 def cmd_train(args) -> int:
     from .core.models.piscis_net import PiscisConfig
-    from .core.train import TrainConfig
+    from .core.training.train import TrainConfig
 
+    _check_early(args)
     train, val, info = _data(args, args.synthetic, args.kind)
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                       crop=args.crop, loss=args.loss, l2_weight=args.l2_weight, optimizer=args.optimizer, lr=args.lr,
                       seed=args.seed, device=args.device, ema=args.ema, select=args.select)
     arch = PiscisConfig(widths=tuple(args.widths), depths=tuple(args.depths))
     if val is None:  # the trainer never splits: hold images out here, as fine-tuning does
-        from .core.examples import split_examples
+        from .core.training.examples import split_examples
 
         train, val = split_examples(train, VAL_SHARE, args.seed) if len(train) > 1 else (train, None)
     return _run(arch, train, val, cfg, args, info)
 
 
 def cmd_finetune(args) -> int:
-    """The same call as the API and the napari panel: :func:`core.finetuning.finetune`."""
+    """The same call as the API and the napari panel: :func:`core.training.finetuning.finetune`."""
     import torch
 
-    from .core import finetuning
     from .core.models.zoo import load_model
+    from .core.training import finetuning
 
     if not args.images:
         raise SpotDetectError("Fine-tuning needs annotated images.", "pass --images FOLDER with one CSV per image.")
+    _check_early(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model, device="cpu")  # a bad model file is reported before the data is read
@@ -196,10 +208,10 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    """The same call as the API and the napari panel: :func:`core.calibration.calibrate`."""
+    """The same call as the API and the napari panel: :func:`core.groundtruth.calibration.calibrate`."""
     import torch
 
-    from .core.calibration import CLICK_RADIUS, calibrate, calibrated_model
+    from .core.groundtruth.calibration import CLICK_RADIUS, calibrate, calibrated_model
     from .core.models.zoo import load_model
     from .core.weights.native import save_model
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 #: provenance of a detection (plain dict: model, threshold, tiling, ``layer_axes``, ``image_layer``);
 #: saved beside the spots CSV
 PROVENANCE = "spotdetect"
-#: the :class:`core.detect.Detections` behind a detection layer, for re-thresholding without the network
+#: the :class:`core.detection.detect.Detections` behind a detection layer, for re-thresholding without the network
 DETECTIONS = "spotdetect_detections"
 #: marks an image layer holding a model map (its value: the map's name)
 SCORE_MAP = "spotdetect_map"

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_spotdetect.core import annotations as A
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.metrics import evaluate
-from napari_spotdetect.core.spots_io import read_spots_csv
+from napari_spotdetect.core.groundtruth import annotations as A
+from napari_spotdetect.core.groundtruth.metrics import evaluate
+from napari_spotdetect.core.io.spots_io import read_spots_csv
 
 
 def _blob(shape, centre, sigma=1.2, amp=500.0):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_spotdetect.core.augment import affine_matrix, random_augment, warp
+from napari_spotdetect.core.training.augment import affine_matrix, random_augment, warp
 
 from ..conftest import separated_points
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from napari_spotdetect import detect
-from napari_spotdetect.core.metrics import evaluate
+from napari_spotdetect.core.groundtruth.metrics import evaluate
 from napari_spotdetect.core.models.base import ModelInfo, SpotModel, TileCandidates
-from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.training.synthetic import synthetic_image
 
 
 class GradientModel(SpotModel):

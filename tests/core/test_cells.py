@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_spotdetect.core.cells import assign_cells, cell_table, count_spots_in_cells
+from napari_spotdetect.core.analysis.cells import assign_cells, cell_table, count_spots_in_cells
 from napari_spotdetect.core.errors import SpotDetectError
 
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_spotdetect.core import contrast
-from napari_spotdetect.core.contrast import contrast_features, elbow
+from napari_spotdetect.core.detection import contrast
+from napari_spotdetect.core.detection.contrast import contrast_features, elbow
 
 
 def _scene(shape=(300, 260), n_bright=40, n_dim=400, seed=0):

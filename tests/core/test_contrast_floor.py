@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from napari_spotdetect import load_model
-from napari_spotdetect.core.detect import detect
+from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.metrics import match_spots
-from napari_spotdetect.core.synthetic import spots_in_texture
+from napari_spotdetect.core.groundtruth.metrics import match_spots
+from napari_spotdetect.core.training.synthetic import spots_in_texture
 from napari_spotdetect.core.weights.native import save_model
 
 #: a floor that drops dim texture (what the insta_rca crowd did not count; see the README)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_spotdetect.core.detect import detect
+from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.errors import ModelFileError
-from napari_spotdetect.core.metrics import evaluate
+from napari_spotdetect.core.groundtruth.metrics import evaluate
 from napari_spotdetect.core.models import deepspot_net as dn
 from napari_spotdetect.core.models.base import ModelInfo
 from napari_spotdetect.core.models.deepspot import (
@@ -19,11 +19,11 @@ from napari_spotdetect.core.models.deepspot import (
     savedmodel_layer_names,
 )
 from napari_spotdetect.core.models.zoo import load_model
-from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.training.synthetic import synthetic_image
 from napari_spotdetect.core.weights import deepspot_fetch
-from napari_spotdetect.core.weights.tf_bundle import write_bundle
 
 from ..conftest import DEEPSPOT_FIX, need_shared
+from ..tf_bundle_writer import write_bundle
 
 FIXTURE = DEEPSPOT_FIX
 CASES = ["synth_a", "synth_b", "synth_c_384x512", "repo_exp1", "repo_sim1"]
@@ -161,7 +161,7 @@ def _saved_model_pb(names: list[str]) -> bytes:
     """A minimal saved_model.pb whose object graph names ``layer_with_weights-N`` like Keras does."""
     import json
 
-    from napari_spotdetect.core.weights.tf_bundle import _enc_field
+    from ..tf_bundle_writer import enc_field as _enc_field
 
     def child(node_id, local):
         return _enc_field(1, _enc_field(1, node_id, 0) + _enc_field(2, local.encode(), 2), 2)

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_spotdetect.core.detect import detect
+from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.losses import deepspot_loss
 from napari_spotdetect.core.models.deepspot import DeepSpotModel
 from napari_spotdetect.core.models.zoo import load_model
-from napari_spotdetect.core.synthetic import synthetic_dataset
-from napari_spotdetect.core.train import TrainConfig, Trainer
-from napari_spotdetect.core.trainable import DeepSpotRecipe
+from napari_spotdetect.core.training.losses import deepspot_loss
+from napari_spotdetect.core.training.synthetic import synthetic_dataset
+from napari_spotdetect.core.training.train import TrainConfig, Trainer
+from napari_spotdetect.core.training.trainable import DeepSpotRecipe
 
 
 @pytest.fixture(scope="module")

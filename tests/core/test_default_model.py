@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from napari_spotdetect.core.detect import detect
-from napari_spotdetect.core.metrics import evaluate
+from napari_spotdetect.core.detection.detect import detect
+from napari_spotdetect.core.groundtruth.metrics import evaluate
 from napari_spotdetect.core.models.zoo import bundled_path, load_model
-from napari_spotdetect.core.synthetic import synthetic_dataset
+from napari_spotdetect.core.training.synthetic import synthetic_dataset
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 
 from napari_spotdetect import detect, detect_iter
 from napari_spotdetect.core.errors import Cancelled, SpotDetectError
-from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.training.synthetic import synthetic_image
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.exports import (
+from napari_spotdetect.core.io.exports import (
     TRACKMATE_REQUIRED,
     read_cell_table,
     read_points_table,
@@ -19,7 +19,7 @@ from napari_spotdetect.core.exports import (
     write_points_table,
     write_trackmate_xml,
 )
-from napari_spotdetect.core.units import as_pixel_size, pixel_size_from_scale, with_micrometres
+from napari_spotdetect.core.io.units import as_pixel_size, pixel_size_from_scale, with_micrometres
 
 
 @pytest.fixture

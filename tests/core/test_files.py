@@ -4,8 +4,8 @@ import stat
 
 import pytest
 
-from napari_spotdetect.core import files
-from napari_spotdetect.core.files import atomic_write, atomic_write_text
+from napari_spotdetect.core.io import files
+from napari_spotdetect.core.io.files import atomic_write, atomic_write_text
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

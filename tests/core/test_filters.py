@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from napari_spotdetect.core.analysis.filters import apply_filters, filter_mask, histogram, make_filter, numeric_features
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.filters import apply_filters, filter_mask, histogram, make_filter, numeric_features
 
 
 def test_filters_combine_and_keep_missing_values():

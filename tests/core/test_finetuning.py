@@ -1,4 +1,4 @@
-"""core.finetuning: the one fine-tuning entry point (CLI, API and napari panel), without Qt."""
+"""core.training.finetuning: the one fine-tuning entry point (CLI, API and napari panel), without Qt."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from napari_spotdetect import detect, load_model
-from napari_spotdetect.core import finetuning
+from napari_spotdetect.core.common.steps import run_steps
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.examples import examples_from_arrays, split_examples
-from napari_spotdetect.core.finetune_defaults import DEFAULTS
-from napari_spotdetect.core.metrics import evaluate, score_model
-from napari_spotdetect.core.steps import run_steps
-from napari_spotdetect.core.synthetic import synthetic_image
-from napari_spotdetect.core.train import TrainConfig
+from napari_spotdetect.core.groundtruth.metrics import evaluate, score_model
+from napari_spotdetect.core.training import finetuning
+from napari_spotdetect.core.training.examples import examples_from_arrays, split_examples
+from napari_spotdetect.core.training.finetune_defaults import DEFAULTS
+from napari_spotdetect.core.training.synthetic import synthetic_image
+from napari_spotdetect.core.training.train import TrainConfig
 
 
 def _pairs():

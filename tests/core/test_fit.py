@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from scipy.special import ndtr
 
+from napari_spotdetect.core.analysis.fit import fit_gaussians
+from napari_spotdetect.core.analysis.measure import count_molecules, isolated, measure_spots
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.fit import fit_gaussians
-from napari_spotdetect.core.measure import count_molecules, isolated, measure_spots
 
 
 def _profile(n, c, s):

@@ -15,7 +15,10 @@ from napari_spotdetect import load_model
 from napari_spotdetect.core.errors import ModelFileError, SpotDetectError
 from napari_spotdetect.core.weights import deepspot_fetch
 from napari_spotdetect.core.weights.native import model_to_state, save_model
-from napari_spotdetect.core.weights.tf_bundle import TensorBundle, write_bundle
+from napari_spotdetect.core.weights.tf_bundle import TensorBundle
+
+from .. import tf_bundle_writer as tbw
+from ..tf_bundle_writer import write_bundle
 
 
 class _RunsCode:
@@ -156,11 +159,11 @@ def test_index_listing_one_data_block_many_times_is_refused_fast(tmp_path):
     idx_off, pos = tb._varint(footer, pos)
     idx_size, _ = tb._varint(footer, pos)
     handle = next(v for _, v in tb._block_entries(raw[idx_off:idx_off + idx_size]))
-    many = tb._enc_block([(b"k%06d" % i, handle) for i in range(2000)])
+    many = tbw.enc_block([(b"k%06d" % i, handle) for i in range(2000)])
     body = raw[:idx_off]
-    new_idx = tb._enc_varint(len(body)) + tb._enc_varint(len(many))
+    new_idx = tbw.enc_varint(len(body)) + tbw.enc_varint(len(many))
     block = many + b"\0" + struct.pack("<I", tb.mask_crc(tb.crc32c(many + b"\0")))
-    meta = tb._enc_varint(0) + tb._enc_varint(0)
+    meta = tbw.enc_varint(0) + tbw.enc_varint(0)
     foot = meta + new_idx
     index.write_bytes(body + block + foot + b"\0" * (40 - len(foot)) + struct.pack("<Q", tb._TABLE_MAGIC))
     with pytest.raises(ModelFileError, match="twice"):

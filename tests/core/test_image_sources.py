@@ -7,7 +7,7 @@ import tifffile
 import zarr
 
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.image_sources import find_images, image_name, open_image
+from napari_spotdetect.core.io.image_sources import find_images, image_name, open_image
 
 
 def test_ome_zarr_opens_the_full_resolution_level_with_its_axes(tmp_path):
@@ -67,7 +67,7 @@ def test_find_images_in_folders_files_and_globs(tmp_path):
 def test_opened_image_closes_the_tiff(tmp_path):
     import psutil
 
-    from napari_spotdetect.core.image_sources import opened_image
+    from napari_spotdetect.core.io.image_sources import opened_image
 
     img = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
     tifffile.imwrite(tmp_path / "c.tif", img, tile=(16, 16))

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_spotdetect.core.detect import detect
+from napari_spotdetect.core.common.validate import check_axes
+from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.image_files import read_image_with_info
-from napari_spotdetect.core.metrics import evaluate
-from napari_spotdetect.core.spots_io import NotASpotTable, read_spots_csv
-from napari_spotdetect.core.validate import check_axes
+from napari_spotdetect.core.groundtruth.metrics import evaluate
+from napari_spotdetect.core.io.image_files import read_image_with_info
+from napari_spotdetect.core.io.spots_io import NotASpotTable, read_spots_csv
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_rethreshold_and_set_threshold_refuse_nan(tiny_piscis):
                                           (1e30, np.float32), (1e-12, np.float32)])
 @pytest.mark.slow
 def test_detection_does_not_depend_on_intensity_scale(piscis_model, scale, dtype):
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     img, truth = synthetic_image((128, 128), n_spots=20, seed=4)
     ref = detect(img.astype(np.float64) / img.max(), piscis_model).spots[["y", "x"]].to_numpy()

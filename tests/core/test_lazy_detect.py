@@ -7,8 +7,8 @@ from scipy import ndimage
 
 from napari_spotdetect import detect
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.ops import stack_components, voxel_components
-from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.models.ops import stack_components, voxel_components
+from napari_spotdetect.core.training.synthetic import synthetic_image
 
 COLS = ["y", "x", "score", "intensity"]
 
@@ -141,7 +141,7 @@ def test_nan_in_a_lazy_image_is_reported(tiny_piscis, image):
 
 @pytest.mark.slow
 def test_a_contrast_floor_on_lazy_input_reads_bands_too(tiny_piscis, image, monkeypatch):
-    from napari_spotdetect.core import contrast
+    from napari_spotdetect.core.detection import contrast
 
     monkeypatch.setattr(contrast, "BAND_ROWS", 128)
     big = np.tile(image, (4, 2))

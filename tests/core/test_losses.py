@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_spotdetect.core import losses
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.ops import deformable_pool, deformable_softmax_pool, peak_local_softmax
-from napari_spotdetect.core.targets import voronoi_targets
+from napari_spotdetect.core.models.ops import deformable_pool, deformable_softmax_pool, peak_local_softmax
+from napari_spotdetect.core.training import losses
+from napari_spotdetect.core.training.targets import voronoi_targets
 
 from ..conftest import SHARED, need_shared, separated_points
 

@@ -11,7 +11,7 @@ from napari_spotdetect.core.errors import SpotDetectError
 from napari_spotdetect.core.models.base import ModelInfo
 from napari_spotdetect.core.models.piscis import PERCENTILES, PiscisModel
 from napari_spotdetect.core.models.piscis_net import PiscisConfig, PiscisNet
-from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.training.synthetic import synthetic_image
 
 
 def _model(adjustment):

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from napari_spotdetect import detect, load_model
-from napari_spotdetect.core.ops import deformable_pool
-from napari_spotdetect.core.tiling import plan_tiles
+from napari_spotdetect.core.detection.tiling import plan_tiles
+from napari_spotdetect.core.models.ops import deformable_pool
 
 from ..conftest import PISCIS_FIX, need_shared
 
@@ -65,7 +65,7 @@ def test_tiling_geometry_matches(name):
 
 @pytest.mark.parametrize("name", ["img300x420", "img100x90"])
 def test_network_inputs_per_tile_match(piscis_model, name):
-    from napari_spotdetect.core.tiling import extract_tile
+    from napari_spotdetect.core.detection.tiling import extract_tile
 
     t = np.load(need_shared(PISCIS_FIX / f"{name}_tiles.npz"))
     img = np.load(PISCIS_FIX / f"{name}.npy")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from napari_spotdetect.core.refine import snap_points, snap_to_spot
-from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.groundtruth.refine import snap_points, snap_to_spot
+from napari_spotdetect.core.training.synthetic import synthetic_image
 
 
 @pytest.fixture(scope="module")

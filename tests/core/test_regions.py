@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_spotdetect.core.calibration import pick_threshold
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.examples import split_examples
-from napari_spotdetect.core.finetuning import finetune_config
-from napari_spotdetect.core.regions import boxes_from_shapes, check_box, inside, region_examples
-from napari_spotdetect.core.suggest import suggest_region
-from napari_spotdetect.core.synthetic import synthetic_image
-from napari_spotdetect.core.train import Trainer
+from napari_spotdetect.core.groundtruth.calibration import pick_threshold
+from napari_spotdetect.core.groundtruth.regions import boxes_from_shapes, check_box, inside, region_examples
+from napari_spotdetect.core.groundtruth.suggest import suggest_region
+from napari_spotdetect.core.training.examples import split_examples
+from napari_spotdetect.core.training.finetuning import finetune_config
+from napari_spotdetect.core.training.synthetic import synthetic_image
+from napari_spotdetect.core.training.train import Trainer
 
 
 def _bright_corner():
@@ -44,8 +44,8 @@ def test_validation_counts_only_inside_the_region(tiny_piscis):
     tr = Trainer(tiny_piscis, region_examples(img, pts, [box]), None, finetune_config(crop=32, epochs=1))
     val = tr.validate(at=0.5)
     # the same scores as a detection scored against the spots of the box only
-    from napari_spotdetect.core.detect import detect
-    from napari_spotdetect.core.metrics import evaluate
+    from napari_spotdetect.core.detection.detect import detect
+    from napari_spotdetect.core.groundtruth.metrics import evaluate
 
     sp = detect(img, tiny_piscis, threshold=0.5, keep_maps=False).spots[["y", "x"]].to_numpy()
     assert val["at"]["f1"] == pytest.approx(evaluate(sp[inside(sp, box)], pts[inside(pts, box)], 1.0)["f1"])

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from napari_spotdetect import detect, load_model
+from napari_spotdetect.core.detection.speed import check_speed, cpu_has_native_bf16, fast_dtype, speed_settings
+from napari_spotdetect.core.detection.tiling import plan_axis_even, plan_tiles, plan_tiles_even
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.metrics import match_spots
-from napari_spotdetect.core.speed import check_speed, cpu_has_native_bf16, fast_dtype, speed_settings
-from napari_spotdetect.core.synthetic import synthetic_image
-from napari_spotdetect.core.tiling import plan_axis_even, plan_tiles, plan_tiles_even
+from napari_spotdetect.core.groundtruth.metrics import match_spots
+from napari_spotdetect.core.training.synthetic import synthetic_image
 
 
 @pytest.mark.parametrize("length", [100, 256, 300, 777, 1024, 2048, 4096, 5000])
@@ -70,10 +70,32 @@ def test_fast_mode_agrees_with_exact_on_the_default_model():
 
 
 def test_gpu_batch_follows_free_memory():
-    from napari_spotdetect.core.device import MAX_BATCH, batch_for_memory
+    from napari_spotdetect.core.common.device import MAX_BATCH, batch_for_memory
 
     assert batch_for_memory(0, (256, 256)) == 1  # never zero
     small, big = batch_for_memory(2 << 30, (256, 256)), batch_for_memory(8 << 30, (256, 256))
     assert 1 < small < big <= MAX_BATCH
     assert batch_for_memory(8 << 30, (512, 512)) == max(1, big // 4)
     assert batch_for_memory(8 << 30, (256, 256), 3000) >= big  # half precision: more tiles
+
+
+def test_fast_mode_on_a_bf16_cpu_runs_a_bfloat16_copy_that_follows_weight_changes():
+    """Where the CPU has native bfloat16, fast mode feeds bfloat16 tiles to a bfloat16 copy of the network (no
+    autocast casts; its head stays float32), made once and made again when the weights change."""
+    model = load_model("default", device="cpu")
+    if not model.runs_in(torch.bfloat16):
+        pytest.skip("this CPU has no native bfloat16: fast mode runs float32 here")
+    x = torch.rand(1, 1, 64, 64, dtype=torch.bfloat16)
+    low = model._net_for(x)
+    assert low is not model.net and low is model._net_for(x)
+    assert next(low.fpn.encoder.parameters()).dtype == torch.bfloat16
+    assert low.fpn.output.conv[2].weight.dtype == torch.float32
+    assert model._net_for(x.float()) is model.net  # exact mode: the float32 network itself
+    with torch.inference_mode():
+        maps = model.forward_maps(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            auto = model.forward_maps(x.float())
+    assert maps.dtype == torch.float32 and torch.allclose(maps[:, 0], auto[:, 0], atol=0.1)
+    with torch.no_grad():
+        next(model.net.parameters()).mul_(1.01)  # weights changed in place: a new copy
+    assert model._net_for(x) is not low

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.synthetic import KINDS, synthetic_dataset, synthetic_image
+from napari_spotdetect.core.training.synthetic import KINDS, synthetic_dataset, synthetic_image
 
 
 def test_simple_signature_still_works():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.targets import DEEPSPOT_STAMP, deepspot_target, spot_labels, voronoi_targets
+from napari_spotdetect.core.training.targets import DEEPSPOT_STAMP, deepspot_target, spot_labels, voronoi_targets
 
 from ..conftest import SHARED, need_shared
 

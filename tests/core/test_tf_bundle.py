@@ -10,6 +10,8 @@ import pytest
 from napari_spotdetect.core.errors import ModelFileError, SpotDetectError
 from napari_spotdetect.core.weights import tf_bundle as tb
 
+from .. import tf_bundle_writer as tbw
+
 
 @pytest.fixture(scope="module")
 def mhybrid():
@@ -67,7 +69,7 @@ def _tensors():
 @pytest.mark.parametrize("shards", [1, 3])
 def test_round_trip(tmp_path, shards):
     tensors = _tensors()
-    prefix = tb.write_bundle(tmp_path / "variables" / "variables", tensors, num_shards=shards)
+    prefix = tbw.write_bundle(tmp_path / "variables" / "variables", tensors, num_shards=shards)
     bundle = tb.TensorBundle(tmp_path)  # the SavedModel-style folder that holds variables/
     assert bundle.num_shards == shards
     assert sorted(bundle.keys()) == sorted(tensors)
@@ -83,7 +85,7 @@ def test_round_trip(tmp_path, shards):
 # -- damaged and foreign files ----------------------------------------------------------------------------
 @pytest.fixture()
 def written(tmp_path):
-    prefix = tb.write_bundle(tmp_path / "variables" / "variables", _tensors())
+    prefix = tbw.write_bundle(tmp_path / "variables" / "variables", _tensors())
     return prefix, prefix.with_name("variables.index"), prefix.with_name("variables.data-00000-of-00001")
 
 
@@ -154,9 +156,9 @@ def test_table_without_bundle_header(tmp_path):
     """A valid LevelDB table that is not a tensor bundle (no empty-key header) is refused."""
     index = tmp_path / "x.index"
     with open(index, "wb") as f:
-        data = tb._append_block(f, tb._enc_block([(b"a", b"1")]))
-        meta = tb._append_block(f, tb._enc_block([]))
-        idx = tb._append_block(f, tb._enc_block([(b"b", data)]))
+        data = tbw.append_block(f, tbw.enc_block([(b"a", b"1")]))
+        meta = tbw.append_block(f, tbw.enc_block([]))
+        idx = tbw.append_block(f, tbw.enc_block([(b"b", data)]))
         footer = meta + idx
         f.write(footer + bytes(40 - len(footer)) + struct.pack("<Q", 0xDB4775248B80FB57))
     with pytest.raises(ModelFileError, match="not a TensorFlow tensor bundle"):

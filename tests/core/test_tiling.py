@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from napari_spotdetect import detect
-from napari_spotdetect.core.metrics import match_spots
-from napari_spotdetect.core.synthetic import synthetic_image
-from napari_spotdetect.core.tiling import plan_axis, plan_tiles
+from napari_spotdetect.core.detection.tiling import plan_axis, plan_tiles
+from napari_spotdetect.core.groundtruth.metrics import match_spots
+from napari_spotdetect.core.training.synthetic import synthetic_image
 
 
 @pytest.mark.parametrize("length,starts,borders", [

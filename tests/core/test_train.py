@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from napari_spotdetect.core.detect import detect
+from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.metrics import evaluate
+from napari_spotdetect.core.groundtruth.metrics import evaluate
 from napari_spotdetect.core.models.piscis_net import PiscisConfig
 from napari_spotdetect.core.models.zoo import bundled_path, load_model
-from napari_spotdetect.core.synthetic import synthetic_dataset, synthetic_image
-from napari_spotdetect.core.train import TrainConfig, Trainer, lr_factor, pairs_from_folder, planes_with_spots
+from napari_spotdetect.core.training.synthetic import synthetic_dataset, synthetic_image
+from napari_spotdetect.core.training.train import TrainConfig, Trainer, lr_factor, pairs_from_folder, planes_with_spots
 
 TINY = PiscisConfig(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1))
 

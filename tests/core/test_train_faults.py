@@ -11,8 +11,8 @@ import torch
 
 from napari_spotdetect.core.errors import SpotDetectError
 from napari_spotdetect.core.models.piscis_net import PiscisConfig
-from napari_spotdetect.core.synthetic import synthetic_image
-from napari_spotdetect.core.train import TrainConfig, Trainer
+from napari_spotdetect.core.training.synthetic import synthetic_image
+from napari_spotdetect.core.training.train import TrainConfig, Trainer
 
 TINY = PiscisConfig(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1))
 

@@ -133,9 +133,37 @@ def _no_modal_questions(monkeypatch):
     monkeypatch.setattr(cw, "SESSION_FILES", set())  # each test is a fresh napari session
 
 
+def _no_display_reason() -> str | None:
+    """Why a Qt window cannot start here (None when it can): Qt aborts the whole pytest run otherwise.
+
+    Asked of a child process, since a failing QApplication kills its process (exit 134, no summary).
+    """
+    import os
+    import subprocess
+    import sys
+
+    probe = "from qtpy.QtWidgets import QApplication; app = QApplication([]); print('ok')"
+    try:
+        res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                             env=os.environ.copy())
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"no display could start for napari ({err})"
+    if res.returncode == 0 and "ok" in res.stdout:
+        return None
+    last = (res.stderr.strip().splitlines() or ["no message"])[-1][:160]
+    return (f"no display could start for napari (Qt exited with {res.returncode}: {last}); install Xvfb "
+            "(e.g. apt install xvfb, used by pytest-xvfb), run under a desktop, or set QT_QPA_PLATFORM=offscreen")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Every test here starts a napari viewer: mark it ``widgets`` (``-m "not widgets"`` skips them all)."""
+    """Every test here starts a napari viewer: mark it ``widgets`` (``-m "not widgets"`` skips them all), and
+    skip them all, with the reason, where no display can start."""
     here = str(__import__("pathlib").Path(__file__).parent)
-    for item in items:
-        if str(item.path).startswith(here):
-            item.add_marker(pytest.mark.widgets)
+    mine = [item for item in items if str(item.path).startswith(here)]
+    for item in mine:
+        item.add_marker(pytest.mark.widgets)
+    if mine:
+        reason = _no_display_reason()
+        if reason:
+            for item in mine:
+                item.add_marker(pytest.mark.skip(reason=reason))

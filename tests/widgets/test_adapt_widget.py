@@ -9,7 +9,7 @@ from tests.adapt_scenes import LEFT, RIGHT, f1_in, faint_spots_scene
 
 from napari_spotdetect import layer_keys as K
 from napari_spotdetect import load_model
-from napari_spotdetect.core.regions import inside
+from napari_spotdetect.core.groundtruth.regions import inside
 from napari_spotdetect.widgets import adapt_widget
 
 WAIT_MS = 600_000
@@ -93,7 +93,7 @@ def _train(tune, qtbot):
 
 
 def test_a_zero_validation_share_validates_on_the_training_examples(finetune_widget, qtbot, tiny_model, tmp_path):
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     viewer, _detect, tune = finetune_widget
     for k in range(2):
@@ -114,7 +114,7 @@ def test_a_zero_validation_share_validates_on_the_training_examples(finetune_wid
 
 
 def test_when_no_epoch_beats_the_start_the_panel_says_so_and_keeps_it(finetune_widget, qtbot, tmp_path):
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     viewer, _detect, tune = finetune_widget
     img, pts = synthetic_image((128, 128), n_spots=30, seed=7)  # bright, isolated: the bundled model is perfect

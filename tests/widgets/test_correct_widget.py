@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import cdist
 
-from napari_spotdetect.core.spots_io import read_spots_csv
-from napari_spotdetect.widgets.correct_widget import REJECTED_KEY, TRUTH_KEY
+from napari_spotdetect import layer_keys as K
+from napari_spotdetect.core.io.spots_io import read_spots_csv
 
 
 def _open(viewer):
@@ -38,7 +38,7 @@ def test_ground_truth_from_detections_is_corrected_and_saved_after_each_edit(det
     w.set_folder(tmp_path)
     gt = w.start_ground_truth()
     csv, rejected_csv = tmp_path / "smFISH_synthetic.csv", tmp_path / "smFISH_synthetic.rejected.csv"
-    assert gt.metadata[TRUTH_KEY]["image"] == image.name and w.layer.name == gt.name
+    assert gt.metadata[K.TRUTH]["image"] == image.name and w.layer.name == gt.name
     np.testing.assert_allclose(_csv_coords(csv), spots.data, atol=1e-5)
     n0 = len(gt.data)
     assert n0 > 0 and not rejected_csv.exists()
@@ -53,7 +53,7 @@ def test_ground_truth_from_detections_is_corrected_and_saved_after_each_edit(det
     rej = read_spots_csv(rejected_csv)
     np.testing.assert_allclose(rej[["y", "x"]].to_numpy(), [false_xy], atol=1e-5)
     assert rej["score"].tolist() == pytest.approx([false_score], abs=1e-5)
-    assert len(gt.metadata[REJECTED_KEY]) == 1
+    assert len(gt.metadata[K.REJECTED]) == 1
 
     # add a missed spot by clicking next to it (add mode): it snaps onto the true centre
     missed, other = _isolated_bright_truth(image.data, true_spots.data, gt.data)
@@ -96,7 +96,7 @@ def test_ground_truth_from_detections_is_corrected_and_saved_after_each_edit(det
     w.undo()  # the snapped add
     assert len(gt.data) == n0 - 1 and cdist([missed], _csv_coords(csv)).min() > 0.3
     w.undo()  # the delete: the prediction is back with its score, and no longer rejected
-    assert len(gt.data) == n0 and not rejected_csv.exists() and len(gt.metadata[REJECTED_KEY]) == 0
+    assert len(gt.data) == n0 and not rejected_csv.exists() and len(gt.metadata[K.REJECTED]) == 0
     back = read_spots_csv(csv)
     np.testing.assert_allclose(back[["y", "x"]].to_numpy(), spots.data, atol=1e-5)
     assert (back["source"] == "predicted").all()

@@ -7,14 +7,14 @@ import pytest
 
 from napari_spotdetect import layer_keys as K
 from napari_spotdetect.core import detect
-from napari_spotdetect.widgets.detect_widget import DETS_KEY, META_KEY, DetectWidget
+from napari_spotdetect.widgets.detect_widget import DetectWidget
 
 # waits end as soon as their condition holds; a loaded 2-core machine may need minutes, never a failure
 WAIT_MS = 600_000
 
 
 def _spots_layer(viewer):
-    found = [lay for lay in viewer.layers if META_KEY in lay.metadata]
+    found = [lay for lay in viewer.layers if K.PROVENANCE in lay.metadata]
     assert len(found) == 1, [lay.name for lay in viewer.layers]
     return found[0]
 
@@ -49,7 +49,7 @@ def test_detect_2d_sample_gives_aligned_scored_points(detect_widget, qtbot, tiny
     assert points.border_color_mode == "colormap"
     np.testing.assert_allclose(points.scale, image.scale)
     np.testing.assert_allclose(points.translate, image.translate)
-    prov = points.metadata[META_KEY]
+    prov = points.metadata[K.PROVENANCE]
     assert prov["model"] == "tiny-random" and prov["threshold"] == 0.5 and prov["layer_axes"] == "yx"
     assert "tiling" in prov and prov["device"] == "cpu"
     assert points.name == "spots: smFISH (synthetic) (tiny-random)"  # role first, then image and model
@@ -77,8 +77,8 @@ def test_threshold_moves_spots_without_running_the_network(detect_widget, qtbot,
     assert len(points.data) > n_default
     assert len(points.features) == len(points.data)
     assert (points.features["score"] > 0.2).all()
-    assert points.metadata[META_KEY]["threshold"] == pytest.approx(0.2)
-    assert points.metadata[DETS_KEY].threshold == pytest.approx(0.2)
+    assert points.metadata[K.PROVENANCE]["threshold"] == pytest.approx(0.2)
+    assert points.metadata[K.DETECTIONS].threshold == pytest.approx(0.2)
     assert str(len(points.data)) in widget.count_text
 
     widget.use_tuned_threshold()
@@ -175,7 +175,7 @@ def test_model_choice_is_remembered_only_once_it_loaded_and_errors_are_shown(det
     assert not widget._model_path.native.isHidden() and widget.can_run
     run_and_wait(widget)
     assert "is empty" in widget.status and "Fix:" in widget.status
-    assert not [lay for lay in viewer.layers if META_KEY in lay.metadata]
+    assert not [lay for lay in viewer.layers if K.PROVENANCE in lay.metadata]
     # a model that failed to load is not what the next launch should start with
     assert DetectWidget(viewer).model_kind == "default" and load_settings("detect") == {}
 
@@ -183,7 +183,7 @@ def test_model_choice_is_remembered_only_once_it_loaded_and_errors_are_shown(det
     widget.choose_model("file", good)
     widget.set_min_distance(3)
     run_and_wait(widget)
-    assert [lay for lay in viewer.layers if META_KEY in lay.metadata]
+    assert [lay for lay in viewer.layers if K.PROVENANCE in lay.metadata]
     again = DetectWidget(viewer)  # a new session reads the settings file
     assert again.model_kind == "file" and again.model_path == str(good)
     assert again.min_distance == 3
@@ -208,7 +208,7 @@ def test_missing_default_model_is_explained(detect_widget, monkeypatch, tmp_path
 def test_first_launch_detects_the_sample_with_the_bundled_model(detect_widget, run_and_wait):
     """Offline first use: sample data, default model, Run; the spots are the true ones (within 3 px: the sample
     holds spots near the noise floor and specks, as real images do, so a few are missed or extra)."""
-    from napari_spotdetect.core.metrics import match_spots
+    from napari_spotdetect.core.groundtruth.metrics import match_spots
 
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
@@ -235,13 +235,13 @@ def test_augmentation_box_averages_eight_views(detect_widget, tiny_model, run_an
     run_and_wait(widget)
     in_widget, passes[:] = len(passes), []
     points = _spots_layer(viewer)
-    assert points.metadata[META_KEY]["test_time_augmentation"] is True
+    assert points.metadata[K.PROVENANCE]["test_time_augmentation"] is True
     plain = detect(image.data, tiny_model, keep_maps=True)
     hook.remove()
     assert in_widget == 8 * len(passes) > 0  # eight network passes per tile batch
     expected = detect(image.data, tiny_model, augment=True).spots
     np.testing.assert_allclose(points.data, expected[["y", "x"]].to_numpy())
-    assert not np.array_equal(plain.maps["labels"], points.metadata[DETS_KEY].maps["labels"])
+    assert not np.array_equal(plain.maps["labels"], points.metadata[K.DETECTIONS].maps["labels"])
     widget.restore_defaults()
     assert widget.options()["augment"] is False
 
@@ -252,7 +252,7 @@ def test_multiscale_dask_layer_is_detected_lazily_from_full_resolution(detect_wi
     """An OME-Zarr-like pyramid of dask arrays: spots come from level 0, maps stay on disk, shown lazily."""
     import dask.array as da
 
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
 
     viewer, widget = detect_widget
     full = synthetic_image((300, 260), n_spots=40, seed=4)[0]
@@ -277,10 +277,9 @@ def test_multiscale_dask_layer_is_detected_lazily_from_full_resolution(detect_wi
 
 
 def _candidates(viewer):
-    from napari_spotdetect.widgets.detect_widget import DETS_KEY
 
-    lay = [lay for lay in viewer.layers if DETS_KEY in lay.metadata][-1]
-    return lay.metadata[DETS_KEY].candidates
+    lay = [lay for lay in viewer.layers if K.DETECTIONS in lay.metadata][-1]
+    return lay.metadata[K.DETECTIONS].candidates
 
 
 @pytest.mark.slow
@@ -306,7 +305,7 @@ def test_normalisation_percentiles_and_min_distance_change_the_detection(detect_
     run_and_wait(widget)
     other = _candidates(viewer)
     assert model.percentiles == PERCENTILES  # the model in use keeps its own
-    provenance = [lay for lay in viewer.layers if META_KEY in lay.metadata][-1].metadata[META_KEY]
+    provenance = [lay for lay in viewer.layers if K.PROVENANCE in lay.metadata][-1].metadata[K.PROVENANCE]
     assert provenance["normalization"] == {"kind": "percentile", "percentiles": [20.0, 99.99]}
     assert len(first) != len(other) or not np.allclose(first["score"].to_numpy(), other["score"].to_numpy())
     widget.set_percentiles(*PERCENTILES)
@@ -332,7 +331,7 @@ def test_speed_choice_reaches_the_engine_and_is_remembered(detect_widget, tiny_m
         widget.set_options(speed="ludicrous")
     widget.set_options(speed="fast")
     run_and_wait(widget)
-    provenance = [lay for lay in viewer.layers if META_KEY in lay.metadata][-1].metadata[META_KEY]
+    provenance = [lay for lay in viewer.layers if K.PROVENANCE in lay.metadata][-1].metadata[K.PROVENANCE]
     assert provenance["speed"] == "fast"
     widget.choose_model("default")  # what is saved after a bundled or file model has run
     assert widget.choices_to_remember()["speed"] == "fast"

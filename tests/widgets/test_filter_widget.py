@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_spotdetect.widgets.detect_widget import DETS_KEY, META_KEY
+from napari_spotdetect import layer_keys as K
 
 # waits end as soon as their condition holds; a loaded 2-core machine may need minutes, never a failure
 WAIT_MS = 600_000
@@ -25,7 +25,7 @@ def test_cuts_on_two_features_hide_and_bring_back_spots(make_napari_viewer, qtbo
     n = 200
     feats = pd.DataFrame({"score": rng.uniform(0, 1, n), "snr": rng.uniform(0, 20, n), "source": "predicted"})
     data = rng.uniform(0, 100, (n, 2))
-    layer = viewer.add_points(data, features=feats, name="spots", metadata={META_KEY: {"threshold": 0.5}})
+    layer = viewer.add_points(data, features=feats, name="spots", metadata={K.PROVENANCE: {"threshold": 0.5}})
     w = _open(viewer)
     w.set_layer(layer)
     assert set(w.feature_choices) == {"score", "snr"}
@@ -34,8 +34,8 @@ def test_cuts_on_two_features_hide_and_bring_back_spots(make_napari_viewer, qtbo
     w.set_cut(5.0, None)  # drag the lower cut; the layer updates when the slider pauses
     qtbot.waitUntil(lambda: len(layer.data) == int((feats.snr >= 5).sum()), timeout=WAIT_MS)
     assert (layer.features["snr"] >= 5).all()
-    assert layer.metadata[META_KEY]["feature_filters"] == [{"feature": "snr", "min": 5.0, "max": None}]
-    assert layer.metadata[META_KEY]["threshold"] == 0.5  # the rest of the provenance is untouched
+    assert layer.metadata[K.PROVENANCE]["feature_filters"] == [{"feature": "snr", "min": 5.0, "max": None}]
+    assert layer.metadata[K.PROVENANCE]["threshold"] == 0.5  # the rest of the provenance is untouched
     np.testing.assert_allclose(layer.data, data[feats.snr >= 5])  # spots and features stay paired
 
     w.add_filter()
@@ -44,7 +44,7 @@ def test_cuts_on_two_features_hide_and_bring_back_spots(make_napari_viewer, qtbo
     w.apply()
     keep = (feats.snr >= 5) & (feats.score <= 0.6)
     assert len(layer.data) == int(keep.sum()) and f"{int(keep.sum())} of {n}" in w.count_text
-    assert {f["feature"] for f in layer.metadata[META_KEY]["feature_filters"]} == {"snr", "score"}
+    assert {f["feature"] for f in layer.metadata[K.PROVENANCE]["feature_filters"]} == {"snr", "score"}
 
     w.set_feature("snr")  # back to the first feature: its cut is where the user left it
     assert w.cut[0] == 5.0
@@ -54,17 +54,17 @@ def test_cuts_on_two_features_hide_and_bring_back_spots(make_napari_viewer, qtbo
     # a saved table says how it was filtered
     layer.save(str(tmp_path / "kept.csv"), plugin="napari-spotdetect")
     prov = json.loads((tmp_path / "kept.provenance.json").read_text())
-    assert prov["feature_filters"] == layer.metadata[META_KEY]["feature_filters"] and prov["n_before_filters"] == n
+    assert prov["feature_filters"] == layer.metadata[K.PROVENANCE]["feature_filters"] and prov["n_before_filters"] == n
     assert len(pd.read_csv(tmp_path / "kept.csv")) == len(layer.data)
     w.clear()
-    assert len(layer.data) == n and layer.metadata[META_KEY]["feature_filters"] == []
+    assert len(layer.data) == n and layer.metadata[K.PROVENANCE]["feature_filters"] == []
 
 
 @pytest.mark.slow
 def test_filters_follow_a_rethreshold_from_the_detect_widget(detected_2d, qtbot):
     viewer, _image, spots, _truth = detected_2d
     det = next(w for w in viewer.window.dock_widgets.values() if hasattr(w, "apply_threshold"))
-    dets = spots.metadata[DETS_KEY]
+    dets = spots.metadata[K.DETECTIONS]
     lo = det.threshold_limits[0]
     n_all = det.apply_threshold(lo)
     assert n_all >= 8, "the test needs a detection with spots to filter"
@@ -81,8 +81,8 @@ def test_filters_follow_a_rethreshold_from_the_detect_widget(detected_2d, qtbot)
     expected = dets.rethreshold(t2)
     qtbot.waitUntil(lambda: len(spots.metadata["spotdetect_filters"].data) == len(expected), timeout=WAIT_MS)
     assert len(spots.data) == int((expected["intensity"] >= cut).sum())
-    assert spots.metadata[META_KEY]["threshold"] == t2
-    assert spots.metadata[META_KEY]["feature_filters"] == [{"feature": "intensity", "min": cut, "max": None}]
+    assert spots.metadata[K.PROVENANCE]["threshold"] == t2
+    assert spots.metadata[K.PROVENANCE]["feature_filters"] == [{"feature": "intensity", "min": cut, "max": None}]
 
 
 def test_a_fit_made_while_filtered_joins_the_full_set(make_napari_viewer, qtbot):
@@ -93,7 +93,7 @@ def test_a_fit_made_while_filtered_joins_the_full_set(make_napari_viewer, qtbot)
     viewer.add_image(draw((90, 90), truth, 1.4, 2000.0, 100.0, seed=13).astype(np.float32), name="img")
     score = np.linspace(0, 1, len(truth))
     layer = viewer.add_points(np.rint(truth), name="img spots", features=pd.DataFrame({"score": score}),
-                              metadata={META_KEY: {"image_layer": "img", "layer_axes": "yx"}})
+                              metadata={K.PROVENANCE: {"image_layer": "img", "layer_axes": "yx"}})
     filt = _open(viewer)
     filt.set_layer(layer)
     filt.set_feature("score")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from napari_spotdetect import layer_keys as K
 from napari_spotdetect import load_model
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.widgets.detect_widget import META_KEY
 from napari_spotdetect.widgets.finetune_widget import pairs_from_layers, split_pairs
 
 # waits end as soon as their condition holds; a loaded 2-core machine may need minutes, never a failure
@@ -81,8 +81,8 @@ def test_finetune_from_last_detection_plot_grows_and_the_new_model_is_adopted(fi
     assert tune.use_model(detect_again=True)  # "Use it and detect again"
     assert detect.model_kind == entry.key
     qtbot.waitUntil(lambda: not detect.running, timeout=WAIT_MS)
-    spots = [lay for lay in viewer.layers if META_KEY in lay.metadata]  # one result per model, side by side
-    assert sorted(lay.metadata[META_KEY]["model"] for lay in spots) == ["tiny-random", "tuned"]
+    spots = [lay for lay in viewer.layers if K.PROVENANCE in lay.metadata]  # one result per model, side by side
+    assert sorted(lay.metadata[K.PROVENANCE]["model"] for lay in spots) == ["tiny-random", "tuned"]
     assert "now uses tuned" in tune.outcome
 
 
@@ -120,7 +120,7 @@ def test_stop_midway_keeps_a_loadable_best_checkpoint(finetune_widget, qtbot, ti
 def test_finetune_from_a_folder_of_images_and_csvs(finetune_widget, qtbot, tiny_model, tmp_path):
     import pandas as pd
 
-    from napari_spotdetect.core.synthetic import synthetic_image
+    from napari_spotdetect.core.training.synthetic import synthetic_image
     from napari_spotdetect.core.weights.native import save_model
 
     viewer, _detect, tune = finetune_widget
@@ -221,8 +221,8 @@ def test_finetune_from_the_stack_sample_learns_from_each_annotated_plane(finetun
 @pytest.mark.slow
 def test_the_panel_starts_from_the_core_defaults_and_trains_through_the_core(finetune_widget, qtbot, tiny_model,
                                                                               tmp_path, monkeypatch):
-    from napari_spotdetect.core import finetuning
-    from napari_spotdetect.core.finetune_defaults import DEFAULTS as FT
+    from napari_spotdetect.core.training import finetuning
+    from napari_spotdetect.core.training.finetune_defaults import DEFAULTS as FT
     from napari_spotdetect.core.weights.native import save_model
 
     viewer, _detect, tune = finetune_widget
@@ -256,10 +256,10 @@ def test_the_plots_starting_f1_is_what_the_qc_panel_reports(finetune_widget, qtb
     """Same model, image and radius: epoch 0 of the training plot and the QC panel show one number."""
     viewer, detect, tune = finetune_widget
     _detect_on_sample(viewer, detect, tiny_model, qtbot)
-    spots = next(lay for lay in viewer.layers if META_KEY in lay.metadata)
+    spots = next(lay for lay in viewer.layers if K.PROVENANCE in lay.metadata)
     truth = viewer.layers["true spots"]
     _d, qc = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Check against ground truth")
-    from napari_spotdetect.core.finetune_defaults import DEFAULTS as FT
+    from napari_spotdetect.core.training.finetune_defaults import DEFAULTS as FT
 
     qc.set_layers(spots, truth, radius=FT.radius, all_images=False)
     [row] = qc.compare()

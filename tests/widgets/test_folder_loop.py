@@ -11,8 +11,8 @@ import tifffile
 from napari.utils.key_bindings import coerce_keybinding
 
 from napari_spotdetect import layer_keys as K
-from napari_spotdetect.core.spots_io import read_spots_csv
-from napari_spotdetect.core.synthetic import synthetic_image
+from napari_spotdetect.core.io.spots_io import read_spots_csv
+from napari_spotdetect.core.training.synthetic import synthetic_image
 from napari_spotdetect.widgets.folder_widget import DONE_KEY, STATE_FILE
 
 # waits end as soon as their condition holds; a loaded 2-core machine may need minutes, never a failure

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from napari_spotdetect import layer_keys as K
-from napari_spotdetect.core.spots_io import read_spots_csv, write_spots_csv
+from napari_spotdetect.core.io.spots_io import read_spots_csv, write_spots_csv
 from napari_spotdetect.widgets.layers import same_layer
 
 # waits end as soon as their condition holds; a loaded 2-core machine may need minutes, never a failure

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from tests.core.test_fit import draw, grid
 
-from napari_spotdetect.core.exports import read_points_table, read_trackmate_xml
+from napari_spotdetect.core.io.exports import read_points_table, read_trackmate_xml
 
 # waits end as soon as their condition holds; a loaded 2-core machine may need minutes, never a failure
 WAIT_MS = 600_000

@@ -11,7 +11,8 @@ from npe2.manifest.utils import import_python_name
 
 import napari_spotdetect
 from napari_spotdetect import _sample_data
-from napari_spotdetect.core.detect import Progress
+from napari_spotdetect.core.detection.detect import Progress
+from napari_spotdetect.core.detection.options import DetectOptions
 from napari_spotdetect.widgets.detect_widget import _with_plane_messages
 from napari_spotdetect.widgets.layers import guess_layer_axes, map_in_layer_order, points_from_spots
 from napari_spotdetect.widgets.workers import detection_steps, run_sync
@@ -42,12 +43,12 @@ def test_worker_steps_run_synchronously_and_cache_the_model(tiny_model):
     img = np.random.default_rng(0).normal(100, 10, (3, 64, 64)).astype(np.float32)
     cache = {}
     msgs, res = run_sync(_with_plane_messages(
-        detection_steps(img, tiny_model, axes="zyx", model_cache=cache)))
+        detection_steps(img, tiny_model, DetectOptions(axes="zyx"), model_cache=cache)))
     assert all(isinstance(m, Progress) for m in msgs)
     assert msgs[-1].message == "plane 3 of 3 (z=2) · tile 3 of 3"
     assert [(m.plane, m.where) for m in msgs if m.plane is not None] == [(k, {"z": k}) for k in range(3)]
     assert res.model is tiny_model and res.detections.axes == "zyx"
-    msgs2, _ = run_sync(detection_steps(img, tiny_model, axes="zyx", model_cache=cache))
+    msgs2, _ = run_sync(detection_steps(img, tiny_model, DetectOptions(axes="zyx"), model_cache=cache))
     assert not any("loading" in m.message for m in msgs2)  # second run reuses the loaded model
 
 

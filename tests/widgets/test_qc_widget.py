@@ -9,13 +9,12 @@ import pandas as pd
 import pytest
 from napari.utils.colormaps.standardize_color import transform_color
 
+from napari_spotdetect import layer_keys as K
 from napari_spotdetect.cli import main
-from napari_spotdetect.core import annotations as A
-from napari_spotdetect.core.metrics import evaluate
-from napari_spotdetect.core.spots_io import write_spots_csv
-from napari_spotdetect.widgets.correct_widget import TRUTH_KEY
+from napari_spotdetect.core.groundtruth import annotations as A
+from napari_spotdetect.core.groundtruth.metrics import evaluate
+from napari_spotdetect.core.io.spots_io import write_spots_csv
 from napari_spotdetect.widgets.layers import QC_COLOURS
-from napari_spotdetect.widgets.qc_widget import FN_KEY
 
 KEYS = ("precision", "recall", "f1", "f1_integral", "tp", "fp", "fn", "n_pred", "n_true")
 
@@ -53,7 +52,7 @@ def test_scores_match_evaluate_and_the_cli_and_canvas_shows_mistakes(detected_2d
     assert (qc == "TP").sum() == expected["tp"] and (qc == "FP").sum() == expected["fp"]
     np.testing.assert_allclose(spots.border_color[qc == "TP"] - transform_color(QC_COLOURS["TP"])[0], 0, atol=1e-6)
     np.testing.assert_allclose(spots.border_color[qc == "FP"] - transform_color(QC_COLOURS["FP"])[0], 0, atol=1e-6)
-    missed = [lay for lay in viewer.layers if FN_KEY in lay.metadata]
+    missed = [lay for lay in viewer.layers if K.QC_MISSED in lay.metadata]
     assert len(missed) == 1 and len(missed[0].data) == expected["fn"]
     # each missed truth really has no prediction within the radius that was left unmatched
     tp_pred = spots.data[qc == "TP"]
@@ -64,7 +63,7 @@ def test_scores_match_evaluate_and_the_cli_and_canvas_shows_mistakes(detected_2d
     w.set_layers(*w.chosen, radius=3.0)
     rows3 = w.compare()
     assert rows3[0]["f1"] == evaluate(spots.data, truth.data, 3.0)["f1"]
-    assert len([lay for lay in viewer.layers if FN_KEY in lay.metadata]) == 1
+    assert len([lay for lay in viewer.layers if K.QC_MISSED in lay.metadata]) == 1
     assert len(missed[0].data) == rows3[0]["fn"]
 
 
@@ -78,7 +77,7 @@ def test_several_images_pair_by_image_and_export(make_napari_viewer, tmp_path):
         p = np.vstack([t[:25] + rng.normal(0, 0.2, (25, 2)), rng.uniform(5, 120, (4, 2))])
         viewer.add_points(p, name=f"{name} spots", metadata={"spotdetect": {"image_layer": name}},
                           features=pd.DataFrame({"score": rng.uniform(0.5, 1, len(p)), "source": "predicted"}))
-        viewer.add_points(t, name=f"{name} ground truth", metadata={TRUTH_KEY: {"image": name}})
+        viewer.add_points(t, name=f"{name} ground truth", metadata={K.TRUTH: {"image": name}})
         truths[name] = (p, t)
     w = _open(viewer)
     assert [lay.name for lay in w.chosen] == ["cells A spots", "cells A ground truth"]

@@ -11,7 +11,7 @@ import pytest
 
 from napari_spotdetect._reader import get_reader
 from napari_spotdetect._writer import write_points
-from napari_spotdetect.core.spots_io import provenance_path
+from napari_spotdetect.core.io.spots_io import provenance_path
 
 
 def _read(path):

@@ -43,7 +43,7 @@ def test_slider_changes_the_count_on_a_real_image(detect_widget, run_and_wait):
 
 
 def test_slider_changes_the_count_on_the_2d_sample(detect_widget, run_and_wait):
-    from napari_spotdetect.core.metrics import match_spots
+    from napari_spotdetect.core.groundtruth.metrics import match_spots
 
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
@@ -62,9 +62,9 @@ def test_slider_changes_the_count_on_the_2d_sample(detect_widget, run_and_wait):
 def test_contrast_floor_slider_drops_the_texture_live(detect_widget, run_and_wait):
     """A user raises the contrast floor: the dim texture the network called goes, the bright spots stay, and
     "Model's own values" brings back the model's own floor."""
-    from napari_spotdetect.core.detect import detect
-    from napari_spotdetect.core.metrics import match_spots
-    from napari_spotdetect.core.synthetic import spots_in_texture
+    from napari_spotdetect.core.detection.detect import detect
+    from napari_spotdetect.core.groundtruth.metrics import match_spots
+    from napari_spotdetect.core.training.synthetic import spots_in_texture
 
     def detect_count(img, model):
         return len(detect(img, model).spots)

@@ -38,7 +38,7 @@ def test_other_xml_files_are_left_to_other_readers(tmp_path):
 
 
 def test_a_points_table_opens_in_pixels_with_its_scale(make_napari_viewer, tmp_path):
-    from napari_spotdetect.core.exports import write_points_table
+    from napari_spotdetect.core.io.exports import write_points_table
 
     spots = pd.DataFrame({"z": [1.0, 2.0], "y": [10.0, 20.0], "x": [30.0, 40.0], "score": [0.5, 0.9]})
     path = write_points_table(spots, tmp_path / "a.points.csv", pixel_size=(0.5, 0.1, 0.1))

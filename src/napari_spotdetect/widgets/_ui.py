@@ -60,7 +60,7 @@ class _WidthFollower(QObject):
         super().__init__(scroll)
         self._scroll, self._body = scroll, body
 
-    def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+    def eventFilter(self, obj, event):
         if event.type() == QEvent.Type.LayoutRequest:
             need = self._body.minimumSizeHint().width() + 16
             if need > self._scroll.minimumWidth():

@@ -6,7 +6,8 @@ corrections*: the threshold that best matches the regions is chosen from the det
 network, a fraction of a second), the detection layer follows when it holds no edits, and the calibrated
 model is offered to *Detect spots* ("Use it and detect again"). *Suggest where to click next* draws the square
 where the model is least sure. Fine-tuning on the same regions is the fine-tune panel's *Only inside*
-choice. The work is :mod:`core.calibration` and :mod:`core.suggest`; this panel only reads layers.
+choice. The work is :mod:`core.groundtruth.calibration` and :mod:`core.groundtruth.suggest`; this panel only
+reads layers.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 from napari.layers import Points, Shapes
 
 from .. import layer_keys as K
-from ..core.calibration import CLICK_RADIUS, calibrate, calibrated_model
 from ..core.errors import SpotDetectError
-from ..core.regions import boxes_from_shapes, region_examples
-from ..core.suggest import suggest_region
+from ..core.groundtruth.calibration import CLICK_RADIUS, calibrate, calibrated_model
+from ..core.groundtruth.regions import boxes_from_shapes, region_examples
+from ..core.groundtruth.suggest import suggest_region
 from . import layers as L
 from .model_registry import registry_for
 
@@ -189,7 +190,7 @@ class AdaptWidget(Container):
         return cal
 
     def _save(self, model):
-        from ..core.weights.native import save_model  # noqa: PLC0415
+        from ..core.weights.native import save_model
 
         DEFAULT_OUT.mkdir(parents=True, exist_ok=True)
         k, path = 1, DEFAULT_OUT / f"{model.info.name}.pt"

@@ -22,17 +22,15 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QMessageBox, QTableWidget, QTableWidgetItem
 
 from .. import layer_keys as K
-from ..core import annotations as A
 from ..core.errors import SpotDetectError
-from ..core.spots_io import provenance_path
+from ..core.groundtruth import annotations as A
+from ..core.io.spots_io import provenance_path
 from . import layers as L
 from . import shortcuts as S
 from ._ui import make_scrollable, show_status
 
 log = logging.getLogger(__name__)
 
-REJECTED_KEY = K.REJECTED  # kept for callers of the old names; the keys live in layer_keys
-TRUTH_KEY = K.TRUTH
 #: a snapped spot closer than this (pixels) to another spot has probably jumped onto that spot
 SNAP_MERGE_PX = 1.0
 #: annotation files written (created or knowingly overwritten) in this napari session: resolved paths
@@ -160,19 +158,19 @@ class CorrectWidget(Container):
         if layer is None:
             self.refresh_review()
             return
-        layer.metadata.setdefault(REJECTED_KEY, pd.DataFrame())
+        layer.metadata.setdefault(K.REJECTED, pd.DataFrame())
         self._before = self._snapshot()
         layer.events.data.connect(self._on_data)
         layer.events.features.connect(self._on_features)
         layer.mouse_drag_callbacks.insert(0, self._on_mouse)
         for key, func in self._key_actions().items():
             layer.bind_key(key, func, overwrite=True)
-        image_name = (layer.metadata.get(TRUTH_KEY) or {}).get("image") or \
+        image_name = (layer.metadata.get(K.TRUTH) or {}).get("image") or \
             (layer.metadata.get(K.PROVENANCE) or {}).get("image_layer")
         if image_name in self._viewer.layers:
             self._image.value = self._viewer.layers[image_name]
         with self._truth.changed.blocked():
-            self._truth.value = TRUTH_KEY in layer.metadata
+            self._truth.value = K.TRUTH in layer.metadata
         self._update_where()
         self._update_buttons()
         self.refresh_review()
@@ -272,7 +270,7 @@ class CorrectWidget(Container):
     # -- edits --------------------------------------------------------------------------------------------
     def _snapshot(self) -> A.Snapshot:
         lay = self._layer
-        return A.Snapshot.take(lay.data, lay.features, lay.metadata.get(REJECTED_KEY, pd.DataFrame()))
+        return A.Snapshot.take(lay.data, lay.features, lay.metadata.get(K.REJECTED, pd.DataFrame()))
 
     def _on_mouse(self, layer, event):
         self._shift = "Shift" in event.modifiers
@@ -305,8 +303,8 @@ class CorrectWidget(Container):
             removed = A.spots_table(*self._removing, L.layer_axes(layer))
             rejected = A.rejected_rows(removed)
             if len(rejected):
-                old = layer.metadata.get(REJECTED_KEY, pd.DataFrame())
-                layer.metadata[REJECTED_KEY] = pd.concat([old, rejected], ignore_index=True)
+                old = layer.metadata.get(K.REJECTED, pd.DataFrame())
+                layer.metadata[K.REJECTED] = pd.concat([old, rejected], ignore_index=True)
             self._removing = None
         layer.metadata[K.EDITED] = True  # a new detection must never replace this layer now
         if not (moving and self._drag_pushed):
@@ -442,7 +440,7 @@ class CorrectWidget(Container):
         name = L.layer_name("truth", image.name if image is not None else src.name)
         meta = {k: v for k, v in src.metadata.items()
                 if k not in (K.DETECTIONS, K.TRUTH, K.EDITED, K.SOURCE_FILE)}
-        meta[REJECTED_KEY] = pd.DataFrame()
+        meta[K.REJECTED] = pd.DataFrame()
         meta[K.TRUTH] = {"image": image.name if image is not None else src.name}
         if truth_path is not None:
             meta[K.TRUTH]["path"] = str(truth_path.resolve())
@@ -529,7 +527,7 @@ class CorrectWidget(Container):
         save back into it (after a backup, once).
         """
         from .._reader import _points_layer
-        from ..core.spots_io import read_spots_csv
+        from ..core.io.spots_io import read_spots_csv
 
         if path is None:
             path, _ = QFileDialog.getOpenFileName(self.native, "Open a spot table", "", "Spot tables (*.csv)")
@@ -547,7 +545,7 @@ class CorrectWidget(Container):
         rejected = path.with_name(path.stem + ".rejected.csv")
         if rejected.is_file():  # the deleted predictions saved with it: keep them (the next save rewrites them)
             try:
-                kw["metadata"][REJECTED_KEY] = read_spots_csv(rejected)
+                kw["metadata"][K.REJECTED] = read_spots_csv(rejected)
             except (SpotDetectError, ValueError, OSError):
                 pass
         if truth_of is not None:
@@ -564,15 +562,15 @@ class CorrectWidget(Container):
             return
         if on:
             image = self._image.value
-            old = layer.metadata.get(TRUTH_KEY) or {}
-            layer.metadata[TRUTH_KEY] = {**old, "image": image.name if image is not None else layer.name}
+            old = layer.metadata.get(K.TRUTH) or {}
+            layer.metadata[K.TRUTH] = {**old, "image": image.name if image is not None else layer.name}
             self._last_error = None
             self._save()
-            if TRUTH_KEY not in layer.metadata:  # refused (another layer's file, or the user said no)
+            if K.TRUTH not in layer.metadata:  # refused (another layer's file, or the user said no)
                 with self._truth.changed.blocked():
                     self._truth.value = False
         else:
-            layer.metadata.pop(TRUTH_KEY, None)
+            layer.metadata.pop(K.TRUTH, None)
         self._update_where()
 
     def paths(self):
@@ -586,7 +584,7 @@ class CorrectWidget(Container):
         return A.annotation_paths(name, src, folder)
 
     def _update_where(self):
-        if self._layer is None or TRUTH_KEY not in self._layer.metadata:
+        if self._layer is None or K.TRUTH not in self._layer.metadata:
             self._where.value = "Not saved automatically (tick 'Ground truth' to save after every edit)."
             return
         try:
@@ -598,19 +596,19 @@ class CorrectWidget(Container):
     def _save(self) -> None:
         self._dirty = False
         layer = self._layer
-        if layer is None or TRUTH_KEY not in layer.metadata:
+        if layer is None or K.TRUTH not in layer.metadata:
             return
         try:
             truth, rejected = self.paths()
             if not self._may_write(layer, truth):
-                layer.metadata.pop(TRUTH_KEY, None)
+                layer.metadata.pop(K.TRUTH, None)
                 self._update_where()
                 return
             table = A.spots_table(layer.data, layer.features, L.layer_axes(layer))
             prov = dict(layer.metadata.get(K.PROVENANCE) or {})
-            prov["ground_truth"] = {"image": layer.metadata[TRUTH_KEY].get("image"), "n_spots": len(table),
+            prov["ground_truth"] = {"image": layer.metadata[K.TRUTH].get("image"), "n_spots": len(table),
                                     "n_manual": int((table.get("source", pd.Series(dtype=str)) == A.MANUAL).sum())}
-            A.save_annotations(table, layer.metadata.get(REJECTED_KEY), truth, rejected, prov)
+            A.save_annotations(table, layer.metadata.get(K.REJECTED), truth, rejected, prov)
             self._last_error = None
             self._set_status(f"Saved {len(table)} spots to {truth.name}.")
         except (SpotDetectError, OSError) as err:
@@ -638,7 +636,7 @@ class CorrectWidget(Container):
             layer.selected_data = set()
             layer.data = state.data.copy()
             layer.features = state.features.copy()
-            layer.metadata[REJECTED_KEY] = state.rejected.copy()
+            layer.metadata[K.REJECTED] = state.rejected.copy()
             L.style_by_source(layer)
         finally:
             self._restoring = False
@@ -705,7 +703,7 @@ class CorrectWidget(Container):
         reviewed[i] = True
         features[REVIEWED] = reviewed
         layer.features = features
-        if TRUTH_KEY in layer.metadata:
+        if K.TRUTH in layer.metadata:
             self._save()
         self._show_review_state()
 
@@ -717,7 +715,7 @@ class CorrectWidget(Container):
         f = layer.features
         return {"n": len(layer.data), "reviewed": int(_reviewed(f).sum()),
                 "added": int((f["source"].astype(str) == A.MANUAL).sum()) if "source" in f else 0,
-                "deleted": len(layer.metadata.get(REJECTED_KEY, pd.DataFrame()))}
+                "deleted": len(layer.metadata.get(K.REJECTED, pd.DataFrame()))}
 
     def _show_review_state(self) -> None:
         st = self.review_state()

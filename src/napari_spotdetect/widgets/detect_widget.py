@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 
 import napari
@@ -31,12 +32,13 @@ from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QComboBox, QSizePolicy
 
 from .. import layer_keys as K
-from ..core.device import available_devices
+from ..core.common.device import available_devices
+from ..core.detection.options import DetectOptions
+from ..core.detection.speed import SPEEDS, check_speed
 from ..core.errors import SpotDetectError
 from ..core.models.base import SpotModel
 from ..core.models.piscis import PERCENTILES
 from ..core.models.zoo import bundled_path
-from ..core.speed import SPEEDS, check_speed
 from . import layers as L
 from ._ui import make_scrollable, show_status
 from .model_registry import registry_for
@@ -46,10 +48,8 @@ from .workers import abandon_worker, detection_steps, start_worker
 log = logging.getLogger(__name__)
 
 SECTION = "detect"
-DEFAULTS = {"model_kind": "default", "model_path": "", "device": "auto", "tile_size": 0, "show_maps": False,
-            "augment": False, "min_distance": 1, "percentiles": list(PERCENTILES), "speed": "exact"}
-META_KEY = K.PROVENANCE  # kept for callers of the old names; the keys live in layer_keys
-DETS_KEY = K.DETECTIONS
+DEFAULTS = {"model_kind": "default", "model_path": "", "show_maps": False,
+            **DetectOptions(percentiles=PERCENTILES).remembered(), "threads": 0}
 _MODEL_KINDS = [
     ("Bundled default model", "default"),
     ("Model file (.pt: piscis or ours)", "file"),
@@ -105,6 +105,9 @@ class DetectWidget(Container):
         self._model_kind = ComboBox(label="Model", choices=self._choices, tooltip=_TIP["model"])
         self._model_path = FileEdit(label="Model file", mode="r", tooltip=_TIP["path"])
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], tooltip=_TIP["device"])
+        self._threads = SpinBox(label="CPU threads (0: idle cores)", min=0, max=max(1, os.cpu_count() or 1),
+                                tooltip="Threads the network uses on the CPU; 0 takes the cores that are idle when "
+                                        "detection starts (all cores on a busy machine is many times slower).")
         self._tile = SpinBox(label="Tile size (0: auto)", min=0, max=8192, step=8, tooltip=_TIP["tile"])
         self._maps = CheckBox(text="Add the score map as an image", tooltip=_TIP["maps"])
         self._augment = CheckBox(text="Average 8 flips and rotations (slow)", tooltip=_TIP["augment"])
@@ -136,9 +139,8 @@ class DetectWidget(Container):
         head2 = Label(value="<b>2. Keep the spots above a threshold</b><br>"
                             "Live: moving it does not run the network again.")
         form1 = Container(widgets=[self._image, self._axes, self._model_kind, self._model_path, self._device,
-                                   self._tile, self._speed, self._min_distance, self._p_low, self._p_high,
-                                   self._maps,
-                                   self._augment], labels=True)
+                                   self._threads, self._tile, self._speed, self._min_distance, self._p_low,
+                                   self._p_high, self._maps, self._augment], labels=True)
         form2 = Container(widgets=[self._threshold, self._floor, self._count], labels=True)
         self.extend([head1, form1, buttons, self._progress, self._status, head2, form2, thr_buttons])
         for lab in (head1, head2):
@@ -217,6 +219,10 @@ class DetectWidget(Container):
         dev = s.get("device", "auto")
         self._device.value = dev if dev in self._device.choices else "auto"
         self._tile.value = int(s.get("tile_size") or 0)
+        try:
+            self._threads.value = min(self._threads.max, max(0, int(s.get("threads") or 0)))
+        except (TypeError, ValueError):
+            self._threads.value = 0
         self._maps.value = bool(s.get("show_maps", False))
         self._augment.value = bool(s.get("augment", False))
         self._speed.value = s.get("speed") if s.get("speed") in SPEEDS else "exact"
@@ -266,13 +272,13 @@ class DetectWidget(Container):
         return list(self._model_kind.choices)
 
     def set_device(self, device: str) -> None:
-        """"auto", "cpu", or one of :func:`core.device.available_devices`."""
+        """"auto", "cpu", or one of :func:`core.common.device.available_devices`."""
         self._device.value = device
 
     def set_options(self, *, show_maps: bool | None = None, augment: bool | None = None,
                     tile_size: int | None = None, speed: str | None = None) -> None:
         """Add the score map as an image; average over 8 flips/rotations; tile size (0: automatic);
-        speed ("exact" or "fast", see :mod:`core.speed`)."""
+        speed ("exact" or "fast", see :mod:`core.detection.speed`)."""
         if speed is not None:
             self._speed.value = check_speed(speed)
         if show_maps is not None:
@@ -405,7 +411,7 @@ class DetectWidget(Container):
             return "Open or choose an image layer."
         try:
             L.guess_layer_axes(layer.ndim, (), layer.rgb)  # refuses RGB
-            from ..core.validate import check_axes
+            from ..core.common.validate import check_axes
 
             check_axes(layer.ndim, self._axes.value.strip() or None)
         except SpotDetectError as err:
@@ -449,16 +455,13 @@ class DetectWidget(Container):
         data = layer.data[0] if layer.multiscale else layer.data
         axes = self._axes.value.strip().lower()
         remembered = self.choices_to_remember()
-        device = None if self._device.value == "auto" else self._device.value
-        tile = int(self._tile.value) or None
-        keep_maps = bool(self._maps.value)
-        if keep_maps and (layer.multiscale or not isinstance(data, np.ndarray)):
-            keep_maps = _temporary_map_store()  # lazy images may not fit in memory: nor would their maps
-        gen = _with_plane_messages(
-            detection_steps(data, self._model_source(), axes=axes, device=device, tile_size=tile,
-                            keep_maps=keep_maps, model_cache=self._model_cache,
-                            augment=bool(self._augment.value), min_distance=int(self._min_distance.value),
-                            percentiles=self.percentiles, speed=self._speed.value))
+        options = self.detect_options().replace(axes=axes)
+        if options.keep_maps and (layer.multiscale or not isinstance(data, np.ndarray)):
+            # lazy images may not fit in memory: nor would their maps
+            options = options.replace(keep_maps=_temporary_map_store())
+        gen = _with_plane_messages(detection_steps(data, self._model_source(), options,
+                                                   model_cache=self._model_cache,
+                                                   threads=int(self._threads.value) or None))
         self._cancelled = False
         self._error = None
         self._run.enabled = False
@@ -487,10 +490,15 @@ class DetectWidget(Container):
         if kind not in ("default", "file", "folder"):
             return None
         path = str(self._model_path.value) if kind != "default" else ""
-        return {"model_kind": kind, "model_path": "" if path == "." else path, "device": self._device.value,
-                "tile_size": int(self._tile.value), "show_maps": bool(self._maps.value),
-                "augment": bool(self._augment.value), "min_distance": int(self._min_distance.value),
-                "percentiles": list(self.percentiles), "speed": self._speed.value}
+        return {"model_kind": kind, "model_path": "" if path == "." else path, "show_maps": bool(self._maps.value),
+                **self.detect_options().remembered(), "threads": int(self._threads.value)}
+
+    def detect_options(self) -> DetectOptions:
+        """The panel's detection settings as the engine takes them (checked when made; the axes go with the image)."""
+        return DetectOptions(device=None if self._device.value == "auto" else self._device.value,
+                             tile_size=int(self._tile.value) or None, keep_maps=bool(self._maps.value),
+                             augment=bool(self._augment.value), min_distance=int(self._min_distance.value),
+                             percentiles=self.percentiles, speed=self._speed.value)
 
     def cancel(self, *_):
         """Stop the running detection after the current tile batch; nothing is added."""
@@ -586,7 +594,7 @@ class DetectWidget(Container):
             if name in L.HIDDEN_MAPS or not self._maps.value:
                 continue
             if not isinstance(arr, np.ndarray):  # kept in a zarr store: shown lazily
-                from ..core.image_sources import as_lazy
+                from ..core.io.image_sources import as_lazy
 
                 arr = as_lazy(arr)
             data, dims = L.map_in_layer_order(arr, dets.axes, axes)
@@ -599,7 +607,7 @@ class DetectWidget(Container):
         kw = L.points_layer_kwargs(L.layer_name("spots", image_layer.name, model.info.name), features,
                                    score_range=model.threshold_range,
                                    scale=scale, translate=translate, stack="z" in axes,
-                                   metadata={META_KEY: provenance, DETS_KEY: dets})
+                                   metadata={K.PROVENANCE: provenance, K.DETECTIONS: dets})
         kw["ndim"] = len(axes)
         out.append(Points(coords, **kw))
         if len(coords) > L.MANY_SPOTS:
@@ -610,7 +618,7 @@ class DetectWidget(Container):
     # -- threshold ----------------------------------------------------------------------------------------
     def _set_target(self, layer) -> None:
         self._target = layer
-        dets = layer.metadata[DETS_KEY]
+        dets = layer.metadata[K.DETECTIONS]
         model = self._last_model
         lo, hi = model.threshold_range if model is not None else (dets.floor, max(1.0, dets.threshold))
         lo = max(lo, dets.floor)
@@ -627,7 +635,7 @@ class DetectWidget(Container):
     def _on_slider(self, value: float) -> None:
         """Count at once (a table filter, milliseconds); redraw the layer when the slider pauses."""
         layer = self._target
-        dets = layer.metadata.get(DETS_KEY) if layer is not None else None
+        dets = layer.metadata.get(K.DETECTIONS) if layer is not None else None
         if dets is not None and not dets.stack:
             n = dets.count(value)
             self._count.value = f"{n:,} at {float(value):.2f} (updating '{_short(layer.name)}'…)"
@@ -636,7 +644,7 @@ class DetectWidget(Container):
     def _on_floor(self, value: float) -> None:
         """The contrast floor moved: filter the cached detections again, as the threshold slider does."""
         layer = self._target
-        dets = layer.metadata.get(DETS_KEY) if layer is not None else None
+        dets = layer.metadata.get(K.DETECTIONS) if layer is not None else None
         if dets is None:
             return
         dets.set_contrast_floor(float(value))
@@ -655,16 +663,16 @@ class DetectWidget(Container):
         """Filter the cached detections at ``value`` (default: the slider) and update the layer; no network."""
         self._timer.stop()
         layer = self._target
-        if layer is None or DETS_KEY not in layer.metadata:
+        if layer is None or K.DETECTIONS not in layer.metadata:
             return 0
         t = float(self._threshold.value if value is None else value)
-        dets = layer.metadata[DETS_KEY]
+        dets = layer.metadata[K.DETECTIONS]
         try:
             spots = dets.set_threshold(t)
         except SpotDetectError as err:
             self._set_status(str(err), error=True)
             return len(layer.data)
-        coords, features = L.points_from_spots(spots, layer.metadata[META_KEY]["layer_axes"])
+        coords, features = L.points_from_spots(spots, layer.metadata[K.PROVENANCE]["layer_axes"])
         t0 = time.perf_counter()
         try:
             L.replace_points(layer, coords, features)
@@ -674,9 +682,9 @@ class DetectWidget(Container):
         # wait at least twice as long as an update takes before the next, so dragging never queues updates
         ms = 1000 * (time.perf_counter() - t0)
         self._timer.setInterval(int(min(1000, max(30, 2 * ms))))
-        layer.metadata[META_KEY]["threshold"] = float(t)
+        layer.metadata[K.PROVENANCE]["threshold"] = float(t)
         if dets.has_contrast:
-            layer.metadata[META_KEY]["contrast_floor"] = dets.contrast_floor
+            layer.metadata[K.PROVENANCE]["contrast_floor"] = dets.contrast_floor
         self._count.value = f"{len(coords):,} in '{_short(layer.name)}'"
         self._count.tooltip = layer.name
         if not self.running and self._status.value.startswith("Done:"):
@@ -702,7 +710,7 @@ class DetectWidget(Container):
             self.use_tuned_threshold()
 
     def _summary(self) -> str:
-        prov = self._target.metadata[META_KEY]
+        prov = self._target.metadata[K.PROVENANCE]
         floor = prov.get("contrast_floor")
         at_floor = f", contrast floor {floor:.2f}" if isinstance(floor, float) and floor > 0 else ""
         return (f"Done: {len(self._target.data):,} spots at threshold {prov['threshold']:.2f}{at_floor} "
@@ -718,7 +726,8 @@ class DetectWidget(Container):
 
     def _on_active_layer(self, event):
         layer = event.value
-        if layer is not None and not L.same_layer(layer, self._target) and DETS_KEY in getattr(layer, "metadata", {}):
+        if layer is not None and not L.same_layer(layer, self._target) \
+                and K.DETECTIONS in getattr(layer, "metadata", {}):
             self._set_target(layer)
 
 
@@ -729,7 +738,7 @@ class _CloseWatcher(QObject):
         super().__init__()
         self._on_close = on_close
 
-    def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+    def eventFilter(self, obj, event):
         if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
             self._on_close()
         return False

@@ -24,20 +24,18 @@ from qtpy.QtGui import QColor, QPainter
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from .. import layer_keys as K
+from ..core.analysis.filters import filter_mask, histogram, make_filter, numeric_features
 from ..core.errors import SpotDetectError
-from ..core.filters import filter_mask, histogram, make_filter, numeric_features
 from . import layers as L
 from ._ui import show_status
 
-META_KEY = K.PROVENANCE
-FULL_KEY = K.FILTERS
 BINS = 64
 
 
 class LayerFilters:
     """Filter state of one Points layer: the full set of spots, the filters in force, the rows shown.
 
-    Kept in ``layer.metadata[FULL_KEY]`` so it lives exactly as long as the layer and listens to it
+    Kept in ``layer.metadata[K.FILTERS]`` so it lives exactly as long as the layer and listens to it
     whether or not a panel is open; panels register a refresh callback (held weakly).
     """
 
@@ -57,15 +55,15 @@ class LayerFilters:
 
     @classmethod
     def of(cls, layer) -> LayerFilters:
-        state = layer.metadata.get(FULL_KEY)
+        state = layer.metadata.get(K.FILTERS)
         if not isinstance(state, cls):
             state = cls(layer)
-            layer.metadata[FULL_KEY] = state
+            layer.metadata[K.FILTERS] = state
         return state
 
     @staticmethod
     def _prov(layer) -> dict:
-        return layer.metadata.setdefault(META_KEY, {})
+        return layer.metadata.setdefault(K.PROVENANCE, {})
 
     def snapshot(self, layer) -> None:
         self.data = np.array(layer.data, copy=True)
@@ -183,7 +181,7 @@ class HistogramView(QWidget):
         inside = (centres >= self.cut[0]) & (centres <= self.cut[1])
         return float(self.counts[inside].sum() / total) if total else 0.0
 
-    def paintEvent(self, _event):  # noqa: N802 (Qt's name)
+    def paintEvent(self, _event):
         p = QPainter(self)
         w, h = self.width(), self.height()
         p.fillRect(0, 0, w, h, QColor(30, 30, 34))

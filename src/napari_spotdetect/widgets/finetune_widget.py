@@ -1,7 +1,7 @@
 """The "Fine-tune on my spots" dock widget: adapt a model to corrected spots, watch it learn, then adopt it.
 
 The user pairs images with Points layers of correct spots (or picks a folder of images and CSVs), chooses
-the model to start from, and presses Train. Training is :func:`core.finetuning.iter_finetune` (the call
+the model to start from, and presses Train. Training is :func:`core.training.finetuning.iter_finetune` (the call
 the CLI and the API make, with the same defaults) in a thread; this widget only draws progress and the live
 plot. The model used for detection is never touched: the
 tuned model is offered in the detection widget, and becomes the one in use only when the user accepts it.
@@ -33,11 +33,11 @@ from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea, QSizePolicy, QWidget
 
 from .. import layer_keys as K
-from ..core import finetuning
 from ..core.errors import SpotDetectError
-from ..core.examples import planes_with_spots, split_examples
-from ..core.finetune_defaults import DEFAULTS as FT
 from ..core.models.zoo import bundled_path
+from ..core.training import finetuning
+from ..core.training.examples import planes_with_spots, split_examples
+from ..core.training.finetune_defaults import DEFAULTS as FT
 from ._ui import show_status
 from .detect_widget import format_seconds
 from .model_registry import registry_for
@@ -82,7 +82,7 @@ _TIP = {
 class TrainingPlot(QWidget):
     """Loss per step and per epoch (left axis) and validation F1 per epoch (right axis, 0-1), against epochs.
 
-    The loss is shown positive (1 - F1 + L2 for SmoothF1: :func:`core.finetuning.display_loss`); epoch 0 is
+    The loss is shown positive (1 - F1 + L2 for SmoothF1: :func:`core.training.finetuning.display_loss`); epoch 0 is
     the starting model's F1 at its own threshold, the number the QC panel shows for it.
 
     A small QPainter plot: matplotlib and pyqtgraph are not napari dependencies, and this needs no more.
@@ -116,7 +116,7 @@ class TrainingPlot(QWidget):
             self.val_f1.append((float(x), float(f1)))
         self.update()
 
-    def paintEvent(self, _event):  # noqa: N802 - Qt's name
+    def paintEvent(self, _event):
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         fg = self.palette().color(self.foregroundRole())
@@ -198,7 +198,7 @@ def pairs_from_layers(image_layer, points_layer, load: bool = True) -> list:
     """[(2-D plane, (N, 2) y/x in the image's pixels)] from two layers, honouring their scale and translate.
 
     A 2-D image gives one pair; a z-stack or time series gives one pair per plane that has points
-    (:func:`core.examples.planes_with_spots`). ``load=False`` only checks (no pixel copy), for the validation
+    (:func:`core.training.examples.planes_with_spots`). ``load=False`` only checks (no pixel copy), for the validation
     that runs on every layer change.
     """
     if image_layer is None or points_layer is None:
@@ -228,7 +228,7 @@ def pairs_from_layers(image_layer, points_layer, load: bool = True) -> list:
 
 
 def split_pairs(pairs: list, val_percent: float, seed: int = 0) -> tuple[list, list | None]:
-    """Hold out ``val_percent`` % of the pairs: :func:`core.examples.split_examples` (the CLI's split)."""
+    """Hold out ``val_percent`` % of the pairs: :func:`core.training.examples.split_examples` (the CLI's split)."""
     return split_examples(pairs, val_percent / 100.0, seed)
 
 
@@ -571,7 +571,7 @@ class FinetuneWidget(Container):
                 "name": self._name.value.strip()}
 
     def config(self):
-        """The :class:`~napari_spotdetect.core.train.TrainConfig` that Train would use."""
+        """The :class:`~napari_spotdetect.core.training.train.TrainConfig` that Train would use."""
         return self._config()
 
     @property
@@ -593,7 +593,7 @@ class FinetuneWidget(Container):
 
     @property
     def result(self):
-        """The last run's :class:`~napari_spotdetect.core.finetuning.FinetuneResult` (None before one ends)."""
+        """The last run's :class:`~napari_spotdetect.core.training.finetuning.FinetuneResult` (None before one ends)."""
         return self._result
 
     @property
@@ -657,7 +657,7 @@ class FinetuneWidget(Container):
         self.native.destroyed.connect(stop.set)  # closing the panel (or napari) ends training too
 
         def steps():
-            from ..core.examples import pairs_from_folder
+            from ..core.training.examples import pairs_from_folder
 
             all_pairs = pairs_from_folder(folder, only=only) if folder else pairs
             info["n_examples"] = len(all_pairs)
@@ -713,8 +713,8 @@ class FinetuneWidget(Container):
         shapes = self._regions.value
         if shapes is None:
             return pairs
-        from ..core.regions import region_examples  # noqa: PLC0415
-        from .adapt_widget import regions_in_image  # noqa: PLC0415
+        from ..core.groundtruth.regions import region_examples
+        from .adapt_widget import regions_in_image
 
         if len(pairs) != 1:
             raise SpotDetectError("Regions are drawn on 2-D images; this row has a stack.",

@@ -19,8 +19,8 @@ from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton
 from qtpy.QtWidgets import QListWidget
 
 from .. import layer_keys as K
-from ..core import annotations as A
-from ..core.spots_io import IMAGE_SUFFIXES, atomic_write_text, read_image
+from ..core.groundtruth import annotations as A
+from ..core.io.spots_io import IMAGE_SUFFIXES, atomic_write_text, read_image
 from . import shortcuts as S
 from ._ui import make_scrollable, show_status
 
@@ -162,7 +162,7 @@ class FolderWidget(Container):
         self.current = index
         try:
             data = np.squeeze(read_image(path))
-        except Exception as err:  # noqa: BLE001 - any unreadable file: say which, and move on
+        except Exception as err:
             self._set_status(f"Cannot read {path.name}: {err}. Fix: convert it to TIFF, or remove it.", True)
             return None
         image = self._viewer.add_image(data, name=path.stem, colormap="gray", metadata={K.IMAGE_FILE: str(path)})

@@ -6,16 +6,16 @@ axis order (``tczyx``); layers keep the user's order, so every conversion goes t
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 
 from .. import layer_keys as K
+from ..core.common.validate import RANK_AXES, axes_for_rank, check_axes
 from ..core.errors import SpotDetectError
-from ..core.spots_io import COORD_ORDER
-from ..core.validate import check_axes
+from ..core.io.spots_io import COORD_ORDER
 
-#: the axes a layer of each rank is assumed to have when its axis labels say nothing
-LAYER_DEFAULT_AXES = {2: "yx", 3: "zyx", 4: "tzyx", 5: "tczyx"}
 _LABEL_ALIASES = {
     "t": "t", "time": "t", "frame": "t", "frames": "t", "timepoint": "t",
     "c": "c", "ch": "c", "channel": "c", "channels": "c",
@@ -49,10 +49,10 @@ def guess_layer_axes(ndim: int, axis_labels=(), rgb: bool = False) -> str:
     named = axes_from_labels(axis_labels) if axis_labels else None
     if named is not None:
         return named
-    if ndim not in LAYER_DEFAULT_AXES:
+    if ndim not in RANK_AXES:
         raise SpotDetectError(f"The image layer has {ndim} dimensions; 2 to 5 are supported.",
                               "choose a 2-D to 5-D image layer.")
-    return LAYER_DEFAULT_AXES[ndim]
+    return RANK_AXES[ndim]
 
 
 def points_from_spots(spots: pd.DataFrame, layer_axes: str) -> tuple[np.ndarray, pd.DataFrame]:
@@ -98,17 +98,34 @@ def points_layer_kwargs(name: str, features: pd.DataFrame, *, score_range, scale
 
 
 def replace_points(layer, coords: np.ndarray, features: pd.DataFrame) -> None:
-    """Swap a Points layer's spots and features as one batch (no per-point work on our side).
+    """Swap a Points layer's spots and features as one batch, drawn once.
 
-    napari's own cost dominates (about 1 ms per 1,000 points when the count shrinks, 3 ms when it grows,
-    napari 0.9.2; see benchmarks/bench_points.py), so callers debounce slider moves.
+    Setting the data and then the features makes napari rebuild the canvas's marker arrays three times
+    (data, border colours from the new scores, colour properties: a list of 10^5 symbol strings each time).
+    Those drawing events are held while both change and the layer is redrawn once at the end; the ``data`` and
+    ``features`` events, which other panels listen to, still fire as before. napari's own bookkeeping remains
+    (about 1 ms per 1,000 points; benchmarks/bench_points.py, bench_viewer.py --spots), so callers debounce.
     """
-    layer.data = coords
-    if not layer.visible:
-        # napari skips re-slicing a hidden layer, so its view indices still count the old points and
-        # setting the features would index past the end (IndexError inside napari's drawing code)
-        layer.set_view_slice()
-    layer.features = features
+    with contextlib.ExitStack() as held:
+        for emitter in _drawing_events(layer):
+            held.enter_context(emitter.blocker())
+        layer.data = coords
+        if not layer.visible:
+            # napari skips re-slicing a hidden layer, so its view indices still count the old points and
+            # setting the features would index past the end (IndexError inside napari's drawing code)
+            layer.set_view_slice()
+        layer.features = features
+    layer.refresh()  # one redraw (a hidden layer is re-sliced when shown)
+
+
+def _drawing_events(layer) -> list:
+    """The events of a Points layer that make the canvas rebuild its markers (and nothing else of ours)."""
+    names = ("set_data", "symbol", "border_width", "border_color", "face_color")
+    out = [getattr(layer.events, n) for n in names if hasattr(layer.events, n)]
+    for manager in (getattr(layer, "_border", None), getattr(layer, "_face", None)):
+        events = getattr(manager, "events", None)
+        out += [getattr(events, n) for n in ("colors", "color_properties") if events is not None and hasattr(events, n)]
+    return out
 
 
 def layer_name(role: str, image: str, model: str | None = None) -> str:
@@ -158,7 +175,7 @@ def layer_axes(layer) -> str:
     named = axes_from_labels(layer.axis_labels)
     if named is not None:
         return named
-    return LAYER_DEFAULT_AXES.get(layer.ndim, "tczyx"[-layer.ndim:])
+    return axes_for_rank(layer.ndim)
 
 
 def to_layer_coords(src, dst, coords: np.ndarray) -> np.ndarray:

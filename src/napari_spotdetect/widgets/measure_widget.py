@@ -1,9 +1,9 @@
 """The "Measure and count spots" dock widget: Gaussian fits, molecules, spots per cell, and exports.
 
-Everything is computed by the engine (``core.measure``, ``core.cells``, ``core.exports``: the same calls as
-``spotdetect measure / count / export``); the widget converts layer coordinates into image and label pixels,
-runs the fit in a worker, writes the results into the Points layer's features and provenance, and shows the
-per-cell table. The pixel size comes from the image layer's scale (napari's default scale 1 means pixels).
+Everything is computed by the engine (``core.analysis.measure``, ``core.analysis.cells``, ``core.io.exports``:
+the same calls as ``spotdetect measure / count / export``); the widget converts layer coordinates into image and
+label pixels, runs the fit in a worker, writes the results into the Points layer's features and provenance, and shows
+the per-cell table. The pixel size comes from the image layer's scale (napari's default scale 1 means pixels).
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from .. import layer_keys as K
-from ..core.cells import count_spots_in_cells
+from ..core.analysis.cells import count_spots_in_cells
+from ..core.analysis.measure import count_molecules, measure_spots_iter
+from ..core.common.validate import axes_for_rank
 from ..core.errors import SpotDetectError
-from ..core.exports import write_cell_table, write_points_table, write_trackmate_xml
-from ..core.measure import count_molecules, measure_spots_iter
-from ..core.units import pixel_size_from_scale
+from ..core.io.exports import write_cell_table, write_points_table, write_trackmate_xml
+from ..core.io.units import pixel_size_from_scale
 from . import layers as L
 from ._ui import show_status
 from .workers import start_worker
 
-META_KEY = K.PROVENANCE
 _TABLE_SHOWN = 8  # columns of the per-cell table shown in the dock (all of them are exported)
 
 
@@ -121,7 +121,7 @@ class MeasureWidget(Container):
     def _on_spots(self, *_):
         """Pick the image the spots were detected in, when the detection says which."""
         layer = self._spots.value
-        prov = (layer.metadata.get(META_KEY) or {}) if layer is not None else {}
+        prov = (layer.metadata.get(K.PROVENANCE) or {}) if layer is not None else {}
         name = prov.get("image_layer")
         if name and name in self._viewer.layers and isinstance(self._viewer.layers[name], napari.layers.Image):
             self._image.value = self._viewer.layers[name]
@@ -188,7 +188,7 @@ class MeasureWidget(Container):
             coords, axes = np.asarray(layer.data), L.layer_axes(layer)
         else:
             coords = layer_coords_in(layer, target)
-            axes = image_axes(target) if isinstance(target, napari.layers.Image) else "zyx"[-target.ndim:]
+            axes = image_axes(target) if isinstance(target, napari.layers.Image) else axes_for_rank(target.ndim)
             if len(axes) != coords.shape[1]:
                 axes = axes[-coords.shape[1]:]
         df = pd.DataFrame({a: coords[:, i] for i, a in enumerate(axes)})
@@ -257,7 +257,7 @@ class MeasureWidget(Container):
             extra = f"; molecules not counted: {err.problem}"
         coord_cols = [c for c in ("t", "c", "z", "y", "x") if c in table.columns]
         layer.features = table.drop(columns=coord_cols).reset_index(drop=True)
-        layer.metadata.setdefault(META_KEY, {})["gaussian_fit"] = note
+        layer.metadata.setdefault(K.PROVENANCE, {})["gaussian_fit"] = note
         sig = table["sigma"].median() if len(table) else float("nan")
         self._set_status(f"Fitted {len(table):,} spots ({note['n_fit_ok']:,} good fits, median sigma "
                          f"{sig:.2f} px){extra}.")
@@ -286,7 +286,7 @@ class MeasureWidget(Container):
         feats["cell"] = assigned["cell"].to_numpy()
         feats["compartment"] = assigned["compartment"].to_numpy()
         layer.features = feats
-        layer.metadata.setdefault(META_KEY, {})["cells"] = {
+        layer.metadata.setdefault(K.PROVENANCE, {})["cells"] = {
             "labels_layer": cells.name, "nuclei_layer": nuclei.name if nuclei is not None else None,
             "n_cells": len(per_cell), "n_spots_in_cells": int((feats["cell"] > 0).sum())}
         self.cells = per_cell

@@ -1,6 +1,6 @@
 """The "Check against ground truth" dock widget: how good are the detections, and where are the mistakes.
 
-The numbers come from :func:`core.metrics.evaluate` (the function ``spotdetect evaluate`` prints), so the
+The numbers come from :func:`core.groundtruth.metrics.evaluate` (the function ``spotdetect evaluate`` prints), so the
 widget and the command line never disagree. On the canvas, predictions are coloured found (TP) or false
 alarm (FP) and the missed true spots (FN) get their own layer, so the user sees where the model fails.
 """
@@ -15,13 +15,11 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from .. import layer_keys as K
-from ..core import annotations as A
 from ..core.errors import SpotDetectError
+from ..core.groundtruth import annotations as A
 from . import layers as L
 from ._ui import make_scrollable
 
-TRUTH_KEY = K.TRUTH  # kept for callers of the old names; the keys live in layer_keys
-FN_KEY = K.QC_MISSED
 #: the table leads with the numbers people compare; counts follow
 _SHOWN = ["image", "f1", "f1_integral", "precision", "recall", "tp", "fp", "fn", "n_pred", "n_true"]
 
@@ -29,8 +27,8 @@ _SHOWN = ["image", "f1", "f1_integral", "precision", "recall", "tp", "fp", "fn",
 def image_key(layer) -> str:
     """The image a spots layer belongs to: from the detection or ground-truth mark, else from its name."""
     meta = layer.metadata
-    if TRUTH_KEY in meta:
-        return str(meta[TRUTH_KEY].get("image"))
+    if K.TRUTH in meta:
+        return str(meta[K.TRUTH].get("image"))
     prov = meta.get(K.PROVENANCE) or {}
     if prov.get("image_layer"):
         return str(prov["image_layer"])
@@ -45,8 +43,8 @@ def image_key(layer) -> str:
 
 def auto_pairs(layers) -> list[tuple]:
     """(predictions, ground truth) for each image that has both open: detections vs layers marked truth."""
-    points = [lay for lay in layers if isinstance(lay, napari.layers.Points) and FN_KEY not in lay.metadata]
-    truths = {image_key(lay): lay for lay in points if TRUTH_KEY in lay.metadata}
+    points = [lay for lay in layers if isinstance(lay, napari.layers.Points) and K.QC_MISSED not in lay.metadata]
+    truths = {image_key(lay): lay for lay in points if K.TRUTH in lay.metadata}
     preds = [lay for lay in points if K.is_detection(lay)]
     return [(p, truths[image_key(p)]) for p in preds if image_key(p) in truths]
 
@@ -235,8 +233,8 @@ class QCWidget(Container):
         self._table.setRowCount(0)
         self._export.enabled = False
         self._summary.value = "The compared layers were closed. Choose predictions and ground truth, then Compare."
-        for lay in [lay for lay in self._viewer.layers if FN_KEY in lay.metadata
-                    and any(lay.metadata[FN_KEY] == p.name for p in preds)]:
+        for lay in [lay for lay in self._viewer.layers if K.QC_MISSED in lay.metadata
+                    and any(lay.metadata[K.QC_MISSED] == p.name for p in preds)]:
             self._viewer.layers.remove(lay)
 
     def _colour(self, pred, is_tp: np.ndarray) -> None:
@@ -248,7 +246,7 @@ class QCWidget(Container):
 
     def _missed_layer(self, pred, coords: np.ndarray):
         name = L.layer_name("missed (FN)", image_key(pred))
-        existing = [lay for lay in self._viewer.layers if lay.name == name and FN_KEY in lay.metadata]
+        existing = [lay for lay in self._viewer.layers if lay.name == name and K.QC_MISSED in lay.metadata]
         coords = np.asarray(coords, dtype=np.float64).reshape(-1, pred.ndim)
         if existing:
             layer = existing[0]
@@ -257,7 +255,7 @@ class QCWidget(Container):
             layer = self._viewer.add_points(
                 coords, ndim=pred.ndim, name=name, symbol="square", size=9, face_color="transparent",
                 border_color=L.QC_COLOURS["FN"], border_width=0.15, border_width_is_relative=True,
-                scale=pred.scale, translate=pred.translate, metadata={FN_KEY: pred.name},
+                scale=pred.scale, translate=pred.translate, metadata={K.QC_MISSED: pred.name},
                 projection_mode=getattr(pred, "projection_mode", "none"))
         return layer
 

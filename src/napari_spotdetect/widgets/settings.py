@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from ..core.spots_io import atomic_write_text
+from ..core.io.spots_io import atomic_write_text
 
 ENV_VAR = "NAPARI_SPOTDETECT_SETTINGS"
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.detect import Detections, Progress, detect_iter
+from ..core.common.steps import run_steps
+from ..core.detection.detect import Detections, Progress, detect_iter
+from ..core.detection.options import DetectOptions
 from ..core.models.base import SpotModel
 from ..core.models.zoo import load_model
-from ..core.steps import run_steps
 
 
 @dataclass
@@ -24,30 +25,27 @@ class DetectionResult:
     model: SpotModel
 
 
-def detection_steps(image, model_source, *, axes: str, device=None, tile_size=None, threshold=None,
-                    keep_maps=True, model_cache: dict | None = None, augment: bool = False,
-                    min_distance: int = 1, percentiles=None, speed: str = "exact"):
-    """Load the model (cached by source and device), then detect; yields Progress, returns a result.
+def detection_steps(image, model_source, options: DetectOptions, *, model_cache: dict | None = None,
+                    threads: int | None = None):
+    """Load the model (cached by source and device), then detect with ``options``; yields Progress, returns a result.
 
-    ``percentiles`` (low, high): other normalisation percentiles for a percentile-normalised model (others
-    ignore them); the result names the model as loaded. ``model_cache`` is a dict owned by the caller; a
-    loaded model is put there so the next run on the same
-    model does not read the weights again.
+    The spots get their contrast features (the panel's live floor slider needs them); the result names the
+    model as loaded (``options.percentiles`` only change how the run normalises). ``model_cache`` is a dict
+    owned by the caller; a loaded model is put there so the next run on the same model does not read the
+    weights again. ``threads``: torch CPU threads (None: the idle cores, :func:`core.common.device.default_threads`).
     """
-    key = (model_source if isinstance(model_source, str) else id(model_source), str(device))
+    from ..core.common.device import use_threads
+
+    use_threads(threads)  # in this (worker) thread: torch's CPU thread count is set per thread
+    key = (model_source if isinstance(model_source, str) else id(model_source), str(options.device))
     model = model_cache.get(key) if model_cache is not None else None
     if model is None:
         yield Progress(0, 1, "loading the model…")
-        model = load_model(model_source, device=device)
+        model = load_model(model_source, device=options.device)
         if model_cache is not None:
             model_cache.clear()  # keep one model in memory, not every model ever used
             model_cache[key] = model
-    used = model
-    if percentiles is not None and "percentiles" in model.normalization():  # a percentile-normalised model
-        used = model.with_percentiles(*percentiles)
-    dets = yield from detect_iter(image, used, threshold, axes=axes, tile_size=tile_size,
-                                  keep_maps=keep_maps, device=device, augment=augment,
-                                  min_distance=min_distance, speed=speed, contrast=True)  # the live floor slider
+    dets = yield from detect_iter(image, model, options.replace(contrast=True))
     return DetectionResult(dets, model)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..device import select_device
+from ..common.device import select_device
 
 
 @dataclass
@@ -93,6 +93,11 @@ class SpotModel(abc.ABC):
     def normalize_tiles(self, tiles: np.ndarray) -> np.ndarray:
         """(B, C, h, w) raw tiles -> float32 network input (models with :meth:`plane_statistics` also take
         ``stats``)."""
+
+    def runs_in(self, dtype: torch.dtype | None) -> bool:
+        """Whether this model runs reduced precision ``dtype`` with weights of that type (fed input of that
+        type), instead of under autocast; only where it measured faster (see :meth:`PiscisModel.runs_in`)."""
+        return False
 
     @abc.abstractmethod
     def forward_maps(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ DeepSpot does not detect spots: it "enhances" an image (a sigmoid map in (0, 1) 
 saturated 3x3 peak on a dimmed copy of the background). Its promise is that one fixed detector then works
 on every image without tuning, so the peak finder below has parameters fixed once for all images: maxima
 of 5x5 neighbourhoods above 0.65, refined by a parabola per axis. They were chosen on 45 synthetic
-256x256 images of ``core.synthetic`` (20-250 spots, peak amplitude 30-3000 over a background of 100):
+256x256 images of ``core.training.synthetic`` (20-250 spots, peak amplitude 30-3000 over a background of 100):
 mean F1 at 1 px 0.997 on the 27 brighter ones and 0.909 on 18 harder ones (0.774 on the dimmest third);
 0.5 lets background through on dim images (F1 0.70), 0.8 loses dim spots (0.88).
 """
@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import ModelFileError
-from ..files import sha256_of_files
-from ..ops import local_maxima
+from ..io.files import sha256_of_files
 from ..weights.tf_bundle import TensorBundle, proto_fields
 from .base import ModelInfo, SpotModel, TileCandidates
 from .deepspot_net import DeepSpotNet
+from .ops import local_maxima
 
 #: half-size of the neighbourhood a peak must dominate (5x5): the network draws each spot as a 3x3 plateau
 PEAK_RADIUS = 2
@@ -141,6 +142,14 @@ def savedmodel_layer_names(folder: Path) -> dict[int, str] | None:
         return None  # the variables alone are enough to load; the names are a cross-check
 
 
+def _shape_stub(shape) -> np.ndarray:
+    """A float32 array of ``shape`` that takes no memory (every element is one shared zero)."""
+    try:
+        return np.broadcast_to(np.zeros((), np.float32), tuple(int(v) for v in shape))
+    except (ValueError, TypeError, OverflowError):  # a shape numpy cannot even describe
+        return np.zeros((0,), np.float32)
+
+
 def load_deepspot_net(path, *, fuse: bool = True, verify: bool = True) -> tuple[DeepSpotNet, object]:
     """(net in eval mode, its TensorBundle) from a SavedModel folder; refuses variables that do not fit."""
     from .deepspot_net import KERAS_LAYERS, keras_state_dict
@@ -158,9 +167,19 @@ def load_deepspot_net(path, *, fuse: bool = True, verify: bool = True) -> tuple[
                                  "pass the MHybrid folder of napari-DeepSpot 0.0.7 (cbib/DeepSpot's Mmixed).")
     wanted = [k for k in bundle.keys() if k.startswith("layer_with_weights-") and ".OPTIMIZER_SLOT" not in k]
     others = [k for k in bundle.keys() if not k.startswith("layer_with_weights-")]
+    net = DeepSpotNet()
+    # names and declared shapes first, against the network, before any tensor is decoded: then only the
+    # network's own weights are read, and memory stays at the model's real size whatever the index claims
+    with warnings.catch_warnings():  # the stubs are read-only views, and their state is thrown away
+        warnings.simplefilter("ignore", UserWarning)
+        _, problems = keras_state_dict({**{k: _shape_stub(bundle.entries[k].shape) for k in wanted},
+                                        **{k: None for k in others}}, net)
+    if problems:
+        raise ModelFileError(f"{folder} is not the DeepSpot (MHybrid) network: "
+                             + "; ".join(problems) + ".",
+                             "pass the MHybrid folder of napari-DeepSpot 0.0.7 (cbib/DeepSpot's Mmixed).")
     tensors = {k: bundle.get(k, verify) for k in wanted}
     tensors.update({k: None for k in others})  # names only: keras_state_dict skips or reports them
-    net = DeepSpotNet()
     state, problems = keras_state_dict(tensors, net)
     if problems:
         raise ModelFileError(f"{folder} is not the DeepSpot (MHybrid) network: "

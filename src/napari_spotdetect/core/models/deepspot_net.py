@@ -254,25 +254,16 @@ def keras_state_dict(tensors: dict, net: nn.Module) -> tuple[dict, list[str]]:
     for key, value in tensors.items():
         if ".OPTIMIZER_SLOT" in key or key.startswith(_SKIP_PREFIXES):
             continue
-        parts = key.split("/")
-        if (len(parts) != 4 or not parts[0].startswith("layer_with_weights-")
-                or parts[2:] != [".ATTRIBUTES", "VARIABLE_VALUE"]):
-            unexpected.append(key)
-            continue
-        n = parts[0].rsplit("-", 1)[1]
-        if not n.isdigit() or int(n) >= len(KERAS_LAYERS) or parts[1] not in _ATTR_TO_PARAM:
-            unexpected.append(key)
-            continue
-        param = f"{keras_to_module(KERAS_LAYERS[int(n)])}.{_ATTR_TO_PARAM[parts[1]]}"
-        if param not in expected:
-            unexpected.append(f"{key} ({KERAS_LAYERS[int(n)]} has no {parts[1]})")
+        param, layer, why = _keras_param(key, expected)
+        if param is None:
+            unexpected.append(why)
             continue
         arr = np.asarray(value, dtype=np.float32)
         if arr.ndim == 4:  # Conv2D (kh, kw, in, out) and Conv2DTranspose (kh, kw, out, in): same permute
             arr = arr.transpose(3, 2, 0, 1)
         want = tuple(expected[param].shape)
         if arr.shape != want:
-            problems.append(f"{key} ({KERAS_LAYERS[int(n)]}) has shape {tuple(np.asarray(value).shape)}, "
+            problems.append(f"{key} ({layer}) has shape {tuple(np.asarray(value).shape)}, "
                             f"expected the TF layout of {want}")
             continue
         state[param] = torch.from_numpy(np.ascontiguousarray(arr))
@@ -288,6 +279,23 @@ def keras_state_dict(tensors: dict, net: nn.Module) -> tuple[dict, list[str]]:
             if k.endswith("num_batches_tracked"):
                 state[k] = v.clone()
     return state, problems
+
+
+def _keras_param(key: str, expected: dict) -> tuple:
+    """(torch parameter name, Keras layer, None) for a checkpoint key ``layer_with_weights-N/attr/...``, or
+    (None, None, how to report the key) for one this network has no place for."""
+    parts = key.split("/")
+    if (len(parts) != 4 or not parts[0].startswith("layer_with_weights-")
+            or parts[2:] != [".ATTRIBUTES", "VARIABLE_VALUE"]):
+        return None, None, key
+    n = parts[0].rsplit("-", 1)[1]
+    if not n.isdigit() or int(n) >= len(KERAS_LAYERS) or parts[1] not in _ATTR_TO_PARAM:
+        return None, None, key
+    layer = KERAS_LAYERS[int(n)]
+    param = f"{keras_to_module(layer)}.{_ATTR_TO_PARAM[parts[1]]}"
+    if param not in expected:
+        return None, None, f"{key} ({layer} has no {parts[1]})"
+    return param, layer, None
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import deformable_pool
+from .ops import deformable_pool
 
 
 @dataclass(frozen=True)

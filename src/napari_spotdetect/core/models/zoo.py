@@ -7,15 +7,16 @@ gets an error that says what was found and what we expected.
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from pathlib import Path
 
 import torch
 
-from ..device import select_device
+from ..common.device import select_device
 from ..errors import ModelFileError, SpotDetectError
-from ..files import file_sha256
+from ..io.files import file_sha256
 from .base import SpotModel
 
 #: model names shipped inside the package: name -> file in napari_spotdetect/data
@@ -50,11 +51,11 @@ def load_model(source, device=None, variant: str | None = None) -> SpotModel:
         return source.to(device) if device is not None else source
     select_device(device)  # a device problem is reported as such, before any file is read
     if isinstance(source, str) and source.lower() in DOWNLOADABLE:
-        from ..weights.deepspot_fetch import fetch_deepspot_weights  # noqa: PLC0415
+        from ..weights.deepspot_fetch import fetch_deepspot_weights
 
         try:
             folder = fetch_deepspot_weights()
-        except Exception as err:  # noqa: BLE001 (network, pip, disk: all mean the same to the user)
+        except Exception as err:
             raise ModelFileError(
                 f"Could not download the DeepSpot MHybrid weights ({type(err).__name__}: {str(err)[:200]}).",
                 "connect to the internet once (PyPI), or pass the path of a DeepSpot SavedModel folder.") from err
@@ -65,22 +66,33 @@ def load_model(source, device=None, variant: str | None = None) -> SpotModel:
             raise ModelFileError(f"The bundled model {source!r} is missing from this installation ({path}).",
                                  "reinstall napari-spotdetect, or pass the path of a model file.")
         return _load_file(path, device, variant)
-    path = Path(source).expanduser()
-    if not path.exists():
-        known = ", ".join(repr(k) for k in BUNDLED)
-        raise ModelFileError(f"No model at {str(path)!r}: the path does not exist.",
-                             f"pass an existing .pt file, a DeepSpot SavedModel folder, or one of {known}.")
-    if path.is_dir():
-        return _load_folder(path, device)
-    if not path.is_file():
-        raise ModelFileError(f"{path} is not a regular file (a device, pipe or socket?).",
-                             "pass a model file (.pt) or a DeepSpot SavedModel folder.")
-    return _load_file(path, device, variant)
+    known = ", ".join(repr(k) for k in BUNDLED)
+    if not isinstance(source, (str, os.PathLike)):
+        raise ModelFileError(f"{str(source)[:80]!r} ({type(source).__name__}) is not a model or a path to one.",
+                             f"pass a path (text or pathlib.Path) to a .pt file or a DeepSpot SavedModel folder, "
+                             f"or one of {known}.")
+    try:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise ModelFileError(f"No model at {str(path)!r}: the path does not exist.",
+                                 f"pass an existing .pt file, a DeepSpot SavedModel folder, or one of {known}.")
+        if path.is_dir():
+            return _load_folder(path, device)
+        if not path.is_file():
+            raise ModelFileError(f"{path} is not a regular file (a device, pipe or socket?).",
+                                 "pass a model file (.pt) or a DeepSpot SavedModel folder.")
+        return _load_file(path, device, variant)
+    except (OSError, RuntimeError, TypeError, ValueError) as err:  # a name too long, an unreadable disk, ~nobody
+        if isinstance(err, SpotDetectError):
+            raise
+        raise ModelFileError(f"Cannot read the model at {str(source)[:200]!r} ({type(err).__name__}: "
+                             f"{str(err)[:160]}).", "check the path and that the file can be read (permissions, "
+                             "disk); then pass a .pt file or a DeepSpot SavedModel folder.") from err
 
 
 def _load_folder(path: Path, device) -> SpotModel:
     if (path / "variables" / "variables.index").exists() or (path / "saved_model.pb").exists():
-        from .deepspot import load_deepspot_savedmodel  # noqa: PLC0415 (optional, heavy)
+        from .deepspot import load_deepspot_savedmodel
 
         return load_deepspot_savedmodel(path, device=device)
     raise ModelFileError(
@@ -133,7 +145,7 @@ def _load_file(path: Path, device, variant) -> SpotModel:
                 "use model files from a source you trust; ask whoever made it for a file of plain weights "
                 "(a state dict or a file saved by napari-spotdetect).") from None
         raise _unreadable(path, err) from err
-    except Exception as err:  # noqa: BLE001 (torch raises anything on garbage: KeyError, RuntimeError, ...)
+    except Exception as err:
         raise _unreadable(path, err) from err
     try:
         return _model_from_object(obj, path, sha, device, variant)
@@ -141,7 +153,7 @@ def _load_file(path: Path, device, variant) -> SpotModel:
         raise
     except SpotDetectError:  # e.g. the device
         raise
-    except Exception as err:  # noqa: BLE001 (a malformed file can trip any step of building the model)
+    except Exception as err:
         raise ModelFileError(f"{path} holds a malformed model ({type(err).__name__}: {str(err)[:200]}).",
                              "download or save the model file again.") from err
 
@@ -150,7 +162,7 @@ def _model_from_object(obj, path: Path, sha: str, device, variant) -> SpotModel:
     from ..weights.piscis_pt import is_piscis_state, piscis_from_state
 
     if isinstance(obj, dict) and obj.get("format") == "napari-spotdetect":
-        from ..weights.native import native_from_state  # noqa: PLC0415
+        from ..weights.native import native_from_state
 
         return native_from_state(obj, path=path, sha256=sha, device=device)
     if is_piscis_state(obj):
@@ -179,6 +191,11 @@ def _check_zip_sizes(path: Path) -> None:
             infos = zf.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
         raise _unreadable(path, err) from err
+    packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    if packed:  # torch.save never compresses: a compressed member costs its unpacked size, whatever the file's
+        raise ModelFileError(f"{path} holds compressed parts ({', '.join(packed[:3])}), which torch never writes: "
+                             "unpacking them could cost far more memory than the file's size.",
+                             "use the model file as torch.save wrote it (not re-zipped); it may be crafted.")
     total = sum(i.file_size for i in infos)
     if len(infos) > 100_000 or total > MAX_MODEL_BYTES:
         raise ModelFileError(f"{path} would unpack to {total / 2**30:.1f} GB in {len(infos)} parts, more than any "

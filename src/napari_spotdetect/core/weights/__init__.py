@@ -1,1 +1,4 @@
-"""Readers for the weight files of the models we support."""
+"""Readers of the weight files of the models we support (piscis ``.pt``, TensorFlow bundles) and our own format.
+
+May import: ``core.errors``, ``core.common``, ``core.io``, ``core.models`` (its peer).
+"""

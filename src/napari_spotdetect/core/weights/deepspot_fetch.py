@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import SpotDetectError
-from ..files import file_sha256
+from ..io.files import file_sha256
 
 PACKAGE, VERSION = "napari-DeepSpot", "0.0.7"
 WHEEL_PREFIX = "napari_deepspot/models/MHybrid/"

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from ..common.validate import check_contrast_floor
 from ..errors import ModelFileError, SpotDetectError
-from ..files import atomic_write
+from ..io.files import atomic_write
 from ..models.base import ModelInfo, SpotModel
-from ..validate import check_contrast_floor
 
 FORMAT = "napari-spotdetect"
 FORMAT_VERSION = 1
@@ -162,12 +162,36 @@ def check_state_dict(state, where: str) -> dict:
             raise ModelFileError(f"{where} has NaN or infinite values in the weight {str(k)[:80]!r}.",
                                  "the model is broken (a diverged training run?): train it again with a smaller "
                                  "learning rate, or use an earlier checkpoint.")
+        _check_outliers(k, v, where)
     return state
 
 
-def native_from_state(obj: dict, *, path=None, sha256: str = "", device=None) -> SpotModel:
-    """Build the model described by a loaded napari-spotdetect file."""
-    where = str(path) if path else "the model file"
+#: a convolution's largest weight over its median magnitude; trained networks stay below 40 (piscis 4, ours 7,
+#: DeepSpot 34), one flipped byte in a float's exponent makes it 500 to 5,000
+MAX_WEIGHT_RATIO = 200.0
+
+
+def _check_outliers(name, v: torch.Tensor, where: str) -> None:
+    """Piscis files carry no checksum: a flipped byte inside a weight loads, and the model finds nothing.
+
+    Such a byte makes one value hundreds of times larger than the rest of its layer: refuse it.
+    """
+    if not (v.is_floating_point() and v.ndim >= 2 and v.numel() >= 64 and str(name).endswith("weight")):
+        return
+    a = v.detach().abs().float().flatten()
+    nz = a[a > 0]
+    if nz.numel() < 16:
+        return
+    ratio = float(a.max() / nz.median())
+    if ratio > MAX_WEIGHT_RATIO:
+        raise ModelFileError(f"{where} has a value {ratio:.0f}x the typical size of the weight {str(name)[:80]!r} "
+                             f"({float(a.max()):.3g} against {float(nz.median()):.3g}): the file is damaged "
+                             "(flipped bytes), and such a model finds nothing.",
+                             "download or copy the model file again and compare its checksum with the original.")
+
+
+def _checked_file(obj: dict, where: str) -> dict:
+    """The loaded file's dict with float32 weights, after checking every field that building the model uses."""
     version = obj.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelFileError(f"{where} has format version {version!r}; this napari-spotdetect reads up to "
@@ -191,6 +215,14 @@ def native_from_state(obj: dict, *, path=None, sha256: str = "", device=None) ->
     thr = obj.get("threshold")
     if thr is not None and not (isinstance(thr, (int, float)) and math.isfinite(thr)):
         raise ModelFileError(f"{where} has an invalid threshold {thr!r}.", "save the model again with save_model().")
+    return obj
+
+
+def native_from_state(obj: dict, *, path=None, sha256: str = "", device=None) -> SpotModel:
+    """Build the model described by a loaded napari-spotdetect file."""
+    where = str(path) if path else "the model file"
+    obj = _checked_file(obj, where)
+    arch = obj["arch"]
     card = dict(obj.get("card") or {})
     name = obj.get("name") or (Path(path).stem if path else arch)
     info = ModelInfo(name=str(name), arch=arch, source=str(path or ""), sha256=sha256, card=card)

@@ -1,0 +1,525 @@
+"""Training and fine-tuning of spot models (Piscis; DeepSpot fine-tuning), for the CLI and the widgets alike.
+
+``Trainer.iter_fit()`` is a generator that yields a :class:`TrainEvent` after every step and epoch, so a
+napari ``thread_worker`` can show progress and stop between steps; ``fit()`` runs it to the end. The
+network being trained is always a deep copy: the model a user has loaded is never modified, and a stop
+or a crash leaves only complete files behind (checkpoints are written to a temporary file and renamed).
+
+Schedule (Piscis paper 4.3.2 / piscis 1.1.0): SGD with Nesterov momentum, linear warm-up, constant, then
+step decay (x ``decay_factor``, ``decay_steps`` times over the last ``decay_fraction`` of training). The
+learning rate is set per step from the fraction of training done, so short runs get the same shape.
+Fine-tuning uses Adam at a small constant rate. After each epoch the model runs :func:`detect` on the
+validation images, the score threshold that maximises the mean F1 there is chosen, and the best epoch
+(by that F1, or by the F1 integral with ``select="f1_integral"``) is kept, with its threshold, as the
+``best`` checkpoint. With ``ema`` set, an exponential moving average of the weights is what gets
+validated, checkpointed and returned (training goes on from the raw weights, which ``last`` also keeps
+for resuming).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..common.steps import run_steps
+from ..errors import Cancelled, SpotDetectError
+from ..groundtruth.calibration import f1_curve, pick_threshold
+from ..groundtruth.metrics import evaluate
+from ..groundtruth.regions import inside
+from ..models.base import ModelInfo
+from .augment import random_augment
+from .config import TrainConfig, TrainEvent, TrainResult, lr_factor
+from .examples import checked_pairs, pairs_from_folder, planes_with_spots, split_examples
+from .trainable import recipe_for
+
+THRESHOLDS = np.round(np.concatenate([np.arange(0.05, 0.951, 0.05), [0.97, 0.98, 0.99]]), 2)
+
+
+class Trainer:
+    """Train (from a :class:`PiscisConfig`) or fine-tune (a loaded Piscis or DeepSpot model) on spots.
+
+    Args:
+        model: a ``PiscisConfig`` (train from scratch), or a ``PiscisModel`` or ``DeepSpotModel`` (copied,
+            never modified). How each is fed, scored and rebuilt is its :mod:`.trainable` recipe.
+        train: (image, spots) pairs; spots are (N, 2) y/x arrays or DataFrames with y, x columns.
+        val: validation pairs; without them validation is on the training examples (reported in the card):
+            the caller holds data out (:func:`.examples.split_examples`; fine-tuning: ``iter_finetune``).
+            Items of either may carry a region ``(y0, x0, y1, x1)``: the whole image is normalised, only
+            the region is trained on and scored (see :mod:`.regions`).
+        config: :class:`TrainConfig`.
+        out_dir, name: where ``{name}_best.pt`` and ``{name}_last.pt`` go (nothing is written if None).
+        stop: a ``threading.Event`` or a callable returning True to stop between steps.
+        resume: continue from ``{name}_last.pt`` in ``out_dir`` if it exists.
+        data_info: a description of the training data for the model card.
+    """
+
+    def __init__(self, model, train, val=None, config: TrainConfig | None = None, *, out_dir=None,
+                 name: str = "model", stop=None, resume: bool = False, data_info: dict | None = None):
+        self.cfg = config or TrainConfig()
+        c = self.cfg
+        c.check()
+        train, train_boxes, val, val_boxes = checked_pairs(train, val)
+        self.val_note = "given"
+        if not val:
+            val, val_boxes = list(train), list(train_boxes)
+            self.val_note = "the training examples themselves (no held-out data)"
+        self.train_raw, self.val, self.val_boxes = train, val, val_boxes
+        torch.manual_seed(c.seed)  # a new network's initial weights
+        self.recipe, self.mode = recipe_for(model, c.loss, c.l2_weight, c.normalization)
+        # a region is normalised with its whole image (as detection sees it), then cut out: outside is unknown
+        self.train = [_cut(self.recipe.prepare(im), pts, box) for (im, pts), box in zip(train, train_boxes)]
+        self.base_card: dict = {}
+        if self.mode == "finetune":
+            self.base_card = {"base_model": model.info.name, "base_model_sha256": model.info.sha256,
+                              "base_model_source": model.info.source}
+        net = self.recipe.net
+        info = ModelInfo(name=name, arch=self.recipe.arch)
+        self.device = torch.device(c.device or "cpu")
+        self.net = net.to(self.device)
+        self.frozen_bn = self.recipe.freeze_batchnorm or c.freeze_encoder
+        if c.freeze_encoder:
+            encoder = getattr(getattr(net, "fpn", None), "encoder", None)
+            if encoder is None or self.mode != "finetune":
+                raise SpotDetectError("freeze_encoder fine-tunes a trained Piscis-architecture model.",
+                                      "leave freeze_encoder off for other models and for training from scratch.")
+            for p in encoder.parameters():
+                p.requires_grad_(False)
+        base_tile = model.tile_size if self.mode == "finetune" else (256, 256)
+        tile = (c.tile_size, c.tile_size) if c.tile_size else base_tile
+        self.model = self.recipe.wrap(self.net, info, tile, None, self.device)
+        self.opt = self._optimizer()
+        self.ema = [p.detach().clone() for p in self.net.parameters()] if c.ema else None
+        self.ema_updates = 0
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.name = name
+        self.stop = stop
+        self.data_info = data_info or {}
+        self.history: list[dict] = []
+        self.best: dict | None = None  # {"f1", "epoch", "threshold", "state"}
+        self.start_epoch = 1
+        self.steps_per_epoch = c.steps_per_epoch or max(1, len(self.train) // c.batch_size)
+        if self.out_dir is not None:
+            self._prepare_out_dir()
+        if resume and self.last_path is not None and self.last_path.exists():
+            self._resume()
+
+    # -- paths ---------------------------------------------------------------------------------------
+    @property
+    def best_path(self) -> Path | None:
+        return self.out_dir / f"{self.name}_best.pt" if self.out_dir else None
+
+    @property
+    def last_path(self) -> Path | None:
+        return self.out_dir / f"{self.name}_last.pt" if self.out_dir else None
+
+    def _prepare_out_dir(self) -> None:
+        """Check, before any work, that checkpoints can be written; remove what killed runs left behind.
+
+        A save interrupted by ``kill -9`` leaves its hidden temporary file (``atomic_write``); they pile up.
+        """
+        d = self.out_dir
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            for stale in list(d.glob(f".{self.name}_last.pt.*.tmp")) + list(d.glob(f".{self.name}_best.pt.*.tmp")):
+                stale.unlink(missing_ok=True)
+            with tempfile.TemporaryFile(dir=d) as f:
+                f.write(b"0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+            free = shutil.disk_usage(d).free
+        except OSError as err:
+            raise SpotDetectError(f"Cannot write checkpoints to {d} ({err.strerror or err}).",
+                                  "choose a folder you can write to, with free space.") from err
+        need = 6 * sum(p.numel() * 4 for p in self.net.parameters()) + (1 << 20)  # last: weights, best, optimizer
+        if free < need:
+            raise SpotDetectError(f"Only {free / 2**20:.1f} MB free in {d}; a checkpoint needs about "
+                                  f"{need / 2**20:.1f} MB.", "free some disk space or choose another folder.")
+
+    def _save(self, path, **kw) -> None:
+        """save_model, with a full disk or a lost folder reported as such (the previous file stays intact)."""
+        from ..weights.native import save_model
+
+        try:
+            save_model(self.model, path, **kw)
+        except (OSError, RuntimeError) as err:
+            raise SpotDetectError(f"Could not write the checkpoint {path} ({str(err)[:200]}); the previous "
+                                  "checkpoint is intact.", "free some disk space or check the folder, then "
+                                  "continue with resume.") from err
+
+    def _optimizer(self):
+        c = self.cfg
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=True, weight_decay=c.weight_decay)
+        return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+
+    def _should_stop(self) -> bool:
+        s = self.stop
+        if s is None:
+            return False
+        if isinstance(s, threading.Event):
+            return s.is_set()
+        return bool(s())
+
+    # -- data ----------------------------------------------------------------------------------------
+    def _batch(self, rng: np.random.Generator):
+        c = self.cfg
+        imgs, targets = [], []
+        intensity_p = 0.5 if self.recipe.intensity_augment else 0.0
+        while len(imgs) < c.batch_size:
+            for _ in range(10):  # crops without spots teach SmoothF1 nothing: draw again (as piscis)
+                img, pts = self.train[rng.integers(len(self.train))]
+                if c.augment:
+                    x, p = random_augment(img, pts, (c.crop, c.crop), rng, intensity_p=intensity_p,
+                                          intensity=self.recipe.intensity_range)
+                else:
+                    x, p = _center(img, pts, c.crop)
+                if len(p):
+                    break
+            imgs.append(x)
+            targets.append(self.recipe.targets(x, p))
+        dev = self.device
+        x = torch.from_numpy(np.stack(imgs)[:, None]).to(dev)
+        target = {k: torch.from_numpy(np.stack([t[k] for t in targets])).to(dev) for k in targets[0]}
+        return x, target
+
+    def recalibrate_bn(self, rng: np.random.Generator, n_batches: int | None = None) -> None:
+        """Re-estimate BatchNorm running statistics on inference-like tiles ("precise BN").
+
+        Running averages collected during training come from tiny batches of rotated, zero-padded,
+        intensity-scaled crops; inference sees whole tiles standardised one by one. With that mismatch
+        the eval-mode network fired on the background of some images (thousands of false peaks), so after
+        each epoch the statistics are averaged afresh over tiles cut and standardised as ``detect`` does.
+        """
+        n_batches = self.cfg.bn_batches if n_batches is None else n_batches
+        if n_batches <= 0 or self.frozen_bn:
+            return
+        bns = [m for m in self.net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in bns]
+        kept = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the recalibration batches
+        th, tw = self.model.tile_size
+        self.net.train()
+        try:
+            self._recalibration_batches(rng, n_batches, th, tw)
+        except Cancelled:  # half-estimated statistics are worse than the old ones
+            for m, saved in zip(bns, kept):
+                m.running_mean.copy_(saved[0])
+                m.running_var.copy_(saved[1])
+            raise
+        finally:
+            for m, mom in zip(bns, momenta):
+                m.momentum = mom
+
+    def _recalibration_batches(self, rng, n_batches: int, th: int, tw: int) -> None:
+        # a stop asked for here ends the run within one batch (a whole recalibration takes tens of seconds)
+        with torch.no_grad():
+            for _ in range(n_batches):
+                if self._should_stop():
+                    raise Cancelled("stopped during BatchNorm recalibration")
+                tiles = []
+                for _ in range(self.cfg.batch_size):
+                    img = self.train_raw[rng.integers(len(self.train_raw))][0]
+                    h, w = img.shape
+                    r0, c0 = rng.integers(max(1, h - th + 1)), rng.integers(max(1, w - tw + 1))
+                    plane = self.model.prepare_image(img[None])
+                    stats = self.model.plane_statistics(plane)
+                    t = plane[0][r0:r0 + th, c0:c0 + tw]
+                    t = np.pad(t, ((0, th - t.shape[0]), (0, tw - t.shape[1])), mode="symmetric")[None, None]
+                    norm = self.model.normalize_tiles
+                    tiles.append(norm(t) if stats is None else norm(t, stats))
+                self.net(torch.from_numpy(np.concatenate(tiles)).to(self.device))
+
+    def _train_mode(self) -> None:
+        self.net.train()
+        if self.frozen_bn:
+            for m in self.net.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+    # -- validation ----------------------------------------------------------------------------------
+    def validate(self, should_stop=None, at: float | None = None, prefer: float = 0.5) -> dict:
+        """Detect on the validation images; tune the threshold for the best (smoothed) mean F1 at ``val_radius``.
+
+        Only detections inside an example's region count. ``at``: also score at this threshold (key ``"at"``;
+        fine-tuning's "before", from the same detections); ``prefer``: where ties between thresholds go
+        (the starting model's own threshold for epoch 0: a confident model scores most spots ~1).
+        ``should_stop`` is checked between tiles; when it says stop, :class:`Cancelled` is raised.
+        """
+        from ..detection.detect import detect
+
+        self.net.eval()
+        grid = THRESHOLDS if self.mode == "scratch" else _FINETUNE_THRESHOLDS
+        floor = float(min(grid[0], at if at is not None else grid[0]))
+        preds = []
+        for img, _ in self.val:
+            det = detect(img, self.model, threshold=floor, keep_maps=False, should_stop=should_stop)
+            cand = det.candidates[det.passes_contrast_floor()]  # the model's own floor, as detection applies it
+            preds.append((cand[["y", "x"]].to_numpy(), cand["score"].to_numpy()))
+        truth = [p for _, p in self.val]
+        _, f1s = f1_curve(preds, truth, self.val_boxes, grid, self.cfg.val_radius)
+        thr = pick_threshold(grid, f1s, prefer=prefer)
+        out = self._scores(preds, truth, thr)
+        out.update(threshold=thr, f1_at_0_5=float(f1s[np.argmin(np.abs(grid - 0.5))]))
+        if at is not None:
+            out["at"] = {**self._scores(preds, truth, float(at)), "threshold": float(at)}
+        self._train_mode()
+        return out
+
+    def _scores(self, preds, truth, thr: float) -> dict:
+        per = []
+        for (yx, s), gt, box in zip(preds, truth, self.val_boxes):
+            keep = (s > thr) & inside(yx, box)
+            per.append(evaluate(yx[keep], gt, self.cfg.val_radius))
+        return {k: float(np.mean([m[k] for m in per])) for k in ("precision", "recall", "f1", "f1_integral")}
+
+    def start_margin(self) -> float:
+        """What a change must gain over the starting model (F1) to replace it: one validation spot's worth. On a
+        strip of a few clicks smaller differences are noise, and keeping the start never makes things worse."""
+        return 1.0 / max(1, sum(len(p) for _, p in self.val))
+
+    def consider_start(self, val: dict) -> None:
+        """Let the starting model (epoch 0, its weights as loaded) compete for best: a fine-tune never ends
+        with weights that score below the ones it started from on the validation data."""
+        if self.best is not None or val is None:
+            return
+        self.model.default_threshold = val["threshold"]
+        self.best = {"f1": val["f1"], "score": val[self.cfg.select], "epoch": 0, "threshold": val["threshold"],
+                     "val": val, "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
+        if self.best_path is not None:
+            self._save(self.best_path, card=self.card(val, 0))
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def card(self, val: dict | None, epoch: int) -> dict:
+        from ... import __version__
+
+        return {"trained_with": f"napari-spotdetect {__version__}", "mode": self.mode,
+                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "epoch": epoch, "epochs": self.cfg.epochs, "steps_per_epoch": self.steps_per_epoch,
+                "train_config": asdict(self.cfg), "n_train_images": len(self.train), "n_val_images": len(self.val),
+                "validation_data": self.val_note, "validation": val or {}, "training_data": self.data_info,
+                **self.base_card}
+
+    def _save_last(self, epoch: int, val: dict | None, raw_state: dict | None = None) -> None:
+        if self.last_path is None:
+            return
+        extra = {"training": {"epoch": epoch, "optimizer": self.opt.state_dict(), "history": self.history,
+                              "best": {k: v for k, v in (self.best or {}).items() if k != "state"},
+                              "best_state": (self.best or {}).get("state", {})}}
+        if raw_state is not None:
+            extra["training"].update(raw_state=raw_state, ema_updates=self.ema_updates)
+        self._save(self.last_path, card=self.card(val, epoch), extra=extra)
+
+    def _resume(self) -> None:
+        try:
+            self._load_last()
+        except SpotDetectError:
+            raise
+        except Exception as err:
+            raise SpotDetectError(
+                f"Cannot resume from {self.last_path}: it is damaged or comes from another network or settings "
+                f"({type(err).__name__}: {str(err)[:200]}).",
+                "train without resume (or delete that file), or resume with the settings of the run that wrote it.",
+            ) from err
+
+    def _load_last(self) -> None:
+        obj = torch.load(self.last_path, map_location="cpu", weights_only=True)
+        tr = obj.get("training") if isinstance(obj, dict) else None
+        if not isinstance(tr, dict):
+            raise SpotDetectError(f"{self.last_path} has no training state to resume from.",
+                                  "delete it or train without resume.")
+        saved = {k: v.float() if v.is_floating_point() else v for k, v in obj["state_dict"].items()}
+        self.net.load_state_dict(saved)
+        # the file's weights are the average; training goes on from the raw ones
+        if self.ema is not None and "raw_state" in tr:
+            self.ema = [p.detach().clone() for p in self.net.parameters()]
+            self.net.load_state_dict(tr["raw_state"])
+            self.ema_updates = int(tr.get("ema_updates", 0))
+        self.opt.load_state_dict(tr["optimizer"])
+        self.history = list(tr["history"])
+        if tr.get("best"):
+            self.best = {**tr["best"], "state": tr["best_state"]}
+            self.best.setdefault("score", self.best["f1"])  # files from before ``select``
+        self.model.default_threshold = float(obj.get("threshold", 0.5))
+        self.start_epoch = int(tr["epoch"]) + 1
+
+    # -- weight averaging ----------------------------------------------------------------------------
+    def _update_ema(self) -> None:
+        # the usual warm-up (1 + n) / (10 + n) keeps the first steps from averaging in the random start
+        self.ema_updates += 1
+        decay = min(self.cfg.ema, (1 + self.ema_updates) / (10 + self.ema_updates))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.ema, [p.detach() for p in self.net.parameters()], 1.0 - decay)
+
+    @contextmanager
+    def _averaged(self):
+        """Swap the averaged weights in (yielding the raw state to restore), or do nothing without EMA.
+
+        Epoch-to-epoch validation F1 of a small model on small batches jumps by about 0.005; the average
+        of the recent weights is steadier and usually better than any one of them.
+        """
+        if self.ema is None:
+            yield None
+            return
+        raw = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        with torch.no_grad():
+            for p, e in zip(self.net.parameters(), self.ema):
+                p.copy_(e)
+        try:
+            yield raw
+        finally:
+            self.net.load_state_dict(raw)
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def iter_fit(self):
+        """Yield :class:`TrainEvent` s; return a :class:`TrainResult` (``StopIteration.value``)."""
+        c = self.cfg
+        spe, total = self.steps_per_epoch, c.epochs * self.steps_per_epoch
+        self._train_mode()
+        hint = self.recipe.lr_hint
+        advice = (f"{self.recipe.arch} fine-tunes best at a learning rate of {hint:g} or less (this run: {c.lr:g})"
+                  if hint is not None and c.lr > hint else "")
+        yield TrainEvent("start", self.start_epoch, c.epochs, 0, spe, message=f"{self.mode}: {len(self.train)} "
+                         f"training / {len(self.val)} validation images, {c.epochs} epochs x {spe} steps"
+                         + (f"; {advice}" if advice else ""), advice=advice)
+        for epoch in range(self.start_epoch, c.epochs + 1):
+            rng = np.random.default_rng([c.seed, epoch])  # per-epoch stream: resuming repeats the same data
+            torch.manual_seed(c.seed * 100003 + epoch)
+            sums: dict[str, float] = {}
+            t0 = time.perf_counter()
+            for step in range(1, spe + 1):
+                if self._should_stop():
+                    yield from self._stopped(epoch, step)
+                    return self._result(stopped=True)
+                lr, parts = self._step(rng, epoch, step, ((epoch - 1) * spe + step - 1) / total)
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                yield TrainEvent("step", epoch, c.epochs, step, spe, lr, parts,
+                                 best_f1=self.best["f1"] if self.best else None)
+            if self._should_stop():
+                yield from self._stopped(epoch, spe)
+                return self._result(stopped=True)
+            with self._averaged() as raw_state:
+                try:
+                    self.recalibrate_bn(np.random.default_rng([c.seed, epoch, 1]))
+                    val = self.validate(should_stop=self._should_stop) if self.val else None
+                    stopped = False
+                except Cancelled:
+                    self._train_mode()
+                    stopped = True
+                if not stopped:
+                    self._end_epoch(epoch, lr, sums, val, raw_state, t0)
+            if stopped:  # after the averaged weights are swapped out again: the network is back to its raw state
+                yield from self._stopped(epoch, spe)
+                return self._result(stopped=True)
+            losses = {k: v / spe for k, v in sums.items()}
+            yield TrainEvent("epoch", epoch, c.epochs, spe, spe, lr, losses, val,
+                             best_f1=self.best["f1"] if self.best else None,
+                             message=f"epoch {epoch}/{c.epochs}: loss {losses.get('loss', float('nan')):.4f}"
+                             + (f", val F1 {val['f1']:.3f} (threshold {val['threshold']:.2f})" if val else ""))
+        result = self._result(stopped=False)
+        yield TrainEvent("done", c.epochs, c.epochs, spe, spe, best_f1=self.best["f1"] if self.best else None,
+                         message=f"done; best validation F1 {self.best['f1']:.3f} at epoch {self.best['epoch']}"
+                         if self.best else "done")
+        return result
+
+    def _step(self, rng: np.random.Generator, epoch: int, step: int, done: float) -> tuple[float, dict]:
+        """One optimiser step at fraction ``done`` of training: (its learning rate, its loss parts)."""
+        c = self.cfg
+        lr = c.lr * lr_factor(done, c.warmup_fraction, c.decay_fraction, c.decay_steps, c.decay_factor)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        x, target = self._batch(rng)
+        loss, parts = self.recipe.loss(x, target)
+        if not bool(torch.isfinite(loss)):
+            raise SpotDetectError(
+                f"Training diverged: the loss became {float(loss)} at epoch {epoch}, step {step} "
+                f"(learning rate {lr:g}); the last checkpoint written is kept.",
+                "train again with a smaller learning rate (e.g. a tenth of this one).")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.grad_clip)
+        self.opt.step()
+        if self.ema is not None:
+            self._update_ema()
+        return lr, parts
+
+    def _end_epoch(self, epoch, lr, sums, val, raw_state, t0) -> None:
+        """Record the epoch, keep the best weights, write the checkpoints (with the averaged weights in)."""
+        c, spe = self.cfg, self.steps_per_epoch
+        losses = {k: v / spe for k, v in sums.items()}
+        rec = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in losses.items()},
+               **({f"val_{k}": v for k, v in val.items()} if val else {}),
+               "seconds": time.perf_counter() - t0}
+        self.history.append(rec)
+        margin = self.start_margin() if self.best and self.best["epoch"] == 0 else 0.0
+        if val is not None and (self.best is None or val[c.select] > self.best["score"] + margin):
+            self.model.default_threshold = val["threshold"]
+            self.best = {"f1": val["f1"], "score": val[c.select], "epoch": epoch,
+                         "threshold": val["threshold"], "val": val,
+                         "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
+            if self.best_path is not None:
+                self._save(self.best_path, card=self.card(val, epoch))
+        self._save_last(epoch, val, raw_state)
+
+    def _stopped(self, epoch, step):
+        yield TrainEvent("stopped", epoch, self.cfg.epochs, step, self.steps_per_epoch,
+                         best_f1=self.best["f1"] if self.best else None,
+                         message="stopped; the last complete checkpoint is kept")
+
+    def _result(self, stopped: bool) -> TrainResult:
+        """A fresh model with the best weights (the trainer's own network keeps training state)."""
+        net = self.recipe.fresh_net()
+        if self.best is not None:
+            net.load_state_dict(self.best["state"])
+            thr = self.best["threshold"]
+            card = self.card(self.best.get("val"), self.best["epoch"])
+        else:
+            with self._averaged():
+                net.load_state_dict(self.net.state_dict())
+            thr = self.model.default_threshold
+            card = self.card(None, len(self.history))
+        info = ModelInfo(name=self.name, arch=self.recipe.arch, source=str(self.best_path or ""), card=card)
+        model = self.recipe.wrap(net, info, self.model.tile_size, thr, self.device)
+        return TrainResult(model, self.best_path if self.best else None, self.last_path, self.history, stopped)
+
+    def fit(self, progress=None) -> TrainResult:
+        """Run :meth:`iter_fit` to the end; ``progress`` is called with every event."""
+        return run_steps(self.iter_fit(), progress)
+
+
+#: fine-tuning also tries low thresholds: a lab that counts faint spots may want 0.01 (scratch training keeps
+#: the grid its defaults were chosen with)
+_FINETUNE_THRESHOLDS = np.round(np.concatenate([[0.005, 0.01, 0.02, 0.03, 0.04], THRESHOLDS]), 3)
+
+
+def _cut(prepared: np.ndarray, pts: np.ndarray, box) -> tuple:
+    """The region of an already normalised image, with its spots moved into the region's pixels."""
+    if box is None:
+        return prepared, pts
+    y0, x0, y1, x1 = box
+    return np.ascontiguousarray(prepared[y0:y1, x0:x1]), pts - np.array([y0, x0], dtype=np.float64)
+
+
+def _center(img, pts, crop):
+    """Centre crop (or zero-pad) to crop x crop, for training without augmentation."""
+    from .augment import warp
+
+    return warp(img, pts, (crop, crop), np.eye(2), snap=True)
+
+
+__all__ = ["Cancelled", "TrainConfig", "TrainEvent", "TrainResult", "Trainer", "lr_factor", "pairs_from_folder",
+           "planes_with_spots", "split_examples"]
