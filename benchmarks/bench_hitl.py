@@ -13,6 +13,12 @@ threshold change alone would give.
     python benchmarks/bench_hitl.py --model deepspot --kind dense_textured --lr 1e-4 \
         --out benchmarks/results/hitl_deepspot.json
     python benchmarks/bench_hitl.py --real [--per-source 2] [--minutes 5]
+    python benchmarks/bench_hitl.py --real --clicks [--per-source 1] [--threads 1]
+
+``--real --clicks``: on each 2-D real ``val`` image, a square region of the first half grown around a random
+annotated spot until it holds about 10, 20, 50, 100 spots (or the whole half) stands in for the user's clicks;
+the model is calibrated (threshold only) and fine-tuned (the fast preset) on that region, and the other half is
+scored (F1 integral): adaptation curves with the CPU seconds of each. Writes benchmarks/results/hitl_clicks.json.
 
 ``--real``: on each 2-D real ``val`` image of ../shared/data/real, the annotation of one half (the left or top
 half, along the longer side) stands in for the user's corrections; the model is fine-tuned on that half for at
@@ -83,7 +89,12 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="JSON output (default: results/hitl.json, or hitl_real.json)")
     ap.add_argument("--real", action="store_true", help="real val images, half corrected, half scored")
     ap.add_argument("--per-source", type=int, default=None, help="with --real: at most this many images per source")
+    ap.add_argument("--clicks", action="store_true",
+                    help="with --real: adaptation curves from a region of 10, 20, 50, 100 annotated spots or a half "
+                         "image, calibration and fast fine-tuning, scored on the unseen half")
     args = ap.parse_args()
+    if args.real and args.clicks:
+        return main_clicks(args)
     if args.real:
         return main_real(args)
     args.out = args.out or str(HERE / "results" / "hitl.json")
@@ -262,6 +273,127 @@ def main_real(args) -> int:
                                "sources": per_src, "images": rows}, indent=1) + "\n")
     print(f"wrote {out}")
     return 0
+
+
+CLICKS = (10, 20, 50, 100, "half")
+
+
+def grow_region(half, spots, n, rng):
+    """A square around a random annotated spot of ``half`` (a box), grown until it holds ``n`` spots."""
+    from napari_spotdetect.core.groundtruth.regions import inside
+
+    mine = spots[inside(spots, half)]
+    if n == "half" or len(mine) <= n:
+        return tuple(half)
+    cy, cx = mine[rng.integers(len(mine))]
+    y0, x0, y1, x1 = half
+    for r in range(4, max(y1 - y0, x1 - x0), 2):
+        box = (max(y0, int(cy) - r), max(x0, int(cx) - r), min(y1, int(cy) + r + 1), min(x1, int(cx) + r + 1))
+        if inside(spots, box).sum() >= n:
+            return box
+    return tuple(half)
+
+
+def main_clicks(args) -> int:
+    """Adaptation curves: F1 integral on the unseen half against the spots annotated in a region of the other."""
+    import torch
+    from real_data import REAL_RADIUS, SWEEP, load_annotated
+
+    from napari_spotdetect.core.detection.detect import detect
+    from napari_spotdetect.core.groundtruth.calibration import GRID, calibrate
+    from napari_spotdetect.core.groundtruth.metrics import f1_integral
+    from napari_spotdetect.core.groundtruth.regions import inside
+    from napari_spotdetect.core.training.finetuning import finetune, finetune_config
+
+    torch.set_num_threads(args.threads)
+    ims = load_annotated(REAL, split="val", ndim=2, per_source=args.per_source or 1)
+    tmp = Path(tempfile.mkdtemp())
+    model, model_note = _start_model(tmp, args.model)
+    rows = []
+    print(f"start: {model_note}; {len(ims)} real val images; {args.threads} thread(s)", flush=True)
+
+    def f1i(det, thr, truth, box):
+        c = det.candidates
+        yx = c[["y", "x"]].to_numpy()[(c["score"].to_numpy() > thr) & det.passes_contrast_floor()]
+        return f1_integral(yx[inside(yx, box)], truth[inside(truth, box)])
+
+    try:
+        for im in ims:
+            img = im.image.astype(np.float32)
+            h, w = img.shape
+            ax = 0 if h >= w else 1
+            cut = img.shape[ax] // 2
+            a = (0, 0, cut, w) if ax == 0 else (0, 0, h, cut)  # adapted on
+            b = (cut, 0, h, w) if ax == 0 else (0, cut, h, w)  # scored on
+            det = detect(img, model, threshold=float(GRID.min()), keep_maps=False)
+            start = f1i(det, model.default_threshold, im.spots, b)
+            oracle = max(f1i(det, t, im.spots, b) for t in np.union1d(SWEEP, GRID))
+            row = {"source": im.source, "stem": im.stem, "spots_in_adapted_half": int(inside(im.spots, a).sum()),
+                   "start": start, "hindsight_threshold": oracle, "curve": []}
+            rng = np.random.default_rng(args.seed)
+            for n in CLICKS:
+                box = grow_region(a, im.spots, n, rng)
+                mine = im.spots[inside(im.spots, box)]
+                if n != "half" and len(mine) < n:
+                    continue  # the half holds fewer spots: only the half-image point
+                ex = [(img, mine, box)]
+                t0 = time.process_time()
+                cal = calibrate(model, ex, radius=REAL_RADIUS, detections=[det])
+                cal_s = time.process_time() - t0
+                t0, w0 = time.process_time(), time.perf_counter()
+                cfg = finetune_config(fast=True, val_radius=REAL_RADIUS, seed=args.seed)
+                res = finetune(model, ex, None, cfg, out=tmp / im.stem / f"{n}.pt")
+                ft_s, ft_wall = time.process_time() - t0, time.perf_counter() - w0
+                tuned = detect(img, res.model, keep_maps=False)
+                point = {"clicks": n, "annotated": int(len(mine)), "box": list(box),
+                         "calibrated": f1i(det, cal.threshold, im.spots, b), "threshold": cal.threshold,
+                         "calibrate_cpu_s": round(cal_s, 3),
+                         "finetuned": f1_integral(*(p[inside(p, b)] for p in (
+                             tuned.spots[["y", "x"]].to_numpy(), im.spots))),
+                         "finetune_kept_start": res.kept_start, "finetune_cpu_s": round(ft_s, 1),
+                         "finetune_wall_s": round(ft_wall, 1)}
+                row["curve"].append(point)
+                print(f"  {im.source}/{im.stem[:30]} {n!s:>4} ({len(mine)} spots): start {start:.3f}, calibrated "
+                      f"{point['calibrated']:.3f} ({cal_s:.2f} s), fine-tuned {point['finetuned']:.3f} "
+                      f"({ft_s:.0f} CPU s{', kept the start' if res.kept_start else ''}); hindsight {oracle:.3f}",
+                      flush=True)
+            rows.append(row)
+            _write_clicks(args, model_note, rows, REAL_RADIUS)  # after each image: a cut-short run keeps its part
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("\n| source | start | clicks | calibrated | fine-tuned (fast) | CPU s (calibrate / fine-tune) | "
+          "best threshold in hindsight |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        for p in r["curve"]:
+            print(f"| {r['source']} | {r['start']:.3f} | {p['clicks']} ({p['annotated']}) | {p['calibrated']:.3f} | "
+                  f"{p['finetuned']:.3f} | {p['calibrate_cpu_s']:.2f} / {p['finetune_cpu_s']:.0f} | "
+                  f"{r['hindsight_threshold']:.3f} |")
+    summary = _write_clicks(args, model_note, rows, REAL_RADIUS)
+    print("\n| clicks | sources | start | calibrated | fine-tuned (fast) | fine-tune CPU s |\n"
+          "| --- | --- | --- | --- | --- | --- |")
+    for n, d in summary.items():
+        print(f"| {n} | {d['sources']} | {d['start']:.3f} | {d['calibrated']:.3f} | {d['finetuned']:.3f} | "
+              f"{d['finetune_cpu_s']:.0f} |")
+    return 0
+
+
+def _write_clicks(args, model_note, rows, radius) -> dict:
+    summary = {}
+    for n in CLICKS:
+        pts = [(r, p) for r in rows for p in r["curve"] if p["clicks"] == n]
+        if pts:
+            summary[str(n)] = {k: float(np.mean([p[k] for _, p in pts]))
+                               for k in ("calibrated", "finetuned", "finetune_cpu_s")}
+            summary[str(n)].update(start=float(np.mean([r["start"] for r, _ in pts])), sources=len(pts))
+    out = Path(args.out or HERE / "results" / "hitl_clicks.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"start_model": model_note, "radius_px": radius, "threads": args.threads,
+                               "seed": args.seed, "machine": platform.processor() or platform.machine(),
+                               "note": "shared 2-core machine, other jobs running; CPU seconds from process_time",
+                               "summary": summary, "images": rows}, indent=1) + "\n")
+    print(f"wrote {out}", flush=True)
+    return summary
 
 
 if __name__ == "__main__":

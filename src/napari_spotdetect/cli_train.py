@@ -66,24 +66,56 @@ def add_train_parsers(subparsers) -> None:
             lr_help="learning rate of the Adam optimizer used for fine-tuning (default: %(default)s; DeepSpot "
                     "models: 1e-4 or less)")
     f.add_argument("--model", default="default", help="model to start from (default: %(default)s)")
+    f.add_argument("--val-share", type=float, default=FT.val_share,
+                   help="share of the examples held out to choose the threshold and the best epoch; a single "
+                        "image or region is split in space; 0 validates on the training examples "
+                        "(default: %(default)s)")
+    f.add_argument("--fast", action="store_true",
+                   help="train only the decoder and heads, 5 epochs x 8 steps on 96 px crops (about a minute of "
+                        "CPU for one region); flags given explicitly still win")
+    _regions_arg(f)
     f.set_defaults(func=cmd_finetune)
+    c = subparsers.add_parser("calibrate", help="choose a model's threshold from a few annotated regions "
+                              "(no training; well under a second once detected)")
+    c.add_argument("--images", required=True, help="folder of images")
+    c.add_argument("--spots", default=None, help="folder of <image stem>.csv spot tables (default: --images)")
+    c.add_argument("--model", default="default", help="model to calibrate (default: %(default)s)")
+    c.add_argument("--out", required=True, help="model file to write, the model with the chosen threshold (.pt)")
+    c.add_argument("--radius", type=float, default=None,
+                   help="match radius in pixels between your spots and detections (default: 3)")
+    c.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    _regions_arg(c)
+    c.set_defaults(func=cmd_calibrate)
+
+
+def _regions_arg(p) -> None:
+    p.add_argument("--regions", default=None, metavar="CSV",
+                   help="rectangles in which every spot is annotated (outside them is unknown): a CSV with "
+                        "columns y0,x0,y1,x1 (and image, a file name, or none for every image), or a napari "
+                        "Shapes layer saved as CSV; images without a region are left out")
 
 
 def _data(args, synthetic: int = 0, kind: str = "train"):
     from .core.training.synthetic import synthetic_dataset
     from .core.training.train import pairs_from_folder
 
-    train = pairs_from_folder(args.images, args.spots) if args.images else []
+    regions = None
+    if getattr(args, "regions", None):
+        from .core.groundtruth.regions import read_regions_csv
+
+        regions = read_regions_csv(args.regions)
+    train = pairs_from_folder(args.images, args.spots, regions=regions) if args.images else []
     if synthetic:
         train += synthetic_dataset(synthetic, kind, seed=args.seed + 1)
     if not train:
         raise SpotDetectError("No training data.", "pass --images FOLDER (with CSVs) or --synthetic N.")
-    val = pairs_from_folder(args.val_images, args.val_spots) if args.val_images else None
+    val = pairs_from_folder(args.val_images, args.val_spots) if getattr(args, "val_images", None) else None
     if val is None and synthetic and not args.images:
         val = synthetic_dataset(max(2, synthetic // 10), kind, seed=args.seed + 2, shape=(256, 256))
     info = {"images": str(Path(args.images).resolve()) if args.images else None,
+            "regions": str(Path(args.regions).resolve()) if getattr(args, "regions", None) else None,
             "synthetic": {"n_images": synthetic, "kind": kind} if synthetic else None,
-            "validation": str(Path(args.val_images).resolve()) if args.val_images else None}
+            "validation": str(Path(args.val_images).resolve()) if getattr(args, "val_images", None) else None}
     return train, val, info
 
 
@@ -139,6 +171,10 @@ def cmd_train(args) -> int:
                       crop=args.crop, loss=args.loss, l2_weight=args.l2_weight, optimizer=args.optimizer, lr=args.lr,
                       seed=args.seed, device=args.device, ema=args.ema, select=args.select)
     arch = PiscisConfig(widths=tuple(args.widths), depths=tuple(args.depths))
+    if val is None:  # the trainer never splits: hold images out here, as fine-tuning does
+        from .core.training.examples import split_examples
+
+        train, val = split_examples(train, VAL_SHARE, args.seed) if len(train) > 1 else (train, None)
     return _run(arch, train, val, cfg, args, info)
 
 
@@ -156,17 +192,38 @@ def cmd_finetune(args) -> int:
         torch.set_num_threads(args.threads)
     model = load_model(args.model, device="cpu")  # a bad model file is reported before the data is read
     train, val, info = _data(args)
-    cfg = finetuning.finetune_config(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                                     batch_size=args.batch_size, crop=args.crop, loss=args.loss,
+    sizes = {k: getattr(args, k) for k in ("epochs", "steps_per_epoch", "crop")}
+    if args.fast:  # the preset's sizes, except those the user set to something else than the defaults
+        sizes = {k: getattr(finetuning.FAST, k) if v == getattr(FT, k) else v for k, v in sizes.items()}
+    cfg = finetuning.finetune_config(fast=args.fast, **sizes, batch_size=args.batch_size, loss=args.loss,
                                      l2_weight=args.l2_weight, lr=args.lr, seed=args.seed, device=args.device,
                                      ema=args.ema, select=args.select)
     res = finetuning.finetune(model, train, val, cfg, out=args.out, progress=_show, data_info=info,
-                              resume=args.resume, half=args.half)
+                              resume=args.resume, half=args.half, val_share=args.val_share)
     if res.model is None:
         print("stopped before the first epoch ended: nothing was written", file=sys.stderr)
         return 1
-    val_f1 = res.model.info.card.get("validation", {}).get("f1")
-    print(f"wrote {res.path} (threshold {res.model.default_threshold:.2f}"
-          + (f", validation F1 {res.before['f1']:.3f} -> {val_f1:.3f}" if val_f1 is not None else "") + ")",
+    print(f"{res.verdict()}\nwrote {res.path}", file=sys.stderr)
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    """The same call as the API and the napari panel: :func:`core.groundtruth.calibration.calibrate`."""
+    import torch
+
+    from .core.groundtruth.calibration import CLICK_RADIUS, calibrate, calibrated_model
+    from .core.models.zoo import load_model
+    from .core.weights.native import save_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if out.is_dir():
+        raise SpotDetectError(f"--out {out} is a folder.", "give the model file to write, e.g. --out calibrated.pt.")
+    model = load_model(args.model, device="cpu")
+    train, _, _ = _data(args)
+    cal = calibrate(model, train, radius=CLICK_RADIUS if args.radius is None else args.radius)
+    path = save_model(calibrated_model(model, cal), out)
+    print(f"calibrated {model.info.name}: {cal.summary()}\nwrote {path} (use it with --model {path})",
           file=sys.stderr)
     return 0

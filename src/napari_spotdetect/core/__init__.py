@@ -59,6 +59,12 @@ _WHERE = {
     "finetune": ("training.finetuning", "finetune"),
     "finetune_config": ("training.finetuning", "finetune_config"),
     "iter_finetune": ("training.finetuning", "iter_finetune"),
+    "Calibration": ("groundtruth.calibration", "Calibration"),
+    "calibrate": ("groundtruth.calibration", "calibrate"),
+    "calibrated_model": ("groundtruth.calibration", "calibrated_model"),
+    "read_regions_csv": ("groundtruth.regions", "read_regions_csv"),
+    "region_examples": ("groundtruth.regions", "region_examples"),
+    "suggest_region": ("groundtruth.suggest", "suggest_region"),
 }
 
 __all__ = [
@@ -67,6 +73,8 @@ __all__ = [
     # fine-tuning and scoring: the same calls as the CLI and the napari panel
     "FINETUNE_DEFAULTS", "FinetuneDefaults", "FinetuneEvent", "FinetuneResult", "evaluate", "examples_from_arrays",
     "finetune", "finetune_config", "iter_finetune", "pairs_from_folder", "score_model", "split_examples",
+    # adapting from a few annotated regions: calibrate (no training), where to click next
+    "Calibration", "calibrate", "calibrated_model", "read_regions_csv", "region_examples", "suggest_region",
     # from spots to biology
     "apply_filters", "assign_cells", "cell_table", "count_molecules", "count_spots_in_cells", "fit_gaussians",
     "make_filter", "measure_spots", "read_cell_table", "read_points_table", "read_trackmate_xml",
@@ -95,7 +103,10 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__
     from .detection.detect import Detections, Progress, detect, detect_iter
     from .detection.options import DetectOptions
     from .errors import Cancelled, ModelFileError, SpotDetectError
+    from .groundtruth.calibration import Calibration, calibrate, calibrated_model
     from .groundtruth.metrics import evaluate, score_model
+    from .groundtruth.regions import read_regions_csv, region_examples
+    from .groundtruth.suggest import suggest_region
     from .io.exports import (
         read_cell_table,
         read_points_table,

@@ -67,8 +67,10 @@ _TIP = {
     "steps": "Training steps (batches of random crops) per epoch.",
     "lr": "How big each learning step is. 'gentle' changes the model least (use it for DeepSpot models).",
     "loss": "What training minimises. SmoothF1 is the Piscis paper's loss; the others are for comparison.",
-    "val": "Share of the images set aside to measure F1 after each epoch (needs 2 or more images).\n"
-           "With one image, it is checked on itself, which flatters the score.",
+    "val": "Share of the images set aside to choose the threshold and the best epoch. A single image (or region)\n"
+           "is split: a strip of this share is held out. 0: checked on the training examples, which flatters.",
+    "regions": "Train only inside the rectangles of this Shapes layer (mark every spot in them); outside is\n"
+               "unknown, not 'no spot'. Each rectangle is normalised as the whole image, as detection sees it.",
     "out": "The fine-tuned model (.pt) is saved in this folder, with a model card describing the training.",
     "name": "File name of the new model (without .pt).",
     "crop": "Training crops are this many pixels square (a multiple of 8).",
@@ -289,12 +291,16 @@ class FinetuneWidget(Container):
         self._steps = SpinBox(label="Steps per epoch", min=1, max=10_000, value=int(s["steps"]), tooltip=_TIP["steps"])
         self._lr = ComboBox(label="Learning rate", choices=_LRS, tooltip=_TIP["lr"])
         self._loss = ComboBox(label="Loss", choices=_LOSSES, tooltip=_TIP["loss"])
-        self._val = SpinBox(label="Validation (% of images)", min=0, max=50, value=int(s["val_percent"]),
+        self._val = SpinBox(label="Validation (%)", min=0, max=50, value=int(s["val_percent"]),
                             tooltip=_TIP["val"])
+        self._regions = ComboBox(label="Only inside", choices=self._region_choices, tooltip=_TIP["regions"])
         self._advanced = CheckBox(text="More settings", value=False)
         self._crop = SpinBox(label="Crop size (px)", min=32, max=1024, step=8, value=int(s["crop"]),
                              tooltip=_TIP["crop"])
         self._batch = SpinBox(label="Batch size", min=1, max=64, value=int(s["batch"]), tooltip=_TIP["batch"])
+        self._decoder_only = CheckBox(text="Decoder only (fast)", value=False,
+                                      tooltip="Keep the encoder and BatchNorm statistics as loaded and train the "
+                                              "decoder and heads: about 3x less CPU a step, no recalibration.")
         self._out = FileEdit(label="Save in", mode="d", value=s["out_dir"], tooltip=_TIP["out"])
         self._name = LineEdit(label="Model name", value=_default_name(), tooltip=_TIP["name"])
         self._train = PushButton(text="Train", tooltip="Start fine-tuning; the viewer stays usable meanwhile.")
@@ -319,10 +325,10 @@ class FinetuneWidget(Container):
             lab.native.setWordWrap(True)  # area takes its minimum width from the unwrapped text otherwise
             lab.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
             lab.native.setMinimumWidth(200)
-        self._data_form = Container(widgets=[self._source, self._folder], labels=True)
+        self._data_form = Container(widgets=[self._source, self._folder, self._regions], labels=True)
         form = Container(widgets=[self._start, self._start_path, self._epochs, self._steps, self._lr, self._loss,
                                   self._val], labels=True)
-        self._adv_form = Container(widgets=[self._crop, self._batch], labels=True, visible=False)
+        self._adv_form = Container(widgets=[self._crop, self._batch, self._decoder_only], labels=True, visible=False)
         out_form = Container(widgets=[self._out, self._name], labels=True)
         buttons = Container(widgets=[self._train, self._stop_btn], layout="horizontal", labels=False)
         use = Container(widgets=[self._use, self._use_run], layout="horizontal", labels=False)
@@ -413,10 +419,22 @@ class FinetuneWidget(Container):
         for row in self._rows:
             row.reset_choices()
         self._start.reset_choices()  # a detection may have just made "last detection" available
+        self._regions.reset_choices()
         self._validate()
 
     def _on_session_model(self, _entry) -> None:
         self._start.reset_choices()
+
+    def _region_choices(self, _widget=None) -> list:
+        from napari.layers import Shapes
+
+        return [("the whole images", None), *((lay.name, lay) for lay in self._viewer.layers
+                                               if isinstance(lay, Shapes) and lay.name != "click here next")]
+
+    def set_regions(self, layer) -> None:
+        """Train only inside the rectangles of ``layer`` (a Shapes layer; None: the whole images)."""
+        self._regions.reset_choices()
+        self._regions.value = layer
 
     def _source_choices(self, _widget=None) -> list:
         return [*_SOURCES, _DONE_SOURCE] if getattr(self, "done_source", None) is not None else list(_SOURCES)
@@ -430,7 +448,7 @@ class FinetuneWidget(Container):
     def _on_source(self, *_):
         folder = self._source.value == "folder"
         self._folder.visible = folder
-        self._rows_box.visible = self._add_row.visible = self._source.value == "layers"
+        self._rows_box.visible = self._add_row.visible = self._regions.visible = self._source.value == "layers"
         self._validate()
 
     def _on_start(self, *_):
@@ -605,7 +623,7 @@ class FinetuneWidget(Container):
     def _config(self):
         return finetuning.finetune_config(epochs=int(self._epochs.value), steps_per_epoch=int(self._steps.value),
                                     lr=float(self._lr.value), loss=self._loss.value, crop=int(self._crop.value),
-                                    batch_size=int(self._batch.value))
+                                    batch_size=int(self._batch.value), freeze_encoder=bool(self._decoder_only.value))
 
     def train(self, *_):
         """Start fine-tuning in a worker thread; returns the worker (None when the choices are not valid)."""
@@ -628,8 +646,10 @@ class FinetuneWidget(Container):
             info = {"folder": str(Path(folder).resolve()), "images_marked_done": list(only)}
         else:
             folder = None
-            pairs = [p for r in self._rows for p in pairs_from_layers(r.image.value, r.points.value)]
+            pairs = [p for r in self._rows for p in self._examples_of(r)]
             info = {"layers": [[r.image.value.name, r.points.value.name] for r in self._rows]}
+            if self._regions.value is not None:
+                info["regions"] = self._regions.value.name
         cfg, val_percent = self._config(), int(self._val.value)
         source, name, out = self._model_source(), self._name.value.strip(), Path(str(self._out.value)).expanduser()
         self._stop = threading.Event()
@@ -687,21 +707,36 @@ class FinetuneWidget(Container):
         elif ev.message:
             self._set_status(ev.message)
 
+    def _examples_of(self, row) -> list:
+        """A row's training examples: its planes, or only its regions when 'Only inside' names a Shapes layer."""
+        pairs = pairs_from_layers(row.image.value, row.points.value)
+        shapes = self._regions.value
+        if shapes is None:
+            return pairs
+        from ..core.groundtruth.regions import region_examples
+        from .adapt_widget import regions_in_image
+
+        if len(pairs) != 1:
+            raise SpotDetectError("Regions are drawn on 2-D images; this row has a stack.",
+                                  "choose 'the whole images' for stacks.")
+        boxes = regions_in_image(shapes, row.image.value)
+        if not boxes:
+            raise SpotDetectError(f"'{shapes.name}' holds no rectangle.",
+                                  "draw a region, or train on the whole images.")
+        return region_examples(pairs[0][0], pairs[0][1], boxes)
+
     def _on_result(self, res):
         self._result = res
         if res.model is None:
             self._outcome.value = ("Stopped before the first epoch ended: nothing was saved, and the model you "
                                    "detect with is unchanged.")
+            self._scroll.ensureWidgetVisible(self._outcome.native)
             return
         self._entry = self._models.add(res.model, res.path)
         card = res.model.info.card
-        val = card.get("validation") or {}
-        before = f" (the starting model: {res.before['f1']:.2f})" if res.before else ""
-        on_itself = " measured on the training image itself" if "single" in str(card.get("validation_data")) else ""
-        self._outcome.value = (
-            f"{'Stopped early; kept' if res.stopped else 'Saved'} the best epoch ({card.get('epoch', '?')}): "
-            f"validation F1 {val.get('f1', float('nan')):.2f}{before}{on_itself}; "
-            f"its tuned threshold is {res.model.default_threshold:.2f}.<br>File: {res.path}")
+        on_itself = (" (measured on the training examples themselves)"
+                     if "no held-out" in str(card.get("validation_data")) else "")
+        self._outcome.value = f"{res.verdict()}{on_itself}<br>File: {res.path}"
         self._use.enabled = self._use_run.enabled = True
         self._name.value = _next_name(self._name.value.strip(), Path(str(self._out.value)).expanduser())
 
@@ -723,6 +758,9 @@ class FinetuneWidget(Container):
             self._set_status(self._error, error=True)
         elif self._result is not None:
             self._set_status("Stopped." if self._result.stopped else "Training finished.")
+        # the verdict and the Use buttons sit below the fold on a laptop screen: bring them into view
+        self._scroll.ensureWidgetVisible(self._use_run.native, 0, 20)
+        self._scroll.ensureWidgetVisible(self._outcome.native, 0, 20)
 
     # -- adopting the result ----------------------------------------------------------------------------
     def use_model(self, detect_again: bool = False) -> bool:

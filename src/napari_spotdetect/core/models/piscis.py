@@ -22,7 +22,7 @@ from .piscis_net import PiscisConfig, PiscisNet
 
 #: pooling variant -> (deformable pooling mode, default threshold, slider range, lowest threshold kept)
 VARIANTS = {
-    "current": ("max", 0.5, (0.05, 1.0)),
+    "current": ("max", 0.5, (0.005, 1.0)),  # down to 0.005: labs that count faint spots calibrate there
     "legacy": ("sum", 1.0, (0.1, 9.0)),
 }
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import SpotDetectError
-from .finetune_defaults import DEFAULTS
+from .finetune_defaults import DEFAULTS, FAST
 
 if TYPE_CHECKING:
     from ..models.base import SpotModel
@@ -47,6 +47,9 @@ class TrainConfig:
     # input normalisation to train with ("standardize"/"percentile"); None: the model's
     normalization: str | None = None
     device: str | None = "cpu"
+    # fine-tune only the decoder and heads: the encoder's weights and every BatchNorm statistic stay as loaded
+    # (no backward pass through the encoder, no recalibration): the fast one-region preset
+    freeze_encoder: bool = False
 
     def check(self) -> None:
         """Refuse settings no run can use, with the fix (the :class:`~.train.Trainer` calls it first)."""
@@ -105,12 +108,14 @@ class TrainResult:
     stopped: bool = False
 
 
-def finetune_config(**overrides) -> TrainConfig:
-    """A :class:`TrainConfig` for fine-tuning: Adam at a constant rate, :data:`DEFAULTS` unless overridden."""
-    d = DEFAULTS
+def finetune_config(fast: bool = False, **overrides) -> TrainConfig:
+    """A :class:`TrainConfig` for fine-tuning: Adam at a constant rate, :data:`DEFAULTS` (``fast``:
+    :data:`FAST`, decoder and heads only) unless overridden."""
+    d = FAST if fast else DEFAULTS
     base = dict(optimizer="adam", lr=d.lr, epochs=d.epochs, steps_per_epoch=d.steps_per_epoch,
                 batch_size=d.batch_size, crop=d.crop, loss=d.loss, l2_weight=d.l2_weight, seed=d.seed,
-                val_radius=d.radius, warmup_fraction=0.0, decay_fraction=0.0, weight_decay=0.0)
+                val_radius=d.radius, warmup_fraction=0.0, decay_fraction=0.0, weight_decay=0.0,
+                freeze_encoder=d.freeze_encoder)
     unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise SpotDetectError(f"Unknown fine-tuning setting(s): {', '.join(sorted(unknown))}.",

@@ -6,10 +6,12 @@ use is never changed), saves the best epoch with its tuned threshold and a model
 worker can draw progress and a script can print it; ``finetune`` runs it to the end. The defaults live in
 one frozen :class:`FinetuneDefaults`; every face reads them from :data:`DEFAULTS`.
 
-The "before" score is :func:`score_model` of the starting model at its own threshold on the validation
-images: what detecting with it and comparing against the truth (the QC panel, ``spotdetect evaluate``)
-reports. Each epoch's F1 is at the threshold tuned on those images, which the saved model then carries:
-again what QC will report for the new model.
+The "before" score is the starting model's at its own threshold on the validation data: what detecting
+with it and comparing against the truth (the QC panel, ``spotdetect evaluate``) reports. The same detection
+pass, at the threshold tuned there, is epoch 0, which competes for best: when no epoch beats it, the
+starting weights are kept (``FinetuneResult.kept_start``), so a fine-tune never ends below its start on the
+validation data. Each epoch's F1 is at the threshold tuned on held-out data (a strip of a single image or
+region, see :func:`.examples.split_examples`), which the saved model then carries.
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ from pathlib import Path
 
 from ..common.steps import run_steps
 from ..errors import Cancelled, SpotDetectError
-from ..groundtruth.metrics import score_model
 from ..models.base import SpotModel
 from .config import TrainConfig, TrainEvent, finetune_config
 from .examples import examples_from_arrays, split_examples
-from .finetune_defaults import DEFAULTS, FinetuneDefaults
+from .finetune_defaults import DEFAULTS, FAST, FinetuneDefaults
 from .train import Trainer
 
 #: losses whose classification part is -F1 (or -Dice) in [-1, 0]: shown as 1 + loss, which falls to 0
@@ -78,9 +79,27 @@ class FinetuneResult:
     path: Path | None
     stopped: bool
     history: list
-    before: dict | None = None  # score_model() of the starting model on the validation images
+    before: dict | None = None  # the starting model's scores at its own threshold on the validation data
     n_train: int = 0
     n_val: int = 0
+    #: no epoch beat the starting model on the validation data: its own weights were kept (with the
+    #: threshold chosen there)
+    kept_start: bool = False
+
+    def verdict(self) -> str:
+        """One sentence for the CLI and the panel: what was kept, and how it compares with the start."""
+        if self.model is None:
+            return "Stopped before the first epoch ended: nothing was saved."
+        val = self.model.info.card.get("validation") or {}
+        start = f" (the starting model at its own threshold: {self.before['f1']:.2f})" if self.before else ""
+        if self.kept_start:
+            return (f"{'Stopped early. ' if self.stopped else ''}No epoch beat the starting model on the "
+                    f"validation data, so its weights were kept: "
+                    f"validation F1 {val.get('f1', float('nan')):.2f} at threshold "
+                    f"{self.model.default_threshold:.3g}{start}.")
+        return (f"{'Stopped early; kept' if self.stopped else 'Saved'} the best epoch "
+                f"({self.model.info.card.get('epoch', '?')}): validation F1 {val.get('f1', float('nan')):.2f}"
+                f"{start}; its tuned threshold is {self.model.default_threshold:.3g}.")
 
 
 class _Eta:
@@ -112,8 +131,9 @@ def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, 
         model: a loaded Piscis or DeepSpot model (used as it is, never changed), or anything
             :func:`~.models.zoo.load_model` takes ("default", a file, a DeepSpot folder).
         examples: (2-D image, (N, 2) y/x) pairs (see :mod:`.examples` for stacks and folders).
-        val: validation pairs; None holds out ``val_share`` (default :data:`DEFAULTS`) of ``examples``, or
-            checks on the single training image.
+        val: validation pairs; None holds out ``val_share`` (default :data:`DEFAULTS`) of ``examples`` (of
+            its area for a single example); a share of 0 validates on the training examples themselves.
+            This is the one place the split is made. Items may carry a region (see :mod:`.regions`).
         config: a :class:`TrainConfig` (default :func:`finetune_config`).
         out: the model file to write; checkpoints go to ``<out stem>_checkpoints`` beside it (for ``resume``).
         stop: a ``threading.Event`` or callable; checked between steps and validation images.
@@ -130,14 +150,23 @@ def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, 
     # a model object is used as it is: SpotModel.to() moves it in place, and it may be the one in use
     base = model if isinstance(model, SpotModel) else load_model(model, device=device or "cpu")
     examples = list(examples)
-    if val is None:
+    if val is None:  # None after the split: the trainer validates on the training examples and says so
         examples, val = split_examples(examples, DEFAULTS.val_share if val_share is None else val_share, cfg.seed)
     trainer = Trainer(base, examples, val, cfg, out_dir=out.parent / f"{out.stem}_checkpoints", name=out.stem,
                       stop=stop, resume=resume, data_info=data_info)
     yield FinetuneEvent("measuring", message="measuring the starting model on the validation images…")
     try:
-        before = {**score_model(base, trainer.val, cfg.val_radius, should_stop=trainer._should_stop),
-                  "threshold": float(base.default_threshold)}
+        # one detection pass scores the starting model at its own threshold ("before": what QC reports) and
+        # at the best threshold there: epoch 0, which competes for best
+        start = None if resume and trainer.best is not None else trainer.validate(
+            should_stop=trainer._should_stop, at=float(base.default_threshold), prefer=float(base.default_threshold))
+        before = None
+        if start is not None:
+            at = start.pop("at")
+            before = {**at, "radius": float(cfg.val_radius)}
+            if start[cfg.select] <= at[cfg.select] + trainer.start_margin():  # no clear gain: its own threshold
+                start.update(at)
+        trainer.consider_start(start)
     except Cancelled:
         yield FinetuneEvent("stopped", message="stopped before training began; nothing was saved")
         return FinetuneResult(None, None, True, [], None, len(trainer.train), len(trainer.val))
@@ -151,12 +180,14 @@ def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, 
             break
         yield _event(ev, cfg.loss, eta, before)
     n = dict(n_train=len(trainer.train), n_val=len(trainer.val))
-    if res.best_path is None:  # stopped before any validation: nothing trustworthy to offer
+    if res.best_path is None or not res.history:  # stopped before an epoch ended: nothing to offer
         return FinetuneResult(None, None, res.stopped, res.history, before, **n)
+    kept_start = trainer.best is not None and trainer.best["epoch"] == 0
     res.model.info.card["validation_before"] = before
+    res.model.info.card["kept_starting_weights"] = kept_start
     path = save_model(res.model, out, half=half)
     res.model.info.source = str(path)
-    return FinetuneResult(res.model, path, res.stopped, res.history, before, **n)
+    return FinetuneResult(res.model, path, res.stopped, res.history, before, kept_start=kept_start, **n)
 
 
 def finetune(model, examples, val=None, config: TrainConfig | None = None, *, out, progress=None,
@@ -174,5 +205,5 @@ def examples_from_images(images, points) -> list:
     return examples_from_arrays(zip(images, points))
 
 
-__all__ = ["DEFAULTS", "FinetuneDefaults", "FinetuneEvent", "FinetuneResult", "display_loss",
+__all__ = ["DEFAULTS", "FAST", "FinetuneDefaults", "FinetuneEvent", "FinetuneResult", "display_loss",
            "examples_from_images", "finetune", "finetune_config", "iter_finetune"]

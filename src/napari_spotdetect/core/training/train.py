@@ -33,11 +33,13 @@ import torch
 
 from ..common.steps import run_steps
 from ..errors import Cancelled, SpotDetectError
-from ..groundtruth.metrics import evaluate, match_spots
+from ..groundtruth.calibration import f1_curve, pick_threshold
+from ..groundtruth.metrics import evaluate
+from ..groundtruth.regions import inside
 from ..models.base import ModelInfo
 from .augment import random_augment
 from .config import TrainConfig, TrainEvent, TrainResult, lr_factor
-from .examples import VAL_SHARE, checked_pairs, pairs_from_folder, planes_with_spots, split_examples
+from .examples import checked_pairs, pairs_from_folder, planes_with_spots, split_examples
 from .trainable import recipe_for
 
 THRESHOLDS = np.round(np.concatenate([np.arange(0.05, 0.951, 0.05), [0.97, 0.98, 0.99]]), 2)
@@ -50,9 +52,10 @@ class Trainer:
         model: a ``PiscisConfig`` (train from scratch), or a ``PiscisModel`` or ``DeepSpotModel`` (copied,
             never modified). How each is fed, scored and rebuilt is its :mod:`.trainable` recipe.
         train: (image, spots) pairs; spots are (N, 2) y/x arrays or DataFrames with y, x columns.
-        val: validation pairs; without them :data:`.examples.VAL_SHARE` of ``train`` (at least one image) is
-            held out, or, with a
-            single training image, that image is also used for validation (reported in the card).
+        val: validation pairs; without them validation is on the training examples (reported in the card):
+            the caller holds data out (:func:`.examples.split_examples`; fine-tuning: ``iter_finetune``).
+            Items of either may carry a region ``(y0, x0, y1, x1)``: the whole image is normalised, only
+            the region is trained on and scored (see :mod:`.regions`).
         config: :class:`TrainConfig`.
         out_dir, name: where ``{name}_best.pt`` and ``{name}_last.pt`` go (nothing is written if None).
         stop: a ``threading.Event`` or a callable returning True to stop between steps.
@@ -65,18 +68,16 @@ class Trainer:
         self.cfg = config or TrainConfig()
         c = self.cfg
         c.check()
-        train, val = checked_pairs(train, val)
+        train, train_boxes, val, val_boxes = checked_pairs(train, val)
         self.val_note = "given"
         if not val:
-            if len(train) == 1:
-                val, self.val_note = list(train), "the single training image (no held-out data)"
-            else:
-                train, val = split_examples(train, VAL_SHARE, c.seed)
-                self.val_note = f"{len(val)} of the training images held out"
-        self.train_raw, self.val = train, val
+            val, val_boxes = list(train), list(train_boxes)
+            self.val_note = "the training examples themselves (no held-out data)"
+        self.train_raw, self.val, self.val_boxes = train, val, val_boxes
         torch.manual_seed(c.seed)  # a new network's initial weights
         self.recipe, self.mode = recipe_for(model, c.loss, c.l2_weight, c.normalization)
-        self.train = [(self.recipe.prepare(im), pts) for im, pts in train]
+        # a region is normalised with its whole image (as detection sees it), then cut out: outside is unknown
+        self.train = [_cut(self.recipe.prepare(im), pts, box) for (im, pts), box in zip(train, train_boxes)]
         self.base_card: dict = {}
         if self.mode == "finetune":
             self.base_card = {"base_model": model.info.name, "base_model_sha256": model.info.sha256,
@@ -85,6 +86,14 @@ class Trainer:
         info = ModelInfo(name=name, arch=self.recipe.arch)
         self.device = torch.device(c.device or "cpu")
         self.net = net.to(self.device)
+        self.frozen_bn = self.recipe.freeze_batchnorm or c.freeze_encoder
+        if c.freeze_encoder:
+            encoder = getattr(getattr(net, "fpn", None), "encoder", None)
+            if encoder is None or self.mode != "finetune":
+                raise SpotDetectError("freeze_encoder fine-tunes a trained Piscis-architecture model.",
+                                      "leave freeze_encoder off for other models and for training from scratch.")
+            for p in encoder.parameters():
+                p.requires_grad_(False)
         base_tile = model.tile_size if self.mode == "finetune" else (256, 256)
         tile = (c.tile_size, c.tile_size) if c.tile_size else base_tile
         self.model = self.recipe.wrap(self.net, info, tile, None, self.device)
@@ -149,10 +158,10 @@ class Trainer:
 
     def _optimizer(self):
         c = self.cfg
+        params = [p for p in self.net.parameters() if p.requires_grad]
         if c.optimizer == "sgd":
-            return torch.optim.SGD(self.net.parameters(), lr=c.lr, momentum=c.momentum, nesterov=True,
-                                   weight_decay=c.weight_decay)
-        return torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=True, weight_decay=c.weight_decay)
+        return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
 
     def _should_stop(self) -> bool:
         s = self.stop
@@ -193,17 +202,33 @@ class Trainer:
         each epoch the statistics are averaged afresh over tiles cut and standardised as ``detect`` does.
         """
         n_batches = self.cfg.bn_batches if n_batches is None else n_batches
-        if n_batches <= 0 or self.recipe.freeze_batchnorm:
+        if n_batches <= 0 or self.frozen_bn:
             return
         bns = [m for m in self.net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         momenta = [m.momentum for m in bns]
+        kept = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
         for m in bns:
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the recalibration batches
         th, tw = self.model.tile_size
         self.net.train()
+        try:
+            self._recalibration_batches(rng, n_batches, th, tw)
+        except Cancelled:  # half-estimated statistics are worse than the old ones
+            for m, saved in zip(bns, kept):
+                m.running_mean.copy_(saved[0])
+                m.running_var.copy_(saved[1])
+            raise
+        finally:
+            for m, mom in zip(bns, momenta):
+                m.momentum = mom
+
+    def _recalibration_batches(self, rng, n_batches: int, th: int, tw: int) -> None:
+        # a stop asked for here ends the run within one batch (a whole recalibration takes tens of seconds)
         with torch.no_grad():
             for _ in range(n_batches):
+                if self._should_stop():
+                    raise Cancelled("stopped during BatchNorm recalibration")
                 tiles = []
                 for _ in range(self.cfg.batch_size):
                     img = self.train_raw[rng.integers(len(self.train_raw))][0]
@@ -216,44 +241,65 @@ class Trainer:
                     norm = self.model.normalize_tiles
                     tiles.append(norm(t) if stats is None else norm(t, stats))
                 self.net(torch.from_numpy(np.concatenate(tiles)).to(self.device))
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
 
     def _train_mode(self) -> None:
         self.net.train()
-        if self.recipe.freeze_batchnorm:
+        if self.frozen_bn:
             for m in self.net.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                     m.eval()
 
     # -- validation ----------------------------------------------------------------------------------
-    def validate(self, should_stop=None) -> dict:
-        """Detect on the validation images; tune the threshold for the best mean F1 at ``val_radius``.
+    def validate(self, should_stop=None, at: float | None = None, prefer: float = 0.5) -> dict:
+        """Detect on the validation images; tune the threshold for the best (smoothed) mean F1 at ``val_radius``.
 
+        Only detections inside an example's region count. ``at``: also score at this threshold (key ``"at"``;
+        fine-tuning's "before", from the same detections); ``prefer``: where ties between thresholds go
+        (the starting model's own threshold for epoch 0: a confident model scores most spots ~1).
         ``should_stop`` is checked between tiles; when it says stop, :class:`Cancelled` is raised.
         """
         from ..detection.detect import detect
 
         self.net.eval()
-        floor = float(THRESHOLDS[0])
+        grid = THRESHOLDS if self.mode == "scratch" else _FINETUNE_THRESHOLDS
+        floor = float(min(grid[0], at if at is not None else grid[0]))
         preds = []
         for img, _ in self.val:
             det = detect(img, self.model, threshold=floor, keep_maps=False, should_stop=should_stop)
-            cand = det.candidates
+            cand = det.candidates[det.passes_contrast_floor()]  # the model's own floor, as detection applies it
             preds.append((cand[["y", "x"]].to_numpy(), cand["score"].to_numpy()))
         truth = [p for _, p in self.val]
-        f1s = []
-        for t in THRESHOLDS:
-            f1s.append(np.mean([match_spots(yx[s > t], gt, self.cfg.val_radius).f1
-                                for (yx, s), gt in zip(preds, truth)]))
-        f1s = np.array(f1s)
-        best = np.flatnonzero(f1s >= f1s.max() - 1e-9)
-        thr = float(THRESHOLDS[best[np.argmin(np.abs(THRESHOLDS[best] - 0.5))]])  # ties: nearest 0.5
-        per = [evaluate(yx[s > thr], gt, self.cfg.val_radius) for (yx, s), gt in zip(preds, truth)]
-        out = {k: float(np.mean([m[k] for m in per])) for k in ("precision", "recall", "f1", "f1_integral")}
-        out.update(threshold=thr, f1_at_0_5=float(f1s[np.argmin(np.abs(THRESHOLDS - 0.5))]))
+        _, f1s = f1_curve(preds, truth, self.val_boxes, grid, self.cfg.val_radius)
+        thr = pick_threshold(grid, f1s, prefer=prefer)
+        out = self._scores(preds, truth, thr)
+        out.update(threshold=thr, f1_at_0_5=float(f1s[np.argmin(np.abs(grid - 0.5))]))
+        if at is not None:
+            out["at"] = {**self._scores(preds, truth, float(at)), "threshold": float(at)}
         self._train_mode()
         return out
+
+    def _scores(self, preds, truth, thr: float) -> dict:
+        per = []
+        for (yx, s), gt, box in zip(preds, truth, self.val_boxes):
+            keep = (s > thr) & inside(yx, box)
+            per.append(evaluate(yx[keep], gt, self.cfg.val_radius))
+        return {k: float(np.mean([m[k] for m in per])) for k in ("precision", "recall", "f1", "f1_integral")}
+
+    def start_margin(self) -> float:
+        """What a change must gain over the starting model (F1) to replace it: one validation spot's worth. On a
+        strip of a few clicks smaller differences are noise, and keeping the start never makes things worse."""
+        return 1.0 / max(1, sum(len(p) for _, p in self.val))
+
+    def consider_start(self, val: dict) -> None:
+        """Let the starting model (epoch 0, its weights as loaded) compete for best: a fine-tune never ends
+        with weights that score below the ones it started from on the validation data."""
+        if self.best is not None or val is None:
+            return
+        self.model.default_threshold = val["threshold"]
+        self.best = {"f1": val["f1"], "score": val[self.cfg.select], "epoch": 0, "threshold": val["threshold"],
+                     "val": val, "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
+        if self.best_path is not None:
+            self._save(self.best_path, card=self.card(val, 0))
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def card(self, val: dict | None, epoch: int) -> dict:
@@ -366,8 +412,8 @@ class Trainer:
                 yield from self._stopped(epoch, spe)
                 return self._result(stopped=True)
             with self._averaged() as raw_state:
-                self.recalibrate_bn(np.random.default_rng([c.seed, epoch, 1]))
                 try:
+                    self.recalibrate_bn(np.random.default_rng([c.seed, epoch, 1]))
                     val = self.validate(should_stop=self._should_stop) if self.val else None
                     stopped = False
                 except Cancelled:
@@ -419,7 +465,8 @@ class Trainer:
                **({f"val_{k}": v for k, v in val.items()} if val else {}),
                "seconds": time.perf_counter() - t0}
         self.history.append(rec)
-        if val is not None and (self.best is None or val[c.select] > self.best["score"]):
+        margin = self.start_margin() if self.best and self.best["epoch"] == 0 else 0.0
+        if val is not None and (self.best is None or val[c.select] > self.best["score"] + margin):
             self.model.default_threshold = val["threshold"]
             self.best = {"f1": val["f1"], "score": val[c.select], "epoch": epoch,
                          "threshold": val["threshold"], "val": val,
@@ -452,6 +499,19 @@ class Trainer:
     def fit(self, progress=None) -> TrainResult:
         """Run :meth:`iter_fit` to the end; ``progress`` is called with every event."""
         return run_steps(self.iter_fit(), progress)
+
+
+#: fine-tuning also tries low thresholds: a lab that counts faint spots may want 0.01 (scratch training keeps
+#: the grid its defaults were chosen with)
+_FINETUNE_THRESHOLDS = np.round(np.concatenate([[0.005, 0.01, 0.02, 0.03, 0.04], THRESHOLDS]), 3)
+
+
+def _cut(prepared: np.ndarray, pts: np.ndarray, box) -> tuple:
+    """The region of an already normalised image, with its spots moved into the region's pixels."""
+    if box is None:
+        return prepared, pts
+    y0, x0, y1, x1 = box
+    return np.ascontiguousarray(prepared[y0:y1, x0:x1]), pts - np.array([y0, x0], dtype=np.float64)
 
 
 def _center(img, pts, crop):
