@@ -166,3 +166,19 @@ def test_the_cli_calls_the_core_entry_point(tiny_piscis, tmp_path, monkeypatch):
     assert len(calls) == 1 and calls[0]["out"] == str(tmp_path / "ft.pt")
     card = load_model(tmp_path / "ft.pt", device="cpu").info.card
     assert "f1" in card["validation_before"]  # the CLI now records the "before" score too
+
+
+def test_a_model_with_a_second_stage_is_measured_and_kept_as_the_user_has_it(tmp_path):
+    """The bundled model rescores its candidates: epoch 0 is scored with that stage (its threshold is a
+    probability), and when no epoch beats it the saved model still has it."""
+    base = load_model("default", device="cpu")
+    assert base.rescorer is not None
+    img, pts = _pairs()[0]
+    expect = evaluate(detect(img, base).spots[["y", "x"]].to_numpy(), pts, 1.0)
+    cfg = dataclasses.replace(finetuning.finetune_config(epochs=1, steps_per_epoch=1, batch_size=1, crop=64), lr=1e-12)
+    res = finetuning.finetune(base, [(img, pts)], [(img, pts)], cfg, out=tmp_path / "kept.pt")
+    assert res.before["f1"] == pytest.approx(expect["f1"])
+    assert res.kept_start
+    again = load_model(res.path, device="cpu")
+    assert again.rescorer is not None and again.threshold_range == base.threshold_range
+    assert len(detect(img, again).spots) == pytest.approx(len(detect(img, base).spots), abs=2)

@@ -158,8 +158,7 @@ def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, 
     try:
         # one detection pass scores the starting model at its own threshold ("before": what QC reports) and
         # at the best threshold there: epoch 0, which competes for best
-        start = None if resume and trainer.best is not None else trainer.validate(
-            should_stop=trainer._should_stop, at=float(base.default_threshold), prefer=float(base.default_threshold))
+        start = None if resume and trainer.best is not None else _validate_start(trainer, base)
         before = None
         if start is not None:
             at = start.pop("at")
@@ -183,11 +182,26 @@ def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, 
     if res.best_path is None or not res.history:  # stopped before an epoch ended: nothing to offer
         return FinetuneResult(None, None, res.stopped, res.history, before, **n)
     kept_start = trainer.best is not None and trainer.best["epoch"] == 0
+    if kept_start and getattr(base, "rescorer", None) is not None:  # the start as the user had it
+        res.model.rescorer = base.rescorer
+        res.model.threshold_range = tuple(base.threshold_range)
     res.model.info.card["validation_before"] = before
     res.model.info.card["kept_starting_weights"] = kept_start
     path = save_model(res.model, out, half=half)
     res.model.info.source = str(path)
     return FinetuneResult(res.model, path, res.stopped, res.history, before, kept_start=kept_start, **n)
+
+
+def _validate_start(trainer: Trainer, base: SpotModel) -> dict:
+    """Epoch 0 is the starting model as the user has it: with its second stage (:mod:`..models.rescorer`),
+    whose scores its own threshold is in. Trained weights score differently from what that stage was fitted
+    on, so it is dropped for every later epoch (and kept only when the start wins)."""
+    trainer.model.rescorer = getattr(base, "rescorer", None)
+    try:
+        return trainer.validate(should_stop=trainer._should_stop, at=float(base.default_threshold),
+                                prefer=float(base.default_threshold))
+    finally:
+        trainer.model.rescorer = None
 
 
 def finetune(model, examples, val=None, config: TrainConfig | None = None, *, out, progress=None,
