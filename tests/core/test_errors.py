@@ -66,7 +66,7 @@ def test_bad_settings(tiny_piscis, kwargs, words):
 def test_rethreshold_below_floor_is_explained(tiny_piscis):
     det = detect(np.random.default_rng(0).normal(size=(40, 40)).astype(np.float32), tiny_piscis, threshold=0.5)
     with pytest.raises(SpotDetectError) as err:
-        det.rethreshold(0.01)
+        det.rethreshold(0.001)
     _assert_helpful(err, "run detection again")
 
 

@@ -60,7 +60,7 @@ def test_stack_candidates_are_the_same_with_and_without_maps(tiny_piscis, stack)
 def test_stack_threshold_below_the_floor_is_refused(tiny_piscis, stack):
     det = detect(stack, tiny_piscis, axes="zyx", threshold=0.2)
     with pytest.raises(SpotDetectError, match="lowest one"):
-        det.rethreshold(0.01)
+        det.rethreshold(0.001)
 
 
 def test_voxel_components_are_those_of_ndimage_label():

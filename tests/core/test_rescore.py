@@ -97,7 +97,7 @@ def test_the_model_file_keeps_the_rescorer_and_old_files_still_load(default_mode
     old = {k: v for k, v in state.items() if k != "rescore"}
     torch.save(old, path)
     plain = load_model(path)
-    assert plain.rescorer is None and plain.threshold_range[0] == 0.05
+    assert plain.rescorer is None and plain.threshold_range[0] == 0.005
     bad = dict(state, rescore={**state["rescore"], "weights": [1.0]})
     torch.save(bad, path)
     with pytest.raises(ModelFileError, match="rescor"):
