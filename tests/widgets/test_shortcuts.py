@@ -51,3 +51,29 @@ def test_the_action_adds_a_spot_in_its_own_viewer(make_napari_viewer):
     np.testing.assert_allclose(pts.data[-1], [20.0, 30.0])
     press(other)  # no correction panel there: nothing happens, nothing fails
     assert len(pts.data) == 2
+
+
+def test_a_adds_to_the_corrected_layer_with_another_points_layer_selected(make_napari_viewer):
+    """A with another Points layer selected ran napari's "select all" on it (issue 23, item 11)."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((40, 40), np.float32), name="img")
+    truth = viewer.add_points(np.array([[5.0, 5.0]]), name="truth")
+    other = viewer.add_points(np.array([[10.0, 10.0], [12.0, 30.0]]), name="other")
+    _dock, correct = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Correct spots")
+    correct.set_layer(truth)
+    correct.set_snap(False)
+    keys = viewer.window._qt_viewer._key_map_handler  # what the canvas's key presses go through
+    viewer.layers.selection.active = other
+    viewer.cursor.position = (20.0, 30.0)
+    keys.press_key("a")
+    keys.release_key("a")
+    assert len(truth.data) == 2 and len(other.data) == 2
+    np.testing.assert_allclose(truth.data[-1], [20.0, 30.0])
+    assert not other.selected_data  # napari's select-all did not run
+    correct.close_panel()  # the panel gone, the other layer's own A is back
+    viewer.layers.selection.active = truth
+    viewer.layers.selection.active = other
+    keys.press_key("a")
+    keys.release_key("a")
+    assert set(other.selected_data) == {0, 1}
+    assert len(truth.data) == 2

@@ -70,6 +70,7 @@ class CorrectWidget(GroundTruthFiles, ReviewList, Container):
         self._dirty = False
         self._last_error: str | None = None
         self._cursor = -1  # position in the review order for N / Shift-N
+        self._lent: tuple | None = None  # (another selected layer, keys of ours bound on it)
 
         self._points = create_widget(annotation=napari.layers.Points, label="Spots",
                                      options={"tooltip": "The spots to correct (a detection or ground-truth layer)."})
@@ -141,6 +142,7 @@ class CorrectWidget(GroundTruthFiles, ReviewList, Container):
         self._undo_btn.changed.connect(self.undo)
         self._redo_btn.changed.connect(self.redo)
         viewer.layers.events.removed.connect(self._on_layer_removed)
+        viewer.layers.selection.events.active.connect(self._lend_keys)
         for name, method in _ACTION_METHODS.items():  # listed in napari's Preferences > Shortcuts
             S.connect(viewer, name, getattr(self, method))
         self._closed = False
@@ -169,7 +171,8 @@ class CorrectWidget(GroundTruthFiles, ReviewList, Container):
             self.detach()
         except RuntimeError:  # Qt parts already deleted at exit
             pass
-        disconnect_all((self._viewer.layers.events.removed, self._on_layer_removed))
+        disconnect_all((self._viewer.layers.events.removed, self._on_layer_removed),
+                       (self._viewer.layers.selection.events.active, self._lend_keys))
         stop_choice_updates(self._viewer, self)
         for name, method in _ACTION_METHODS.items():
             S.disconnect(self._viewer, name, getattr(self, method))
@@ -196,6 +199,7 @@ class CorrectWidget(GroundTruthFiles, ReviewList, Container):
         layer.mouse_drag_callbacks.insert(0, self._on_mouse)
         for key, func in self._key_actions().items():
             layer.bind_key(key, func, overwrite=True)
+        self._lend_keys()
         image_name = (layer.metadata.get(K.TRUTH) or {}).get("image") or \
             (layer.metadata.get(K.PROVENANCE) or {}).get("image_layer")
         if image_name in self._viewer.layers:
@@ -276,6 +280,7 @@ class CorrectWidget(GroundTruthFiles, ReviewList, Container):
         for key in self._key_actions():
             layer.keymap.pop(_key(key), None)
         self._layer = None
+        self._lend_keys()
 
     def _key_actions(self) -> dict:
         """Key -> callback for the corrected layer's own keymap (it comes before napari's Points keys)."""
@@ -284,6 +289,28 @@ class CorrectWidget(GroundTruthFiles, ReviewList, Container):
             fn = getattr(self, method)
             out[S.key_of(name)] = lambda _layer, fn=fn: fn()
         return out
+
+    def _lend_keys(self, *_) -> None:
+        """Our keys act on the corrected layer whichever layer is selected (they are viewer actions), but a
+        selected layer's own keys come first: on another Points layer, A ran napari's "select all". While we
+        correct a layer, another selected Points layer gets our handler for each of our keys its type binds; it
+        gets its own back when it is no longer selected or we stop correcting."""
+        if self._lent is not None:
+            lent, keys = self._lent
+            self._lent = None
+            for key in keys:
+                lent.keymap.pop(key, None)
+        active = self._viewer.layers.selection.active
+        if self._layer is None or not isinstance(active, napari.layers.Points) or L.same_layer(active, self._layer):
+            return  # a Labels layer keeps its own Ctrl+Z (painting undo)
+        taken = active.class_keymap  # (through the proxy napari hands plugins)
+        keys = [_key(k) for k, fn in self._key_actions().items()
+                if _key(k) in taken and _key(k) not in active.keymap]
+        for key, fn in self._key_actions().items():
+            if _key(key) in keys:
+                active.bind_key(key, fn, overwrite=True)
+        if keys:
+            self._lent = (active, keys)
 
     def previous_doubtful(self) -> None:
         self.next_doubtful(-1)
