@@ -122,3 +122,20 @@ def test_z_stack_with_anisotropic_scale_and_cells_drawn_on_a_projection(make_nap
     expect = [int((np.rint(truth[:, 1]) < 30).sum()), int((np.rint(truth[:, 1]) >= 30).sum())]
     assert table["n_spots"].tolist() == expect
     np.testing.assert_allclose(table["area_um2"], [30 * 60 * 0.01] * 2)
+
+
+@pytest.mark.parametrize("labels, scale, named", [
+    (np.ones((80, 90), np.int32), (0.2, 0.2), ["(80, 90)", "(90, 90)"]),  # cropped
+    (np.ones((90, 90), np.int32), (1.0, 1.0), ["(1, 1)", "(0.2, 0.2)"]),  # loaded without the image's scale
+])
+def test_labels_on_another_grid_are_refused_naming_both(scene, labels, scale, named):
+    """Labels of another shape or scale counted spots in the wrong cells without a word (issue 23, item 14)."""
+    viewer, spots, _ = scene
+    viewer.add_labels(labels, name="cells", scale=scale)
+    w = _open(viewer)
+    w.set_layer(spots)
+    w._cells.value = viewer.layers["cells"]
+    w._count.native.click()  # the panel's Count button
+    for text in named + ["'cells'", "'cells smFISH'", "Fix:"]:
+        assert text in w.status, (text, w.status)
+    assert "cell" not in spots.features.columns and not w.table_text()

@@ -17,7 +17,7 @@ from magicgui.widgets import Container, FileEdit, FloatSpinBox, Label, ProgressB
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from .. import layer_keys as K
-from ..core.analysis.cells import count_spots_in_cells
+from ..core.analysis.cells import check_labels_match, count_spots_in_cells
 from ..core.analysis.measure import count_molecules, measure_spots_iter
 from ..core.common.validate import axes_for_rank
 from ..core.errors import SpotDetectError
@@ -245,6 +245,27 @@ class MeasureWidget(Container):
                          f"{sig:.2f} px){extra}.")
 
     # -- cells --------------------------------------------------------------------------------------------
+    def _check_grid(self, labels, name: str) -> None:
+        """Labels on another pixel grid than the image (another shape, or another scale: pixels shown at a
+        different size) put spots in the wrong cell or "outside" without a word: refuse them, naming both."""
+        image = self._image.value
+        if image is None:
+            return
+        data = image.data[0] if image.multiscale else image.data
+        shape = tuple(data.shape[:-1] if getattr(image, "rgb", False) else data.shape)
+        check_labels_match(labels.data, shape, image_axes(image), name=f"{name} ('{labels.name}')",
+                           image=f"the image '{image.name}'")
+        k = labels.ndim
+        own, img = np.asarray(labels.scale, float), np.asarray(image.scale, float)[-k:]
+        if not np.allclose(own, img, rtol=1e-6):
+            fmt = ", ".join
+            raise SpotDetectError(
+                f"The {name} labels '{labels.name}' have scale ({fmt(f'{v:g}' for v in own)}) but the image "
+                f"'{image.name}' has scale ({fmt(f'{v:g}' for v in img)}) on the same axes: the labels' pixels "
+                "are shown at another size, so spots would be counted in the wrong cells.",
+                "give the labels layer the image's scale (layer properties or `layer.scale = image.scale`), "
+                "or choose labels segmented on this image.")
+
     def count(self, *_) -> pd.DataFrame | None:
         """Assign every spot to its cell and compartment and fill the per-cell table."""
         cells, nuclei, layer = self._cells.value, self._nuclei.value, self._spots.value
@@ -252,6 +273,9 @@ class MeasureWidget(Container):
             if cells is None:
                 raise SpotDetectError("No cell labels are chosen.",
                                       "add a Labels layer of cells (e.g. from Cellpose) and choose it.")
+            for lab, name in ((cells, "cells"), (nuclei, "nuclei")):
+                if lab is not None:
+                    self._check_grid(lab, name)
             table = self.spots_table(cells)
             nuc = None
             if nuclei is not None:
