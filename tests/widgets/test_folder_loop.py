@@ -146,3 +146,37 @@ def test_done_without_an_annotation_is_refused(make_napari_viewer, tiny_model, i
     assert not loop.mark_done_and_next()
     assert loop.current == 0 and "no ground truth yet" in loop.status and "Fix:" in loop.status
     assert not (folder / STATE_FILE).exists()
+
+
+def test_after_a_restart_a_done_image_can_be_checked_against_its_detections(make_napari_viewer, tiny_model,
+                                                                             image_folder, qtbot):
+    """A restart reopened a done image with its ground truth only: the Check tab had nothing to compare
+    (issue 23, item 8). The detections the truth started from are kept with the folder's files."""
+    folder, truths = image_folder
+    viewer, panels = _panels(make_napari_viewer, tiny_model)
+    loop = panels.folder
+    loop.set_folder(folder)  # opens cell0 and detects it
+    truth = _wait_truth(qtbot, loop, "cell0")
+    [spots] = [lay for lay in viewer.layers if K.is_detection(lay)]
+    n_detected, model = len(spots.data), spots.metadata[K.PROVENANCE]["model"]
+    truth.add(truths["cell0"][:2])  # corrected: two missed spots added
+    n_truth = len(truth.data)
+    loop._done.native.click()  # done, next
+    viewer.close()
+
+    viewer2, panels2 = _panels(make_napari_viewer, tiny_model)
+    loop2 = panels2.folder
+    loop2.set_auto_detect(False)
+    loop2.set_folder(folder)
+    calls = tiny_model.calls
+    loop2.open_image(0)
+    assert tiny_model.calls == calls  # nothing detected again: the kept detections came back
+    [back] = [lay for lay in viewer2.layers if K.is_detection(lay)]
+    assert len(back.data) == n_detected and back.metadata[K.PROVENANCE]["model"] == model
+    panels2.show_tab("Check")
+    assert panels2.qc.chosen == (back, loop2.truth_layer())
+    panels2.qc._run.native.click()  # Compare
+    row = panels2.qc.rows[0]
+    assert row["tp"] + row["fp"] == n_detected and row["tp"] + row["fn"] == n_truth and row["fn"] >= 2
+    loop2.open_image(1)  # the kept detections close with their image
+    assert not [lay for lay in viewer2.layers if K.is_detection(lay)]

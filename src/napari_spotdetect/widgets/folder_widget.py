@@ -19,8 +19,10 @@ from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton
 from qtpy.QtWidgets import QListWidget
 
 from .. import layer_keys as K
+from ..core.errors import SpotDetectError
 from ..core.groundtruth import annotations as A
-from ..core.io.spots_io import IMAGE_SUFFIXES, atomic_write_text, read_image
+from ..core.io.spots_io import IMAGE_SUFFIXES, atomic_write_text, read_image, read_spots_csv, write_spots_csv
+from . import layers as L
 from . import shortcuts as S
 from ._ui import disconnect_all, make_scrollable, show_status
 from .model_registry import registry_for
@@ -28,6 +30,9 @@ from .model_registry import registry_for
 log = logging.getLogger(__name__)
 
 STATE_FILE = "spotdetect_folder.json"
+#: the detections the ground truth was started from, one CSV (+ provenance) per image: QC compares the truth
+#: with them after a restart. A sub-folder, so that no tool takes them for an image's annotation.
+DETECTIONS_DIR = "spotdetect_detections"
 #: the key that marks the image done and opens the next one (bound on the viewer)
 DONE_KEY = S.key_of("napari-spotdetect:done_and_next_image")
 
@@ -220,6 +225,7 @@ class FolderWidget(Container):
             self._set_status(f"{path.name} was still open with its ground truth ({len(truth.data)} spots): "
                              "go on correcting it.")
         elif annotation.exists():
+            self._restore_detections(image, path)
             self._resume(image, annotation)
         elif self._auto.value:
             self._pending = image
@@ -256,6 +262,50 @@ class FolderWidget(Container):
         layer.mode = "add"
         self._set_status(f"Opened {image.name} with its annotation ({len(layer.data)} spots) from {annotation.name}.")
 
+    def _detections_file(self, path: Path) -> Path:
+        return path.parent / DETECTIONS_DIR / (path.stem + ".csv")
+
+    def _save_detections(self, image) -> None:
+        """Keep the image's latest detections (with their provenance) for QC after a restart."""
+        if self.current is None:
+            return
+        found = [lay for lay in self._viewer.layers if K.is_detection(lay)
+                 and (lay.metadata.get(K.PROVENANCE) or {}).get("image_layer") == image.name]
+        if not found:
+            return
+        layer = found[-1]
+        axes = L.layer_axes(layer)
+        coords = np.asarray(layer.data, dtype=float)
+        df = pd.DataFrame({a: coords[:, i] for i, a in enumerate(axes)})
+        feats = layer.features.reset_index(drop=True)
+        df = pd.concat([df, feats.drop(columns=[c for c in feats.columns if c in df.columns])], axis=1)
+        target = self._detections_file(self.images[self.current])
+        try:
+            target.parent.mkdir(exist_ok=True)
+            write_spots_csv(df, target, provenance=dict(layer.metadata[K.PROVENANCE]))
+        except (OSError, ValueError) as err:  # the annotation is what matters: say so, go on
+            log.warning("could not keep the detections of %s in %s: %s", image.name, target, err)
+
+    def _restore_detections(self, image, path: Path) -> None:
+        """The detections kept for ``path``, as a detection layer of ``image`` (QC pairs it with the truth)."""
+        from .._reader import _points_layer
+
+        saved = self._detections_file(path)
+        if not saved.is_file():
+            return
+        try:
+            data, kw, _ = _points_layer(read_spots_csv(saved), saved)
+        except (SpotDetectError, ValueError, OSError) as err:
+            log.warning("could not reopen the detections %s: %s", saved, err)
+            return
+        prov = kw["metadata"].get(K.PROVENANCE)
+        if not isinstance(prov, dict):
+            return
+        prov["image_layer"] = image.name
+        kw["metadata"].pop(K.TRUTH, None)
+        kw["name"] = L.layer_name("spots", image.name) + " (kept)"
+        self._viewer.add_points(data, **kw)
+
     def _on_inserted(self, event) -> None:
         layer = event.value
         if self.current is not None and (K.PROVENANCE in layer.metadata or K.SCORE_MAP in layer.metadata
@@ -276,6 +326,7 @@ class FolderWidget(Container):
         self._correct._points.value = spots
         self._correct._image.value = image
         truth = self._correct.start_ground_truth()
+        self._save_detections(image)
         if truth is not None:
             self._set_status(f"{len(truth.data)} spots found in {image.name}: correct them, then Ctrl+Enter.")
         self._refresh_list()
@@ -315,6 +366,9 @@ class FolderWidget(Container):
                              "(Correct tab), or open its annotation.", True)
             return False
         self._correct.flush()
+        image = next((lay for lay in self._viewer.layers if lay.metadata.get(K.IMAGE_FILE) == str(path)), None)
+        if image is not None and not self._detections_file(path).is_file():
+            self._save_detections(image)  # detected by hand in the Detect tab
         if not path.with_suffix(".csv").exists():
             self._correct._points.value = truth
             self._correct._save()
