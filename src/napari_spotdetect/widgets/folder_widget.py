@@ -367,8 +367,8 @@ class FolderWidget(Container):
             return False
         self._correct.flush()
         image = next((lay for lay in self._viewer.layers if lay.metadata.get(K.IMAGE_FILE) == str(path)), None)
-        if image is not None and not self._detections_file(path).is_file():
-            self._save_detections(image)  # detected by hand in the Detect tab
+        if image is not None:
+            self._save_detections(image)  # as they are now (re-thresholded, or detected by hand)
         if not path.with_suffix(".csv").exists():
             self._correct._points.value = truth
             self._correct._save()
