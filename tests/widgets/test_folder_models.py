@@ -53,5 +53,6 @@ def test_restart_offers_the_model_made_in_this_folder(make_napari_viewer, tiny_m
     panels2.detect.choose_model(offered[0])
     panels2.detect.run()
     qtbot.waitUntil(lambda: not panels2.detect.running, timeout=WAIT_MS)
-    [spots] = [lay for lay in viewer2.layers if K.is_detection(lay)]
+    *kept, spots = [lay for lay in viewer2.layers if K.is_detection(lay)]  # after cell1's kept detections
     assert spots.metadata[K.PROVENANCE]["model"] == "tuned"
+    assert [lay.metadata[K.PROVENANCE]["model"] for lay in kept] == ["tiny-random"]
