@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, LineEdit, PushButton, SpinBox
+from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QThreadPool
 
 from napari_spotdetect import load_model
@@ -34,7 +35,10 @@ def test_closing_the_panel_mid_run_stops_training_and_leaves_the_best_model_file
     model_file = tmp_path / "models" / "tuned.pt"
     assert model_file.exists(), sorted(p.name for p in (tmp_path / "models").rglob("*"))
     card = load_model(model_file, device="cpu").info.card
-    assert card["epoch"] < 40  # stopped soon after the close, not trained to the end
+    assert card["epoch"] < 40
+    # the user is told that it stopped, and where the best epoch is (the panel that would say it is gone)
+    said = [str(n.message) for n in notification_manager.records]
+    assert any("stopped when its panel was closed" in m and str(model_file) in m for m in said), said
     assert "tuned" in {e.model.info.name for e in tune._models.models.values()}  # offered in 'Detect spots'
 
 
