@@ -68,7 +68,7 @@ def test_an_emptied_save_folder_or_model_file_is_refused(finetune_widget, tmp_pa
     tune.set_example(viewer.layers["plane"], viewer.layers["spots"])
     tune.set_options(out_dir=tmp_path, name="m2")
     assert tune.can_train, tune.problem()
-    tune._out.native.findChild(type(tune._out.line_edit.native)).setText("")  # the user clears the field
+    tune._out.line_edit.native.setText("")  # the user clears the field
     tune._out.line_edit.native.editingFinished.emit()
     assert not tune.can_train and "folder to save" in tune.status
     assert tune.train() is None and not list(tmp_path.glob("*.pt"))
@@ -91,3 +91,18 @@ def test_the_cpu_threads_setting_is_what_training_uses(finetune_widget, qtbot, t
     assert tune.error is None, tune.error
     assert tune.threads_used == want
     assert tune.options()["threads"] == want
+
+
+def test_an_emptied_export_to_field_is_refused_not_written_to_the_working_folder(make_napari_viewer, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    viewer.add_points(np.array([[10.0, 10.0], [20.0, 5.0]]), name="spots")
+    _dock, measure = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Measure and count spots")
+    measure._out.line_edit.native.setText("out/table")
+    measure._out.line_edit.native.setText("")  # the user empties the field
+    measure._out.line_edit.native.editingFinished.emit()
+    measure._export_pts.native.click()
+    assert "Choose a file to export to" in measure.status
+    assert list(tmp_path.iterdir()) == []  # nothing written where napari was started
