@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, LineEdit, PushButton, SpinBox
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QThreadPool
@@ -23,6 +24,7 @@ def _ready(viewer, tune, tiny_model, tmp_path, epochs, steps):
     assert tune.can_train, tune.problem()
 
 
+@pytest.mark.slow
 def test_closing_the_panel_mid_run_stops_training_and_leaves_the_best_model_file(finetune_widget, qtbot,
                                                                                 tiny_model, tmp_path):
     viewer, _detect, tune = finetune_widget
@@ -79,6 +81,7 @@ def test_an_emptied_save_folder_or_model_file_is_refused(finetune_widget, tmp_pa
     assert not tune.can_train and "model file" in tune.status
 
 
+@pytest.mark.slow
 def test_the_cpu_threads_setting_is_what_training_uses(finetune_widget, qtbot, tiny_model, tmp_path):
     viewer, _detect, tune = finetune_widget
     assert "idle" in tune._threads.label and "idle" in tune._threads.tooltip
