@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea, QSizePolicy, QWidget
@@ -38,7 +39,7 @@ from ..core.models.zoo import bundled_path
 from ..core.training import finetuning
 from ..core.training.examples import planes_with_spots, split_examples
 from ..core.training.finetune_defaults import DEFAULTS as FT
-from ._ui import show_status
+from ._ui import show_status, when_closed
 from .detect_widget import format_seconds
 from .model_registry import registry_for
 from .settings import load_settings, save_settings
@@ -51,7 +52,7 @@ DEFAULT_OUT = str(Path.home() / "napari-spotdetect" / "models")
 #: the panel's starting values: the core's fine-tuning defaults (the CLI's too), plus where to save
 DEFAULTS = {"start": "default", "epochs": FT.epochs, "steps": FT.steps_per_epoch, "lr": FT.lr, "loss": FT.loss,
             "val_percent": int(round(100 * FT.val_share)), "out_dir": DEFAULT_OUT, "crop": FT.crop,
-            "batch": FT.batch_size}
+            "batch": FT.batch_size, "threads": 0}
 _LRS = [("gentle (0.0001)", 1e-4), ("moderate (0.0003)", 3e-4), ("standard (0.001)", 1e-3)]
 _LOSSES = [("SmoothF1 (recommended)", "smoothf1"), ("Dice", "dice"), ("Weighted cross-entropy", "ce"),
            ("Focal", "focal")]
@@ -75,6 +76,11 @@ _TIP = {
     "name": "File name of the new model (without .pt).",
     "crop": "Training crops are this many pixels square (a multiple of 8).",
     "batch": "Crops per step. Larger batches: smoother learning, more memory and time per step.",
+    "threads": "Threads training uses on the CPU; 0 takes the cores that are idle when training starts\n"
+               "(all cores on a busy machine is many times slower).",
+    "source": "Where the examples come from: Points layers of correct spots in this viewer, a folder of images\n"
+              "with one CSV of spots each, or the images marked done in the Folder tab.",
+    "advanced": "Show the crop size, batch size, CPU threads and decoder-only training.",
 }
 
 
@@ -280,7 +286,7 @@ class FinetuneWidget(Container):
         self._rows: list[PairRow] = []
 
         self.done_source = None  # set by the tabbed dock: () -> (folder, names of the images marked done)
-        self._source = ComboBox(label="Learn from", choices=self._source_choices)
+        self._source = ComboBox(label="Learn from", choices=self._source_choices, tooltip=_TIP["source"])
         self._rows_box = Container(labels=False)
         self._rows_box.margins = (0, 0, 0, 0)
         self._add_row = PushButton(text="+ Add an image", tooltip="Train on one more image and its spots.")
@@ -294,10 +300,14 @@ class FinetuneWidget(Container):
         self._val = SpinBox(label="Validation (%)", min=0, max=50, value=int(s["val_percent"]),
                             tooltip=_TIP["val"])
         self._regions = ComboBox(label="Only inside", choices=self._region_choices, tooltip=_TIP["regions"])
-        self._advanced = CheckBox(text="More settings", value=False)
+        self._advanced = CheckBox(text="More settings", value=False, tooltip=_TIP["advanced"])
         self._crop = SpinBox(label="Crop size (px)", min=32, max=1024, step=8, value=int(s["crop"]),
                              tooltip=_TIP["crop"])
         self._batch = SpinBox(label="Batch size", min=1, max=64, value=int(s["batch"]), tooltip=_TIP["batch"])
+        cores = max(1, os.cpu_count() or 1)
+        self._threads = SpinBox(label="CPU threads (0: idle cores)", min=0, max=cores, tooltip=_TIP["threads"],
+                                value=min(cores, max(0, int(s.get("threads") or 0))))
+        self._threads_used: int | None = None
         self._decoder_only = CheckBox(text="Decoder only (fast)", value=False,
                                       tooltip="Keep the encoder and BatchNorm statistics as loaded and train the "
                                               "decoder and heads: about 3x less CPU a step, no recalibration.")
@@ -328,7 +338,8 @@ class FinetuneWidget(Container):
         self._data_form = Container(widgets=[self._source, self._folder, self._regions], labels=True)
         form = Container(widgets=[self._start, self._start_path, self._epochs, self._steps, self._lr, self._loss,
                                   self._val], labels=True)
-        self._adv_form = Container(widgets=[self._crop, self._batch, self._decoder_only], labels=True, visible=False)
+        self._adv_form = Container(widgets=[self._crop, self._batch, self._threads, self._decoder_only], labels=True,
+                                   visible=False)
         out_form = Container(widgets=[self._out, self._name], labels=True)
         buttons = Container(widgets=[self._train, self._stop_btn], layout="horizontal", labels=False)
         use = Container(widgets=[self._use, self._use_run], layout="horizontal", labels=False)
@@ -377,6 +388,36 @@ class FinetuneWidget(Container):
         self.add_pair()
         self._on_source()
         self._on_start()
+        self._closed = False
+        self._close_watcher = when_closed(self.native, self.close_panel)
+
+    def close_panel(self, *_) -> None:
+        """The panel was closed (its dock's x, or deleted): stop training as Stop does, and let go of the viewer.
+
+        The run still ends properly in its thread, so the best epoch so far becomes the model file; a
+        notification says where it is (the panel that would have said it is gone).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        from ._ui import disconnect_all
+
+        disconnect_all((self._viewer.layers.events.inserted, self._on_layers_changed),
+                       (self._viewer.layers.events.removed, self._on_layers_changed),
+                       (self._models.added, self._on_session_model))
+        worker = self._worker
+        if worker is None:
+            return
+        self._stop.set()
+        self._worker = None
+        handlers = getattr(worker, "_spotdetect_handlers", [])
+        for signal, handler in handlers:
+            try:
+                signal.disconnect(handler)
+            except (TypeError, RuntimeError):
+                pass
+        worker._spotdetect_handlers = []
+        _finish_unattended(worker, self._models)
 
     # -- choices ----------------------------------------------------------------------------------------
     def _start_choices(self, _widget=None) -> list:
@@ -555,11 +596,11 @@ class FinetuneWidget(Container):
         self._start.value = start
 
     def set_options(self, *, epochs=None, steps=None, lr=None, loss=None, val_percent=None, crop=None, batch=None,
-                    out_dir=None, name=None) -> None:
-        """Training settings (None leaves one as it is); ``lr`` is one of the panel's rates."""
+                    out_dir=None, name=None, threads=None) -> None:
+        """Training settings (None leaves one as it is); ``lr``: one of the panel's rates; ``threads`` 0: idle cores."""
         for widget, value in ((self._epochs, epochs), (self._steps, steps), (self._lr, lr), (self._loss, loss),
                               (self._val, val_percent), (self._crop, crop), (self._batch, batch),
-                              (self._out, out_dir), (self._name, name)):
+                              (self._out, out_dir), (self._name, name), (self._threads, threads)):
             if value is not None:
                 widget.value = value
 
@@ -568,7 +609,12 @@ class FinetuneWidget(Container):
         return {"epochs": int(self._epochs.value), "steps": int(self._steps.value), "lr": float(self._lr.value),
                 "loss": self._loss.value, "val_percent": int(self._val.value), "crop": int(self._crop.value),
                 "batch": int(self._batch.value), "out_dir": Path(str(self._out.value)).expanduser(),
-                "name": self._name.value.strip()}
+                "name": self._name.value.strip(), "threads": int(self._threads.value)}
+
+    @property
+    def threads_used(self) -> int | None:
+        """torch CPU threads the last run trained with (the setting, or the idle cores for 0)."""
+        return self._threads_used
 
     def config(self):
         """The :class:`~napari_spotdetect.core.training.train.TrainConfig` that Train would use."""
@@ -635,7 +681,8 @@ class FinetuneWidget(Container):
                                 "epochs": int(self._epochs.value), "steps": int(self._steps.value),
                                 "lr": float(self._lr.value), "loss": self._loss.value,
                                 "val_percent": int(self._val.value), "out_dir": str(self._out.value),
-                                "crop": int(self._crop.value), "batch": int(self._batch.value)})
+                                "crop": int(self._crop.value), "batch": int(self._batch.value),
+                                "threads": int(self._threads.value)})
         only = None
         if self._source.value == "folder":
             folder, pairs = str(self._folder.value), None
@@ -655,9 +702,14 @@ class FinetuneWidget(Container):
         self._stop = threading.Event()
         stop = self._stop
         self.native.destroyed.connect(stop.set)  # closing the panel (or napari) ends training too
+        threads = int(self._threads.value) or None
+        self._threads_used = None
 
         def steps():
+            from ..core.common.device import use_threads
             from ..core.training.examples import pairs_from_folder
+
+            self._threads_used = use_threads(threads)  # in the worker thread: torch's count is per thread
 
             all_pairs = pairs_from_folder(folder, only=only) if folder else pairs
             info["n_examples"] = len(all_pairs)
@@ -774,6 +826,30 @@ class FinetuneWidget(Container):
         self._outcome.value = self._outcome.value.split("<br>→")[0] + note + (
             " and is detecting again." if detect_again else ".")
         return True
+
+
+_UNATTENDED: set = set()  # workers of closed panels, kept alive until they end
+
+
+def _finish_unattended(worker, models) -> None:
+    """Let a closed panel's run end in its thread and tell the user what it left (a notification)."""
+    _UNATTENDED.add(worker)
+
+    def returned(res):
+        if res is None or res.model is None:
+            show_info("Fine-tuning stopped when its panel was closed, before the first epoch ended: nothing was "
+                      "saved, and the model you detect with is unchanged.")
+            return
+        models.add(res.model, res.path)
+        show_info(f"Fine-tuning stopped when its panel was closed. The best epoch so far is saved as {res.path} "
+                  "(offered in 'Detect spots').")
+
+    def errored(err):
+        show_error(f"Fine-tuning (panel closed) failed: {type(err).__name__}: {err}")
+
+    worker.returned.connect(returned)
+    worker.errored.connect(errored)
+    worker.finished.connect(lambda: _UNATTENDED.discard(worker))
 
 
 def _default_name() -> str:

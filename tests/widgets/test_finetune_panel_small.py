@@ -1,0 +1,111 @@
+"""Issue 23 #11 and #20 in the Fine-tune panel: closing it mid-run, tooltips, empty paths, CPU threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, LineEdit, PushButton, SpinBox
+from napari.utils.notifications import notification_manager
+from qtpy.QtCore import QThreadPool
+
+from napari_spotdetect import load_model
+from napari_spotdetect.core.weights.native import save_model
+
+# waits end as soon as their condition holds; a loaded 2-core machine may need minutes, never a failure
+WAIT_MS = 600_000
+
+
+def _ready(viewer, tune, tiny_model, tmp_path, epochs, steps):
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    tune.set_example(viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"])
+    save_model(tiny_model, tmp_path / "start.pt")
+    tune.set_start("file", tmp_path / "start.pt")
+    tune.set_options(epochs=epochs, steps=steps, crop=64, batch=2, out_dir=tmp_path / "models", name="tuned")
+    assert tune.can_train, tune.problem()
+
+
+@pytest.mark.slow
+def test_closing_the_panel_mid_run_stops_training_and_leaves_the_best_model_file(finetune_widget, qtbot,
+                                                                                tiny_model, tmp_path):
+    viewer, _detect, tune = finetune_widget
+    _ready(viewer, tune, tiny_model, tmp_path, epochs=40, steps=3)
+    assert tune.train() is not None
+    qtbot.waitUntil(lambda: len(tune.plot.val_f1) >= 2, timeout=WAIT_MS)  # the first epoch is validated
+    viewer.window.remove_dock_widget(tune.native)  # what the dock's x does
+    QThreadPool.globalInstance().waitForDone(WAIT_MS)
+    qtbot.wait(50)
+    model_file = tmp_path / "models" / "tuned.pt"
+    assert model_file.exists(), sorted(p.name for p in (tmp_path / "models").rglob("*"))
+    card = load_model(model_file, device="cpu").info.card
+    assert card["epoch"] < 40
+    # the user is told that it stopped, and where the best epoch is (the panel that would say it is gone)
+    said = [str(n.message) for n in notification_manager.records]
+    assert any("stopped when its panel was closed" in m and str(model_file) in m for m in said), said
+    assert "tuned" in {e.model.info.name for e in tune._models.models.values()}  # offered in 'Detect spots'
+
+
+def test_every_control_a_user_clicks_has_a_tooltip(finetune_widget):
+    _viewer, _detect, tune = finetune_widget
+    clickable = (CheckBox, ComboBox, FileEdit, LineEdit, PushButton, SpinBox)
+    seen, missing = [], []
+
+    def walk(container):
+        for w in container:
+            if isinstance(w, clickable):
+                seen.append(w)
+                if not (w.tooltip or "").strip():
+                    missing.append(w.label or getattr(w, "text", "") or type(w).__name__)
+            elif hasattr(w, "__iter__"):
+                walk(w)
+
+    walk(tune.body)
+    assert len(seen) > 15 and not missing, missing
+    assert tune._source.label == "Learn from" and tune._advanced.text == "More settings"
+
+
+def test_an_emptied_save_folder_or_model_file_is_refused(finetune_widget, tmp_path):
+    viewer, _detect, tune = finetune_widget
+    viewer.add_image(np.zeros((64, 64), np.float32), name="plane")
+    viewer.add_points(np.array([[10.0, 10]]), name="spots")
+    tune.set_example(viewer.layers["plane"], viewer.layers["spots"])
+    tune.set_options(out_dir=tmp_path, name="m2")
+    assert tune.can_train, tune.problem()
+    tune._out.line_edit.native.setText("")  # the user clears the field
+    tune._out.line_edit.native.editingFinished.emit()
+    assert not tune.can_train and "folder to save" in tune.status
+    assert tune.train() is None and not list(tmp_path.glob("*.pt"))
+    tune.set_options(out_dir=tmp_path)
+    tune.set_start("file", tmp_path / "start.pt")
+    tune._start_path.line_edit.native.setText("")
+    tune._start_path.line_edit.native.editingFinished.emit()
+    assert not tune.can_train and "model file" in tune.status
+
+
+@pytest.mark.slow
+def test_the_cpu_threads_setting_is_what_training_uses(finetune_widget, qtbot, tiny_model, tmp_path):
+    viewer, _detect, tune = finetune_widget
+    assert "idle" in tune._threads.label and "idle" in tune._threads.tooltip
+    _ready(viewer, tune, tiny_model, tmp_path, epochs=1, steps=1)
+    want = min(2, tune._threads.max)
+    tune._advanced.native.click()
+    tune._threads.native.setValue(want)  # the spin box, as a user sets it
+    assert tune.train() is not None
+    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
+    assert tune.error is None, tune.error
+    assert tune.threads_used == want
+    assert tune.options()["threads"] == want
+
+
+def test_an_emptied_export_to_field_is_refused_not_written_to_the_working_folder(make_napari_viewer, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    viewer.add_points(np.array([[10.0, 10.0], [20.0, 5.0]]), name="spots")
+    _dock, measure = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Measure and count spots")
+    measure._out.line_edit.native.setText("out/table")
+    measure._out.line_edit.native.setText("")  # the user empties the field
+    measure._out.line_edit.native.editingFinished.emit()
+    measure._export_pts.native.click()
+    assert "Choose a file to export to" in measure.status
+    assert list(tmp_path.iterdir()) == []  # nothing written where napari was started
