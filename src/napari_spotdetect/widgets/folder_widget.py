@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "spotdetect_folder.json"
 #: the detections the ground truth was started from, one CSV (+ provenance) per image: QC compares the truth
 #: with them after a restart. A sub-folder, so that no tool takes them for an image's annotation.
-DETECTIONS_DIR = "spotdetect_detections"
+DETECTIONS_DIR = "spotdetect_detected"
 #: the key that marks the image done and opens the next one (bound on the viewer)
 DONE_KEY = S.key_of("napari-spotdetect:done_and_next_image")
 
