@@ -41,8 +41,13 @@ STACK_NET_FLOOR = 0.01
 LOCAL_WINDOW = 15
 
 
-def _noise(x: np.ndarray) -> float:
-    hp = x - ndimage.gaussian_filter(x, 2.0)
+def _highpass(x: np.ndarray) -> np.ndarray:
+    """The plane minus its sigma-2 blur: what the noise and the local noise are measured on."""
+    return x - ndimage.gaussian_filter(x, 2.0)
+
+
+def _noise(hp: np.ndarray) -> float:
+    """The plane's noise: a robust (MAD) scale of its high-pass."""
     return max(1.4826 * float(np.median(np.abs(hp - np.median(hp)))), 1e-12)
 
 
@@ -82,7 +87,8 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
 
     x = np.asarray(read(plane), dtype=np.float64)
     h, w = x.shape
-    noise = _noise(x)
+    hp = _highpass(x)
+    noise = _noise(hp)
     z = x / noise
     resp, arg = log_maps(z)
     # proposals: LoG peaks in 3 x 3 (close pairs stay two) above the cut, away from the network's candidates
@@ -111,7 +117,6 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     rel = contrast / e if np.isfinite(e) and e > 0 else np.full(len(coords), np.inf)
     rel_for_feat = contrast / (e if np.isfinite(e) and e > 0 else 10.0)
     # local SNR: the smoothed peak over the local background, in units of the local high-pass noise
-    hp = x - ndimage.gaussian_filter(x, 2.0)
     local = np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0))
     local = local[rc[:, 0], rc[:, 1]]
     local_snr = contrast * noise / np.maximum(local, 1e-3 * noise)
