@@ -94,11 +94,18 @@ class SameConv(nn.Conv2d):
 
 
 def same_maxpool(x: torch.Tensor, k: int = 3, s: int = 2) -> torch.Tensor:
-    """TF 'same' max-pool: padded cells never win (pad with -inf)."""
+    """TF 'same' max-pool: padded cells never win (pad with -inf).
+
+    The two cases DeepSpot meets use the pool's own implicit -inf padding instead of a padded copy: equal
+    padding on both sides, or none before (even sizes), where ``ceil_mode`` keeps the last, partial window.
+    """
     t, b = same_pads(x.shape[-2], k, s)
     left, right = same_pads(x.shape[-1], k, s)
-    if t or b or left or right:
-        x = F.pad(x, (left, right, t, b), value=float("-inf"))
+    if (t, b) == (left, right) and t == b and t <= k // 2:
+        return F.max_pool2d(x, k, s, padding=t)
+    if t == left == 0 and all(-(-(n - k) // s) + 1 == -(-n // s) for n in x.shape[-2:]):
+        return F.max_pool2d(x, k, s, ceil_mode=True)
+    x = F.pad(x, (left, right, t, b), value=float("-inf"))
     return F.max_pool2d(x, k, s)
 
 
@@ -138,9 +145,12 @@ class Caso(nn.Module):
     def forward(self, x):
         a = b = c = x
         for i in range(1, self.depth + 1):
-            a = F.relu(getattr(self, f"bn_conv{i}")(getattr(self, f"conv{i}")(a)))
-            b = same_maxpool(F.relu(getattr(self, f"bn_maxpool{i}")(getattr(self, f"conv_maxpool{i}")(b))))
-            c = same_maxpool(F.relu(getattr(self, f"bn_atrou{i}")(getattr(self, f"conv_atrou{i}")(c))))
+            # ReLU after the pool: max commutes with it, and the pooled map is 4x smaller
+            a = F.relu(getattr(self, f"bn_conv{i}")(getattr(self, f"conv{i}")(a)), inplace=True)
+            b = F.relu(same_maxpool(getattr(self, f"bn_maxpool{i}")(getattr(self, f"conv_maxpool{i}")(b))),
+                       inplace=True)
+            c = F.relu(same_maxpool(getattr(self, f"bn_atrou{i}")(getattr(self, f"conv_atrou{i}")(c))),
+                       inplace=True)
         return torch.cat([a, b, c], dim=1)
 
 
@@ -158,10 +168,55 @@ class PreActBlock(nn.Module):
             self.conv1, self.bn1 = nn.Conv2d(cin, width, 1), _bn(width)
 
     def forward(self, x):
-        y = self.conv2a(F.relu(self.bn2a(x)))
-        y = self.conv2b(F.relu(self.bn2b(y)))
-        y = self.drop(self.conv2c(F.relu(self.bn2c(y))))
-        return y + (self.bn1(self.conv1(x)) if self.projection else x)
+        y = self.conv2a(F.relu(self.bn2a(x), inplace=True))
+        y = self.conv2b(F.relu(self.bn2b(y), inplace=True))
+        y = self.drop(self.conv2c(F.relu(self.bn2c(y), inplace=True)))
+        return y.add_(self.bn1(self.conv1(x)) if self.projection else x)
+
+
+#: taps of a 3-tap stride-2 transposed convolution that reach each output phase along one axis, in the
+#: order an ordinary convolution over input rows (m - 1, m) uses them: output 2m takes tap 2 from input m - 1
+#: and tap 0 from input m; output 2m + 1 takes tap 1 from input m
+_PHASE_TAPS = ((2, 0), (1,))
+
+
+def phase_kernels(convs: tuple[nn.ConvTranspose2d, ...]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The ordinary conv kernels (one per output phase) and the bias of :func:`stride2_as_phases`."""
+    weight = torch.cat([c.weight for c in convs], dim=1)  # (in, sum of out, 3, 3)
+    kernels = [weight[:, :, list(rows)][:, :, :, list(cols)].transpose(0, 1).contiguous()
+               for rows in _PHASE_TAPS for cols in _PHASE_TAPS]
+    return kernels, torch.cat([c.bias for c in convs])
+
+
+def stride2_as_phases(x: torch.Tensor, convs: tuple[nn.ConvTranspose2d, ...], kernels=None,
+                      relu_first: bool = False) -> list[torch.Tensor]:
+    """The TF-'same' outputs of 3x3 stride-2 transposed convs sharing the input ``x``, by four ordinary convs.
+
+    Each output phase (row even/odd x column even/odd) is an ordinary stride-1 convolution of ``x`` with the
+    taps that reach it (2x2, 2x1, 1x2 and 1x1: 9 taps in all, no work on zeros); the four results are written
+    interleaved into the outputs. oneDNN runs these 1.2-1.7x faster than its transposed convolution on CPU.
+    The convs' outputs are stacked into one ordinary conv per phase; ``kernels`` are
+    :func:`phase_kernels` of ``convs`` when the caller keeps them. ``relu_first`` applies a ReLU to the
+    first output while it is written (no extra pass). Same values as ``SameConvT`` up to float32 summation
+    order.
+    """
+    n, _, h, w = x.shape
+    kernels, bias = kernels or phase_kernels(convs)
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    outs = [torch.empty((n, c.out_channels, 2 * h, 2 * w), dtype=x.dtype, device=x.device, memory_format=fmt)
+            for c in convs]
+    phases = [(py, px, rows, cols) for py, rows in enumerate(_PHASE_TAPS) for px, cols in enumerate(_PHASE_TAPS)]
+    for (py, px, rows, cols), kernel in zip(phases, kernels):
+        y = F.conv2d(x, kernel, bias, padding=(len(rows) - 1, len(cols) - 1))[..., :h, :w]
+        start = 0
+        for i, out in enumerate(outs):
+            c = out.shape[1]
+            if i == 0 and relu_first:
+                torch.clamp_min(y[:, start:start + c], 0, out=out[..., py::2, px::2])
+            else:
+                out[..., py::2, px::2] = y[:, start:start + c]
+            start += c
+    return outs
 
 
 class UpBlock(nn.Module):
@@ -177,10 +232,29 @@ class UpBlock(nn.Module):
         self.conv1, self.bn1 = SameConvT(cin, f2, 3, stride=2), _bn(f2)
 
     def forward(self, x):
-        y = F.relu(self.bn2a(self.conv2a(x)))
-        y = F.relu(self.bn2b(self.conv2b(y)))
+        if self.training:  # training keeps the transposed convs (and their gradients) as they were
+            main, short = self.conv2a(x), self.conv1(x)
+            y = F.relu(self.bn2a(main), inplace=True)
+        else:
+            fused = isinstance(self.bn2a, nn.Identity)
+            y, short = stride2_as_phases(x, (self.conv2a, self.conv1), self._phase_kernels(), relu_first=fused)
+            if not fused:
+                y = F.relu(self.bn2a(y), inplace=True)
+        # every in-place op below acts on a fresh output that autograd does not keep
+        y = F.relu(self.bn2b(self.conv2b(y)), inplace=True)
         y = self.drop(self.bn2c(self.conv2c(y)))
-        return F.relu(y + self.bn1(self.conv1(x)))
+        return F.relu(y.add_(self.bn1(short)), inplace=True)
+
+    def _phase_kernels(self):
+        """:func:`phase_kernels` of the two stride-2 convs, rebuilt only when their weights change."""
+        params = (self.conv2a.weight, self.conv2a.bias, self.conv1.weight, self.conv1.bias)
+        key = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params)
+        cached = self.__dict__.get("_phase_cache")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, phase_kernels((self.conv2a, self.conv1)))
+            self.__dict__["_phase_cache"] = cached
+        return cached[1]
 
 
 class DeepSpotNet(nn.Module):
