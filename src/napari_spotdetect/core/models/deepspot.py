@@ -31,6 +31,10 @@ PEAK_RADIUS = 2
 #: default score threshold and the lowest one kept (the background of the map sits around 0.05-0.3)
 DEFAULT_THRESHOLD = 0.65
 THRESHOLD_RANGE = (0.3, 1.0)
+#: pixels per forward pass on a CPU: a batch of 8 tiles of 256^2 has activations of up to 134 MB, which the
+#: allocator maps fresh from the system at every layer (page faults, zeroing); one 256^2 tile at a time
+#: keeps them under 32 MB, reused from the heap, and takes ~15 % less CPU time per tile (same outputs)
+CPU_PASS_PIXELS = 256 * 256
 
 
 def refine_peaks(score: np.ndarray, peaks: np.ndarray) -> np.ndarray:
@@ -101,8 +105,12 @@ class DeepSpotModel(SpotModel):
         return "constant"
 
     def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
-        # channels-last is ~1.7x faster on CPU (oneDNN), mostly in the transposed convolutions
-        return self.net(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        # channels-last is ~1.7x faster on CPU (oneDNN); inference does not depend on the batch
+        x = x.contiguous(memory_format=torch.channels_last)
+        step = max(1, CPU_PASS_PIXELS // max(1, x.shape[-2] * x.shape[-1])) if x.device.type == "cpu" else len(x)
+        if len(x) <= step:
+            return self.net(x).contiguous()
+        return torch.cat([self.net(x[i:i + step]).contiguous() for i in range(0, len(x), step)])
 
     def tile_candidates(self, maps: np.ndarray, floor: float, min_distance: int = 1) -> TileCandidates:
         score = maps[0]
