@@ -67,10 +67,10 @@ for line in sys.stdin:
 
 
 def ours_worker(folder: str, threads: int, tiles_path: str, image_path: str) -> None:
+    sd = __import__("napari_spotdetect")  # before torch, as the CLI and napari load it (its OpenMP wait policy)
     import torch
 
     torch.set_num_threads(threads)
-    import napari_spotdetect as sd
     from napari_spotdetect.core.detection.speed import cpu_capability
 
     model = sd.load_model(folder, device="cpu")
@@ -78,7 +78,8 @@ def ours_worker(folder: str, threads: int, tiles_path: str, image_path: str) -> 
     image = np.load(image_path)
     with torch.inference_mode():
         model.forward_maps(tiles[:1])
-    print(json.dumps({"ready": True, "torch": torch.__version__, "cpu_capability": cpu_capability()}), flush=True)
+    print(json.dumps({"ready": True, "torch": torch.__version__, "cpu_capability": cpu_capability(),
+                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
         t0 = time.perf_counter()

@@ -123,10 +123,10 @@ for line in sys.stdin:
 
 def ours_worker(model_path: str, speed: str, threads: int, device: str, image: str) -> None:
     """Our engine, same protocol as the other workers (runs in this interpreter with our package)."""
+    sd = __import__("napari_spotdetect")  # before torch, as the CLI and napari load it (its OpenMP wait policy)
     import torch
 
     torch.set_num_threads(threads)
-    import napari_spotdetect as sd
     from napari_spotdetect.core.detection.speed import cpu_capability, fast_dtype
 
     model = sd.load_model(model_path, device=device)
@@ -134,6 +134,7 @@ def ours_worker(model_path: str, speed: str, threads: int, device: str, image: s
     sd.detect(img[:256, :256], model, speed=speed)
     det = None
     print(json.dumps({"ready": True, "torch": torch.__version__, "cpu_capability": cpu_capability(),
+                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                       "precision": str(fast_dtype(model.device)) if speed == "fast" else "torch.float32"}), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)

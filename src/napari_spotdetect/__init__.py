@@ -7,7 +7,16 @@ The names are loaded on first use (PEP 562), so importing the package, its napar
 manifest or ``spotdetect --help`` does not import torch.
 """
 
+import os
+import sys
 from typing import TYPE_CHECKING
+
+# torch's OpenMP threads spin while they wait for each other; where the cores are shared (napari's own threads,
+# other programs) the spinning takes the time the late thread needs: one 256^2 DeepSpot tile on 2 threads of a
+# loaded 2-core machine took 2.2-3.2 s spinning, 0.75 s waiting passively (README, Performance). Only before
+# torch is loaded (the OpenMP runtime reads it once), and never over the user's own setting.
+if "torch" not in sys.modules:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: the one place the version is written: pyproject.toml reads it (``[tool.setuptools.dynamic]``)
 __version__ = "0.1.0"

@@ -43,10 +43,16 @@ ACTIVATION_BYTES_PER_PIXEL = 6000
 MAX_BATCH = 64
 
 
+#: on a CPU, the most pixels of tiles in one batch (they run side by side, one thread each)
+CPU_BATCH_PIXELS = 2 * 1024 * 1024
+
+
 def default_batch_size(device: torch.device, tile=None, half_precision: bool = False) -> int:
-    """Tiles per forward pass: 1 on CPU, on a CUDA GPU as many as half its free memory holds, else 8."""
+    """Tiles per forward pass: on CPU one per torch thread (models run them side by side, one thread each,
+    up to :data:`CPU_BATCH_PIXELS`), on a CUDA GPU as many as half its free memory holds, else 8."""
     if device.type == "cpu":
-        return 1
+        cap = CPU_BATCH_PIXELS // (int(tile[0]) * int(tile[1])) if tile is not None else 1
+        return int(max(1, min(torch.get_num_threads(), cap)))
     if device.type == "cuda" and tile is not None:
         free, _total = torch.cuda.mem_get_info(device)
         return batch_for_memory(free, tile, ACTIVATION_BYTES_PER_PIXEL // (2 if half_precision else 1))

@@ -25,6 +25,7 @@ from ..weights.tf_bundle import TensorBundle, proto_fields
 from .base import ModelInfo, SpotModel, TileCandidates
 from .deepspot_net import DeepSpotNet
 from .ops import local_maxima
+from .tile_threads import run_tiles
 
 #: half-size of the neighbourhood a peak must dominate (5x5): the network draws each spot as a 3x3 plateau
 PEAK_RADIUS = 2
@@ -106,11 +107,10 @@ class DeepSpotModel(SpotModel):
 
     def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
         # channels-last is ~1.7x faster on CPU (oneDNN); inference does not depend on the batch
+        # on a CPU, tiles run side by side on single-threaded workers (tile_threads)
         x = x.contiguous(memory_format=torch.channels_last)
         step = max(1, CPU_PASS_PIXELS // max(1, x.shape[-2] * x.shape[-1])) if x.device.type == "cpu" else len(x)
-        if len(x) <= step:
-            return self.net(x).contiguous()
-        return torch.cat([self.net(x[i:i + step]).contiguous() for i in range(0, len(x), step)])
+        return run_tiles(lambda t: self.net(t).contiguous(), x, step)
 
     def tile_candidates(self, maps: np.ndarray, floor: float, min_distance: int = 1) -> TileCandidates:
         score = maps[0]

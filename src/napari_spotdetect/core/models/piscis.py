@@ -19,6 +19,7 @@ from ..errors import ModelFileError, SpotDetectError
 from .base import ModelInfo, SpotModel, TileCandidates
 from .ops import deformable_pool, local_maxima
 from .piscis_net import PiscisConfig, PiscisNet
+from .tile_threads import parallel_tiles_possible, run_tiles
 
 #: pooling variant -> (deformable pooling mode, default threshold, slider range, lowest threshold kept)
 VARIANTS = {
@@ -190,8 +191,15 @@ class PiscisModel(SpotModel):
         return cache[key]
 
     def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
-        pooled, deltas = self._net_for(x)(x.contiguous(memory_format=torch.channels_last))
-        return torch.cat([pooled[:, None], deltas], dim=1)
+        net = self._net_for(x)
+
+        def maps(t):
+            pooled, deltas = net(t)
+            return torch.cat([pooled[:, None], deltas], dim=1)
+
+        # on a CPU with several threads, one tile per single-threaded worker (tile_threads); else the batch
+        x = x.contiguous(memory_format=torch.channels_last)
+        return run_tiles(maps, x, 1 if parallel_tiles_possible(x) else len(x))
 
     def forward_maps_augmented(self, x: torch.Tensor) -> torch.Tensor:
         # average the un-pooled label probabilities and displacements, then pool once: pooling is a max, and
