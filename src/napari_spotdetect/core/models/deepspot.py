@@ -25,7 +25,7 @@ from ..weights.tf_bundle import TensorBundle, proto_fields
 from .base import ModelInfo, SpotModel, TileCandidates
 from .deepspot_net import DeepSpotNet
 from .ops import local_maxima
-from .tile_threads import run_tiles
+from .tile_threads import parallel_tiles_possible, run_tiles
 
 #: half-size of the neighbourhood a peak must dominate (5x5): the network draws each spot as a 3x3 plateau
 PEAK_RADIUS = 2
@@ -109,7 +109,12 @@ class DeepSpotModel(SpotModel):
         # channels-last is ~1.7x faster on CPU (oneDNN); inference does not depend on the batch
         # on a CPU, tiles run side by side on single-threaded workers (tile_threads)
         x = x.contiguous(memory_format=torch.channels_last)
-        step = max(1, CPU_PASS_PIXELS // max(1, x.shape[-2] * x.shape[-1])) if x.device.type == "cpu" else len(x)
+        if parallel_tiles_possible(x):
+            step = 1
+        elif x.device.type == "cpu":
+            step = max(1, CPU_PASS_PIXELS // max(1, x.shape[-2] * x.shape[-1]))
+        else:
+            step = len(x)
         return run_tiles(lambda t: self.net(t).contiguous(), x, step)
 
     def tile_candidates(self, maps: np.ndarray, floor: float, min_distance: int = 1) -> TileCandidates:
