@@ -4,8 +4,9 @@ Why: the network's own peaks miss spots it never saw in training (saturated, fla
 and its scores saturate, so they rank true above false candidates less well than a plain Laplacian of
 Gaussian (LoG) response does. This stage
 
-1. adds *proposals*: peaks of the multi-scale LoG response of the plane (in noise units) that no network
-   candidate sits near, so a spot the network scores at 0 is still a candidate;
+1. adds *proposals*: peaks of the multi-scale LoG response of the plane (in noise units), and of each
+   single scale's response (:func:`proposal_peaks`), that no network candidate sits near, so a spot the
+   network scores at 0, or a dim one beside a bright one, is still a candidate;
 2. describes every candidate by a few scale-free features (:data:`FEATURES`: the network's score, the LoG
    response and its best scale, contrast over the plane's noise and over its elbow, local signal-to-noise,
    saturation, and how it compares with its neighbours);
