@@ -164,9 +164,24 @@ def threshold_moves(viewer, widget, a) -> None:
     timer = QTimer()
     timer.timeout.connect(lambda: beats.append(time.perf_counter()))
     timer.start(int(a.tick))
+    # when the panel's update starts (it filters the candidates first) and when the layer has its new spots
+    # (napari's redraw request ends the update); the paint that follows is timed from the canvas's draw event
+    stamps: dict = {}
+    set_threshold = dets.set_threshold
+
+    def stamped(value, _f=set_threshold):
+        stamps["update_start"] = time.perf_counter()
+        return _f(value)
+
+    dets.set_threshold = stamped
+    layer.events.set_data.connect(lambda *_: stamps.__setitem__("update_end", time.perf_counter()))
+    scene = viewer.window._qt_viewer.canvas._scene_canvas
+    scene.events.draw.connect(lambda *_: stamps.setdefault("draw_start", time.perf_counter()), position="first")
+    scene.events.draw.connect(lambda *_: stamps.setdefault("draw_end", time.perf_counter()), position="last")
     rows = []
     for t in (0.55, 0.45, 0.6, 0.5):
         beats.clear()
+        stamps.clear()
         t0 = time.perf_counter()
         widget.move_threshold(t)
         want = dets.count(t)
@@ -178,18 +193,33 @@ def threshold_moves(viewer, widget, a) -> None:
             time.sleep(0.002)
         ts = np.array([t0] + beats + [time.perf_counter()])
         gaps = np.diff(ts)
+        update = stamps.get("update_end", np.nan) - stamps.get("update_start", np.nan)
+        draw = stamps.get("draw_end", np.nan) - stamps.get("draw_start", np.nan)
+        drawn = _markers_drawn(viewer, layer)
         rows.append({"threshold": t, "spots": int(want), "seconds": float(ts[-1] - t0),
-                     "longest_gap_s": float(gaps.max()), "gaps_over_200ms": int((gaps > 0.2).sum())})
-        print(f"threshold {t}: {want:,} spots, longest main-thread gap {gaps.max():.2f} s", flush=True)
+                     "longest_gap_s": float(gaps.max()), "gaps_over_200ms": int((gaps > 0.2).sum()),
+                     "layer_update_s": float(update), "first_draw_s": float(draw), "markers_drawn": drawn})
+        print(f"threshold {t}: {want:,} spots ({drawn:,} drawn), longest main-thread gap {gaps.max():.2f} s "
+              f"(layer update {update:.2f} s, then a draw of {draw:.2f} s)", flush=True)
     timer.stop()
-    res = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "spots": a.spots,
-           "git": subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True,
+    pkg = Path(sd.__file__).parent
+    res = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "spots": a.spots, "package": str(pkg),
+           "git": subprocess.run(["git", "-C", str(pkg), "rev-parse", "--short", "HEAD"], capture_output=True,
                                  text=True).stdout.strip(), "load_average": os.getloadavg(), "rows": rows}
     out = Path(a.out)
     data = json.loads(out.read_text()) if out.exists() else {}
     data[a.label] = res
     out.write_text(json.dumps(data, indent=2))
     viewer.close()
+
+
+def _markers_drawn(viewer, layer) -> int:
+    """How many markers the canvas holds for the layer (fewer than its spots where it is drawn thinned)."""
+    try:
+        visual = viewer.window._qt_viewer.canvas.layer_to_visual[layer]
+        return int(len(visual.node.points_markers._data["a_position"]))
+    except (AttributeError, KeyError, TypeError):
+        return -1
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from ._ui import (
     stop_choice_updates,
     when_closed,
 )
+from .light_drawing import draw_lightly
 from .measured import UNMEASURED, carry_measurements
 from .model_registry import registry_for
 from .planes import show_neighbour_planes
@@ -605,6 +606,7 @@ class DetectWidget(Container):
     # -- threshold ----------------------------------------------------------------------------------------
     def _set_target(self, layer) -> None:
         self._target = layer
+        draw_lightly(self._viewer, layer, self.native)  # huge results draw a thinned set (the data stays whole)
         dets = layer.metadata[K.DETECTIONS]
         lo, hi = dets.threshold_range  # the layer's own model, whichever model ran last
         lo = max(lo, dets.floor)

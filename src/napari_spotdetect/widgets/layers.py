@@ -15,6 +15,7 @@ from .. import layer_keys as K
 from ..core.common.validate import RANK_AXES, axes_for_rank, check_axes
 from ..core.errors import SpotDetectError
 from ..core.io.spots_io import COORD_ORDER
+from .points_swap import swap_points
 
 _LABEL_ALIASES = {
     "t": "t", "time": "t", "frame": "t", "frames": "t", "timepoint": "t",
@@ -109,12 +110,16 @@ def replace_points(layer, coords: np.ndarray, features: pd.DataFrame) -> None:
     with contextlib.ExitStack() as held:
         for emitter in _drawing_events(layer):
             held.enter_context(emitter.blocker())
-        layer.data = coords
-        if not layer.visible:
-            # napari skips re-slicing a hidden layer, so its view indices still count the old points and
-            # setting the features would index past the end (IndexError inside napari's drawing code)
-            layer.set_view_slice()
-        layer.features = features
+        block = getattr(layer, "_block_refresh", None)  # napari >= 0.5: one re-slice at the end, not one per
+        if block is not None:                           # setter inside napari's data update (3 when growing)
+            held.enter_context(block())
+        if not swap_points(layer, coords, features):  # napari's own path where the swap does not apply
+            layer.data = coords
+            if not layer.visible:
+                # napari skips re-slicing a hidden layer, so its view indices still count the old points and
+                # setting the features would index past the end (IndexError inside napari's drawing code)
+                layer.set_view_slice()
+            layer.features = features
     layer.refresh()  # one redraw (a hidden layer is re-sliced when shown)
 
 
