@@ -82,6 +82,10 @@ class LightDrawing:
         self._timer.setSingleShot(True)
         self._timer.setInterval(CAMERA_PAUSE_MS)
         self._timer.timeout.connect(self._on_camera_rest)
+        self._soon = QTimer()
+        self._soon.setSingleShot(True)
+        self._soon.setInterval(0)
+        self._soon.timeout.connect(self._draw_soon)
         # napari calls its connected methods by name at each event, so this replaces the node's update for every
         # event that redraws the markers (data, colours, sizes, symbols, slicing) and for napari's own calls
         visual._on_data_change = self.draw
@@ -95,7 +99,7 @@ class LightDrawing:
 
     def _on_camera_rest(self):
         if self._layer_alive() and (self.drawn is not None or len(self._layer.data) > self.budget):
-            self.draw()
+            self.draw_now()
 
     def _layer_alive(self) -> bool:
         return getattr(self._visual, "_on_data_change", None) == self.draw and self._layer in self._viewer.layers
@@ -113,11 +117,31 @@ class LightDrawing:
             return None
         return corners.min(axis=0), corners.max(axis=0)
 
+    def _thinning(self) -> bool:
+        layer = self._layer
+        return layer._slice_input.ndisplay == 2 and len(layer._view_indices) > self.budget
+
     def draw(self, *_):
+        """What napari calls when the markers must be rebuilt: a small layer at once, as napari would; a huge one
+        in the next turn of the event loop, so the layer's update and the drawing each leave napari free to
+        answer the user in between."""
+        if self._thinning():
+            self._soon.start()
+            return None
+        self._soon.stop()
+        self.drawn = None
+        return type(self._visual)._on_data_change(self._visual)
+
+    def _draw_soon(self):
+        if self._layer_alive():
+            self.draw_now()
+
+    def draw_now(self):
+        """Hand the canvas node the thinned markers (or, for a small layer, all of them as napari does)."""
         vis, layer = self._visual, self._layer
         whole = type(vis)._on_data_change
         idx = np.asarray(layer._view_indices)
-        if layer._slice_input.ndisplay != 2 or len(idx) <= self.budget:
+        if not self._thinning():
             self.drawn = None
             return whole(vis)
         displayed = list(layer._slice_input.displayed)
@@ -182,7 +206,7 @@ def draw_lightly(viewer, layer, native=None, budget: int = DRAW_BUDGET) -> Light
             return None
         helper = _HELPERS[layer] = LightDrawing(viewer, layer, visual, budget)
     helper.budget = int(budget)
-    helper.draw()
+    helper.draw_now()  # before napari first paints the layer
     return helper
 
 
