@@ -38,6 +38,8 @@ def main(argv=None) -> None:
     ap.add_argument("--speed", default=None, help="exact or fast (default: the widget's default)")
     ap.add_argument("--spots", type=int, default=0,
                     help="instead of detections: a result with this many spots at threshold 0.5, then threshold moves")
+    ap.add_argument("--budget", type=int, default=None,
+                    help="with --spots: markers drawn at most when zoomed out (default: the package's DRAW_BUDGET)")
     ap.add_argument("--label", default="after")
     ap.add_argument("--out", default=str(HERE / "results" / "viewer.json"))
     a = ap.parse_args(argv)
@@ -150,6 +152,10 @@ def threshold_moves(viewer, widget, a) -> None:
     from bench_points import make_detections
 
     app = QApplication.instance()
+    if a.budget is not None:
+        from napari_spotdetect.widgets import light_drawing
+
+        light_drawing.DRAW_BUDGET = a.budget
     model = sd.load_model("default", device="cpu")
     side = 4096
     image = viewer.add_image(np.zeros((side, side), dtype=np.uint8), name="bench image")

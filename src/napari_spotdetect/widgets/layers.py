@@ -120,7 +120,13 @@ def replace_points(layer, coords: np.ndarray, features: pd.DataFrame) -> None:
                 # setting the features would index past the end (IndexError inside napari's drawing code)
                 layer.set_view_slice()
             layer.features = features
-    layer.refresh()  # one redraw (a hidden layer is re-sliced when shown)
+    # one redraw (a hidden layer is re-sliced when shown). With nothing selected or hovered the highlight stays
+    # empty: redrawing it would only make the canvas paint the old markers once more before the new ones
+    lit = bool(layer.selected_data) or len(getattr(layer, "_highlight_index", [0])) > 0
+    try:
+        layer.refresh(highlight=lit)
+    except TypeError:  # napari without the refresh options
+        layer.refresh()
 
 
 def _drawing_events(layer) -> list:

@@ -70,7 +70,7 @@ def thinned(keys: np.ndarray, pos: np.ndarray, view: tuple | None, budget: int,
 class LightDrawing:
     """Hands one Points layer's canvas node at most ``budget`` markers on screen (see the module notes)."""
 
-    def __init__(self, viewer, layer, visual, budget: int = DRAW_BUDGET):
+    def __init__(self, viewer, layer, visual, budget: int):
         from qtpy.QtCore import QTimer
 
         self.budget = int(budget)
@@ -186,12 +186,14 @@ def _symbol_names(symbols: np.ndarray):
     return str(names[0]) if len(kinds) == 1 else names[which].tolist()
 
 
-def draw_lightly(viewer, layer, native=None, budget: int = DRAW_BUDGET) -> LightDrawing | None:
+def draw_lightly(viewer, layer, native=None, budget: int | None = None) -> LightDrawing | None:
     """Draw ``layer`` with at most ``budget`` markers on screen from now on (once per layer; idempotent).
 
-    ``native`` is one of our docked Qt widgets, through which the canvas is found. Returns the drawing helper,
-    or None where napari's canvas is not there (no window, or other internals).
+    ``native`` is one of our docked Qt widgets, through which the canvas is found; ``budget`` defaults to
+    :data:`DRAW_BUDGET`. Returns the drawing helper, or None where napari's canvas is not there (no window, or
+    other internals).
     """
+    budget = DRAW_BUDGET if budget is None else budget
     from .layers import unwrap_layer
 
     layer = unwrap_layer(layer)

@@ -66,7 +66,8 @@ def swap_points(layer, coords: np.ndarray, features: pd.DataFrame) -> bool:
 
     layer.events.data(**changing, action=getattr(ActionType, action_before))
     with contextlib.ExitStack() as quiet:
-        for emitter in (layer.events.features, layer.events.properties):
+        # no text is shown (checked above): napari would still rebuild the canvas's empty text node
+        for emitter in (layer.events.features, layer.events.properties, layer.text.events):
             quiet.enter_context(emitter.blocker())
         with layer.events.blocker_all(), layer._border.events.blocker_all(), layer._face.events.blocker_all():
             layer._data = coords
