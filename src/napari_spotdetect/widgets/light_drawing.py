@@ -74,7 +74,9 @@ class LightDrawing:
         from qtpy.QtCore import QTimer
 
         self.budget = int(budget)
-        self._viewer, self._layer, self._visual = viewer, layer, visual
+        self._viewer = viewer
+        # weakly: the helper must not keep a removed layer (nor its canvas node, which holds it) alive
+        self._layer_ref, self._visual_ref = weakref.ref(layer), weakref.ref(visual)
         self._keys = np.empty(0)
         self._keys_of = None  # the data array the keys were computed for
         self.drawn: np.ndarray | None = None  # the layer's rows drawn now; None: napari's own drawing
@@ -101,8 +103,18 @@ class LightDrawing:
         if self._layer_alive() and (self.drawn is not None or len(self._layer.data) > self.budget):
             self.draw_now()
 
+    @property
+    def _layer(self):
+        return self._layer_ref()
+
+    @property
+    def _visual(self):
+        return self._visual_ref()
+
     def _layer_alive(self) -> bool:
-        return getattr(self._visual, "_on_data_change", None) == self.draw and self._layer in self._viewer.layers
+        layer, visual = self._layer, self._visual
+        return layer is not None and getattr(visual, "_on_data_change", None) == self.draw \
+            and layer in self._viewer.layers
 
     def _view(self):
         """(lo, hi) of the canvas in the marker node's coordinates (x, y), or None when unknown."""
