@@ -20,8 +20,8 @@ import weakref
 
 import numpy as np
 
-#: markers drawn on screen at most (in software OpenGL about 0.2 s a repaint; any GPU draws them at once)
-DRAW_BUDGET = 8_000
+#: markers drawn on screen at most (in software OpenGL, under load, 8,000 took 0.25-0.3 s a repaint, 3,000 0.2 s)
+DRAW_BUDGET = 4_000
 #: the thinned set also covers this many view widths around the view, so a short pan shows no empty border
 MARGIN_VIEWS = 0.5
 #: ms the camera must rest before the view is thinned again
