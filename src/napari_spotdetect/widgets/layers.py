@@ -26,8 +26,9 @@ _LABEL_ALIASES = {
 }
 #: maps not worth showing as images (sub-pixel offsets)
 HIDDEN_MAPS = {"dy", "dx"}
-#: above this many spots per update the layer gets slow (see benchmarks/bench_points.py)
-MANY_SPOTS = 100_000
+#: above this many spots a threshold move makes napari wait (bench_viewer.py --spots: 10^5 spots, 0.1-0.2 s a
+#: move; 10^6, 0.7-1.5 s, on a loaded 2-core machine)
+MANY_SPOTS = 500_000
 
 
 def axes_from_labels(labels) -> str | None:
@@ -104,8 +105,10 @@ def replace_points(layer, coords: np.ndarray, features: pd.DataFrame) -> None:
     Setting the data and then the features makes napari rebuild the canvas's marker arrays three times
     (data, border colours from the new scores, colour properties: a list of 10^5 symbol strings each time).
     Those drawing events are held while both change and the layer is redrawn once at the end; the ``data`` and
-    ``features`` events, which other panels listen to, still fire as before. napari's own bookkeeping remains
-    (about 1 ms per 1,000 points; benchmarks/bench_points.py, bench_viewer.py --spots), so callers debounce.
+    ``features`` events, which other panels listen to, still fire as before. Where it recognises napari's state,
+    the spots are swapped with array operations (:mod:`.points_swap`: napari's own path re-validates every
+    point's symbol in Python); what remains is about 1 ms per 1,000 points under load (bench_viewer.py --spots),
+    so callers still debounce.
     """
     with contextlib.ExitStack() as held:
         for emitter in _drawing_events(layer):

@@ -1,12 +1,13 @@
 """Draw at most a budget of markers of a huge detection layer, so a threshold move never freezes napari.
 
-With 10^5 spots, one repaint of the canvas costs 1.7 s in software OpenGL whatever changed (the markers' pixels:
-about 16 us a marker zoomed out, 0.12 s for the rest of the canvas; benchmarks/bench_viewer.py), and napari's
-``shown`` mask cannot help: 2-D layers ignore it when slicing. So the canvas's marker node is handed a thinned
-set instead: the spots in and around the view whose fixed pseudo-random key (from their coordinates, so a spot
-kept at one threshold stays drawn at the next, and the picture does not flicker) is below the fraction that
-leaves about ``budget`` markers on screen. Zoomed in far enough that the view holds fewer spots, every spot is
-drawn; the view is thinned again when the camera pauses.
+With 10^5 spots, one repaint of the canvas took 1.2-1.9 s in software OpenGL on a quiet 2-core machine, whatever
+changed (about 16 us a marker zoomed out; 0.12 s with the layer hidden), and napari's ``shown`` mask cannot help:
+napari 0.9 ignores it when slicing a layer whose every axis is displayed. So the canvas's marker node is handed
+a thinned set instead: the spots in and around the view whose fixed pseudo-random key (from their coordinates,
+so a spot kept at one threshold stays drawn at the next, and the picture does not flicker) is below the fraction
+that leaves about ``budget`` markers on screen. Zoomed in far enough that the view holds fewer spots, every spot
+is drawn; the view is thinned again when the camera pauses. The markers are handed over in the next turn of the
+event loop, so the layer's update and the repaint are two short waits, not one long one.
 
 Only the drawing changes: the layer's ``data``, ``features``, selection and every panel, saved file and QC see
 all spots, and the counts the panels show are the layer's. Relies on napari's canvas internals (the layer's
