@@ -1,4 +1,5 @@
-"""Tiled inference: image in, :class:`Detections` (spot table + compact candidates) out.
+"""Tiled inference: image in, :class:`Detections` (spot table + compact candidates) out. Here the inputs are
+checked and the run planned (:class:`Run`); what happens in each plane is :mod:`.planes`.
 
 ``detect_iter`` is a generator that yields :class:`Progress` after every tile batch and returns the
 :class:`Detections`, so a napari ``thread_worker`` (or any caller) can show progress and stop between
