@@ -4,10 +4,8 @@ The widget only collects choices (:mod:`.detect_choices`), starts :func:`workers
 (:class:`.panel_worker.PanelWorker`) and turns its result into layers in the main thread (:mod:`.result_layers`).
 The threshold slider filters the cached :class:`Detections` (no network; :mod:`.rethreshold`).
 
-A small public API serves scripts and the other panels: :meth:`~DetectWidget.set_image`,
-:meth:`~DetectWidget.set_model`, :meth:`~DetectWidget.run`, :meth:`~DetectWidget.cancel`,
-:attr:`~DetectWidget.running`, :meth:`~DetectWidget.problem`, :meth:`~DetectWidget.detect_options` and
-:meth:`~DetectWidget.apply_threshold`; everything else is the panel's controls.
+A small public API serves scripts and the other panels (``set_image``, ``choose_model``, ``set_model``, ``run``,
+``cancel``, ``running``, ``problem``, ``detect_options``, ``apply_threshold``); everything else is the panel's controls.
 """
 
 from __future__ import annotations
@@ -123,6 +121,12 @@ class DetectWidget(Container):
     def set_image(self, layer) -> None:
         """Detect in ``layer`` (its axes are guessed at once; the Axes box overrides them)."""
         self._choices.image.value = layer
+
+    def choose_model(self, kind: str, path=None) -> None:
+        """"default", "file" or "folder" (with ``path``), "memory" (see :meth:`set_model`) or a session key."""
+        if path is not None:
+            self._choices.model_path.value = path
+        self._choices.model_kind.value = kind
 
     def set_model(self, model: SpotModel) -> None:
         """Use an already-built model (scripts, notebooks, tests); it is offered as "In memory: <name>"."""
