@@ -94,6 +94,7 @@ def test_cancel_stops_early_and_adds_no_layer(detect_widget, qtbot, tiny_model, 
     widget.set_model(tiny_model)
     widget._choices.maps.value = True
     worker = widget.run()
+    assert widget.run() is None and "running" in widget.problem()  # one run at a time (the folder loop asks too)
     qtbot.waitUntil(lambda: tiny_model.calls >= 1, timeout=WAIT_MS)
     widget._cancel.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
