@@ -365,3 +365,16 @@ def test_the_panel_is_never_cut_off_at_the_dock_edge(detect_widget, qtbot, tiny_
     assert scroll.minimumWidth() >= scroll.widget().minimumSizeHint().width()
     assert scroll.widget().minimumSizeHint().width() < 400  # long names are elided or wrapped, not widening
     assert widget._count.value
+
+
+def test_equal_percentiles_stop_run_with_a_message_instead_of_failing_in_it(detect_widget):
+    """Both percentile boxes at 50 (each box allows it) used to raise inside Run's handler."""
+    viewer, widget = detect_widget
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    form = widget._choices
+    assert widget._run.enabled
+    form.p_low.value = form.p_high.value = 50.0
+    assert not widget._run.enabled
+    assert "percentiles" in widget._status.value.lower()
+    form.p_low.value = 1.0
+    assert widget._run.enabled and widget.problem() is None

@@ -157,6 +157,10 @@ class DetectChoices:
                 return "Choose the model file." if kind == "file" else "Choose the DeepSpot model folder."
             if kind == "file" and p.is_dir():
                 return "This is a folder; choose a model file, or pick 'DeepSpot model folder'."
+        try:
+            self.detect_options()  # e.g. both percentile boxes at 50: said here, not raised by Run
+        except SpotDetectError as err:
+            return str(err)
         return None
 
     def detect_options(self) -> DetectOptions:

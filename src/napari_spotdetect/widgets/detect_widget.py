@@ -68,7 +68,8 @@ class DetectWidget(Container):
         self._choices.apply({**DEFAULTS, **load_settings(SECTION)})
         self._models.added.connect(self._on_session_model)
         self._models.use_requested.connect(self.use_session_model)
-        for control in (self._choices.image, self._choices.axes, self._choices.model_kind, self._choices.model_path):
+        for control in (self._choices.image, self._choices.axes, self._choices.model_kind, self._choices.model_path,
+                        self._choices.p_low, self._choices.p_high):
             control.changed.connect(self._validate)
         self._run.changed.connect(self.run)
         self._cancel.changed.connect(self.cancel)
