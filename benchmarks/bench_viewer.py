@@ -58,9 +58,9 @@ def main(argv=None) -> None:
         return
     image, _ = synthetic_image((a.size, a.size), n_spots=a.size * a.size // 1500, seed=0)
     viewer.add_image(image, name="bench image")
-    widget._maps.value = bool(a.maps)
+    widget._choices.maps.value = bool(a.maps)
     if a.speed and hasattr(widget, "_speed"):
-        widget._speed.value = a.speed
+        widget._choices.speed.value = a.speed
     app = QApplication.instance()
 
     import gc
@@ -162,7 +162,7 @@ def threshold_moves(viewer, widget, a) -> None:
     dets = make_detections(2 * a.spots, side)  # uniform scores 0.05-1: about a.spots above 0.5
     dets.provenance.update(model=model.info.name, device="cpu", tiling={}, threshold=0.5)
     widget._on_result(SimpleNamespace(detections=dets, model=model), {"layer": image, "axes": "yx"})
-    layer = widget._target
+    layer = widget._rethreshold.target
     for _ in range(50):
         app.processEvents()
         time.sleep(0.002)
@@ -189,7 +189,7 @@ def threshold_moves(viewer, widget, a) -> None:
         beats.clear()
         stamps.clear()
         t0 = time.perf_counter()
-        widget.move_threshold(t)
+        widget._threshold.value = t
         want = dets.count(t)
         while len(layer.data) != want and time.perf_counter() - t0 < 120:
             app.processEvents()

@@ -158,7 +158,7 @@ def test_after_a_restart_a_done_image_can_be_checked_against_its_detections(make
     loop.set_folder(folder)  # opens cell0 and detects it
     truth = _wait_truth(qtbot, loop, "cell0")
     [spots] = [lay for lay in viewer.layers if K.is_detection(lay)]
-    n_detected = panels.detect.apply_threshold(panels.detect.threshold_limits[0])  # the random model: low
+    n_detected = panels.detect.apply_threshold(panels.detect._threshold.min)  # the random model: low
     assert n_detected == len(spots.data) >= 1
     model = spots.metadata[K.PROVENANCE]["model"]
     truth.add(truths["cell0"][:2])  # corrected: two missed spots added

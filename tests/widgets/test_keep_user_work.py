@@ -121,7 +121,7 @@ def test_threshold_on_a_hidden_layer_updates_it_without_error(detected, qtbot):
     n = widget.apply_threshold(higher)
     dets = spots.metadata[K.DETECTIONS]
     assert 0 < n == dets.count(higher) < len(dets.candidates) and len(spots.data) == len(spots.features) == n
-    assert "updating" not in widget.count_text
+    assert "updating" not in widget._count.value
     spots.visible = True  # shows the new spots
     assert len(spots._view_data) == n
 
@@ -239,7 +239,7 @@ def test_correction_hides_the_score_map_and_draws_truth_and_hand_spots_apart(det
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
     widget.set_model(tiny_model)
-    widget.set_options(show_maps=True)
+    widget._choices.maps.value = True
     run_and_wait(widget)
     [score_map] = [lay for lay in viewer.layers if K.SCORE_MAP in lay.metadata]
     [spots] = _detections(viewer)
@@ -261,10 +261,10 @@ def test_correction_hides_the_score_map_and_draws_truth_and_hand_spots_apart(det
 
 
 def test_time_left_is_estimated_from_the_work_done():
-    from napari_spotdetect.widgets.detect_widget import _Clock, format_seconds
+    from napari_spotdetect.widgets.progress_text import TimeLeft, format_seconds
 
     now = [0.0]
-    clock = _Clock(now=lambda: now[0])
+    clock = TimeLeft(now=lambda: now[0])
     now[0] = 10.0  # loading the model and the first tile took 10 s: not the pace of the rest
     assert clock.left(1, 100) == ""  # too early to guess
     now[0] = 34.0  # 24 more tiles in 24 s: 1 s a tile, 75 to go

@@ -22,8 +22,8 @@ def _viewer_key(viewer, action):
 
 def test_contrast_floor_label_names_the_floor(detect_widget, detected_2d):
     _viewer, detect = detect_widget
-    detect.move_contrast_floor(0.3)  # the live count, before the layer follows
-    assert "contrast floor 0.30" in detect.count_text and "at 0." not in detect.count_text.split("floor")[0]
+    detect._floor.value = 0.3  # the live count, before the layer follows
+    assert "contrast floor 0.30" in detect._count.value and "at 0." not in detect._count.value.split("floor")[0]
 
 
 def test_ctrl_z_with_another_layer_selected_leaves_the_ground_truth(detected_2d, tmp_path):

@@ -215,7 +215,7 @@ class FolderWidget(Container):
                 return None
             image = self._viewer.add_image(data, name=path.stem, colormap="gray",
                                            metadata={K.IMAGE_FILE: str(path)})
-        self._detect._image.value = image
+        self._detect.set_image(image)
         self._correct._image.value = image
         with self._correct._folder.changed.blocked():
             self._correct._folder.value = path.parent  # annotations beside the image
