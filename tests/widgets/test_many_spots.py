@@ -31,7 +31,7 @@ def _many_spots_result(widget, viewer, n):
     dets.provenance.update(model="bench", device="cpu", tiling={}, threshold=0.5)
     model = SimpleNamespace(info=SimpleNamespace(name="bench"), threshold_range=(0.05, 1.0))
     widget._on_result(SimpleNamespace(detections=dets, model=model), {"layer": image, "axes": "yx"})
-    return dets, widget._target
+    return dets, widget._rethreshold.target
 
 
 def _drawn(viewer, layer) -> np.ndarray:
@@ -56,7 +56,7 @@ def test_threshold_moves_on_many_spots_keep_exactly_the_spots_above(detect_widge
     layer.features["fit_ok"] = np.arange(len(layer.data)) % 2 == 0
     for t in (0.7, 0.3, 0.55, 0.5):  # fewer, more, fewer again, back
         measured = dict(zip(map(tuple, np.round(layer.data, 3)), layer.features["fit_ok"]))
-        widget.move_threshold(t)  # as a user drags the slider; the layer follows when it pauses
+        widget._threshold.value = t  # as a user drags the slider; the layer follows when it pauses
         qtbot.waitUntil(lambda t=t: layer.metadata[K.PROVENANCE]["threshold"] == t, timeout=WAIT_MS)
         want, feats = L.points_from_spots(dets.rethreshold(t), "yx")
         assert np.array_equal(layer.data, want)  # exactly the spots above the threshold, in order
@@ -72,7 +72,7 @@ def test_threshold_moves_on_many_spots_keep_exactly_the_spots_above(detect_widge
             "fresh", feats, score_range=layer.border_contrast_limits, scale=(1, 1), translate=(0, 0),
             stack=False, metadata={}))
         assert np.allclose(layer.border_color, fresh.border_color)  # coloured by their own scores
-        assert widget.count_text.startswith(f"{len(want):,} in")  # the true count, not the drawn one
+        assert widget._count.value.startswith(f"{len(want):,} in")  # the true count, not the drawn one
         # every marker drawn is one of the layer's spots, where it is; zoomed out, a thinned set of them
         qtbot.waitUntil(lambda: (_rows_of(layer, _drawn(viewer, layer)) >= 0).all(), timeout=WAIT_MS)
         assert 0.7 * DRAW_BUDGET < len(_drawn(viewer, layer)) < 1.3 * DRAW_BUDGET < len(want)
