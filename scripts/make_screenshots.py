@@ -84,7 +84,7 @@ def main():
                 widget.choose_model("default")
             else:
                 widget.choose_model("file", model)
-            widget.set_device("cpu")
+            widget._choices.device.value = "cpu"
             widget.run()
             wait(widget, app)
             viewer.layers["true spots"].visible = True
@@ -121,7 +121,7 @@ def _detected_on_real(app, source: str, stem: str, image_name: str, truth_name: 
                       border_color="magenta", border_width=0.12)
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
     widget.choose_model("default")
-    widget.set_device("cpu")
+    widget._choices.device.value = "cpu"
     widget.run()
     wait(widget, app)
     return viewer, widget
@@ -143,7 +143,7 @@ def floor_screenshots(out: Path, app) -> None:
         return
     viewer, widget = shown
     for k, name in ((0.0, "floor_0"), (0.35, "floor_035")):
-        widget.move_contrast_floor(k)
+        widget._floor.value = k
         widget.apply_threshold()
         for _ in range(10):
             app.processEvents()
@@ -171,8 +171,8 @@ def finetune_screenshots(app, out: Path, model) -> None:
     _dock, tune = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Fine-tune on my spots")
     detect.set_image(viewer.layers["image A"])
     detect.choose_model("file", model)
-    detect.set_device("cpu")
-    detect.set_options(show_maps=False)
+    detect._choices.device.value = "cpu"
+    detect._choices.maps.value = False
     detect.run()
     wait(detect, app)
     for row, name in enumerate("AB"):
@@ -220,15 +220,15 @@ def correct_and_qc_screenshots(model, out: Path, app, tmp: Path) -> None:
                       border_width=0.1, symbol="square", visible=False)
     _d, det = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
     det.choose_model("file", model)
-    det.set_device("cpu")
-    det.set_options(show_maps=False)
+    det._choices.device.value = "cpu"
+    det._choices.maps.value = False
     det.run()
     wait(det, app)
     from napari_spotdetect import layer_keys as K
 
     spots = next(lay for lay in viewer.layers if K.is_detection(lay))
     truth = viewer.layers["true spots"]
-    det.move_threshold(0.3)  # below the tuned 0.5: more doubtful spots to review
+    det._threshold.value = 0.3  # below the tuned 0.5: more doubtful spots to review
     det.apply_threshold()
     print("screenshot:", len(spots.data), "spots,", len(truth.data), "true")
     viewer.window.remove_dock_widget("all")
@@ -279,7 +279,7 @@ def laptop_screenshots(model, out: Path, app) -> None:
             _d, panels = viewer.window.add_plugin_dock_widget("napari-spotdetect", "All panels (tabs)")
             det = panels.detect
         det.choose_model("file", model)
-        det.set_device("cpu")
+        det._choices.device.value = "cpu"
         det.run()
         wait(det, app)
         if name.endswith("tabs"):
@@ -312,7 +312,7 @@ def folder_screenshots(model, out: Path, app) -> None:
     _d, panels = viewer.window.add_plugin_dock_widget("napari-spotdetect", "All panels (tabs)")
     det = panels.detect
     det.choose_model("file", model)
-    det.set_device("cpu")
+    det._choices.device.value = "cpu"
     loop = panels.folder
 
     def until_truth(name):

@@ -73,13 +73,13 @@ def test_finetune_from_last_detection_plot_grows_and_the_new_model_is_adopted(fi
     # nothing changed for detection until the user accepts: same weights, same choice
     for k, v in _weights(tiny_model).items():
         assert torch.equal(v, before[k]), k
-    assert detect.model_kind == "memory"
+    assert detect._choices.model_kind.value == "memory"
     entry = tune.session_entry
-    assert entry.key in detect.model_choices  # ...but it is offered at once
+    assert entry.key in detect._choices.model_kind.choices  # ...but it is offered at once
 
     assert tune.can_use_model
     assert tune.use_model(detect_again=True)  # "Use it and detect again"
-    assert detect.model_kind == entry.key
+    assert detect._choices.model_kind.value == entry.key
     qtbot.waitUntil(lambda: not detect.running, timeout=WAIT_MS)
     spots = [lay for lay in viewer.layers if K.PROVENANCE in lay.metadata]  # one result per model, side by side
     assert sorted(lay.metadata[K.PROVENANCE]["model"] for lay in spots) == ["tiny-random", "tuned"]
@@ -113,7 +113,7 @@ def test_stop_midway_keeps_a_loadable_best_checkpoint(finetune_widget, qtbot, ti
         m = load_model(path, device="cpu")
         assert m.info.card["epoch"] in (0, 1)  # the first epoch, or the start it did not beat
     assert "Stopped early" in tune.outcome and tune.can_use_model
-    assert tune.use_model() and detect.model_kind == tune.session_entry.key
+    assert tune.use_model() and detect._choices.model_kind.value == tune.session_entry.key
 
 
 @pytest.mark.slow
@@ -284,6 +284,6 @@ def test_each_viewer_has_its_own_session_models(make_napari_viewer, tiny_model):
     _d, detect2 = v2.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
     assert registry_for(v1) is not registry_for(v2) and registry_for(v1) is registry_for(v1)
     entry = registry_for(v1).add(tiny_model)
-    assert entry.key in detect1.model_choices and entry.key not in detect2.model_choices
+    assert entry.key in detect1._choices.model_kind.choices and entry.key not in detect2._choices.model_kind.choices
     assert registry_for(v1).use(entry) == 1  # only the panel of that viewer listens
-    assert detect1.model_kind == entry.key
+    assert detect1._choices.model_kind.value == entry.key

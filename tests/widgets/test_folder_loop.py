@@ -66,7 +66,7 @@ def test_folder_loop_detect_correct_done_next_resume_and_train(make_napari_viewe
     loop.set_folder(folder)  # opens the first image and detects it
     truth = _wait_truth(qtbot, loop, "cell0")
     csv0 = folder / "cell0.csv"
-    assert csv0.exists(), (panels.correct.status, panels.correct.where)
+    assert csv0.exists(), (panels.correct.status.value, panels.correct.where.value)
     assert len(read_spots_csv(csv0)) == len(truth.data)  # saved beside the image at once
 
     # correct: add a missed spot (it snaps), saved at once
@@ -158,7 +158,7 @@ def test_after_a_restart_a_done_image_can_be_checked_against_its_detections(make
     loop.set_folder(folder)  # opens cell0 and detects it
     truth = _wait_truth(qtbot, loop, "cell0")
     [spots] = [lay for lay in viewer.layers if K.is_detection(lay)]
-    n_detected = panels.detect.apply_threshold(panels.detect.threshold_limits[0])  # the random model: low
+    n_detected = panels.detect.apply_threshold(panels.detect._threshold.min)  # the random model: low
     assert n_detected == len(spots.data) >= 1
     model = spots.metadata[K.PROVENANCE]["model"]
     truth.add(truths["cell0"][:2])  # corrected: two missed spots added

@@ -48,9 +48,9 @@ def test_restart_offers_the_model_made_in_this_folder(make_napari_viewer, tiny_m
     panels2 = _panels(viewer2, tiny_model)
     panels2.folder.set_auto_detect(False)
     panels2.folder.set_folder(folder)
-    offered = [k for k in panels2.detect.model_choices if str(k).startswith("session:")]
+    offered = [k for k in panels2.detect._choices.model_kind.choices if str(k).startswith("session:")]
     assert len(offered) == 1
-    panels2.detect.choose_model(offered[0])
+    panels2.detect._choices.model_kind.value = offered[0]
     panels2.detect.run()
     qtbot.waitUntil(lambda: not panels2.detect.running, timeout=WAIT_MS)
     *kept, spots = [lay for lay in viewer2.layers if K.is_detection(lay)]  # after cell1's kept detections

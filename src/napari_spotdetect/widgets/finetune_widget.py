@@ -40,8 +40,8 @@ from ..core.training import finetuning
 from ..core.training.examples import planes_with_spots, split_examples
 from ..core.training.finetune_defaults import DEFAULTS as FT
 from ._ui import show_status, when_closed
-from .detect_widget import format_seconds
 from .model_registry import registry_for
+from .progress_text import format_seconds
 from .settings import load_settings, save_settings
 from .workers import start_worker
 
