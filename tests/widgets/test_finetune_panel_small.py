@@ -127,3 +127,18 @@ def test_an_emptied_export_to_field_is_refused_not_written_to_the_working_folder
     measure._export_pts.native.click()
     assert "Choose a file to export to" in measure.status
     assert list(tmp_path.iterdir()) == []  # nothing written where napari was started
+
+
+def test_nothing_is_cut_off_at_the_docks_right_edge(make_napari_viewer, qtbot):
+    """The panel scrolls only vertically: its dock must be as wide as the widest row of controls needs (the example
+    row with its ✕ was cut off by a few pixels)."""
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1400, 950)
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    _dock, tune = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Fine-tune on my spots")
+    tune.settings.advanced.native.click()
+    qtbot.wait(300)  # the dock takes its width
+    scroll = tune.native.findChild(QScrollArea)
+    assert scroll.viewport().width() >= tune.body.native.minimumSizeHint().width()

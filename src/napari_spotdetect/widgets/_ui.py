@@ -158,3 +158,10 @@ def wrap_labels(*labels) -> None:
         lab.native.setWordWrap(True)
         lab.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         lab.native.setMinimumWidth(200)
+
+
+def keep_wide_enough(scroll, body) -> None:
+    """Keep the scroll area ``scroll`` at least as wide as its ``body``'s minimum, which grows after construction
+    (choices filled in, rows shown, texts after a run): nothing is cut off at the dock's right edge."""
+    scroll._width_follower = _WidthFollower(scroll, body)
+    body.installEventFilter(scroll._width_follower)

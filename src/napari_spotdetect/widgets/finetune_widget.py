@@ -23,7 +23,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFrame, QScrollArea
 
 from ..core.training import finetuning
-from ._ui import disconnect_all, show_status, when_closed, wrap_labels
+from ._ui import disconnect_all, keep_wide_enough, show_status, when_closed, wrap_labels
 from .detect_widget import format_seconds
 from .finetune_examples import TrainingExamples
 from .finetune_outcome import NewModel, finish_unattended
@@ -101,6 +101,7 @@ class FinetuneWidget(Container):
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(self.body.native)
         scroll.setMinimumWidth(self.body.native.minimumSizeHint().width() + 16)
+        keep_wide_enough(scroll, self.body.native)
         scroll.setMinimumHeight(140)  # a slit otherwise; any taller and four docks overflow a 768 px screen
         self.native.layout().addWidget(scroll)
         return scroll
