@@ -68,7 +68,7 @@ def test_folder_loop_detect_correct_done_next_resume_and_train(make_napari_viewe
     loop.set_folder(folder)  # opens the first image and detects it
     truth = _wait_truth(qtbot, loop, "cell0")
     csv0 = folder / "cell0.csv"
-    assert csv0.exists(), (panels.correct.status, panels.correct.where)
+    assert csv0.exists(), (panels.correct.status.value, panels.correct.where.value)
     assert len(read_spots_csv(csv0)) == len(truth.data)  # saved beside the image at once
 
     # correct: add a missed spot (it snaps), saved at once

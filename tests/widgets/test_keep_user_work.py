@@ -70,7 +70,7 @@ def test_ground_truth_never_overwrites_a_file_it_did_not_write(detected, tmp_pat
     assert correct.start_ground_truth() is None
     assert csv.read_bytes() == before and len(asked) == 1 and str(csv) in asked[0]
     assert not [lay for lay in viewer.layers if K.is_truth(lay)]
-    assert "Kept smFISH_synthetic.csv" in correct.status
+    assert "Kept smFISH_synthetic.csv" in correct.status.value
 
     correct.confirm = lambda title, text: True  # the user agrees: a backup is kept first
     truth = correct.start_ground_truth()
@@ -82,7 +82,7 @@ def test_ground_truth_never_overwrites_a_file_it_did_not_write(detected, tmp_pat
     mine = csv.read_bytes()
     correct.set_layer(spots)
     assert correct.start_ground_truth() is None
-    assert csv.read_bytes() == mine and "already saves" in correct.status
+    assert csv.read_bytes() == mine and "already saves" in correct.status.value
     assert len([lay for lay in viewer.layers if K.is_truth(lay)]) == 1
 
     # edits of the first layer keep saving, without asking again
@@ -166,7 +166,7 @@ def test_open_spots_csv_button_uses_the_plugin_reader(make_napari_viewer, tmp_pa
     other = tmp_path / "plate.csv"
     other.write_text("well,count\nA1,3\n")
     assert correct.open_spots_csv(other) is None
-    assert "not a spot table" in correct.status and "Fix:" in correct.status
+    assert "not a spot table" in correct.status.value and "Fix:" in correct.status.value
 
 
 def _bright_spot(image, truth):
@@ -190,7 +190,7 @@ def test_clicks_outside_the_image_and_snaps_onto_a_spot_are_refused(detected, tm
     gt.mode = "add"
 
     click(gt, (-15.0, 40.0), modifiers=["Shift"])  # exact placement, but off the image
-    assert len(gt.data) == 1 and "outside" in correct.status
+    assert len(gt.data) == 1 and "outside" in correct.status.value
     click(gt, (40.0, 530.0))
     assert len(gt.data) == 1
 
@@ -198,8 +198,8 @@ def test_clicks_outside_the_image_and_snaps_onto_a_spot_are_refused(detected, tm
     click(gt, near)  # snapping would put it onto the spot already there: two spots would become one
     assert len(gt.data) == 2
     np.testing.assert_allclose(gt.data[1], near)
-    assert "snapped onto an existing spot" in correct.status
-    assert not correct.can_redo and correct.can_undo
+    assert "snapped onto an existing spot" in correct.status.value
+    assert not correct.redo_button.enabled and correct.undo_button.enabled
     correct.undo()
     assert len(gt.data) == 1  # the refused clicks left no undo steps behind
 
@@ -227,7 +227,7 @@ def test_a_adds_at_the_cursor_and_d_deletes_the_spot_under_it(detected, tmp_path
     assert len(spots.data) == n
     viewer.cursor.position = (-50.0, -50.0)
     press("d")  # nothing there: nothing deleted
-    assert len(spots.data) == n and "No spot under the cursor" in correct.status
+    assert len(spots.data) == n and "No spot under the cursor" in correct.status.value
 
 
 @pytest.mark.slow
@@ -283,7 +283,7 @@ def test_review_progress_is_counted_saved_and_resumed(detected, tmp_path):
     correct.set_folder(tmp_path)
     truth = correct.start_ground_truth()
     n = len(truth.data)
-    assert n >= 3 and correct.review_text == f"0 of {n} reviewed · 0 added · 0 deleted"
+    assert n >= 3 and correct.review_line.value == f"0 of {n} reviewed · 0 added · 0 deleted"
     correct.next_doubtful()  # N
     correct.next_doubtful()
     correct.next_doubtful(-1)  # back to the first: still two spots looked at
@@ -291,7 +291,7 @@ def test_review_progress_is_counted_saved_and_resumed(detected, tmp_path):
     truth.selected_data = {int(np.flatnonzero(~truth.features["reviewed"].to_numpy(bool))[0])}
     truth.remove_selected()  # a spot nobody had looked at yet
     correct.refresh_review()
-    assert correct.review_text == f"3 of {n} reviewed · 1 added · 1 deleted"
+    assert correct.review_line.value == f"3 of {n} reviewed · 1 added · 1 deleted"
 
     csv = tmp_path / "smFISH_synthetic.csv"
     saved = read_spots_csv(csv)
