@@ -158,6 +158,7 @@ def finetune_screenshots(app, out: Path, model) -> None:
     user's corrections. One image trains, the other validates, so the F1 curve is an honest one.
     """
     import napari
+    from qtpy.QtWidgets import QScrollArea
 
     from napari_spotdetect.core.training.synthetic import synthetic_dataset
 
@@ -175,11 +176,17 @@ def finetune_screenshots(app, out: Path, model) -> None:
     detect._choices.maps.value = False
     detect.run()
     wait(detect, app)
+    ex, st = tune.examples, tune.settings  # the panel's controls, set as a user sets them
     for row, name in enumerate("AB"):
-        tune.set_example(viewer.layers[f"image {name}"], viewer.layers[f"image {name}: correct spots"], row=row)
-    tune.set_start("last")
-    tune.set_options(epochs=5, steps=4, val_percent=50, out_dir=Path(tempfile.mkdtemp()), name="my-finetuned-model")
-    tune.train()
+        if row >= len(ex.rows):
+            ex.add_button.native.click()
+        ex.rows[row].image.value = viewer.layers[f"image {name}"]
+        ex.rows[row].points.value = viewer.layers[f"image {name}: correct spots"]
+    st.start.reset_choices()
+    st.start.value = "last"
+    st.epochs.value, st.steps.value, st.val_percent.value = 5, 4, 50
+    st.save_in.value, st.model_name.value = Path(tempfile.mkdtemp()), "my-finetuned-model"
+    tune.train_button.native.click()
     t0 = time.time()
     while tune.running and len(tune.plot.val_f1) < 3 and time.time() - t0 < 900:  # before + 2 epochs
         app.processEvents()
@@ -194,10 +201,11 @@ def finetune_screenshots(app, out: Path, model) -> None:
     for _ in range(10):
         app.processEvents()
     tune.body.native.grab().save(str(out / "finetune_done.png"))
-    tune.use_model(detect_again=True)
+    tune.new_model.use_run_button.native.click()  # "Use it and detect again"
     wait(detect, app)
     viewer.layers["image A: correct spots"].visible = True
-    tune._scroll.ensureWidgetVisible(tune._outcome.native)  # show the plot and the result in the dock
+    scroll = tune.native.findChild(QScrollArea)
+    scroll.ensureWidgetVisible(tune.new_model.outcome.native)  # show the plot and the result in the dock
     shoot(viewer, app, out / "finetune_viewer.png", 3.0, (96, 96))
     viewer.close()
 

@@ -48,9 +48,10 @@ def test_finetune_preselects_the_ground_truth_never_a_qc_layer(detected, tmp_pat
     assert missed and viewer.layers[-1] is missed[0]  # the newest Points layer is the QC one
 
     tune = _dock(viewer, "Fine-tune on my spots")
-    [(_image, chosen)] = tune.examples()
-    assert same_layer(chosen, truth)
-    assert all(not K.is_qc(lay) for lay in tune.spot_layer_choices())
+    [row] = tune.examples.rows
+    assert same_layer(row.points.value, truth)
+    offered = [lay for lay in row.points.choices if lay is not None]
+    assert offered and all(not K.is_qc(lay) for lay in offered)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import logging
 from napari.utils.notifications import show_error
 
 from ..core.errors import SpotDetectError
-from ._ui import show_status
+from ._ui import disconnect_all, show_status
 from .workers import abandon_worker, start_worker
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,12 @@ class PanelWorker:
     def running(self) -> bool:
         return self.worker is not None
 
-    def start(self, gen, on_return, message: str, *, on_step=None, on_end=None):
+    def start(self, gen, on_return, message: str, *, on_step=None, on_end=None, on_yield=None):
         """Run ``gen`` in a thread; ``on_return(result)`` runs in the main thread unless it failed or stopped.
 
-        ``on_step(progress)`` follows each step after the bar moved; ``on_end()`` follows every job's end
-        (done, failed or cancelled) once the buttons are back.
+        ``on_step(progress)`` follows each step after the bar moved; ``on_yield(step)`` instead replaces the
+        bar's update, for steps that are not ``done``/``total``; ``on_end()`` follows every job's end (done,
+        failed or cancelled) once the buttons are back.
         """
         if self.running:
             return None
@@ -56,7 +57,8 @@ class PanelWorker:
             self._progress.visible = True
             self._progress.max, self._progress.value = 1, 0
         show_status(self._status, message)
-        self.worker = start_worker(gen, on_yield=self._on_yield, on_return=lambda res: self._returned(on_return, res),
+        self.worker = start_worker(gen, on_yield=on_yield or self._on_yield,
+                                   on_return=lambda res: self._returned(on_return, res),
                                    on_error=self._on_error, on_finish=self._on_finish)
         return self.worker
 
@@ -73,6 +75,15 @@ class PanelWorker:
             self.cancelled = True
             abandon_worker(self.worker)
             self.worker = None
+
+    def detach(self):
+        """Cut the job off from the panel without stopping it; returns it (None when idle). For a job that must
+        end on its own terms once its panel is gone (fine-tuning saves its best epoch)."""
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            disconnect_all(*getattr(worker, "_spotdetect_handlers", ()))
+            worker._spotdetect_handlers = []
+        return worker
 
     def _returned(self, on_return, result) -> None:
         if not self.cancelled:  # cancel clicked after the last step but before the result arrived: honour it
