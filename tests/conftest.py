@@ -40,6 +40,20 @@ def separated_points(n: int, shape, margin: int, min_distance: float, seed: int 
     return np.array(pts)
 
 
+def randomise_batchnorm(net):
+    """Give every BatchNorm of ``net`` non-trivial statistics and affine weights (so folding them shows)."""
+    import torch
+
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return net
+
+
 @pytest.fixture(scope="session")
 def mhybrid() -> Path:
     """The published DeepSpot SavedModel folder (downloaded once from PyPI into the cache)."""

@@ -22,7 +22,7 @@ from napari_spotdetect.core.models.zoo import load_model
 from napari_spotdetect.core.training.synthetic import synthetic_image
 from napari_spotdetect.core.weights import deepspot_fetch
 
-from ..conftest import DEEPSPOT_FIX, need_shared
+from ..conftest import DEEPSPOT_FIX, need_shared, randomise_batchnorm
 from ..tf_bundle_writer import write_bundle
 
 FIXTURE = DEEPSPOT_FIX
@@ -110,15 +110,7 @@ def _keras_checkpoint(net: dn.DeepSpotNet) -> dict:
 @pytest.fixture(scope="module")
 def random_net():
     torch.manual_seed(0)
-    net = dn.DeepSpotNet().eval()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return net
+    return randomise_batchnorm(dn.DeepSpotNet().eval())
 
 
 def test_own_checkpoint_loads_and_fused_net_agrees(tmp_path, random_net):

@@ -18,16 +18,7 @@ from napari_spotdetect.core.models.base import ModelInfo
 from napari_spotdetect.core.models.deepspot import DeepSpotModel
 from napari_spotdetect.core.models.tile_threads import run_tiles
 
-
-def _randomise_bn(net):
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return net
+from ..conftest import randomise_batchnorm
 
 
 def _transposed_path(net, x):
@@ -78,7 +69,7 @@ def test_each_output_phase_takes_its_own_taps():
 @pytest.mark.parametrize("fuse", [False, True])
 def test_deepspot_net_inference_equals_the_transposed_conv_path(fuse):
     torch.manual_seed(3)
-    net = _randomise_bn(dn.DeepSpotNet()).eval()
+    net = randomise_batchnorm(dn.DeepSpotNet()).eval()
     x = torch.rand(2, 1, 40, 48)
     ref = _transposed_path(net, x)
     if fuse:
@@ -96,7 +87,7 @@ def test_phase_kernels_follow_new_weights():
     x = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
         net(x)  # fills the caches
-    other = _randomise_bn(dn.DeepSpotNet())
+    other = randomise_batchnorm(dn.DeepSpotNet())
     net.load_state_dict(other.state_dict())
     with torch.no_grad():
         got = net(x)
@@ -124,7 +115,7 @@ def two_threads():
 
 def test_tiles_side_by_side_equal_one_by_one(two_threads):
     torch.manual_seed(6)
-    net = _randomise_bn(dn.DeepSpotNet()).eval()
+    net = randomise_batchnorm(dn.DeepSpotNet()).eval()
     model = DeepSpotModel(net, ModelInfo(name="t", arch="deepspot", source="test"), device="cpu")
     x = torch.rand(5, 1, 32, 40)
     with torch.inference_mode():
