@@ -307,11 +307,14 @@ class Trainer:
         return val["selection"] if self.cfg.select == "f1" and "selection" in val else val[self.cfg.select]
 
     def beats_start(self, val: dict) -> bool:
-        """Whether an epoch replaces the starting model: it must score one held-out spot's worth better, and,
-        where the held-out data falls in strips, better on the strips taken one by one (the mean gain over
-        them more than one standard error above 0), so a gain carried by one lucky patch does not count."""
+        """Whether an epoch replaces the starting model: it must score one held-out spot's worth better, not
+        place its spots worse (F1 integral: the accuracy of the positions, what QC reports), and, where the
+        held-out data falls in strips, score better on the strips taken one by one (the mean gain over them
+        more than one standard error above 0), so a gain carried by one lucky patch does not count."""
         start = self.best["val"]
         if self._score(val) <= self.best["score"] + self.start_margin():
+            return False
+        if val.get("f1_integral", 1.0) < start.get("f1_integral", 0.0):  # found more, but placed them worse
             return False
         if "folds" not in val or "folds" not in start:
             return True
