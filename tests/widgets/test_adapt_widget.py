@@ -134,3 +134,34 @@ def test_when_no_epoch_beats_the_start_the_panel_says_so_and_keeps_it(finetune_w
     # the verdict and the Use buttons are scrolled into view when training ends
     assert tune._scroll.verticalScrollBar().value() == tune._scroll.verticalScrollBar().maximum() or \
         not tune._use_run.native.visibleRegion().isEmpty()
+
+
+@pytest.mark.slow
+def test_a_crop_fine_tuned_as_a_region_in_the_panel_ends_no_worse_on_the_rest(finetune_widget, qtbot, tmp_path):
+    """The crop that collapses a naive fine-tune (tests/test_cli_adapt.py), drawn as a rectangle over the whole
+    image in the Fine-tune panel: the result is not below the starting model on the unannotated half."""
+    from tests.adapt_scenes import CROP, RIGHT_HALF, bright_corner_scene
+
+    viewer, _detect, tune = finetune_widget
+    img, truth = bright_corner_scene()
+    mine = truth[inside(truth, CROP)]
+    viewer.add_image(img, name="tissue")
+    viewer.add_points(mine, name="my spots")  # every spot inside the rectangle, nothing outside it
+    y0, x0, y1, x1 = CROP
+    shapes = viewer.add_shapes([np.array([[y0, x0], [y0, x1 - 1], [y1 - 1, x1 - 1], [y1 - 1, x0]])],
+                               shape_type="rectangle", name="my region")
+    tune.set_example(viewer.layers["tissue"], viewer.layers["my spots"])
+    tune.set_regions(shapes)
+    tune.set_start("default")
+    tune._decoder_only.value = True
+    tune.set_options(epochs=3, steps=8, crop=96, out_dir=tmp_path / "models", name="region", threads=1)
+    res = _train(tune, qtbot)
+    card = res.model.info.card
+    assert card["training_data"]["regions"] == "my region" and card["validation_data"] == "given"
+    start = load_model("default", device="cpu")
+    from napari_spotdetect import detect
+
+    before = f1_in(detect(img, start, keep_maps=False).spots[["y", "x"]].to_numpy(), truth, RIGHT_HALF)
+    after = f1_in(detect(img, res.model, keep_maps=False).spots[["y", "x"]].to_numpy(), truth, RIGHT_HALF)
+    assert after >= before - 1e-9, (before, after)
+    assert res.verdict() in tune.outcome
