@@ -89,7 +89,7 @@ def fold_boxes(truths, boxes, shapes, k: int = FOLDS) -> list:
             if len(c) >= 2:  # between the spots that split the annotation into equal shares
                 q = j * len(c) / k
                 i = min(len(c) - 1, max(1, int(round(q))))
-                cut = int(np.floor(c[i] + 0.5))  # spot i is the first of the next strip (see inside())
+                cut = int(np.floor((c[i - 1] + c[i]) / 2)) + 1  # between the two (spots on one pixel row stay)
             else:
                 cut = lo + (hi - lo) * j // k
             cuts.append(min(hi, max(cuts[-1], cut)))
