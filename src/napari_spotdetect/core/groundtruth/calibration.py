@@ -260,7 +260,7 @@ def moves(f1_new: float, f1_old: float, cv: dict, n_spots: int) -> bool:
 
 
 #: a threshold move must rest on at least this many candidates between the two thresholds inside the regions
-MIN_BAND = 10
+MIN_BAND = 5
 
 
 def band_size(preds, boxes, old: float, new: float) -> int:
