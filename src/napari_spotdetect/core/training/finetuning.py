@@ -7,11 +7,13 @@ worker can draw progress and a script can print it; ``finetune`` runs it to the 
 one frozen :class:`FinetuneDefaults`; every face reads them from :data:`DEFAULTS`.
 
 The "before" score is the starting model's at its own threshold on the validation data: what detecting
-with it and comparing against the truth (the QC panel, ``spotdetect evaluate``) reports. The same detection
-pass, at the threshold tuned there, is epoch 0, which competes for best: when no epoch beats it, the
-starting weights are kept (``FinetuneResult.kept_start``), so a fine-tune never ends below its start on the
-validation data. Each epoch's F1 is at the threshold tuned on held-out data (a strip of a single image or
-region, see :func:`.examples.split_examples`), which the saved model then carries.
+with it and comparing against the truth (the QC panel, ``spotdetect evaluate``) reports. Epoch 0 is the
+starting model at the threshold :func:`..groundtruth.calibration.calibrate` picks from every annotated pixel
+(its own unless another is clearly better on clicks it was not chosen on); it competes for best, and a
+trained epoch replaces it only when clearly better on the held-out data strip by strip
+(:meth:`.train.Trainer.beats_start`): otherwise the starting weights are kept (``FinetuneResult.kept_start``).
+Each epoch's F1 is at the threshold tuned on held-out data (a strip of a single image or region, see
+:func:`.examples.split_examples`), which the saved model then carries.
 """
 
 from __future__ import annotations
