@@ -38,6 +38,8 @@ def main(argv=None) -> None:
     ap.add_argument("--speed", default=None, help="exact or fast (default: the widget's default)")
     ap.add_argument("--spots", type=int, default=0,
                     help="instead of detections: a result with this many spots at threshold 0.5, then threshold moves")
+    ap.add_argument("--budget", type=int, default=None,
+                    help="with --spots: markers drawn at most when zoomed out (default: the package's DRAW_BUDGET)")
     ap.add_argument("--label", default="after")
     ap.add_argument("--out", default=str(HERE / "results" / "viewer.json"))
     a = ap.parse_args(argv)
@@ -56,9 +58,9 @@ def main(argv=None) -> None:
         return
     image, _ = synthetic_image((a.size, a.size), n_spots=a.size * a.size // 1500, seed=0)
     viewer.add_image(image, name="bench image")
-    widget._maps.value = bool(a.maps)
+    widget._choices.maps.value = bool(a.maps)
     if a.speed and hasattr(widget, "_speed"):
-        widget._speed.value = a.speed
+        widget._choices.speed.value = a.speed
     app = QApplication.instance()
 
     import gc
@@ -150,13 +152,17 @@ def threshold_moves(viewer, widget, a) -> None:
     from bench_points import make_detections
 
     app = QApplication.instance()
+    if a.budget is not None:
+        from napari_spotdetect.widgets import light_drawing
+
+        light_drawing.DRAW_BUDGET = a.budget
     model = sd.load_model("default", device="cpu")
     side = 4096
     image = viewer.add_image(np.zeros((side, side), dtype=np.uint8), name="bench image")
     dets = make_detections(2 * a.spots, side)  # uniform scores 0.05-1: about a.spots above 0.5
     dets.provenance.update(model=model.info.name, device="cpu", tiling={}, threshold=0.5)
     widget._on_result(SimpleNamespace(detections=dets, model=model), {"layer": image, "axes": "yx"})
-    layer = widget._target
+    layer = widget._rethreshold.target
     for _ in range(50):
         app.processEvents()
         time.sleep(0.002)
@@ -164,11 +170,26 @@ def threshold_moves(viewer, widget, a) -> None:
     timer = QTimer()
     timer.timeout.connect(lambda: beats.append(time.perf_counter()))
     timer.start(int(a.tick))
+    # when the panel's update starts (it filters the candidates first) and when the layer has its new spots
+    # (napari's redraw request ends the update); the paint that follows is timed from the canvas's draw event
+    stamps: dict = {}
+    set_threshold = dets.set_threshold
+
+    def stamped(value, _f=set_threshold):
+        stamps["update_start"] = time.perf_counter()
+        return _f(value)
+
+    dets.set_threshold = stamped
+    layer.events.set_data.connect(lambda *_: stamps.__setitem__("update_end", time.perf_counter()))
+    scene = viewer.window._qt_viewer.canvas._scene_canvas
+    scene.events.draw.connect(lambda *_: stamps.setdefault("draw_start", time.perf_counter()), position="first")
+    scene.events.draw.connect(lambda *_: stamps.setdefault("draw_end", time.perf_counter()), position="last")
     rows = []
     for t in (0.55, 0.45, 0.6, 0.5):
         beats.clear()
+        stamps.clear()
         t0 = time.perf_counter()
-        widget.move_threshold(t)
+        widget._threshold.value = t
         want = dets.count(t)
         while len(layer.data) != want and time.perf_counter() - t0 < 120:
             app.processEvents()
@@ -178,18 +199,33 @@ def threshold_moves(viewer, widget, a) -> None:
             time.sleep(0.002)
         ts = np.array([t0] + beats + [time.perf_counter()])
         gaps = np.diff(ts)
+        update = stamps.get("update_end", np.nan) - stamps.get("update_start", np.nan)
+        draw = stamps.get("draw_end", np.nan) - stamps.get("draw_start", np.nan)
+        drawn = _markers_drawn(viewer, layer)
         rows.append({"threshold": t, "spots": int(want), "seconds": float(ts[-1] - t0),
-                     "longest_gap_s": float(gaps.max()), "gaps_over_200ms": int((gaps > 0.2).sum())})
-        print(f"threshold {t}: {want:,} spots, longest main-thread gap {gaps.max():.2f} s", flush=True)
+                     "longest_gap_s": float(gaps.max()), "gaps_over_200ms": int((gaps > 0.2).sum()),
+                     "layer_update_s": float(update), "first_draw_s": float(draw), "markers_drawn": drawn})
+        print(f"threshold {t}: {want:,} spots ({drawn:,} drawn), longest main-thread gap {gaps.max():.2f} s "
+              f"(layer update {update:.2f} s, then a draw of {draw:.2f} s)", flush=True)
     timer.stop()
-    res = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "spots": a.spots,
-           "git": subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True,
+    pkg = Path(sd.__file__).parent
+    res = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "spots": a.spots, "package": str(pkg),
+           "git": subprocess.run(["git", "-C", str(pkg), "rev-parse", "--short", "HEAD"], capture_output=True,
                                  text=True).stdout.strip(), "load_average": os.getloadavg(), "rows": rows}
     out = Path(a.out)
     data = json.loads(out.read_text()) if out.exists() else {}
     data[a.label] = res
     out.write_text(json.dumps(data, indent=2))
     viewer.close()
+
+
+def _markers_drawn(viewer, layer) -> int:
+    """How many markers the canvas holds for the layer (fewer than its spots where it is drawn thinned)."""
+    try:
+        visual = viewer.window._qt_viewer.canvas.layer_to_visual[layer]
+        return int(len(visual.node.points_markers._data["a_position"]))
+    except (AttributeError, KeyError, TypeError):
+        return -1
 
 
 if __name__ == "__main__":

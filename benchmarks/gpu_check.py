@@ -215,8 +215,10 @@ def finetune_speed(path, device, steps: int) -> dict:
             stamps.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as tmp:
-        finetune(path, pairs, val=pairs[:1], config=finetune_config(epochs=1, steps_per_epoch=steps),
-                 out=Path(tmp) / "tuned.pt", progress=on, device=str(device))
+        # the config's device is where the model is loaded and trained (an extra device= argument used to
+        # load it on the GPU and train on the CPU)
+        cfg = finetune_config(epochs=1, steps_per_epoch=steps, device=str(device))
+        finetune(path, pairs, val=pairs[:1], config=cfg, out=Path(tmp) / "tuned.pt", progress=on)
     # the first step includes warm-up (allocations, kernel selection): rate over the steps after it
     rate = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else None
     return {"steps": len(stamps), "steps_per_s": rate, "batch_size": 4, "crop": 128}

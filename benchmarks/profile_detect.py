@@ -81,23 +81,24 @@ def profile_once(image, model, speed: str, contrast: bool) -> dict:
 
     # modules by name: ``napari_spotdetect.core.detection.detect`` is also the name of a function in the package
     detect_mod = importlib.import_module("napari_spotdetect.core.detection.detect")
+    planes_mod = importlib.import_module("napari_spotdetect.core.detection.planes")
     piscis_mod = importlib.import_module("napari_spotdetect.core.models.piscis")
     piscis_net = importlib.import_module("napari_spotdetect.core.models.piscis_net")
 
     clock = StageClock()
     undo = [
         clock.wrap(model, "plane_statistics", "plane statistics"),
-        clock.wrap(detect_mod, "extract_tile", "tiling"),
+        clock.wrap(planes_mod, "extract_tile", "tiling"),
         clock.wrap(model, "normalize_tiles", "normalisation"),
-        clock.wrap(detect_mod, "_forward", "network"),
+        clock.wrap(planes_mod, "forward", "network"),
         clock.wrap(piscis_net, "deformable_pool", "pooling"),
         clock.wrap(model, "tile_candidates", "sub-pixel refinement"),
         clock.wrap(piscis_mod, "local_maxima", "peak finding"),
-        clock.wrap(detect_mod, "_tile_intensity", "intensities"),
-        clock.wrap(detect_mod, "_intensity", "intensities"),
-        clock.wrap(detect_mod, "_plane_frame", "spot table"),
+        clock.wrap(planes_mod, "tile_intensity", "intensities"),
+        clock.wrap(planes_mod, "spot_intensity", "intensities"),
+        clock.wrap(planes_mod, "plane_frame", "spot table"),
         clock.wrap(detect_mod, "_detections", "spot table"),
-        clock.wrap(detect_mod, "_add_contrast", "features"),
+        clock.wrap(planes_mod, "add_contrast", "features"),
     ]
     try:
         t0 = time.perf_counter()

@@ -1,6 +1,9 @@
 """Fit the bundled model's second stage (:mod:`napari_spotdetect.core.detection.rescore`) into its model file.
 
-The logistic model is fitted on candidates of real ``train`` images of ../shared/data/real (never ``val``;
+The candidates are the network's peaks plus the LoG proposals (``--proposal-cut``, ``--scale-cut``,
+``--merge-radius``; what they miss, and why, ``benchmarks/candidate_misses.py`` tells). The logistic model
+(or, with ``--scorer trees``, boosted trees) is fitted on candidates of real ``train`` images of
+../shared/data/real (never ``val``;
 by default only the train images the network itself was not trained on, which its card lists as held out:
 on the others its score would look better than it is on new images) and of synthetic images (the ``train``
 kind and the realistic generator, seeds that no benchmark uses): each candidate is labelled true when it is
@@ -12,8 +15,10 @@ F1 within 3 px over those sources; its lowest allowed threshold is
 
     PYTHONPATH=src python scripts/fit_rescorer.py [--model src/napari_spotdetect/data/default_model.pt]
         [--out src/napari_spotdetect/data/default_model.pt] [--all-real] [--threads 1] [--cache /tmp/feats.npz]
+        [--scorer logistic|trees] [--real-json benchmarks/results/real.json]
 
-Prints the separation (AUC) per training source before (network score) and after (calibrated score).
+Prints the separation (AUC) per training source before (network score) and after (calibrated score), and the
+candidate recall at the lowest threshold.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ SYN_SEED, REALISTIC_SEED = 51, 52
 NET_DEFAULT = 0.05
 
 
-def collect(model, images, net_floor: float, proposal_cut: float):
+def collect(model, images, net_floor: float, proposal_cut: float, scale_cut=None, merge_radius: float = 2.0):
     """Per image: (source, features, labels, coords, truth)."""
     from napari_spotdetect.core.detection.detect import detect
     from napari_spotdetect.core.detection.rescore import candidate_features
@@ -51,7 +56,7 @@ def collect(model, images, net_floor: float, proposal_cut: float):
             det = detect(im.image, model, threshold=net_floor, axes="yx", keep_maps=False, contrast_floor=0.0)
             c = det.candidates
             yx, feats, _ = candidate_features(im.image, c[["y", "x"]].to_numpy(), c["score"].to_numpy(),
-                                              proposal_cut)
+                                              proposal_cut, scale_cut, merge_radius)
             lab = match_spots(yx, im.spots, 3.0).pred_is_tp(len(yx))
             out.append((im.source, feats, lab, yx, im.spots))
     finally:
@@ -71,8 +76,17 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=int, default=2, help="with --all-real: every k-th pia_spots train frame")
     ap.add_argument("--n-synthetic", type=int, default=24)
     ap.add_argument("--net-floor", type=float, default=0.002)
-    ap.add_argument("--proposal-cut", type=float, default=3.0)
+    ap.add_argument("--proposal-cut", type=float, default=2.0)
+    ap.add_argument("--scale-cut", type=float, default=2.0,
+                    help="each single LoG scale's peaks above this are proposals too (negative: not)")
+    ap.add_argument("--merge-radius", type=float, default=1.5,
+                    help="no proposal within this distance (px) of a network candidate")
     ap.add_argument("--l2", type=float, default=1e-3)
+    ap.add_argument("--scorer", choices=("trees", "logistic"), default="logistic",
+                    help="what gives the score: the logistic model (default) or boosted trees (the logistic model "
+                         "is kept too)")
+    ap.add_argument("--trees", type=int, default=60)
+    ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default=None, help="npz of collected features to reuse / write")
     ap.add_argument("--no-benchmark", action="store_true", help="skip the synthetic held-out benchmark")
@@ -84,12 +98,20 @@ def main(argv=None) -> int:
     from real_data import load_annotated, synthetic_source
 
     from napari_spotdetect import load_model
-    from napari_spotdetect.core.detection.rescore import FEATURES, LOWEST_THRESHOLD, Rescorer, auc, fit_logistic
+    from napari_spotdetect.core.detection.rescore import (
+        FEATURES,
+        LOWEST_THRESHOLD,
+        Rescorer,
+        auc,
+        fit_boosted_trees,
+        fit_logistic,
+    )
     from napari_spotdetect.core.groundtruth.metrics import match_spots
     from napari_spotdetect.core.training.synthetic import realistic_dataset, synthetic_dataset
     from napari_spotdetect.core.weights.native import save_model
 
     model = load_model(a.model, device="cpu")
+    scale_cut = a.scale_cut if a.scale_cut >= 0 else None
     t0 = time.time()
     if a.cache and Path(a.cache).exists():
         z = np.load(a.cache, allow_pickle=True)
@@ -104,7 +126,7 @@ def main(argv=None) -> int:
             real = [im for i, im in enumerate(real) if im.source != "pia_spots" or i % a.every == 0]
         syn = synthetic_source(synthetic_dataset(a.n_synthetic, kind="train", seed=SYN_SEED), "synthetic")
         rea = synthetic_source(realistic_dataset(a.n_synthetic, seed=REALISTIC_SEED), "realistic")
-        data = collect(model, real + syn + rea, a.net_floor, a.proposal_cut)
+        data = collect(model, real + syn + rea, a.net_floor, a.proposal_cut, scale_cut, a.merge_radius)
         if a.cache:
             np.savez(a.cache, data=np.array(data, dtype=object))
     print(f"collected {sum(len(d[2]) for d in data)} candidates on {len(data)} images ({time.time() - t0:.0f} s)")
@@ -116,8 +138,10 @@ def main(argv=None) -> int:
     for s in srcs:
         weight[src_of == s] = len(labels) / (len(srcs) * (src_of == s).sum())
     w, b, mean, scale = fit_logistic(feats, labels, weight, a.l2)
-    resc = Rescorer(w, b, mean, scale, a.net_floor, a.proposal_cut)
+    resc = Rescorer(w, b, mean, scale, a.net_floor, a.proposal_cut, scale_cut, a.merge_radius)
     print("weights:", {f: round(float(v), 3) for f, v in zip(FEATURES, w)}, "bias", round(b, 3))
+    if a.scorer == "trees":
+        resc.trees = fit_boosted_trees(feats, labels, weight, n_trees=a.trees, depth=a.depth)
 
     # threshold: best mean F1 (3 px) over the sources, on these training candidates
     sweep = np.round(np.arange(0.05, 0.96, 0.01), 2)
@@ -136,14 +160,19 @@ def main(argv=None) -> int:
         m = src_of == s
         p = resc.probability(feats[m])
         lab = labels[m] > 0
+        recall = np.mean([match_spots(d[3][resc.probability(d[1]) > LOWEST_THRESHOLD], d[4], 3.0).tp / max(len(d[4]), 1)
+                          for d in data if d[0] == s])
         report[s] = {"candidates": int(m.sum()), "true": int(lab.sum()),
                      "separation_network": round(auc(feats[m][lab, 0], feats[m][~lab, 0]), 4),
-                     "separation_rescored": round(auc(p[lab], p[~lab]), 4)}
+                     "separation_rescored": round(auc(p[lab], p[~lab]), 4),
+                     "candidate_recall_at_lowest": round(float(recall), 4)}
         print(s, report[s])
     resc.card = {"fitted_on": {s: {"images": sum(d[0] == s for d in data), **report[s]} for s in srcs},
-                 "rule": "logistic regression on standardised features, sources weighted equally, L2 "
-                         f"{a.l2:g}; a candidate is true when matched one-to-one to an annotated spot "
-                         "within 3 px; real images from the train split only",
+                 "rule": (f"{a.trees} gradient-boosted trees of depth {a.depth} (rate 0.1, leaves of at least 100 mean "
+                                  "sample weights)" if resc.trees is not None else
+                                  f"logistic regression on standardised features, L2 {a.l2:g}") +
+                                 "; sources weighted equally; a candidate is true when matched one-to-one to an "
+                                 "annotated spot within 3 px; real images from the train split only",
                  "threshold_rule": "the best mean F1 within 3 px over the fitting sources",
                  "threshold_f1_by_source_mean": round(float(f1_by_t.max()), 4),
                  "script": "scripts/fit_rescorer.py", "date": time.strftime("%Y-%m-%d")}
@@ -152,12 +181,15 @@ def main(argv=None) -> int:
     model.default_threshold = thr
     out = a.out or a.model
     card = dict(model.info.card)
-    card["rescore"] = {"what": "a second stage: LoG proposals join the network's candidates and a logistic "
-                               "model over per-candidate features gives the score (core/detection/rescore.py)",
+    what = "boosted trees" if resc.trees is not None else "a logistic model"
+    card["rescore"] = {"what": "a second stage: LoG proposals (best-scale and single-scale peaks) join the network's "
+                               f"candidates and {what} over per-candidate features gives the score "
+                               "(core/detection/rescore.py)",
+                       "proposals": {"cut": a.proposal_cut, "scale_cut": scale_cut, "merge_radius": a.merge_radius},
                        **resc.card}
     card["description"] = (card.get("description", "").split(" Then a second stage")[0] +
                            " Then a second stage (core/detection/rescore.py, scripts/fit_rescorer.py): LoG "
-                           "proposals join the network's candidates and a logistic model over per-candidate "
+                           f"proposals join the network's candidates and {what} over per-candidate "
                            "features gives the score.")
     card["threshold_calibration"] = {"threshold": thr, "rule": resc.card["threshold_rule"], "radius_px": 3.0,
                                      "lowest": LOWEST_THRESHOLD}

@@ -61,7 +61,7 @@ def main():
     image.scale = (0.11, 0.11)  # as a microscope would give: um per pixel
     viewer.layers["true spots"].scale = (0.11, 0.11)
     _d, detect = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
-    detect.set_device("cpu")
+    detect._choices.device.value = "cpu"
     detect.run()
     settle(app, detect)
     cells, nuclei = toy_cells(image.data.shape)

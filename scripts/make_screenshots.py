@@ -84,7 +84,7 @@ def main():
                 widget.choose_model("default")
             else:
                 widget.choose_model("file", model)
-            widget.set_device("cpu")
+            widget._choices.device.value = "cpu"
             widget.run()
             wait(widget, app)
             viewer.layers["true spots"].visible = True
@@ -121,7 +121,7 @@ def _detected_on_real(app, source: str, stem: str, image_name: str, truth_name: 
                       border_color="magenta", border_width=0.12)
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
     widget.choose_model("default")
-    widget.set_device("cpu")
+    widget._choices.device.value = "cpu"
     widget.run()
     wait(widget, app)
     return viewer, widget
@@ -143,7 +143,7 @@ def floor_screenshots(out: Path, app) -> None:
         return
     viewer, widget = shown
     for k, name in ((0.0, "floor_0"), (0.35, "floor_035")):
-        widget.move_contrast_floor(k)
+        widget._floor.value = k
         widget.apply_threshold()
         for _ in range(10):
             app.processEvents()
@@ -158,6 +158,7 @@ def finetune_screenshots(app, out: Path, model) -> None:
     user's corrections. One image trains, the other validates, so the F1 curve is an honest one.
     """
     import napari
+    from qtpy.QtWidgets import QScrollArea
 
     from napari_spotdetect.core.training.synthetic import synthetic_dataset
 
@@ -171,15 +172,21 @@ def finetune_screenshots(app, out: Path, model) -> None:
     _dock, tune = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Fine-tune on my spots")
     detect.set_image(viewer.layers["image A"])
     detect.choose_model("file", model)
-    detect.set_device("cpu")
-    detect.set_options(show_maps=False)
+    detect._choices.device.value = "cpu"
+    detect._choices.maps.value = False
     detect.run()
     wait(detect, app)
+    ex, st = tune.examples, tune.settings  # the panel's controls, set as a user sets them
     for row, name in enumerate("AB"):
-        tune.set_example(viewer.layers[f"image {name}"], viewer.layers[f"image {name}: correct spots"], row=row)
-    tune.set_start("last")
-    tune.set_options(epochs=5, steps=4, val_percent=50, out_dir=Path(tempfile.mkdtemp()), name="my-finetuned-model")
-    tune.train()
+        if row >= len(ex.rows):
+            ex.add_button.native.click()
+        ex.rows[row].image.value = viewer.layers[f"image {name}"]
+        ex.rows[row].points.value = viewer.layers[f"image {name}: correct spots"]
+    st.start.reset_choices()
+    st.start.value = "last"
+    st.epochs.value, st.steps.value, st.val_percent.value = 5, 4, 50
+    st.save_in.value, st.model_name.value = Path(tempfile.mkdtemp()), "my-finetuned-model"
+    tune.train_button.native.click()
     t0 = time.time()
     while tune.running and len(tune.plot.val_f1) < 3 and time.time() - t0 < 900:  # before + 2 epochs
         app.processEvents()
@@ -194,10 +201,11 @@ def finetune_screenshots(app, out: Path, model) -> None:
     for _ in range(10):
         app.processEvents()
     tune.body.native.grab().save(str(out / "finetune_done.png"))
-    tune.use_model(detect_again=True)
+    tune.new_model.use_run_button.native.click()  # "Use it and detect again"
     wait(detect, app)
     viewer.layers["image A: correct spots"].visible = True
-    tune._scroll.ensureWidgetVisible(tune._outcome.native)  # show the plot and the result in the dock
+    scroll = tune.native.findChild(QScrollArea)
+    scroll.ensureWidgetVisible(tune.new_model.outcome.native)  # show the plot and the result in the dock
     shoot(viewer, app, out / "finetune_viewer.png", 3.0, (96, 96))
     viewer.close()
 
@@ -220,15 +228,15 @@ def correct_and_qc_screenshots(model, out: Path, app, tmp: Path) -> None:
                       border_width=0.1, symbol="square", visible=False)
     _d, det = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
     det.choose_model("file", model)
-    det.set_device("cpu")
-    det.set_options(show_maps=False)
+    det._choices.device.value = "cpu"
+    det._choices.maps.value = False
     det.run()
     wait(det, app)
     from napari_spotdetect import layer_keys as K
 
     spots = next(lay for lay in viewer.layers if K.is_detection(lay))
     truth = viewer.layers["true spots"]
-    det.move_threshold(0.3)  # below the tuned 0.5: more doubtful spots to review
+    det._threshold.value = 0.3  # below the tuned 0.5: more doubtful spots to review
     det.apply_threshold()
     print("screenshot:", len(spots.data), "spots,", len(truth.data), "true")
     viewer.window.remove_dock_widget("all")
@@ -279,7 +287,7 @@ def laptop_screenshots(model, out: Path, app) -> None:
             _d, panels = viewer.window.add_plugin_dock_widget("napari-spotdetect", "All panels (tabs)")
             det = panels.detect
         det.choose_model("file", model)
-        det.set_device("cpu")
+        det._choices.device.value = "cpu"
         det.run()
         wait(det, app)
         if name.endswith("tabs"):
@@ -312,7 +320,7 @@ def folder_screenshots(model, out: Path, app) -> None:
     _d, panels = viewer.window.add_plugin_dock_widget("napari-spotdetect", "All panels (tabs)")
     det = panels.detect
     det.choose_model("file", model)
-    det.set_device("cpu")
+    det._choices.device.value = "cpu"
     loop = panels.folder
 
     def until_truth(name):

@@ -21,6 +21,7 @@ from napari_spotdetect import load_model  # noqa: E402
 from napari_spotdetect._reader import get_reader  # noqa: E402
 from napari_spotdetect.core.errors import SpotDetectError  # noqa: E402
 from napari_spotdetect.core.io.spots_io import read_spots_csv  # noqa: E402
+from napari_spotdetect.core.weights import checksums, tf_table  # noqa: E402
 from napari_spotdetect.core.weights import tf_bundle as tb  # noqa: E402
 
 from . import tf_bundle_writer as tbw  # noqa: E402
@@ -86,17 +87,17 @@ def bundle_index(tmp_path_factory):
 def _with_block(raw: bytes, mutate) -> bytes:
     """``raw`` with its first data block mutated and its checksum made valid again (so parsing goes deeper)."""
     footer = raw[-48:]
-    _, p = tb._varint(footer, 0)
-    _, p = tb._varint(footer, p)
-    idx_off, p = tb._varint(footer, p)
-    idx_size, _ = tb._varint(footer, p)
-    handle = next(v for _, v in tb._block_entries(raw[idx_off:idx_off + idx_size]))
-    off, p = tb._varint(handle, 0)
-    size, _ = tb._varint(handle, p)
+    _, p = tf_table.varint(footer, 0)
+    _, p = tf_table.varint(footer, p)
+    idx_off, p = tf_table.varint(footer, p)
+    idx_size, _ = tf_table.varint(footer, p)
+    handle = next(v for _, v in tf_table.block_entries(raw[idx_off:idx_off + idx_size]))
+    off, p = tf_table.varint(handle, 0)
+    size, _ = tf_table.varint(handle, p)
     block = bytearray(raw[off:off + size])
     mutate(block)
     block = bytes(block[:size]).ljust(size, b"\0")
-    trailer = b"\0" + struct.pack("<I", tb.mask_crc(tb.crc32c(block + b"\0")))
+    trailer = b"\0" + struct.pack("<I", checksums.mask_crc(checksums.crc32c(block + b"\0")))
     return raw[:off] + block + trailer + raw[off + size + 5:]
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_spotdetect.core.weights.tf_bundle import _DTYPE_CODES, _TABLE_MAGIC, crc32c, mask_crc
+from napari_spotdetect.core.weights.checksums import crc32c, mask_crc
+from napari_spotdetect.core.weights.tf_bundle import _DTYPE_CODES
+from napari_spotdetect.core.weights.tf_table import TABLE_MAGIC
 
 
 def enc_varint(v: int) -> bytes:
@@ -104,5 +106,5 @@ def write_bundle(prefix, tensors: dict, num_shards: int = 1) -> Path:
         meta_handle = append_block(f, enc_block([]))
         index_handle = append_block(f, enc_block([(items[-1][0] + b"\0", data_handle)]))
         footer = meta_handle + index_handle
-        f.write(footer + b"\0" * (40 - len(footer)) + struct.pack("<Q", _TABLE_MAGIC))
+        f.write(footer + b"\0" * (40 - len(footer)) + struct.pack("<Q", TABLE_MAGIC))
     return prefix

@@ -38,7 +38,8 @@ def _common(p, epochs: int, steps: int | None, lr: float, lr_help: str):
                    help="validate and keep a moving average of the weights with this decay (e.g. 0.998)")
     p.add_argument("--select", default="f1", choices=["f1", "f1_integral"],
                    help="validation metric that picks the best epoch (default: %(default)s)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="where the model is loaded and trained: cpu, cuda or mps "
+                   "(default: %(default)s)")
     from .cli import THREADS_HELP
 
     p.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)

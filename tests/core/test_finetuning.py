@@ -97,6 +97,19 @@ def test_a_model_that_cannot_be_loaded_is_refused(tmp_path):
         finetuning.finetune_config(learning_rate=1e-3)
 
 
+def test_the_configs_device_is_the_one_device_setting_and_reaches_the_trainer(tiny_piscis, tmp_path):
+    """TrainConfig.device decides where the starting model is loaded and trained; there is no second one."""
+    from napari_spotdetect.core.weights.native import save_model
+
+    save_model(tiny_piscis, tmp_path / "start.pt")
+    cfg = finetuning.finetune_config(epochs=1, steps_per_epoch=1, batch_size=1, crop=32, device="cpu:0")
+    res = finetuning.finetune(str(tmp_path / "start.pt"), _pairs(), None, cfg, out=tmp_path / "d.pt")
+    # "cpu:0" is not torch's plain "cpu": only the config can have put the trained model there
+    assert res.model.device == torch.device("cpu:0") and res.model.info.card["train_config"]["device"] == "cpu:0"
+    with pytest.raises(TypeError, match="device"):  # the old second setting is gone, not silently ignored
+        finetuning.finetune(tiny_piscis, _pairs(), None, cfg, out=tmp_path / "e.pt", device="cpu")
+
+
 def test_deepspot_models_fine_tune_too(mhybrid, tmp_path):
     from napari_spotdetect.core.models.deepspot import DeepSpotModel
 
@@ -161,11 +174,12 @@ def test_the_cli_calls_the_core_entry_point(tiny_piscis, tmp_path, monkeypatch):
     add_train_parsers(ap.add_subparsers(dest="command"))
     args = ap.parse_args(["finetune", "--model", str(tmp_path / "start.pt"), "--images", str(tmp_path), "--out",
                           str(tmp_path / "ft.pt"), "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "1",
-                          "--crop", "32"])
+                          "--crop", "32", "--device", "cpu:0"])
     assert args.func(args) == 0
     assert len(calls) == 1 and calls[0]["out"] == str(tmp_path / "ft.pt")
     card = load_model(tmp_path / "ft.pt", device="cpu").info.card
     assert "f1" in card["validation_before"]  # the CLI now records the "before" score too
+    assert card["train_config"]["device"] == "cpu:0"  # --device is the trainer's one device setting
 
 
 def test_a_model_with_a_second_stage_is_measured_and_kept_as_the_user_has_it(tmp_path):

@@ -13,7 +13,7 @@ import torch
 
 from napari_spotdetect import load_model
 from napari_spotdetect.core.errors import ModelFileError, SpotDetectError
-from napari_spotdetect.core.weights import deepspot_fetch
+from napari_spotdetect.core.weights import checksums, deepspot_fetch, tf_table
 from napari_spotdetect.core.weights.native import model_to_state, save_model
 from napari_spotdetect.core.weights.tf_bundle import TensorBundle
 
@@ -149,23 +149,21 @@ def _bundle(tmp_path):
 
 def test_index_listing_one_data_block_many_times_is_refused_fast(tmp_path):
     """The quadratic case: index entries that all point at the same data block."""
-    from napari_spotdetect.core.weights import tf_bundle as tb
-
     index = _bundle(tmp_path)
     raw = index.read_bytes()
     footer = raw[-48:]
-    _m, pos = tb._varint(footer, 0)
-    _m2, pos = tb._varint(footer, pos)
-    idx_off, pos = tb._varint(footer, pos)
-    idx_size, _ = tb._varint(footer, pos)
-    handle = next(v for _, v in tb._block_entries(raw[idx_off:idx_off + idx_size]))
+    _m, pos = tf_table.varint(footer, 0)
+    _m2, pos = tf_table.varint(footer, pos)
+    idx_off, pos = tf_table.varint(footer, pos)
+    idx_size, _ = tf_table.varint(footer, pos)
+    handle = next(v for _, v in tf_table.block_entries(raw[idx_off:idx_off + idx_size]))
     many = tbw.enc_block([(b"k%06d" % i, handle) for i in range(2000)])
     body = raw[:idx_off]
     new_idx = tbw.enc_varint(len(body)) + tbw.enc_varint(len(many))
-    block = many + b"\0" + struct.pack("<I", tb.mask_crc(tb.crc32c(many + b"\0")))
+    block = many + b"\0" + struct.pack("<I", checksums.mask_crc(checksums.crc32c(many + b"\0")))
     meta = tbw.enc_varint(0) + tbw.enc_varint(0)
     foot = meta + new_idx
-    index.write_bytes(body + block + foot + b"\0" * (40 - len(foot)) + struct.pack("<Q", tb._TABLE_MAGIC))
+    index.write_bytes(body + block + foot + b"\0" * (40 - len(foot)) + struct.pack("<Q", tf_table.TABLE_MAGIC))
     with pytest.raises(ModelFileError, match="twice"):
         TensorBundle(index)
 

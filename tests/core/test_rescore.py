@@ -6,7 +6,14 @@ import torch
 
 from napari_spotdetect._sample_data import smfish_2d
 from napari_spotdetect.core.detection.detect import detect
-from napari_spotdetect.core.detection.rescore import FEATURES, Rescorer, auc, candidate_features, fit_logistic
+from napari_spotdetect.core.detection.rescore import (
+    FEATURES,
+    Rescorer,
+    auc,
+    candidate_features,
+    fit_boosted_trees,
+    fit_logistic,
+)
 from napari_spotdetect.core.errors import ModelFileError
 from napari_spotdetect.core.groundtruth.metrics import match_spots
 from napari_spotdetect.core.models.zoo import bundled_path, load_model
@@ -74,6 +81,42 @@ def test_a_flat_topped_spot_the_network_scores_zero_is_proposed():
     near = np.hypot(yx[:, 0] - 30, yx[:, 1] - 33) < 1.5
     assert near.sum() == 1 and extra["is_proposal"][near].all()
     assert feats.shape == (len(yx), len(FEATURES)) and np.isfinite(feats).all()
+
+
+def test_a_dim_spot_beside_a_bright_one_is_proposed_by_its_own_scale():
+    """The best-scale LoG response of a bright, wide spot swallows a dim, sharp neighbour 6 px away (no peak
+    of its own there); the single-scale peaks find it."""
+    img = np.random.default_rng(2).normal(100, 2, (48, 48))
+    yy, xx = np.mgrid[:48, :48]
+    img += 3000 * np.exp(-((yy - 24) ** 2 + (xx - 18) ** 2) / (2 * 3.0**2))
+    img += 200 * np.exp(-((yy - 24) ** 2 + (xx - 24) ** 2) / (2 * 1.0**2))
+
+    def near_dim(**kw):
+        yx, _, _ = candidate_features(img, np.zeros((0, 2)), np.zeros(0), **kw)
+        return int((np.hypot(yx[:, 0] - 24, yx[:, 1] - 24) < 1.5).sum()), len(yx)
+
+    assert near_dim(proposal_cut=2.0)[0] == 0
+    found, n = near_dim(proposal_cut=2.0, scale_cut=2.0)
+    assert found == 1 and n == 2  # one proposal there, not one per scale
+
+
+def test_boosted_trees_rank_evidence_a_linear_model_cannot():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, len(FEATURES)))
+    y = (np.abs(x[:, 2]) < 0.7).astype(float)  # true in a band of one feature: no weight can say it
+    trees = fit_boosted_trees(x[:2000], y[:2000], n_trees=30, depth=2, min_leaf=20)
+    z = trees.logit(x[2000:])
+    assert auc(z[y[2000:] > 0], z[y[2000:] == 0]) > 0.95
+    w, b, mean, scale = fit_logistic(x[:2000], y[:2000])
+    lin = ((x[2000:] - mean) / scale) @ w
+    assert auc(lin[y[2000:] > 0], lin[y[2000:] == 0]) < 0.6
+    r = Rescorer(w, b, mean, scale, trees=trees)
+    back = Rescorer.from_dict(r.to_dict())
+    np.testing.assert_allclose(back.probability(x[2000:]), r.probability(x[2000:]))
+    bad = r.to_dict()
+    bad["trees"] = {**bad["trees"], "value": bad["trees"]["value"][:-1]}
+    with pytest.raises(ValueError, match="trees are damaged"):
+        Rescorer.from_dict(bad)
 
 
 def test_logistic_fit_ranks_and_auc_counts_ties_half():

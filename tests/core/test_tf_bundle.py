@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from napari_spotdetect.core.errors import ModelFileError, SpotDetectError
+from napari_spotdetect.core.weights import checksums
 from napari_spotdetect.core.weights import tf_bundle as tb
 
 from .. import tf_bundle_writer as tbw
@@ -25,27 +26,27 @@ def mhybrid():
 
 # -- CRC32C --------------------------------------------------------------------------------------------
 def test_crc32c_known_values():
-    assert tb.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
-    assert tb.crc32c(bytes(32)) == 0x8A9136AA  # RFC 3720 B.4 test vectors
-    assert tb.crc32c(b"\xff" * 32) == 0x62A8AB43
-    assert tb.crc32c(bytes(range(32))) == 0x46DD794E
-    assert tb.crc32c(b"") == 0
+    assert checksums.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    assert checksums.crc32c(bytes(32)) == 0x8A9136AA  # RFC 3720 B.4 test vectors
+    assert checksums.crc32c(b"\xff" * 32) == 0x62A8AB43
+    assert checksums.crc32c(bytes(range(32))) == 0x46DD794E
+    assert checksums.crc32c(b"") == 0
 
 
 @pytest.mark.parametrize("n", [8191, 8192, 12345, 1 << 16, 300001])
 def test_crc32c_chunked_path_equals_bytewise(n):
     data = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8).tobytes()
-    bytewise = tb._advance(0xFFFFFFFF, data) ^ 0xFFFFFFFF
-    assert tb.crc32c(data) == bytewise
-    assert tb.crc32c(np.frombuffer(data, np.uint8)) == bytewise
+    bytewise = checksums._advance(0xFFFFFFFF, data) ^ 0xFFFFFFFF
+    assert checksums.crc32c(data) == bytewise
+    assert checksums.crc32c(np.frombuffer(data, np.uint8)) == bytewise
     cut = n // 3
-    assert tb.crc32c(data[cut:], tb.crc32c(data[:cut])) == bytewise
+    assert checksums.crc32c(data[cut:], checksums.crc32c(data[:cut])) == bytewise
 
 
 def test_mask_round_trip_and_differs():
     for c in (0, 1, 0xE3069283, 0xFFFFFFFF):
-        assert tb.unmask_crc(tb.mask_crc(c)) == c
-    assert tb.mask_crc(0xE3069283) != 0xE3069283
+        assert checksums.unmask_crc(checksums.mask_crc(c)) == c
+    assert checksums.mask_crc(0xE3069283) != 0xE3069283
 
 
 # -- writer -> reader round trip --------------------------------------------------------------------------

@@ -141,12 +141,13 @@ def test_weight_average_is_what_gets_validated_and_saved(tmp_path):
             expect = [d * e + (1 - d) * p.detach() for e, p in zip(expect, tr.net.parameters())]
     raw = [p.detach().clone() for p in tr.net.parameters()]
     assert n == 6
-    assert all(torch.allclose(e, a, atol=1e-6) for e, a in zip(expect, tr.ema))
-    assert not all(torch.allclose(r, a, atol=1e-6) for r, a in zip(raw, tr.ema))  # averaging changed something
+    average = tr.average.params
+    assert all(torch.allclose(e, a, atol=1e-6) for e, a in zip(expect, average))
+    assert not all(torch.allclose(r, a, atol=1e-6) for r, a in zip(raw, average))  # averaging changed something
     # the last checkpoint holds the average (with BatchNorm statistics re-estimated for it) and the raw weights
     last = torch.load(tr.last_path, map_location="cpu", weights_only=True)
     names = [k for k, _ in tr.net.named_parameters()]
-    assert all(torch.allclose(last["state_dict"][k].float(), a, atol=1e-6) for k, a in zip(names, tr.ema))
+    assert all(torch.allclose(last["state_dict"][k].float(), a, atol=1e-6) for k, a in zip(names, tr.average.params))
     assert all(torch.equal(last["training"]["raw_state"][k], r) for k, r in zip(names, raw))
 
 
@@ -162,8 +163,8 @@ def test_resume_with_weight_averaging_matches_an_uninterrupted_run(tmp_path):
             stop.set()  # stops before the first step of epoch 3; the last checkpoint is epoch 2
     again = Trainer(TINY, _data(), _data(1, seed=10), _cfg(**cfg), out_dir=tmp_path / "b", name="m", resume=True)
     again.fit()
-    assert again.ema_updates == whole.ema_updates == 6
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(whole.ema, again.ema))
+    assert again.average.updates == whole.average.updates == 6
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(whole.average.params, again.average.params))
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(whole.net.parameters(), again.net.parameters()))
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qtpy.QtWidgets import QScrollArea
 from tests.adapt_scenes import LEFT, RIGHT, f1_in, faint_spots_scene
+from tests.finetune_panel import choose_example, choose_start, set_settings, train_and_wait
 
 from napari_spotdetect import layer_keys as K
 from napari_spotdetect import load_model
@@ -84,12 +86,6 @@ def test_suggest_where_to_click_next_avoids_the_annotated_region(loop):
     assert "magenta" in adapt._status.value
 
 
-def _train(tune, qtbot):
-    assert tune.can_train, tune.problem()
-    assert tune.train() is not None
-    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
-    assert tune.error is None, tune.error
-    return tune.result
 
 
 def test_a_zero_validation_share_validates_on_the_training_examples(finetune_widget, qtbot, tiny_model, tmp_path):
@@ -100,17 +96,17 @@ def test_a_zero_validation_share_validates_on_the_training_examples(finetune_wid
         img, pts = synthetic_image((64, 64), n_spots=6, seed=k)
         viewer.add_image(img, name=f"img{k}")
         viewer.add_points(pts, name=f"pts{k}")
-        tune.set_example(viewer.layers[f"img{k}"], viewer.layers[f"pts{k}"], row=k)
+        choose_example(tune, viewer.layers[f"img{k}"], viewer.layers[f"pts{k}"], row=k)
     from napari_spotdetect.core.weights.native import save_model
 
     save_model(tiny_model, tmp_path / "start.pt")
-    tune.set_start("file", tmp_path / "start.pt")
-    tune.set_options(epochs=1, steps=1, crop=32, batch=1, val_percent=0, out_dir=tmp_path / "models", name="z")
-    res = _train(tune, qtbot)
-    card = load_model(res.path, device="cpu").info.card
+    choose_start(tune, "file", tmp_path / "start.pt")
+    set_settings(tune, epochs=1, steps=1, crop=32, batch=1, val_percent=0, save_in=tmp_path / "models", model_name="z")
+    train_and_wait(tune, qtbot)
+    card = load_model(tmp_path / "models" / "z.pt", device="cpu").info.card
     # 0 % means: check on the training examples (both), not a silent 20 % hold-out
     assert card["n_train_images"] == 2 and card["n_val_images"] == 2
-    assert "training examples" in card["validation_data"] and "training examples" in tune.outcome
+    assert "training examples" in card["validation_data"] and "training examples" in tune.new_model.outcome.value
 
 
 def test_when_no_epoch_beats_the_start_the_panel_says_so_and_keeps_it(finetune_widget, qtbot, tmp_path):
@@ -120,20 +116,21 @@ def test_when_no_epoch_beats_the_start_the_panel_says_so_and_keeps_it(finetune_w
     img, pts = synthetic_image((128, 128), n_spots=30, seed=7)  # bright, isolated: the bundled model is perfect
     viewer.add_image(img, name="easy")
     viewer.add_points(pts, name="its spots")
-    assert tune._regions.value is None  # "the whole images": the default
-    tune.set_example(viewer.layers["easy"], viewer.layers["its spots"])
-    tune.set_start("default")
-    tune.set_options(epochs=1, steps=2, crop=64, batch=2, lr=1e-3, out_dir=tmp_path / "models", name="k")
-    res = _train(tune, qtbot)
-    assert res.kept_start and res.model.info.card["epoch"] == 0
-    assert "No epoch beat the starting model" in tune.outcome and tune.can_use_model
+    assert tune.examples.regions.value is None  # "the whole images": the default
+    choose_example(tune, viewer.layers["easy"], viewer.layers["its spots"])
+    choose_start(tune, "default")
+    set_settings(tune, epochs=1, steps=2, crop=64, batch=2, lr=1e-3, save_in=tmp_path / "models", model_name="k")
+    train_and_wait(tune, qtbot)
+    saved = load_model(tmp_path / "models" / "k.pt", device="cpu")
+    assert saved.info.card["kept_starting_weights"] and saved.info.card["epoch"] == 0
+    assert "No epoch beat the starting model" in tune.new_model.outcome.value and tune.new_model.use_button.enabled
     start = load_model("default", device="cpu")
-    saved = load_model(res.path, device="cpu")
     for k, v in start.net.state_dict().items():
         assert np.array_equal(v.numpy(), saved.net.state_dict()[k].float().numpy()), k
     # the verdict and the Use buttons are scrolled into view when training ends
-    assert tune._scroll.verticalScrollBar().value() == tune._scroll.verticalScrollBar().maximum() or \
-        not tune._use_run.native.visibleRegion().isEmpty()
+    scroll = tune.native.findChild(QScrollArea)
+    assert scroll.verticalScrollBar().value() == scroll.verticalScrollBar().maximum() or \
+        not tune.new_model.use_run_button.native.visibleRegion().isEmpty()
 
 
 @pytest.mark.slow
@@ -141,6 +138,8 @@ def test_a_crop_fine_tuned_as_a_region_in_the_panel_ends_no_worse_on_the_rest(fi
     """The crop that collapses a naive fine-tune (tests/test_cli_adapt.py), drawn as a rectangle over the whole
     image in the Fine-tune panel: the result is not below the starting model on the unannotated half."""
     from tests.adapt_scenes import CROP, RIGHT_HALF, bright_corner_scene
+
+    from napari_spotdetect import detect
 
     viewer, _detect, tune = finetune_widget
     img, truth = bright_corner_scene()
@@ -150,18 +149,19 @@ def test_a_crop_fine_tuned_as_a_region_in_the_panel_ends_no_worse_on_the_rest(fi
     y0, x0, y1, x1 = CROP
     shapes = viewer.add_shapes([np.array([[y0, x0], [y0, x1 - 1], [y1 - 1, x1 - 1], [y1 - 1, x0]])],
                                shape_type="rectangle", name="my region")
-    tune.set_example(viewer.layers["tissue"], viewer.layers["my spots"])
-    tune.set_regions(shapes)
-    tune.set_start("default")
-    tune._decoder_only.value = True
-    tune.set_options(epochs=3, steps=8, crop=96, out_dir=tmp_path / "models", name="region", threads=1)
-    res = _train(tune, qtbot)
-    card = res.model.info.card
+    choose_example(tune, viewer.layers["tissue"], viewer.layers["my spots"])
+    tune.examples.regions.reset_choices()
+    tune.examples.regions.value = shapes  # "Only inside": the rectangle
+    choose_start(tune, "default")
+    set_settings(tune, epochs=3, steps=8, crop=96, decoder_only=True, threads=1, save_in=tmp_path / "models",
+                 model_name="region")
+    train_and_wait(tune, qtbot)
+    tuned = load_model(tmp_path / "models" / "region.pt", device="cpu")
+    card = tuned.info.card
     assert card["training_data"]["regions"] == "my region" and card["validation_data"] == "given"
+    assert card["train_config"]["freeze_encoder"]
     start = load_model("default", device="cpu")
-    from napari_spotdetect import detect
-
     before = f1_in(detect(img, start, keep_maps=False).spots[["y", "x"]].to_numpy(), truth, RIGHT_HALF)
-    after = f1_in(detect(img, res.model, keep_maps=False).spots[["y", "x"]].to_numpy(), truth, RIGHT_HALF)
+    after = f1_in(detect(img, tuned, keep_maps=False).spots[["y", "x"]].to_numpy(), truth, RIGHT_HALF)
     assert after >= before - 1e-9, (before, after)
-    assert res.verdict() in tune.outcome
+    assert "validation F1" in tune.new_model.outcome.value

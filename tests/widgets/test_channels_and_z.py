@@ -26,10 +26,10 @@ def test_czyx_layer_through_the_detect_panel(detect_widget, tiny_model, run_and_
     layer = viewer.add_image(data, name="two channels, three planes")
     widget.set_image(layer)
     widget.set_model(tiny_model)
-    widget.set_axes("czyx")
-    assert widget.can_run, widget.status
+    widget._choices.axes.value = "czyx"
+    assert widget._run.enabled, widget._status.value
     run_and_wait(widget)
-    assert "rror" not in widget.status, widget.status
+    assert "rror" not in widget._status.value, widget._status.value
     widget.apply_threshold(0.05)
     points = next(lay for lay in viewer.layers if "spotdetect" in lay.metadata)
     ref = detect(data, tiny_model, 0.05, axes="czyx").spots
@@ -45,9 +45,9 @@ def test_ome_tiff_with_channels_and_z_opens_and_detects(detect_widget, tiny_mode
     assert [lay.name for lay in layers] == ["cz.ome c0", "cz.ome c1"]
     widget.set_image(layers[1])
     widget.set_model(tiny_model)
-    assert widget.axes == "zyx"
+    assert widget._choices.axes.value == "zyx"
     run_and_wait(widget)
-    assert "rror" not in widget.status, widget.status
+    assert "rror" not in widget._status.value, widget._status.value
     widget.apply_threshold(0.05)
     points = next(lay for lay in viewer.layers if "spotdetect" in lay.metadata)
     ref = detect(data[1], tiny_model, 0.05, axes="zyx").spots

@@ -109,7 +109,8 @@ def test_review_list_starts_with_the_least_confident_and_goes_there(detected_2d)
     viewer, _image, spots, _truth = detected_2d
     w = _open(viewer)
     w.set_layer(spots)
-    scores = [float(row[0]) for row in w.review_table_text()[:5]]
+    table = w.review_table  # the list as the panel shows it: score, y, x, source
+    scores = [float(table.item(r, 0).text()) for r in range(min(5, table.rowCount()))]
     assert scores == sorted(scores) and scores[0] == pytest.approx(spots.features["score"].min(), abs=0.005)
     w.next_doubtful()  # the N shortcut
     i = int(spots.features["score"].to_numpy().argmin())
@@ -140,5 +141,5 @@ def test_unsaved_ground_truth_says_where_to_save(detected_2d):
     viewer, _image, spots, _truth = detected_2d
     w = _open(viewer)
     w.set_layer(spots)
-    w.set_truth(True)  # the sample has no file and no folder is chosen
-    assert "choose a folder" in w.status and "NOT saved" in w.status
+    w.truth.value = True  # the sample has no file and no folder is chosen
+    assert "choose a folder" in w.status.value and "NOT saved" in w.status.value

@@ -65,7 +65,7 @@ def test_filters_follow_a_rethreshold_from_the_detect_widget(detected_2d, qtbot)
     viewer, _image, spots, _truth = detected_2d
     det = next(w for w in viewer.window.dock_widgets.values() if hasattr(w, "apply_threshold"))
     dets = spots.metadata[K.DETECTIONS]
-    lo = det.threshold_limits[0]
+    lo = det._threshold.min
     n_all = det.apply_threshold(lo)
     assert n_all >= 8, "the test needs a detection with spots to filter"
     w = _open(viewer)

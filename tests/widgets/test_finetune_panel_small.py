@@ -7,21 +7,28 @@ import pytest
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, LineEdit, PushButton, SpinBox
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QThreadPool
+from tests.finetune_panel import (
+    WAIT_MS,
+    choose_example,
+    choose_start,
+    click_train,
+    set_settings,
+    small_run,
+    train_and_wait,
+)
 
 from napari_spotdetect import load_model
 from napari_spotdetect.core.weights.native import save_model
-
-# waits end as soon as their condition holds; a loaded 2-core machine may need minutes, never a failure
-WAIT_MS = 600_000
+from napari_spotdetect.widgets.model_registry import registry_for
 
 
 def _ready(viewer, tune, tiny_model, tmp_path, epochs, steps):
     viewer.open_sample("napari-spotdetect", "smfish_2d")
-    tune.set_example(viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"])
+    choose_example(tune, viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"])
     save_model(tiny_model, tmp_path / "start.pt")
-    tune.set_start("file", tmp_path / "start.pt")
-    tune.set_options(epochs=epochs, steps=steps, crop=64, batch=2, out_dir=tmp_path / "models", name="tuned")
-    assert tune.can_train, tune.problem()
+    choose_start(tune, "file", tmp_path / "start.pt")
+    small_run(tune, tmp_path / "models", epochs=epochs, steps=steps)
+    assert tune.train_button.enabled, tune.status.value
 
 
 @pytest.mark.slow
@@ -29,7 +36,7 @@ def test_closing_the_panel_mid_run_stops_training_and_leaves_the_best_model_file
                                                                                 tiny_model, tmp_path):
     viewer, _detect, tune = finetune_widget
     _ready(viewer, tune, tiny_model, tmp_path, epochs=40, steps=3)
-    assert tune.train() is not None
+    click_train(tune)
     qtbot.waitUntil(lambda: len(tune.plot.val_f1) >= 2, timeout=WAIT_MS)  # the first epoch is validated
     viewer.window.remove_dock_widget(tune.native)  # what the dock's x does
     QThreadPool.globalInstance().waitForDone(WAIT_MS)
@@ -41,7 +48,7 @@ def test_closing_the_panel_mid_run_stops_training_and_leaves_the_best_model_file
     # the user is told that it stopped, and where the best epoch is (the panel that would say it is gone)
     said = [str(n.message) for n in notification_manager.records]
     assert any("stopped when its panel was closed" in m and str(model_file) in m for m in said), said
-    assert "tuned" in {e.model.info.name for e in tune._models.models.values()}  # offered in 'Detect spots'
+    assert "tuned" in {e.model.info.name for e in registry_for(viewer).models.values()}  # offered in 'Detect spots'
 
 
 def test_every_control_a_user_clicks_has_a_tooltip(finetune_widget):
@@ -60,40 +67,51 @@ def test_every_control_a_user_clicks_has_a_tooltip(finetune_widget):
 
     walk(tune.body)
     assert len(seen) > 15 and not missing, missing
-    assert tune._source.label == "Learn from" and tune._advanced.text == "More settings"
+    assert tune.examples.source.label == "Learn from" and tune.settings.advanced.text == "More settings"
 
 
 def test_an_emptied_save_folder_or_model_file_is_refused(finetune_widget, tmp_path):
     viewer, _detect, tune = finetune_widget
     viewer.add_image(np.zeros((64, 64), np.float32), name="plane")
     viewer.add_points(np.array([[10.0, 10]]), name="spots")
-    tune.set_example(viewer.layers["plane"], viewer.layers["spots"])
-    tune.set_options(out_dir=tmp_path, name="m2")
-    assert tune.can_train, tune.problem()
-    tune._out.line_edit.native.setText("")  # the user clears the field
-    tune._out.line_edit.native.editingFinished.emit()
-    assert not tune.can_train and "folder to save" in tune.status
-    assert tune.train() is None and not list(tmp_path.glob("*.pt"))
-    tune.set_options(out_dir=tmp_path)
-    tune.set_start("file", tmp_path / "start.pt")
-    tune._start_path.line_edit.native.setText("")
-    tune._start_path.line_edit.native.editingFinished.emit()
-    assert not tune.can_train and "model file" in tune.status
+    choose_example(tune, viewer.layers["plane"], viewer.layers["spots"])
+    set_settings(tune, save_in=tmp_path, model_name="m2")
+    assert tune.train_button.enabled, tune.status.value
+    tune.settings.save_in.line_edit.native.setText("")  # the user clears the field
+    tune.settings.save_in.line_edit.native.editingFinished.emit()
+    assert not tune.train_button.enabled and "folder to save" in tune.status.value
+    tune.train_button.native.click()
+    assert not tune.running and not list(tmp_path.glob("*.pt"))
+    set_settings(tune, save_in=tmp_path)
+    choose_start(tune, "file", tmp_path / "start.pt")
+    tune.settings.start_file.line_edit.native.setText("")
+    tune.settings.start_file.line_edit.native.editingFinished.emit()
+    assert not tune.train_button.enabled and "model file" in tune.status.value
 
 
 @pytest.mark.slow
-def test_the_cpu_threads_setting_is_what_training_uses(finetune_widget, qtbot, tiny_model, tmp_path):
+def test_the_cpu_threads_setting_is_what_training_uses(finetune_widget, qtbot, tiny_model, tmp_path, monkeypatch):
+    import torch
+
+    from napari_spotdetect.core.training import finetuning
+
     viewer, _detect, tune = finetune_widget
-    assert "idle" in tune._threads.label and "idle" in tune._threads.tooltip
+    threads = tune.settings.threads
+    assert "idle" in threads.label and "idle" in threads.tooltip
+    seen = []
+    real = finetuning.iter_finetune
+
+    def spy(*a, **kw):  # runs in the training thread: the threads torch trains with there
+        seen.append(torch.get_num_threads())
+        return (yield from real(*a, **kw))
+
+    monkeypatch.setattr(finetuning, "iter_finetune", spy)
     _ready(viewer, tune, tiny_model, tmp_path, epochs=1, steps=1)
-    want = min(2, tune._threads.max)
-    tune._advanced.native.click()
-    tune._threads.native.setValue(want)  # the spin box, as a user sets it
-    assert tune.train() is not None
-    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
-    assert tune.error is None, tune.error
-    assert tune.threads_used == want
-    assert tune.options()["threads"] == want
+    want = min(2, threads.max)
+    tune.settings.advanced.native.click()
+    threads.native.setValue(want)  # the spin box, as a user sets it
+    train_and_wait(tune, qtbot)
+    assert seen == [want]
 
 
 def test_an_emptied_export_to_field_is_refused_not_written_to_the_working_folder(make_napari_viewer, tmp_path,
@@ -109,3 +127,18 @@ def test_an_emptied_export_to_field_is_refused_not_written_to_the_working_folder
     measure._export_pts.native.click()
     assert "Choose a file to export to" in measure.status
     assert list(tmp_path.iterdir()) == []  # nothing written where napari was started
+
+
+def test_nothing_is_cut_off_at_the_docks_right_edge(make_napari_viewer, qtbot):
+    """The panel scrolls only vertically: its dock must be as wide as the widest row of controls needs (the example
+    row with its ✕ was cut off by a few pixels)."""
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1400, 950)
+    viewer.open_sample("napari-spotdetect", "smfish_2d")
+    _dock, tune = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Fine-tune on my spots")
+    tune.settings.advanced.native.click()
+    qtbot.wait(300)  # the dock takes its width
+    scroll = tune.native.findChild(QScrollArea)
+    assert scroll.viewport().width() >= tune.body.native.minimumSizeHint().width()

@@ -5,18 +5,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.finetune_panel import (
+    WAIT_MS,
+    choose_example,
+    choose_start,
+    click_train,
+    set_settings,
+    small_run,
+    train_and_wait,
+)
 
 from napari_spotdetect import layer_keys as K
 from napari_spotdetect import load_model
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.widgets.finetune_widget import pairs_from_layers, split_pairs
-
-# waits end as soon as their condition holds; a loaded 2-core machine may need minutes, never a failure
-WAIT_MS = 600_000
+from napari_spotdetect.widgets.finetune_examples import pairs_from_layers
+from napari_spotdetect.widgets.model_registry import registry_for
 
 
 def _small_settings(tune, tmp_path, epochs=2, steps=3):
-    tune.set_options(epochs=epochs, steps=steps, crop=64, batch=2, out_dir=tmp_path / "models", name="tuned")
+    small_run(tune, tmp_path / "models", epochs=epochs, steps=steps)
 
 
 def _weights(model):
@@ -38,82 +45,80 @@ def test_finetune_from_last_detection_plot_grows_and_the_new_model_is_adopted(fi
     _detect_on_sample(viewer, detect, tiny_model, qtbot)
     before = _weights(tiny_model)
     # the sample's true spots stand in for a corrected detection
-    tune.set_example(viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"])
-    tune.set_start("last")
+    choose_example(tune, viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"])
+    choose_start(tune, "last")
     _small_settings(tune, tmp_path)
-    assert tune.can_train, tune.problem()
 
-    worker = tune.train()
-    assert worker is not None and tune.running
+    click_train(tune)
     qtbot.waitUntil(lambda: len(tune.plot.step_loss) >= 1, timeout=WAIT_MS)
     seen = len(tune.plot.step_loss)
-    assert tune.running and not tune.can_train and tune.can_stop
+    assert tune.running and not tune.train_button.enabled and tune.stop_button.enabled
     qtbot.waitUntil(lambda: len(tune.plot.step_loss) > seen, timeout=WAIT_MS)  # the plot keeps growing
     qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
 
-    assert tune.error is None, tune.error
+    assert tune.status.value == "Training finished.", tune.status.value
     assert len(tune.plot.step_loss) == 6  # 2 epochs x 3 steps, in order, spread over the epoch axis
     assert [x for x, _ in tune.plot.step_loss] == sorted(x for x, _ in tune.plot.step_loss)
     assert [x for x, _ in tune.plot.val_f1] == [0, 1, 2]  # the starting model, then each epoch
     assert len(tune.plot.epoch_loss) == 2
-    res = tune.result
-    assert not res.stopped and res.path == tmp_path / "models" / "tuned.pt" and res.path.exists()
-    on_disk = load_model(res.path, device="cpu")
-    assert on_disk.default_threshold == pytest.approx(res.model.default_threshold)
+    path = tmp_path / "models" / "tuned.pt"
+    on_disk = load_model(path, device="cpu")
+    entry = next(e for e in registry_for(viewer).models.values() if e.model.info.name == "tuned")
+    assert on_disk.default_threshold == pytest.approx(entry.model.default_threshold)
     card = on_disk.info.card
     assert card["mode"] == "finetune" and card["base_model"] == "tiny-random"
     assert card["training_data"]["layers"] == [["smFISH (synthetic)", "true spots"]]
     assert "f1" in card["validation_before"]
     if card["kept_starting_weights"]:  # epoch 0 competes: no epoch beat the random start here
-        assert card["epoch"] == 0 and "No epoch beat the starting model" in tune.outcome
+        assert card["epoch"] == 0 and "No epoch beat the starting model" in tune.new_model.outcome.value
     else:
         assert card["validation"]["f1"] == pytest.approx(max(f1 for x, f1 in tune.plot.val_f1 if x > 0))
-    assert "F1" in tune.outcome and str(res.path) in tune.outcome
-    assert tune.options()["name"] == "tuned-2"  # Train can be pressed again without overwriting
+    assert "F1" in tune.new_model.outcome.value and str(path) in tune.new_model.outcome.value
+    assert tune.settings.model_name.value == "tuned-2"  # Train can be pressed again without overwriting
     # nothing changed for detection until the user accepts: same weights, same choice
     for k, v in _weights(tiny_model).items():
         assert torch.equal(v, before[k]), k
-    assert detect.model_kind == "memory"
-    entry = tune.session_entry
-    assert entry.key in detect.model_choices  # ...but it is offered at once
+    assert detect._choices.model_kind.value == "memory"
+    assert entry.key in detect._choices.model_kind.choices  # ...but it is offered at once
 
-    assert tune.can_use_model
-    assert tune.use_model(detect_again=True)  # "Use it and detect again"
-    assert detect.model_kind == entry.key
+    tune.new_model.use_run_button.native.click()  # "Use it and detect again"
+    assert detect._choices.model_kind.value == entry.key
     qtbot.waitUntil(lambda: not detect.running, timeout=WAIT_MS)
     spots = [lay for lay in viewer.layers if K.PROVENANCE in lay.metadata]  # one result per model, side by side
     assert sorted(lay.metadata[K.PROVENANCE]["model"] for lay in spots) == ["tiny-random", "tuned"]
-    assert "now uses tuned" in tune.outcome
+    assert "now uses tuned" in tune.new_model.outcome.value
 
 
 @pytest.mark.slow
 def test_stop_midway_keeps_a_loadable_best_checkpoint(finetune_widget, qtbot, tiny_model, tmp_path):
     viewer, detect, tune = finetune_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
-    tune.set_example(viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"])
+    choose_example(tune, viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"])
     model_file = tmp_path / "start.pt"
     from napari_spotdetect.core.weights.native import save_model
 
     save_model(tiny_model, model_file)
-    tune.set_start("file", model_file)
+    choose_start(tune, "file", model_file)
     _small_settings(tune, tmp_path, epochs=4, steps=3)
-    assert tune.train() is not None
+    click_train(tune)
     qtbot.waitUntil(lambda: len(tune.plot.val_f1) >= 2, timeout=WAIT_MS)  # the first epoch is validated
-    tune.stop()
+    tune.stop_button.native.click()
     at_stop = len(tune.plot.step_loss)
-    assert "Stopping" in tune.status
+    assert "Stopping" in tune.status.value and not tune.stop_button.enabled
     qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
 
-    res = tune.result
-    assert res.stopped and res.model is not None
+    assert tune.status.value == "Stopped."
     assert len(tune.plot.step_loss) <= at_stop + 1 < 12  # within one step of the click, long before the end
     best = tmp_path / "models" / "tuned_checkpoints" / "tuned_best.pt"
-    assert best.exists() and res.path.exists()
-    for path in (best, res.path):
+    saved = tmp_path / "models" / "tuned.pt"
+    assert best.exists() and saved.exists()
+    for path in (best, saved):
         m = load_model(path, device="cpu")
         assert m.info.card["epoch"] in (0, 1)  # the first epoch, or the start it did not beat
-    assert "Stopped early" in tune.outcome and tune.can_use_model
-    assert tune.use_model() and detect.model_kind == tune.session_entry.key
+    assert "Stopped early" in tune.new_model.outcome.value and tune.new_model.use_button.enabled
+    tune.new_model.use_button.native.click()
+    entry = next(e for e in registry_for(viewer).models.values() if e.model.info.name == "tuned")
+    assert detect._choices.model_kind.value == entry.key
 
 
 @pytest.mark.slow
@@ -131,39 +136,43 @@ def test_finetune_from_a_folder_of_images_and_csvs(finetune_widget, qtbot, tiny_
         np.save(data / f"cell{i}.npy", img)
         pd.DataFrame({"y": pts[:, 0], "x": pts[:, 1]}).to_csv(data / f"cell{i}.csv", index=False)
     save_model(tiny_model, tmp_path / "start.pt")
-    tune.set_source("folder", data)
-    tune.set_start("file", tmp_path / "start.pt")
+    tune.examples.source.value = "folder"
+    tune.examples.folder.value = data
+    choose_start(tune, "file", tmp_path / "start.pt")
     _small_settings(tune, tmp_path, epochs=1, steps=2)
-    assert tune.train() is not None
-    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
-    assert tune.error is None, tune.error
-    card = load_model(tune.result.path, device="cpu").info.card
+    train_and_wait(tune, qtbot)
+    card = load_model(tmp_path / "models" / "tuned.pt", device="cpu").info.card
     assert card["training_data"]["folder"] == str(data.resolve()) and card["training_data"]["n_examples"] == 2
     assert card["n_train_images"] == 1 and card["n_val_images"] == 1  # 20 % of 2 images, at least one
 
 
 def test_train_is_refused_with_clear_messages(finetune_widget, tmp_path):
     viewer, _detect, tune = finetune_widget
-    assert not tune.can_train
+    assert not tune.train_button.enabled and "Pick an image" in tune.status.value  # an empty viewer
     viewer.add_image(np.zeros((4, 64, 64), np.float32), name="stack")
     viewer.add_points(np.array([[10.0, 10]]), name="plane spots")
-    tune.set_example(viewer.layers["stack"], viewer.layers["plane spots"])
-    assert "2-D points" in tune.problem() and not tune.can_train and tune.train() is None
+    choose_example(tune, viewer.layers["stack"], viewer.layers["plane spots"])
+    assert "2-D points" in tune.status.value and not tune.train_button.enabled
+    tune.train_button.native.click()  # a click that slips through starts nothing
+    assert not tune.running and "2-D points" in tune.status.value
     flat = viewer.add_image(np.zeros((64, 64), np.float32), name="plane")
     empty = viewer.add_points(np.zeros((0, 2)), name="empty", ndim=2)
-    tune.set_example(flat, empty)
-    assert "has no points" in tune.problem()
-    tune.set_source("folder")
-    assert tune._rows_box.visible is False and "folder" in tune.problem()
-    tune.set_source("folder", tmp_path)
-    tune.set_start("file")
-    assert "model file" in tune.problem()
+    choose_example(tune, flat, empty)
+    assert "has no points" in tune.status.value
+    tune.examples.rows[0].remove.native.click()
+    assert "Add an image" in tune.status.value
+    tune.examples.source.value = "folder"
+    assert not tune.examples.add_button.visible  # the example rows give way to the folder
+    assert "folder" in tune.status.value
+    tune.examples.folder.value = tmp_path
+    choose_start(tune, "file")
+    assert "model file" in tune.status.value
     (tmp_path / "m.pt").write_bytes(b"x")
-    tune.set_start("file", tmp_path / "m.pt")
-    tune.set_options(out_dir=tmp_path, name="m")
-    assert "already exists" in tune.problem()
-    tune.set_options(name="m2")
-    assert tune.problem() is None
+    choose_start(tune, "file", tmp_path / "m.pt")
+    set_settings(tune, save_in=tmp_path, model_name="m")
+    assert "already exists" in tune.status.value and not tune.train_button.enabled
+    tune.settings.model_name.value = "m2"
+    assert tune.status.value == "Ready to train." and tune.train_button.enabled
 
 
 def test_points_are_mapped_into_image_pixels(make_napari_viewer):
@@ -173,9 +182,6 @@ def test_points_are_mapped_into_image_pixels(make_napari_viewer):
     [(data, yx)] = pairs_from_layers(img, pts)
     assert data.shape == (40, 50)
     np.testing.assert_allclose(yx, [[2.0, 10.0]])  # (3 - 2) / 0.5, 5 / 0.5; the point off the image is dropped
-    train, val = split_pairs([1, 2, 3, 4, 5], 20)
-    assert len(val) == 1 and sorted(train + val) == [1, 2, 3, 4, 5]
-    assert split_pairs([1], 50) == ([1], None)
 
 
 def test_a_stack_gives_one_example_per_annotated_plane(make_napari_viewer):
@@ -204,16 +210,14 @@ def test_finetune_from_the_stack_sample_learns_from_each_annotated_plane(finetun
     truth = next(lay for lay in viewer.layers if lay.name == "true spots")
     n_planes = len(np.unique(np.rint(truth.data[:, 0])))
     assert n_planes > 1
-    tune.set_example(stack, truth)
+    choose_example(tune, stack, truth)
     from napari_spotdetect.core.weights.native import save_model
 
     save_model(tiny_model, tmp_path / "start.pt")
-    tune.set_start("file", tmp_path / "start.pt")
+    choose_start(tune, "file", tmp_path / "start.pt")
     _small_settings(tune, tmp_path, epochs=1, steps=2)
-    assert tune.train() is not None, tune.problem()
-    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
-    assert tune.error is None, tune.error
-    card = load_model(tune.result.path, device="cpu").info.card
+    train_and_wait(tune, qtbot)
+    card = load_model(tmp_path / "models" / "tuned.pt", device="cpu").info.card
     assert card["n_train_images"] + card["n_val_images"] == n_planes  # one example per plane with spots
 
 
@@ -226,29 +230,28 @@ def test_the_panel_starts_from_the_core_defaults_and_trains_through_the_core(fin
     from napari_spotdetect.core.weights.native import save_model
 
     viewer, _detect, tune = finetune_widget
-    opts = tune.options()
-    assert (opts["epochs"], opts["steps"], opts["lr"], opts["loss"], opts["crop"], opts["batch"]) == (
+    s = tune.settings
+    assert (s.epochs.value, s.steps.value, s.lr.value, s.loss.value, s.crop.value, s.batch.value) == (
         FT.epochs, FT.steps_per_epoch, FT.lr, FT.loss, FT.crop, FT.batch_size)
-    assert opts["val_percent"] == round(100 * FT.val_share)
-    assert tune.config() == finetuning.finetune_config(epochs=FT.epochs, steps_per_epoch=FT.steps_per_epoch)
+    assert s.val_percent.value == round(100 * FT.val_share)
     calls = []
     real = finetuning.iter_finetune
 
     def spy(*a, **kw):
-        calls.append(kw)
+        calls.append((a, kw))
         return (yield from real(*a, **kw))
 
     monkeypatch.setattr(finetuning, "iter_finetune", spy)
     viewer.open_sample("napari-spotdetect", "smfish_2d")
-    tune.set_example(viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"])
+    choose_example(tune, viewer.layers["smFISH (synthetic)"], viewer.layers["true spots"])
     save_model(tiny_model, tmp_path / "start.pt")
-    tune.set_start("file", tmp_path / "start.pt")
+    choose_start(tune, "file", tmp_path / "start.pt")
     _small_settings(tune, tmp_path, epochs=1, steps=1)
-    assert tune.train() is not None
-    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
-    assert tune.error is None, tune.error
-    assert len(calls) == 1 and calls[0]["val_share"] == pytest.approx(FT.val_share)
-    assert calls[0]["out"] == tmp_path / "models" / "tuned.pt"
+    train_and_wait(tune, qtbot)
+    [(args, kw)] = calls
+    assert kw["val_share"] == pytest.approx(FT.val_share) and kw["out"] == tmp_path / "models" / "tuned.pt"
+    # the core's fine-tuning config with the panel's sizes (the device too: TrainConfig's, the one setting)
+    assert args[3] == finetuning.finetune_config(epochs=1, steps_per_epoch=1, crop=64, batch_size=2)
 
 
 @pytest.mark.slow
@@ -263,27 +266,24 @@ def test_the_plots_starting_f1_is_what_the_qc_panel_reports(finetune_widget, qtb
 
     qc.set_layers(spots, truth, radius=FT.radius, all_images=False)
     [row] = qc.compare()
-    tune.set_example(viewer.layers["smFISH (synthetic)"], truth)
-    tune.set_start("last")
+    choose_example(tune, viewer.layers["smFISH (synthetic)"], truth)
+    choose_start(tune, "last")
     _small_settings(tune, tmp_path, epochs=1, steps=1)
-    assert tune.train() is not None
-    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
-    assert tune.error is None, tune.error
+    train_and_wait(tune, qtbot)
     x0, f1_0 = tune.plot.val_f1[0]
     assert x0 == 0 and f1_0 == pytest.approx(row["f1"], abs=1e-9)
-    assert tune.result.before["f1_integral"] == pytest.approx(row["f1_integral"], abs=1e-9)
+    before = load_model(tmp_path / "models" / "tuned.pt", device="cpu").info.card["validation_before"]
+    assert before["f1_integral"] == pytest.approx(row["f1_integral"], abs=1e-9)
     assert all(loss >= 0 for _x, loss in tune.plot.step_loss)  # a positive loss on the plot
 
 
 def test_each_viewer_has_its_own_session_models(make_napari_viewer, tiny_model):
     """A model fine-tuned in one viewer is offered there, not in another viewer of the same process."""
-    from napari_spotdetect.widgets.model_registry import registry_for
-
     v1, v2 = make_napari_viewer(), make_napari_viewer()
     _d, detect1 = v1.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
     _d, detect2 = v2.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
     assert registry_for(v1) is not registry_for(v2) and registry_for(v1) is registry_for(v1)
     entry = registry_for(v1).add(tiny_model)
-    assert entry.key in detect1.model_choices and entry.key not in detect2.model_choices
+    assert entry.key in detect1._choices.model_kind.choices and entry.key not in detect2._choices.model_kind.choices
     assert registry_for(v1).use(entry) == 1  # only the panel of that viewer listens
-    assert detect1.model_kind == entry.key
+    assert detect1._choices.model_kind.value == entry.key

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import tifffile
 from napari.utils.key_bindings import coerce_keybinding
+from tests.finetune_panel import choose_start, small_run, train_and_wait
 
 from napari_spotdetect import layer_keys as K
+from napari_spotdetect import load_model
 from napari_spotdetect.core.io.spots_io import read_spots_csv
 from napari_spotdetect.core.training.synthetic import synthetic_image
 from napari_spotdetect.widgets.folder_widget import DONE_KEY, STATE_FILE
@@ -66,7 +68,7 @@ def test_folder_loop_detect_correct_done_next_resume_and_train(make_napari_viewe
     loop.set_folder(folder)  # opens the first image and detects it
     truth = _wait_truth(qtbot, loop, "cell0")
     csv0 = folder / "cell0.csv"
-    assert csv0.exists(), (panels.correct.status, panels.correct.where)
+    assert csv0.exists(), (panels.correct.status.value, panels.correct.where.value)
     assert len(read_spots_csv(csv0)) == len(truth.data)  # saved beside the image at once
 
     # correct: add a missed spot (it snaps), saved at once
@@ -111,22 +113,19 @@ def test_folder_loop_detect_correct_done_next_resume_and_train(make_napari_viewe
     # train on everything marked done, from the fine-tune panel
     loop2.train_on_done()
     tune = panels2.finetune
-    assert tune.source == "done" and panels2.tabs.currentWidget() is tune.native
-    tune.set_options(epochs=1, steps=2, crop=64, batch=2, out_dir=tmp_path / "models", name="tuned")
+    assert tune.examples.source.value == "done" and panels2.tabs.currentWidget() is tune.native
+    small_run(tune, tmp_path / "models", epochs=1, steps=2)
     # a new session has no "last detection" model (models belong to their viewer): start from the file
     from napari_spotdetect.core.weights.native import save_model
 
     save_model(tiny_model, tmp_path / "start.pt")
-    tune.set_start("file", tmp_path / "start.pt")
-    assert tune.problem() is None, tune.problem()
-    assert tune.train() is not None
-    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
-    assert tune.error is None, tune.error
-    card = tune.result.model.info.card
+    choose_start(tune, "file", tmp_path / "start.pt")
+    train_and_wait(tune, qtbot)
+    card = load_model(tmp_path / "models" / "tuned.pt", device="cpu").info.card
     assert card["training_data"]["images_marked_done"] == ["cell0.tif", "cell1.tif"]
 
     # the new model detects the next image
-    tune.use_model(detect_again=False)
+    tune.new_model.use_button.native.click()
     loop2.open_image(2)
     assert (folder / "cell2.csv").exists()  # annotated (not done) in the first session: its annotation opened
     (folder / "cell2.csv").unlink()  # start it afresh, to see what the new model finds
@@ -158,7 +157,7 @@ def test_after_a_restart_a_done_image_can_be_checked_against_its_detections(make
     loop.set_folder(folder)  # opens cell0 and detects it
     truth = _wait_truth(qtbot, loop, "cell0")
     [spots] = [lay for lay in viewer.layers if K.is_detection(lay)]
-    n_detected = panels.detect.apply_threshold(panels.detect.threshold_limits[0])  # the random model: low
+    n_detected = panels.detect.apply_threshold(panels.detect._threshold.min)  # the random model: low
     assert n_detected == len(spots.data) >= 1
     model = spots.metadata[K.PROVENANCE]["model"]
     truth.add(truths["cell0"][:2])  # corrected: two missed spots added

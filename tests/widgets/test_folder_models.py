@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 from napari.utils.key_bindings import coerce_keybinding
+from tests.finetune_panel import choose_start, small_run, train_and_wait
 
 from napari_spotdetect import layer_keys as K
 from napari_spotdetect.core.training.synthetic import synthetic_image
@@ -37,20 +38,18 @@ def test_restart_offers_the_model_made_in_this_folder(make_napari_viewer, tiny_m
     panels.folder.train_on_done()
     tune = panels.finetune
     save_model(tiny_model, tmp_path / "start.pt")
-    tune.set_start("file", tmp_path / "start.pt")
-    tune.set_options(epochs=1, steps=1, crop=64, batch=1, out_dir=tmp_path / "models", name="tuned")
-    assert tune.train() is not None
-    qtbot.waitUntil(lambda: not tune.running, timeout=WAIT_MS)
-    assert tune.error is None, tune.error
+    choose_start(tune, "file", tmp_path / "start.pt")
+    small_run(tune, tmp_path / "models", epochs=1, steps=1, batch=1)
+    train_and_wait(tune, qtbot)
     viewer.close()
 
     viewer2 = make_napari_viewer()  # a new napari session on the same folder
     panels2 = _panels(viewer2, tiny_model)
     panels2.folder.set_auto_detect(False)
     panels2.folder.set_folder(folder)
-    offered = [k for k in panels2.detect.model_choices if str(k).startswith("session:")]
+    offered = [k for k in panels2.detect._choices.model_kind.choices if str(k).startswith("session:")]
     assert len(offered) == 1
-    panels2.detect.choose_model(offered[0])
+    panels2.detect._choices.model_kind.value = offered[0]
     panels2.detect.run()
     qtbot.waitUntil(lambda: not panels2.detect.running, timeout=WAIT_MS)
     *kept, spots = [lay for lay in viewer2.layers if K.is_detection(lay)]  # after cell1's kept detections

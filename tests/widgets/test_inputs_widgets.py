@@ -44,7 +44,7 @@ def test_tiff_reader_gives_layers_the_file_axes_and_pixel_size(make_napari_viewe
     np.testing.assert_allclose(layer.scale, [0.3, 0.1, 0.1])
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Detect spots")
     widget.set_image(layer)
-    assert widget.axes == "zyx"
+    assert widget._choices.axes.value == "zyx"
 
 
 def test_tiff_reader_splits_channels_so_dapi_is_its_own_layer(make_napari_viewer, tmp_path):

@@ -48,9 +48,10 @@ def test_finetune_preselects_the_ground_truth_never_a_qc_layer(detected, tmp_pat
     assert missed and viewer.layers[-1] is missed[0]  # the newest Points layer is the QC one
 
     tune = _dock(viewer, "Fine-tune on my spots")
-    [(_image, chosen)] = tune.examples()
-    assert same_layer(chosen, truth)
-    assert all(not K.is_qc(lay) for lay in tune.spot_layer_choices())
+    [row] = tune.examples.rows
+    assert same_layer(row.points.value, truth)
+    offered = [lay for lay in row.points.choices if lay is not None]
+    assert offered and all(not K.is_qc(lay) for lay in offered)
 
 
 @pytest.mark.slow
@@ -69,7 +70,7 @@ def test_ground_truth_never_overwrites_a_file_it_did_not_write(detected, tmp_pat
     assert correct.start_ground_truth() is None
     assert csv.read_bytes() == before and len(asked) == 1 and str(csv) in asked[0]
     assert not [lay for lay in viewer.layers if K.is_truth(lay)]
-    assert "Kept smFISH_synthetic.csv" in correct.status
+    assert "Kept smFISH_synthetic.csv" in correct.status.value
 
     correct.confirm = lambda title, text: True  # the user agrees: a backup is kept first
     truth = correct.start_ground_truth()
@@ -81,7 +82,7 @@ def test_ground_truth_never_overwrites_a_file_it_did_not_write(detected, tmp_pat
     mine = csv.read_bytes()
     correct.set_layer(spots)
     assert correct.start_ground_truth() is None
-    assert csv.read_bytes() == mine and "already saves" in correct.status
+    assert csv.read_bytes() == mine and "already saves" in correct.status.value
     assert len([lay for lay in viewer.layers if K.is_truth(lay)]) == 1
 
     # edits of the first layer keep saving, without asking again
@@ -121,7 +122,7 @@ def test_threshold_on_a_hidden_layer_updates_it_without_error(detected, qtbot):
     n = widget.apply_threshold(higher)
     dets = spots.metadata[K.DETECTIONS]
     assert 0 < n == dets.count(higher) < len(dets.candidates) and len(spots.data) == len(spots.features) == n
-    assert "updating" not in widget.count_text
+    assert "updating" not in widget._count.value
     spots.visible = True  # shows the new spots
     assert len(spots._view_data) == n
 
@@ -165,7 +166,7 @@ def test_open_spots_csv_button_uses_the_plugin_reader(make_napari_viewer, tmp_pa
     other = tmp_path / "plate.csv"
     other.write_text("well,count\nA1,3\n")
     assert correct.open_spots_csv(other) is None
-    assert "not a spot table" in correct.status and "Fix:" in correct.status
+    assert "not a spot table" in correct.status.value and "Fix:" in correct.status.value
 
 
 def _bright_spot(image, truth):
@@ -189,7 +190,7 @@ def test_clicks_outside_the_image_and_snaps_onto_a_spot_are_refused(detected, tm
     gt.mode = "add"
 
     click(gt, (-15.0, 40.0), modifiers=["Shift"])  # exact placement, but off the image
-    assert len(gt.data) == 1 and "outside" in correct.status
+    assert len(gt.data) == 1 and "outside" in correct.status.value
     click(gt, (40.0, 530.0))
     assert len(gt.data) == 1
 
@@ -197,8 +198,8 @@ def test_clicks_outside_the_image_and_snaps_onto_a_spot_are_refused(detected, tm
     click(gt, near)  # snapping would put it onto the spot already there: two spots would become one
     assert len(gt.data) == 2
     np.testing.assert_allclose(gt.data[1], near)
-    assert "snapped onto an existing spot" in correct.status
-    assert not correct.can_redo and correct.can_undo
+    assert "snapped onto an existing spot" in correct.status.value
+    assert not correct.redo_button.enabled and correct.undo_button.enabled
     correct.undo()
     assert len(gt.data) == 1  # the refused clicks left no undo steps behind
 
@@ -226,7 +227,7 @@ def test_a_adds_at_the_cursor_and_d_deletes_the_spot_under_it(detected, tmp_path
     assert len(spots.data) == n
     viewer.cursor.position = (-50.0, -50.0)
     press("d")  # nothing there: nothing deleted
-    assert len(spots.data) == n and "No spot under the cursor" in correct.status
+    assert len(spots.data) == n and "No spot under the cursor" in correct.status.value
 
 
 @pytest.mark.slow
@@ -239,7 +240,7 @@ def test_correction_hides_the_score_map_and_draws_truth_and_hand_spots_apart(det
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
     widget.set_model(tiny_model)
-    widget.set_options(show_maps=True)
+    widget._choices.maps.value = True
     run_and_wait(widget)
     [score_map] = [lay for lay in viewer.layers if K.SCORE_MAP in lay.metadata]
     [spots] = _detections(viewer)
@@ -261,10 +262,10 @@ def test_correction_hides_the_score_map_and_draws_truth_and_hand_spots_apart(det
 
 
 def test_time_left_is_estimated_from_the_work_done():
-    from napari_spotdetect.widgets.detect_widget import _Clock, format_seconds
+    from napari_spotdetect.widgets.progress_text import TimeLeft, format_seconds
 
     now = [0.0]
-    clock = _Clock(now=lambda: now[0])
+    clock = TimeLeft(now=lambda: now[0])
     now[0] = 10.0  # loading the model and the first tile took 10 s: not the pace of the rest
     assert clock.left(1, 100) == ""  # too early to guess
     now[0] = 34.0  # 24 more tiles in 24 s: 1 s a tile, 75 to go
@@ -282,7 +283,7 @@ def test_review_progress_is_counted_saved_and_resumed(detected, tmp_path):
     correct.set_folder(tmp_path)
     truth = correct.start_ground_truth()
     n = len(truth.data)
-    assert n >= 3 and correct.review_text == f"0 of {n} reviewed · 0 added · 0 deleted"
+    assert n >= 3 and correct.review_line.value == f"0 of {n} reviewed · 0 added · 0 deleted"
     correct.next_doubtful()  # N
     correct.next_doubtful()
     correct.next_doubtful(-1)  # back to the first: still two spots looked at
@@ -290,7 +291,7 @@ def test_review_progress_is_counted_saved_and_resumed(detected, tmp_path):
     truth.selected_data = {int(np.flatnonzero(~truth.features["reviewed"].to_numpy(bool))[0])}
     truth.remove_selected()  # a spot nobody had looked at yet
     correct.refresh_review()
-    assert correct.review_text == f"3 of {n} reviewed · 1 added · 1 deleted"
+    assert correct.review_line.value == f"3 of {n} reviewed · 1 added · 1 deleted"
 
     csv = tmp_path / "smFISH_synthetic.csv"
     saved = read_spots_csv(csv)

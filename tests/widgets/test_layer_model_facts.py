@@ -30,14 +30,14 @@ def test_selecting_an_older_layer_gives_its_models_range_and_values(detect_widge
     run_and_wait(detect)
     older, newer = ([lay for lay in viewer.layers if K.is_detection(lay) and name in lay.name][0]
                     for name in ("older", "newer"))
-    assert detect.threshold_limits[1] == 4.0
+    assert detect._threshold.max == 4.0
 
     viewer.layers.selection.active = older  # the user clicks the older layer in the layer list
-    assert detect.threshold_limits[1] == 1.0  # its model's range, not the last model's
-    detect.move_threshold(0.9)
+    assert detect._threshold.max == 1.0  # its model's range, not the last model's
+    detect._threshold.value = 0.9
     detect.apply_threshold()
     detect._tuned.native.click()  # "Model's own values"
-    assert detect.threshold == 0.6 and older.metadata[K.PROVENANCE]["threshold"] == 0.6
+    assert detect._threshold.value == 0.6 and older.metadata[K.PROVENANCE]["threshold"] == 0.6
 
     viewer.layers.selection.active = newer
-    assert detect.threshold_limits[1] == 4.0 and detect.threshold == 2.5
+    assert detect._threshold.max == 4.0 and detect._threshold.value == 2.5

@@ -27,8 +27,8 @@ def test_threshold_move_updates_the_layer_as_a_rebuild_would(detect_widget, run_
 
     viewer, widget = detect_widget
     viewer.open_sample("napari-spotdetect", "smfish_2d")
-    widget.choose_model("default")
-    widget.set_device("cpu")
+    widget._choices.model_kind.value = "default"
+    widget._choices.device.value = "cpu"
     run_and_wait(widget, timeout=WAIT_MS)
     layer = next(lay for lay in viewer.layers if "spotdetect" in lay.metadata)
     dets = layer.metadata[K.DETECTIONS]
@@ -40,7 +40,7 @@ def test_threshold_move_updates_the_layer_as_a_rebuild_would(detect_widget, run_
     layer.events.data.connect(lambda *_: data_events.append(1))  # what other panels listen to still fires
     for t in (0.9, 0.2, 0.6):
         redraws.clear()
-        widget.move_threshold(t)  # as a user drags the slider; the layer follows when it pauses
+        widget._threshold.value = t  # as a user drags the slider; the layer follows when it pauses
         qtbot.waitUntil(lambda t=t: len(layer.data) == dets.count(t), timeout=WAIT_MS)
         qtbot.wait(50)
         assert len(redraws) == 1, f"drawn {len(redraws)} times for one move"

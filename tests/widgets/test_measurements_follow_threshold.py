@@ -41,7 +41,7 @@ def test_fit_cells_and_filters_survive_threshold_and_floor_moves(detect_widget, 
     filters.apply()
     assert 0 < len(spots.data) < len(sigma)
 
-    detect.move_threshold(0.7)  # as a user drags it: the layer follows when the slider pauses
+    detect._threshold.value = 0.7  # as a user drags it: the layer follows when the slider pauses
     qtbot.waitUntil(lambda: spots.metadata[K.PROVENANCE]["threshold"] == 0.7
                     and len(filters.filters) == 1 and (spots.features["score"] >= 0.7).all(), timeout=WAIT_MS)
     qtbot.wait(50)  # the filter panel follows the layer in the next event-loop turn
@@ -53,18 +53,18 @@ def test_fit_cells_and_filters_survive_threshold_and_floor_moves(detect_widget, 
         assert s == sigma[tuple(np.round(p, 3))] and c == cell[tuple(np.round(p, 3))]
     assert "gaussian_fit" in spots.metadata[K.PROVENANCE] and "cells" in spots.metadata[K.PROVENANCE]
 
-    detect.move_contrast_floor(0.1)  # the floor slider gives a new set too: measurements and filters stay
+    detect._floor.value = 0.1  # the floor slider gives a new set too: measurements and filters stay
     qtbot.waitUntil(lambda: spots.metadata[K.PROVENANCE].get("contrast_floor") == 0.1, timeout=WAIT_MS)
     qtbot.wait(50)
     assert "sigma" in spots.features and (spots.features["snr"] >= snr_cut).all()
     assert filters.filters == [{"feature": "snr", "min": snr_cut, "max": None}]
 
-    detect.move_contrast_floor(0.0)
-    detect.move_threshold(0.5)  # spots come back: measured ones keep their values, the others are unmeasured
+    detect._floor.value = 0.0
+    detect._threshold.value = 0.5  # spots come back: measured ones keep their values, the others are unmeasured
     qtbot.waitUntil(lambda: spots.metadata[K.PROVENANCE]["threshold"] == 0.5, timeout=WAIT_MS)
     qtbot.wait(50)
     back = spots.features
-    assert back["snr"].isna().any() and "not measured" in detect.count_text
+    assert back["snr"].isna().any() and "not measured" in detect._count.value
     assert spots.metadata[K.PROVENANCE]["n_unmeasured"] == int(back["snr"].isna().sum())
     measured = back["snr"].notna().to_numpy()
     assert (back["snr"][measured] >= snr_cut).all()  # unmeasured spots are shown, measured ones still filtered

@@ -13,8 +13,8 @@ import napari_spotdetect
 from napari_spotdetect import _sample_data
 from napari_spotdetect.core.detection.detect import Progress
 from napari_spotdetect.core.detection.options import DetectOptions
-from napari_spotdetect.widgets.detect_widget import _with_plane_messages
 from napari_spotdetect.widgets.layers import guess_layer_axes, map_in_layer_order, points_from_spots
+from napari_spotdetect.widgets.progress_text import plane_messages
 from napari_spotdetect.widgets.workers import detection_steps, run_sync
 
 MANIFEST = Path(napari_spotdetect.__file__).with_name("napari.yaml")
@@ -42,7 +42,7 @@ def test_samples_have_true_spots_on_bright_pixels(make):
 def test_worker_steps_run_synchronously_and_cache_the_model(tiny_model):
     img = np.random.default_rng(0).normal(100, 10, (3, 64, 64)).astype(np.float32)
     cache = {}
-    msgs, res = run_sync(_with_plane_messages(
+    msgs, res = run_sync(plane_messages(
         detection_steps(img, tiny_model, DetectOptions(axes="zyx"), model_cache=cache)))
     assert all(isinstance(m, Progress) for m in msgs)
     assert msgs[-1].message == "plane 3 of 3 (z=2) · tile 3 of 3"

@@ -41,7 +41,7 @@ def test_the_action_adds_a_spot_in_its_own_viewer(make_napari_viewer):
     pts = viewer.add_points(np.array([[5.0, 5.0]]), name="spots")
     _dock, correct = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Correct spots")
     correct.set_layer(pts)
-    correct.set_snap(False)
+    correct.snap.value = False
     viewer.cursor.position = (20.0, 30.0)
     viewer.layers.selection.active = img  # the image is active: the viewer-level action still reaches the panel
     # the key as napari dispatches it: the viewer's class keymap, called with the viewer it was pressed in
@@ -61,7 +61,7 @@ def test_a_adds_to_the_corrected_layer_with_another_points_layer_selected(make_n
     other = viewer.add_points(np.array([[10.0, 10.0], [12.0, 30.0]]), name="other")
     _dock, correct = viewer.window.add_plugin_dock_widget("napari-spotdetect", "Correct spots")
     correct.set_layer(truth)
-    correct.set_snap(False)
+    correct.snap.value = False
     keys = viewer.window._qt_viewer._key_map_handler  # what the canvas's key presses go through
     viewer.layers.selection.active = other
     viewer.cursor.position = (20.0, 30.0)

@@ -22,8 +22,8 @@ def _viewer_key(viewer, action):
 
 def test_contrast_floor_label_names_the_floor(detect_widget, detected_2d):
     _viewer, detect = detect_widget
-    detect.move_contrast_floor(0.3)  # the live count, before the layer follows
-    assert "contrast floor 0.30" in detect.count_text and "at 0." not in detect.count_text.split("floor")[0]
+    detect._floor.value = 0.3  # the live count, before the layer follows
+    assert "contrast floor 0.30" in detect._count.value and "at 0." not in detect._count.value.split("floor")[0]
 
 
 def test_ctrl_z_with_another_layer_selected_leaves_the_ground_truth(detected_2d, tmp_path):
@@ -37,7 +37,7 @@ def test_ctrl_z_with_another_layer_selected_leaves_the_ground_truth(detected_2d,
     truth.remove_selected()
     viewer.layers.selection.active = image  # the user works on another layer now
     _viewer_key(viewer, "napari-spotdetect:undo_correction")
-    assert len(truth.data) == n - 1 and "only when it is selected" in correct.status
+    assert len(truth.data) == n - 1 and "only when it is selected" in correct.status.value
     viewer.layers.selection.active = truth
     _viewer_key(viewer, "napari-spotdetect:undo_correction")
     assert len(truth.data) == n
@@ -85,7 +85,7 @@ def test_correct_tab_shows_the_review_list_at_768_px(make_napari_viewer, qtbot):
     _dock, panels = viewer.window.add_plugin_dock_widget("napari-spotdetect", "All panels (tabs)")
     panels.show_tab("Correct")
     qtbot.wait(100)
-    table = panels.correct._table
+    table = panels.correct.review_table
     scroll = panels.correct.native.findChild(QScrollArea)
     top = table.mapTo(scroll.widget(), table.rect().topLeft()).y()
     visible = scroll.viewport().height() - top - table.horizontalHeader().height()

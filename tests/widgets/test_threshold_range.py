@@ -25,8 +25,8 @@ def need_shared(path: Path) -> Path:  # as tests/conftest.need_shared (this fold
 
 
 def _counts(viewer, widget, run_and_wait):
-    widget.choose_model("default")
-    widget.set_device("cpu")
+    widget._choices.model_kind.value = "default"
+    widget._choices.device.value = "cpu"
     run_and_wait(widget, timeout=WAIT_MS)
     return {t: widget.apply_threshold(t) for t in (0.05, 0.5, 0.95)}
 
@@ -72,18 +72,18 @@ def test_contrast_floor_slider_drops_the_texture_live(detect_widget, run_and_wai
     viewer, widget = detect_widget
     img, bright = spots_in_texture(seed=3)
     viewer.add_image(img, name="texture")
-    widget.choose_model("default")
-    widget.set_device("cpu")
+    widget._choices.model_kind.value = "default"
+    widget._choices.device.value = "cpu"
     run_and_wait(widget, timeout=WAIT_MS)
     spots = next(lay for lay in viewer.layers if "spotdetect" in lay.metadata)
     from napari_spotdetect.core.models.zoo import load_model
 
     model = load_model("default", device="cpu")
-    tuned = widget.contrast_floor
+    tuned = widget._floor.value
     assert tuned == model.default_contrast_floor  # the model's own floor to start with
     counts, precision = {}, {}
     for k in (0.0, 0.35, 0.8):
-        widget.move_contrast_floor(k)
+        widget._floor.value = k
         counts[k] = widget.apply_threshold(0.05)  # a low threshold: the texture is called
         assert len(spots.data) == counts[k]
         precision[k] = match_spots(spots.data, bright, 2.0).precision
@@ -91,7 +91,7 @@ def test_contrast_floor_slider_drops_the_texture_live(detect_widget, run_and_wai
     assert precision[0.35] > precision[0.0] + 0.3, precision
     assert match_spots(spots.data, bright, 2.0).recall >= 0.9
     assert spots.metadata["spotdetect"]["contrast_floor"] == 0.8
-    assert widget.status.startswith(f"Done: {counts[0.8]} spots at threshold 0.05, contrast floor 0.80")
-    widget.use_tuned_threshold()
-    assert widget.contrast_floor == tuned
+    assert widget._status.value.startswith(f"Done: {counts[0.8]} spots at threshold 0.05, contrast floor 0.80")
+    widget._tuned.native.click()
+    assert widget._floor.value == tuned
     assert len(spots.data) == detect_count(img, model)

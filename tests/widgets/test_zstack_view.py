@@ -15,7 +15,7 @@ def test_stack_view_after_detection(detect_widget, tiny_model, run_and_wait, tmp
     viewer.layers.clear()
     stack = viewer.add_image(crop, name="stack")
     detect.set_model(tiny_model)
-    assert detect.axes == "zyx"
+    assert detect._choices.axes.value == "zyx"
     run_and_wait(detect)
     [spots] = [lay for lay in viewer.layers if K.is_detection(lay)]
     assert len(spots.data) and viewer.dims.thickness[0] > 1  # rings show on the neighbouring planes

@@ -137,3 +137,31 @@ class _WidthFollower(QObject):
             if need > self._scroll.minimumWidth():
                 self._scroll.setMinimumWidth(need)
         return False
+
+
+def compact_combos(*combos) -> None:
+    """Let magicgui combo boxes shrink below their longest item (layer and model names can be long): in a
+    scrolling panel a wide item would otherwise widen it past the dock and cut off its right side."""
+    from qtpy.QtWidgets import QComboBox
+
+    for c in combos:
+        c.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        c.native.setMinimumContentsLength(8)
+
+
+def wrap_labels(*labels) -> None:
+    """Word-wrap magicgui Labels. Call it before they go into a scroll area, which otherwise takes its minimum
+    width from their unwrapped text."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    for lab in labels:
+        lab.native.setWordWrap(True)
+        lab.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        lab.native.setMinimumWidth(200)
+
+
+def keep_wide_enough(scroll, body) -> None:
+    """Keep the scroll area ``scroll`` at least as wide as its ``body``'s minimum, which grows after construction
+    (choices filled in, rows shown, texts after a run): nothing is cut off at the dock's right edge."""
+    scroll._width_follower = _WidthFollower(scroll, body)
+    body.installEventFilter(scroll._width_follower)

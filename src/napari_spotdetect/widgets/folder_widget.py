@@ -215,7 +215,7 @@ class FolderWidget(Container):
                 return None
             image = self._viewer.add_image(data, name=path.stem, colormap="gray",
                                            metadata={K.IMAGE_FILE: str(path)})
-        self._detect._image.value = image
+        self._detect.set_image(image)
         self._correct._image.value = image
         with self._correct._folder.changed.blocked():
             self._correct._folder.value = path.parent  # annotations beside the image
@@ -373,7 +373,7 @@ class FolderWidget(Container):
             self._correct._points.value = truth
             self._correct._save()
         if not path.with_suffix(".csv").exists():
-            self._set_status(f"{path.name}'s annotation could not be saved: {self._correct._status.value}", True)
+            self._set_status(f"{path.name}'s annotation could not be saved: {self._correct.status.value}", True)
             return False
         features = truth.features
         manual = int((features.get("source", pd.Series(dtype=str)).astype(str) == A.MANUAL).sum())

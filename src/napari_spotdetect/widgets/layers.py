@@ -15,6 +15,7 @@ from .. import layer_keys as K
 from ..core.common.validate import RANK_AXES, axes_for_rank, check_axes
 from ..core.errors import SpotDetectError
 from ..core.io.spots_io import COORD_ORDER
+from .points_swap import swap_points
 
 _LABEL_ALIASES = {
     "t": "t", "time": "t", "frame": "t", "frames": "t", "timepoint": "t",
@@ -25,8 +26,9 @@ _LABEL_ALIASES = {
 }
 #: maps not worth showing as images (sub-pixel offsets)
 HIDDEN_MAPS = {"dy", "dx"}
-#: above this many spots per update the layer gets slow (see benchmarks/bench_points.py)
-MANY_SPOTS = 100_000
+#: above this many spots a threshold move makes napari wait (bench_viewer.py --spots: 10^5 spots, 0.1-0.2 s a
+#: move; 10^6, 0.7-1.5 s, on a loaded 2-core machine)
+MANY_SPOTS = 500_000
 
 
 def axes_from_labels(labels) -> str | None:
@@ -103,19 +105,31 @@ def replace_points(layer, coords: np.ndarray, features: pd.DataFrame) -> None:
     Setting the data and then the features makes napari rebuild the canvas's marker arrays three times
     (data, border colours from the new scores, colour properties: a list of 10^5 symbol strings each time).
     Those drawing events are held while both change and the layer is redrawn once at the end; the ``data`` and
-    ``features`` events, which other panels listen to, still fire as before. napari's own bookkeeping remains
-    (about 1 ms per 1,000 points; benchmarks/bench_points.py, bench_viewer.py --spots), so callers debounce.
+    ``features`` events, which other panels listen to, still fire as before. Where it recognises napari's state,
+    the spots are swapped with array operations (:mod:`.points_swap`: napari's own path re-validates every
+    point's symbol in Python); what remains is about 1 ms per 1,000 points under load (bench_viewer.py --spots),
+    so callers still debounce.
     """
     with contextlib.ExitStack() as held:
         for emitter in _drawing_events(layer):
             held.enter_context(emitter.blocker())
-        layer.data = coords
-        if not layer.visible:
-            # napari skips re-slicing a hidden layer, so its view indices still count the old points and
-            # setting the features would index past the end (IndexError inside napari's drawing code)
-            layer.set_view_slice()
-        layer.features = features
-    layer.refresh()  # one redraw (a hidden layer is re-sliced when shown)
+        block = getattr(layer, "_block_refresh", None)  # napari >= 0.5: one re-slice at the end, not one per
+        if block is not None:                           # setter inside napari's data update (3 when growing)
+            held.enter_context(block())
+        if not swap_points(layer, coords, features):  # napari's own path where the swap does not apply
+            layer.data = coords
+            if not layer.visible:
+                # napari skips re-slicing a hidden layer, so its view indices still count the old points and
+                # setting the features would index past the end (IndexError inside napari's drawing code)
+                layer.set_view_slice()
+            layer.features = features
+    # one redraw (a hidden layer is re-sliced when shown). With nothing selected or hovered the highlight stays
+    # empty: redrawing it would only make the canvas paint the old markers once more before the new ones
+    lit = bool(layer.selected_data) or len(getattr(layer, "_highlight_index", [0])) > 0
+    try:
+        layer.refresh(highlight=lit)
+    except TypeError:  # napari without the refresh options
+        layer.refresh()
 
 
 def _drawing_events(layer) -> list:

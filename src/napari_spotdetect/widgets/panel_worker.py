@@ -1,8 +1,8 @@
-"""One background job at a time for a panel: start, progress bar, buttons, status line, errors, closing.
+"""One background job at a time for a panel: start, progress bar, buttons, status line, cancel, errors, closing.
 
 Every panel that runs long work repeated the same life cycle (disable the button, show the bar, report
-progress, turn an error into a message the user can act on, tidy up, stop when the panel closes). This holds
-it once; the panel says what to run and what to do with the result.
+progress, stop on Cancel, turn an error into a message the user can act on, tidy up, stop when the panel
+closes). This holds it once; the panel says what to run and what to do with the result.
 """
 
 from __future__ import annotations
@@ -12,51 +12,95 @@ import logging
 from napari.utils.notifications import show_error
 
 from ..core.errors import SpotDetectError
-from ._ui import show_status
+from ._ui import disconnect_all, show_status
 from .workers import abandon_worker, start_worker
 
 log = logging.getLogger(__name__)
 
 
 class PanelWorker:
-    """Runs step generators (yielding objects with ``done``/``total``) for one panel, one at a time."""
+    """Runs step generators (yielding objects with ``done``/``total``) for one panel, one at a time.
 
-    def __init__(self, status, progress=None, buttons=(), what: str = "The work"):
+    ``buttons`` are disabled while a job runs, ``cancel_button`` is enabled only then. ``notify_every_error``
+    also pops up the errors that name their fix (:class:`SpotDetectError`), not only unexpected ones.
+    """
+
+    def __init__(self, status, progress=None, buttons=(), what: str = "The work", *, cancel_button=None,
+                 notify_every_error: bool = False):
         self._status, self._progress, self._buttons, self._what = status, progress, tuple(buttons), what
+        self._cancel_button, self._notify_every_error = cancel_button, notify_every_error
         self.worker = None
         self.error: str | None = None
+        self.cancelled = False
+        self._on_step = self._on_end = None
 
     @property
     def running(self) -> bool:
         return self.worker is not None
 
-    def start(self, gen, on_return, message: str):
-        """Run ``gen`` in a thread; ``on_return(result)`` runs in the main thread unless it failed or stopped."""
+    def start(self, gen, on_return, message: str, *, on_step=None, on_end=None, on_yield=None):
+        """Run ``gen`` in a thread; ``on_return(result)`` runs in the main thread unless it failed or stopped.
+
+        ``on_step(progress)`` follows each step after the bar moved; ``on_yield(step)`` instead replaces the
+        bar's update, for steps that are not ``done``/``total``; ``on_end()`` follows every job's end (done,
+        failed or cancelled) once the buttons are back.
+        """
         if self.running:
             return None
-        self.error = None
+        self.error, self.cancelled = None, False
+        self._on_step, self._on_end = on_step, on_end
         for b in self._buttons:
             b.enabled = False
+        if self._cancel_button is not None:
+            self._cancel_button.enabled = True
         if self._progress is not None:
-            self._progress.max, self._progress.value, self._progress.visible = 1, 0, True
+            self._progress.visible = True
+            self._progress.max, self._progress.value = 1, 0
         show_status(self._status, message)
-        self.worker = start_worker(gen, on_yield=self._on_yield, on_return=on_return, on_error=self._on_error,
-                                   on_finish=self._on_finish)
+        self.worker = start_worker(gen, on_yield=on_yield or self._on_yield,
+                                   on_return=lambda res: self._returned(on_return, res),
+                                   on_error=self._on_error, on_finish=self._on_finish)
         return self.worker
+
+    def cancel(self, message: str) -> None:
+        """Stop the job at its next step; its result, should it still arrive, is dropped."""
+        if self.worker is not None:
+            self.cancelled = True
+            show_status(self._status, message)
+            self.worker.quit()
 
     def close(self, *_) -> None:
         """The panel closed: stop the job at its next step and never call back into the panel."""
         if self.worker is not None:
+            self.cancelled = True
             abandon_worker(self.worker)
             self.worker = None
 
+    def detach(self):
+        """Cut the job off from the panel without stopping it; returns it (None when idle). For a job that must
+        end on its own terms once its panel is gone (fine-tuning saves its best epoch)."""
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            disconnect_all(*getattr(worker, "_spotdetect_handlers", ()))
+            worker._spotdetect_handlers = []
+        return worker
+
+    def _returned(self, on_return, result) -> None:
+        if not self.cancelled:  # cancel clicked after the last step but before the result arrived: honour it
+            on_return(result)
+
     def _on_yield(self, p) -> None:
         if self._progress is not None:
-            self._progress.max, self._progress.value = max(1, int(p.total)), int(p.done)
+            self._progress.max = max(1, int(p.total))
+            self._progress.value = min(int(p.done), self._progress.max)
+        if self._on_step is not None:
+            self._on_step(p)
 
     def _on_error(self, err) -> None:
         if isinstance(err, SpotDetectError):
             self.error = str(err)
+            if self._notify_every_error:
+                show_error(self.error)
         else:
             log.error("%s failed", self._what, exc_info=err)
             self.error = f"{self._what} failed: {type(err).__name__}: {err}"
@@ -69,3 +113,7 @@ class PanelWorker:
             self._progress.visible = False
         for b in self._buttons:
             b.enabled = True
+        if self._cancel_button is not None:
+            self._cancel_button.enabled = False
+        if self._on_end is not None:
+            self._on_end()

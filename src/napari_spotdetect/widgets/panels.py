@@ -37,8 +37,8 @@ class SpotDetectPanels(QWidget):
             self.tabs.addTab(panel.native, title)
         self.folder = FolderWidget(viewer, self.detect, self.correct)
         self.tabs.insertTab(0, self.folder.native, "Folder")
-        self.finetune.done_source = self._done_source
-        self.finetune._source.reset_choices()
+        self.finetune.examples.done_source = self._done_source
+        self.finetune.examples.source.reset_choices()
         self.folder.on_train = self._to_training
         self.tabs.setCurrentIndex(1)  # Detect: the folder loop is there when wanted
         layout = QVBoxLayout(self)
@@ -89,8 +89,9 @@ class SpotDetectPanels(QWidget):
         self.tabs.setCurrentIndex(["Folder", *(t for t, _ in TABS)].index(title))
 
     def _to_training(self) -> None:
-        self.finetune._source.reset_choices()
-        self.finetune._source.value = "done"
+        source = self.finetune.examples.source
+        source.reset_choices()
+        source.value = "done"
         self.show_tab("Fine-tune")
 
     def _done_source(self):

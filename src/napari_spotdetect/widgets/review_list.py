@@ -27,7 +27,7 @@ class ReviewList:
         layer = self._layer
         order = [] if layer is None else A.review_order(layer.features)[:REVIEW_ROWS].tolist()
         self._row_index = order
-        self._table.setRowCount(len(order))
+        self.review_table.setRowCount(len(order))
         self._show_review_state()
         if layer is None:
             return
@@ -40,8 +40,8 @@ class ReviewList:
             values = ["—" if np.isnan(s) else f"{s:.3f}", f"{layer.data[i, iy]:.1f}",
                       f"{layer.data[i, ix]:.1f}", str(source.iloc[i])]
             for col, v in enumerate(values):
-                self._table.setItem(row, col, QTableWidgetItem(v))
-        self._table.resizeColumnsToContents()
+                self.review_table.setItem(row, col, QTableWidgetItem(v))
+        self.review_table.resizeColumnsToContents()
 
     def go_to(self, row: int) -> None:
         """Centre the view on the spot in review row ``row`` (its plane too) and select it."""
@@ -57,7 +57,7 @@ class ReviewList:
                 dims.set_point(d, world[d])
         self._viewer.camera.center = tuple(world[list(dims.displayed)])
         layer.selected_data = {i}
-        self._table.selectRow(row)
+        self.review_table.selectRow(row)
         self._mark_reviewed(i)
 
     def _mark_reviewed(self, i: int) -> None:
@@ -86,7 +86,7 @@ class ReviewList:
 
     def _show_review_state(self) -> None:
         st = self.review_state()
-        self._review_state.value = "" if not st else (
+        self.review_line.value = "" if not st else (
             f"{st['reviewed']} of {st['n']} reviewed · {st['added']} added · {st['deleted']} deleted")
 
     def next_doubtful(self, step: int = 1) -> None:

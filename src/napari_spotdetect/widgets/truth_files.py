@@ -152,8 +152,8 @@ class GroundTruthFiles:
             self._last_error = None
             self._save()
             if K.TRUTH not in layer.metadata:  # refused (another layer's file, or the user said no)
-                with self._truth.changed.blocked():
-                    self._truth.value = False
+                with self.truth.changed.blocked():
+                    self.truth.value = False
         else:
             layer.metadata.pop(K.TRUTH, None)
         self._update_where()
@@ -170,13 +170,13 @@ class GroundTruthFiles:
 
     def _update_where(self):
         if self._layer is None or K.TRUTH not in self._layer.metadata:
-            self._where.value = "Not saved automatically (tick 'Ground truth' to save after every edit)."
+            self.where.value = "Not saved automatically (tick 'Ground truth' to save after every edit)."
             return
         try:
             truth, rejected = self.paths()
-            self._where.value = f"Saving to {truth} (deleted predictions: {rejected.name})"
+            self.where.value = f"Saving to {truth} (deleted predictions: {rejected.name})"
         except SpotDetectError as err:
-            self._where.value = str(err)
+            self.where.value = str(err)
 
     def _save(self) -> None:
         self._dirty = False

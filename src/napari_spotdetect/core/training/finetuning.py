@@ -128,7 +128,7 @@ def _event(ev: TrainEvent, kind_of_loss: str, eta: _Eta, before: dict | None) ->
 
 def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, *, out, stop=None,
                   val_share: float | None = None, data_info: dict | None = None, resume: bool = False,
-                  half: bool = False, device: str | None = None):
+                  half: bool = False):
     """Fine-tune ``model``; yields :class:`FinetuneEvent` s, returns a :class:`FinetuneResult`.
 
     Args:
@@ -138,7 +138,8 @@ def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, 
         val: validation pairs; None holds out ``val_share`` (default :data:`DEFAULTS`) of ``examples`` (of
             its area for a single example); a share of 0 validates on the training examples themselves.
             This is the one place the split is made. Items may carry a region (see :mod:`.regions`).
-        config: a :class:`TrainConfig` (default :func:`finetune_config`).
+        config: a :class:`TrainConfig` (default :func:`finetune_config`). Its ``device`` is the one device
+            setting: a model given by name or file is loaded there, and the trainer trains there.
         out: the model file to write; checkpoints go to ``<out stem>_checkpoints`` beside it (for ``resume``).
         stop: a ``threading.Event`` or callable; checked between steps and validation images.
         half: store the weights in half precision.
@@ -152,7 +153,7 @@ def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, 
         raise SpotDetectError(f"{out} is a folder.", "give the model file to write, e.g. my_model.pt.")
     yield FinetuneEvent("loading", message="loading the model…")
     # a model object is used as it is: SpotModel.to() moves it in place, and it may be the one in use
-    base = model if isinstance(model, SpotModel) else load_model(model, device=device or "cpu")
+    base = model if isinstance(model, SpotModel) else load_model(model, device=cfg.device or "cpu")
     examples = list(examples)
     if val is None:  # None after the split: the trainer validates on the training examples and says so
         examples, val = split_examples(examples, DEFAULTS.val_share if val_share is None else val_share, cfg.seed)

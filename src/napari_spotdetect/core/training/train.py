@@ -13,18 +13,16 @@ validation images, the score threshold that maximises the mean F1 there is chose
 (by that F1, or by the F1 integral with ``select="f1_integral"``) is kept, with its threshold, as the
 ``best`` checkpoint. With ``ema`` set, an exponential moving average of the weights is what gets
 validated, checkpointed and returned (training goes on from the raw weights, which ``last`` also keeps
-for resuming).
+for resuming). The checkpoint files and resuming are :mod:`.checkpoints`; the average, :mod:`.weight_average`;
+BatchNorm recalibration after each epoch, :mod:`.batchnorm`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import shutil
-import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -37,10 +35,13 @@ from ..groundtruth.calibration import cross_validated, f1_curve, pick_threshold
 from ..groundtruth.metrics import evaluate
 from ..groundtruth.regions import inside
 from ..models.base import ModelInfo
+from . import checkpoints
 from .augment import random_augment
+from .batchnorm import recalibrate_batchnorm, train_mode
 from .config import TrainConfig, TrainEvent, TrainResult, lr_factor
 from .examples import checked_pairs, pairs_from_folder, planes_with_spots, split_examples
 from .trainable import recipe_for
+from .weight_average import WeightAverage
 
 THRESHOLDS = np.round(np.concatenate([np.arange(0.05, 0.951, 0.05), [0.97, 0.98, 0.99]]), 2)
 
@@ -98,10 +99,9 @@ class Trainer:
         tile = (c.tile_size, c.tile_size) if c.tile_size else base_tile
         self.model = self.recipe.wrap(self.net, info, tile, None, self.device)
         self.opt = self._optimizer()
-        self.ema = [p.detach().clone() for p in self.net.parameters()] if c.ema else None
-        self.ema_updates = 0
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.name = name
+        self.average = WeightAverage(self.net, c.ema) if c.ema else None
+        self.checkpoints = checkpoints.Checkpoints(out_dir, name)
+        self.out_dir, self.name = self.checkpoints.out_dir, name
         self.stop = stop
         self.data_info = data_info or {}
         self.history: list[dict] = []
@@ -109,52 +109,18 @@ class Trainer:
         self.start_epoch = 1
         self.steps_per_epoch = c.steps_per_epoch or max(1, len(self.train) // c.batch_size)
         if self.out_dir is not None:
-            self._prepare_out_dir()
+            self.checkpoints.prepare(self.net)
         if resume and self.last_path is not None and self.last_path.exists():
-            self._resume()
+            checkpoints.resume(self)
 
     # -- paths ---------------------------------------------------------------------------------------
     @property
     def best_path(self) -> Path | None:
-        return self.out_dir / f"{self.name}_best.pt" if self.out_dir else None
+        return self.checkpoints.best_path
 
     @property
     def last_path(self) -> Path | None:
-        return self.out_dir / f"{self.name}_last.pt" if self.out_dir else None
-
-    def _prepare_out_dir(self) -> None:
-        """Check, before any work, that checkpoints can be written; remove what killed runs left behind.
-
-        A save interrupted by ``kill -9`` leaves its hidden temporary file (``atomic_write``); they pile up.
-        """
-        d = self.out_dir
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            for stale in list(d.glob(f".{self.name}_last.pt.*.tmp")) + list(d.glob(f".{self.name}_best.pt.*.tmp")):
-                stale.unlink(missing_ok=True)
-            with tempfile.TemporaryFile(dir=d) as f:
-                f.write(b"0" * 4096)
-                f.flush()
-                os.fsync(f.fileno())
-            free = shutil.disk_usage(d).free
-        except OSError as err:
-            raise SpotDetectError(f"Cannot write checkpoints to {d} ({err.strerror or err}).",
-                                  "choose a folder you can write to, with free space.") from err
-        need = 6 * sum(p.numel() * 4 for p in self.net.parameters()) + (1 << 20)  # last: weights, best, optimizer
-        if free < need:
-            raise SpotDetectError(f"Only {free / 2**20:.1f} MB free in {d}; a checkpoint needs about "
-                                  f"{need / 2**20:.1f} MB.", "free some disk space or choose another folder.")
-
-    def _save(self, path, **kw) -> None:
-        """save_model, with a full disk or a lost folder reported as such (the previous file stays intact)."""
-        from ..weights.native import save_model
-
-        try:
-            save_model(self.model, path, **kw)
-        except (OSError, RuntimeError) as err:
-            raise SpotDetectError(f"Could not write the checkpoint {path} ({str(err)[:200]}); the previous "
-                                  "checkpoint is intact.", "free some disk space or check the folder, then "
-                                  "continue with resume.") from err
+        return self.checkpoints.last_path
 
     def _optimizer(self):
         c = self.cfg
@@ -194,60 +160,15 @@ class Trainer:
         return x, target
 
     def recalibrate_bn(self, rng: np.random.Generator, n_batches: int | None = None) -> None:
-        """Re-estimate BatchNorm running statistics on inference-like tiles ("precise BN").
-
-        Running averages collected during training come from tiny batches of rotated, zero-padded,
-        intensity-scaled crops; inference sees whole tiles standardised one by one. With that mismatch
-        the eval-mode network fired on the background of some images (thousands of false peaks), so after
-        each epoch the statistics are averaged afresh over tiles cut and standardised as ``detect`` does.
-        """
+        """Re-estimate BatchNorm statistics on inference-like tiles after an epoch (see :mod:`.batchnorm`)."""
         n_batches = self.cfg.bn_batches if n_batches is None else n_batches
         if n_batches <= 0 or self.frozen_bn:
             return
-        bns = [m for m in self.net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        momenta = [m.momentum for m in bns]
-        kept = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the recalibration batches
-        th, tw = self.model.tile_size
-        self.net.train()
-        try:
-            self._recalibration_batches(rng, n_batches, th, tw)
-        except Cancelled:  # half-estimated statistics are worse than the old ones
-            for m, saved in zip(bns, kept):
-                m.running_mean.copy_(saved[0])
-                m.running_var.copy_(saved[1])
-            raise
-        finally:
-            for m, mom in zip(bns, momenta):
-                m.momentum = mom
-
-    def _recalibration_batches(self, rng, n_batches: int, th: int, tw: int) -> None:
-        # a stop asked for here ends the run within one batch (a whole recalibration takes tens of seconds)
-        with torch.no_grad():
-            for _ in range(n_batches):
-                if self._should_stop():
-                    raise Cancelled("stopped during BatchNorm recalibration")
-                tiles = []
-                for _ in range(self.cfg.batch_size):
-                    img = self.train_raw[rng.integers(len(self.train_raw))][0]
-                    h, w = img.shape
-                    r0, c0 = rng.integers(max(1, h - th + 1)), rng.integers(max(1, w - tw + 1))
-                    plane = self.model.prepare_image(img[None])
-                    stats = self.model.plane_statistics(plane)
-                    t = plane[0][r0:r0 + th, c0:c0 + tw]
-                    t = np.pad(t, ((0, th - t.shape[0]), (0, tw - t.shape[1])), mode="symmetric")[None, None]
-                    norm = self.model.normalize_tiles
-                    tiles.append(norm(t) if stats is None else norm(t, stats))
-                self.net(torch.from_numpy(np.concatenate(tiles)).to(self.device))
+        recalibrate_batchnorm(self.net, self.model, self.train_raw, rng, n_batches, self.cfg.batch_size,
+                              self.device, self._should_stop)
 
     def _train_mode(self) -> None:
-        self.net.train()
-        if self.frozen_bn:
-            for m in self.net.modules():
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+        train_mode(self.net, self.frozen_bn)
 
     # -- validation ----------------------------------------------------------------------------------
     def validate(self, should_stop=None, at: float | None = None, prefer: float = 0.5,
@@ -332,9 +253,9 @@ class Trainer:
         self.best = {"f1": val["f1"], "score": self._score(val), "epoch": 0, "threshold": val["threshold"],
                      "val": val, "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
         if self.best_path is not None:
-            self._save(self.best_path, card=self.card(val, 0))
+            self.checkpoints.save(self.model, self.best_path, card=self.card(val, 0))
 
-    # -- checkpoints ---------------------------------------------------------------------------------
+    # -- model card ----------------------------------------------------------------------------------
     def card(self, val: dict | None, epoch: int) -> dict:
         from ... import __version__
 
@@ -345,75 +266,9 @@ class Trainer:
                 "validation_data": self.val_note, "validation": val or {}, "training_data": self.data_info,
                 **self.base_card}
 
-    def _save_last(self, epoch: int, val: dict | None, raw_state: dict | None = None) -> None:
-        if self.last_path is None:
-            return
-        extra = {"training": {"epoch": epoch, "optimizer": self.opt.state_dict(), "history": self.history,
-                              "best": {k: v for k, v in (self.best or {}).items() if k != "state"},
-                              "best_state": (self.best or {}).get("state", {})}}
-        if raw_state is not None:
-            extra["training"].update(raw_state=raw_state, ema_updates=self.ema_updates)
-        self._save(self.last_path, card=self.card(val, epoch), extra=extra)
-
-    def _resume(self) -> None:
-        try:
-            self._load_last()
-        except SpotDetectError:
-            raise
-        except Exception as err:
-            raise SpotDetectError(
-                f"Cannot resume from {self.last_path}: it is damaged or comes from another network or settings "
-                f"({type(err).__name__}: {str(err)[:200]}).",
-                "train without resume (or delete that file), or resume with the settings of the run that wrote it.",
-            ) from err
-
-    def _load_last(self) -> None:
-        obj = torch.load(self.last_path, map_location="cpu", weights_only=True)
-        tr = obj.get("training") if isinstance(obj, dict) else None
-        if not isinstance(tr, dict):
-            raise SpotDetectError(f"{self.last_path} has no training state to resume from.",
-                                  "delete it or train without resume.")
-        saved = {k: v.float() if v.is_floating_point() else v for k, v in obj["state_dict"].items()}
-        self.net.load_state_dict(saved)
-        # the file's weights are the average; training goes on from the raw ones
-        if self.ema is not None and "raw_state" in tr:
-            self.ema = [p.detach().clone() for p in self.net.parameters()]
-            self.net.load_state_dict(tr["raw_state"])
-            self.ema_updates = int(tr.get("ema_updates", 0))
-        self.opt.load_state_dict(tr["optimizer"])
-        self.history = list(tr["history"])
-        if tr.get("best"):
-            self.best = {**tr["best"], "state": tr["best_state"]}
-            self.best.setdefault("score", self.best["f1"])  # files from before ``select``
-        self.model.default_threshold = float(obj.get("threshold", 0.5))
-        self.start_epoch = int(tr["epoch"]) + 1
-
-    # -- weight averaging ----------------------------------------------------------------------------
-    def _update_ema(self) -> None:
-        # the usual warm-up (1 + n) / (10 + n) keeps the first steps from averaging in the random start
-        self.ema_updates += 1
-        decay = min(self.cfg.ema, (1 + self.ema_updates) / (10 + self.ema_updates))
-        with torch.no_grad():
-            torch._foreach_lerp_(self.ema, [p.detach() for p in self.net.parameters()], 1.0 - decay)
-
-    @contextmanager
     def _averaged(self):
-        """Swap the averaged weights in (yielding the raw state to restore), or do nothing without EMA.
-
-        Epoch-to-epoch validation F1 of a small model on small batches jumps by about 0.005; the average
-        of the recent weights is steadier and usually better than any one of them.
-        """
-        if self.ema is None:
-            yield None
-            return
-        raw = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-        with torch.no_grad():
-            for p, e in zip(self.net.parameters(), self.ema):
-                p.copy_(e)
-        try:
-            yield raw
-        finally:
-            self.net.load_state_dict(raw)
+        """The weight average swapped in (yielding the raw state to restore); nothing without EMA."""
+        return self.average.swapped_in(self.net) if self.average is not None else nullcontext()
 
     # -- the loop ------------------------------------------------------------------------------------
     def iter_fit(self):
@@ -486,8 +341,8 @@ class Trainer:
         if c.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.grad_clip)
         self.opt.step()
-        if self.ema is not None:
-            self._update_ema()
+        if self.average is not None:
+            self.average.update(self.net)
         return lr, parts
 
     def _end_epoch(self, epoch, lr, sums, val, raw_state, t0) -> None:
@@ -505,8 +360,8 @@ class Trainer:
                          "threshold": val["threshold"], "val": val,
                          "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
             if self.best_path is not None:
-                self._save(self.best_path, card=self.card(val, epoch))
-        self._save_last(epoch, val, raw_state)
+                self.checkpoints.save(self.model, self.best_path, card=self.card(val, epoch))
+        checkpoints.save_last(self, epoch, val, raw_state)
 
     def _stopped(self, epoch, step):
         yield TrainEvent("stopped", epoch, self.cfg.epochs, step, self.steps_per_epoch,

@@ -1,16 +1,15 @@
-"""TensorFlow checkpoint "tensor bundles" read (and, for tests, written) with numpy alone.
+"""TensorFlow checkpoint "tensor bundles" read with numpy alone (``tests/tf_bundle_writer.py`` writes them).
 
 DeepSpot's weights exist only as a TF SavedModel. Its ``variables/`` folder is a tensor bundle: an index
 file (a LevelDB-format table mapping tensor names to small protobuf records) and data shards holding the
-raw little-endian tensors. We decode the handful of protobuf fields by hand and check the masked CRC32C
-checksums the format stores, so a truncated or damaged download is reported, not silently loaded. Neither
-TensorFlow nor the protobuf package is needed.
+raw little-endian tensors. The index's formats are read by :mod:`.tf_table` (protobuf fields decoded by hand)
+and every block and tensor is checked against the masked CRC32C the format stores (:mod:`.checksums`), so a
+truncated or damaged download is reported, not silently loaded. Neither TensorFlow nor the protobuf package is
+needed. Here: the bundle's entries, and its tensors read from the data shards.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,162 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelFileError
+from .checksums import M32, crc32c, unmask_crc
+from .tf_table import index_block, proto_fields, signed64, table_items, varint
 
-# ---------------------------------------------------------------------------------------------------------
-# CRC32C (Castagnoli), as LevelDB/TF use it, with their "mask" so that CRCs of CRCs stay well spread
-# ---------------------------------------------------------------------------------------------------------
-_POLY = 0x82F63B78
-_MASK_DELTA = 0xA282EAD8
-_M32 = 0xFFFFFFFF
-
-
-def _byte_table() -> np.ndarray:
-    t = np.arange(256, dtype=np.uint32)
-    for _ in range(8):
-        t = np.where(t & 1, (t >> 1) ^ np.uint32(_POLY), t >> 1).astype(np.uint32)
-    return t
-
-
-_TABLE = _byte_table()
-_TABLE_L = [int(v) for v in _TABLE]
-
-
-def _advance(reg: int, data: bytes) -> int:
-    """The reflected CRC register after feeding ``data`` (no initial or final xor)."""
-    t = _TABLE_L
-    for b in data:
-        reg = t[(reg ^ b) & 0xFF] ^ (reg >> 8)
-    return reg
-
-
-def _op_apply(op: list[int], v: int) -> int:
-    """Apply a GF(2)-linear map on 32-bit registers, given as the images of the 32 unit vectors."""
-    r, j = 0, 0
-    while v:
-        if v & 1:
-            r ^= op[j]
-        v >>= 1
-        j += 1
-    return r
-
-
-@functools.lru_cache(maxsize=64)
-def _zeros_op(n: int) -> tuple[int, ...]:
-    """The linear map "advance the register over ``n`` zero bytes", by repeated squaring."""
-    result = [1 << j for j in range(32)]
-    base = [_advance(1 << j, b"\0") for j in range(32)]
-    while n:
-        if n & 1:
-            result = [_op_apply(base, x) for x in result]
-        base = [_op_apply(base, x) for x in base]
-        n >>= 1
-    return tuple(result)
-
-
-@functools.lru_cache(maxsize=16)
-def _zeros_tables(n: int) -> tuple[list[int], ...]:
-    """``_zeros_op(n)`` as four 256-entry tables, one per register byte, for a fast scalar apply."""
-    op = list(_zeros_op(n))
-    return tuple([_op_apply(op, b << (8 * k)) for b in range(256)] for k in range(4))
-
-
-def crc32c(data, crc: int = 0) -> int:
-    """Standard CRC32C of ``data`` (bytes-like or uint8 array), optionally continuing from ``crc``.
-
-    Long inputs are cut into equal chunks whose CRCs are computed side by side with numpy (one table step
-    per byte position), then chained by the linear "shift over L zero bytes" map. 16 MB takes ~0.1 s.
-    """
-    if isinstance(data, np.ndarray):
-        buf = data.reshape(-1).view(np.uint8)
-    else:
-        buf = np.frombuffer(data, dtype=np.uint8)
-    n = buf.size
-    reg = (crc ^ _M32) & _M32
-    if n < 8192:
-        return _advance(reg, buf.tobytes()) ^ _M32
-    chunk = 1 << round(math.log2(math.sqrt(n)))
-    count = n // chunk
-    cols = np.ascontiguousarray(buf[: count * chunk].reshape(count, chunk).T)  # (chunk, count)
-    c = np.zeros(count, dtype=np.uint32)
-    for row in cols:
-        c = _TABLE[(c ^ row) & 0xFF] ^ (c >> 8)
-    # raw chunk CRCs start from 0; the register value before each chunk is shifted across it and added
-    t0, t1, t2, t3 = _zeros_tables(chunk)
-    for ci in c.tolist():
-        reg = t0[reg & 0xFF] ^ t1[(reg >> 8) & 0xFF] ^ t2[(reg >> 16) & 0xFF] ^ t3[reg >> 24] ^ ci
-    reg = _advance(reg, buf[count * chunk:].tobytes())
-    return reg ^ _M32
-
-
-def mask_crc(crc: int) -> int:
-    return ((((crc >> 15) | (crc << 17)) & _M32) + _MASK_DELTA) & _M32
-
-
-def unmask_crc(masked: int) -> int:
-    rot = (masked - _MASK_DELTA) & _M32
-    return ((rot >> 17) | (rot << 15)) & _M32
-
-
-# ---------------------------------------------------------------------------------------------------------
-# protobuf wire format: just enough to read and write the bundle records
-# ---------------------------------------------------------------------------------------------------------
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise ValueError("varint runs past the end of the buffer")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
-
-
-def proto_fields(buf: bytes) -> list[tuple[int, int, object]]:
-    """(field number, wire type, value) for every field; length-delimited values stay bytes."""
-    out, pos = [], 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            val, pos = _varint(buf, pos)
-        elif wire == 1:
-            val = struct.unpack_from("<Q", buf, pos)[0]
-            pos += 8
-        elif wire == 2:
-            ln, pos = _varint(buf, pos)
-            if pos + ln > len(buf):
-                raise ValueError("length-delimited field runs past the end")
-            val = bytes(buf[pos:pos + ln])
-            pos += ln
-        elif wire == 5:
-            val = struct.unpack_from("<I", buf, pos)[0]
-            pos += 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        out.append((field, wire, val))
-    if pos != len(buf):
-        raise ValueError("protobuf message ends inside a field")
-    return out
-
-
-def _signed64(v: int) -> int:
-    return v - (1 << 64) if v >= 1 << 63 else v
-
-
-# ---------------------------------------------------------------------------------------------------------
-# bundle entries
-# ---------------------------------------------------------------------------------------------------------
 #: TF DataType enum -> numpy dtype ("string" handled apart; bfloat16 widened to float32 on read)
 DTYPES = {1: "<f4", 2: "<f8", 3: "<i4", 4: "u1", 5: "<i2", 6: "i1", 7: "string", 9: "<i8", 10: "?",
           14: "bfloat16", 17: "<u2", 19: "<f2", 22: "<u4", 23: "<u8"}
 _DTYPE_CODES = {np.dtype(v): k for k, v in DTYPES.items() if v not in ("string", "bfloat16")}
-
-_FOOTER_LEN = 48
-_TABLE_MAGIC = 0xDB4775248B80FB57
 
 
 @dataclass(frozen=True)
@@ -193,7 +43,6 @@ class BundleEntry:
 
 #: what a crafted index may make us do: DeepSpot's index is 20 KB with ~100 tensors, its largest is 40 MB
 MAX_INDEX_BYTES = 64 << 20
-MAX_KEY_BYTES = 4096
 MAX_TENSOR_BYTES = 1 << 30
 #: protobuf wire type each BundleEntryProto field must have (0 varint, 2 bytes, 5 fixed32)
 _ENTRY_WIRE = {1: 0, 2: 2, 3: 0, 4: 0, 5: 0, 6: 5}
@@ -213,7 +62,7 @@ def _parse_entry(name: str, value: bytes) -> BundleEntry:
                     if w2 != 2:
                         raise ValueError(f"a dimension of tensor {name!r} is not a message")
                     d = dict((f3, v3) for f3, w3, v3 in proto_fields(dim) if w3 == 0)
-                    dims.append(_signed64(d.get(1, 0)))
+                    dims.append(signed64(d.get(1, 0)))
                     if dims[-1] < 0:
                         raise ValueError(f"tensor {name!r} has a negative dimension")
                 elif f2 == 3 and val:
@@ -222,9 +71,9 @@ def _parse_entry(name: str, value: bytes) -> BundleEntry:
         elif field == 3:
             shard = val
         elif field == 4:
-            offset = _signed64(val)
+            offset = signed64(val)
         elif field == 5:
-            size = _signed64(val)
+            size = signed64(val)
         elif field == 6:
             crc = val
         elif field == 7:
@@ -232,48 +81,9 @@ def _parse_entry(name: str, value: bytes) -> BundleEntry:
     return BundleEntry(name, dtype, shape, shard, offset, size, crc)
 
 
-def _read_block(raw: bytes, offset: int, size: int, what: str, path: Path) -> bytes:
-    end = offset + size + 5
-    if offset < 0 or end > len(raw):
-        raise ModelFileError(f"{path} is truncated: its {what} block ends at byte {end}, the file has "
-                             f"{len(raw)}.", "download or copy the model folder again.")
-    block, kind = raw[offset:offset + size], raw[offset + size]
-    stored = struct.unpack_from("<I", raw, offset + size + 1)[0]
-    if unmask_crc(stored) != crc32c(raw[offset:offset + size + 1]):
-        raise ModelFileError(f"{path}: the checksum of its {what} block does not match (the file is "
-                             "damaged).", "download or copy the model folder again.")
-    if kind != 0:
-        raise ModelFileError(f"{path}: the {what} block is compressed (type {kind}); TF bundles never are.",
-                             "pass the variables.index of a TensorFlow SavedModel or checkpoint.")
-    return block
-
-
 def _not_a_bundle(path) -> tuple[str, str]:
     return (f"{path} is a LevelDB-style table but not a TensorFlow tensor bundle (no header).",
             "pass the variables.index of a TensorFlow SavedModel or checkpoint.")
-
-
-def _block_entries(block: bytes):
-    """(key, value) pairs of one table block, undoing the prefix compression of the keys."""
-    if len(block) < 4:
-        raise ValueError("block shorter than its restart count")
-    n_restarts = struct.unpack_from("<I", block, len(block) - 4)[0]
-    limit = len(block) - 4 - 4 * n_restarts
-    if limit < 0:
-        raise ValueError("restart array larger than the block")
-    pos, key = 0, b""
-    while pos < limit:
-        shared, pos = _varint(block, pos)
-        unshared, pos = _varint(block, pos)
-        vlen, pos = _varint(block, pos)
-        if shared > len(key) or pos + unshared + vlen > limit:
-            raise ValueError("table entry runs past its block")
-        if shared + unshared > MAX_KEY_BYTES:  # keys grown by prefix sharing: copying them would be quadratic
-            raise ValueError(f"a tensor name longer than {MAX_KEY_BYTES} bytes")
-        key = key[:shared] + block[pos:pos + unshared]
-        pos += unshared
-        yield key, block[pos:pos + vlen]
-        pos += vlen
 
 
 def _resolve_prefix(path) -> Path:
@@ -306,43 +116,18 @@ class TensorBundle:
 
     def _parse_index(self, raw: bytes) -> tuple[int, dict[str, BundleEntry]]:
         path = self.index_path
-        if len(raw) < _FOOTER_LEN or struct.unpack_from("<Q", raw, len(raw) - 8)[0] != _TABLE_MAGIC:
-            raise ModelFileError(
-                f"{path} is not a TensorFlow checkpoint index (no table footer: the file is truncated or of "
-                f"another kind, {len(raw)} bytes).", "download or copy the model folder again.")
-        try:
-            footer = raw[-_FOOTER_LEN:]
-            _meta_off, pos = _varint(footer, 0)
-            _meta_size, pos = _varint(footer, pos)
-            idx_off, pos = _varint(footer, pos)
-            idx_size, pos = _varint(footer, pos)
-        except ValueError as err:
-            raise ModelFileError(f"{path}: unreadable table footer ({err}).",
-                                 "download or copy the model folder again.") from err
-        index_block = _read_block(raw, idx_off, idx_size, "index", path)
+        index = index_block(raw, path)
         entries: dict[str, BundleEntry] = {}
         header = None
-        seen_blocks: set = set()
-        read_bytes = 0
         try:
-            for _, handle in _block_entries(index_block):
-                off, p = _varint(handle, 0)
-                size, _ = _varint(handle, p)
-                # each data block is read once, and all of them fit in the file: work stays linear in its size
-                if (off, size) in seen_blocks:
-                    raise ValueError(f"the index lists the data block at byte {off} twice")
-                seen_blocks.add((off, size))
-                read_bytes += size
-                if read_bytes > len(raw):
-                    raise ValueError("the data blocks add up to more than the file")
-                for key, value in _block_entries(_read_block(raw, off, size, "data", path)):
-                    if header is None and key != b"":
-                        raise ModelFileError(*_not_a_bundle(path))
-                    if key == b"":
-                        header = dict((f, v) for f, _, v in proto_fields(value))
-                    else:
-                        name = key.decode("utf-8")
-                        entries[name] = _parse_entry(name, value)
+            for key, value in table_items(raw, index, path):
+                if header is None and key != b"":
+                    raise ModelFileError(*_not_a_bundle(path))
+                if key == b"":
+                    header = dict((f, v) for f, _, v in proto_fields(value))
+                else:
+                    name = key.decode("utf-8")
+                    entries[name] = _parse_entry(name, value)
         except ModelFileError:
             raise
         except (ValueError, UnicodeDecodeError, struct.error, TypeError, OverflowError) as err:
@@ -440,14 +225,14 @@ def _entry_crc(e: BundleEntry, buf: np.ndarray) -> int:
         return crc32c(buf)
     raw = bytes(buf)
     lengths, pos = _string_lengths(raw, int(np.prod(e.shape, dtype=np.int64)))
-    crc = crc32c(b"".join(struct.pack("<I", ln & _M32) for ln in lengths))
+    crc = crc32c(b"".join(struct.pack("<I", ln & M32) for ln in lengths))
     return crc32c(raw[pos:], crc)
 
 
 def _string_lengths(buf: bytes, n: int) -> tuple[list[int], int]:
     lengths, pos = [], 0
     for _ in range(n):
-        ln, pos = _varint(buf, pos)
+        ln, pos = varint(buf, pos)
         lengths.append(ln)
     return lengths, pos
 
