@@ -249,14 +249,15 @@ def calibrate(model, examples, *, radius: float = CLICK_RADIUS, detections=None,
 def moves(f1_new: float, f1_old: float, cv: dict, n_spots: int) -> bool:
     """Whether a new threshold replaces the old one: it must match at least one more annotated spot's worth
     (F1 + 1/N) where it was chosen, *and* when chosen fold by fold on the other folds (:func:`cross_validated`),
-    with a mean gain over the folds more than one standard error above 0 (not one lucky strip); without enough
+    with a mean gain over the folds more than one standard error above 0 (not one lucky strip) and no fold
+    worse (a region of a dense patch and a sparse one gains in one and loses in the other); without enough
     spots to cross-validate, nothing moves. Keeping the model's threshold never makes it worse."""
     if cv.get("f1") is None:
         return False
     margin = 1.0 / max(1, n_spots)
     d = np.asarray(cv["gains"], dtype=np.float64)
     return (f1_new > f1_old + margin and cv["f1"] > cv["f1_fixed"] + margin
-            and len(d) > 1 and float(d.mean() - d.std(ddof=1) / np.sqrt(len(d))) > 0)
+            and len(d) > 1 and float(d.mean() - d.std(ddof=1) / np.sqrt(len(d))) > 0 and float(d.min()) >= 0)
 
 
 #: a threshold move must rest on at least this many candidates between the two thresholds inside the regions
