@@ -13,7 +13,7 @@ threshold change alone would give.
     python benchmarks/bench_hitl.py --model deepspot --kind dense_textured --lr 1e-4 \
         --out benchmarks/results/hitl_deepspot.json
     python benchmarks/bench_hitl.py --real [--per-source 2] [--minutes 5]
-    python benchmarks/bench_hitl.py --real --clicks [--per-source 1] [--threads 1]
+    python benchmarks/bench_hitl.py --real --clicks [--per-source 1] [--threads 1] [--sources a,b] [--at 100,half]
 
 ``--real --clicks``: on each 2-D real ``val`` image, a square region of the first half grown around a random
 annotated spot until it holds about 10, 20, 50, 100 spots (or the whole half) stands in for the user's clicks;
@@ -92,6 +92,9 @@ def main() -> int:
     ap.add_argument("--clicks", action="store_true",
                     help="with --real: adaptation curves from a region of 10, 20, 50, 100 annotated spots or a half "
                          "image, calibration and fast fine-tuning, scored on the unseen half")
+    ap.add_argument("--sources", default=None, help="with --real --clicks: only these sources (comma-separated)")
+    ap.add_argument("--at", default=None, help="with --real --clicks: only these click counts (comma-separated, "
+                    "e.g. 100,half), to re-run a few points of the curve")
     args = ap.parse_args()
     if args.real and args.clicks:
         return main_clicks(args)
@@ -306,7 +309,9 @@ def main_clicks(args) -> int:
     from napari_spotdetect.core.training.finetuning import finetune, finetune_config
 
     torch.set_num_threads(args.threads)
-    ims = load_annotated(REAL, split="val", ndim=2, per_source=args.per_source or 1)
+    ims = load_annotated(REAL, split="val", ndim=2, per_source=args.per_source or 1,
+                         sources=args.sources.split(",") if args.sources else None)
+    wanted = {str(v).strip() for v in args.at.split(",")} if args.at else None
     tmp = Path(tempfile.mkdtemp())
     model, model_note = _start_model(tmp, args.model)
     rows = []
@@ -336,6 +341,8 @@ def main_clicks(args) -> int:
                 mine = im.spots[inside(im.spots, box)]
                 if n != "half" and len(mine) < n:
                     continue  # the half holds fewer spots: only the half-image point
+                if wanted is not None and str(n) not in wanted:
+                    continue  # (the region is still drawn: the same regions as in a full run)
                 ex = [(img, mine, box)]
                 t0 = time.process_time()
                 cal = calibrate(model, ex, radius=REAL_RADIUS, detections=[det])
@@ -350,12 +357,14 @@ def main_clicks(args) -> int:
                          "calibrate_cpu_s": round(cal_s, 3),
                          "finetuned": f1_integral(*(p[inside(p, b)] for p in (
                              tuned.spots[["y", "x"]].to_numpy(), im.spots))),
-                         "finetune_kept_start": res.kept_start, "finetune_cpu_s": round(ft_s, 1),
+                         "finetune_kept_start": res.kept_start, "finetune_threshold": res.model.default_threshold,
+                         "finetune_best_epoch": res.model.info.card.get("epoch"), "finetune_cpu_s": round(ft_s, 1),
                          "finetune_wall_s": round(ft_wall, 1)}
                 row["curve"].append(point)
                 print(f"  {im.source}/{im.stem[:30]} {n!s:>4} ({len(mine)} spots): start {start:.3f}, calibrated "
                       f"{point['calibrated']:.3f} ({cal_s:.2f} s), fine-tuned {point['finetuned']:.3f} "
-                      f"({ft_s:.0f} CPU s{', kept the start' if res.kept_start else ''}); hindsight {oracle:.3f}",
+                      f"({ft_s:.0f} CPU s{', kept the start' if res.kept_start else ''}, threshold "
+                      f"{res.model.default_threshold:.3g}); hindsight {oracle:.3f}",
                       flush=True)
             rows.append(row)
             _write_clicks(args, model_note, rows, REAL_RADIUS)  # after each image: a cut-short run keeps its part

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from napari_spotdetect.core.errors import SpotDetectError
-from napari_spotdetect.core.groundtruth.calibration import pick_threshold
+from napari_spotdetect.core.groundtruth.calibration import (
+    GRID,
+    MIN_BAND,
+    band_size,
+    cross_validated,
+    fold_boxes,
+    pick_threshold,
+)
 from napari_spotdetect.core.groundtruth.regions import boxes_from_shapes, check_box, inside, region_examples
 from napari_spotdetect.core.groundtruth.suggest import suggest_region
 from napari_spotdetect.core.training.examples import split_examples
@@ -72,6 +79,30 @@ def test_the_threshold_is_chosen_on_a_plateau_not_a_spike():
     grid = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
     f1 = np.array([0.5, 0.5, 0.95, 0.5, 0.8, 0.82, 0.8])  # a lucky spike at 0.3
     assert pick_threshold(grid, f1) == 0.6
+
+
+def test_folds_are_strips_with_equal_shares_of_the_clicks_and_a_patch_gain_is_not_taken_for_a_rule():
+    rng = np.random.default_rng(1)
+    truth = np.c_[rng.uniform(0, 100, 40), rng.uniform(0, 30, 40)]
+    box = (0, 0, 100, 30)
+    folds = fold_boxes([truth], [box], [(100, 30)], 4)
+    assert [f[0][1::2] for f in folds] == [(0, 30)] * 4  # strips across the longer side (y), whole width
+    assert folds[0][0][0] == 0 and folds[-1][0][2] == 100
+    shares = [int(inside(truth, f[0]).sum()) for f in folds]  # cuts are whole pixels: about 10 each
+    assert sum(shares) == 40 and all(8 <= n <= 12 for n in shares), shares
+    # the model finds every spot at 0.9, plus false ones at 0.3; one strip's spots score only 0.3 and come
+    # with no false ones: in the region, 0.25 looks best, but on the other strips it only adds false spots
+    ys = truth[:, 0]
+    first = inside(truth, folds[0][0])
+    fakes = np.c_[np.linspace(30, 95, 30), np.full(30, 15.0)]
+    yx = np.r_[truth, fakes + 0.5 * rng.uniform(-1, 1, (30, 2))]
+    scores = np.r_[np.where(first, 0.3, 0.9), np.full(30, 0.3)]
+    far = np.min(np.hypot(*(fakes[:, None] - truth[None]).transpose(2, 0, 1)), axis=1) > 3
+    yx, scores = np.r_[yx[:40], yx[40:][far]], np.r_[scores[:40], scores[40:][far]]
+    cv = cross_validated([(yx, scores)], [truth], [box], [(100, 30)], GRID, 3.0, prefer=0.5, fixed=0.5)
+    assert cv["folds"] == 5 and cv["f1"] <= cv["f1_fixed"] + 1e-9, cv  # chosen on the others, no gain
+    assert band_size([(yx, scores)], [box], 0.5, 0.25) == int(((scores > 0.25) & (scores <= 0.5)).sum())
+    assert ys.size == 40 and MIN_BAND >= 1
 
 
 def test_the_suggestion_is_where_scores_sit_near_the_threshold_outside_the_regions():

@@ -131,3 +131,37 @@ def test_when_no_epoch_beats_the_start_the_panel_says_so_and_keeps_it(finetune_w
     scroll = tune.native.findChild(QScrollArea)
     assert scroll.verticalScrollBar().value() == scroll.verticalScrollBar().maximum() or \
         not tune.new_model.use_run_button.native.visibleRegion().isEmpty()
+
+
+@pytest.mark.slow
+def test_a_crop_fine_tuned_as_a_region_in_the_panel_ends_no_worse_on_the_rest(finetune_widget, qtbot, tmp_path):
+    """The crop that collapses a naive fine-tune (tests/test_cli_adapt.py), drawn as a rectangle over the whole
+    image in the Fine-tune panel: the result is not below the starting model on the unannotated half."""
+    from tests.adapt_scenes import CROP, RIGHT_HALF, bright_corner_scene
+
+    from napari_spotdetect import detect
+
+    viewer, _detect, tune = finetune_widget
+    img, truth = bright_corner_scene()
+    mine = truth[inside(truth, CROP)]
+    viewer.add_image(img, name="tissue")
+    viewer.add_points(mine, name="my spots")  # every spot inside the rectangle, nothing outside it
+    y0, x0, y1, x1 = CROP
+    shapes = viewer.add_shapes([np.array([[y0, x0], [y0, x1 - 1], [y1 - 1, x1 - 1], [y1 - 1, x0]])],
+                               shape_type="rectangle", name="my region")
+    choose_example(tune, viewer.layers["tissue"], viewer.layers["my spots"])
+    tune.examples.regions.reset_choices()
+    tune.examples.regions.value = shapes  # "Only inside": the rectangle
+    choose_start(tune, "default")
+    set_settings(tune, epochs=3, steps=8, crop=96, decoder_only=True, threads=1, save_in=tmp_path / "models",
+                 model_name="region")
+    train_and_wait(tune, qtbot)
+    tuned = load_model(tmp_path / "models" / "region.pt", device="cpu")
+    card = tuned.info.card
+    assert card["training_data"]["regions"] == "my region" and card["validation_data"] == "given"
+    assert card["train_config"]["freeze_encoder"]
+    start = load_model("default", device="cpu")
+    before = f1_in(detect(img, start, keep_maps=False).spots[["y", "x"]].to_numpy(), truth, RIGHT_HALF)
+    after = f1_in(detect(img, tuned, keep_maps=False).spots[["y", "x"]].to_numpy(), truth, RIGHT_HALF)
+    assert after >= before - 1e-9, (before, after)
+    assert "validation F1" in tune.new_model.outcome.value

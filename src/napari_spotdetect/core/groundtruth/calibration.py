@@ -5,10 +5,14 @@ score is cut, which needs no training to move. One detection per image at a low 
 candidate with its score; counting, at each threshold of a grid, the matches inside the regions (pooled over
 all regions) gives an F1 curve, and the chosen threshold maximises that curve *smoothed* over neighbouring
 thresholds, so a handful of clicks cannot pick a lucky spike; it replaces the model's own threshold only when
-it matches at least one more spot's worth (F1 + 1/N for N annotated spots). The contrast floor is left as it is: it is
-relative to each image's own content and, chosen from a few clicks, over-fits (measured on real images).
+it matches at least one more spot's worth (F1 + 1/N for N annotated spots) both where it was chosen and when
+chosen fold by fold on spots it was not chosen on (:func:`cross_validated`: strips of the regions), with a gain
+over the strips more than one standard error above 0 (:func:`moves`), and on at least :data:`MIN_BAND`
+candidates between the two thresholds. The contrast floor is left as it is: it
+is relative to each image's own content and, chosen from a few clicks, over-fits (measured on real images).
 
-Fine-tuning picks its thresholds with the same rule (:func:`pick_threshold`) on held-out regions.
+Fine-tuning picks its thresholds with the same rule (:func:`pick_threshold`) on held-out regions, the starting
+model's with :func:`calibrate` on every annotated pixel, and judges epochs by :func:`cross_validated` scores.
 """
 
 from __future__ import annotations
@@ -28,16 +32,14 @@ GRID = np.round(np.concatenate([[0.005, 0.01, 0.02, 0.03, 0.04], np.arange(0.05,
 CLICK_RADIUS = 3.0
 
 
-def f1_curve(preds, truths, boxes, thresholds, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """(pooled F1, mean per-example F1) at each threshold, counting only what lies inside each box.
+def count_curve(preds, truths, boxes, thresholds, radius: float) -> np.ndarray:
+    """(true positives, false positives, false negatives, per-example F1) at each threshold: a (4, T) array, the
+    counts pooled over the examples, counting only what lies inside each box.
 
     ``preds``: per example (yx (K, 2), scores (K,)); ``truths``: (N, 2); ``boxes``: a box or None (whole plane).
     Far more candidates than truths cannot score well: their F1 is bounded without matching (fast).
     """
-    tp = np.zeros(len(thresholds))
-    fp = np.zeros(len(thresholds))
-    fn = np.zeros(len(thresholds))
-    per = np.zeros(len(thresholds))
+    out = np.zeros((4, len(thresholds)))
     for (yx, s), gt, box in zip(preds, truths, boxes):
         keep = inside(yx, box)
         yx, s = np.asarray(yx, dtype=np.float64).reshape(-1, 2)[keep], np.asarray(s)[keep]
@@ -49,14 +51,87 @@ def f1_curve(preds, truths, boxes, thresholds, radius: float) -> tuple[np.ndarra
                 m_tp = len(gt)
             else:
                 m_tp = match_spots(p, gt, radius).tp
-            tp[i] += m_tp
-            fp[i] += len(p) - m_tp
-            fn[i] += len(gt) - m_tp
             denom = 2 * m_tp + (len(p) - m_tp) + (len(gt) - m_tp)
-            per[i] += 1.0 if denom == 0 else 2 * m_tp / denom
+            out[:, i] += (m_tp, len(p) - m_tp, len(gt) - m_tp, 1.0 if denom == 0 else 2 * m_tp / denom)
+    return out
+
+
+def pooled_f1(counts) -> np.ndarray:
+    """F1 from pooled (tp, fp, fn, ...) counts (rows), 1 where there is nothing to find and nothing found."""
+    tp, fp, fn = (np.asarray(c, dtype=np.float64) for c in counts[:3])
     denom = 2 * tp + fp + fn
-    pooled = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 1.0)
-    return pooled, per / max(1, len(preds))
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 1.0)
+
+
+def f1_curve(preds, truths, boxes, thresholds, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled F1, mean per-example F1) at each threshold, counting only what lies inside each box."""
+    c = count_curve(preds, truths, boxes, thresholds, radius)
+    return pooled_f1(c), c[3] / max(1, len(preds))
+
+
+#: folds of the annotated spots for cross-validating a threshold choice (fewer when there are few spots)
+FOLDS = 5
+
+
+def fold_boxes(truths, boxes, shapes, k: int = FOLDS) -> list:
+    """``k`` folds of the annotated area: each box (None: the whole plane of that ``shape``) cut across its
+    longer side into ``k`` strips holding about equal numbers of annotated spots; ``folds[j][i]`` is example
+    ``i``'s strip ``j``. Strips, not scattered spots: a detection and its click fall in the same fold."""
+    folds = [[] for _ in range(k)]
+    for gt, box, shape in zip(truths, boxes, shapes):
+        y0, x0, y1, x1 = box if box is not None else (0, 0, int(shape[-2]), int(shape[-1]))
+        ax = 0 if y1 - y0 >= x1 - x0 else 1
+        lo, hi = (y0, y1) if ax == 0 else (x0, x1)
+        gt = np.asarray(gt, dtype=np.float64).reshape(-1, 2)
+        c = np.sort(gt[inside(gt, (y0, x0, y1, x1)), ax])
+        cuts = [lo]
+        for j in range(1, k):
+            if len(c) >= 2:  # between the spots that split the annotation into equal shares
+                q = j * len(c) / k
+                i = min(len(c) - 1, max(1, int(round(q))))
+                cut = int(np.floor((c[i - 1] + c[i]) / 2)) + 1  # between the two (spots on one pixel row stay)
+            else:
+                cut = lo + (hi - lo) * j // k
+            cuts.append(min(hi, max(cuts[-1], cut)))
+        cuts.append(hi)
+        for j in range(k):
+            a, b = cuts[j], cuts[j + 1]
+            folds[j].append((a, x0, b, x1) if ax == 0 else (y0, a, y1, b))
+    return folds
+
+
+def cross_validated(preds, truths, boxes, shapes, thresholds, radius: float, prefer: float,
+                    fixed: float | None = None, k: int = FOLDS) -> dict:
+    """What choosing the threshold by :func:`pick_threshold` is worth on spots it was not chosen on.
+
+    Each fold's threshold is picked on the other folds and scored on that fold; the counts pooled over the
+    folds give ``"f1"``: an estimate free of the optimism of picking and scoring on the same clicks (with a
+    handful of them, the best threshold in the region is mostly luck). ``fixed``: also the pooled F1 at that
+    threshold over the same strips (``"f1_fixed"``), the fair comparison. Fewer than 2 spots per fold: fewer
+    folds; under 4 spots: nothing to cross-validate (``"f1"`` is None).
+    """
+    n = int(sum(inside(t, b).sum() for t, b in zip(truths, boxes)))
+    k = min(k, n // 2)
+    grid = np.asarray(thresholds, dtype=np.float64)
+    if k < 2:
+        return {"f1": None, "f1_fixed": None, "folds": 0, "thresholds": [], "gains": []}
+    folds = fold_boxes(truths, boxes, shapes, k)
+    extra = [] if fixed is None else [float(fixed)]
+    per = [count_curve(preds, truths, fold, np.r_[grid, extra], radius) for fold in folds]  # (4, T[+1]) each
+    total = np.sum(per, axis=0)
+    chosen = np.zeros(3)
+    picks, gains = [], []
+    for c in per:
+        t = pick_threshold(grid, pooled_f1(total - c)[:len(grid)], prefer=prefer)
+        picks.append(t)
+        here = c[:3, int(np.argmin(np.abs(grid - t)))]
+        chosen += here
+        if extra:
+            gains.append(float(pooled_f1(here) - pooled_f1(c[:3, -1])))
+    return {"f1": float(pooled_f1(chosen)), "f1_fixed": float(pooled_f1(total[:3, -1])) if extra else None,
+            "folds": k, "thresholds": picks, "gains": gains,
+            "counts_chosen": [[float(v) for v in c[:3, int(np.argmin(np.abs(grid - t)))]] for c, t in zip(per, picks)],
+            "counts_fixed": [[float(v) for v in c[:3, -1]] for c in per] if extra else None}
 
 
 def smooth(values: np.ndarray, width: int = 1) -> np.ndarray:
@@ -86,6 +161,9 @@ class Calibration:
     n_spots: int
     radius: float
     curve: list = field(default_factory=list)  # [(threshold, F1)] over the grid
+    #: F1 of choosing the threshold fold by fold on the other folds, and of the model's threshold on them
+    f1_cross_validated: float | None = None
+    f1_cross_validated_before: float | None = None
 
     def summary(self) -> str:
         return (f"threshold {self.threshold_before:.3g} -> {self.threshold:.3g}: F1 in the {self.n_regions} "
@@ -161,10 +239,43 @@ def calibrate(model, examples, *, radius: float = CLICK_RADIUS, detections=None,
     thr = pick_threshold(grid, pooled, prefer=before)
     at_before, _ = f1_curve(preds, truths, boxes, [before], radius)
     at_thr, _ = f1_curve(preds, truths, boxes, [thr], radius)
-    if at_thr[0] <= at_before[0] + 1.0 / n_spots:  # less than one spot's worth better: noise; keep the model's
+    cv = cross_validated(preds, truths, boxes, [np.shape(e[0]) for e in exs], grid, radius, before, fixed=before)
+    if not moves(at_thr[0], at_before[0], cv, n_spots) or band_size(preds, boxes, before, thr) < MIN_BAND:
         thr, at_thr = before, at_before
     return Calibration(thr, float(at_thr[0]), before, float(at_before[0]), len(exs), n_spots, float(radius),
-                       [(float(t), float(f)) for t, f in zip(grid, pooled)])
+                       [(float(t), float(f)) for t, f in zip(grid, pooled)], cv.get("f1"), cv.get("f1_fixed"))
+
+
+def moves(f1_new: float, f1_old: float, cv: dict, n_spots: int) -> bool:
+    """Whether a new threshold replaces the old one: it must match at least one more annotated spot's worth
+    (F1 + 1/N) where it was chosen, *and* when chosen fold by fold on the other folds (:func:`cross_validated`),
+    with a mean gain over the folds more than one standard error above 0 (not one lucky strip) and no fold
+    worse (a region of a dense patch and a sparse one gains in one and loses in the other); without enough
+    spots to cross-validate, nothing moves. Keeping the model's threshold never makes it worse."""
+    if cv.get("f1") is None:
+        return False
+    margin = 1.0 / max(1, n_spots)
+    d = np.asarray(cv["gains"], dtype=np.float64)
+    return (f1_new > f1_old + margin and cv["f1"] > cv["f1_fixed"] + margin
+            and len(d) > 1 and float(d.mean() - d.std(ddof=1) / np.sqrt(len(d))) > 0 and float(d.min()) >= 0)
+
+
+#: a threshold move must rest on at least this many candidates between the two thresholds inside the regions
+MIN_BAND = 5
+
+
+def band_size(preds, boxes, old: float, new: float) -> int:
+    """How many candidates inside the regions score between ``old`` and ``new``: what a move adds or drops.
+
+    The regions' own F1 cannot tell a handful of them from the image's: a region of 10 clicks whose 3 extra
+    candidates at a low threshold were all true spots moved the threshold and lost 0.2 of F1 on the rest of
+    the image, where the same band held mostly false ones (pia_spots, measured with bench_hitl)."""
+    lo, hi = min(old, new), max(old, new)
+    n = 0
+    for (yx, s), box in zip(preds, boxes):
+        s = np.asarray(s)[inside(yx, box)]
+        n += int(((s > lo) & (s <= hi)).sum())
+    return n
 
 
 def calibrated_model(model, cal: Calibration):
@@ -174,9 +285,11 @@ def calibrated_model(model, cal: Calibration):
     out.default_threshold = cal.threshold
     out.info.card = {**(out.info.card or {}), "calibration": {
         "threshold": cal.threshold, "threshold_before": cal.threshold_before, "f1_in_regions": cal.f1,
-        "f1_in_regions_before": cal.f1_before, "n_regions": cal.n_regions, "n_spots": cal.n_spots,
+        "f1_in_regions_before": cal.f1_before, "f1_cross_validated": cal.f1_cross_validated,
+        "f1_cross_validated_before": cal.f1_cross_validated_before, "n_regions": cal.n_regions, "n_spots": cal.n_spots,
         "radius_px": cal.radius, "base_model": model.info.name}}
     return out
 
 
-__all__ = ["CLICK_RADIUS", "GRID", "Calibration", "calibrate", "calibrated_model", "f1_curve", "pick_threshold"]
+__all__ = ["CLICK_RADIUS", "FOLDS", "GRID", "MIN_BAND", "Calibration", "calibrate", "calibrated_model", "count_curve",
+           "band_size", "cross_validated", "f1_curve", "fold_boxes", "moves", "pick_threshold", "pooled_f1"]

@@ -7,11 +7,13 @@ worker can draw progress and a script can print it; ``finetune`` runs it to the 
 one frozen :class:`FinetuneDefaults`; every face reads them from :data:`DEFAULTS`.
 
 The "before" score is the starting model's at its own threshold on the validation data: what detecting
-with it and comparing against the truth (the QC panel, ``spotdetect evaluate``) reports. The same detection
-pass, at the threshold tuned there, is epoch 0, which competes for best: when no epoch beats it, the
-starting weights are kept (``FinetuneResult.kept_start``), so a fine-tune never ends below its start on the
-validation data. Each epoch's F1 is at the threshold tuned on held-out data (a strip of a single image or
-region, see :func:`.examples.split_examples`), which the saved model then carries.
+with it and comparing against the truth (the QC panel, ``spotdetect evaluate``) reports. Epoch 0 is the
+starting model at the threshold :func:`..groundtruth.calibration.calibrate` picks from every annotated pixel
+(its own unless another is clearly better on clicks it was not chosen on); it competes for best, and a
+trained epoch replaces it only when clearly better on the held-out data strip by strip
+(:meth:`.train.Trainer.beats_start`): otherwise the starting weights are kept (``FinetuneResult.kept_start``).
+Each epoch's F1 is at the threshold tuned on held-out data (a strip of a single image or region, see
+:func:`.examples.split_examples`), which the saved model then carries.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ..common.steps import run_steps
 from ..errors import Cancelled, SpotDetectError
@@ -157,15 +161,13 @@ def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, 
                       stop=stop, resume=resume, data_info=data_info)
     yield FinetuneEvent("measuring", message="measuring the starting model on the validation images…")
     try:
-        # one detection pass scores the starting model at its own threshold ("before": what QC reports) and
-        # at the best threshold there: epoch 0, which competes for best
-        start = None if resume and trainer.best is not None else _validate_start(trainer, base)
+        # epoch 0 competes for best: the starting model at the threshold calibration picks from every annotated
+        # pixel (none was trained on yet), scored on the held-out data with its "before" (its own threshold:
+        # what QC reports) from the same detections
+        start = None if resume and trainer.best is not None else _validate_start(trainer, base, examples + (val or []))
         before = None
         if start is not None:
-            at = start.pop("at")
-            before = {**at, "radius": float(cfg.val_radius)}
-            if start[cfg.select] <= at[cfg.select] + trainer.start_margin():  # no clear gain: its own threshold
-                start.update(at)
+            before = {**start.pop("at"), "radius": float(cfg.val_radius)}
         trainer.consider_start(start)
     except Cancelled:
         yield FinetuneEvent("stopped", message="stopped before training began; nothing was saved")
@@ -193,16 +195,36 @@ def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, 
     return FinetuneResult(res.model, path, res.stopped, res.history, before, kept_start=kept_start, **n)
 
 
-def _validate_start(trainer: Trainer, base: SpotModel) -> dict:
+def _validate_start(trainer: Trainer, base: SpotModel, annotated: list) -> dict:
     """Epoch 0 is the starting model as the user has it: with its second stage (:mod:`..models.rescorer`),
     whose scores its own threshold is in. Trained weights score differently from what that stage was fitted
-    on, so it is dropped for every later epoch (and kept only when the start wins)."""
+    on, so it is dropped for every later epoch (and kept only when the start wins).
+
+    Its threshold is what :func:`..groundtruth.calibration.calibrate` chooses from all the annotated examples
+    (training and held-out: the starting weights learnt from none of them), which keeps the model's own
+    threshold unless another is clearly better on spots it was not chosen on; a threshold tuned on a held-out
+    strip alone moved on noise and ended below the start on the rest of the image."""
+    own = float(base.default_threshold)
     trainer.model.rescorer = getattr(base, "rescorer", None)
     try:
-        return trainer.validate(should_stop=trainer._should_stop, at=float(base.default_threshold),
-                                prefer=float(base.default_threshold))
+        threshold = _calibrated_threshold(trainer, base, annotated)  # (before the rescorer is set: same thing)
+        return trainer.validate(should_stop=trainer._should_stop, at=own, prefer=own, fixed=threshold)
     finally:
         trainer.model.rescorer = None
+
+
+def _calibrated_threshold(trainer: Trainer, base: SpotModel, annotated: list) -> float:
+    from ..groundtruth.calibration import calibrate
+
+    own = float(base.default_threshold)
+    exs = [ex if len(ex) == 3 else (ex[0], ex[1], None) for ex in annotated
+           if isinstance(ex, (tuple, list)) and len(ex) in (2, 3) and np.ndim(ex[0]) == 2]
+    if not exs:
+        return own
+    try:
+        return calibrate(base, exs, radius=trainer.cfg.val_radius, should_stop=trainer._should_stop).threshold
+    except SpotDetectError:  # e.g. no annotated spot inside a region: the model's own threshold
+        return own
 
 
 def finetune(model, examples, val=None, config: TrainConfig | None = None, *, out, progress=None,

@@ -31,7 +31,7 @@ import torch
 
 from ..common.steps import run_steps
 from ..errors import Cancelled, SpotDetectError
-from ..groundtruth.calibration import f1_curve, pick_threshold
+from ..groundtruth.calibration import cross_validated, f1_curve, pick_threshold
 from ..groundtruth.metrics import evaluate
 from ..groundtruth.regions import inside
 from ..models.base import ModelInfo
@@ -171,19 +171,24 @@ class Trainer:
         train_mode(self.net, self.frozen_bn)
 
     # -- validation ----------------------------------------------------------------------------------
-    def validate(self, should_stop=None, at: float | None = None, prefer: float = 0.5) -> dict:
+    def validate(self, should_stop=None, at: float | None = None, prefer: float = 0.5,
+                 fixed: float | None = None) -> dict:
         """Detect on the validation images; tune the threshold for the best (smoothed) mean F1 at ``val_radius``.
 
         Only detections inside an example's region count. ``at``: also score at this threshold (key ``"at"``;
         fine-tuning's "before", from the same detections); ``prefer``: where ties between thresholds go
-        (the starting model's own threshold for epoch 0: a confident model scores most spots ~1).
+        (the starting model's own threshold for epoch 0: a confident model scores most spots ~1); ``fixed``:
+        score at this threshold instead of tuning one (the starting model at its calibrated threshold).
+        ``"selection"`` is what picks the best epoch: with ``select="f1"`` the pooled F1 of a threshold chosen
+        fold by fold on the other strips of the held-out data (:func:`cross_validated`; for ``fixed``, the pooled
+        F1 at it), ``"folds"`` its counts per strip (to pair with the start's).
         ``should_stop`` is checked between tiles; when it says stop, :class:`Cancelled` is raised.
         """
         from ..detection.detect import detect
 
         self.net.eval()
         grid = THRESHOLDS if self.mode == "scratch" else _FINETUNE_THRESHOLDS
-        floor = float(min(grid[0], at if at is not None else grid[0]))
+        floor = float(min([grid[0], *(t for t in (at, fixed) if t is not None)]))
         preds = []
         for img, _ in self.val:
             det = detect(img, self.model, threshold=floor, keep_maps=False, should_stop=should_stop)
@@ -191,9 +196,16 @@ class Trainer:
             preds.append((cand[["y", "x"]].to_numpy(), cand["score"].to_numpy()))
         truth = [p for _, p in self.val]
         _, f1s = f1_curve(preds, truth, self.val_boxes, grid, self.cfg.val_radius)
-        thr = pick_threshold(grid, f1s, prefer=prefer)
+        thr = pick_threshold(grid, f1s, prefer=prefer) if fixed is None else float(fixed)
         out = self._scores(preds, truth, thr)
         out.update(threshold=thr, f1_at_0_5=float(f1s[np.argmin(np.abs(grid - 0.5))]))
+        if self.mode == "finetune":  # (training from scratch keeps its per-epoch cost and rule)
+            cv = cross_validated(preds, truth, self.val_boxes, [np.shape(im) for im, _ in self.val], grid,
+                                 self.cfg.val_radius, prefer, fixed=fixed)
+            if cv["folds"] and fixed is None:
+                out.update(selection=cv["f1"], folds=cv["counts_chosen"])
+            elif cv["folds"]:
+                out.update(selection=cv["f1_fixed"], folds=cv["counts_fixed"])
         if at is not None:
             out["at"] = {**self._scores(preds, truth, float(at)), "threshold": float(at)}
         self._train_mode()
@@ -211,13 +223,34 @@ class Trainer:
         strip of a few clicks smaller differences are noise, and keeping the start never makes things worse."""
         return 1.0 / max(1, sum(len(p) for _, p in self.val))
 
+    def _score(self, val: dict) -> float:
+        """The number that picks the best epoch (cross-validated when it can be, see :meth:`validate`)."""
+        return val["selection"] if self.cfg.select == "f1" and "selection" in val else val[self.cfg.select]
+
+    def beats_start(self, val: dict) -> bool:
+        """Whether an epoch replaces the starting model: it must score one held-out spot's worth better, not
+        place its spots worse (F1 integral: the accuracy of the positions, what QC reports), and, where the
+        held-out data falls in strips, score better on the strips taken one by one (the mean gain over them
+        more than one standard error above 0), so a gain carried by one lucky patch does not count."""
+        start = self.best["val"]
+        if self._score(val) <= self.best["score"] + self.start_margin():
+            return False
+        if val.get("f1_integral", 1.0) < start.get("f1_integral", 0.0):  # found more, but placed them worse
+            return False
+        if "folds" not in val or "folds" not in start:
+            return True
+        from ..groundtruth.calibration import pooled_f1
+
+        d = pooled_f1(np.asarray(val["folds"]).T) - pooled_f1(np.asarray(start["folds"]).T)
+        return len(d) > 1 and float(d.mean() - d.std(ddof=1) / np.sqrt(len(d))) > 0
+
     def consider_start(self, val: dict) -> None:
         """Let the starting model (epoch 0, its weights as loaded) compete for best: a fine-tune never ends
         with weights that score below the ones it started from on the validation data."""
         if self.best is not None or val is None:
             return
         self.model.default_threshold = val["threshold"]
-        self.best = {"f1": val["f1"], "score": val[self.cfg.select], "epoch": 0, "threshold": val["threshold"],
+        self.best = {"f1": val["f1"], "score": self._score(val), "epoch": 0, "threshold": val["threshold"],
                      "val": val, "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
         if self.best_path is not None:
             self.checkpoints.save(self.model, self.best_path, card=self.card(val, 0))
@@ -314,16 +347,16 @@ class Trainer:
 
     def _end_epoch(self, epoch, lr, sums, val, raw_state, t0) -> None:
         """Record the epoch, keep the best weights, write the checkpoints (with the averaged weights in)."""
-        c, spe = self.cfg, self.steps_per_epoch
+        spe = self.steps_per_epoch
         losses = {k: v / spe for k, v in sums.items()}
         rec = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in losses.items()},
                **({f"val_{k}": v for k, v in val.items()} if val else {}),
                "seconds": time.perf_counter() - t0}
         self.history.append(rec)
-        margin = self.start_margin() if self.best and self.best["epoch"] == 0 else 0.0
-        if val is not None and (self.best is None or val[c.select] > self.best["score"] + margin):
+        if val is not None and (self.best is None or (self.beats_start(val) if self.best["epoch"] == 0
+                                                      else self._score(val) > self.best["score"])):
             self.model.default_threshold = val["threshold"]
-            self.best = {"f1": val["f1"], "score": val[c.select], "epoch": epoch,
+            self.best = {"f1": val["f1"], "score": self._score(val), "epoch": epoch,
                          "threshold": val["threshold"], "val": val,
                          "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
             if self.best_path is not None:
