@@ -11,7 +11,7 @@ import pytest
 from napari_spotdetect.cli import main
 from napari_spotdetect.core.io.exports import read_trackmate_xml
 
-from .core.test_fit import draw, grid
+from .core.analysis.test_fit import draw, grid
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ def test_filters_follow_a_rethreshold_from_the_detect_widget(detected_2d, qtbot)
 
 
 def test_a_fit_made_while_filtered_joins_the_full_set(make_napari_viewer, qtbot):
-    from tests.core.test_fit import draw, grid
+    from tests.core.analysis.test_fit import draw, grid
 
     viewer = make_napari_viewer()
     truth = grid(5, 16, 10, seed=13)

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pandas as pd
 import pytest
-from tests.core.test_fit import draw, grid
+from tests.core.analysis.test_fit import draw, grid
 
 from napari_spotdetect.core.io.exports import read_points_table, read_trackmate_xml
 

@@ -22,8 +22,8 @@ from napari_spotdetect.core.models.zoo import load_model
 from napari_spotdetect.core.training.synthetic import synthetic_image
 from napari_spotdetect.core.weights import deepspot_fetch
 
-from ..conftest import DEEPSPOT_FIX, need_shared, randomise_batchnorm
-from ..tf_bundle_writer import write_bundle
+from ...conftest import DEEPSPOT_FIX, need_shared, randomise_batchnorm
+from ...tf_bundle_writer import write_bundle
 
 FIXTURE = DEEPSPOT_FIX
 CASES = ["synth_a", "synth_b", "synth_c_384x512", "repo_exp1", "repo_sim1"]
@@ -153,7 +153,7 @@ def _saved_model_pb(names: list[str]) -> bytes:
     """A minimal saved_model.pb whose object graph names ``layer_with_weights-N`` like Keras does."""
     import json
 
-    from ..tf_bundle_writer import enc_field as _enc_field
+    from ...tf_bundle_writer import enc_field as _enc_field
 
     def child(node_id, local):
         return _enc_field(1, _enc_field(1, node_id, 0) + _enc_field(2, local.encode(), 2), 2)

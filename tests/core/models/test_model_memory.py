@@ -17,7 +17,7 @@ import torch
 from napari_spotdetect import load_model
 from napari_spotdetect.core.errors import ModelFileError
 
-from ..tf_bundle_writer import write_bundle
+from ...tf_bundle_writer import write_bundle
 
 
 def test_a_re_zipped_pt_whose_parts_unpack_to_much_more_is_refused(tmp_path):

@@ -11,7 +11,7 @@ from napari_spotdetect.core.errors import ModelFileError, SpotDetectError
 from napari_spotdetect.core.weights import checksums
 from napari_spotdetect.core.weights import tf_bundle as tb
 
-from .. import tf_bundle_writer as tbw
+from ... import tf_bundle_writer as tbw
 
 
 @pytest.fixture(scope="module")

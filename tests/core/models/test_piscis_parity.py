@@ -8,7 +8,7 @@ from napari_spotdetect import detect, load_model
 from napari_spotdetect.core.detection.tiling import plan_tiles
 from napari_spotdetect.core.models.ops import deformable_pool
 
-from ..conftest import PISCIS_FIX, need_shared
+from ...conftest import PISCIS_FIX, need_shared
 
 IMAGES = ["img256", "img300x420", "img100x90"]
 

@@ -4,7 +4,7 @@ import pytest
 from napari_spotdetect.core.errors import SpotDetectError
 from napari_spotdetect.core.training.targets import DEEPSPOT_STAMP, deepspot_target, spot_labels, voronoi_targets
 
-from ..conftest import SHARED, need_shared
+from ...conftest import SHARED, need_shared
 
 
 def shared(*parts):

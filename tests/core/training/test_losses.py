@@ -7,7 +7,7 @@ from napari_spotdetect.core.models.ops import deformable_pool, deformable_softma
 from napari_spotdetect.core.training import losses
 from napari_spotdetect.core.training.targets import voronoi_targets
 
-from ..conftest import SHARED, need_shared, separated_points
+from ...conftest import SHARED, need_shared, separated_points
 
 
 def shared(*parts):

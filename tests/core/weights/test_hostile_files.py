@@ -17,8 +17,8 @@ from napari_spotdetect.core.weights import checksums, deepspot_fetch, tf_table
 from napari_spotdetect.core.weights.native import model_to_state, save_model
 from napari_spotdetect.core.weights.tf_bundle import TensorBundle
 
-from .. import tf_bundle_writer as tbw
-from ..tf_bundle_writer import write_bundle
+from ... import tf_bundle_writer as tbw
+from ...tf_bundle_writer import write_bundle
 
 
 class _RunsCode:

@@ -18,7 +18,7 @@ from napari_spotdetect.core.models.base import ModelInfo
 from napari_spotdetect.core.models.deepspot import DeepSpotModel
 from napari_spotdetect.core.models.tile_threads import run_tiles
 
-from ..conftest import randomise_batchnorm
+from ...conftest import randomise_batchnorm
 
 
 def _transposed_path(net, x):

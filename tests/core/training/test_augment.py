@@ -4,7 +4,7 @@ from scipy import ndimage
 
 from napari_spotdetect.core.training.augment import affine_matrix, random_augment, warp
 
-from ..conftest import separated_points
+from ...conftest import separated_points
 
 
 def _spot_image(shape=(150, 170), n=25, seed=0):
