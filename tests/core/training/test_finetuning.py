@@ -110,6 +110,17 @@ def test_the_configs_device_is_the_one_device_setting_and_reaches_the_trainer(ti
         finetuning.finetune(tiny_piscis, _pairs(), None, cfg, out=tmp_path / "e.pt", device="cpu")
 
 
+@pytest.mark.parametrize("device", ["auto", None])
+def test_an_automatic_device_trains_where_the_settings_check_said(tiny_piscis, tmp_path, device):
+    """'auto' passed the settings check and then crashed the Trainer (torch.device('auto')); None meant the
+    best device to the check but the CPU to the Trainer. Both now mean the best device here, in both."""
+    from napari_spotdetect.core.common.device import select_device
+
+    cfg = finetuning.finetune_config(epochs=1, steps_per_epoch=1, batch_size=1, crop=32, device=device)
+    res = finetuning.finetune(tiny_piscis, _pairs(), None, cfg, out=tmp_path / "auto.pt")
+    assert res.model.device.type == select_device(None).type and res.path.exists()
+
+
 def test_deepspot_models_fine_tune_too(mhybrid, tmp_path):
     from napari_spotdetect.core.models.deepspot import DeepSpotModel
 

@@ -46,7 +46,7 @@ class TrainConfig:
     select: str = "f1"  # validation metric that picks the best epoch: "f1" or "f1_integral"
     # input normalisation to train with ("standardize"/"percentile"); None: the model's
     normalization: str | None = None
-    device: str | None = "cpu"
+    device: str | None = "cpu"  # None or "auto": the best device here (CUDA, MPS, else the CPU)
     # fine-tune only the decoder and heads: the encoder's weights and every BatchNorm statistic stay as loaded
     # (no backward pass through the encoder, no recalibration): the fast one-region preset
     freeze_encoder: bool = False

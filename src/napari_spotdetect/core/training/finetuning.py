@@ -144,6 +144,7 @@ def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, 
         stop: a ``threading.Event`` or callable; checked between steps and validation images.
         half: store the weights in half precision.
     """
+    from ..common.device import select_device
     from ..models.zoo import load_model
     from ..weights.native import save_model
 
@@ -153,7 +154,7 @@ def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, 
         raise SpotDetectError(f"{out} is a folder.", "give the model file to write, e.g. my_model.pt.")
     yield FinetuneEvent("loading", message="loading the model…")
     # a model object is used as it is: SpotModel.to() moves it in place, and it may be the one in use
-    base = model if isinstance(model, SpotModel) else load_model(model, device=cfg.device or "cpu")
+    base = model if isinstance(model, SpotModel) else load_model(model, device=select_device(cfg.device))
     examples = list(examples)
     if val is None:  # None after the split: the trainer validates on the training examples and says so
         examples, val = split_examples(examples, DEFAULTS.val_share if val_share is None else val_share, cfg.seed)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..common.device import select_device
 from ..common.steps import run_steps
 from ..errors import Cancelled, SpotDetectError
 from ..groundtruth.calibration import cross_validated, f1_curve, pick_threshold
@@ -85,7 +86,7 @@ class Trainer:
                               "base_model_source": model.info.source}
         net = self.recipe.net
         info = ModelInfo(name=name, arch=self.recipe.arch)
-        self.device = torch.device(c.device or "cpu")
+        self.device = select_device(c.device)  # None/"auto": the best device here, as the settings check said
         self.net = net.to(self.device)
         self.frozen_bn = self.recipe.freeze_batchnorm or c.freeze_encoder
         if c.freeze_encoder:
