@@ -13,6 +13,7 @@ resolution and summed; the head gives (label logit, dy, dx).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 
 import torch
@@ -98,7 +99,9 @@ class EncoderBlock(nn.Module):
 
     def forward(self, x):
         y = self.block(x)
-        return y + x if self.residual else y
+        if not self.residual:
+            return y
+        return y.add_(x) if _may_overwrite() else y + x
 
 
 class Encoder(nn.Module):
@@ -130,10 +133,17 @@ class BNActConv(nn.Module):
 
     def __init__(self, cin: int, cout: int, k: int):
         super().__init__()
-        self.conv = nn.Sequential(_bn(cin), nn.SiLU(inplace=False), nn.Conv2d(cin, cout, k, padding=(k - 1) // 2))
+        # the SiLU overwrites the BN's output, which nothing else reads (a fresh 32 MB map per call otherwise)
+        self.conv = nn.Sequential(_bn(cin), nn.SiLU(inplace=True), nn.Conv2d(cin, cout, k, padding=(k - 1) // 2))
 
-    def forward(self, x):
-        return self.conv(x)
+    def forward(self, x, shift=None):
+        """``shift`` (B, C): added to ``x`` before the BN (the style bias), fused with a folded BN."""
+        norm = self.conv[0]
+        if isinstance(norm, ChannelAffine):
+            y = norm(x, shift)
+        else:
+            y = norm(x if shift is None else x + shift[:, :, None, None])
+        return self.conv[2](self.conv[1](y))
 
 
 class BNConv(nn.Module):
@@ -158,7 +168,7 @@ class StyleConv(nn.Module):
     def forward(self, x, style, skip=None):
         if skip is not None:
             x = x + skip
-        return self.conv(x + self.dense(style)[:, :, None, None])
+        return self.conv(x, self.dense(style))
 
 
 class UpConv(nn.Module):
@@ -171,6 +181,9 @@ class UpConv(nn.Module):
         self.convs_2 = StyleConv(cout, style_dim)
 
     def forward(self, x, style, skip=None):
+        if _may_overwrite():  # the same sums without two fresh full-size maps
+            h = self.proj(x).add_(self.convs_0(self.conv(x), style, skip))
+            return self.convs_2(self.convs_1(h, style), style).add_(h)
         h = self.proj(x) + self.convs_0(self.conv(x), style, skip)
         return h + self.convs_2(self.convs_1(h, style), style)
 
@@ -199,10 +212,63 @@ class Decoder(nn.Module):
             if i < 3:
                 for blk in self.resize_up_blocks[i]:
                     g = blk(_up2(g), style)
-            acc = g if acc is None else acc + g
+            if acc is None:
+                acc = g
+            else:
+                acc = acc.add_(g) if _may_overwrite() else acc + g
             if i < 3:
                 f = _up2(f)
         return acc
+
+
+def _may_overwrite() -> bool:
+    """Sums may overwrite an operand in place: only without autograd, which may need the operands."""
+    return not torch.is_grad_enabled()
+
+
+class ChannelAffine(nn.Module):
+    """An eval-mode BatchNorm folded to ``x * scale + shift`` per channel (see :func:`fold_batchnorm`)."""
+
+    def __init__(self, bn: nn.BatchNorm2d):
+        super().__init__()
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        self.register_buffer("scale", scale.detach()[None, :, None, None].clone())
+        self.register_buffer("shift", (bn.bias - bn.running_mean * scale).detach()[None, :, None, None].clone())
+
+    def forward(self, x, shift=None):
+        # BN(x + s) = x * scale + (shift + s * scale): one pass over x instead of an add and a BN
+        b = self.shift if shift is None else self.shift + shift[:, :, None, None] * self.scale
+        return torch.addcmul(b, x, self.scale)
+
+
+@torch.no_grad()
+def fold_batchnorm(net: PiscisNet) -> PiscisNet:
+    """An inference copy of ``net`` with its BatchNorms folded away, outputs equal up to float rounding.
+
+    conv -> BN (encoder) becomes one conv with a bias; BN -> 1x1 conv (decoder projections) too (a 1x1 conv
+    pads nothing, so the shift is exact). BN -> SiLU -> conv cannot go into the conv (the SiLU is between):
+    that BN becomes a per-channel multiply-add that also takes the style bias. The copy's ``state_dict`` is
+    not a model file's: keep ``net`` for saving and training.
+    """
+    out = copy.deepcopy(net).eval()
+    for m in out.modules():
+        if isinstance(m, ConvBNAct):
+            conv, bn = m.conv[0], m.conv[1]
+            aff = ChannelAffine(bn)
+            fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
+                              groups=conv.groups, bias=True).to(conv.weight)
+            fused.weight.copy_(conv.weight * aff.scale.view(-1, 1, 1, 1))
+            fused.bias.copy_(aff.shift.view(-1))
+            m.conv[0], m.conv[1] = fused, nn.Identity()
+        elif isinstance(m, BNConv):
+            aff, conv = ChannelAffine(m.conv[0]), m.conv[1]
+            w = conv.weight.clone()
+            conv.weight.copy_(w * aff.scale.view(1, -1, 1, 1))
+            conv.bias.add_((w.flatten(1) * aff.shift.view(1, -1)).sum(1))
+            m.conv[0] = nn.Identity()
+        elif isinstance(m, BNActConv):
+            m.conv[0] = ChannelAffine(m.conv[0])
+    return out.to(memory_format=torch.channels_last)
 
 
 def _up2(x):
