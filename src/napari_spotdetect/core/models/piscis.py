@@ -177,7 +177,8 @@ class PiscisModel(SpotModel):
         return dtype == torch.bfloat16 and self.device.type == "cpu"
 
     def _net_for(self, x: torch.Tensor) -> PiscisNet:
-        """The network for input ``x``: a cached inference copy, BatchNorms folded (float32; 1.2x on a CPU)
+        """The network for input ``x``: a cached inference copy, BatchNorms folded (float32, the same
+        outputs up to rounding; 1.2x on a CPU, 1 thread)
         or in bfloat16 (head float32); the network itself while it trains."""
         low = x.dtype == torch.bfloat16 and self.runs_in(x.dtype)
         if self.net.training or (x.dtype != torch.float32 and not low):
