@@ -99,10 +99,16 @@ def make_scrollable(container, min_height: int = 100):
     inner.setContentsMargins(outer.contentsMargins())
     inner.setSpacing(outer.spacing())
     while outer.count():
+        widget = outer.itemAt(0).widget()
+        if widget is not None:
+            # removeWidget deletes the old layout item before the new layout makes one: Qt tells only the first
+            # item made for a widget that its size changed, so an old item still alive (takeAt) kept that role
+            # and the new one answered one line's height forever (a wrapped status ran over the widget below)
+            outer.removeWidget(widget)
+            inner.addWidget(widget)
+            continue
         item = outer.takeAt(0)
-        if item.widget() is not None:
-            inner.addWidget(item.widget())
-        elif item.layout() is not None:
+        if item.layout() is not None:
             inner.addLayout(item.layout())
         elif item.spacerItem() is not None:
             inner.addItem(item.spacerItem())
