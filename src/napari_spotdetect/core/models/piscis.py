@@ -177,9 +177,9 @@ class PiscisModel(SpotModel):
         return dtype == torch.bfloat16 and self.device.type == "cpu"
 
     def _net_for(self, x: torch.Tensor) -> PiscisNet:
-        """The network for input ``x``: a cached inference copy, BatchNorms folded (float32, the same
-        outputs up to rounding; 1.2x on a CPU, 1 thread)
-        or in bfloat16 (head float32); the network itself while it trains."""
+        """The network for input ``x``: a cached inference copy, in float32 with its BatchNorms folded (same
+        outputs up to rounding, 1.2x faster on one CPU thread) or in bfloat16 (head float32); while the
+        network trains, the network itself."""
         low = x.dtype == torch.bfloat16 and self.runs_in(x.dtype)
         if self.net.training or (x.dtype != torch.float32 and not low):
             return self.net
