@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import SpotDetectError
-from .metrics import match_spots
+from .metrics import match_spots, scores_from_counts
 from .regions import inside
 
 #: thresholds tried (a probability scale); low ones matter: a lab that counts faint spots may want 0.01
@@ -51,8 +51,7 @@ def count_curve(preds, truths, boxes, thresholds, radius: float) -> np.ndarray:
                 m_tp = len(gt)
             else:
                 m_tp = match_spots(p, gt, radius).tp
-            denom = 2 * m_tp + (len(p) - m_tp) + (len(gt) - m_tp)
-            out[:, i] += (m_tp, len(p) - m_tp, len(gt) - m_tp, 1.0 if denom == 0 else 2 * m_tp / denom)
+            out[:, i] += (m_tp, len(p) - m_tp, len(gt) - m_tp, scores_from_counts(m_tp, len(p), len(gt))[2])
     return out
 
 

@@ -55,7 +55,8 @@ def _as_points(a) -> np.ndarray:
     return a.reshape(len(a), -1)
 
 
-def _scores(tp: int, n_pred: int, n_true: int) -> tuple[float, float, float]:
+def scores_from_counts(tp: int, n_pred: int, n_true: int) -> tuple[float, float, float]:
+    """(precision, recall, F1) from matched counts; an empty truth found empty scores 1."""
     fp, fn = n_pred - tp, n_true - tp
     precision = tp / n_pred if n_pred else (1.0 if n_true == 0 else 0.0)
     recall = tp / n_true if n_true else (1.0 if n_pred == 0 else 0.0)
@@ -68,7 +69,7 @@ def match_spots(pred, truth, radius: float = 1.0) -> Match:
     p, t = _as_points(pred), _as_points(truth)
     empty = np.zeros(0, dtype=np.int64)
     if len(p) == 0 or len(t) == 0:
-        pr, rc, f1 = _scores(0, len(p), len(t))
+        pr, rc, f1 = scores_from_counts(0, len(p), len(t))
         return Match(0, len(p), len(t), pr, rc, f1, empty, empty, np.zeros(0))
     d = cdist(t, p)
     big = d.max() + radius + 1.0
@@ -77,7 +78,7 @@ def match_spots(pred, truth, radius: float = 1.0) -> Match:
     ok = d[ti, pi] <= radius
     ti, pi = ti[ok], pi[ok]
     tp = len(ti)
-    pr, rc, f1 = _scores(tp, len(p), len(t))
+    pr, rc, f1 = scores_from_counts(tp, len(p), len(t))
     return Match(tp, len(p) - tp, len(t) - tp, pr, rc, f1, pi, ti, d[ti, pi])
 
 
@@ -93,7 +94,7 @@ def f1_integral(pred, truth, radii=F1_INTEGRAL_RADII) -> float:
         cost = np.where(d <= r, d, d.max() + r + 1.0)
         ti, pi = linear_sum_assignment(cost)
         tp = int((d[ti, pi] <= r).sum())
-        f1.append(_scores(tp, len(p), len(t))[2])
+        f1.append(scores_from_counts(tp, len(p), len(t))[2])
     trapezoid = getattr(np, "trapezoid", None) or np.trapz
     return float(trapezoid(f1, radii) / (radii[-1] - radii[0]))
 
