@@ -10,9 +10,9 @@ Gaussian (LoG) response does. This stage
 2. describes every candidate by a few scale-free features (:data:`FEATURES`: the network's score, the LoG
    response and its best scale, contrast over the plane's noise and over its elbow, local signal-to-noise,
    saturation, and how it compares with its neighbours);
-3. scores it with a few shallow gradient-boosted trees (or, in older files, a logistic model; numpy only at
-   inference) fitted on annotated ``train`` images and synthetic ones (``scripts/fit_rescorer.py``), so
-   ``score`` is the probability that a candidate is an annotated spot.
+3. scores it with a small logistic model (the bundled one), or a few shallow gradient-boosted trees where a
+   model file holds them (numpy only at inference), fitted on annotated ``train`` images and synthetic ones
+   (``scripts/fit_rescorer.py``), so ``score`` is the probability that a candidate is an annotated spot.
 
 Everything is per 2-D plane; z-stacks keep the network's voxel scores, shifted in logit
 (:meth:`Rescorer.calibrate_voxels`) so that the model's default threshold keeps the voxels the network's own
@@ -126,9 +126,10 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     resp, arg = log_maps(z, stack)
     # proposals: LoG peaks in 3 x 3 (close pairs stay two) above the cut, away from the network's candidates
     top = x.max()
-    flat = None
-    if top > np.median(x) and FLAT_RIM >= 0:
-        flat = ndimage.binary_dilation(x >= top, iterations=FLAT_RIM) if FLAT_RIM else x >= top
+    clipped = x >= top if top > np.median(x) else None  # the plane's saturated pixels (None: it has none)
+    flat = clipped
+    if clipped is not None and FLAT_RIM:
+        flat = ndimage.binary_dilation(clipped, iterations=FLAT_RIM)
     prc = proposal_peaks(resp, stack, proposal_cut, scale_cut, flat)
     yx = np.asarray(yx, dtype=np.float64).reshape(-1, 2)
     net_scores = np.asarray(net_scores, dtype=np.float64).reshape(-1)
@@ -156,8 +157,8 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     local = np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0))
     local = local[rc[:, 0], rc[:, 1]]
     local_snr = contrast * noise / np.maximum(local, 1e-3 * noise)
-    sat = ndimage.uniform_filter((x >= top).astype(np.float64), 3, mode="nearest")[rc[:, 0], rc[:, 1]] \
-        if top > np.median(x) else np.zeros(len(coords))
+    sat = ndimage.uniform_filter(clipped.astype(np.float64), 3, mode="nearest")[rc[:, 0], rc[:, 1]] \
+        if clipped is not None else np.zeros(len(coords))
     # dominance: own LoG response over the strongest within NEIGHBOUR_RADIUS (1: the strongest there)
     dom = np.ones(len(coords))
     if len(coords) > 1:
