@@ -165,7 +165,7 @@ class FinetuneWidget(Container):
         self.new_model.clear()
         self.plot.clear(cfg.epochs)
         self.stop_button.enabled = True
-        worker = self._job.start(steps, self._on_result, "Starting…", on_yield=self._on_event,
+        worker = self._job.start(steps, self._on_result, "Starting…", on_step=self._on_event,
                                  on_end=self._on_finished)
         self.progress.max, self.progress.value = cfg.epochs * cfg.steps_per_epoch, 0
         return worker

@@ -38,12 +38,12 @@ class PanelWorker:
     def running(self) -> bool:
         return self.worker is not None
 
-    def start(self, gen, on_return, message: str, *, on_step=None, on_end=None, on_yield=None):
+    def start(self, gen, on_return, message: str, *, on_step=None, on_end=None):
         """Run ``gen`` in a thread; ``on_return(result)`` runs in the main thread unless it failed or stopped.
 
-        ``on_step(progress)`` follows each step after the bar moved; ``on_yield(step)`` instead replaces the
-        bar's update, for steps that are not ``done``/``total``; ``on_end()`` follows every job's end (done,
-        failed or cancelled) once the buttons are back.
+        ``on_step(step)`` follows each step, after the bar moved for steps with ``done``/``total`` (others, e.g.
+        training events, leave the bar to ``on_step``); ``on_end()`` follows every job's end (done, failed or
+        cancelled) once the buttons are back.
         """
         if self.running:
             return None
@@ -57,7 +57,7 @@ class PanelWorker:
             self._progress.visible = True
             self._progress.max, self._progress.value = 1, 0
         show_status(self._status, message)
-        self.worker = start_worker(gen, on_yield=on_yield or self._on_yield,
+        self.worker = start_worker(gen, on_yield=self._on_yield,
                                    on_return=lambda res: self._returned(on_return, res),
                                    on_error=self._on_error, on_finish=self._on_finish)
         return self.worker
@@ -90,7 +90,7 @@ class PanelWorker:
             on_return(result)
 
     def _on_yield(self, p) -> None:
-        if self._progress is not None:
+        if self._progress is not None and hasattr(p, "total"):
             self._progress.max = max(1, int(p.total))
             self._progress.value = min(int(p.done), self._progress.max)
         if self._on_step is not None:
