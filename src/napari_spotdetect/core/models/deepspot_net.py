@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ops import weights_version
+
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01  # Keras momentum 0.99
 DROPOUT = 0.2
@@ -248,7 +250,7 @@ class UpBlock(nn.Module):
     def _phase_kernels(self):
         """:func:`phase_kernels` of the two stride-2 convs, rebuilt only when their weights change."""
         params = (self.conv2a.weight, self.conv2a.bias, self.conv1.weight, self.conv1.bias)
-        key = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params)
+        key = weights_version(params)
         cached = self.__dict__.get("_phase_cache")
         if cached is None or cached[0] != key:
             with torch.no_grad():

@@ -13,6 +13,12 @@ import torch
 from scipy import ndimage
 
 
+def weights_version(tensors) -> tuple:
+    """A key that changes whenever any of ``tensors`` changes in place (training, ``load_state_dict``) or is
+    replaced, moved or cast: for caches of arrays derived from weights (folded or re-arranged kernels)."""
+    return tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
+
+
 def landing_pixels(deltas: torch.Tensor, kernel_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat index of the pixel each pixel votes for, and whether the vote counts.
 

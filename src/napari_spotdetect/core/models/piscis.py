@@ -17,7 +17,7 @@ import torch
 
 from ..errors import ModelFileError, SpotDetectError
 from .base import ModelInfo, SpotModel, TileCandidates
-from .ops import deformable_pool, local_maxima
+from .ops import deformable_pool, local_maxima, weights_version
 from .piscis_net import PiscisConfig, PiscisNet, fold_batchnorm
 from .tile_threads import parallel_tiles_possible, run_tiles
 
@@ -186,8 +186,7 @@ class PiscisModel(SpotModel):
         cache = self.__dict__.setdefault("_low_nets", {})
         # a new net, or weights or BN statistics changed in place (their version counters move, as in
         # fine-tuning or load_state_dict): never reuse the old copy
-        tensors = [*self.net.parameters(), *self.net.buffers()]
-        key = (id(self.net), x.dtype, x.device.type, sum(t._version for t in tensors))
+        key = (id(self.net), x.dtype, x.device.type, weights_version([*self.net.parameters(), *self.net.buffers()]))
         if key not in cache:
             cache.clear()
             if low:
