@@ -51,20 +51,22 @@ def _background_at(x: np.ndarray, rc: np.ndarray) -> np.ndarray:
     return out
 
 
-def _bands(read_rows, h: int):
-    """(r0, r1, rows r0-m:r1+m as float64, m) for bands covering 0..h."""
+def _band_ranges(h: int):
+    """(r0, r1, a, b): bands r0..r1 covering 0..h, each read as rows a..b (with its context)."""
     for r0 in range(0, h, BAND_ROWS):
         r1 = min(h, r0 + BAND_ROWS)
-        a, b = max(0, r0 - _MARGIN), min(h, r1 + _MARGIN)
-        yield r0, r1, np.asarray(read_rows(a, b), dtype=np.float64), r0 - a
+        yield r0, r1, max(0, r0 - _MARGIN), min(h, r1 + _MARGIN)
 
 
 def contrast_features(plane, points: np.ndarray):
     """(contrast at each (y, x) point, (row, col) of every peak of the plane, their contrasts, noise) for a
     2-D plane.
 
-    ``plane`` is anything sliceable by rows (numpy, dask, zarr, memory map). Contrast is in noise units.
+    ``plane`` is anything sliceable by rows (numpy, dask, zarr, memory map). Contrast is in noise units. The
+    bands run side by side on the threads :func:`~..common.parallel.thread_map` allows, each read by its own
+    worker (so at most that many bands are in memory at once).
     """
+    from ..common.parallel import thread_map
     from ..io.image_sources import read
 
     h, w = (int(v) for v in plane.shape[-2:])
@@ -72,27 +74,31 @@ def contrast_features(plane, points: np.ndarray):
     rc = np.rint(pts).astype(np.int64)
     rc[:, 0] = np.clip(rc[:, 0], 0, max(h - 1, 0))
     rc[:, 1] = np.clip(rc[:, 1], 0, max(w - 1, 0))
-    at_points = np.zeros(len(pts))
-    peak_vals, peak_rc, hp_sample = [], [], []
-    for r0, r1, rows, m in _bands(lambda a, b: read(plane[a:b]), h):
+
+    def band(r):
+        r0, r1, a, b = r
+        rows, m = np.asarray(read(plane[a:b]), dtype=np.float64), r0 - a
         sm = ndimage.gaussian_filter(rows, SMOOTH_SIGMA)
         hp = (rows - ndimage.gaussian_filter(rows, 2.0))[m:m + r1 - r0].ravel()
-        hp_sample.append(hp[:: max(1, len(hp) // _NOISE_SAMPLE)])
         core = sm[m:m + r1 - r0]
         is_peak = core == ndimage.maximum_filter(sm, PEAK_SIZE)[m:m + r1 - r0]
         pr, pc = np.nonzero(is_peak)
-        peak_rc.append(np.stack([pr + r0, pc], 1))
         inside = (rc[:, 0] >= r0) & (rc[:, 0] < r1)
         q = rc[inside] - (r0 - m, 0)
         # one background pass over the band for its peaks and the points in it
         at = np.concatenate([np.stack([pr + m, pc], 1), q])
         values = sm[at[:, 0], at[:, 1]] - _background_at(rows, at)
-        peak_vals.append(values[:len(pr)])
-        at_points[inside] = values[len(pr):]
-    hp = np.concatenate(hp_sample) if hp_sample else np.zeros(1)
+        return hp[:: max(1, len(hp) // _NOISE_SAMPLE)], np.stack([pr + r0, pc], 1), values[:len(pr)], \
+            inside, values[len(pr):]
+
+    at_points = np.zeros(len(pts))
+    bands = thread_map(band, list(_band_ranges(h)))
+    for _, _, _, inside, values in bands:
+        at_points[inside] = values
+    hp = np.concatenate([b[0] for b in bands]) if bands else np.zeros(1)
     noise = max(1.4826 * float(np.median(np.abs(hp - np.median(hp)))), 1e-12)
-    peaks = np.concatenate(peak_vals) if peak_vals else np.zeros(0)
-    where = np.concatenate(peak_rc) if peak_rc else np.zeros((0, 2), dtype=np.int64)
+    peaks = np.concatenate([b[2] for b in bands]) if bands else np.zeros(0)
+    where = np.concatenate([b[1] for b in bands]) if bands else np.zeros((0, 2), dtype=np.int64)
     return at_points / noise, where, peaks / noise, noise
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..models.rescorer import FEATURES, LOWEST_THRESHOLD, NET_CLIP, SIGMAS, BoostedTrees, Rescorer, logit, sigmoid
+from ..common.parallel import run_together, thread_map
 from .contrast import contrast_features, elbow
 
 __all__ = ["FEATURES", "LOWEST_THRESHOLD", "NET_CLIP", "SIGMAS", "BoostedTrees", "Rescorer", "auc",
@@ -57,7 +58,7 @@ def _noise(hp: np.ndarray) -> float:
 
 def log_stack(z: np.ndarray) -> np.ndarray:
     """The scale-normalised LoG response of a noise-unit plane at each of :data:`SIGMAS` (S, H, W)."""
-    return np.stack([-ndimage.gaussian_laplace(z, s) * s * s for s in SIGMAS])
+    return np.stack(thread_map(lambda s: -ndimage.gaussian_laplace(z, s) * s * s, SIGMAS))
 
 
 def log_maps(z: np.ndarray, stack: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +80,7 @@ def proposal_peaks(resp: np.ndarray, stack: np.ndarray, cut: float, scale_cut: f
     anywhere = np.ones(resp.shape, dtype=bool)
     off_flat = anywhere if flat is None else ~flat
     maps = [(resp, cut, anywhere)] + ([(r, scale_cut, off_flat) for r in stack] if scale_cut is not None else [])
-    pts = [np.argwhere((r == ndimage.maximum_filter(r, 3, mode="nearest")) & (r > c) & where) for r, c, where in maps]
+    pts = thread_map(lambda m: np.argwhere((m[0] == _max3(m[0])) & (m[0] > m[1]) & m[2]), maps)
     p = np.concatenate(pts)
     if len(maps) == 1 or len(p) < 2:
         return p
@@ -91,6 +92,10 @@ def proposal_peaks(resp: np.ndarray, stack: np.ndarray, cut: float, scale_cut: f
         if keep[i]:  # i < j: i is the stronger (or the same response, found first)
             keep[j] = False
     return p[keep]
+
+
+def _max3(r: np.ndarray) -> np.ndarray:
+    return ndimage.maximum_filter(r, 3, mode="nearest")
 
 
 def _subpixel(resp: np.ndarray, rc: np.ndarray) -> np.ndarray:
@@ -145,8 +150,11 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     rc = np.rint(coords).astype(np.int64)
     rc[:, 0] = np.clip(rc[:, 0], 0, h - 1)
     rc[:, 1] = np.clip(rc[:, 1], 0, w - 1)
-    # the LoG response and scale at the best pixel of each candidate's 3 x 3
-    rmax = ndimage.maximum_filter(resp, 3, mode="nearest")
+    # whole-plane filters, side by side: the best LoG response within 3 x 3 (at each candidate), the LoG
+    # peaks within 5 x 5 (for the plane's LoG elbow) and the local noise
+    rmax, rmax5, local = run_together(
+        lambda: _max3(resp), lambda: ndimage.maximum_filter(resp, 5, mode="nearest"),
+        lambda: np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0)))
     at_resp = rmax[rc[:, 0], rc[:, 1]]
     at_sigma = np.array(SIGMAS)[_argmax3(resp, arg, rc)]
     contrast, _, peak_c, _ = contrast_features(x, coords)
@@ -154,7 +162,6 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     rel = contrast / e if np.isfinite(e) and e > 0 else np.full(len(coords), np.inf)
     rel_for_feat = contrast / (e if np.isfinite(e) and e > 0 else 10.0)
     # local SNR: the smoothed peak over the local background, in units of the local high-pass noise
-    local = np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0))
     local = local[rc[:, 0], rc[:, 1]]
     local_snr = contrast * noise / np.maximum(local, 1e-3 * noise)
     sat = ndimage.uniform_filter(clipped.astype(np.float64), 3, mode="nearest")[rc[:, 0], rc[:, 1]] \
@@ -168,7 +175,7 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
         for i, nb in enumerate(tree.query_ball_point(coords, NEIGHBOUR_RADIUS)):
             if len(nb) > 1:
                 dom[i] = max(at_resp[i], 1e-3) / max(at_resp[nb].max(), 1e-3)
-    peaks_all = resp[(resp == ndimage.maximum_filter(resp, 5, mode="nearest")) & (resp > 1.0)]
+    peaks_all = resp[(resp == rmax5) & (resp > 1.0)]
     le = elbow(peaks_all)
     le = le if np.isfinite(le) and le > 0 else 10.0
     feats = np.column_stack([
