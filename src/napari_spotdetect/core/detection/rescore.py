@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..models.rescorer import FEATURES, LOWEST_THRESHOLD, NET_CLIP, SIGMAS, BoostedTrees, Rescorer, logit, sigmoid
 from ..common.parallel import run_together, thread_map
+from ..models.rescorer import FEATURES, LOWEST_THRESHOLD, NET_CLIP, SIGMAS, BoostedTrees, Rescorer, logit, sigmoid
 from .contrast import contrast_features, elbow
 
 __all__ = ["FEATURES", "LOWEST_THRESHOLD", "NET_CLIP", "SIGMAS", "BoostedTrees", "Rescorer", "auc",
