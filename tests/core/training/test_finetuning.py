@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 
 import numpy as np
@@ -207,3 +208,32 @@ def test_a_model_with_a_second_stage_is_measured_and_kept_as_the_user_has_it(tmp
     again = load_model(res.path, device="cpu")
     assert again.rescorer is not None and again.threshold_range == base.threshold_range
     assert len(detect(img, again).spots) == pytest.approx(len(detect(img, base).spots), abs=2)
+
+
+def test_a_trained_epoch_keeps_the_second_stage_when_it_validates_better(tmp_path):
+    """The bundled model's second stage finds the sample's saturated spots, which its network alone scores
+    near 0; an epoch is validated with and without that stage, and a model that wins with it keeps it (in the
+    returned model and in the best checkpoint), so a fine-tune does not lose those spots."""
+    from napari_spotdetect._sample_data import smfish_2d
+    from napari_spotdetect.core.groundtruth.metrics import match_spots
+    from napari_spotdetect.core.training.train import Trainer
+
+    base = load_model("default", device="cpu")
+    (img, _, _), (truth, _, _) = smfish_2d()
+    train = [(img, truth, (0, 0, 256, 512))]
+    val = [(img, truth, (256, 0, 512, 512))]
+    cfg = dataclasses.replace(finetuning.finetune_config(epochs=1, steps_per_epoch=1, batch_size=1, crop=64),
+                              lr=1e-12, ema=None)
+    trainer = Trainer(base, train, val, cfg, out_dir=tmp_path, name="ft")
+    res = trainer.fit()
+    val_rec = res.history[-1]
+    assert val_rec["val_second_stage"] is True  # the stage validated better than the network alone
+    assert res.model.rescorer is base.rescorer and res.model.threshold_range == base.threshold_range
+    rc = np.rint(truth).astype(int)
+    saturated = truth[img[rc[:, 0], rc[:, 1]] >= img.max()]
+    found = detect(img, res.model).spots[["y", "x"]].to_numpy()
+    alone = copy.copy(res.model)
+    alone.rescorer = None  # the same weights and threshold without the stage
+    plain = detect(img, alone).spots[["y", "x"]].to_numpy()
+    assert match_spots(found, saturated, 3.0).tp >= match_spots(plain, saturated, 3.0).tp + 5
+    assert load_model(trainer.best_path, device="cpu").rescorer is not None

@@ -186,9 +186,6 @@ def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, 
     if res.best_path is None or not res.history:  # stopped before an epoch ended: nothing to offer
         return FinetuneResult(None, None, res.stopped, res.history, before, **n)
     kept_start = trainer.best is not None and trainer.best["epoch"] == 0
-    if kept_start and getattr(base, "rescorer", None) is not None:  # the start as the user had it
-        res.model.rescorer = base.rescorer
-        res.model.threshold_range = tuple(base.threshold_range)
     res.model.info.card["validation_before"] = before
     res.model.info.card["kept_starting_weights"] = kept_start
     path = save_model(res.model, out, half=half)
@@ -198,20 +195,17 @@ def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, 
 
 def _validate_start(trainer: Trainer, base: SpotModel, annotated: list) -> dict:
     """Epoch 0 is the starting model as the user has it: with its second stage (:mod:`..models.rescorer`),
-    whose scores its own threshold is in. Trained weights score differently from what that stage was fitted
-    on, so it is dropped for every later epoch (and kept only when the start wins).
+    whose scores its own threshold is in (later epochs are validated with and without it, see
+    :meth:`.train.Trainer.validate_epoch`).
 
     Its threshold is what :func:`..groundtruth.calibration.calibrate` chooses from all the annotated examples
     (training and held-out: the starting weights learnt from none of them), which keeps the model's own
     threshold unless another is clearly better on spots it was not chosen on; a threshold tuned on a held-out
     strip alone moved on noise and ended below the start on the rest of the image."""
     own = float(base.default_threshold)
-    trainer.model.rescorer = getattr(base, "rescorer", None)
-    try:
-        threshold = _calibrated_threshold(trainer, base, annotated)  # (before the rescorer is set: same thing)
+    threshold = _calibrated_threshold(trainer, base, annotated)
+    with trainer.with_second_stage():
         return trainer.validate(should_stop=trainer._should_stop, at=own, prefer=own, fixed=threshold)
-    finally:
-        trainer.model.rescorer = None
 
 
 def _calibrated_threshold(trainer: Trainer, base: SpotModel, annotated: list) -> float:

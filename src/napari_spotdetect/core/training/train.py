@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -99,6 +99,11 @@ class Trainer:
         base_tile = model.tile_size if self.mode == "finetune" else (256, 256)
         tile = (c.tile_size, c.tile_size) if c.tile_size else base_tile
         self.model = self.recipe.wrap(self.net, info, tile, None, self.device)
+        #: the starting model's second stage (:mod:`..detection.rescore`): each epoch is validated with it and
+        #: without it, and the better competes (:meth:`validate_epoch`)
+        self.second_stage = getattr(model, "rescorer", None) if self.mode == "finetune" else None
+        self.second_stage_range = tuple(model.threshold_range) if self.second_stage is not None else None
+        self.second_stage_prefer = float(model.default_threshold) if self.second_stage is not None else 0.5
         self.opt = self._optimizer()
         self.average = WeightAverage(self.net, c.ema) if c.ema else None
         self.checkpoints = checkpoints.Checkpoints(out_dir, name)
@@ -212,6 +217,33 @@ class Trainer:
         self._train_mode()
         return out
 
+    def validate_epoch(self, should_stop=None) -> dict:
+        """:meth:`validate` the trained weights as they are and, where the starting model had a second stage,
+        with that stage too (its proposals and calibrated scores); the better (by the epoch-picking score,
+        ties to the second stage) is the epoch's result, ``"second_stage"`` saying which.
+
+        Why both: the stage was fitted on the starting network's scores, and a fine-tuned network may score
+        differently (then its own scores do better); but it also adds what the network alone never finds
+        (saturated spots, dim neighbours), and dropping it made a trained epoch lose to the rescored start."""
+        plain = self.validate(should_stop=should_stop)
+        if self.second_stage is None:
+            return plain
+        with self.with_second_stage():
+            staged = self.validate(should_stop=should_stop, prefer=self.second_stage_prefer)
+        staged["second_stage"] = True
+        return staged if self._score(staged) >= self._score(plain) else plain
+
+    @contextmanager
+    def with_second_stage(self, on: bool = True):
+        """The trainer's model with the starting model's second stage on (or off) for the duration."""
+        old = getattr(self.model, "rescorer", None), self.model.threshold_range
+        if on and self.second_stage is not None:
+            self.model.rescorer, self.model.threshold_range = self.second_stage, self.second_stage_range
+        try:
+            yield self.model
+        finally:
+            self.model.rescorer, self.model.threshold_range = old
+
     def _scores(self, preds, truth, thr: float) -> dict:
         per = []
         for (yx, s), gt, box in zip(preds, truth, self.val_boxes):
@@ -252,9 +284,14 @@ class Trainer:
             return
         self.model.default_threshold = val["threshold"]
         self.best = {"f1": val["f1"], "score": self._score(val), "epoch": 0, "threshold": val["threshold"],
-                     "val": val, "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
+                     "val": val, "second_stage": self.second_stage is not None,
+                     "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
+        self._save_best(val, 0)
+
+    def _save_best(self, val: dict, epoch: int) -> None:
         if self.best_path is not None:
-            self.checkpoints.save(self.model, self.best_path, card=self.card(val, 0))
+            with self.with_second_stage(bool(self.best.get("second_stage"))):
+                self.checkpoints.save(self.model, self.best_path, card=self.card(val, epoch))
 
     # -- model card ----------------------------------------------------------------------------------
     def card(self, val: dict | None, epoch: int) -> dict:
@@ -303,7 +340,7 @@ class Trainer:
             with self._averaged() as raw_state:
                 try:
                     self.recalibrate_bn(np.random.default_rng([c.seed, epoch, 1]))
-                    val = self.validate(should_stop=self._should_stop) if self.val else None
+                    val = self.validate_epoch(should_stop=self._should_stop) if self.val else None
                     stopped = False
                 except Cancelled:
                     self._train_mode()
@@ -358,10 +395,9 @@ class Trainer:
                                                       else self._score(val) > self.best["score"])):
             self.model.default_threshold = val["threshold"]
             self.best = {"f1": val["f1"], "score": self._score(val), "epoch": epoch,
-                         "threshold": val["threshold"], "val": val,
+                         "threshold": val["threshold"], "val": val, "second_stage": bool(val.get("second_stage")),
                          "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
-            if self.best_path is not None:
-                self.checkpoints.save(self.model, self.best_path, card=self.card(val, epoch))
+            self._save_best(val, epoch)
         checkpoints.save_last(self, epoch, val, raw_state)
 
     def _stopped(self, epoch, step):
@@ -383,6 +419,8 @@ class Trainer:
             card = self.card(None, len(self.history))
         info = ModelInfo(name=self.name, arch=self.recipe.arch, source=str(self.best_path or ""), card=card)
         model = self.recipe.wrap(net, info, self.model.tile_size, thr, self.device)
+        if self.best is not None and self.best.get("second_stage") and self.second_stage is not None:
+            model.rescorer, model.threshold_range = self.second_stage, self.second_stage_range
         return TrainResult(model, self.best_path if self.best else None, self.last_path, self.history, stopped)
 
     def fit(self, progress=None) -> TrainResult:
