@@ -153,3 +153,41 @@ def test_rescorer_round_trips_through_a_dict():
     np.testing.assert_array_equal(back.weights, r.weights)
     f = np.ones((3, len(FEATURES)))
     np.testing.assert_allclose(back.probability(f), r.probability(f))
+
+
+def test_a_z_stack_finds_the_saturated_spots_its_network_misses(default_model):
+    """In a stack the network's voxels make the spots; the sample's saturated spots (scored near 0 by the
+    network in every plane) come back as the planes' proposals, one spot each, in the plane they are in."""
+    (img, _, _), (truth, _, _) = smfish_2d()
+    bg = np.median(img)
+    dim = bg + (img - bg) * 0.4
+    stack = np.stack([dim, img, dim]).astype(np.float32)  # the spots' in-focus plane in the middle
+    rc = np.rint(truth).astype(int)
+    saturated = truth[img[rc[:, 0], rc[:, 1]] >= img.max()]
+    spots = detect(stack, default_model, axes="zyx").spots
+    yx = spots[["y", "x"]].to_numpy()
+    assert match_spots(yx, saturated, 3.0).tp >= 0.95 * len(saturated)
+    assert set(spots["z"]) == {1.0}  # the dim planes' proposals joined their spot's component
+    m = match_spots(yx, truth, 3.0)
+    assert m.tp >= 0.97 * len(truth) and len(yx) - m.tp <= 0.25 * len(truth)
+
+
+def test_stack_proposals_touching_a_network_voxel_are_part_of_its_spot():
+    import pandas as pd
+
+    from napari_spotdetect.core.detection.rescore import merge_stack_proposals
+
+    def vox(rows):
+        z, r, c, s = np.array(rows, dtype=float).T
+        return pd.DataFrame({"z": z.astype(np.int32), "row": r.astype(np.int32), "col": c.astype(np.int32),
+                             "score": s, "dy": 0.0, "dx": 0.0, "intensity": 1.0})
+
+    net = vox([(2, 10, 10, 0.9), (2, 10, 11, 0.0005)])  # a spot's voxel, and a neighbour kept for its offsets
+    props = vox([(3, 11, 11, 0.5),  # the next plane, diagonal: the same spot
+                 (2, 10, 11, 0.6),  # the neighbour's own voxel: stays the network's
+                 (2, 10, 13, 0.4),  # 3 px away in the plane: a spot of its own
+                 (0, 10, 10, 0.4),  # two planes away
+                 (3, 11, 12, 0.3)])  # touches only the low neighbour (below the floor): its own
+    out = merge_stack_proposals(net, props, 0.001, ["z", "row", "col"], (5, 20, 20))
+    got = {tuple(v) for v in out[["z", "row", "col"]].to_numpy()[2:]}
+    assert got == {(2, 10, 13), (0, 10, 10), (3, 11, 12)}

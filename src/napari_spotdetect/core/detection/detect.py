@@ -46,6 +46,7 @@ from .detections import Detections, Progress, concat_spots
 from .maps import check_map_memory, in_memory, map_sink
 from .options import OPTION_NAMES, DetectOptions, check_tile, resolve
 from .planes import CONTRAST_COLUMNS, iter_planes, plane_spots
+from .rescore import merge_stack_proposals
 from .speed import FAST_BATCH_PIXELS, FAST_TILE_FACTOR, SpeedSettings, speed_settings
 from .tiling import plan_tiles, plan_tiles_even
 
@@ -99,6 +100,11 @@ class Run:
     def rescorer(self):
         """The model's second stage (:mod:`.rescore`), or None."""
         return getattr(self.model, "rescorer", None)
+
+    @property
+    def stack_proposals(self) -> bool:
+        """Whether z-stack planes get the second stage's proposals (:func:`.rescore.stack_plane_proposals`)."""
+        return self.stack and self.rescorer is not None and not self.feed_channels
 
     @property
     def net_floor(self) -> float:
@@ -222,8 +228,13 @@ def _detections(run: Run, frames: list) -> Detections:
     if run.stack:
         # voxel row/col, never "c": that letter is the channel axis, an outer column of the same table
         vcols = lead + ["z", "row", "col", "score", "dy", "dx", "intensity"]
-        candidates = (pd.concat(frames, ignore_index=True)[vcols] if frames else
+        candidates = (pd.concat(frames, ignore_index=True) if frames else
                       pd.DataFrame({c: pd.Series(dtype=np.float64) for c in vcols}))
+        if "proposal" in candidates:  # (frames without proposals have NaN there)
+            is_p = candidates.pop("proposal").to_numpy() == True  # noqa: E712
+            candidates = merge_stack_proposals(candidates[~is_p], candidates[is_p], run.floor,
+                                               lead + ["z", "row", "col"], tuple(run.outer_shape) + (run.nz, *run.hw))
+        candidates = candidates[vcols].reset_index(drop=True)
     else:
         candidates = concat_spots(frames, lead, CONTRAST_COLUMNS if run.contrasts else ())
     model, arr, axes = run.model, run.arr, run.axes

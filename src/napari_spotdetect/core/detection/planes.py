@@ -20,7 +20,7 @@ from ..models.base import SpotModel
 from .contrast import contrast_features, elbow
 from .detections import Progress
 from .maps import check_plane_memory
-from .rescore import rescore_frame, rescore_voxels
+from .rescore import rescore_frame, rescore_voxels, stack_plane_proposals
 from .tiling import extract_tile
 
 if TYPE_CHECKING:
@@ -82,6 +82,15 @@ def iter_planes(run: Run):
 def plane_spots(run: Run, src, oidx: tuple, z: int, plane_index: int):
     """Detect in one plane: yields :class:`Progress`, returns its spot table with its features (None: no spots)."""
     cands = yield from detect_plane(run, src, oidx, z, plane_index, plane_index * len(run.plan))
+    if run.stack_proposals:
+        yx = np.concatenate([c.pop("_yx2d") for c in cands]) if cands else np.zeros((0, 2))
+        net = np.concatenate([c.pop("_score2d") for c in cands]) if cands else np.zeros(0)
+        props = stack_plane_proposals(run.rescorer, src[0], z, yx, net, run.floor, dict(zip(run.outer_axes, oidx)))
+        frame = plane_frame(run, cands, oidx)
+        if not len(props):
+            return frame
+        props["proposal"] = True
+        return props if frame is None else pd.concat([frame.assign(proposal=False), props], ignore_index=True)
     frame = plane_frame(run, cands, oidx)
     if run.rescorer is not None and run.can_contrast:
         frame = rescore_frame(run.rescorer, frame, src[0], dict(zip(run.outer_axes, oidx)), run.floor)
@@ -145,6 +154,11 @@ def tile_spots(run: Run, tmaps: np.ndarray, t, z: int, pixels) -> dict:
     if run.stack:
         names = list(run.model.map_names)
         i_dy, i_dx = (names.index("dy"), names.index("dx")) if {"dy", "dx"} <= set(names) else (None, None)
+        if run.stack_proposals:  # the plane's 2-D network peaks: the neighbours of its proposals
+            tc = run.model.tile_candidates(tmaps, run.rescorer.net_floor, run.min_distance)
+            yx2d = tc.coords + (t.rows.start, t.cols.start)
+            own = t.owns(yx2d)
+            extra = {"_yx2d": yx2d[own], "_score2d": tc.scores[own]}
         if run.rescorer is not None:  # voxel scores through the rescorer's monotone calibration
             tmaps = rescore_voxels(run.rescorer, tmaps, names.index(run.model.score_map))
         rr, cc, vals = owned_voxels(tmaps, t, run.floor, names.index(run.model.score_map), i_dy, i_dx)
@@ -160,7 +174,7 @@ def tile_spots(run: Run, tmaps: np.ndarray, t, z: int, pixels) -> dict:
         inten = spot_intensity(pixels, yx)
     if run.stack:
         return dict(z=np.full(len(rr), z, dtype=np.int32), row=rr.astype(np.int32), col=cc.astype(np.int32),
-                    score=vals[0], dy=vals[1], dx=vals[2], intensity=inten)
+                    score=vals[0], dy=vals[1], dx=vals[2], intensity=inten, **(extra if run.stack_proposals else {}))
     return dict(y=yx[:, 0], x=yx[:, 1], score=tc.scores[keep], intensity=inten)
 
 

@@ -31,8 +31,8 @@ from ..models.rescorer import FEATURES, LOWEST_THRESHOLD, NET_CLIP, SIGMAS, Boos
 from .contrast import contrast_features, elbow
 
 __all__ = ["FEATURES", "LOWEST_THRESHOLD", "NET_CLIP", "SIGMAS", "BoostedTrees", "Rescorer", "auc",
-           "candidate_features", "fit_boosted_trees", "fit_logistic", "rescore_candidates", "rescore_frame",
-           "rescore_voxels"]
+           "candidate_features", "fit_boosted_trees", "fit_logistic", "merge_stack_proposals", "rescore_candidates",
+           "rescore_frame", "rescore_voxels", "stack_plane_proposals"]
 
 #: proposals within this distance (px) of a stronger one are the same spot
 DEDUPE_RADIUS = 1.5
@@ -334,6 +334,68 @@ def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float):
     return pd.DataFrame({**{a: np.full(n, i) for a, i in outer.items()}, "y": coords[:, 0], "x": coords[:, 1],
                          "score": prob[keep], "intensity": x[r, c].astype(np.float64),
                          "contrast": con[keep], "relative_contrast": rel[keep]})
+
+
+def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net_scores: np.ndarray,
+                          floor: float, outer: dict):
+    """A z-stack plane's LoG proposals (:func:`candidate_features`) that no network peak of that plane sits
+    near, as voxels (``z, row, col, score, dy, dx, intensity``) scored by the rescorer above ``floor``.
+
+    Why: in a stack the network's voxels make the spots (3-D components), so a spot it scores near 0 in every
+    plane (saturated, flat-topped, wide) had no voxel at all; a proposal's voxels in consecutive planes join
+    into one component like the network's. ``yx``, ``net_scores``: the plane's 2-D network peaks (the
+    proposals' neighbours, scored as on a plane). Proposals touching a network voxel are dropped later, with
+    the neighbouring planes known (:func:`merge_stack_proposals`)."""
+    import pandas as pd
+
+    from ..io.image_sources import read
+
+    x = np.asarray(read(plane))
+    coords, feats, extra = candidate_features(x, yx, net_scores, rescorer.proposal_cut, rescorer.scale_cut,
+                                              rescorer.merge_radius)
+    prob = rescorer.probability(feats)
+    keep = extra["is_proposal"] & (prob > floor)
+    coords, prob = coords[keep], prob[keep]
+    h, w = x.shape
+    r = np.clip(np.rint(coords[:, 0]).astype(np.int64), 0, h - 1)
+    c = np.clip(np.rint(coords[:, 1]).astype(np.int64), 0, w - 1)
+    n = len(r)
+    return pd.DataFrame({**{a: np.full(n, i) for a, i in outer.items()}, "z": np.full(n, z, dtype=np.int32),
+                         "row": r.astype(np.int32), "col": c.astype(np.int32), "score": prob.astype(np.float32),
+                         "dy": (coords[:, 0] - r).astype(np.float32), "dx": (coords[:, 1] - c).astype(np.float32),
+                         "intensity": x[r, c].astype(np.float64)})
+
+
+def merge_stack_proposals(voxels, proposals, floor: float, axes: list, shape: tuple):
+    """The stack's network voxels plus the proposals that touch no network voxel above ``floor`` (3 x 3 x 3):
+    one that does is part of a spot the network already has (often its dim top or bottom plane).
+
+    ``axes``: the index columns, outer ones first, ending ``z, row, col``; ``shape``: their sizes."""
+    import pandas as pd
+
+    if proposals is None or not len(proposals):
+        return voxels
+    if voxels is None or not len(voxels):
+        return proposals
+    shape = tuple(int(v) for v in shape)
+
+    def keys(df, dz=0, dr=0, dc=0):
+        idx = [df[a].to_numpy(np.int64) for a in axes]
+        idx[-3:] = [idx[-3] + dz, idx[-2] + dr, idx[-1] + dc]
+        ok = np.all([(i >= 0) & (i < n) for i, n in zip(idx, shape)], axis=0)
+        k = np.ravel_multi_index(tuple(np.clip(i, 0, n - 1) for i, n in zip(idx, shape)), shape)
+        return np.where(ok, k, -1)
+
+    net = np.unique(keys(voxels[voxels["score"].to_numpy() > floor]))
+    touching = np.zeros(len(proposals), dtype=bool)
+    for dz in (-1, 0, 1):
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                k = keys(proposals, dz, dr, dc)
+                touching |= (k >= 0) & np.isin(k, net)
+    # a voxel the network already holds (kept for its offsets) stays the network's
+    taken = np.isin(keys(proposals), keys(voxels))
+    return pd.concat([voxels, proposals[~touching & ~taken]], ignore_index=True)
 
 
 def rescore_voxels(rescorer: Rescorer, tmaps: np.ndarray, i_score: int) -> np.ndarray:
