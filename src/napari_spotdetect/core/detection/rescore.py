@@ -14,9 +14,10 @@ Gaussian (LoG) response does. This stage
    model file holds them (numpy only at inference), fitted on annotated ``train`` images and synthetic ones
    (``scripts/fit_rescorer.py``), so ``score`` is the probability that a candidate is an annotated spot.
 
-Everything is per 2-D plane; z-stacks keep the network's voxel scores, shifted in logit
+Everything is per 2-D plane. Z-stacks keep the network's voxel scores, shifted in logit
 (:meth:`Rescorer.calibrate_voxels`) so that the model's default threshold keeps the voxels the network's own
-default kept: in 3-D the slider moves the network's score, as before. It reads each plane whole (a lazy plane
+default kept, and each plane's proposals join them as voxels (:func:`stack_plane_proposals`,
+:func:`merge_stack_proposals`), so a spot the network misses in every plane is still a 3-D component. It reads each plane whole (a lazy plane
 too, once, after its tiles): the LoG and contrast maps need the plane's noise and elbow. A model file carries
 it as its optional ``"rescore"`` entry (:mod:`..weights.native`).
 """
