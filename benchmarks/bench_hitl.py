@@ -358,7 +358,9 @@ def main_clicks(args) -> int:
                          "finetuned": f1_integral(*(p[inside(p, b)] for p in (
                              tuned.spots[["y", "x"]].to_numpy(), im.spots))),
                          "finetune_kept_start": res.kept_start, "finetune_threshold": res.model.default_threshold,
-                         "finetune_best_epoch": res.model.info.card.get("epoch"), "finetune_cpu_s": round(ft_s, 1),
+                         "finetune_best_epoch": res.model.info.card.get("epoch"),
+                         "finetune_second_stage": getattr(res.model, "rescorer", None) is not None,
+                         "finetune_cpu_s": round(ft_s, 1),
                          "finetune_wall_s": round(ft_wall, 1)}
                 row["curve"].append(point)
                 print(f"  {im.source}/{im.stem[:30]} {n!s:>4} ({len(mine)} spots): start {start:.3f}, calibrated "
