@@ -122,23 +122,15 @@ def regions_for(table: dict, stem: str) -> list:
 
 
 def split_box(box, share: float, spots) -> tuple:
-    """(train box, validation box): a strip across the box's longer side, at its far end, holding ``share`` of
-    the box's annotated spots (of its area when fewer than 2 lie in it); None when a part would hold no spot
-    (then there is nothing held out to judge by).
-
-    A share of the spots, not of the area: spots gather in cells, and a strip of a fifth of a region's area
-    held 7 of its 298 spots (AIRLOCALIZE's image, measured), too few to tell a better epoch from luck."""
+    """(train box, validation box): ``share`` of the box cut off along its longer side; None when a part would
+    hold no spot (then there is nothing held out to judge by)."""
     y0, x0, y1, x1 = box
-    ax = 0 if y1 - y0 >= x1 - x0 else 1
-    lo, hi = (y0, y1) if ax == 0 else (x0, x1)
-    cut = hi - max(1, int(round((hi - lo) * share)))
-    pts = np.asarray(spots, dtype=np.float64).reshape(-1, 2)
-    c = np.sort(pts[inside(pts, box), ax])
-    if len(c) >= 2:
-        k = len(c) - min(len(c) - 1, max(1, int(round(len(c) * share))))  # spots c[k:] are held out
-        cut = int(np.floor(c[k - 1] + 0.5)) + 1  # the first pixel row after spot k - 1's (one row stays whole)
-    cut = min(hi - 2, max(lo + 2, cut))
-    a, b = ((y0, x0, cut, x1), (cut, x0, y1, x1)) if ax == 0 else ((y0, x0, y1, cut), (y0, cut, y1, x1))
+    if y1 - y0 >= x1 - x0:
+        cut = y1 - max(1, int(round((y1 - y0) * share)))
+        a, b = (y0, x0, cut, x1), (cut, x0, y1, x1)
+    else:
+        cut = x1 - max(1, int(round((x1 - x0) * share)))
+        a, b = (y0, x0, y1, cut), (y0, cut, y1, x1)
     if min(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1]) < 2:
         return None
     if not inside(spots, a).any() or not inside(spots, b).any():
