@@ -11,7 +11,9 @@ Each stage is timed by wrapping the function that does it (the code that runs is
 - sub-pixel refinement: the displacement read at each peak and added to it;
 - intensities: each spot's raw pixel value;
 - spot table: the per-plane DataFrame, the Detections object and ``det.spots``;
-- features: contrast and relative contrast (only with ``contrast=True`` or a contrast floor above 0).
+- features: contrast and relative contrast (only with ``contrast=True`` or a contrast floor above 0);
+- second stage: the bundled model's LoG proposals, their features and the logistic score (which also gives
+  contrast and relative contrast).
 
 "other" is the rest of the wall time (checks, progress, Python glue). The rows are medians over ``--repeats``
 runs after one warm-up, taken in turns (exact, fast, ...), so the load of a shared machine falls on all alike.
@@ -38,7 +40,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 STAGES = ("plane statistics", "tiling", "normalisation", "network", "pooling", "peak finding",
-          "sub-pixel refinement", "intensities", "spot table", "features")
+          "sub-pixel refinement", "intensities", "spot table", "features", "second stage")
 
 
 class StageClock:
@@ -99,6 +101,7 @@ def profile_once(image, model, speed: str, contrast: bool) -> dict:
         clock.wrap(planes_mod, "plane_frame", "spot table"),
         clock.wrap(detect_mod, "_detections", "spot table"),
         clock.wrap(planes_mod, "add_contrast", "features"),
+        clock.wrap(planes_mod, "rescore_frame", "second stage"),
     ]
     try:
         t0 = time.perf_counter()
