@@ -17,9 +17,9 @@ Gaussian (LoG) response does. This stage
 Everything is per 2-D plane. Z-stacks keep the network's voxel scores, shifted in logit
 (:meth:`Rescorer.calibrate_voxels`) so that the model's default threshold keeps the voxels the network's own
 default kept, and each plane's proposals join them as voxels (:func:`stack_plane_proposals`,
-:func:`merge_stack_proposals`), so a spot the network misses in every plane is still a 3-D component. It reads each plane whole (a lazy plane
-too, once, after its tiles): the LoG and contrast maps need the plane's noise and elbow. A model file carries
-it as its optional ``"rescore"`` entry (:mod:`..weights.native`).
+:func:`merge_stack_proposals`), so a spot the network misses in every plane is still a 3-D component. It
+reads each plane whole (a lazy plane too, once, after its tiles): the LoG and contrast maps need the plane's
+noise and elbow. A model file carries it as its optional ``"rescore"`` entry (:mod:`..weights.native`).
 """
 
 from __future__ import annotations
