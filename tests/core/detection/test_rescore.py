@@ -191,3 +191,40 @@ def test_stack_proposals_touching_a_network_voxel_are_part_of_its_spot():
     out = merge_stack_proposals(net, props, 0.001, ["z", "row", "col"], (5, 20, 20))
     got = {tuple(v) for v in out[["z", "row", "col"]].to_numpy()[2:]}
     assert got == {(2, 10, 13), (0, 10, 10), (3, 11, 12)}
+
+
+def test_the_second_stage_reads_a_large_plane_in_bands_with_the_whole_planes_numbers(default_model, monkeypatch):
+    """A plane bigger than a band is never read whole by the second stage (its maps are ~110 bytes a pixel:
+    29 GB for a 16384^2 plane at once); the candidates are those of the whole plane at once, positions exactly,
+    scores to the rounding of a running sum."""
+    from napari_spotdetect.core.detection import rescore
+
+    (img, _, _), _ = smfish_2d()
+    whole = detect(img, default_model, threshold=0.001).candidates
+    reads = []
+
+    class Lazy:  # a lazy plane that records the rows each read asks for
+        shape, dtype, ndim = img.shape, img.dtype, 2
+
+        def __getitem__(self, key):
+            rows = key[0] if isinstance(key, tuple) else key
+            if isinstance(rows, slice):
+                reads.append((rows.start or 0, img.shape[0] if rows.stop is None else rows.stop))
+            return img[key]
+
+        def __array__(self, dtype=None, copy=None):
+            raise AssertionError("the whole plane was read")
+
+    from napari_spotdetect.core.detection import contrast
+
+    monkeypatch.setattr(rescore, "BAND_PIXELS", 64 * img.shape[1])  # 64 rows a band: 8 bands
+    monkeypatch.setattr(contrast, "BAND_ROWS", 64)  # (the contrast pass has bands of its own)
+    yx, prob, extra = rescore.rescore_candidates(default_model.rescorer, Lazy(), np.zeros((0, 2)), np.zeros(0))
+    in_memory = rescore.rescore_candidates(default_model.rescorer, img, np.zeros((0, 2)), np.zeros(0))
+    assert reads and max(b - a for a, b in reads) <= 64 + 2 * max(rescore.BAND_MARGIN, contrast._MARGIN)
+    np.testing.assert_array_equal(yx, in_memory[0])
+    np.testing.assert_allclose(prob, in_memory[1], rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(extra["intensity"], in_memory[2]["intensity"])
+    banded = detect(img, default_model, threshold=0.001).candidates
+    np.testing.assert_array_equal(banded[["y", "x"]].to_numpy(), whole[["y", "x"]].to_numpy())
+    np.testing.assert_allclose(banded["score"], whole["score"], rtol=1e-12, atol=1e-15)

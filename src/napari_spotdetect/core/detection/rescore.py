@@ -18,8 +18,9 @@ Everything is per 2-D plane. Z-stacks keep the network's voxel scores, shifted i
 (:meth:`Rescorer.calibrate_voxels`) so that the model's default threshold keeps the voxels the network's own
 default kept, and each plane's proposals join them as voxels (:func:`stack_plane_proposals`,
 :func:`merge_stack_proposals`), so a spot the network misses in every plane is still a 3-D component. It
-reads each plane whole (a lazy plane too, once, after its tiles): the LoG and contrast maps need the plane's
-noise and elbow. A model file carries it as its optional ``"rescore"`` entry (:mod:`..weights.native`).
+reads a plane in bands of rows (a lazy one too, after its tiles), two passes: the plane's noise and
+maximum first (the LoG maps are in noise units), then each band's maps and its candidates' features. A model
+file carries it as its optional ``"rescore"`` entry (:mod:`..weights.native`).
 """
 
 from __future__ import annotations
@@ -68,41 +69,15 @@ def log_maps(z: np.ndarray, stack: np.ndarray | None = None) -> tuple[np.ndarray
     return stack.max(0), stack.argmax(0).astype(np.int8)
 
 
-def proposal_peaks(resp: np.ndarray, stack: np.ndarray, cut: float, scale_cut: float | None,
-                   flat: np.ndarray | None = None) -> np.ndarray:
-    """Integer (row, col) of the LoG peaks that may be spots, strongest first.
-
-    Peaks (3 x 3) of the best-scale response above ``cut``, plus, with ``scale_cut``, the peaks of each single
-    scale's response above it: the max over scales lets a bright spot's wide response swallow a dim neighbour
-    2-4 px away (it has no peak of its own there), while the small scale still shows one. Per-scale peaks of
-    the same spot (within 1.5 px of a stronger one) are dropped, and so are those where ``flat`` is true (near
-    a clipped plateau, whose edges are a ring of small-scale peaks around the one spot).
-    """
-    anywhere = np.ones(resp.shape, dtype=bool)
-    off_flat = anywhere if flat is None else ~flat
-    maps = [(resp, cut, anywhere)] + ([(r, scale_cut, off_flat) for r in stack] if scale_cut is not None else [])
-    pts = thread_map(lambda m: np.argwhere((m[0] == _max3(m[0])) & (m[0] > m[1]) & m[2]), maps)
-    p = np.concatenate(pts)
-    if len(maps) == 1 or len(p) < 2:
-        return p
-    p = p[np.argsort(-resp[p[:, 0], p[:, 1]], kind="stable")]
-    from scipy.spatial import cKDTree
-
-    keep = np.ones(len(p), dtype=bool)
-    for i, j in sorted(cKDTree(p).query_pairs(DEDUPE_RADIUS)):
-        if keep[i]:  # i < j: i is the stronger (or the same response, found first)
-            keep[j] = False
-    return p[keep]
-
-
 def _max3(r: np.ndarray) -> np.ndarray:
     return ndimage.maximum_filter(r, 3, mode="nearest")
 
 
-def _subpixel(resp: np.ndarray, rc: np.ndarray) -> np.ndarray:
-    """Parabola vertex through each peak and its two neighbours per axis (offset within +-0.5 px)."""
+def _subpixel(resp: np.ndarray, rc: np.ndarray, origin: tuple = (0, 0)) -> np.ndarray:
+    """Parabola vertex through each peak and its two neighbours per axis (offset within +-0.5 px); ``rc`` index
+    ``resp``, whose first pixel is ``origin`` of the plane (the result is in the plane's coordinates)."""
     h, w = resp.shape
-    out = rc.astype(np.float64)
+    out = (rc + origin).astype(np.float64)
     for ax, (dr, dc) in enumerate(((1, 0), (0, 1))):
         lo = resp[np.clip(rc[:, 0] - dr, 0, h - 1), np.clip(rc[:, 1] - dc, 0, w - 1)]
         hi = resp[np.clip(rc[:, 0] + dr, 0, h - 1), np.clip(rc[:, 1] + dc, 0, w - 1)]
@@ -113,78 +88,168 @@ def _subpixel(resp: np.ndarray, rc: np.ndarray) -> np.ndarray:
     return out
 
 
-def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_cut: float = 3.0,
-                       scale_cut: float | None = None, merge_radius: float = 2.0):
-    """The network's candidates (``yx``, ``net_scores``) plus the plane's LoG proposals (:func:`proposal_peaks`;
-    none within ``merge_radius`` of a network candidate), and their features.
+#: a plane of more pixels than this is read and filtered in bands of rows (about 110 bytes per pixel of a band)
+BAND_PIXELS = 1 << 22
+#: rows of context a band reads on each side: the widest LoG (sigma 4 reaches 16 px), the 5 x 5 peak filter over
+#: it, and a point that sub-pixel refinement moved one row out of the band (the high-pass and the local noise
+#: window reach 15 px)
+BAND_MARGIN = 20
+#: the plane's noise and median come from at most about this many pixels (every pixel of a smaller plane)
+PLANE_SAMPLE = 1 << 23
 
-    Returns (coords (N, 2), features (N, len(FEATURES)), extras: ``contrast`` and ``relative_contrast`` as
-    the contrast floor uses them, ``is_proposal``).
-    """
+
+def _row_bands(h: int, w: int) -> list:
+    """(r0, r1, a, b): bands of core rows r0..r1 covering the plane, each read as rows a..b."""
+    rows = max(64, BAND_PIXELS // max(1, w))
+    return [(r0, min(h, r0 + rows), max(0, r0 - BAND_MARGIN), min(h, r0 + rows + BAND_MARGIN))
+            for r0 in range(0, h, rows)]
+
+
+def _rows(plane, a: int, b: int) -> np.ndarray:
     from ..io.image_sources import read
 
-    x = np.asarray(read(plane), dtype=np.float64)
-    h, w = x.shape
-    hp = _highpass(x)
-    noise = _noise(hp)
-    z = x / noise
-    stack = log_stack(z)
-    resp, arg = log_maps(z, stack)
-    # proposals: LoG peaks in 3 x 3 (close pairs stay two) above the cut, away from the network's candidates
-    top = x.max()
-    clipped = x >= top if top > np.median(x) else None  # the plane's saturated pixels (None: it has none)
-    flat = clipped
-    if clipped is not None and FLAT_RIM:
-        flat = ndimage.binary_dilation(clipped, iterations=FLAT_RIM)
-    prc = proposal_peaks(resp, stack, proposal_cut, scale_cut, flat)
-    yx = np.asarray(yx, dtype=np.float64).reshape(-1, 2)
-    net_scores = np.asarray(net_scores, dtype=np.float64).reshape(-1)
-    if len(prc) and len(yx):
-        from scipy.spatial import cKDTree
+    return np.asarray(read(plane[a:b]), dtype=np.float64)
 
-        d, _ = cKDTree(yx).query(prc, k=1)
-        prc = prc[d > merge_radius]
-    prop = _subpixel(resp, prc) if len(prc) else np.zeros((0, 2))
-    coords = np.concatenate([yx, prop])
-    n_net = len(yx)
-    net = np.concatenate([net_scores, np.zeros(len(prop))])
-    rc = np.rint(coords).astype(np.int64)
-    rc[:, 0] = np.clip(rc[:, 0], 0, h - 1)
-    rc[:, 1] = np.clip(rc[:, 1], 0, w - 1)
-    # whole-plane filters, side by side: the best LoG response within 3 x 3 (at each candidate), the LoG
-    # peaks within 5 x 5 (for the plane's LoG elbow) and the local noise
+
+def plane_noise_top_median(plane, bands: list) -> tuple[float, float, float]:
+    """(noise, maximum, median) of a plane, band by band: exact up to :data:`PLANE_SAMPLE` pixels, from an even
+    sample of that many above (the noise is a MAD, the median only tells whether the maximum is a clip)."""
+    h, w = (int(v) for v in plane.shape[-2:])
+    step = max(1, -(-h * w // PLANE_SAMPLE))
+
+    def one(band):
+        r0, r1, a, b = band
+        x = _rows(plane, a, b)
+        core = slice(r0 - a, r1 - a)
+        hp = _highpass(x)[core].ravel()
+        return hp[::step], x[core].ravel()[::step], float(x[core].max())
+
+    parts = thread_map(one, bands)
+    return (_noise(np.concatenate([p[0] for p in parts])), max(p[2] for p in parts),
+            float(np.median(np.concatenate([p[1] for p in parts]))))
+
+
+def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_cut: float | None,
+               net_rc: np.ndarray) -> dict:
+    """One band's LoG maps, its raw proposal peaks (per map, core rows, row-major, with their response and
+    sub-pixel position) and the LoG features of the points whose rows it owns: the network's candidates
+    (``net_rc``, integer) and its own peaks (at their refined positions, which may sit one row outside)."""
+    r0, r1, a, b = band
+    x = _rows(plane, a, b)
+    hp = _highpass(x)
+    stack = log_stack(x / noise)
+    resp, arg = log_maps(None, stack)
+    clipped = x >= top if top is not None else None  # the plane's saturated pixels (None: it has none)
+    flat = ndimage.binary_dilation(clipped, iterations=FLAT_RIM) if clipped is not None and FLAT_RIM else clipped
+    core = np.zeros(resp.shape, dtype=bool)
+    core[r0 - a:r1 - a] = True
+    off_flat = core if flat is None else core & ~flat
+    maps = [(resp, cut, core)] + ([(r, scale_cut, off_flat) for r in stack] if scale_cut is not None else [])
     rmax, rmax5, local = run_together(
         lambda: _max3(resp), lambda: ndimage.maximum_filter(resp, 5, mode="nearest"),
         lambda: np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0)))
-    at_resp = rmax[rc[:, 0], rc[:, 1]]
-    at_sigma = np.array(SIGMAS)[_argmax3(resp, arg, rc)]
-    contrast, _, peak_c, _ = contrast_features(x, coords)
+    peaks = thread_map(lambda mcw: np.argwhere(((mcw[0] == rmax) if mcw[0] is resp else (mcw[0] == _max3(mcw[0])))
+                                               & (mcw[0] > mcw[1]) & mcw[2]), maps)
+    sat = ndimage.uniform_filter(clipped.astype(np.float64), 3, mode="nearest") if clipped is not None else None
+    h = int(plane.shape[-2])
+
+    def feats(rc_local):
+        """LoG response and best scale within 3 x 3, local noise, saturation and raw value at band rows."""
+        r, c = rc_local[:, 0], rc_local[:, 1]
+        return np.column_stack([rmax[r, c], np.array(SIGMAS)[_argmax3(resp, arg, rc_local)], local[r, c],
+                                sat[r, c] if sat is not None else np.zeros(len(r)), x[r, c]])
+
+    out_peaks = []
+    for p in peaks:
+        sub = _subpixel(resp, p, (a, 0))
+        rc = np.rint(sub).astype(np.int64)
+        rc[:, 0] = np.clip(rc[:, 0], 0, h - 1)
+        rc[:, 1] = np.clip(rc[:, 1], 0, x.shape[1] - 1)
+        out_peaks.append((p + (a, 0), resp[p[:, 0], p[:, 1]], sub, feats(rc - (a, 0))))
+    mine = np.flatnonzero((net_rc[:, 0] >= r0) & (net_rc[:, 0] < r1))
+    lone = resp[r0 - a:r1 - a]
+    return {"peaks": out_peaks, "net": (mine, feats(net_rc[mine] - (a, 0))),
+            "log_peaks": lone[(lone == rmax5[r0 - a:r1 - a]) & (lone > 1.0)]}
+
+
+def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_cut: float = 3.0,
+                       scale_cut: float | None = None, merge_radius: float = 2.0):
+    """The network's candidates (``yx``, ``net_scores``) plus the plane's LoG proposals, and their features.
+
+    Proposals are the peaks (3 x 3) of the best-scale LoG response above ``proposal_cut`` (noise units), plus,
+    with ``scale_cut``, the peaks of each single scale's response above it: the max over scales lets a bright
+    spot's wide response swallow a dim neighbour 2-4 px away (no peak of its own there), while the small scale
+    still shows one. Per-scale peaks of the same spot (within :data:`DEDUPE_RADIUS` of a stronger one) are
+    dropped, and so are those on a clipped plateau (whose edges are a ring of small-scale peaks around the one
+    spot), and any within ``merge_radius`` of a network candidate.
+
+    Returns (coords (N, 2), features (N, len(FEATURES)), extras: ``contrast`` and ``relative_contrast`` as
+    the contrast floor uses them, ``is_proposal``, ``intensity`` (the raw value at each one's pixel)).
+
+    The plane is read in bands of rows (:data:`BAND_PIXELS`; a lazy plane is never read whole), side by side
+    where there are threads for it; the numbers are those of the whole plane at once (its noise from a sample
+    above :data:`PLANE_SAMPLE` pixels).
+    """
+    from scipy.spatial import cKDTree
+
+    h, w = (int(v) for v in plane.shape[-2:])
+    bands = _row_bands(h, w)
+    noise, top, med = plane_noise_top_median(plane, bands)
+    yx = np.asarray(yx, dtype=np.float64).reshape(-1, 2)
+    net_scores = np.asarray(net_scores, dtype=np.float64).reshape(-1)
+    net_rc = np.rint(yx).astype(np.int64)
+    net_rc[:, 0] = np.clip(net_rc[:, 0], 0, h - 1)
+    net_rc[:, 1] = np.clip(net_rc[:, 1], 0, w - 1)
+    parts = thread_map(lambda band: _band_pass(plane, band, noise, top if top > med else None, proposal_cut,
+                                               scale_cut, net_rc), bands)
+    # proposals: LoG peaks in 3 x 3 (close pairs stay two) above the cut, in the order of the whole plane's maps
+    n_maps = len(parts[0]["peaks"])
+    cols = [np.concatenate([np.concatenate([pt["peaks"][k][i] for pt in parts]) for k in range(n_maps)])
+            for i in range(4)]
+    prc, presp, psub, pfeat = cols
+    if n_maps > 1 and len(prc) >= 2:  # the same spot's peaks at several scales: the strongest stays
+        order = np.argsort(-presp, kind="stable")
+        prc, psub, pfeat = prc[order], psub[order], pfeat[order]
+        keep = np.ones(len(prc), dtype=bool)
+        for i, j in sorted(cKDTree(prc).query_pairs(DEDUPE_RADIUS)):
+            if keep[i]:  # i < j: i is the stronger (or the same response, found first)
+                keep[j] = False
+        prc, psub, pfeat = prc[keep], psub[keep], pfeat[keep]
+    if len(prc) and len(yx):
+        d, _ = cKDTree(yx).query(prc, k=1)
+        away = d > merge_radius
+        psub, pfeat = psub[away], pfeat[away]
+    nfeat = np.zeros((len(yx), 5))
+    for pt in parts:
+        idx, f = pt["net"]
+        nfeat[idx] = f
+    coords = np.concatenate([yx, psub.reshape(-1, 2)])
+    n_net = len(yx)
+    f = np.concatenate([nfeat, pfeat.reshape(-1, 5)])
+    at_resp, at_sigma, local, sat, pixel = f.T
+    net = np.concatenate([net_scores, np.zeros(len(coords) - n_net)])
+    contrast, _, peak_c, _ = contrast_features(plane, coords)
     e = elbow(peak_c)
     rel = contrast / e if np.isfinite(e) and e > 0 else np.full(len(coords), np.inf)
     rel_for_feat = contrast / (e if np.isfinite(e) and e > 0 else 10.0)
     # local SNR: the smoothed peak over the local background, in units of the local high-pass noise
-    local = local[rc[:, 0], rc[:, 1]]
     local_snr = contrast * noise / np.maximum(local, 1e-3 * noise)
-    sat = ndimage.uniform_filter(clipped.astype(np.float64), 3, mode="nearest")[rc[:, 0], rc[:, 1]] \
-        if clipped is not None else np.zeros(len(coords))
     # dominance: own LoG response over the strongest within NEIGHBOUR_RADIUS (1: the strongest there)
     dom = np.ones(len(coords))
     if len(coords) > 1:
-        from scipy.spatial import cKDTree
-
         tree = cKDTree(coords)
         for i, nb in enumerate(tree.query_ball_point(coords, NEIGHBOUR_RADIUS)):
             if len(nb) > 1:
                 dom[i] = max(at_resp[i], 1e-3) / max(at_resp[nb].max(), 1e-3)
-    peaks_all = resp[(resp == rmax5) & (resp > 1.0)]
-    le = elbow(peaks_all)
+    le = elbow(np.concatenate([pt["log_peaks"] for pt in parts]))
     le = le if np.isfinite(le) and le > 0 else 10.0
     feats = np.column_stack([
         logit(net), (np.arange(len(coords)) < n_net).astype(np.float64),
         np.log1p(np.maximum(at_resp, 0)), np.log(at_sigma), np.log1p(np.maximum(contrast, 0)),
         np.log(np.clip(rel_for_feat, 1e-3, 1e3)), np.log1p(np.maximum(local_snr, 0)), sat,
         np.log(np.clip(dom, 1e-3, 1.0)), np.log(np.clip(np.maximum(at_resp, 1e-3) / le, 1e-3, 1e3))])
-    extra = {"contrast": contrast, "relative_contrast": rel, "is_proposal": np.arange(len(coords)) >= n_net}
+    extra = {"contrast": contrast, "relative_contrast": rel, "is_proposal": np.arange(len(coords)) >= n_net,
+             "intensity": pixel}
     return coords, feats, extra
 
 
@@ -204,12 +269,12 @@ def _argmax3(resp: np.ndarray, arg: np.ndarray, rc: np.ndarray) -> np.ndarray:
     return out
 
 
-def rescore_candidates(rescorer: Rescorer, plane: np.ndarray, yx: np.ndarray, net_scores: np.ndarray):
-    """(coords, calibrated scores, contrast, relative contrast) of the network's candidates plus the plane's
-    proposals."""
+def rescore_candidates(rescorer: Rescorer, plane, yx: np.ndarray, net_scores: np.ndarray):
+    """(coords, calibrated scores, extras of :func:`candidate_features`) of the network's candidates plus the
+    plane's proposals."""
     yx, feats, extra = candidate_features(plane, yx, net_scores, rescorer.proposal_cut, rescorer.scale_cut,
                                           rescorer.merge_radius)
-    return yx, rescorer.probability(feats), extra["contrast"], extra["relative_contrast"]
+    return yx, rescorer.probability(feats), extra
 
 
 # -- fitting (scripts/fit_rescorer.py) ---------------------------------------------------------------------
@@ -320,21 +385,15 @@ def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float):
     (proposals added, ``score`` calibrated, ``contrast`` and ``relative_contrast`` added) above ``floor``."""
     import pandas as pd
 
-    from ..io.image_sources import read
-
-    x = np.asarray(read(plane))
     yx = frame[["y", "x"]].to_numpy() if frame is not None else np.zeros((0, 2))
     net = frame["score"].to_numpy() if frame is not None else np.zeros(0)
-    coords, prob, con, rel = rescore_candidates(rescorer, x, yx, net)
+    coords, prob, extra = rescore_candidates(rescorer, plane, yx, net)
     keep = prob > floor
     coords = coords[keep]
-    h, w = x.shape
-    r = np.clip(np.rint(coords[:, 0]).astype(np.int64), 0, h - 1)
-    c = np.clip(np.rint(coords[:, 1]).astype(np.int64), 0, w - 1)
     n = len(coords)
     return pd.DataFrame({**{a: np.full(n, i) for a, i in outer.items()}, "y": coords[:, 0], "x": coords[:, 1],
-                         "score": prob[keep], "intensity": x[r, c].astype(np.float64),
-                         "contrast": con[keep], "relative_contrast": rel[keep]})
+                         "score": prob[keep], "intensity": extra["intensity"][keep],
+                         "contrast": extra["contrast"][keep], "relative_contrast": extra["relative_contrast"][keep]})
 
 
 def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net_scores: np.ndarray,
@@ -349,22 +408,17 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     the neighbouring planes known (:func:`merge_stack_proposals`)."""
     import pandas as pd
 
-    from ..io.image_sources import read
-
-    x = np.asarray(read(plane))
-    coords, feats, extra = candidate_features(x, yx, net_scores, rescorer.proposal_cut, rescorer.scale_cut,
-                                              rescorer.merge_radius)
-    prob = rescorer.probability(feats)
+    coords, prob, extra = rescore_candidates(rescorer, plane, yx, net_scores)
     keep = extra["is_proposal"] & (prob > floor)
     coords, prob = coords[keep], prob[keep]
-    h, w = x.shape
+    h, w = (int(v) for v in plane.shape[-2:])
     r = np.clip(np.rint(coords[:, 0]).astype(np.int64), 0, h - 1)
     c = np.clip(np.rint(coords[:, 1]).astype(np.int64), 0, w - 1)
     n = len(r)
     return pd.DataFrame({**{a: np.full(n, i) for a, i in outer.items()}, "z": np.full(n, z, dtype=np.int32),
                          "row": r.astype(np.int32), "col": c.astype(np.int32), "score": prob.astype(np.float32),
                          "dy": (coords[:, 0] - r).astype(np.float32), "dx": (coords[:, 1] - c).astype(np.float32),
-                         "intensity": x[r, c].astype(np.float64)})
+                         "intensity": extra["intensity"][keep]})
 
 
 def merge_stack_proposals(voxels, proposals, floor: float, axes: list, shape: tuple):
