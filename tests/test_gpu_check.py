@@ -37,9 +37,16 @@ def test_spot_comparison_tells_identical_from_moved_and_missing():
 
 @pytest.mark.slow
 def test_gpu_check_runs_every_section_on_cpu_against_cpu(tmp_path):
+    import torch
+
     gc = _script()
     out = tmp_path / "gpu_check.json"
-    gc.main(["--device", "cpu", "--reference-device", "cpu", "--quick", "--out", str(out)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CPU's automatic tile batch is one per thread (other tests may have set 2)
+    try:
+        gc.main(["--device", "cpu", "--reference-device", "cpu", "--quick", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
     res = json.loads(out.read_text())
     assert {"environment", "parity", "throughput", "batch_autotune", "finetune", "zarr_stream", "targets"} <= set(res)
     assert res["environment"]["device"] == "cpu" and res["reference_device"] == "cpu"
@@ -50,6 +57,8 @@ def test_gpu_check_runs_every_section_on_cpu_against_cpu(tmp_path):
     assert res["targets"]["spots_identical_exact"] and res["targets"]["fast_f1_ok"]
     speeds = {(r["model"], r["speed"]) for r in res["throughput"]}
     assert {("default", "exact"), ("default", "fast")} <= speeds
+    # the bundled model's second stage runs on the host's CPU: the network alone is timed too
+    assert {("default, network only", "exact"), ("default, network only", "fast")} <= speeds
     assert all(r["megapixels_per_s"] > 0 and r["peak_gpu_mb"] is None for r in res["throughput"])
     assert [r["batch"] for r in res["batch_autotune"]["rows"]] == [1, 2, 4]
     assert res["batch_autotune"]["best_batch"] in (1, 2, 4) and res["batch_autotune"]["auto_batch"] == 1
