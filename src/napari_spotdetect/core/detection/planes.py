@@ -85,7 +85,8 @@ def plane_spots(run: Run, src, oidx: tuple, z: int, plane_index: int):
     if run.stack_proposals:
         yx = np.concatenate([c.pop("_yx2d") for c in cands]) if cands else np.zeros((0, 2))
         net = np.concatenate([c.pop("_score2d") for c in cands]) if cands else np.zeros(0)
-        props = stack_plane_proposals(run.rescorer, src[0], z, yx, net, run.floor, dict(zip(run.outer_axes, oidx)))
+        props = stack_plane_proposals(run.rescorer, src[0], z, yx, net, run.floor, dict(zip(run.outer_axes, oidx)),
+                                      run.model.device)
         frame = plane_frame(run, cands, oidx)
         if not len(props):
             return frame
@@ -93,7 +94,8 @@ def plane_spots(run: Run, src, oidx: tuple, z: int, plane_index: int):
         return props if frame is None else pd.concat([frame.assign(proposal=False), props], ignore_index=True)
     frame = plane_frame(run, cands, oidx)
     if run.rescorer is not None and run.can_contrast:
-        frame = rescore_frame(run.rescorer, frame, src[0], dict(zip(run.outer_axes, oidx)), run.floor)
+        frame = rescore_frame(run.rescorer, frame, src[0], dict(zip(run.outer_axes, oidx)), run.floor,
+                              run.model.device)
     elif frame is not None and run.contrasts:
         add_contrast(frame, src[0])
     return frame

@@ -130,26 +130,42 @@ def plane_noise_top_median(plane, bands: list) -> tuple[float, float, float]:
 
 
 def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_cut: float | None,
-               net_rc: np.ndarray) -> dict:
+               net_rc: np.ndarray, device=None) -> dict:
     """One band's LoG maps, its raw proposal peaks (per map, core rows, row-major, with their response and
     sub-pixel position) and the LoG features of the points whose rows it owns: the network's candidates
-    (``net_rc``, integer) and its own peaks (at their refined positions, which may sit one row outside)."""
+    (``net_rc``, integer) and its own peaks (at their refined positions, which may sit one row outside).
+    ``device``: a torch device to filter on (:mod:`.device_filters`) instead of scipy on the CPU."""
     r0, r1, a, b = band
     x = _rows(plane, a, b)
-    hp = _highpass(x)
-    stack = log_stack(x / noise)
-    resp, arg = log_maps(None, stack)
+    on_device = None
+    if device is not None:
+        from .device_filters import band_maps
+
+        on_device = band_maps(x, noise, SIGMAS, LOCAL_WINDOW, device)
+        hp, stack, resp, arg = (on_device[k] for k in ("hp", "stack", "resp", "arg"))
+    else:
+        hp = _highpass(x)
+        stack = log_stack(x / noise)
+        resp, arg = log_maps(None, stack)
     clipped = x >= top if top is not None else None  # the plane's saturated pixels (None: it has none)
     flat = ndimage.binary_dilation(clipped, iterations=FLAT_RIM) if clipped is not None and FLAT_RIM else clipped
     core = np.zeros(resp.shape, dtype=bool)
     core[r0 - a:r1 - a] = True
     off_flat = core if flat is None else core & ~flat
     maps = [(resp, cut, core)] + ([(r, scale_cut, off_flat) for r in stack] if scale_cut is not None else [])
-    rmax, rmax5, local = run_together(
-        lambda: _max3(resp), lambda: ndimage.maximum_filter(resp, 5, mode="nearest"),
-        lambda: np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0)))
-    peaks = thread_map(lambda mcw: np.argwhere(((mcw[0] == rmax) if mcw[0] is resp else (mcw[0] == _max3(mcw[0])))
-                                               & (mcw[0] > mcw[1]) & mcw[2]), maps)
+    if on_device is not None:
+        rmax, rmax5, local = (on_device[k] for k in ("rmax", "rmax5", "local"))
+        maxima = [rmax] + list(on_device["stack_max3"])
+    else:
+        rmax, rmax5, local = run_together(
+            lambda: _max3(resp), lambda: ndimage.maximum_filter(resp, 5, mode="nearest"),
+            lambda: np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0)))
+        maxima = [rmax] + [None] * len(stack)
+    def peaks_of(k):
+        m, c, where = maps[k]
+        return np.argwhere((m == (maxima[k] if maxima[k] is not None else _max3(m))) & (m > c) & where)
+
+    peaks = thread_map(peaks_of, range(len(maps)))
     sat = ndimage.uniform_filter(clipped.astype(np.float64), 3, mode="nearest") if clipped is not None else None
     h = int(plane.shape[-2])
 
@@ -173,7 +189,7 @@ def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_c
 
 
 def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_cut: float = 3.0,
-                       scale_cut: float | None = None, merge_radius: float = 2.0):
+                       scale_cut: float | None = None, merge_radius: float = 2.0, device=None):
     """The network's candidates (``yx``, ``net_scores``) plus the plane's LoG proposals, and their features.
 
     Proposals are the peaks (3 x 3) of the best-scale LoG response above ``proposal_cut`` (noise units), plus,
@@ -188,7 +204,8 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
 
     The plane is read in bands of rows (:data:`BAND_PIXELS`; a lazy plane is never read whole), side by side
     where there are threads for it; the numbers are those of the whole plane at once (its noise from a sample
-    above :data:`PLANE_SAMPLE` pixels).
+    above :data:`PLANE_SAMPLE` pixels). ``device``: filter each band there (a CUDA GPU, :mod:`.device_filters`;
+    the same maps to rounding) instead of with scipy on the CPU.
     """
     from scipy.spatial import cKDTree
 
@@ -200,8 +217,10 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     net_rc = np.rint(yx).astype(np.int64)
     net_rc[:, 0] = np.clip(net_rc[:, 0], 0, h - 1)
     net_rc[:, 1] = np.clip(net_rc[:, 1], 0, w - 1)
-    parts = thread_map(lambda band: _band_pass(plane, band, noise, top if top > med else None, proposal_cut,
-                                               scale_cut, net_rc), bands)
+    def one(band):
+        return _band_pass(plane, band, noise, top if top > med else None, proposal_cut, scale_cut, net_rc, device)
+
+    parts = [one(band) for band in bands] if device is not None else thread_map(one, bands)
     # proposals: LoG peaks in 3 x 3 (close pairs stay two) above the cut, in the order of the whole plane's maps
     n_maps = len(parts[0]["peaks"])
     cols = [np.concatenate([np.concatenate([pt["peaks"][k][i] for pt in parts]) for k in range(n_maps)])
@@ -269,11 +288,11 @@ def _argmax3(resp: np.ndarray, arg: np.ndarray, rc: np.ndarray) -> np.ndarray:
     return out
 
 
-def rescore_candidates(rescorer: Rescorer, plane, yx: np.ndarray, net_scores: np.ndarray):
+def rescore_candidates(rescorer: Rescorer, plane, yx: np.ndarray, net_scores: np.ndarray, device=None):
     """(coords, calibrated scores, extras of :func:`candidate_features`) of the network's candidates plus the
-    plane's proposals."""
+    plane's proposals (filtered on ``device``, see :func:`candidate_features`)."""
     yx, feats, extra = candidate_features(plane, yx, net_scores, rescorer.proposal_cut, rescorer.scale_cut,
-                                          rescorer.merge_radius)
+                                          rescorer.merge_radius, device)
     return yx, rescorer.probability(feats), extra
 
 
@@ -380,14 +399,20 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 # -- what detect() calls -----------------------------------------------------------------------------------
-def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float):
+def filter_device(device):
+    """Where the second stage filters: a CUDA model's GPU (float64 there is exact enough and fast), else None
+    (scipy on the CPU; MPS has no float64)."""
+    return device if device is not None and getattr(device, "type", None) == "cuda" else None
+
+
+def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float, device=None):
     """A plane's network candidates (a DataFrame with ``y, x, score``, or None) -> the rescored candidates
     (proposals added, ``score`` calibrated, ``contrast`` and ``relative_contrast`` added) above ``floor``."""
     import pandas as pd
 
     yx = frame[["y", "x"]].to_numpy() if frame is not None else np.zeros((0, 2))
     net = frame["score"].to_numpy() if frame is not None else np.zeros(0)
-    coords, prob, extra = rescore_candidates(rescorer, plane, yx, net)
+    coords, prob, extra = rescore_candidates(rescorer, plane, yx, net, filter_device(device))
     keep = prob > floor
     coords = coords[keep]
     n = len(coords)
@@ -397,7 +422,7 @@ def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float):
 
 
 def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net_scores: np.ndarray,
-                          floor: float, outer: dict):
+                          floor: float, outer: dict, device=None):
     """A z-stack plane's LoG proposals (:func:`candidate_features`) that no network peak of that plane sits
     near, as voxels (``z, row, col, score, dy, dx, intensity``) scored by the rescorer above ``floor``.
 
@@ -408,7 +433,7 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     the neighbouring planes known (:func:`merge_stack_proposals`)."""
     import pandas as pd
 
-    coords, prob, extra = rescore_candidates(rescorer, plane, yx, net_scores)
+    coords, prob, extra = rescore_candidates(rescorer, plane, yx, net_scores, filter_device(device))
     keep = extra["is_proposal"] & (prob > floor)
     coords, prob = coords[keep], prob[keep]
     h, w = (int(v) for v in plane.shape[-2:])
