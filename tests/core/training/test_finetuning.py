@@ -204,7 +204,7 @@ def test_a_model_with_a_second_stage_is_measured_and_kept_as_the_user_has_it(tmp
     cfg = dataclasses.replace(finetuning.finetune_config(epochs=1, steps_per_epoch=1, batch_size=1, crop=64), lr=1e-12)
     res = finetuning.finetune(base, [(img, pts)], [(img, pts)], cfg, out=tmp_path / "kept.pt")
     assert res.before["f1"] == pytest.approx(expect["f1"])
-    assert res.kept_start
+    assert res.kept_start and res.second_stage
     again = load_model(res.path, device="cpu")
     assert again.rescorer is not None and again.threshold_range == base.threshold_range
     assert len(detect(img, again).spots) == pytest.approx(len(detect(img, base).spots), abs=2)
@@ -237,3 +237,17 @@ def test_a_trained_epoch_keeps_the_second_stage_when_it_validates_better(tmp_pat
     plain = detect(img, alone).spots[["y", "x"]].to_numpy()
     assert match_spots(found, saturated, 3.0).tp >= match_spots(plain, saturated, 3.0).tp + 5
     assert load_model(trainer.best_path, device="cpu").rescorer is not None
+
+
+def test_the_verdict_says_whether_a_trained_model_kept_the_second_stage(tiny_piscis):
+    card = {"epoch": 3, "validation": {"f1": 0.9}}
+    model = copy.copy(tiny_piscis)
+    model.info = copy.deepcopy(tiny_piscis.info)
+    model.info.card = card
+
+    def verdict(stage):
+        return finetuning.FinetuneResult(model, None, False, [], {"f1": 0.8}, second_stage=stage).verdict()
+
+    assert "second stage" not in verdict(None)  # the start had none: nothing to say
+    assert "scores with the starting model's second stage" in verdict(True)
+    assert "without that stage" in verdict(False) and "saturated" in verdict(False)

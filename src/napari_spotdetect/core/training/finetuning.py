@@ -89,6 +89,8 @@ class FinetuneResult:
     #: no epoch beat the starting model on the validation data: its own weights were kept (with the
     #: threshold chosen there)
     kept_start: bool = False
+    #: whether the saved model scores with the starting model's second stage (None: the start had none)
+    second_stage: bool | None = None
 
     def verdict(self) -> str:
         """One sentence for the CLI and the panel: what was kept, and how it compares with the start."""
@@ -101,9 +103,14 @@ class FinetuneResult:
                     f"validation data, so its weights were kept: "
                     f"validation F1 {val.get('f1', float('nan')):.2f} at threshold "
                     f"{self.model.default_threshold:.3g}{start}.")
+        stage = {None: "", True: " It scores with the starting model's second stage (its proposals find saturated "
+                 "and dim spots the network misses), which did better on the validation data.",
+                 False: " Its network's own scores did better on the validation data than the starting model's "
+                 "second stage, so it detects without that stage (spots only the stage found, such as "
+                 "saturated ones, may be missed: check them)."}[self.second_stage]
         return (f"{'Stopped early; kept' if self.stopped else 'Saved'} the best epoch "
                 f"({self.model.info.card.get('epoch', '?')}): validation F1 {val.get('f1', float('nan')):.2f}"
-                f"{start}; its tuned threshold is {self.model.default_threshold:.3g}.")
+                f"{start}; its tuned threshold is {self.model.default_threshold:.3g}.{stage}")
 
 
 class _Eta:
@@ -190,7 +197,9 @@ def iter_finetune(model, examples, val=None, config: TrainConfig | None = None, 
     res.model.info.card["kept_starting_weights"] = kept_start
     path = save_model(res.model, out, half=half)
     res.model.info.source = str(path)
-    return FinetuneResult(res.model, path, res.stopped, res.history, before, kept_start=kept_start, **n)
+    staged = None if getattr(base, "rescorer", None) is None else getattr(res.model, "rescorer", None) is not None
+    return FinetuneResult(res.model, path, res.stopped, res.history, before, kept_start=kept_start,
+                          second_stage=staged, **n)
 
 
 def _validate_start(trainer: Trainer, base: SpotModel, annotated: list) -> dict:
