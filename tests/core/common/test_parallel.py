@@ -56,3 +56,19 @@ def test_pieces_started_from_a_piece_run_in_turn_instead_of_waiting_forever():
 
     assert thread_map(outer, range(3), workers=2) == [0, 6, 12]
     assert run_together(lambda: 1, lambda: 2) == [1, 2]
+
+
+def test_callers_asking_for_different_thread_counts_at_once_all_finish():
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    def slow(i):
+        time.sleep(0.01)
+        return i
+
+    def caller(workers):
+        return [sum(thread_map(slow, range(6), workers=workers)) for _ in range(5)]
+
+    with ThreadPoolExecutor(3) as outer:  # three callers, three thread counts, interleaved
+        results = list(outer.map(caller, (2, 3, 4)))
+    assert results == [[15] * 5] * 3

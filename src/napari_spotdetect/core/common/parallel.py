@@ -12,7 +12,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 _PREFIX = "spotdetect-cpu"
-_pool: ThreadPoolExecutor | None = None
+#: one pool per worker count, kept (callers in several threads, e.g. a napari worker and a fine-tune, may ask
+#: for different counts at once: a pool is never shut down under another caller)
+_pools: dict[int, ThreadPoolExecutor] = {}
 _lock = threading.Lock()
 
 
@@ -32,13 +34,10 @@ def thread_map(fn, items, workers: int | None = None) -> list:
     workers = cpu_workers() if workers is None else int(workers)
     if workers <= 1 or len(items) <= 1 or threading.current_thread().name.startswith(_PREFIX):
         return [fn(it) for it in items]
-    global _pool
     with _lock:
-        if _pool is None or _pool._max_workers != workers:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(workers, thread_name_prefix=_PREFIX)
-        pool = _pool
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix=_PREFIX)
     return list(pool.map(fn, items))
 
 
