@@ -72,7 +72,7 @@ def misses(model, im) -> tuple[int, dict]:
     from scipy import ndimage
     from scipy.spatial import cKDTree
 
-    from napari_spotdetect.core.detection import rescore as rs
+    from napari_spotdetect.core.detection import proposals as rs
     from napari_spotdetect.core.groundtruth.metrics import match_spots
 
     resc = model.rescorer

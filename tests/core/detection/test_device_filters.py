@@ -6,15 +6,15 @@ import torch
 from scipy import ndimage
 
 from napari_spotdetect.core.detection.device_filters import band_maps
-from napari_spotdetect.core.detection.rescore import (
+from napari_spotdetect.core.detection.proposals import (
     LOCAL_WINDOW,
     SIGMAS,
     _highpass,
     candidate_features,
-    filter_device,
     log_maps,
     log_stack,
 )
+from napari_spotdetect.core.detection.rescore import filter_device
 from napari_spotdetect.core.training.synthetic import synthetic_image
 
 

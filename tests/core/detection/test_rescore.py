@@ -197,7 +197,7 @@ def test_the_second_stage_reads_a_large_plane_in_bands_with_the_whole_planes_num
     """A plane bigger than a band is never read whole by the second stage (its maps are ~110 bytes a pixel:
     29 GB for a 16384^2 plane at once); the candidates are those of the whole plane at once, positions exactly,
     scores to the rounding of a running sum."""
-    from napari_spotdetect.core.detection import rescore
+    from napari_spotdetect.core.detection import proposals, rescore
 
     (img, _, _), _ = smfish_2d()
     whole = detect(img, default_model, threshold=0.001).candidates
@@ -217,11 +217,11 @@ def test_the_second_stage_reads_a_large_plane_in_bands_with_the_whole_planes_num
 
     from napari_spotdetect.core.detection import contrast
 
-    monkeypatch.setattr(rescore, "BAND_PIXELS", 64 * img.shape[1])  # 64 rows a band: 8 bands
+    monkeypatch.setattr(proposals, "BAND_PIXELS", 64 * img.shape[1])  # 64 rows a band: 8 bands
     monkeypatch.setattr(contrast, "BAND_ROWS", 64)  # (the contrast pass has bands of its own)
     yx, prob, extra = rescore.rescore_candidates(default_model.rescorer, Lazy(), np.zeros((0, 2)), np.zeros(0))
     in_memory = rescore.rescore_candidates(default_model.rescorer, img, np.zeros((0, 2)), np.zeros(0))
-    assert reads and max(b - a for a, b in reads) <= 64 + 2 * max(rescore.BAND_MARGIN, contrast._MARGIN)
+    assert reads and max(b - a for a, b in reads) <= 64 + 2 * max(proposals.BAND_MARGIN, contrast._MARGIN)
     np.testing.assert_array_equal(yx, in_memory[0])
     np.testing.assert_allclose(prob, in_memory[1], rtol=1e-12, atol=1e-15)
     np.testing.assert_array_equal(extra["intensity"], in_memory[2]["intensity"])

@@ -1,7 +1,7 @@
 """The second stage's whole-band filters on a GPU: the same maps as scipy's, as torch convolutions.
 
-Why: the second stage (:mod:`.rescore`) is a dozen whole-plane filters (a high-pass, five LoG scales, peak
-filters, a local noise window). With scipy they run on the host's CPU whatever the model's device, at about
+Why: the second stage's proposals (:mod:`.proposals`) take a dozen whole-plane filters (a high-pass, five LoG
+scales, peak filters, a local noise window). With scipy they run on the host's CPU whatever the model's device, at about
 2 megapixels per second on two cores, which would bound a GPU's end-to-end rate far below what its network
 reaches. Here they are separable convolutions and pooling in float64 on the model's CUDA device, with scipy's
 kernels (read off its own impulse responses) and edge modes ('reflect' for the Gaussians and the window,
@@ -60,7 +60,7 @@ def _max_nearest(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def band_maps(x: np.ndarray, noise: float, sigmas, local_window: int, device: torch.device) -> dict:
-    """A band's maps, as :func:`.rescore._band_pass` computes them with scipy: ``hp`` (minus its sigma-2 blur),
+    """A band's maps, as :func:`.proposals._band_pass` computes them with scipy: ``hp`` (minus its sigma-2 blur),
     ``stack`` (scale-normalised LoG per sigma, on the band over ``noise``), ``resp``/``arg`` (their max and
     argmax), ``rmax``/``rmax5`` (3 x 3 and 5 x 5 maxima of ``resp``), ``stack_max3`` (3 x 3 maxima of each
     scale), ``local`` (the local high-pass RMS over ``local_window``). numpy float64 out."""

@@ -1,0 +1,270 @@
+"""The second stage's candidates and their features: a plane's LoG proposals beside the network's peaks.
+
+Proposals are peaks of the multi-scale LoG response of the plane (in noise units) and of each single scale's
+response; every candidate gets the scale-free features the rescorer reads (:data:`..models.rescorer.FEATURES`).
+A plane is read in bands of rows, in two passes: its noise and maximum first (the LoG maps are in noise
+units), then each band's maps and the features of the candidates it owns, with the whole plane's numbers.
+With a CUDA model the band filters run there (:mod:`.device_filters`). Scoring is :mod:`.rescore`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ..common.parallel import run_together, thread_map
+from ..models.rescorer import SIGMAS, logit
+from .contrast import contrast_features, elbow
+
+#: proposals within this distance (px) of a stronger one are the same spot
+DEDUPE_RADIUS = 1.5
+#: single-scale LoG peaks on a clipped plateau (0), or within this distance (px) of one, are no proposals
+FLAT_RIM = 0
+#: neighbours within this distance (px) are compared for the ``dominance`` feature
+NEIGHBOUR_RADIUS = 3.0
+#: the local noise is taken over a square window of this side (px)
+LOCAL_WINDOW = 15
+
+
+def _highpass(x: np.ndarray) -> np.ndarray:
+    """The plane minus its sigma-2 blur: what the noise and the local noise are measured on."""
+    return x - ndimage.gaussian_filter(x, 2.0)
+
+
+def _noise(hp: np.ndarray) -> float:
+    """The plane's noise: a robust (MAD) scale of its high-pass."""
+    return max(1.4826 * float(np.median(np.abs(hp - np.median(hp)))), 1e-12)
+
+
+def log_stack(z: np.ndarray) -> np.ndarray:
+    """The scale-normalised LoG response of a noise-unit plane at each of :data:`SIGMAS` (S, H, W)."""
+    return np.stack(thread_map(lambda s: -ndimage.gaussian_laplace(z, s) * s * s, SIGMAS))
+
+
+def log_maps(z: np.ndarray, stack: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The scale-normalised LoG response (max over :data:`SIGMAS`) of a noise-unit plane, and its best scale."""
+    stack = log_stack(z) if stack is None else stack
+    return stack.max(0), stack.argmax(0).astype(np.int8)
+
+
+def _max3(r: np.ndarray) -> np.ndarray:
+    return ndimage.maximum_filter(r, 3, mode="nearest")
+
+
+def _subpixel(resp: np.ndarray, rc: np.ndarray, origin: tuple = (0, 0)) -> np.ndarray:
+    """Parabola vertex through each peak and its two neighbours per axis (offset within +-0.5 px); ``rc`` index
+    ``resp``, whose first pixel is ``origin`` of the plane (the result is in the plane's coordinates)."""
+    h, w = resp.shape
+    out = (rc + origin).astype(np.float64)
+    for ax, (dr, dc) in enumerate(((1, 0), (0, 1))):
+        lo = resp[np.clip(rc[:, 0] - dr, 0, h - 1), np.clip(rc[:, 1] - dc, 0, w - 1)]
+        hi = resp[np.clip(rc[:, 0] + dr, 0, h - 1), np.clip(rc[:, 1] + dc, 0, w - 1)]
+        mid = resp[rc[:, 0], rc[:, 1]]
+        den = lo - 2 * mid + hi
+        off = np.where(den < 0, 0.5 * (lo - hi) / np.where(den < 0, den, -1.0), 0.0)
+        out[:, ax] += np.clip(off, -0.5, 0.5)
+    return out
+
+
+#: a plane of more pixels than this is read and filtered in bands of rows (about 110 bytes per pixel of a band)
+BAND_PIXELS = 1 << 22
+#: rows of context a band reads on each side: the widest LoG (sigma 4 reaches 16 px), the 5 x 5 peak filter over
+#: it, and a point that sub-pixel refinement moved one row out of the band (the high-pass and the local noise
+#: window reach 15 px)
+BAND_MARGIN = 20
+#: the plane's noise and median come from at most about this many pixels (every pixel of a smaller plane)
+PLANE_SAMPLE = 1 << 23
+
+
+def _row_bands(h: int, w: int) -> list:
+    """(r0, r1, a, b): bands of core rows r0..r1 covering the plane, each read as rows a..b."""
+    rows = max(64, BAND_PIXELS // max(1, w))
+    return [(r0, min(h, r0 + rows), max(0, r0 - BAND_MARGIN), min(h, r0 + rows + BAND_MARGIN))
+            for r0 in range(0, h, rows)]
+
+
+def _rows(plane, a: int, b: int) -> np.ndarray:
+    from ..io.image_sources import read
+
+    return np.asarray(read(plane[a:b]), dtype=np.float64)
+
+
+def plane_noise_top_median(plane, bands: list) -> tuple[float, float, float]:
+    """(noise, maximum, median) of a plane, band by band: exact up to :data:`PLANE_SAMPLE` pixels, from an even
+    sample of that many above (the noise is a MAD, the median only tells whether the maximum is a clip)."""
+    h, w = (int(v) for v in plane.shape[-2:])
+    step = max(1, -(-h * w // PLANE_SAMPLE))
+
+    def one(band):
+        r0, r1, a, b = band
+        x = _rows(plane, a, b)
+        core = slice(r0 - a, r1 - a)
+        hp = _highpass(x)[core].ravel()
+        return hp[::step], x[core].ravel()[::step], float(x[core].max())
+
+    parts = thread_map(one, bands)
+    return (_noise(np.concatenate([p[0] for p in parts])), max(p[2] for p in parts),
+            float(np.median(np.concatenate([p[1] for p in parts]))))
+
+
+def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_cut: float | None,
+               net_rc: np.ndarray, device=None) -> dict:
+    """One band's LoG maps, its raw proposal peaks (per map, core rows, row-major, with their response and
+    sub-pixel position) and the LoG features of the points whose rows it owns: the network's candidates
+    (``net_rc``, integer) and its own peaks (at their refined positions, which may sit one row outside).
+    ``device``: a torch device to filter on (:mod:`.device_filters`) instead of scipy on the CPU."""
+    r0, r1, a, b = band
+    x = _rows(plane, a, b)
+    on_device = None
+    if device is not None:
+        from .device_filters import band_maps
+
+        on_device = band_maps(x, noise, SIGMAS, LOCAL_WINDOW, device)
+        hp, stack, resp, arg = (on_device[k] for k in ("hp", "stack", "resp", "arg"))
+    else:
+        hp = _highpass(x)
+        stack = log_stack(x / noise)
+        resp, arg = log_maps(None, stack)
+    clipped = x >= top if top is not None else None  # the plane's saturated pixels (None: it has none)
+    flat = ndimage.binary_dilation(clipped, iterations=FLAT_RIM) if clipped is not None and FLAT_RIM else clipped
+    core = np.zeros(resp.shape, dtype=bool)
+    core[r0 - a:r1 - a] = True
+    off_flat = core if flat is None else core & ~flat
+    maps = [(resp, cut, core)] + ([(r, scale_cut, off_flat) for r in stack] if scale_cut is not None else [])
+    if on_device is not None:
+        rmax, rmax5, local = (on_device[k] for k in ("rmax", "rmax5", "local"))
+        maxima = [rmax] + list(on_device["stack_max3"])
+    else:
+        rmax, rmax5, local = run_together(
+            lambda: _max3(resp), lambda: ndimage.maximum_filter(resp, 5, mode="nearest"),
+            lambda: np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0)))
+        maxima = [rmax] + [None] * len(stack)
+    def peaks_of(k):
+        m, c, where = maps[k]
+        return np.argwhere((m == (maxima[k] if maxima[k] is not None else _max3(m))) & (m > c) & where)
+
+    peaks = thread_map(peaks_of, range(len(maps)))
+    sat = ndimage.uniform_filter(clipped.astype(np.float64), 3, mode="nearest") if clipped is not None else None
+    h = int(plane.shape[-2])
+
+    def feats(rc_local):
+        """LoG response and best scale within 3 x 3, local noise, saturation and raw value at band rows."""
+        r, c = rc_local[:, 0], rc_local[:, 1]
+        return np.column_stack([rmax[r, c], np.array(SIGMAS)[_argmax3(resp, arg, rc_local)], local[r, c],
+                                sat[r, c] if sat is not None else np.zeros(len(r)), x[r, c]])
+
+    out_peaks = []
+    for p in peaks:
+        sub = _subpixel(resp, p, (a, 0))
+        rc = np.rint(sub).astype(np.int64)
+        rc[:, 0] = np.clip(rc[:, 0], 0, h - 1)
+        rc[:, 1] = np.clip(rc[:, 1], 0, x.shape[1] - 1)
+        out_peaks.append((p + (a, 0), resp[p[:, 0], p[:, 1]], sub, feats(rc - (a, 0))))
+    mine = np.flatnonzero((net_rc[:, 0] >= r0) & (net_rc[:, 0] < r1))
+    lone = resp[r0 - a:r1 - a]
+    return {"peaks": out_peaks, "net": (mine, feats(net_rc[mine] - (a, 0))),
+            "log_peaks": lone[(lone == rmax5[r0 - a:r1 - a]) & (lone > 1.0)]}
+
+
+def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_cut: float = 3.0,
+                       scale_cut: float | None = None, merge_radius: float = 2.0, device=None):
+    """The network's candidates (``yx``, ``net_scores``) plus the plane's LoG proposals, and their features.
+
+    Proposals are the peaks (3 x 3) of the best-scale LoG response above ``proposal_cut`` (noise units), plus,
+    with ``scale_cut``, the peaks of each single scale's response above it: the max over scales lets a bright
+    spot's wide response swallow a dim neighbour 2-4 px away (no peak of its own there), while the small scale
+    still shows one. Per-scale peaks of the same spot (within :data:`DEDUPE_RADIUS` of a stronger one) are
+    dropped, and so are those on a clipped plateau (whose edges are a ring of small-scale peaks around the one
+    spot), and any within ``merge_radius`` of a network candidate.
+
+    Returns (coords (N, 2), features (N, len(FEATURES)), extras: ``contrast`` and ``relative_contrast`` as
+    the contrast floor uses them, ``is_proposal``, ``intensity`` (the raw value at each one's pixel)).
+
+    The plane is read in bands of rows (:data:`BAND_PIXELS`; a lazy plane is never read whole), side by side
+    where there are threads for it; the numbers are those of the whole plane at once (its noise from a sample
+    above :data:`PLANE_SAMPLE` pixels). ``device``: filter each band there (a CUDA GPU, :mod:`.device_filters`;
+    the same maps to rounding) instead of with scipy on the CPU.
+    """
+    from scipy.spatial import cKDTree
+
+    h, w = (int(v) for v in plane.shape[-2:])
+    bands = _row_bands(h, w)
+    noise, top, med = plane_noise_top_median(plane, bands)
+    yx = np.asarray(yx, dtype=np.float64).reshape(-1, 2)
+    net_scores = np.asarray(net_scores, dtype=np.float64).reshape(-1)
+    net_rc = np.rint(yx).astype(np.int64)
+    net_rc[:, 0] = np.clip(net_rc[:, 0], 0, h - 1)
+    net_rc[:, 1] = np.clip(net_rc[:, 1], 0, w - 1)
+    def one(band):
+        return _band_pass(plane, band, noise, top if top > med else None, proposal_cut, scale_cut, net_rc, device)
+
+    parts = [one(band) for band in bands] if device is not None else thread_map(one, bands)
+    # proposals: LoG peaks in 3 x 3 (close pairs stay two) above the cut, in the order of the whole plane's maps
+    n_maps = len(parts[0]["peaks"])
+    cols = [np.concatenate([np.concatenate([pt["peaks"][k][i] for pt in parts]) for k in range(n_maps)])
+            for i in range(4)]
+    prc, presp, psub, pfeat = cols
+    if n_maps > 1 and len(prc) >= 2:  # the same spot's peaks at several scales: the strongest stays
+        order = np.argsort(-presp, kind="stable")
+        prc, psub, pfeat = prc[order], psub[order], pfeat[order]
+        keep = np.ones(len(prc), dtype=bool)
+        for i, j in sorted(cKDTree(prc).query_pairs(DEDUPE_RADIUS)):
+            if keep[i]:  # i < j: i is the stronger (or the same response, found first)
+                keep[j] = False
+        prc, psub, pfeat = prc[keep], psub[keep], pfeat[keep]
+    if len(prc) and len(yx):
+        d, _ = cKDTree(yx).query(prc, k=1)
+        away = d > merge_radius
+        psub, pfeat = psub[away], pfeat[away]
+    nfeat = np.zeros((len(yx), 5))
+    for pt in parts:
+        idx, f = pt["net"]
+        nfeat[idx] = f
+    coords = np.concatenate([yx, psub.reshape(-1, 2)])
+    n_net = len(yx)
+    f = np.concatenate([nfeat, pfeat.reshape(-1, 5)])
+    at_resp, at_sigma, local, sat, pixel = f.T
+    net = np.concatenate([net_scores, np.zeros(len(coords) - n_net)])
+    contrast, _, peak_c, _ = contrast_features(plane, coords)
+    e = elbow(peak_c)
+    rel = contrast / e if np.isfinite(e) and e > 0 else np.full(len(coords), np.inf)
+    rel_for_feat = contrast / (e if np.isfinite(e) and e > 0 else 10.0)
+    # local SNR: the smoothed peak over the local background, in units of the local high-pass noise
+    local_snr = contrast * noise / np.maximum(local, 1e-3 * noise)
+    # dominance: own LoG response over the strongest within NEIGHBOUR_RADIUS (1: the strongest there)
+    dom = np.ones(len(coords))
+    if len(coords) > 1:
+        tree = cKDTree(coords)
+        for i, nb in enumerate(tree.query_ball_point(coords, NEIGHBOUR_RADIUS)):
+            if len(nb) > 1:
+                dom[i] = max(at_resp[i], 1e-3) / max(at_resp[nb].max(), 1e-3)
+    le = elbow(np.concatenate([pt["log_peaks"] for pt in parts]))
+    le = le if np.isfinite(le) and le > 0 else 10.0
+    feats = np.column_stack([
+        logit(net), (np.arange(len(coords)) < n_net).astype(np.float64),
+        np.log1p(np.maximum(at_resp, 0)), np.log(at_sigma), np.log1p(np.maximum(contrast, 0)),
+        np.log(np.clip(rel_for_feat, 1e-3, 1e3)), np.log1p(np.maximum(local_snr, 0)), sat,
+        np.log(np.clip(dom, 1e-3, 1.0)), np.log(np.clip(np.maximum(at_resp, 1e-3) / le, 1e-3, 1e3))])
+    extra = {"contrast": contrast, "relative_contrast": rel, "is_proposal": np.arange(len(coords)) >= n_net,
+             "intensity": pixel}
+    return coords, feats, extra
+
+
+def _argmax3(resp: np.ndarray, arg: np.ndarray, rc: np.ndarray) -> np.ndarray:
+    """The best-scale index at the strongest pixel of each point's 3 x 3 neighbourhood."""
+    h, w = resp.shape
+    best = np.full(len(rc), -np.inf)
+    out = np.zeros(len(rc), dtype=np.int64)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            r = np.clip(rc[:, 0] + dr, 0, h - 1)
+            c = np.clip(rc[:, 1] + dc, 0, w - 1)
+            v = resp[r, c]
+            up = v > best
+            best[up] = v[up]
+            out[up] = arg[r[up], c[up]]
+    return out
+
+
+__all__ = ["BAND_MARGIN", "BAND_PIXELS", "DEDUPE_RADIUS", "LOCAL_WINDOW", "NEIGHBOUR_RADIUS",
+           "PLANE_SAMPLE", "candidate_features", "log_maps", "log_stack", "plane_noise_top_median"]
