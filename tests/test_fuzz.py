@@ -86,11 +86,7 @@ def bundle_index(tmp_path_factory):
 
 def _with_block(raw: bytes, mutate) -> bytes:
     """``raw`` with its first data block mutated and its checksum made valid again (so parsing goes deeper)."""
-    footer = raw[-48:]
-    _, p = tf_table.varint(footer, 0)
-    _, p = tf_table.varint(footer, p)
-    idx_off, p = tf_table.varint(footer, p)
-    idx_size, _ = tf_table.varint(footer, p)
+    idx_off, idx_size = tf_table.index_handle(raw)
     handle = next(v for _, v in tf_table.block_entries(raw[idx_off:idx_off + idx_size]))
     off, p = tf_table.varint(handle, 0)
     size, _ = tf_table.varint(handle, p)

@@ -151,11 +151,7 @@ def test_index_listing_one_data_block_many_times_is_refused_fast(tmp_path):
     """The quadratic case: index entries that all point at the same data block."""
     index = _bundle(tmp_path)
     raw = index.read_bytes()
-    footer = raw[-48:]
-    _m, pos = tf_table.varint(footer, 0)
-    _m2, pos = tf_table.varint(footer, pos)
-    idx_off, pos = tf_table.varint(footer, pos)
-    idx_size, _ = tf_table.varint(footer, pos)
+    idx_off, idx_size = tf_table.index_handle(raw)
     handle = next(v for _, v in tf_table.block_entries(raw[idx_off:idx_off + idx_size]))
     many = tbw.enc_block([(b"k%06d" % i, handle) for i in range(2000)])
     body = raw[:idx_off]

@@ -67,6 +67,17 @@ TABLE_MAGIC = 0xDB4775248B80FB57
 MAX_KEY_BYTES = 4096
 
 
+def index_handle(raw: bytes) -> tuple[int, int]:
+    """(offset, size) of the index block, from the table's footer (after the metaindex's handle); ValueError
+    when the footer is malformed."""
+    footer = raw[-FOOTER_LEN:]
+    _meta_off, pos = varint(footer, 0)
+    _meta_size, pos = varint(footer, pos)
+    idx_off, pos = varint(footer, pos)
+    idx_size, _ = varint(footer, pos)
+    return idx_off, idx_size
+
+
 def index_block(raw: bytes, path: Path) -> bytes:
     """The table's index block (its footer and the block's checksum checked)."""
     if len(raw) < FOOTER_LEN or struct.unpack_from("<Q", raw, len(raw) - 8)[0] != TABLE_MAGIC:
@@ -74,11 +85,7 @@ def index_block(raw: bytes, path: Path) -> bytes:
             f"{path} is not a TensorFlow checkpoint index (no table footer: the file is truncated or of "
             f"another kind, {len(raw)} bytes).", "download or copy the model folder again.")
     try:
-        footer = raw[-FOOTER_LEN:]
-        _meta_off, pos = varint(footer, 0)
-        _meta_size, pos = varint(footer, pos)
-        idx_off, pos = varint(footer, pos)
-        idx_size, pos = varint(footer, pos)
+        idx_off, idx_size = index_handle(raw)
     except ValueError as err:
         raise ModelFileError(f"{path}: unreadable table footer ({err}).",
                              "download or copy the model folder again.") from err
