@@ -17,6 +17,7 @@ import torch
 
 from ..errors import ModelFileError, SpotDetectError
 from .base import ModelInfo, SpotModel, TileCandidates
+from .bright_regions import without_bright_regions
 from .ops import deformable_pool, local_maxima, weights_version
 from .piscis_net import PiscisConfig, PiscisNet, fold_batchnorm
 from .tile_threads import parallel_tiles_possible, run_tiles
@@ -38,12 +39,14 @@ PERCENTILES = (1.0, 99.8)
 PERCENTILE_SAMPLE = 4_000_000
 
 
-def percentile_limits(plane, percentiles=PERCENTILES) -> np.ndarray:
+def percentile_limits(plane, percentiles=PERCENTILES, ignore_bright_regions: bool = True) -> np.ndarray:
     """(C, 2) low/high values of each channel of a (C, H, W) or (H, W) plane, numpy or lazy (dask, zarr).
 
     Planes over :data:`PERCENTILE_SAMPLE` pixels are read at a regular stride, so a lazy plane is never
     loaded whole and an in-memory one gives the same limits. Flat channels (or ones where 99.8 % of the pixels
-    share a value) fall back to their minimum and maximum.
+    share a value) fall back to their minimum and maximum. A bright region that holds the brightest pixels
+    instead of the spots does not set the high limit (:mod:`.bright_regions`) unless ``ignore_bright_regions``
+    is False.
     """
     x = plane if plane.ndim > 2 else plane[None]
     h, w = x.shape[-2:]
@@ -56,6 +59,8 @@ def percentile_limits(plane, percentiles=PERCENTILES) -> np.ndarray:
         lo, hi = np.percentile(ch, percentiles)
         if not hi > lo:
             lo, hi = ch.min(), ch.max()
+        elif ignore_bright_regions:
+            hi = without_bright_regions(ch, lo, hi, percentiles[1], step)[0]
         out[i] = lo, hi
     return out
 

@@ -290,3 +290,19 @@ def spots_in_texture(seed: int = 0, shape=(256, 256), n_bright: int = 25, n_dim:
     for cy, cx in rng.uniform(4, np.array(shape) - 4, (n_dim, 2)):
         _gauss(img, cy, cx, 1.1, rng.uniform(25, 60))
     return img.astype(np.float32), bright
+
+
+def with_bright_patch(img: np.ndarray, level: float = 3.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``img`` (2-D) with a textured patch, ``level`` x its 99.8th percentile at the core, in the lower right
+    corner (like autofluorescent tissue brighter than every spot), and the mask of where the patch shows.
+
+    For checking that a bright region does not cost the spots elsewhere (``benchmarks/bench_bright_region.py``,
+    the tests of :mod:`..models.bright_regions`)."""
+    h, w = img.shape
+    r = 0.15 * min(h, w)
+    yy, xx = np.mgrid[:h, :w]
+    blob = np.exp(-((yy - (h - r - 2)) ** 2 + (xx - (w - r - 2)) ** 2) / (2 * (r / 1.5) ** 2))
+    tex = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal((h, w)), 3)
+    tex = (tex - tex.min()) / (tex.max() - tex.min())
+    patch = level * np.percentile(img, 99.8) * blob * (0.6 + 0.4 * tex) * (blob > 0.3)
+    return (img.astype(np.float32) + patch).astype(np.float32), blob > 0.05
