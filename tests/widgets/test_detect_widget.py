@@ -308,7 +308,8 @@ def test_normalisation_percentiles_and_min_distance_change_the_detection(detect_
     other = _candidates(viewer)
     assert model.percentiles == PERCENTILES  # the model in use keeps its own
     provenance = [lay for lay in viewer.layers if K.PROVENANCE in lay.metadata][-1].metadata[K.PROVENANCE]
-    assert provenance["normalization"] == {"kind": "percentile", "percentiles": [20.0, 99.99]}
+    assert provenance["normalization"] == {"kind": "percentile", "percentiles": [20.0, 99.99],
+                                           "bright_regions": "left out of the high percentile"}
     assert len(first) != len(other) or not np.allclose(first["score"].to_numpy(), other["score"].to_numpy())
     form.p_low.value, form.p_high.value = PERCENTILES
     run_and_wait(widget)

@@ -128,6 +128,7 @@ class PiscisModel(SpotModel):
         out = {"kind": self.adjustment or type(self).__name__}
         if self.adjustment == "percentile":
             out["percentiles"] = [float(v) for v in self.percentiles]
+            out["bright_regions"] = "left out of the high percentile"  # see .bright_regions
         return out
 
     def with_percentiles(self, low: float, high: float) -> PiscisModel:
