@@ -7,8 +7,10 @@ all regions) gives an F1 curve, and the chosen threshold maximises that curve *s
 thresholds, so a handful of clicks cannot pick a lucky spike; it replaces the model's own threshold only when
 it matches at least one more spot's worth (F1 + 1/N for N annotated spots) both where it was chosen and when
 chosen fold by fold on spots it was not chosen on (:func:`cross_validated`: strips of the regions), with a gain
-over the strips more than one standard error above 0 (:func:`moves`), and on at least :data:`MIN_BAND`
-candidates between the two thresholds. The contrast floor is left as it is: it
+over the strips more than one standard error above 0 (:func:`moves`), on at least :data:`MIN_BAND`
+candidates between the two thresholds, and when the move also pays on the whole images, whose own candidates
+between the two thresholds may be far more than the regions suggest (:func:`carries_over`). The contrast floor
+is left as it is: it
 is relative to each image's own content and, chosen from a few clicks, over-fits (measured on real images).
 
 Fine-tuning picks its thresholds with the same rule (:func:`pick_threshold`) on held-out regions, the starting
@@ -239,10 +241,23 @@ def calibrate(model, examples, *, radius: float = CLICK_RADIUS, detections=None,
     at_before, _ = f1_curve(preds, truths, boxes, [before], radius)
     at_thr, _ = f1_curve(preds, truths, boxes, [thr], radius)
     cv = cross_validated(preds, truths, boxes, [np.shape(e[0]) for e in exs], grid, radius, before, fixed=before)
-    if not moves(at_thr[0], at_before[0], cv, n_spots) or band_size(preds, boxes, before, thr) < MIN_BAND:
+    if (not moves(at_thr[0], at_before[0], cv, n_spots) or band_size(preds, boxes, before, thr) < MIN_BAND
+            or not carries_over(preds, truths, boxes, before, thr, radius, list(cache.values()), _area_ratio(exs))):
         thr, at_thr = before, at_before
     return Calibration(thr, float(at_thr[0]), before, float(at_before[0]), len(exs), n_spots, float(radius),
                        [(float(t), float(f)) for t, f in zip(grid, pooled)], cv.get("f1"), cv.get("f1_fixed"))
+
+
+def _area_ratio(exs) -> float:
+    """The annotated images' area over their regions' (an image annotated in several regions counts once)."""
+    seen, whole, part = set(), 0.0, 0.0
+    for img, _, box in exs:
+        h, w = np.shape(img)[-2:]
+        if id(img) not in seen:
+            seen.add(id(img))
+            whole += h * w
+        part += h * w if box is None else max(1, (box[2] - box[0]) * (box[3] - box[1]))
+    return whole / max(part, 1.0)
 
 
 def moves(f1_new: float, f1_old: float, cv: dict, n_spots: int) -> bool:
@@ -256,7 +271,12 @@ def moves(f1_new: float, f1_old: float, cv: dict, n_spots: int) -> bool:
     margin = 1.0 / max(1, n_spots)
     d = np.asarray(cv["gains"], dtype=np.float64)
     return (f1_new > f1_old + margin and cv["f1"] > cv["f1_fixed"] + margin
-            and len(d) > 1 and float(d.mean() - d.std(ddof=1) / np.sqrt(len(d))) > 0 and float(d.min()) >= 0)
+            and len(d) > 1 and float(d.mean() - SE_MULTIPLE * d.std(ddof=1) / np.sqrt(len(d))) > 0
+            and float(d.min()) >= 0)
+
+
+#: how many standard errors above 0 the mean gain over the strips must be (:func:`moves`)
+SE_MULTIPLE = 1.0
 
 
 #: a threshold move must rest on at least this many candidates between the two thresholds inside the regions
@@ -277,6 +297,60 @@ def band_size(preds, boxes, old: float, new: float) -> int:
     return n
 
 
+#: one-sided z of the bounds on a band's precision in :func:`carries_over` (90 %)
+BOUND_Z = 1.2816
+
+
+def _wilson(k: float, n: float, z: float = BOUND_Z) -> tuple[float, float]:
+    """(lower, upper) Wilson bounds on a proportion of ``k`` in ``n``."""
+    if n <= 0:
+        return 0.0, 1.0
+    p, z2 = k / n, z * z
+    mid, half = (p + z2 / (2 * n)) / (1 + z2 / n), z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def carries_over(preds, truths, boxes, old: float, new: float, radius: float, images,
+                 area_ratio: float = 1.0) -> bool:
+    """Whether moving the threshold from ``old`` to ``new`` should raise F1 on the *whole* images, not only in
+    the regions.
+
+    The regions say what share of the candidates between the two thresholds are spots (a bound that a handful
+    of clicks cannot inflate: 90 % Wilson, lower when the move adds candidates, upper when it drops them) and
+    how many spots the images hold (those found at ``old`` over the regions' recall there); the images' own,
+    unannotated candidates (``images``: one (yx, score) per image) say how many the move adds or drops
+    (``area_ratio``: the images' area over the regions'). Why: a region of 5 clicks whose 5 faint candidates
+    were all spots moved a pia_spots threshold from 0.34 to 0.01 and lost 0.66 of F1 on the rest of the image,
+    where the same band held hundreds of candidates and few spots (``benchmarks/calibration_rule.py``, on
+    ``train``)."""
+    lo, hi = min(old, new), max(old, new)
+    c_old = count_curve(preds, truths, boxes, [old], radius)[:3, 0]
+    c_new = count_curve(preds, truths, boxes, [new], radius)[:3, 0]
+    band = float(sum(((np.asarray(s)[inside(yx, b)] > lo) & (np.asarray(s)[inside(yx, b)] <= hi)).sum()
+                     for (yx, s), b in zip(preds, boxes)))
+    if band == 0:
+        return False
+    band_true = min(abs(c_new[0] - c_old[0]), band)  # spots the move finds (or loses) in the regions
+    k_old = float(sum((np.asarray(s) > old).sum() for _, s in images))
+    k_band = float(sum(((np.asarray(s) > lo) & (np.asarray(s) <= hi)).sum() for _, s in images))
+    tp_r, fp_r, fn_r = c_old
+    precision = tp_r / (tp_r + fp_r) if tp_r + fp_r else 0.0
+    found = precision * k_old
+    # none found in the regions at ``old``: the regions' density of spots over the images' area
+    n_true = found * (tp_r + fn_r) / tp_r if tp_r else (tp_r + fn_r) * area_ratio
+    low, high = _wilson(band_true, band)
+    if new < old:  # adds the band: at best the spots still missing
+        gained = min(low * k_band, max(0.0, n_true - found))
+        tp, k = found + gained, k_old + k_band
+    else:  # drops the band, with at least this many true spots
+        tp, k = found - min(high * k_band, found), k_old - k_band
+
+    def f1(t: float, kk: float) -> float:
+        return 2 * t / (kk + n_true) if kk + n_true > 0 else 0.0
+
+    return f1(tp, k) > f1(found, k_old)
+
+
 def calibrated_model(model, cal: Calibration):
     """A copy of ``model`` that detects at the calibrated threshold, its card saying how it was chosen."""
     out = copy.copy(model)
@@ -290,5 +364,6 @@ def calibrated_model(model, cal: Calibration):
     return out
 
 
-__all__ = ["CLICK_RADIUS", "FOLDS", "GRID", "MIN_BAND", "Calibration", "calibrate", "calibrated_model", "count_curve",
-           "band_size", "cross_validated", "f1_curve", "fold_boxes", "moves", "pick_threshold", "pooled_f1"]
+__all__ = ["CLICK_RADIUS", "FOLDS", "GRID", "MIN_BAND", "Calibration", "band_size", "calibrate", "calibrated_model",
+           "carries_over", "count_curve", "cross_validated", "f1_curve", "fold_boxes", "moves", "pick_threshold",
+           "pooled_f1"]
