@@ -58,7 +58,8 @@ TIPS = {
                     "Raise it if one spot is found twice; keep 1 for tightly clustered spots.",
     "percentiles": "Models that normalise by percentiles (the bundled default) map these percentiles of each\n"
                    "plane to 0 and 1. Raise the high one if many bright spots make dim ones look faint; other\n"
-                   "models (piscis files, DeepSpot) standardise each tile and ignore these.",
+                   "models (piscis files, DeepSpot) standardise each tile and ignore these. A bright region\n"
+                   "that holds the plane's brightest pixels (autofluorescence, debris) is left out of the high one.",
 }
 
 
