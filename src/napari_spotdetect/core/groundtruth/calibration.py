@@ -330,8 +330,7 @@ def carries_over(preds, truths, boxes, old: float, new: float, radius: float, im
     lo, hi = min(old, new), max(old, new)
     c_old = count_curve(preds, truths, boxes, [old], radius)[:3, 0]
     c_new = count_curve(preds, truths, boxes, [new], radius)[:3, 0]
-    band = float(sum(((np.asarray(s)[inside(yx, b)] > lo) & (np.asarray(s)[inside(yx, b)] <= hi)).sum()
-                     for (yx, s), b in zip(preds, boxes)))
+    band = band_size(preds, boxes, old, new)
     if band == 0:
         return False
     band_true = min(abs(c_new[0] - c_old[0]), band)  # spots the move finds (or loses) in the regions
