@@ -14,11 +14,15 @@ threshold change alone would give.
         --out benchmarks/results/hitl_deepspot.json
     python benchmarks/bench_hitl.py --real [--per-source 2] [--minutes 5]
     python benchmarks/bench_hitl.py --real --clicks [--per-source 1] [--threads 1] [--sources a,b] [--at 100,half]
+    python benchmarks/bench_hitl.py --real --clicks --split train [--ft epochs=8] --out /tmp/hitl_train.json
 
 ``--real --clicks``: on each 2-D real ``val`` image, a square region of the first half grown around a random
 annotated spot until it holds about 5, 10, 20, 50, 100 spots (or the whole half) stands in for the user's clicks;
 the model is calibrated (threshold only) and fine-tuned (the fast preset) on that region, and the other half is
 scored (F1 integral): adaptation curves with the CPU seconds of each. Writes benchmarks/results/hitl_clicks.json.
+``--split train`` runs the same protocol on the ``train`` images the bundled network held out from its training
+(its model card lists them): where a fine-tuning rule or setting is judged before ``val`` is looked at;
+``--ft KEY=VALUE`` overrides a setting of the fast preset (e.g. ``--ft epochs=8``).
 
 ``--real``: on each 2-D real ``val`` image of ../shared/data/real, the annotation of one half (the left or top
 half, along the longer side) stands in for the user's corrections; the model is fine-tuned on that half for at
@@ -93,6 +97,12 @@ def main() -> int:
                     help="with --real: adaptation curves from a region of 5, 10, 20, 50, 100 annotated spots or a half "
                          "image, calibration and fast fine-tuning, scored on the unseen half")
     ap.add_argument("--sources", default=None, help="with --real --clicks: only these sources (comma-separated)")
+    ap.add_argument("--split", default="val", choices=("val", "train"),
+                    help="with --real --clicks: 'train' takes the train images the bundled network held out from its "
+                    "training (its model card lists them), to judge a fine-tuning setting without looking at val")
+    ap.add_argument("--ft", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --real --clicks: override a setting of the fast fine-tuning preset (e.g. epochs=10); "
+                    "repeatable")
     ap.add_argument("--at", default=None, help="with --real --clicks: only these click counts (comma-separated, "
                     "e.g. 100,half), to re-run a few points of the curve")
     args = ap.parse_args()
@@ -309,11 +319,19 @@ def main_clicks(args) -> int:
     from napari_spotdetect.core.training.finetuning import finetune, finetune_config
 
     torch.set_num_threads(args.threads)
-    ims = load_annotated(REAL, split="val", ndim=2, per_source=args.per_source or 1,
-                         sources=args.sources.split(",") if args.sources else None)
-    wanted = {str(v).strip() for v in args.at.split(",")} if args.at else None
     tmp = Path(tempfile.mkdtemp())
     model, model_note = _start_model(tmp, args.model)
+    sources = args.sources.split(",") if args.sources else None
+    if args.split == "train":  # only what the network never trained on, every such image
+        held = set(model.info.card.get("training_data", {}).get("real", {}).get("held_out_for_validation", []))
+        ims = [im for im in load_annotated(REAL, split="train", ndim=2, sources=sources)
+               if f"{im.source}/{im.stem}" in held]
+        if args.per_source:
+            ims = [im for i, im in enumerate(ims) if sum(j.source == im.source for j in ims[:i]) < args.per_source]
+    else:
+        ims = load_annotated(REAL, split="val", ndim=2, per_source=args.per_source or 1, sources=sources)
+    overrides = {k: _number(v) for k, v in (kv.split("=", 1) for kv in args.ft)}
+    wanted = {str(v).strip() for v in args.at.split(",")} if args.at else None
     rows = []
     print(f"start: {model_note}; {len(ims)} real val images; {args.threads} thread(s)", flush=True)
 
@@ -349,7 +367,7 @@ def main_clicks(args) -> int:
                 cal = calibrate(model, ex, radius=REAL_RADIUS, detections=[det])
                 cal_s = time.process_time() - t0
                 t0, w0 = time.process_time(), time.perf_counter()
-                cfg = finetune_config(fast=True, val_radius=REAL_RADIUS, seed=args.seed)
+                cfg = finetune_config(fast=True, val_radius=REAL_RADIUS, seed=args.seed, **overrides)
                 res = finetune(model, ex, None, cfg, out=tmp / im.stem / f"{n}.pt")
                 ft_s, ft_wall = time.process_time() - t0, time.perf_counter() - w0
                 tuned = detect(img, res.model, keep_maps=False)
@@ -390,6 +408,18 @@ def main_clicks(args) -> int:
     return 0
 
 
+def _number(text: str):
+    """A --ft value as the number (or boolean) it spells, else the text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _write_clicks(args, model_note, rows, radius) -> dict:
     summary = {}
     for n in CLICKS:
@@ -401,7 +431,9 @@ def _write_clicks(args, model_note, rows, radius) -> dict:
     out = Path(args.out or HERE / "results" / "hitl_clicks.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"start_model": model_note, "radius_px": radius, "threads": args.threads,
-                               "seed": args.seed, "machine": platform.processor() or platform.machine(),
+                               "seed": args.seed, "split": args.split,
+                               "finetune_overrides": {k: v for k, v in (kv.split("=", 1) for kv in args.ft)},
+                               "machine": platform.processor() or platform.machine(),
                                "note": "shared 2-core machine, other jobs running; CPU seconds from process_time",
                                "summary": summary, "images": rows}, indent=1) + "\n")
     print(f"wrote {out}", flush=True)

@@ -14,7 +14,14 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..groundtruth.calibration import cross_validated, f1_curve, pick_threshold
+from ..groundtruth.calibration import (
+    count_curve,
+    cross_validated,
+    f1_curve,
+    image_area_ratio,
+    model_carries_over,
+    pick_threshold,
+)
 from ..groundtruth.metrics import evaluate
 from ..groundtruth.regions import inside
 
@@ -57,6 +64,9 @@ class EpochJudge:
         out = self._scores(preds, truth, thr)
         out.update(threshold=thr, f1_at_0_5=float(f1s[np.argmin(np.abs(grid - 0.5))]))
         if self.mode == "finetune":  # (training from scratch keeps its per-epoch cost and rule)
+            # what the whole images say at this threshold, for :meth:`holds_on_whole_images`
+            out["counts"] = count_curve(preds, truth, self.val_boxes, [thr], self.cfg.val_radius)[:3, 0].tolist()
+            out["image_candidates"] = int(sum((s > thr).sum() for (_, s), _ in self._distinct_images(preds)))
             cv = cross_validated(preds, truth, self.val_boxes, [np.shape(im) for im, _ in self.val], grid,
                                  self.cfg.val_radius, prefer, fixed=fixed)
             if cv["folds"] and fixed is None:
@@ -102,6 +112,25 @@ class EpochJudge:
             per.append(evaluate(yx[keep], gt, self.cfg.val_radius))
         return {k: float(np.mean([m[k] for m in per])) for k in ("precision", "recall", "f1", "f1_integral")}
 
+    def _distinct_images(self, preds):
+        """(pred, example) once per image: several regions of one image share its candidates."""
+        seen = set()
+        for pred, ex in zip(preds, self.val):
+            if id(ex[0]) not in seen:
+                seen.add(id(ex[0]))
+                yield pred, ex
+
+    def holds_on_whole_images(self, val: dict) -> bool:
+        """Whether a trained epoch should also beat the starting model on the whole validation images, not
+        only in their held-out regions (:func:`..groundtruth.calibration.model_carries_over`): a strip of a few
+        dozen spots can favour weights that place far more candidates on the rest of the image than it holds."""
+        start = getattr(self, "start_val", None)
+        if start is None or "counts" not in start or "counts" not in val:
+            return True
+        ratio = image_area_ratio([(im, p, b) for (im, p), b in zip(self.val, self.val_boxes)])
+        return model_carries_over((start["counts"], start["image_candidates"]),
+                                  (val["counts"], val["image_candidates"]), ratio)
+
     def start_margin(self) -> float:
         """What a change must gain over the starting model (F1) to replace it: one validation spot's worth. On a
         strip of a few clicks smaller differences are noise, and keeping the start never makes things worse."""
@@ -134,6 +163,7 @@ class EpochJudge:
         if self.best is not None or val is None:
             return
         self.model.default_threshold = val["threshold"]
+        self.start_val = val
         self.best = {"f1": val["f1"], "score": self._score(val), "epoch": 0, "threshold": val["threshold"],
                      "val": val, "second_stage": self.second_stage is not None,
                      "state": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}

@@ -271,8 +271,9 @@ class Trainer(EpochJudge):
                **({f"val_{k}": v for k, v in val.items()} if val else {}),
                "seconds": time.perf_counter() - t0}
         self.history.append(rec)
-        if val is not None and (self.best is None or (self.beats_start(val) if self.best["epoch"] == 0
-                                                      else self._score(val) > self.best["score"])):
+        if val is not None and (self.best is None or (
+                (self.beats_start(val) if self.best["epoch"] == 0 else self._score(val) > self.best["score"])
+                and self.holds_on_whole_images(val))):
             self.model.default_threshold = val["threshold"]
             self.best = {"f1": val["f1"], "score": self._score(val), "epoch": epoch,
                          "threshold": val["threshold"], "val": val, "second_stage": bool(val.get("second_stage")),
