@@ -72,5 +72,14 @@ def test_the_trainer_keeps_the_start_when_a_trained_epoch_would_not_carry_over(t
     trained = [[2.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
     trainer.consider_start(_val([3, 1, 3], 90, start))
     trainer.validate_epoch = lambda should_stop=None: _val([6, 1, 0], candidates, trained)
-    trainer.fit()
+    res = trainer.fit()
     assert (trainer.best["epoch"] == 1) is replaced
+    said = finetuning.FinetuneResult(res.model, None, False, res.history, None, kept_start=not replaced).verdict()
+    if replaced:
+        assert "refused_on_whole_image" not in res.history[-1] and "not taken" not in said
+    else:  # the user is told why the strip's winner was not taken, with the numbers
+        assert res.history[-1]["refused_on_whole_image"] == {"candidates": 522, "start_candidates": 90,
+                                                              "spots_estimated": 135.0}
+        assert "No epoch beat the starting model" in said
+        assert "Epoch 1 scored better on the held-out strip but was not taken" in said
+        assert "would place 522 spots where the starting model places 90 and the annotation suggests about 135" in said

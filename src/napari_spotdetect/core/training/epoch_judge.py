@@ -21,6 +21,7 @@ from ..groundtruth.calibration import (
     image_area_ratio,
     model_carries_over,
     pick_threshold,
+    spots_in_images,
 )
 from ..groundtruth.metrics import evaluate
 from ..groundtruth.regions import inside
@@ -119,6 +120,14 @@ class EpochJudge:
             if id(ex[0]) not in seen:
                 seen.add(id(ex[0]))
                 yield pred, ex
+
+    def whole_image_counts(self, val: dict) -> dict:
+        """What :meth:`holds_on_whole_images` weighed, for the verdict: the candidates of these weights and of
+        the start on the whole validation images, and the spots the start's counts say the images hold."""
+        start = self.start_val
+        ratio = image_area_ratio([(im, p, b) for (im, p), b in zip(self.val, self.val_boxes)])
+        return {"candidates": int(val["image_candidates"]), "start_candidates": int(start["image_candidates"]),
+                "spots_estimated": round(spots_in_images(start["counts"], start["image_candidates"], ratio), 1)}
 
     def holds_on_whole_images(self, val: dict) -> bool:
         """Whether a trained epoch should also beat the starting model on the whole validation images, not

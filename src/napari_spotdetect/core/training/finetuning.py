@@ -102,7 +102,7 @@ class FinetuneResult:
             return (f"{'Stopped early. ' if self.stopped else ''}No epoch beat the starting model on the "
                     f"validation data, so its weights were kept: "
                     f"validation F1 {val.get('f1', float('nan')):.2f} at threshold "
-                    f"{self.model.default_threshold:.3g}{start}.")
+                    f"{self.model.default_threshold:.3g}{start}.{self._refused()}")
         stage = {None: "", True: " It scores with the starting model's second stage (its proposals find saturated "
                  "and dim spots the network misses), which did better on the validation data.",
                  False: " Its network's own scores did better on the validation data than the starting model's "
@@ -110,7 +110,20 @@ class FinetuneResult:
                  "saturated ones, may be missed: check them)."}[self.second_stage]
         return (f"{'Stopped early; kept' if self.stopped else 'Saved'} the best epoch "
                 f"({self.model.info.card.get('epoch', '?')}): validation F1 {val.get('f1', float('nan')):.2f}"
-                f"{start}; its tuned threshold is {self.model.default_threshold:.3g}.{stage}")
+                f"{start}; its tuned threshold is {self.model.default_threshold:.3g}.{stage}{self._refused()}")
+
+    def _refused(self) -> str:
+        """The epochs that won the held-out strip but not the whole image, in words (empty if none)."""
+        refused = [h for h in self.history if h.get("refused_on_whole_image")]
+        if not refused:
+            return ""
+        r = refused[-1]["refused_on_whole_image"]
+        which = ", ".join(str(h["epoch"]) for h in refused)
+        return (f" Epoch{'s' if len(refused) > 1 else ''} {which} scored better on the held-out strip but "
+                f"{'were' if len(refused) > 1 else 'was'} not taken: on the whole image "
+                f"{'they' if len(refused) > 1 else 'it'} would place {r['candidates']} spots where the starting "
+                f"model places {r['start_candidates']} and the annotation suggests about "
+                f"{r['spots_estimated']:.0f}; annotate a larger or second region if the image holds more.")
 
 
 class _Eta:

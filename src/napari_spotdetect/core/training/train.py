@@ -271,9 +271,11 @@ class Trainer(EpochJudge):
                **({f"val_{k}": v for k, v in val.items()} if val else {}),
                "seconds": time.perf_counter() - t0}
         self.history.append(rec)
-        if val is not None and (self.best is None or (
-                (self.beats_start(val) if self.best["epoch"] == 0 else self._score(val) > self.best["score"])
-                and self.holds_on_whole_images(val))):
+        wins = val is not None and (self.best is None or (
+            self.beats_start(val) if self.best["epoch"] == 0 else self._score(val) > self.best["score"]))
+        if wins and self.best is not None and not self.holds_on_whole_images(val):
+            wins, rec["refused_on_whole_image"] = False, self.whole_image_counts(val)
+        if wins:
             self.model.default_threshold = val["threshold"]
             self.best = {"f1": val["f1"], "score": self._score(val), "epoch": epoch,
                          "threshold": val["threshold"], "val": val, "second_stage": bool(val.get("second_stage")),
