@@ -16,6 +16,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, 
 from ..core.models.zoo import bundled_path
 from ..core.training import finetuning
 from ..core.training.finetune_defaults import DEFAULTS as FT
+from ..core.training.finetune_defaults import FAST
 from ._ui import compact_combos
 from .settings import load_settings, save_settings
 
@@ -24,11 +25,19 @@ DEFAULT_OUT = str(Path.home() / "napari-spotdetect" / "models")
 #: the panel's starting values: the core's fine-tuning defaults (the CLI's too), plus where to save
 DEFAULTS = {"start": "default", "epochs": FT.epochs, "steps": FT.steps_per_epoch, "lr": FT.lr, "loss": FT.loss,
             "val_percent": int(round(100 * FT.val_share)), "out_dir": DEFAULT_OUT, "crop": FT.crop,
-            "batch": FT.batch_size, "threads": 0}
+            "batch": FT.batch_size, "threads": 0, "decoder_only": FT.freeze_encoder}
+#: one choice sets the sizes of a run: the core's defaults, or its fast preset (the CLI's ``--fast``: decoder and
+#: heads, 5 x 8 steps of 96 px crops; one region in about 30 CPU s, benchmarks/bench_hitl.py --real --clicks)
+PRESETS = {"standard": FT, "quick": FAST}
+_PRESET_CHOICES = [("Standard: every layer", "standard"), ("Quick: one region in about 30 s", "quick"),
+                   ("Custom", "custom")]
 _LRS = [("gentle (0.0001)", 1e-4), ("moderate (0.0003)", 3e-4), ("standard (0.001)", 1e-3)]
 _LOSSES = [("SmoothF1 (recommended)", "smoothf1"), ("Dice", "dice"), ("Weighted cross-entropy", "ce"),
            ("Focal", "focal")]
 _TIP = {
+    "preset": "Quick trains only the decoder and heads for 5 x 8 short steps: about 30 s of CPU for one region,\n"
+              "measured to give most of the gain there. Standard trains every layer (a few minutes). Changing a\n"
+              "size below makes it Custom.",
     "start": "The model to adapt. It is copied: the model you detect with is not changed by training.",
     "epochs": "One epoch = the steps below, then a check on the validation images.\nMore epochs: longer, and "
               "a risk of learning your few examples by heart; the best epoch is kept.",
@@ -74,12 +83,14 @@ class TrainingSettings(Container):
         cores = max(1, os.cpu_count() or 1)
         self.threads = SpinBox(label="CPU threads (0: idle cores)", min=0, max=cores, tooltip=_TIP["threads"],
                                value=min(cores, max(0, int(s.get("threads") or 0))))
-        self.decoder_only = CheckBox(text="Decoder only (fast)", value=False, tooltip=_TIP["decoder"])
+        self.decoder_only = CheckBox(text="Decoder only (fast)", value=bool(s.get("decoder_only", False)),
+                                     tooltip=_TIP["decoder"])
+        self.preset = ComboBox(label="Preset", choices=_PRESET_CHOICES, tooltip=_TIP["preset"])
         self.save_in = FileEdit(label="Save in", mode="d", value=s["out_dir"], tooltip=_TIP["out"])
         self.model_name = LineEdit(label="Model name", value=default_name(), tooltip=_TIP["name"])
-        compact_combos(self.start, self.lr, self.loss)
-        form = Container(widgets=[self.start, self.start_file, self.epochs, self.steps, self.lr, self.loss,
-                                  self.val_percent], labels=True)
+        compact_combos(self.start, self.lr, self.loss, self.preset)
+        form = Container(widgets=[self.start, self.start_file, self.preset, self.epochs, self.steps, self.lr,
+                                  self.loss, self.val_percent], labels=True)
         more = Container(widgets=[self.crop, self.batch, self.threads, self.decoder_only], labels=True,
                          visible=False)
         out = Container(widgets=[self.save_in, self.model_name], labels=True)
@@ -94,7 +105,35 @@ class TrainingSettings(Container):
             w.changed.connect(self._changed)
         self.start.value = s["start"] if s["start"] in self.start.choices else self.start.choices[0]
         self._on_start()
+        self._show_preset()
+        self.preset.changed.connect(self._apply_preset)
+        for w in (self.epochs, self.steps, self.crop, self.decoder_only):
+            w.changed.connect(self._show_preset)
         self._on_change = on_change
+
+    # -- presets --------------------------------------------------------------------------------------
+    def _sizes(self) -> tuple:
+        return int(self.epochs.value), int(self.steps.value), int(self.crop.value), bool(self.decoder_only.value)
+
+    def _apply_preset(self, key) -> None:
+        d = PRESETS.get(key)
+        if d is None or self._sizes() == (d.epochs, d.steps_per_epoch, d.crop, d.freeze_encoder):
+            return
+        self._applying = True
+        try:
+            self.epochs.value, self.steps.value, self.crop.value = d.epochs, d.steps_per_epoch, d.crop
+            self.decoder_only.value = d.freeze_encoder
+        finally:
+            self._applying = False
+
+    def _show_preset(self, *_) -> None:
+        """The preset the sizes match, or Custom."""
+        if getattr(self, "_applying", False):
+            return
+        match = [k for k, d in PRESETS.items()
+                 if self._sizes() == (d.epochs, d.steps_per_epoch, d.crop, d.freeze_encoder)]
+        with self.preset.changed.blocked():
+            self.preset.value = match[0] if match else "custom"
 
     def _changed(self, *_) -> None:
         if self._on_change is not None:
@@ -160,7 +199,7 @@ class TrainingSettings(Container):
                                 "lr": float(self.lr.value), "loss": self.loss.value,
                                 "val_percent": int(self.val_percent.value), "out_dir": str(self.save_in.value),
                                 "crop": int(self.crop.value), "batch": int(self.batch.value),
-                                "threads": int(self.threads.value)})
+                                "threads": int(self.threads.value), "decoder_only": bool(self.decoder_only.value)})
 
     def next_name(self) -> None:
         """Move the model name on to one not taken (``name-2``, ``name-3``…), so Train can be pressed again."""
