@@ -132,9 +132,11 @@ def main() -> int:
         t0 = time.perf_counter()
         before = _scores(model, test)
         eval_s = time.perf_counter() - t0
-        from napari_spotdetect.core.training.train import Trainer
+        from napari_spotdetect.core.groundtruth.calibration import calibrate
 
-        thr_before = Trainer(model, corrected, None, TrainConfig.finetune(epochs=1)).validate()["threshold"]
+        # the product's threshold-only path (the Calibrate button, `spotdetect calibrate`), at the test radius: a
+        # trainer's validation would score the network without the model's second stage, on another scale
+        thr_before = calibrate(model, corrected, radius=1.0).threshold
         before_rethr = _scores(model, test, thr_before)
 
         lr = {} if args.lr is None else {"lr": args.lr}
