@@ -67,6 +67,7 @@ class TrainingSettings(Container):
     def __init__(self, models, on_change):
         self._models = models
         self._on_change = None  # not while the section is built: the panel around it is not ready
+        self._applying = False  # a preset is setting the sizes: the preset shown stays
         s = {**DEFAULTS, **load_settings(SECTION)}
         self.start = ComboBox(label="Start from", choices=self._start_choices, tooltip=_TIP["start"])
         self.start_file = FileEdit(label="Model file", mode="r", tooltip=_TIP["start"])
@@ -117,7 +118,7 @@ class TrainingSettings(Container):
 
     def _apply_preset(self, key) -> None:
         d = PRESETS.get(key)
-        if d is None or self._sizes() == (d.epochs, d.steps_per_epoch, d.crop, d.freeze_encoder):
+        if d is None or self._sizes() == _preset_sizes(d):
             return
         self._applying = True
         try:
@@ -128,10 +129,9 @@ class TrainingSettings(Container):
 
     def _show_preset(self, *_) -> None:
         """The preset the sizes match, or Custom."""
-        if getattr(self, "_applying", False):
+        if self._applying:
             return
-        match = [k for k, d in PRESETS.items()
-                 if self._sizes() == (d.epochs, d.steps_per_epoch, d.crop, d.freeze_encoder)]
+        match = [k for k, d in PRESETS.items() if self._sizes() == _preset_sizes(d)]
         with self.preset.changed.blocked():
             self.preset.value = match[0] if match else "custom"
 
@@ -204,6 +204,11 @@ class TrainingSettings(Container):
     def next_name(self) -> None:
         """Move the model name on to one not taken (``name-2``, ``name-3``…), so Train can be pressed again."""
         self.model_name.value = _free_name(self.model_name.value.strip(), Path(str(self.save_in.value)).expanduser())
+
+
+def _preset_sizes(d) -> tuple:
+    """What a preset sets: epochs, steps per epoch, crop, decoder only."""
+    return d.epochs, d.steps_per_epoch, d.crop, d.freeze_encoder
 
 
 def default_name() -> str:

@@ -125,9 +125,9 @@ class EpochJudge:
         """What :meth:`holds_on_whole_images` weighed, for the verdict: the candidates of these weights and of
         the start on the whole validation images, and the spots the start's counts say the images hold."""
         start = self.start_val
-        ratio = image_area_ratio([(im, p, b) for (im, p), b in zip(self.val, self.val_boxes)])
         return {"candidates": int(val["image_candidates"]), "start_candidates": int(start["image_candidates"]),
-                "spots_estimated": round(spots_in_images(start["counts"], start["image_candidates"], ratio), 1)}
+                "spots_estimated": round(spots_in_images(start["counts"], start["image_candidates"],
+                                                         self._val_area_ratio()), 1)}
 
     def holds_on_whole_images(self, val: dict) -> bool:
         """Whether a trained epoch should also beat the starting model on the whole validation images, not
@@ -136,9 +136,11 @@ class EpochJudge:
         start = getattr(self, "start_val", None)
         if start is None or "counts" not in start or "counts" not in val:
             return True
-        ratio = image_area_ratio([(im, p, b) for (im, p), b in zip(self.val, self.val_boxes)])
         return model_carries_over((start["counts"], start["image_candidates"]),
-                                  (val["counts"], val["image_candidates"]), ratio)
+                                  (val["counts"], val["image_candidates"]), self._val_area_ratio())
+
+    def _val_area_ratio(self) -> float:
+        return image_area_ratio([(im, p, b) for (im, p), b in zip(self.val, self.val_boxes)])
 
     def start_margin(self) -> float:
         """What a change must gain over the starting model (F1) to replace it: one validation spot's worth. On a
