@@ -251,3 +251,18 @@ def test_the_verdict_says_whether_a_trained_model_kept_the_second_stage(tiny_pis
     assert "second stage" not in verdict(None)  # the start had none: nothing to say
     assert "scores with the starting model's second stage" in verdict(True)
     assert "without that stage" in verdict(False) and "saturated" in verdict(False)
+
+
+def test_the_verdict_says_why_an_epoch_higher_in_the_plot_was_not_kept(tiny_piscis):
+    """The plot shows each epoch's F1 at a threshold tuned on the validation spots themselves; the best epoch is
+    chosen cross-validated. When the two disagree, the verdict says so with both numbers (seen in the panel:
+    epoch 5 at 0.97 in the plot, epoch 2 kept)."""
+    model = copy.copy(tiny_piscis)
+    model.info = copy.deepcopy(tiny_piscis.info)
+    model.info.card = {"epoch": 2, "validation": {"f1": 0.90}}
+    history = [{"epoch": 1, "val_f1": 0.65, "val_selection": 0.65}, {"epoch": 2, "val_f1": 0.90, "val_selection": 0.90},
+               {"epoch": 5, "val_f1": 0.97, "val_selection": 0.89}]
+    said = finetuning.FinetuneResult(model, None, False, history, {"f1": 0.7}).verdict()
+    assert "Epoch 5 reached F1 0.97 in the plot" in said and "it scored 0.89 against 0.90" in said
+    history[-1]["val_f1"] = 0.88  # the plot agrees with the choice: nothing to explain
+    assert "in the plot" not in finetuning.FinetuneResult(model, None, False, history, {"f1": 0.7}).verdict()

@@ -110,7 +110,24 @@ class FinetuneResult:
                  "saturated ones, may be missed: check them)."}[self.second_stage]
         return (f"{'Stopped early; kept' if self.stopped else 'Saved'} the best epoch "
                 f"({self.model.info.card.get('epoch', '?')}): validation F1 {val.get('f1', float('nan')):.2f}"
-                f"{start}; its tuned threshold is {self.model.default_threshold:.3g}.{stage}{self._refused()}")
+                f"{start}; its tuned threshold is {self.model.default_threshold:.3g}.{stage}{self._refused()}"
+                f"{self._why_not_the_top_of_the_plot()}")
+
+    def _why_not_the_top_of_the_plot(self) -> str:
+        """Why a later epoch whose plotted F1 is higher was not kept: the plot shows F1 at a threshold tuned on
+        the validation spots themselves, the choice uses it cross-validated (empty when they agree)."""
+        best = self.model.info.card.get("epoch")
+        scored = [h for h in self.history if "val_f1" in h and "val_selection" in h]
+        if not scored or best is None:
+            return ""
+        top = max(scored, key=lambda h: h["val_f1"])
+        mine = next((h for h in scored if h["epoch"] == best), None)
+        if top["epoch"] == best or mine is None or top["val_f1"] <= mine["val_f1"] or \
+                top["val_selection"] > mine["val_selection"] or top.get("refused_on_whole_image"):
+            return ""
+        return (f" Epoch {top['epoch']} reached F1 {top['val_f1']:.2f} in the plot, at a threshold tuned on the "
+                f"same validation spots; with the threshold chosen on other spots (cross-validated, what picks "
+                f"the best epoch) it scored {top['val_selection']:.2f} against {mine['val_selection']:.2f}.")
 
     def _refused(self) -> str:
         """The epochs that won the held-out strip but not the whole image, in words (empty if none)."""
