@@ -67,7 +67,6 @@ class TrainingSettings(Container):
     def __init__(self, models, on_change):
         self._models = models
         self._on_change = None  # not while the section is built: the panel around it is not ready
-        self._applying = False  # a preset is setting the sizes: the preset shown stays
         s = {**DEFAULTS, **load_settings(SECTION)}
         self.start = ComboBox(label="Start from", choices=self._start_choices, tooltip=_TIP["start"])
         self.start_file = FileEdit(label="Model file", mode="r", tooltip=_TIP["start"])
@@ -84,7 +83,7 @@ class TrainingSettings(Container):
         cores = max(1, os.cpu_count() or 1)
         self.threads = SpinBox(label="CPU threads (0: idle cores)", min=0, max=cores, tooltip=_TIP["threads"],
                                value=min(cores, max(0, int(s.get("threads") or 0))))
-        self.decoder_only = CheckBox(text="Decoder only (fast)", value=bool(s.get("decoder_only", False)),
+        self.decoder_only = CheckBox(text="Decoder only (fast)", value=bool(s["decoder_only"]),
                                      tooltip=_TIP["decoder"])
         self.preset = ComboBox(label="Preset", choices=_PRESET_CHOICES, tooltip=_TIP["preset"])
         self.save_in = FileEdit(label="Save in", mode="d", value=s["out_dir"], tooltip=_TIP["out"])
@@ -118,19 +117,14 @@ class TrainingSettings(Container):
 
     def _apply_preset(self, key) -> None:
         d = PRESETS.get(key)
-        if d is None or self._sizes() == _preset_sizes(d):
+        if d is None:
             return
-        self._applying = True
-        try:
-            self.epochs.value, self.steps.value, self.crop.value = d.epochs, d.steps_per_epoch, d.crop
-            self.decoder_only.value = d.freeze_encoder
-        finally:
-            self._applying = False
+        self.epochs.value, self.steps.value, self.crop.value = d.epochs, d.steps_per_epoch, d.crop
+        self.decoder_only.value = d.freeze_encoder
+        self._show_preset()  # (each size set above showed Custom until the last one)
 
     def _show_preset(self, *_) -> None:
         """The preset the sizes match, or Custom."""
-        if self._applying:
-            return
         match = [k for k, d in PRESETS.items() if self._sizes() == _preset_sizes(d)]
         with self.preset.changed.blocked():
             self.preset.value = match[0] if match else "custom"

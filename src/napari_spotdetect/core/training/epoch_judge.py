@@ -5,7 +5,7 @@ by detecting on the validation examples (counting only inside their regions), it
 (or, for the starting model, fixed at its calibrated one), fine-tuning's epochs are cross-validated strip by
 strip, the starting model competes as epoch 0, and the starting model's second stage competes in every epoch.
 :class:`EpochJudge` is a part of :class:`.train.Trainer`: it reads the trainer's ``net``, ``model``, ``val``,
-``val_boxes``, ``cfg``, ``mode``, ``best``, ``second_stage*``, ``checkpoints`` and ``card``.
+``val_boxes``, ``cfg``, ``mode``, ``best``, ``start_val``, ``second_stage*``, ``checkpoints`` and ``card``.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class EpochJudge:
         """Whether a trained epoch should also beat the starting model on the whole validation images, not
         only in their held-out regions (:func:`..groundtruth.calibration.model_carries_over`): a strip of a few
         dozen spots can favour weights that place far more candidates on the rest of the image than it holds."""
-        start = getattr(self, "start_val", None)
+        start = self.start_val
         if start is None or "counts" not in start or "counts" not in val:
             return True
         return model_carries_over((start["counts"], start["image_candidates"]),

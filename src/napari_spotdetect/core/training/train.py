@@ -109,6 +109,9 @@ class Trainer(EpochJudge):
         self.data_info = data_info or {}
         self.history: list[dict] = []
         self.best: dict | None = None  # {"f1", "epoch", "threshold", "state"}
+        #: the starting model's validation (epoch 0, :meth:`consider_start`): what a trained epoch must also beat
+        #: on the whole images; None when the run has no epoch 0 (training from scratch, a resumed run)
+        self.start_val: dict | None = None
         self.start_epoch = 1
         self.steps_per_epoch = c.steps_per_epoch or max(1, len(self.train) // c.batch_size)
         if self.out_dir is not None:
@@ -273,7 +276,7 @@ class Trainer(EpochJudge):
         self.history.append(rec)
         wins = val is not None and (self.best is None or (
             self.beats_start(val) if self.best["epoch"] == 0 else self._score(val) > self.best["score"]))
-        if wins and self.best is not None and not self.holds_on_whole_images(val):
+        if wins and not self.holds_on_whole_images(val):
             wins, rec["refused_on_whole_image"] = False, self.whole_image_counts(val)
         if wins:
             self.model.default_threshold = val["threshold"]
