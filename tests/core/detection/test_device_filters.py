@@ -24,17 +24,13 @@ def test_torch_maps_are_scipys_to_rounding():
     noise = 3.7
     got = band_maps(x, noise, SIGMAS, LOCAL_WINDOW, torch.device("cpu"))
     stack = log_stack(x / noise)
-    resp, arg = log_maps(None, stack)
+    resp, _ = log_maps(None, stack)
     hp = _highpass(x)
     want = {"hp": hp, "stack": stack, "resp": resp,
-            "rmax": ndimage.maximum_filter(resp, 3, mode="nearest"),
-            "rmax5": ndimage.maximum_filter(resp, 5, mode="nearest"),
-            "stack_max3": np.stack([ndimage.maximum_filter(s, 3, mode="nearest") for s in stack]),
             "local": np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0))}
     for k, v in want.items():
         assert got[k].shape == v.shape, k
         np.testing.assert_allclose(got[k], v, rtol=1e-10, atol=1e-10 * np.abs(v).max(), err_msg=k)
-    assert (got["arg"] == arg).mean() > 0.999
 
 
 def test_candidates_filtered_with_torch_are_scipys():

@@ -1,12 +1,12 @@
 """The second stage's whole-band filters on a GPU: the same maps as scipy's, as torch convolutions.
 
-Why: the second stage's proposals (:mod:`.proposals`) take a dozen whole-plane filters (a high-pass, five LoG
-scales, peak filters, a local noise window). With scipy they run on the host's CPU whatever the model's device, at about
-2 megapixels per second on two cores, which would bound a GPU's end-to-end rate far below what its network
-reaches. Here they are separable convolutions and pooling in float64 on the model's CUDA device, with scipy's
-kernels (read off its own impulse responses) and edge modes ('reflect' for the Gaussians and the window,
-'nearest' for the peak filters), so the maps agree with scipy's to rounding (about 1e-15 relative; checked on
-the CPU by ``tests/core/detection/test_device_filters.py``). Peaks and features stay in numpy.
+Why: the second stage's proposals (:mod:`.proposals`) take whole-plane filters (a high-pass, five LoG scales,
+a local noise window). With scipy they run on the host's CPU whatever the model's device, at about 2 megapixels
+per second on two cores, which would bound a GPU's end-to-end rate far below what its network reaches. Here
+they are separable convolutions and pooling in float64 on the model's CUDA device, with scipy's kernels (read
+off its own impulse responses) and 'reflect' edges, so the maps agree with scipy's to rounding (about 1e-15
+relative; checked on the CPU by ``tests/core/detection/test_device_filters.py``). Peaks (a neighbour test at
+the pixels above a cut, :func:`.proposals.peaks_above`) and features stay in numpy.
 """
 
 from __future__ import annotations
@@ -53,29 +53,19 @@ def _gaussian(x: torch.Tensor, sigma: float, orders=(0, 0)) -> torch.Tensor:
     return x
 
 
-def _max_nearest(x: torch.Tensor, size: int) -> torch.Tensor:
-    """scipy's maximum_filter(size, mode='nearest') of each map of a (N, H, W) batch."""
-    r = size // 2
-    return F.max_pool2d(F.pad(x[:, None], (r, r, r, r), mode="replicate"), size, stride=1)[:, 0]
-
-
 def band_maps(x: np.ndarray, noise: float, sigmas, local_window: int, device: torch.device) -> dict:
     """A band's maps, as :func:`.proposals._band_pass` computes them with scipy: ``hp`` (minus its sigma-2 blur),
-    ``stack`` (scale-normalised LoG per sigma, on the band over ``noise``), ``resp``/``arg`` (their max and
-    argmax), ``rmax``/``rmax5`` (3 x 3 and 5 x 5 maxima of ``resp``), ``stack_max3`` (3 x 3 maxima of each
-    scale), ``local`` (the local high-pass RMS over ``local_window``). numpy float64 out."""
+    ``stack`` (scale-normalised LoG per sigma, on the band over ``noise``), ``resp`` (its max over the scales)
+    and ``local`` (the local high-pass RMS over ``local_window``). numpy float64 out."""
     with torch.inference_mode():
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)).to(device)[None]
         hp = t - _gaussian(t, 2.0)
         z = t / noise
         stack = torch.cat([-(_gaussian(z, s, (2, 0)) + _gaussian(z, s, (0, 2))) * (s * s) for s in sigmas])
-        resp, arg = stack.max(0)
         r = (local_window - 1) // 2
         sq = _pad_reflect(_pad_reflect(hp * hp, r, 1), r, 2)
         local = torch.sqrt(torch.clamp(F.avg_pool2d(sq[:, None], local_window, stride=1)[:, 0], min=0))
-        out = {"hp": hp[0], "stack": stack, "resp": resp, "arg": arg.to(torch.int8),
-               "rmax": _max_nearest(resp[None], 3)[0], "rmax5": _max_nearest(resp[None], 5)[0],
-               "stack_max3": _max_nearest(stack, 3), "local": local[0]}
+        out = {"hp": hp[0], "stack": stack, "resp": stack.max(0).values, "local": local[0]}
         return {k: v.cpu().numpy() for k, v in out.items()}
 
 

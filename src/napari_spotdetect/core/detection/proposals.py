@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..common.parallel import run_together, thread_map
+from ..common.parallel import thread_map
 from ..models.rescorer import SIGMAS, logit
 from .contrast import contrast_features, elbow
 
@@ -47,8 +47,37 @@ def log_maps(z: np.ndarray, stack: np.ndarray | None = None) -> tuple[np.ndarray
     return stack.max(0), stack.argmax(0).astype(np.int8)
 
 
-def _max3(r: np.ndarray) -> np.ndarray:
-    return ndimage.maximum_filter(r, 3, mode="nearest")
+def _window(size: int) -> list:
+    """The offsets of a size x size window but its centre, nearest first (they reject the most points soonest)."""
+    r = size // 2
+    return sorted(((dr, dc) for dr in range(-r, r + 1) for dc in range(-r, r + 1) if dr or dc),
+                  key=lambda o: (abs(o[0]) + abs(o[1]), o))
+
+
+def peaks_above(m: np.ndarray, cut: float, where: np.ndarray | None = None, size: int = 3) -> np.ndarray:
+    """(row, col), row-major, of the pixels of ``m`` above ``cut`` (and in ``where``) that are the maximum of their
+    ``size`` x ``size`` window, edges as ``ndimage.maximum_filter(mode="nearest")``: the same pixels as
+    ``argwhere((m == maximum_filter(m, size)) & (m > cut) & where)``, but only the pixels above the cut are
+    compared, a neighbour at a time, so a map whose pixels mostly sit below it costs a fraction of a filter."""
+    h, w = m.shape
+    above = m > cut
+    rc = np.argwhere(above & where if where is not None else above)
+    v = m[rc[:, 0], rc[:, 1]]
+    for dr, dc in _window(size):
+        if not len(rc):
+            break
+        keep = v >= m[np.clip(rc[:, 0] + dr, 0, h - 1), np.clip(rc[:, 1] + dc, 0, w - 1)]
+        rc, v = rc[keep], v[keep]
+    return rc
+
+
+def window_max_at(m: np.ndarray, rc: np.ndarray, size: int = 3) -> np.ndarray:
+    """``ndimage.maximum_filter(m, size, mode="nearest")`` read at the (row, col) points ``rc`` only."""
+    h, w = m.shape
+    out = m[rc[:, 0], rc[:, 1]].copy()
+    for dr, dc in _window(size):
+        np.maximum(out, m[np.clip(rc[:, 0] + dr, 0, h - 1), np.clip(rc[:, 1] + dc, 0, w - 1)], out=out)
+    return out
 
 
 def _subpixel(resp: np.ndarray, rc: np.ndarray, origin: tuple = (0, 0)) -> np.ndarray:
@@ -108,50 +137,40 @@ def plane_noise_top_median(plane, bands: list) -> tuple[float, float, float]:
 
 
 def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_cut: float | None,
-               net_rc: np.ndarray, device=None) -> dict:
+               net_rc: np.ndarray, device=None, rows=None) -> dict:
     """One band's LoG maps, its raw proposal peaks (per map, core rows, row-major, with their response and
     sub-pixel position) and the LoG features of the points whose rows it owns: the network's candidates
     (``net_rc``, integer) and its own peaks (at their refined positions, which may sit one row outside).
-    ``device``: a torch device to filter on (:mod:`.device_filters`) instead of scipy on the CPU."""
+    ``device``: a torch device to filter on (:mod:`.device_filters`) instead of scipy on the CPU. ``rows``: the
+    band's pixels (float64) and their high-pass where the caller has them already."""
     r0, r1, a, b = band
-    x = _rows(plane, a, b)
-    on_device = None
     if device is not None:
         from .device_filters import band_maps
 
-        on_device = band_maps(x, noise, SIGMAS, LOCAL_WINDOW, device)
-        hp, stack, resp, arg = (on_device[k] for k in ("hp", "stack", "resp", "arg"))
+        x = _rows(plane, a, b)
+        hp, stack, resp, local = (band_maps(x, noise, SIGMAS, LOCAL_WINDOW, device)[k]
+                                  for k in ("hp", "stack", "resp", "local"))
     else:
-        hp = _highpass(x)
+        x, hp = rows if rows is not None else (_rows(plane, a, b), None)
+        hp = _highpass(x) if hp is None else hp
         stack = log_stack(x / noise)
-        resp, arg = log_maps(None, stack)
+        resp = stack.max(0)
+        local = np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0))
     clipped = x >= top if top is not None else None  # the plane's saturated pixels (None: it has none)
     flat = ndimage.binary_dilation(clipped, iterations=FLAT_RIM) if clipped is not None and FLAT_RIM else clipped
     core = np.zeros(resp.shape, dtype=bool)
     core[r0 - a:r1 - a] = True
     off_flat = core if flat is None else core & ~flat
     maps = [(resp, cut, core)] + ([(r, scale_cut, off_flat) for r in stack] if scale_cut is not None else [])
-    if on_device is not None:
-        rmax, rmax5, local = (on_device[k] for k in ("rmax", "rmax5", "local"))
-        maxima = [rmax] + list(on_device["stack_max3"])
-    else:
-        rmax, rmax5, local = run_together(
-            lambda: _max3(resp), lambda: ndimage.maximum_filter(resp, 5, mode="nearest"),
-            lambda: np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0)))
-        maxima = [rmax] + [None] * len(stack)
-    def peaks_of(k):
-        m, c, where = maps[k]
-        return np.argwhere((m == (maxima[k] if maxima[k] is not None else _max3(m))) & (m > c) & where)
-
-    peaks = thread_map(peaks_of, range(len(maps)))
+    peaks = thread_map(lambda k: peaks_above(*maps[k]), range(len(maps)))
     sat = ndimage.uniform_filter(clipped.astype(np.float64), 3, mode="nearest") if clipped is not None else None
     h = int(plane.shape[-2])
 
     def feats(rc_local):
         """LoG response and best scale within 3 x 3, local noise, saturation and raw value at band rows."""
         r, c = rc_local[:, 0], rc_local[:, 1]
-        return np.column_stack([rmax[r, c], np.array(SIGMAS)[_argmax3(resp, arg, rc_local)], local[r, c],
-                                sat[r, c] if sat is not None else np.zeros(len(r)), x[r, c]])
+        return np.column_stack([window_max_at(resp, rc_local), np.array(SIGMAS)[_best_scale_at(resp, stack, rc_local)],
+                                local[r, c], sat[r, c] if sat is not None else np.zeros(len(r)), x[r, c]])
 
     out_peaks = []
     for p in peaks:
@@ -161,9 +180,9 @@ def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_c
         rc[:, 1] = np.clip(rc[:, 1], 0, x.shape[1] - 1)
         out_peaks.append((p + (a, 0), resp[p[:, 0], p[:, 1]], sub, feats(rc - (a, 0))))
     mine = np.flatnonzero((net_rc[:, 0] >= r0) & (net_rc[:, 0] < r1))
-    lone = resp[r0 - a:r1 - a]
+    lone = peaks_above(resp, 1.0, core, 5)
     return {"peaks": out_peaks, "net": (mine, feats(net_rc[mine] - (a, 0))),
-            "log_peaks": lone[(lone == rmax5[r0 - a:r1 - a]) & (lone > 1.0)]}
+            "log_peaks": resp[lone[:, 0], lone[:, 1]]}
 
 
 def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_cut: float = 3.0,
@@ -189,14 +208,21 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
 
     h, w = (int(v) for v in plane.shape[-2:])
     bands = _row_bands(h, w)
-    noise, top, med = plane_noise_top_median(plane, bands)
+    rows = None
+    if len(bands) == 1 and device is None:  # one band: read and high-pass it once, for the statistics and the maps
+        x = _rows(plane, 0, h)
+        rows = (x, _highpass(x))
+        noise, top, med = _noise(rows[1].ravel()), float(x.max()), float(np.median(x))
+    else:
+        noise, top, med = plane_noise_top_median(plane, bands)
     yx = np.asarray(yx, dtype=np.float64).reshape(-1, 2)
     net_scores = np.asarray(net_scores, dtype=np.float64).reshape(-1)
     net_rc = np.rint(yx).astype(np.int64)
     net_rc[:, 0] = np.clip(net_rc[:, 0], 0, h - 1)
     net_rc[:, 1] = np.clip(net_rc[:, 1], 0, w - 1)
     def one(band):
-        return _band_pass(plane, band, noise, top if top > med else None, proposal_cut, scale_cut, net_rc, device)
+        return _band_pass(plane, band, noise, top if top > med else None, proposal_cut, scale_cut, net_rc, device,
+                          rows)
 
     parts = [one(band) for band in bands] if device is not None else thread_map(one, bands)
     # proposals: LoG peaks in 3 x 3 (close pairs stay two) above the cut, in the order of the whole plane's maps
@@ -250,11 +276,12 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     return coords, feats, extra
 
 
-def _argmax3(resp: np.ndarray, arg: np.ndarray, rc: np.ndarray) -> np.ndarray:
-    """The best-scale index at the strongest pixel of each point's 3 x 3 neighbourhood."""
+def _best_scale_at(resp: np.ndarray, stack: np.ndarray, rc: np.ndarray) -> np.ndarray:
+    """The best-scale index (argmax over ``stack``) at the strongest pixel of each point's 3 x 3 neighbourhood
+    (the first in row-major order on a tie), read at those pixels only."""
     h, w = resp.shape
     best = np.full(len(rc), -np.inf)
-    out = np.zeros(len(rc), dtype=np.int64)
+    at = np.zeros_like(rc)
     for dr in (-1, 0, 1):
         for dc in (-1, 0, 1):
             r = np.clip(rc[:, 0] + dr, 0, h - 1)
@@ -262,9 +289,10 @@ def _argmax3(resp: np.ndarray, arg: np.ndarray, rc: np.ndarray) -> np.ndarray:
             v = resp[r, c]
             up = v > best
             best[up] = v[up]
-            out[up] = arg[r[up], c[up]]
-    return out
+            at[up] = np.stack([r[up], c[up]], 1)
+    return stack[:, at[:, 0], at[:, 1]].argmax(0)
 
 
 __all__ = ["BAND_MARGIN", "BAND_PIXELS", "DEDUPE_RADIUS", "LOCAL_WINDOW", "NEIGHBOUR_RADIUS",
-           "PLANE_SAMPLE", "candidate_features", "log_maps", "log_stack", "plane_noise_top_median"]
+           "PLANE_SAMPLE", "candidate_features", "log_maps", "log_stack", "peaks_above", "plane_noise_top_median",
+           "window_max_at"]
