@@ -58,9 +58,12 @@ def _band_ranges(h: int):
         yield r0, r1, max(0, r0 - _MARGIN), min(h, r1 + _MARGIN)
 
 
-def contrast_features(plane, points: np.ndarray):
+def contrast_features(plane, points: np.ndarray, highpass: np.ndarray | None = None):
     """(contrast at each (y, x) point, (row, col) of every peak of the plane, their contrasts, noise) for a
     2-D plane.
+
+    ``highpass``: the whole plane minus its sigma-2 blur, where the caller has it (the second stage does): a
+    band's core rows of it are exactly what the band would compute.
 
     ``plane`` is anything sliceable by rows (numpy, dask, zarr, memory map). Contrast is in noise units. The
     bands run side by side on the threads :func:`~..common.parallel.thread_map` allows, each read by its own
@@ -79,7 +82,8 @@ def contrast_features(plane, points: np.ndarray):
         r0, r1, a, b = r
         rows, m = np.asarray(read(plane[a:b]), dtype=np.float64), r0 - a
         sm = ndimage.gaussian_filter(rows, SMOOTH_SIGMA)
-        hp = (rows - ndimage.gaussian_filter(rows, 2.0))[m:m + r1 - r0].ravel()
+        hp = (highpass[r0:r1] if highpass is not None
+              else (rows - ndimage.gaussian_filter(rows, 2.0))[m:m + r1 - r0]).ravel()
         core = sm[m:m + r1 - r0]
         is_peak = core == ndimage.maximum_filter(sm, PEAK_SIZE)[m:m + r1 - r0]
         pr, pc = np.nonzero(is_peak)

@@ -251,7 +251,7 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     f = np.concatenate([nfeat, pfeat.reshape(-1, 5)])
     at_resp, at_sigma, local, sat, pixel = f.T
     net = np.concatenate([net_scores, np.zeros(len(coords) - n_net)])
-    contrast, _, peak_c, _ = contrast_features(plane, coords)
+    contrast, _, peak_c, _ = contrast_features(plane, coords, rows[1] if rows is not None else None)
     e = elbow(peak_c)
     rel = contrast / e if np.isfinite(e) and e > 0 else np.full(len(coords), np.inf)
     rel_for_feat = contrast / (e if np.isfinite(e) and e > 0 else 10.0)
