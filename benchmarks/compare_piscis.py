@@ -18,7 +18,7 @@ time, next to this CPU's measured float32 (and bfloat16) matmul rate. The CPU mo
 instruction set torch dispatched to, torch versions and the load average (sampled before every run) are
 recorded.
 
-    python benchmarks/compare_piscis.py [--sizes 1024 2048 4096] [--repeats 3] [--threads 2]
+    python benchmarks/compare_piscis.py [--sizes 1024 2048 4096] [--repeats 3] [--threads 2] [--default-model F]
         [--engines piscis exact fast default default-fast ufish] [--device cpu] [--out PATH]
 
 Prints a table and writes benchmarks/results/compare_piscis.json.
@@ -55,6 +55,9 @@ ENGINES = {
     "default-fast": ("ours", "default", "fast"),
     "ufish": ("ufish", "ufish", None),
 }
+
+#: ``--default-model``: another file for the bundled model's engines (a candidate, side by side with U-FISH)
+DEFAULT_MODEL: dict = {}
 
 PEAK_RSS = r'''
 def _peak_rss_mb():
@@ -237,7 +240,7 @@ def start_worker(name: str, image: Path, threads: int, device: str) -> Worker:
         return Worker(name, [piscis_python(), "-c", PISCIS_WORKER, threads, device, image], env)
     if kind == "ufish":
         return Worker(name, [ufish_python(), "-c", UFISH_WORKER, threads, image], env)
-    path = str(fixture_model()) if model == "fixture" else model
+    path = str(fixture_model()) if model == "fixture" else DEFAULT_MODEL.get("path", model)
     return Worker(name, [sys.executable, __file__, "--_worker", path, speed, str(threads), device, str(image)], env)
 
 
@@ -403,6 +406,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (piscis and ours; U-FISH stays on CPU)")
     ap.add_argument("--out", default=str(HERE / "results" / "compare_piscis.json"))
+    ap.add_argument("--default-model", default=None, help="a model file to run as the 'default' engines instead of "
+                    "the bundled model (a candidate replacement)")
     ap.add_argument("--_worker", nargs=5, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a._worker:
@@ -414,13 +419,17 @@ def main(argv=None) -> None:
     from napari_spotdetect.core.detection.speed import cpu_capability, cpu_has_native_bf16
 
     torch.set_num_threads(a.threads)
-    fpp = {"fixture": flops_per_pixel(str(fixture_model())), "default": flops_per_pixel("default")}
+    if a.default_model:
+        DEFAULT_MODEL["path"] = str(Path(a.default_model).resolve())
+    fpp = {"fixture": flops_per_pixel(str(fixture_model())),
+           "default": flops_per_pixel(DEFAULT_MODEL.get("path", "default"))}
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": cpu_facts(),
            "cpu_capability": cpu_capability(), "cpu_native_bf16": cpu_has_native_bf16(),
            "torch_ours": torch.__version__, "threads": a.threads, "device": a.device, "repeats": a.repeats,
            "matmul_gflops": matmul_rates(a.threads),
            "gflop_per_256_tile": {k: v * 256 * 256 / 1e9 for k, v in fpp.items()},
-           "uptime_start": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), "rows": []}
+           "uptime_start": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+           "default_model": DEFAULT_MODEL.get("path", "bundled"), "rows": []}
     print(json.dumps({k: res[k] for k in ("machine", "cpu_capability", "matmul_gflops", "gflop_per_256_tile")}),
           flush=True)
     with tempfile.TemporaryDirectory() as tmp:
