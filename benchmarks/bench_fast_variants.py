@@ -16,7 +16,7 @@ Measured once beside it, outside the rounds: ``torch.jit`` trace + freeze + ``op
 time. int8 dynamic quantisation is not a variant: PyTorch quantises only Linear and recurrent layers
 dynamically, and this network is convolutions.
 
-    python benchmarks/bench_fast_variants.py [--repeats 3] [--threads 1] [--jit] [--compile]
+    python benchmarks/bench_fast_variants.py [--repeats 3] [--threads 1] [--jit] [--compile] [--model F]
 
 Prints a table and writes benchmarks/results/fast_variants.json.
 """
@@ -63,6 +63,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jit", action="store_true")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--model", default="default", help="the bundled model (default) or a model file")
     ap.add_argument("--out", default=str(HERE / "results" / "fast_variants.json"))
     a = ap.parse_args(argv)
     import torch
@@ -71,7 +72,7 @@ def main(argv=None) -> None:
     import napari_spotdetect as sd
     from napari_spotdetect.core.training.synthetic import synthetic_image
 
-    model = sd.load_model("default", device="cpu")
+    model = sd.load_model(a.model, device="cpu")
     image, _ = synthetic_image((1024, 1024), n_spots=1024 * 1024 // 1500, seed=0)
     stats = model.plane_statistics(image[None])
     starts = [0, 332, 664]  # the fast plan of 1024^2: 3 x 3 tiles of 360^2 (see core.tiling.plan_tiles_even)
@@ -134,7 +135,7 @@ def main(argv=None) -> None:
         rows.append({"variant": k, "seconds": sec, "runs": times[k], "speed_vs_fp32": base / sec,
                      "max_label_diff_vs_fp32": diff})
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "threads": a.threads,
-           "torch": torch.__version__, "repeats": a.repeats,
+           "torch": torch.__version__, "repeats": a.repeats, "model": a.model,
            "load": {"min": min(loads), "median": float(np.median(loads)), "max": max(loads)},
            "bf16_native": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), "rows": rows, "measured_once": extra}
     Path(a.out).parent.mkdir(exist_ok=True)
