@@ -15,7 +15,6 @@ Prints a table and writes ``results/bright_region.json``.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import platform
 import time
@@ -37,7 +36,6 @@ def main(argv=None) -> int:
     import torch
     from real_data import REAL_RADIUS, load_annotated
 
-    import napari_spotdetect.core.models.piscis as piscis
     from napari_spotdetect import load_model
     from napari_spotdetect.core.detection.detect import detect
     from napari_spotdetect.core.groundtruth.metrics import match_spots
@@ -45,18 +43,14 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(a.threads)
     model = load_model("default", device="cpu")
-    limits = piscis.percentile_limits
+    models = {rule: model.with_bright_region_rule(rule) for rule in (True, False)}
 
     def outside(yx, mask):
         rc = np.clip(np.round(yx).astype(int), 0, np.array(mask.shape) - 1)
         return yx[~mask[rc[:, 0], rc[:, 1]]]
 
     def f1(image, truth, mask, rule: bool) -> float:
-        piscis.percentile_limits = functools.partial(limits, ignore_bright_regions=rule)
-        try:
-            yx = detect(image, model, keep_maps=False).spots[["y", "x"]].to_numpy()
-        finally:
-            piscis.percentile_limits = limits
+        yx = detect(image, models[rule], keep_maps=False).spots[["y", "x"]].to_numpy()
         return match_spots(outside(yx, mask), outside(truth, mask), REAL_RADIUS).f1
 
     rows: dict = {}

@@ -9,7 +9,6 @@ The image is the spotmax_yeast 2-D ``val`` plane of ../shared/data/real with ``w
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from pathlib import Path
 
@@ -29,7 +28,6 @@ def main():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from real_data import load_annotated
 
-    import napari_spotdetect.core.models.piscis as piscis
     from napari_spotdetect import detect, load_model
     from napari_spotdetect.core.training.synthetic import with_bright_patch
 
@@ -37,7 +35,6 @@ def main():
     im = load_annotated(REAL, split="val", sources=["spotmax_yeast"], ndim=2)[0]
     img, _ = with_bright_patch(im.image.astype(np.float32))
     model = load_model("default", device="cpu")
-    limits = piscis.percentile_limits
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1000, 1000)
     viewer.add_image(img, name="image + bright patch", colormap="gray",
@@ -45,9 +42,7 @@ def main():
     viewer.add_points(im.spots, name="annotated", size=15, face_color="transparent", border_color="magenta",
                       border_width=0.1)
     for rule, name in ((False, "bright_region_before.png"), (True, "bright_region_after.png")):
-        piscis.percentile_limits = functools.partial(limits, ignore_bright_regions=rule)
-        spots = detect(img, model).spots[["y", "x"]].to_numpy()
-        piscis.percentile_limits = limits
+        spots = detect(img, model.with_bright_region_rule(rule)).spots[["y", "x"]].to_numpy()
         if "detected" in viewer.layers:
             viewer.layers.remove("detected")
         viewer.add_points(spots, name="detected", size=6, face_color="yellow", border_width=0)

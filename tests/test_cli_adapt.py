@@ -67,14 +67,11 @@ def test_bad_regions_files_are_refused_with_the_fix(tmp_path, capsys, text, word
 
 
 @pytest.mark.slow
-def test_a_crop_that_collapses_a_naive_finetune_ends_no_worse_as_a_region(tmp_path, capsys, monkeypatch):
+def test_a_crop_that_collapses_a_naive_finetune_ends_no_worse_as_a_region(tmp_path, capsys):
     """The issue's collapse: a small crop, away from the image's bright part, fed as an image of its own (its own
     percentiles) and judged on its own training pixels, teaches a spot brightness the image lacks; the same
     clicks as a region of the whole image end at or above the start on the rest of it. Since the bright part no
     longer sets the image's scale (core/models/bright_regions.py), even the naive way no longer collapses here."""
-    import functools
-
-    import napari_spotdetect.core.models.piscis as piscis
     from napari_spotdetect.core.training.finetuning import finetune_config
     from napari_spotdetect.core.training.train import Trainer
 
@@ -85,17 +82,18 @@ def test_a_crop_that_collapses_a_naive_finetune_ends_no_worse_as_a_region(tmp_pa
     start = load_model("default", device="cpu")
     y0, x0, y1, x1 = CROP
 
-    def naive_way():  # the crop as an image of its own, best epoch and threshold judged on its training pixels
-        return Trainer(start, [(img[y0:y1, x0:x1], mine - [y0, x0])], None,
+    def naive_way(model):  # the crop as an image of its own, best epoch and threshold judged on its training pixels
+        return Trainer(model, [(img[y0:y1, x0:x1], mine - [y0, x0])], None,
                        finetune_config(epochs=3, steps_per_epoch=8)).fit().model
 
-    with monkeypatch.context() as m:  # the whole-image scale set by the bright corner, as before the rule
-        m.setattr(piscis, "percentile_limits", functools.partial(piscis.percentile_limits, ignore_bright_regions=False))
-        old_before = f1_in(_spots(img, start), truth, RIGHT_HALF)
-        collapsed = f1_in(_spots(img, naive_way()), truth, RIGHT_HALF)
+    rule_off = start.with_bright_region_rule(False)  # the whole-image scale set by the bright corner, as before
+    old_before = f1_in(_spots(img, rule_off), truth, RIGHT_HALF)
+    trained_off = naive_way(rule_off)
+    assert not trained_off.ignore_bright_regions  # a fine-tune keeps the normalisation it started from
+    collapsed = f1_in(_spots(img, trained_off), truth, RIGHT_HALF)
     assert collapsed < old_before - 0.2, (old_before, collapsed)
     before = f1_in(_spots(img, start), truth, RIGHT_HALF)
-    assert before >= old_before and f1_in(_spots(img, naive_way()), truth, RIGHT_HALF) >= before - 0.05
+    assert before >= old_before and f1_in(_spots(img, naive_way(start)), truth, RIGHT_HALF) >= before - 0.05
 
     write_image_and_spots(tmp_path / "imgs", "tissue", img, mine)
     (tmp_path / "regions.csv").write_text("y0,x0,y1,x1\n" + ",".join(str(v) for v in CROP) + "\n")

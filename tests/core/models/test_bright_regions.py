@@ -32,11 +32,10 @@ def _found_outside(model, image, truth, mask) -> float:
     return match_spots(outside(detect(image, model).spots[["y", "x"]].to_numpy(), mask), outside(truth, mask), 3.0).f1
 
 
-def test_a_bright_patch_does_not_cost_the_spots_elsewhere(default_model, monkeypatch):
+def test_a_bright_patch_does_not_cost_the_spots_elsewhere(default_model):
     """Before, the patch's pixels set the 99.8th percentile: ordinary spots looked 3x dimmer than any spot the
     model trained on and some of those outside the patch were missed (on real images most of them:
     ``benchmarks/bench_bright_region.py``)."""
-    import napari_spotdetect.core.models.piscis as piscis
 
     img, truth = synthetic_dataset(1, "train", seed=1, shape=(384, 384))[0]
     patched, mask = with_bright_patch(img)
@@ -47,9 +46,10 @@ def test_a_bright_patch_does_not_cost_the_spots_elsewhere(default_model, monkeyp
     plain = _found_outside(default_model, img, truth, mask)
     assert _found_outside(default_model, patched, truth, mask) >= plain - 0.005
 
-    old = piscis.percentile_limits  # the same with the region rule off: what it prevents
-    monkeypatch.setattr(piscis, "percentile_limits", lambda plane, p=piscis.PERCENTILES: old(plane, p, False))
-    assert _found_outside(default_model, patched, truth, mask) < plain - 0.02
+    rule_off = default_model.with_bright_region_rule(False)  # the same with the region rule off: what it prevents
+    assert rule_off.normalization()["bright_regions"].endswith("(rule off)")
+    assert _found_outside(rule_off, patched, truth, mask) < plain - 0.02
+    assert default_model.ignore_bright_regions  # the copy changed, not the model it came from
 
 
 def test_planes_whose_brightest_pixels_are_spots_keep_their_limits():

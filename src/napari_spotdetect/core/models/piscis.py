@@ -74,11 +74,11 @@ def apply_limits(x: np.ndarray, limits: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def percentile_normalize(plane: np.ndarray, percentiles=PERCENTILES) -> np.ndarray:
+def percentile_normalize(plane: np.ndarray, percentiles=PERCENTILES, ignore_bright_regions: bool = True) -> np.ndarray:
     """(C, H, W) or (H, W) -> float32 with each channel's low/high percentile at 0/1 (flat images: all 0)."""
     x = np.asarray(plane)
     flat = x.reshape((-1,) + x.shape[-2:]) if x.ndim > 2 else x[None]
-    return apply_limits(flat, percentile_limits(flat, percentiles)).reshape(x.shape)
+    return apply_limits(flat, percentile_limits(flat, percentiles, ignore_bright_regions)).reshape(x.shape)
 
 
 class PiscisModel(SpotModel):
@@ -120,16 +120,29 @@ class PiscisModel(SpotModel):
 
     #: the percentiles that ``"percentile"`` maps to 0 and 1 (:meth:`with_percentiles` for others)
     percentiles = PERCENTILES
+    #: a bright region holding the plane's top pixels is left out of its high limit (:mod:`.bright_regions`;
+    #: :meth:`with_bright_region_rule` turns that off, e.g. to measure what the rule prevents)
+    ignore_bright_regions = True
 
     def plane_statistics(self, plane):
-        return percentile_limits(plane, self.percentiles) if self.adjustment == "percentile" else None
+        if self.adjustment != "percentile":
+            return None
+        return percentile_limits(plane, self.percentiles, self.ignore_bright_regions)
 
     def normalization(self) -> dict:
         out = {"kind": self.adjustment or type(self).__name__}
         if self.adjustment == "percentile":
             out["percentiles"] = [float(v) for v in self.percentiles]
-            out["bright_regions"] = "left out of the high percentile"  # see .bright_regions
+            out["bright_regions"] = ("left out of the high percentile" if self.ignore_bright_regions
+                                     else "kept in the high percentile (rule off)")
         return out
+
+    def with_bright_region_rule(self, on: bool) -> PiscisModel:
+        """This model (same network, no copy of the weights) with the bright-region rule of its percentile
+        normalisation on or off; fine-tuning it trains with the same choice."""
+        other = copy.copy(self)
+        other.ignore_bright_regions = bool(on)
+        return other
 
     def with_percentiles(self, low: float, high: float) -> PiscisModel:
         """This model (same network, no copy of the weights) normalising by other percentiles of each plane.

@@ -66,9 +66,12 @@ class Recipe:
 class PiscisRecipe(Recipe):
     arch = "piscis"
 
-    def __init__(self, net: PiscisNet, adjustment: str | None, loss: str, l2_weight: float):
+    def __init__(self, net: PiscisNet, adjustment: str | None, loss: str, l2_weight: float,
+                 ignore_bright_regions: bool = True):
         super().__init__(net, adjustment)
         self.criterion = PiscisLoss(loss, l2_weight)
+        # a percentile model trains on planes normalised as it detects, bright-region rule included
+        self.ignore_bright_regions = bool(ignore_bright_regions)
         if adjustment == "percentile":
             # the input's scale is the image's own (1 = its 99.8th percentile) and carries meaning: a speck
             # at 0.3 is not a spot at 3; only mild rescaling, as other images' percentiles would give
@@ -77,7 +80,9 @@ class PiscisRecipe(Recipe):
     def prepare(self, image):
         # as inference sees it: whole-plane percentiles, or standardised (per tile at inference; the whole
         # image here, since crops are cut after this step)
-        return percentile_normalize(image) if self.adjustment == "percentile" else standardize(image)
+        if self.adjustment == "percentile":
+            return percentile_normalize(image, ignore_bright_regions=self.ignore_bright_regions)
+        return standardize(image)
 
     def targets(self, image, coords):
         labels, deltas = voronoi_targets(coords, image.shape, self.criterion.dilation)
@@ -89,8 +94,11 @@ class PiscisRecipe(Recipe):
         return self.criterion(labels, pooled, deltas, target)
 
     def wrap(self, net, info, tile_size, threshold, device):
-        return PiscisModel(net, info, adjustment=self.adjustment, tile_size=tile_size, default_threshold=threshold,
-                           device=device)
+        model = PiscisModel(net, info, adjustment=self.adjustment, tile_size=tile_size, default_threshold=threshold,
+                            device=device)
+        if self.adjustment == "percentile":
+            model.ignore_bright_regions = self.ignore_bright_regions
+        return model
 
     def fresh_net(self):
         return PiscisNet(self.net.cfg)
@@ -165,4 +173,5 @@ def recipe_for(model, loss: str = "smoothf1", l2_weight: float = 0.25,
         net.cfg = PiscisConfig.from_dict({**net.cfg.to_dict(), "pooling": "max"})  # training pools by max
     if net.cfg.in_channels != 1:
         raise SpotDetectError("Training currently supports single-channel models.", "use in_channels=1.")
-    return PiscisRecipe(net, adjustment, loss, l2_weight), mode
+    rule = model.ignore_bright_regions if isinstance(model, PiscisModel) else True
+    return PiscisRecipe(net, adjustment, loss, l2_weight, rule), mode
