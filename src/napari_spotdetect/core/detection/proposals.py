@@ -212,7 +212,8 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     if len(bands) == 1 and device is None:  # one band: read and high-pass it once, for the statistics and the maps
         x = _rows(plane, 0, h)
         rows = (x, _highpass(x))
-        noise, top, med = _noise(rows[1].ravel()), float(x.max()), float(np.median(x))
+        step = max(1, -(-h * w // PLANE_SAMPLE))  # as plane_noise_top_median samples
+        noise, top, med = _noise(rows[1].ravel()[::step]), float(x.max()), float(np.median(x.ravel()[::step]))
     else:
         noise, top, med = plane_noise_top_median(plane, bands)
     yx = np.asarray(yx, dtype=np.float64).reshape(-1, 2)
