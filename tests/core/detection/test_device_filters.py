@@ -11,7 +11,7 @@ from napari_spotdetect.core.detection.proposals import (
     SIGMAS,
     _highpass,
     candidate_features,
-    log_maps,
+    log_response,
     log_stack,
 )
 from napari_spotdetect.core.detection.rescore import filter_device
@@ -24,7 +24,7 @@ def test_torch_maps_are_scipys_to_rounding():
     noise = 3.7
     got = band_maps(x, noise, SIGMAS, LOCAL_WINDOW, torch.device("cpu"))
     stack = log_stack(x / noise)
-    resp, _ = log_maps(None, stack)
+    resp = log_response(None, stack)
     hp = _highpass(x)
     want = {"hp": hp, "stack": stack, "resp": resp,
             "local": np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0))}

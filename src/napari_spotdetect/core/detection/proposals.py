@@ -41,10 +41,10 @@ def log_stack(z: np.ndarray) -> np.ndarray:
     return np.stack(thread_map(lambda s: -ndimage.gaussian_laplace(z, s) * s * s, SIGMAS))
 
 
-def log_maps(z: np.ndarray, stack: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The scale-normalised LoG response (max over :data:`SIGMAS`) of a noise-unit plane, and its best scale."""
-    stack = log_stack(z) if stack is None else stack
-    return stack.max(0), stack.argmax(0).astype(np.int8)
+def log_response(z: np.ndarray, stack: np.ndarray | None = None) -> np.ndarray:
+    """The scale-normalised LoG response (max over :data:`SIGMAS`) of a noise-unit plane (its best scale is read
+    at the candidates only, :func:`_best_scale_at`)."""
+    return (log_stack(z) if stack is None else stack).max(0)
 
 
 def _window(size: int) -> list:
@@ -118,9 +118,10 @@ def _rows(plane, a: int, b: int) -> np.ndarray:
     return np.asarray(read(plane[a:b]), dtype=np.float64)
 
 
-def plane_noise_top_median(plane, bands: list) -> tuple[float, float, float]:
-    """(noise, maximum, median) of a plane, band by band: exact up to :data:`PLANE_SAMPLE` pixels, from an even
-    sample of that many above (the noise is a MAD, the median only tells whether the maximum is a clip)."""
+def plane_noise_top_median(plane, bands: list) -> tuple[float, float, float, tuple | None]:
+    """(noise, maximum, median, rows) of a plane, band by band: exact up to :data:`PLANE_SAMPLE` pixels, from an
+    even sample of that many above (the noise is a MAD, the median only tells whether the maximum is a clip).
+    ``rows``: a plane read as one band gives its pixels and their high-pass, for the maps to reuse (else None)."""
     h, w = (int(v) for v in plane.shape[-2:])
     step = max(1, -(-h * w // PLANE_SAMPLE))
 
@@ -128,12 +129,12 @@ def plane_noise_top_median(plane, bands: list) -> tuple[float, float, float]:
         r0, r1, a, b = band
         x = _rows(plane, a, b)
         core = slice(r0 - a, r1 - a)
-        hp = _highpass(x)[core].ravel()
-        return hp[::step], x[core].ravel()[::step], float(x[core].max())
+        hp = _highpass(x)
+        return hp[core].ravel()[::step], x[core].ravel()[::step], float(x[core].max()), (x, hp)
 
     parts = thread_map(one, bands)
     return (_noise(np.concatenate([p[0] for p in parts])), max(p[2] for p in parts),
-            float(np.median(np.concatenate([p[1] for p in parts]))))
+            float(np.median(np.concatenate([p[1] for p in parts]))), parts[0][3] if len(parts) == 1 else None)
 
 
 def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_cut: float | None,
@@ -147,14 +148,16 @@ def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_c
     if device is not None:
         from .device_filters import band_maps
 
-        x = _rows(plane, a, b)
+        x = rows[0] if rows is not None else _rows(plane, a, b)
         hp, stack, resp, local = (band_maps(x, noise, SIGMAS, LOCAL_WINDOW, device)[k]
                                   for k in ("hp", "stack", "resp", "local"))
     else:
-        x, hp = rows if rows is not None else (_rows(plane, a, b), None)
-        hp = _highpass(x) if hp is None else hp
+        if rows is None:
+            x = _rows(plane, a, b)
+            rows = (x, _highpass(x))
+        x, hp = rows
         stack = log_stack(x / noise)
-        resp = stack.max(0)
+        resp = log_response(None, stack)
         local = np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0))
     clipped = x >= top if top is not None else None  # the plane's saturated pixels (None: it has none)
     flat = ndimage.binary_dilation(clipped, iterations=FLAT_RIM) if clipped is not None and FLAT_RIM else clipped
@@ -208,14 +211,7 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
 
     h, w = (int(v) for v in plane.shape[-2:])
     bands = _row_bands(h, w)
-    rows = None
-    if len(bands) == 1 and device is None:  # one band: read and high-pass it once, for the statistics and the maps
-        x = _rows(plane, 0, h)
-        rows = (x, _highpass(x))
-        step = max(1, -(-h * w // PLANE_SAMPLE))  # as plane_noise_top_median samples
-        noise, top, med = _noise(rows[1].ravel()[::step]), float(x.max()), float(np.median(x.ravel()[::step]))
-    else:
-        noise, top, med = plane_noise_top_median(plane, bands)
+    noise, top, med, rows = plane_noise_top_median(plane, bands)  # one band: read and high-pass once
     yx = np.asarray(yx, dtype=np.float64).reshape(-1, 2)
     net_scores = np.asarray(net_scores, dtype=np.float64).reshape(-1)
     net_rc = np.rint(yx).astype(np.int64)
@@ -295,5 +291,5 @@ def _best_scale_at(resp: np.ndarray, stack: np.ndarray, rc: np.ndarray) -> np.nd
 
 
 __all__ = ["BAND_MARGIN", "BAND_PIXELS", "DEDUPE_RADIUS", "LOCAL_WINDOW", "NEIGHBOUR_RADIUS",
-           "PLANE_SAMPLE", "candidate_features", "log_maps", "log_stack", "peaks_above", "plane_noise_top_median",
+           "PLANE_SAMPLE", "candidate_features", "log_response", "log_stack", "peaks_above", "plane_noise_top_median",
            "window_max_at"]
