@@ -36,7 +36,6 @@ def test_a_bright_patch_does_not_cost_the_spots_elsewhere(default_model):
     """Before, the patch's pixels set the 99.8th percentile: ordinary spots looked 3x dimmer than any spot the
     model trained on and some of those outside the patch were missed (on real images most of them:
     ``benchmarks/bench_bright_region.py``)."""
-
     img, truth = synthetic_dataset(1, "train", seed=1, shape=(384, 384))[0]
     patched, mask = with_bright_patch(img)
     plain_hi = percentile_limits(img)[0, 1]
