@@ -87,6 +87,8 @@ def main(argv=None) -> int:
                          "is kept too)")
     ap.add_argument("--trees", type=int, default=60)
     ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--extras", nargs="*", default=[],
+                    help="draw the realistic fitting images with these extras too (saturated, bright_tissue)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default=None, help="npz of collected features to reuse / write")
     ap.add_argument("--no-benchmark", action="store_true", help="skip the synthetic held-out benchmark")
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
         else:
             real = [im for i, im in enumerate(real) if im.source != "pia_spots" or i % a.every == 0]
         syn = synthetic_source(synthetic_dataset(a.n_synthetic, kind="train", seed=SYN_SEED), "synthetic")
-        rea = synthetic_source(realistic_dataset(a.n_synthetic, seed=REALISTIC_SEED), "realistic")
+        rea = synthetic_source(realistic_dataset(a.n_synthetic, seed=REALISTIC_SEED, extras=a.extras), "realistic")
         data = collect(model, real + syn + rea, a.net_floor, a.proposal_cut, scale_cut, a.merge_radius)
         if a.cache:
             np.savez(a.cache, data=np.array(data, dtype=object))
@@ -186,6 +188,7 @@ def main(argv=None) -> int:
                                f"candidates and {what} over per-candidate features gives the score "
                                "(core/detection/rescore.py)",
                        "proposals": {"cut": a.proposal_cut, "scale_cut": scale_cut, "merge_radius": a.merge_radius},
+                       "realistic_extras": list(a.extras),
                        **resc.card}
     card["description"] = (card.get("description", "").split(" Then a second stage")[0] +
                            " Then a second stage (core/detection/rescore.py, scripts/fit_rescorer.py): LoG "

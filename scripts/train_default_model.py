@@ -77,7 +77,7 @@ from napari_spotdetect import load_model
 from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.groundtruth.metrics import evaluate
 from napari_spotdetect.core.models.piscis_net import PiscisConfig
-from napari_spotdetect.core.training.synthetic import INGREDIENTS, realistic_dataset, synthetic_dataset
+from napari_spotdetect.core.training.synthetic import EXTRAS, INGREDIENTS, realistic_dataset, synthetic_dataset
 from napari_spotdetect.core.training.train import TrainConfig, Trainer
 from napari_spotdetect.core.weights.native import save_model
 
@@ -173,6 +173,8 @@ def main(argv=None):
     ap.add_argument("--n-realistic", type=int, default=0, help="realistic synthetic training images")
     ap.add_argument("--without", nargs="*", default=[], choices=INGREDIENTS,
                     help="leave these ingredients out of the realistic synthetic images (ablation)")
+    ap.add_argument("--extras", nargs="*", default=[], choices=EXTRAS,
+                    help="add these to about half the realistic synthetic images each (saturated spots, bright tissue)")
     ap.add_argument("--normalization", default=None, choices=("standardize", "percentile"),
                     help="input normalisation to train with (default: the start model's)")
     ap.add_argument("--val-radius", type=float, default=1.0, help="match radius of the validation F1 (threshold)")
@@ -194,8 +196,9 @@ def main(argv=None):
     test = synthetic_dataset(3 if a.tiny else 20, "train", seed=TEST_SEED, shape=(256, 256))
     real_info = None
     if a.n_realistic:
-        train += realistic_dataset(a.n_realistic, seed=REAL_SEED, without=a.without)
-        val += realistic_dataset(max(2, a.n_val // 2), seed=REAL_VAL_SEED, shape=(256, 256), without=a.without)
+        train += realistic_dataset(a.n_realistic, seed=REAL_SEED, without=a.without, extras=a.extras)
+        val += realistic_dataset(max(2, a.n_val // 2), seed=REAL_VAL_SEED, shape=(256, 256), without=a.without,
+                                 extras=a.extras)
     if a.real:
         real_train, real_val, real_info = real_split(a.real, a.real_val, a.real_repeat, a.hold_out_from,
                                                      _source_repeat(a.source_repeat))
@@ -214,6 +217,7 @@ def main(argv=None):
     if a.n_realistic:
         data_info["realistic_synthetic"] = {"source": "napari_spotdetect.core.training.synthetic.realistic_dataset",
                                             "n_images": a.n_realistic, "seed": REAL_SEED, "without": a.without,
+                                            "extras": a.extras,
                                             "validation": {"n_images": max(2, a.n_val // 2), "seed": REAL_VAL_SEED}}
     if real_info:
         data_info["real"] = real_info

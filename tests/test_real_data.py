@@ -12,7 +12,7 @@ from benchmarks.real_data import AnnotatedImage, load_annotated, score_sources
 from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.errors import ModelFileError, SpotDetectError
 from napari_spotdetect.core.models.piscis import PiscisModel, percentile_normalize
-from napari_spotdetect.core.training.synthetic import INGREDIENTS, realistic_dataset, realistic_image
+from napari_spotdetect.core.training.synthetic import EXTRAS, INGREDIENTS, realistic_dataset, realistic_image
 
 from .conftest import SHARED, need_shared
 
@@ -122,6 +122,24 @@ def test_ingredients_can_be_left_out():
     hot = [img.max() / np.median(img) for img, pts in realistic_dataset(30, seed=9, shape=(48, 48),
                                                                           without=INGREDIENTS) if len(pts) == 0]
     assert all(h < 3 for h in hot)
+
+
+def test_extras_add_saturated_spots_and_bright_tissue_without_changing_the_other_images():
+    plain = realistic_dataset(16, seed=11, shape=(96, 96))
+    extra = realistic_dataset(16, seed=11, shape=(96, 96), extras=EXTRAS)
+    same = [np.array_equal(a, b) and np.array_equal(pa, pb) for (a, pa), (b, pb) in zip(plain, extra)]
+    assert 2 <= sum(same) <= 10  # about a quarter draw neither extra, and those are the images without extras
+    flat_tops = tissue = 0
+    for (a, pa), (b, pb) in zip(plain, extra):
+        if len(pb) == 0 or np.array_equal(a, b):
+            continue
+        r = np.rint(pb).astype(int)
+        flat_tops += int(np.sum(b[r[:, 0], r[:, 1]] >= b.max()))  # spot centres at the full well
+        tissue += len(pb) > len(pa)  # spots added on the tissue
+        assert ((pb >= 0) & (pb <= np.array(b.shape) - 1)).all()
+    assert flat_tops >= 3 and tissue >= 2
+    with pytest.raises(SpotDetectError, match="extra"):
+        realistic_image(extras=("glitter",))
 
 
 def test_score_sources_perfect_and_poor_detectors():

@@ -167,9 +167,11 @@ def synthetic_dataset(n_images: int, kind: str = "train", seed: int = 0, shape=N
 # -- realistic images: what real microscopy shows ----------------------------------------------------------
 #: the ingredients of :func:`realistic_image`; ``without=`` leaves some out (for the ablation of the bundled model)
 INGREDIENTS = ("wide_psf", "render8", "deconvolved", "negatives", "illumination", "clusters")
+#: what the bundled model's first training data lacked; ``extras=`` adds them (each to about half the images)
+EXTRAS = ("saturated", "bright_tissue")
 
 
-def realistic_image(shape=(256, 256), seed: int | None = 0, without=()):
+def realistic_image(shape=(256, 256), seed: int | None = 0, without=(), extras=(), extras_rate: float = 0.5):
     """(image float32, true (N, 2) y/x): a synthetic image drawn to look like the real ones the model meets.
 
     Ingredients (each can be left out with ``without``):
@@ -179,12 +181,22 @@ def realistic_image(shape=(256, 256), seed: int | None = 0, without=()):
     dim out-of-focus blobs and granular autofluorescent texture, none of which is a spot; ``illumination``:
     vignetting and gradients over spots and background alike, and brighter cell-like regions where spots sit;
     ``clusters``: dense clusters and close pairs.
+
+    ``extras`` (each given one is drawn for a share ``extras_rate`` of the images, from a stream of its own, so
+    an image that draws none is the image without ``extras``): ``saturated``, the camera's full well clipping the
+    brightest 5-40 % of the spots into flat tops; ``bright_tissue``, autofluorescent tissue from half as
+    bright as the typical spot to four times brighter, over 10-40 % of the field, with spots on it.
     """
     unknown = set(without) - set(INGREDIENTS)
     if unknown:
         raise SpotDetectError(f"Unknown ingredient(s) {sorted(unknown)}.", f"use some of {', '.join(INGREDIENTS)}.")
+    unknown = set(extras) - set(EXTRAS)
+    if unknown:
+        raise SpotDetectError(f"Unknown extra(s) {sorted(unknown)}.", f"use some of {', '.join(EXTRAS)}.")
     has = {k: k not in without for k in INGREDIENTS}
     rng = np.random.default_rng(seed)
+    xrng = np.random.default_rng(None if seed is None else [int(seed), 7])
+    drawn = {k: k in extras and xrng.random() < extras_rate for k in EXTRAS}
     h, w = (int(v) for v in shape)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     sigma = float(np.exp(rng.uniform(np.log(0.7), np.log(3.0)))) if has["wide_psf"] else rng.uniform(0.9, 1.7)
@@ -217,6 +229,14 @@ def realistic_image(shape=(256, 256), seed: int | None = 0, without=()):
         _gauss(signal, cy, cx, s, noise * snr * np.exp(rng.normal(0, 0.4)) * (1.3 / max(s, 1.3)) ** 0.5)
     junk = _negatives(rng, h, w, sigma, noise) if has["negatives"] else np.zeros((h, w))
     illum = _illumination(rng, h, w, yy, xx) if has["illumination"] else np.ones((h, w))
+    typical = noise * snr
+    if drawn["bright_tissue"]:
+        tissue, on_tissue = _bright_tissue(xrng, h, w, sigma, typical, coords, md)
+        junk = junk + tissue
+        for cy, cx in on_tissue:
+            s = sigma * xrng.uniform(0.85, 1.15)
+            _gauss(signal, cy, cx, s, typical * np.exp(xrng.normal(0, 0.4)) * (1.3 / max(s, 1.3)) ** 0.5)
+        coords = np.concatenate([coords.reshape(-1, 2), on_tissue])
     clean = (base + signal + junk) * illum
     if style == "deconvolved":
         # deconvolution: near-zero background, spots sharpened a little, smooth residual noise
@@ -227,6 +247,8 @@ def realistic_image(shape=(256, 256), seed: int | None = 0, without=()):
     if has["negatives"]:  # hot pixels come from the camera, after the optics
         k = int(rng.integers(0, 20))
         img[rng.integers(0, h, k), rng.integers(0, w, k)] += noise * np.exp(rng.uniform(np.log(5), np.log(50), k))
+    if drawn["saturated"] and len(coords):
+        img = _full_well(xrng, img, coords)
     if style == "render8":
         lo, hi = np.percentile(img, (rng.uniform(0.0, 5.0), rng.uniform(99.0, 99.95)))
         img = np.round(np.clip((img - lo) / max(hi - lo, 1e-9), 0, 1) * 255)
@@ -262,6 +284,43 @@ def _negatives(rng, h: int, w: int, sigma: float, noise: float) -> np.ndarray:
     return junk
 
 
+def _bright_tissue(rng, h: int, w: int, sigma: float, typical: float, coords: np.ndarray, md: float):
+    """(tissue, spots on it): smooth autofluorescent bodies with a coarse grain (wider than any spot, so the
+    grain is not a spot) at 0.5-4x the typical spot's height, and spots sitting on them as often as elsewhere."""
+    field = ndimage.gaussian_filter(rng.normal(0, 1, (h, w)), rng.uniform(15, 40), mode="reflect")
+    body = field > np.quantile(field, 1 - rng.uniform(0.1, 0.4))
+    soft = ndimage.gaussian_filter(body.astype(np.float64), rng.uniform(2.0, 6.0))
+    grain = ndimage.gaussian_filter(rng.normal(0, 1, (h, w)), max(3.0, 2.5 * sigma))
+    grain = 1 + 0.3 * grain / (grain.std() + 1e-12)
+    tissue = np.clip(soft * grain, 0, None) * typical * np.exp(rng.uniform(np.log(0.5), np.log(4.0)))
+    inside = np.argwhere(body)
+    n = int(round(len(inside) * len(coords) / max(h * w, 1)))
+    if n == 0 or len(inside) == 0:
+        return tissue, np.zeros((0, 2))
+    m = min(len(inside), 4 * n)
+    cand = inside[rng.choice(len(inside), size=m, replace=False)] + rng.uniform(-0.5, 0.5, (m, 2))
+    kept: list[np.ndarray] = []
+    taken = coords.reshape(-1, 2)
+    for c in cand:
+        if len(kept) == n:
+            break
+        near = np.vstack([taken, *kept]) if kept else taken
+        if (c[0] < 2 or c[1] < 2 or c[0] > h - 3 or c[1] > w - 3
+                or (len(near) and np.min(np.hypot(*(near - c).T)) < md)):
+            continue
+        kept.append(c[None])
+    return tissue, (np.vstack(kept) if kept else np.zeros((0, 2)))
+
+
+def _full_well(rng, img: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """``img`` clipped where the camera saturates: at a level that the brightest 5-40 % of the spots exceed,
+    but never below the image's 99.5th percentile (a full well that flattens the background is no camera's)."""
+    r = np.clip(np.rint(coords).astype(int), 0, np.array(img.shape) - 1)
+    peaks = img[r[:, 0], r[:, 1]]
+    level = max(np.quantile(peaks, 1 - rng.uniform(0.05, 0.4)), np.percentile(img, 99.5))
+    return np.minimum(img, level)
+
+
 def _illumination(rng, h: int, w: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     """Vignetting and gradients: a smooth multiplier over spots and background alike."""
     cy, cx = rng.uniform([0, 0], [h, w])
@@ -271,11 +330,12 @@ def _illumination(rng, h: int, w: int, yy: np.ndarray, xx: np.ndarray) -> np.nda
     return np.clip(illum, 0.2, None)
 
 
-def realistic_dataset(n_images: int, seed: int = 0, shape=None, without=(),
+def realistic_dataset(n_images: int, seed: int = 0, shape=None, without=(), extras=(), extras_rate: float = 0.5,
                       sizes=((128, 128), (192, 256), (256, 256), (256, 320))) -> list:
     """``n_images`` :func:`realistic_image` pairs; image i uses seed (seed, i), as :func:`synthetic_dataset`."""
     return [realistic_image(shape or sizes[i % len(sizes)],
-                            seed=np.random.SeedSequence([int(seed), i]).generate_state(1)[0], without=without)
+                            seed=np.random.SeedSequence([int(seed), i]).generate_state(1)[0], without=without,
+                            extras=extras, extras_rate=extras_rate)
             for i in range(int(n_images))]
 
 
