@@ -17,7 +17,8 @@ def test_training_script_tiny_run_writes_a_loadable_model_with_its_card(tmp_path
     real = need_shared(SHARED / "data" / "real")
     out = tmp_path / "tiny.pt"
     cmd = [sys.executable, str(ROOT / "scripts" / "train_default_model.py"), "--tiny", "--threads", "1",
-           "--init", "default", "--real", str(real), "--n-realistic", "4", "--normalization", "percentile",
+           "--init", "default", "--real", str(real), "--n-realistic", "4", "--extras", "saturated", "bright_tissue",
+           "--normalization", "percentile",
            "--real-report", str(real), "--work", str(tmp_path / "work"), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
                           env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})
@@ -31,6 +32,7 @@ def test_training_script_tiny_run_writes_a_loadable_model_with_its_card(tmp_path
     assert model.adjustment == "percentile"
     real_data = card["training_data"]["real"]
     assert set(real_data["sources"]) == {"pia_spots", "piscis_panels"}
+    assert card["training_data"]["realistic_synthetic"]["extras"] == ["saturated", "bright_tissue"]
     assert all(d["licence"] == "MIT" for d in real_data["sources"].values())
     assert card["threshold_calibration"]["threshold"] == pytest.approx(model.default_threshold)
     floor = card["contrast_floor"]  # chosen on real train images, stored for detection to use
