@@ -17,7 +17,6 @@ import numpy as np
 from ..groundtruth.calibration import (
     count_curve,
     cross_validated,
-    f1_curve,
     image_area_ratio,
     model_carries_over,
     pick_threshold,
@@ -60,13 +59,17 @@ class EpochJudge:
             cand = det.candidates[det.passes_contrast_floor()]  # the model's own floor, as detection applies it
             preds.append((cand[["y", "x"]].to_numpy(), cand["score"].to_numpy()))
         truth = [p for _, p in self.val]
-        _, f1s = f1_curve(preds, truth, self.val_boxes, grid, self.cfg.val_radius)
+        counts = count_curve(preds, truth, self.val_boxes, grid, self.cfg.val_radius)
+        f1s = counts[3] / max(1, len(preds))  # the mean per-example F1, as f1_curve gives it
         thr = pick_threshold(grid, f1s, prefer=prefer) if fixed is None else float(fixed)
         out = self._scores(preds, truth, thr)
         out.update(threshold=thr, f1_at_0_5=float(f1s[np.argmin(np.abs(grid - 0.5))]))
         if self.mode == "finetune":  # (training from scratch keeps its per-epoch cost and rule)
             # what the whole images say at this threshold, for :meth:`holds_on_whole_images`
-            out["counts"] = count_curve(preds, truth, self.val_boxes, [thr], self.cfg.val_radius)[:3, 0].tolist()
+            on_grid = np.flatnonzero(np.asarray(grid) == thr)
+            at_thr = (counts[:3, on_grid[0]] if len(on_grid) else
+                      count_curve(preds, truth, self.val_boxes, [thr], self.cfg.val_radius)[:3, 0])
+            out["counts"] = at_thr.tolist()
             out["image_candidates"] = int(sum((s > thr).sum() for (_, s), _ in self._distinct_images(preds)))
             cv = cross_validated(preds, truth, self.val_boxes, [np.shape(im) for im, _ in self.val], grid,
                                  self.cfg.val_radius, prefer, fixed=fixed)
