@@ -12,11 +12,13 @@ of tiles, the speed against the float32 network, and the largest label differenc
 - ``fp32-whole``: float32 on the whole 1024^2 plane as one tile (no overlap recomputed).
 
 Measured once beside it, outside the rounds: ``torch.jit`` trace + freeze + ``optimize_for_inference``
-(``--jit``) and ``torch.compile`` (``--compile``; inductor needs a C++ compiler, gcc here), each with its build
-time. int8 dynamic quantisation is not a variant: PyTorch quantises only Linear and recurrent layers
+(``--jit``), ``torch.compile`` (``--compile``; inductor needs a C++ compiler, gcc here) and the float32 network
+with its BatchNorms folded, exported to ONNX and run by ONNX Runtime, U-FISH's engine (``--onnx``; needs the
+``onnx`` and ``onnxruntime`` packages, which the plugin does not use), each with its build time. int8 dynamic
+quantisation is not a variant: PyTorch quantises only Linear and recurrent layers
 dynamically, and this network is convolutions.
 
-    python benchmarks/bench_fast_variants.py [--repeats 3] [--threads 1] [--jit] [--compile] [--model F]
+    python benchmarks/bench_fast_variants.py [--repeats 3] [--threads 1] [--jit] [--compile] [--onnx] [--model F]
 
 Prints a table and writes benchmarks/results/fast_variants.json.
 """
@@ -63,6 +65,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jit", action="store_true")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--onnx", action="store_true", help="also ONNX Runtime on the exported float32 network")
     ap.add_argument("--model", default="default", help="the bundled model (default) or a model file")
     ap.add_argument("--out", default=str(HERE / "results" / "fast_variants.json"))
     a = ap.parse_args(argv)
@@ -122,7 +125,8 @@ def main(argv=None) -> None:
         extra = {}
         builders = {"jit-freeze": (a.jit, lambda: torch.jit.optimize_for_inference(
                         torch.jit.freeze(torch.jit.trace(net, x[:2]).eval()))),
-                    "compile": (a.compile, lambda: torch.compile(net))}
+                    "compile": (a.compile, lambda: torch.compile(net)),
+                    "onnxruntime": (a.onnx, lambda: _onnx_runtime(folded, x[:2], a.threads))}
         for name, (wanted, build) in builders.items():
             if wanted:
                 extra[name] = _built_variant(build, run_net, x, variants["fp32"])
@@ -158,6 +162,27 @@ def _built_variant(build, run_net, x, fp32) -> dict:
     run_net(built, x)
     build_s = time.perf_counter() - t0
     return {"build_s": build_s, "seconds": _once(lambda: run_net(built, x)), "fp32_seconds_same_moment": _once(fp32)}
+
+
+def _onnx_runtime(net, example, threads: int):
+    """``net`` exported to ONNX (opset 17) and loaded in an ONNX Runtime CPU session with ``threads`` threads,
+    called like the network (returns its outputs as tensors)."""
+    import tempfile
+
+    import onnxruntime
+    import torch
+
+    path = Path(tempfile.mkdtemp()) / "net.onnx"
+    torch.onnx.export(net, (example,), str(path), input_names=["input"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input": {0: "batch", 2: "y", 3: "x"}})
+    so = onnxruntime.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    session = onnxruntime.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    def run(b):
+        return [torch.from_numpy(o) for o in session.run(None, {"input": b.float().contiguous().numpy()})]
+
+    return run
 
 
 def _once(fn) -> float:

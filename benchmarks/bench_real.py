@@ -112,7 +112,7 @@ def _ufish_python() -> Path:
         print(f"installing ufish 0.1.1 into {venv} (its own environment) ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([py, "-m", "pip", "install", "-q", "numpy", "scipy", "pandas", "scikit-image",
-                        "onnxruntime", "loguru"], check=True)
+                        "onnxruntime", "onnx", "loguru"], check=True)
         subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "ufish==0.1.1"], check=True)
     return py
 

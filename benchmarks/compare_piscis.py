@@ -110,7 +110,32 @@ so.inter_op_num_threads = 1
 uf.ort_session = onnxruntime.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 img = np.load(image)
 uf.predict(img[:256, :256], axes="yx")
-print(json.dumps({"ready": True, "onnxruntime": onnxruntime.__version__}), flush=True)
+
+
+def conv_flops_per_pixel(side=256):
+    # its network's convolution FLOPs per input pixel: every Conv's output size read from one run of the graph
+    # with the Convs' outputs exposed (a U-Net's FLOPs grow with the pixels); None without the onnx package
+    try:
+        import onnx
+        from onnx import helper
+    except ImportError:
+        return None
+    m = onnx.load(path)
+    dims = {i.name: list(i.dims) for i in m.graph.initializer}
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    if any(n.op_type == "ConvTranspose" or n.op_type == "Gemm" for n in m.graph.node) or not all(
+            n.input[1] in dims for n in convs):
+        return None  # a graph this count does not cover
+    del m.graph.output[:]
+    m.graph.output.extend(helper.make_empty_tensor_value_info(n.output[0]) for n in convs)
+    outs = onnxruntime.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {m.graph.input[0].name: np.zeros((1, 1, side, side), np.float32)})
+    return float(sum(2.0 * np.prod(dims[n.input[1]]) * o.shape[-2] * o.shape[-1] for n, o in zip(convs, outs))
+                 / side / side)
+
+
+print(json.dumps({"ready": True, "onnxruntime": onnxruntime.__version__,
+                  "flops_per_pixel": conv_flops_per_pixel()}), flush=True)
 for line in sys.stdin:
     cmd = json.loads(line)
     if cmd["op"] != "run":
@@ -188,7 +213,9 @@ def ufish_python() -> Path:
         sys.path.insert(0, str(HERE))
         from bench_real import _ufish_python
 
-        return _ufish_python()
+        py = _ufish_python()
+    if subprocess.run([py, "-c", "import onnx"], capture_output=True).returncode != 0:  # to count its FLOPs
+        subprocess.run([py, "-m", "pip", "install", "-q", "onnx"], check=False)
     return py
 
 
@@ -355,8 +382,14 @@ def run_size(size: int, engines: list[str], repeats: int, threads: int, device: 
             if f:
                 row["gflop"] = f * px / 1e9
                 row["gflop_per_s"] = row["gflop"] / sec
+        fpp_peer = workers[name].info.get("flops_per_pixel") if til is None else None
+        if fpp_peer:  # a peer that runs the whole image at once (U-FISH): its network's FLOPs on that image
+            row["gflop"] = fpp_peer * size * size / 1e9
+            row["gflop_per_s"] = row["gflop"] / sec
         if rs[-1].get("precision"):
             row["precision"] = rs[-1]["precision"]
+        elif kind == "ufish":
+            row["precision"] = "float32"  # ONNX Runtime on its float32 graph
         if model == "fixture" and "piscis" in coords and name != "piscis":
             row["vs_piscis"] = agreement(coords[name], coords["piscis"])
         rows.append(row)
