@@ -159,6 +159,9 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--l2-weight", type=float, default=0.25, help="weight of the masked L2 (displacement) loss")
     ap.add_argument("--widths", type=int, nargs=4, default=list(ARCH.widths), help="channels per encoder stage")
+    ap.add_argument("--body", default=ARCH.body, choices=("fpn", "folded"),
+                    help="the network's body: piscis's FPN, or the faster U-Net on the image folded into channels")
+    ap.add_argument("--fold", type=int, default=ARCH.fold, help="with --body folded: fold the image k x k")
     ap.add_argument("--ema", type=float, default=None, help="average the weights with this decay (e.g. 0.998)")
     ap.add_argument("--select", default="f1", choices=("f1", "f1_integral"), help="metric that picks the best epoch")
     ap.add_argument("--seed", type=int, default=0, help="seed of the crop/augmentation stream")
@@ -221,7 +224,7 @@ def main(argv=None):
                                             "validation": {"n_images": max(2, a.n_val // 2), "seed": REAL_VAL_SEED}}
     if real_info:
         data_info["real"] = real_info
-    arch = PiscisConfig(**{**ARCH.to_dict(), "widths": tuple(a.widths)})
+    arch = PiscisConfig(**{**ARCH.to_dict(), "widths": tuple(a.widths), "body": a.body, "fold": a.fold})
     start = load_model(a.init, device="cpu") if a.init else arch
     prev = start.info.card if a.init else {}
     stages = [dict(st) for st in prev.get("stages") or ([{"train_config": prev.get("train_config"),

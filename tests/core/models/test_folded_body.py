@@ -1,0 +1,67 @@
+"""The folded body of the Piscis network (``PiscisConfig(body="folded")``): any tile size, the same maps as
+the FPN body gives, exact and fast modes, a model file round trip, and a clear error for an unknown body."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_spotdetect.core.detection.detect import detect
+from napari_spotdetect.core.models.base import ModelInfo
+from napari_spotdetect.core.models.piscis import PiscisModel
+from napari_spotdetect.core.models.piscis_net import FoldedUNet, PiscisConfig, PiscisNet, fold_batchnorm
+from napari_spotdetect.core.training.synthetic import synthetic_image
+from napari_spotdetect.core.weights.native import save_model
+
+from ...conftest import randomise_batchnorm
+
+CFG = PiscisConfig(widths=(8, 16, 16, 32), body="folded", fold=2)
+
+
+def _net(seed=1):
+    torch.manual_seed(seed)
+    return randomise_batchnorm(PiscisNet(CFG)).eval()
+
+
+def test_any_tile_size_gives_full_size_maps_and_nothing_runs_at_full_size_but_the_fold():
+    net = _net()
+    assert isinstance(net.fpn, FoldedUNet)
+    sizes = []
+    hook = net.fpn.down[0].register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[-2:])))
+    with torch.inference_mode():
+        for h, w in ((64, 48), (72, 88), (37, 50)):
+            pooled, deltas = net(torch.randn(2, 1, h, w))
+            assert pooled.shape == (2, h, w) and deltas.shape == (2, 2, h, w)
+    hook.remove()
+    assert sizes[1] == (40, 48)  # its first level works at half of the size padded to a multiple of 16
+
+
+def test_folding_its_batchnorms_keeps_its_maps():
+    net = _net()
+    x = torch.randn(2, 1, 72, 88)
+    with torch.inference_mode():
+        ref = net.fpn(x)
+        got = fold_batchnorm(net).fpn(x.contiguous(memory_format=torch.channels_last))
+    assert ref.std() > 1e-3 * ref.abs().max()
+    assert (got - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_a_folded_model_detects_in_both_speed_modes_and_survives_its_file(tmp_path):
+    model = PiscisModel(_net(), ModelInfo(name="folded", arch="piscis", source="test"), adjustment="percentile")
+    img, _ = synthetic_image((96, 112), n_spots=12, seed=0)
+    exact = detect(img, model, threshold=0.0, keep_maps=True, speed="exact")
+    fast = detect(img, model, threshold=0.0, keep_maps=True, speed="fast")
+    for det in (exact, fast):
+        assert all(np.shape(m)[-2:] == img.shape for m in det.maps.values())
+    path = save_model(model, tmp_path / "folded.pt")
+    from napari_spotdetect import load_model
+
+    again = load_model(path, device="cpu")
+    assert again.net.cfg.body == "folded" and isinstance(again.net.fpn, FoldedUNet)
+    again_maps = detect(img, again, threshold=0.0, keep_maps=True, speed="exact").maps
+    for name, m in exact.maps.items():
+        np.testing.assert_allclose(again_maps[name], m, atol=1e-6)
+
+
+def test_an_unknown_body_is_refused_by_name():
+    with pytest.raises(ValueError, match="body 'glass'"):
+        PiscisNet(PiscisConfig(widths=(8, 16, 16, 32), body="glass"))
