@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +76,7 @@ def main(argv=None) -> None:
 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
+    from turns import take_turns
 
     torch.set_num_threads(a.threads)
     import napari_spotdetect as sd
@@ -88,7 +87,7 @@ def main(argv=None) -> None:
     nets = {"bundled": bundled, "half-width": half, "s2d2-relu": folded_unet(2, (32, 64, 128)).eval(),
             "s2d4-relu": folded_unet(4, (48, 96, 192)).eval()}
     x = torch.randn(9, 1, 360, 360).contiguous(memory_format=torch.channels_last)
-    rows, runs = [], {}
+    rows = []
     with torch.inference_mode():
         variants = {}
         for name, net in nets.items():
@@ -108,15 +107,7 @@ def main(argv=None) -> None:
 
         for net, inp, _ in variants.values():
             run(net, inp[:2])  # warm-up
-        loads = []
-        keys = list(variants)
-        for rep in range(a.repeats):
-            k0 = rep % len(keys)
-            for k in keys[k0:] + keys[:k0]:
-                loads.append(os.getloadavg()[0])
-                t0 = time.perf_counter()
-                run(*variants[k][:2])
-                runs.setdefault(k, []).append(time.perf_counter() - t0)
+        runs, loads = take_turns({k: (lambda v=v: run(v[0], v[1])) for k, v in variants.items()}, a.repeats)
     for (name, prec), (net, _, flops) in variants.items():
         sec = float(np.median(runs[(name, prec)]))
         rows.append({"network": name, "precision": prec, "seconds_per_1024": sec, "runs": runs[(name, prec)],

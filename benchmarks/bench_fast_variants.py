@@ -29,7 +29,6 @@ import argparse
 import copy
 import datetime as dt
 import json
-import os
 import time
 from pathlib import Path
 
@@ -70,6 +69,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=str(HERE / "results" / "fast_variants.json"))
     a = ap.parse_args(argv)
     import torch
+    from turns import take_turns
 
     torch.set_num_threads(a.threads)
     import napari_spotdetect as sd
@@ -111,17 +111,8 @@ def main(argv=None) -> None:
     with torch.inference_mode():
         ref = variants["fp32"]()
         outs = {k: f() for k, f in variants.items()}  # warm-up, and the outputs to compare
-        times = {k: [] for k in variants}
-        loads = []
+        times, loads = take_turns(variants, a.repeats, log=True)
         names = list(variants)
-        for rep in range(a.repeats):
-            k0 = rep % len(names)
-            for k in names[k0:] + names[:k0]:
-                loads.append(os.getloadavg()[0])
-                t0 = time.perf_counter()
-                variants[k]()
-                times[k].append(time.perf_counter() - t0)
-                print(f"round {rep + 1}: {k:14s} {times[k][-1]:.2f} s  load {loads[-1]:.1f}", flush=True)
         extra = {}
         builders = {"jit-freeze": (a.jit, lambda: torch.jit.optimize_for_inference(
                         torch.jit.freeze(torch.jit.trace(net, x[:2]).eval()))),
