@@ -25,8 +25,6 @@ Prints a table and writes ``results/architectures.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +42,7 @@ def main(argv=None) -> None:
 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from turns import take_turns
+    from turns import save_turns, take_turns
 
     torch.set_num_threads(a.threads)
     import napari_spotdetect as sd
@@ -85,13 +83,8 @@ def main(argv=None) -> None:
         rows.append({"network": name, "precision": prec, "seconds_per_1024": sec, "runs": runs[(name, prec)],
                      "gflop_per_1024": flops / 1e9, "gflop_per_s": flops / 1e9 / sec,
                      "parameters": params})
-    res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "threads": a.threads,
-           "torch": torch.__version__, "repeats": a.repeats, "tiles": "9 x 360^2 (a 1024^2 image), batches of 2",
-           "load": {"min": min(loads), "median": float(np.median(loads)), "max": max(loads)}, "rows": rows}
-    Path(a.out).parent.mkdir(exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2))
-    print(f"\n{res['date']}, {a.threads} thread(s), median of {a.repeats}; load {res['load']['min']:.1f}-"
-          f"{res['load']['max']:.1f}\n")
+    save_turns(a.out, a.threads, a.repeats, loads, torch=torch.__version__,
+               tiles="9 x 360^2 (a 1024^2 image), batches of 2", rows=rows)
     print("| network | precision | parameters | GFLOP per 1024^2 | s per 1024^2 | GFLOP/s |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
-import json
 import time
 from pathlib import Path
 
@@ -69,7 +67,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=str(HERE / "results" / "fast_variants.json"))
     a = ap.parse_args(argv)
     import torch
-    from turns import take_turns
+    from turns import save_turns, take_turns
 
     torch.set_num_threads(a.threads)
     import napari_spotdetect as sd
@@ -129,14 +127,8 @@ def main(argv=None) -> None:
         diff = float((o - whole_ref_crop(ref, o)).abs().max()) if k != "fp32-whole" else _whole_diff(o, ref, starts)
         rows.append({"variant": k, "seconds": sec, "runs": times[k], "speed_vs_fp32": base / sec,
                      "max_label_diff_vs_fp32": diff})
-    res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "threads": a.threads,
-           "torch": torch.__version__, "repeats": a.repeats, "model": a.model,
-           "load": {"min": min(loads), "median": float(np.median(loads)), "max": max(loads)},
-           "bf16_native": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), "rows": rows, "measured_once": extra}
-    Path(a.out).parent.mkdir(exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2))
-    print(f"\n{res['date']}, {a.threads} thread(s), median of {a.repeats}; load {res['load']['min']:.1f}-"
-          f"{res['load']['max']:.1f}\n")
+    save_turns(a.out, a.threads, a.repeats, loads, torch=torch.__version__, model=a.model,
+               bf16_native=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), rows=rows, measured_once=extra)
     print("| variant | s per 1024^2 | x fp32 | max label diff vs fp32 |")
     print("| --- | --- | --- | --- |")
     for r in rows:

@@ -24,3 +24,22 @@ def take_turns(jobs: dict, repeats: int, log: bool = False) -> tuple[dict, list]
             if log:
                 print(f"round {rep + 1}: {str(k):14s} {times[k][-1]:.2f} s  load {loads[-1]:.1f}", flush=True)
     return times, loads
+
+
+def save_turns(out, threads: int, repeats: int, loads: list, **fields) -> dict:
+    """Write a run's JSON (date, threads, repeats, the load seen, and ``fields``) to ``out``, print its header
+    line, and return it."""
+    import datetime as dt
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "threads": threads,
+           "repeats": repeats, "load": {"min": min(loads), "median": float(np.median(loads)), "max": max(loads)},
+           **fields}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(res, indent=2))
+    print(f"\n{res['date']}, {threads} thread(s), median of {repeats}; load {res['load']['min']:.1f}-"
+          f"{res['load']['max']:.1f}\n")
+    return res
