@@ -31,18 +31,13 @@ BLOB_SIGMAS = np.linspace(0.8, 2.0, 5)
 
 def percentile_log(img: np.ndarray, yx: np.ndarray) -> np.ndarray:
     """The scale-normalised LoG response (bright spots positive) of ``img`` scaled to its 0.1-99.9th percentiles,
-    its maximum over :data:`BLOB_SIGMAS`, at the pixels of ``yx``."""
-    from scipy import ndimage
+    as ``bench_real.py``'s ``blob_log`` baseline scales it (here in float64), its maximum over
+    :data:`BLOB_SIGMAS`, at the pixels of ``yx``."""
+    from bench_real import _scaled, log_cube
 
-    im = np.asarray(img, dtype=np.float64)
-    lo, hi = np.percentile(im, (0.1, 99.9))
-    im = np.clip((im - lo) / max(hi - lo, 1e-12), 0, 1)
+    im = _scaled(np.asarray(img), np.float64)
     r = np.clip(np.rint(yx).astype(int), 0, np.array(im.shape) - 1).reshape(-1, 2)
-    best = np.full(len(r), -np.inf)
-    for s in BLOB_SIGMAS:
-        resp = -ndimage.gaussian_laplace(im, s) * s * s
-        best = np.maximum(best, resp[r[:, 0], r[:, 1]])
-    return best
+    return log_cube(im, BLOB_SIGMAS)[r[:, 0], r[:, 1]].max(-1)
 
 
 def left_out_separation(feats, labels, src, left_out: str) -> float:
