@@ -223,19 +223,14 @@ def realistic_image(shape=(256, 256), seed: int | None = 0, without=(), extras=(
                              np.clip(np.rint(coords[:, 1]).astype(int), 0, w - 1)] > 0.5
         coords = coords[inside_cell][:n]
     signal = np.zeros((h, w))
-    snr = np.exp(rng.uniform(np.log(3.0), np.log(60.0)))  # the image's typical spot, then a spread around it
-    for cy, cx in coords:
-        s = sigma * rng.uniform(0.85, 1.15)
-        _gauss(signal, cy, cx, s, noise * snr * np.exp(rng.normal(0, 0.4)) * (1.3 / max(s, 1.3)) ** 0.5)
+    typical = noise * np.exp(rng.uniform(np.log(3.0), np.log(60.0)))  # the image's typical spot height
+    _draw_spots(signal, rng, coords, sigma, typical)
     junk = _negatives(rng, h, w, sigma, noise) if has["negatives"] else np.zeros((h, w))
     illum = _illumination(rng, h, w, yy, xx) if has["illumination"] else np.ones((h, w))
-    typical = noise * snr
     if drawn["bright_tissue"]:
         tissue, on_tissue = _bright_tissue(xrng, h, w, sigma, typical, coords, md)
         junk = junk + tissue
-        for cy, cx in on_tissue:
-            s = sigma * xrng.uniform(0.85, 1.15)
-            _gauss(signal, cy, cx, s, typical * np.exp(xrng.normal(0, 0.4)) * (1.3 / max(s, 1.3)) ** 0.5)
+        _draw_spots(signal, xrng, on_tissue, sigma, typical)
         coords = np.concatenate([coords.reshape(-1, 2), on_tissue])
     clean = (base + signal + junk) * illum
     if style == "deconvolved":
@@ -282,6 +277,14 @@ def _negatives(rng, h: int, w: int, sigma: float, noise: float) -> np.ndarray:
             c = rng.uniform([0, 0], [h, w])
             _gauss(junk, c[0], c[1], rng.uniform(0.3, 0.45), noise * np.exp(rng.uniform(np.log(2), np.log(20))))
     return junk
+
+
+def _draw_spots(signal: np.ndarray, rng, coords: np.ndarray, sigma: float, typical: float) -> None:
+    """Add a spot at each of ``coords`` to ``signal``: its width within 15 % of ``sigma``, its height spread
+    log-normally around ``typical`` (wider spots a little lower, as a fixed number of photons spreads)."""
+    for cy, cx in coords:
+        s = sigma * rng.uniform(0.85, 1.15)
+        _gauss(signal, cy, cx, s, typical * np.exp(rng.normal(0, 0.4)) * (1.3 / max(s, 1.3)) ** 0.5)
 
 
 def _bright_tissue(rng, h: int, w: int, sigma: float, typical: float, coords: np.ndarray, md: float):
