@@ -123,7 +123,7 @@ def conv_flops_per_pixel(side=256):
     m = onnx.load(path)
     dims = {i.name: list(i.dims) for i in m.graph.initializer}
     convs = [n for n in m.graph.node if n.op_type == "Conv"]
-    if any(n.op_type == "ConvTranspose" or n.op_type == "Gemm" for n in m.graph.node) or not all(
+    if any(n.op_type in ("ConvTranspose", "Gemm") for n in m.graph.node) or not all(
             n.input[1] in dims for n in convs):
         return None  # a graph this count does not cover
     del m.graph.output[:]

@@ -302,17 +302,16 @@ def _bright_tissue(rng, h: int, w: int, sigma: float, typical: float, coords: np
         return tissue, np.zeros((0, 2))
     m = min(len(inside), 4 * n)
     cand = inside[rng.choice(len(inside), size=m, replace=False)] + rng.uniform(-0.5, 0.5, (m, 2))
-    kept: list[np.ndarray] = []
-    taken = coords.reshape(-1, 2)
+    near = coords.reshape(-1, 2)  # the spots so far, the kept ones appended
+    first = len(near)
     for c in cand:
-        if len(kept) == n:
+        if len(near) - first == n:
             break
-        near = np.vstack([taken, *kept]) if kept else taken
         if (c[0] < 2 or c[1] < 2 or c[0] > h - 3 or c[1] > w - 3
                 or (len(near) and np.min(np.hypot(*(near - c).T)) < md)):
             continue
-        kept.append(c[None])
-    return tissue, (np.vstack(kept) if kept else np.zeros((0, 2)))
+        near = np.vstack([near, c[None]])
+    return tissue, near[first:]
 
 
 def _full_well(rng, img: np.ndarray, coords: np.ndarray) -> np.ndarray:
