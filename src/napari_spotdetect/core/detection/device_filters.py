@@ -14,20 +14,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from ..io.image_sources import mirror_index
-
-#: scipy's default: a Gaussian's kernel reaches truncate * sigma pixels
-_TRUNCATE = 4.0
+from .fft_filters import kernel_1d
 
 
 def _weights(sigma: float, order: int) -> torch.Tensor:
     """scipy's own 1-D Gaussian (order 0) or second-derivative (order 2) kernel, from its impulse response."""
-    radius = int(_TRUNCATE * float(sigma) + 0.5)
-    delta = np.zeros(2 * radius + 1)
-    delta[radius] = 1.0
-    return torch.from_numpy(ndimage.gaussian_filter1d(delta, sigma, order=order, mode="constant").copy())
+    return torch.from_numpy(kernel_1d(sigma, order).copy())
 
 
 def _pad_reflect(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..common.parallel import thread_map
+from ..common.parallel import cpu_workers, thread_map
 from ..models.rescorer import SIGMAS, logit
+from . import fft_filters
 from .contrast import contrast_features, elbow
 
 #: proposals within this distance (px) of a stronger one are the same spot
@@ -26,9 +27,9 @@ NEIGHBOUR_RADIUS = 3.0
 LOCAL_WINDOW = 15
 
 
-def _highpass(x: np.ndarray) -> np.ndarray:
+def _highpass(x: np.ndarray, workers: int = 1) -> np.ndarray:
     """The plane minus its sigma-2 blur: what the noise and the local noise are measured on."""
-    return x - ndimage.gaussian_filter(x, 2.0)
+    return fft_filters.highpass(x, workers)
 
 
 def _noise(hp: np.ndarray) -> float:
@@ -37,7 +38,8 @@ def _noise(hp: np.ndarray) -> float:
 
 
 def log_stack(z: np.ndarray) -> np.ndarray:
-    """The scale-normalised LoG response of a noise-unit plane at each of :data:`SIGMAS` (S, H, W)."""
+    """The scale-normalised LoG response of a noise-unit plane at each of :data:`SIGMAS` (S, H, W), by scipy's
+    filters: the definition the band maps reproduce (:mod:`.fft_filters`, :mod:`.device_filters`)."""
     return np.stack(thread_map(lambda s: -ndimage.gaussian_laplace(z, s) * s * s, SIGMAS))
 
 
@@ -124,12 +126,13 @@ def plane_noise_top_median(plane, bands: list) -> tuple[float, float, float, tup
     ``rows``: a plane read as one band gives its pixels and their high-pass, for the maps to reuse (else None)."""
     h, w = (int(v) for v in plane.shape[-2:])
     step = max(1, -(-h * w // PLANE_SAMPLE))
+    workers = max(1, cpu_workers() // len(bands))
 
     def one(band):
         r0, r1, a, b = band
         x = _rows(plane, a, b)
         core = slice(r0 - a, r1 - a)
-        hp = _highpass(x)
+        hp = _highpass(x, workers)
         return hp[core].ravel()[::step], x[core].ravel()[::step], float(x[core].max()), (x, hp)
 
     parts = thread_map(one, bands)
@@ -138,12 +141,12 @@ def plane_noise_top_median(plane, bands: list) -> tuple[float, float, float, tup
 
 
 def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_cut: float | None,
-               net_rc: np.ndarray, device=None, rows=None) -> dict:
+               net_rc: np.ndarray, device=None, rows=None, workers: int = 1) -> dict:
     """One band's LoG maps, its raw proposal peaks (per map, core rows, row-major, with their response and
     sub-pixel position) and the LoG features of the points whose rows it owns: the network's candidates
     (``net_rc``, integer) and its own peaks (at their refined positions, which may sit one row outside).
-    ``device``: a torch device to filter on (:mod:`.device_filters`) instead of scipy on the CPU. ``rows``: the
-    band's pixels (float64) and their high-pass where the caller has them already."""
+    ``device``: a torch device to filter on (:mod:`.device_filters`) instead of the CPU (``workers`` threads
+    there). ``rows``: the band's pixels (float64) and their high-pass where the caller has them already."""
     r0, r1, a, b = band
     if device is not None:
         from .device_filters import band_maps
@@ -151,14 +154,10 @@ def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_c
         x = rows[0] if rows is not None else _rows(plane, a, b)
         hp, stack, resp, local = (band_maps(x, noise, SIGMAS, LOCAL_WINDOW, device)[k]
                                   for k in ("hp", "stack", "resp", "local"))
-    else:
-        if rows is None:
-            x = _rows(plane, a, b)
-            rows = (x, _highpass(x))
-        x, hp = rows
-        stack = log_stack(x / noise)
-        resp = log_response(None, stack)
-        local = np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0))
+    else:  # one transform of the band for all its maps (:mod:`.fft_filters`), the same maps as scipy's
+        x, hp = rows if rows is not None else (_rows(plane, a, b), None)
+        hp, stack, resp, local = (fft_filters.band_maps(x, noise, SIGMAS, LOCAL_WINDOW, workers, hp)[k]
+                                  for k in ("hp", "stack", "resp", "local"))
     clipped = x >= top if top is not None else None  # the plane's saturated pixels (None: it has none)
     flat = ndimage.binary_dilation(clipped, iterations=FLAT_RIM) if clipped is not None and FLAT_RIM else clipped
     core = np.zeros(resp.shape, dtype=bool)
@@ -212,6 +211,7 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     h, w = (int(v) for v in plane.shape[-2:])
     bands = _row_bands(h, w)
     noise, top, med, rows = plane_noise_top_median(plane, bands)  # one band: read and high-pass once
+    workers = max(1, cpu_workers() // len(bands))  # threads for each band's transforms
     yx = np.asarray(yx, dtype=np.float64).reshape(-1, 2)
     net_scores = np.asarray(net_scores, dtype=np.float64).reshape(-1)
     net_rc = np.rint(yx).astype(np.int64)
@@ -219,7 +219,7 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     net_rc[:, 1] = np.clip(net_rc[:, 1], 0, w - 1)
     def one(band):
         return _band_pass(plane, band, noise, top if top > med else None, proposal_cut, scale_cut, net_rc, device,
-                          rows)
+                          rows, workers)
 
     parts = [one(band) for band in bands] if device is not None else thread_map(one, bands)
     # proposals: LoG peaks in 3 x 3 (close pairs stay two) above the cut, in the order of the whole plane's maps
