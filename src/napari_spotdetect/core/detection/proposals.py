@@ -152,12 +152,11 @@ def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_c
         from .device_filters import band_maps
 
         x = rows[0] if rows is not None else _rows(plane, a, b)
-        hp, stack, resp, local = (band_maps(x, noise, SIGMAS, LOCAL_WINDOW, device)[k]
-                                  for k in ("hp", "stack", "resp", "local"))
+        maps = band_maps(x, noise, SIGMAS, LOCAL_WINDOW, device)
     else:  # one transform of the band for all its maps (:mod:`.fft_filters`), the same maps as scipy's
         x, hp = rows if rows is not None else (_rows(plane, a, b), None)
-        hp, stack, resp, local = (fft_filters.band_maps(x, noise, SIGMAS, LOCAL_WINDOW, workers, hp)[k]
-                                  for k in ("hp", "stack", "resp", "local"))
+        maps = fft_filters.band_maps(x, noise, SIGMAS, LOCAL_WINDOW, workers, hp)
+    hp, stack, resp, local = (maps[k] for k in ("hp", "stack", "resp", "local"))
     clipped = x >= top if top is not None else None  # the plane's saturated pixels (None: it has none)
     flat = ndimage.binary_dilation(clipped, iterations=FLAT_RIM) if clipped is not None and FLAT_RIM else clipped
     core = np.zeros(resp.shape, dtype=bool)
