@@ -76,7 +76,7 @@ import torch
 from napari_spotdetect import load_model
 from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.groundtruth.metrics import evaluate
-from napari_spotdetect.core.models.piscis_net import PiscisConfig
+from napari_spotdetect.core.models.piscis_net import PiscisConfig, with_refinement
 from napari_spotdetect.core.training.synthetic import EXTRAS, INGREDIENTS, realistic_dataset, synthetic_dataset
 from napari_spotdetect.core.training.train import TrainConfig, Trainer
 from napari_spotdetect.core.weights.native import save_model
@@ -162,6 +162,8 @@ def main(argv=None):
     ap.add_argument("--body", default=ARCH.body, choices=("fpn", "folded"),
                     help="the network's body: piscis's FPN, or the faster U-Net on the image folded into channels")
     ap.add_argument("--fold", type=int, default=ARCH.fold, help="with --body folded: fold the image k x k")
+    ap.add_argument("--refine", type=int, default=0, help="with --body folded (or an --init model with it): add "
+                    "a full-size refinement of this many channels (it starts at zero)")
     ap.add_argument("--ema", type=float, default=None, help="average the weights with this decay (e.g. 0.998)")
     ap.add_argument("--select", default="f1", choices=("f1", "f1_integral"), help="metric that picks the best epoch")
     ap.add_argument("--seed", type=int, default=0, help="seed of the crop/augmentation stream")
@@ -224,8 +226,11 @@ def main(argv=None):
                                             "validation": {"n_images": max(2, a.n_val // 2), "seed": REAL_VAL_SEED}}
     if real_info:
         data_info["real"] = real_info
-    arch = PiscisConfig(**{**ARCH.to_dict(), "widths": tuple(a.widths), "body": a.body, "fold": a.fold})
+    arch = PiscisConfig(**{**ARCH.to_dict(), "widths": tuple(a.widths), "body": a.body, "fold": a.fold,
+                           "refine": a.refine})
     start = load_model(a.init, device="cpu") if a.init else arch
+    if a.init and a.refine and start.net.cfg.refine != a.refine:
+        start.net = with_refinement(start.net, a.refine)
     prev = start.info.card if a.init else {}
     stages = [dict(st) for st in prev.get("stages") or ([{"train_config": prev.get("train_config"),
                                                            "training_seconds": prev.get("training_seconds")}]
@@ -274,7 +279,7 @@ def main(argv=None):
                                       "with the best mean F1 on the validation images of the best epoch",
                                       "radius_px": a.val_radius,
                                       "validation_images": len(val)},
-            "architecture": arch.to_dict(), "parameters": sum(p.numel() for p in model.net.parameters()),
+            "architecture": model.net.cfg.to_dict(), "parameters": sum(p.numel() for p in model.net.parameters()),
             "training_seconds": round(train_s, 1),
             "total_training_seconds": round(sum(st.get("training_seconds") or 0 for st in stages), 1),
             "stopped_by_time_budget": res.stopped,

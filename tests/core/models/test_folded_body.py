@@ -65,3 +65,36 @@ def test_a_folded_model_detects_in_both_speed_modes_and_survives_its_file(tmp_pa
 def test_an_unknown_body_is_refused_by_name():
     with pytest.raises(ValueError, match="body 'glass'"):
         PiscisNet(PiscisConfig(widths=(8, 16, 16, 32), body="glass"))
+
+
+def test_a_refinement_continues_a_network_unchanged_then_learns_and_is_kept_in_its_file(tmp_path):
+    from napari_spotdetect.core.models.piscis_net import with_refinement
+
+    net = _net()
+    refined = with_refinement(net, 4).eval()
+    assert refined.cfg.refine == 4 and refined.fpn.refine[0].in_channels == 1 + 4
+    x = torch.randn(2, 1, 72, 88)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(refined.fpn(x).numpy(), net.fpn(x).numpy())  # zero at first
+    # one step of training moves the refinement off zero, so its full-size maps now differ
+    refined.train()
+    opt = torch.optim.SGD(refined.parameters(), lr=0.1)
+    labels, deltas = refined.heads(x)
+    ((labels - 1.0) ** 2).mean().add(deltas.pow(2).mean()).backward()
+    opt.step()
+    refined.eval()
+    with torch.inference_mode():
+        assert refined.fpn.refine(torch.zeros(1, 5, 8, 8)).abs().max() > 0
+    model = PiscisModel(refined, ModelInfo(name="refined", arch="piscis", source="test"), adjustment="percentile")
+    img, _ = synthetic_image((96, 112), n_spots=12, seed=0)
+    exact = detect(img, model, threshold=0.0, keep_maps=True, speed="exact")
+    fast = detect(img, model, threshold=0.0, keep_maps=True, speed="fast")
+    assert all(np.shape(m)[-2:] == img.shape for det in (exact, fast) for m in det.maps.values())
+    from napari_spotdetect import load_model
+
+    again = load_model(save_model(model, tmp_path / "refined.pt"), device="cpu")
+    assert again.net.cfg.refine == 4
+    np.testing.assert_allclose(detect(img, again, threshold=0.0, keep_maps=True).maps["labels"],
+                               exact.maps["labels"], atol=1e-6)
+    with pytest.raises(ValueError, match="folded body only"):
+        with_refinement(PiscisNet(PiscisConfig(widths=(8, 16, 16, 32))), 4)

@@ -36,6 +36,7 @@ class PiscisConfig:
     pooling: str = "max"  # "max" (piscis 1.1.0) or "sum" (PiscisLegacy)
     body: str = "fpn"  # "fpn": piscis's; "folded": our faster U-Net on the image folded into channels
     fold: int = 2  # "folded": the image is folded fold x fold into channels (nothing else runs at full size)
+    refine: int = 0  # "folded": channels of a full-size refinement that sees the image itself (0: none)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -244,6 +245,18 @@ class ChannelAffine(nn.Module):
 
 
 @torch.no_grad()
+def with_refinement(net: PiscisNet, channels: int) -> PiscisNet:
+    """A copy of a folded-body ``net`` with a full-size refinement of ``channels`` (``PiscisConfig.refine``),
+    its other weights ``net``'s and the refinement starting at zero: the same maps until it is trained."""
+    if net.cfg.body != "folded":
+        raise ValueError("a full-size refinement is for the folded body only (the FPN decoder is full size)")
+    out = PiscisNet(PiscisConfig(**{**net.cfg.to_dict(), "refine": int(channels)}))
+    missing, unexpected = out.load_state_dict(net.state_dict(), strict=False)
+    if unexpected or any(not k.startswith(("fpn.to_full.", "fpn.refine.")) for k in missing):
+        raise ValueError(f"cannot add a refinement to this network (missing {missing}, unexpected {unexpected})")
+    return out.to(next(net.parameters()).device)
+
+
 def fold_batchnorm(net: PiscisNet) -> PiscisNet:
     """An inference copy of ``net`` with its BatchNorms folded away, outputs equal up to float rounding.
 
@@ -319,6 +332,17 @@ class FoldedUNet(nn.Module):
         self.down = nn.ModuleList(block(chans[i], chans[i + 1]) for i in range(len(w)))
         self.up = nn.ModuleList(block(w[i + 1] + w[i], w[i]) for i in range(len(w) - 1))
         self.output = nn.Conv2d(w[0], 3 * f * f, 1)
+        k = int(cfg.refine)
+        if k:  # features unfolded to full size, beside the image: a 3x3 conv there corrects the three maps
+            self.to_full = nn.Conv2d(w[0], k * f * f, 1)
+            self.refine = nn.Sequential(nn.Conv2d(cfg.in_channels + k, k, 3, padding=1), nn.ReLU(inplace=True),
+                                        nn.Conv2d(k, 3, 1))
+
+    def zero_refinement(self) -> None:
+        """Start the refinement at zero, so a network continued from one without it gives the same maps."""
+        if hasattr(self, "refine"):
+            nn.init.zeros_(self.refine[-1].weight)
+            nn.init.zeros_(self.refine[-1].bias)
 
     def forward(self, x):
         h, w = x.shape[-2:]
@@ -333,7 +357,10 @@ class FoldedUNet(nn.Module):
             y = self.up[i](torch.cat([F.interpolate(y, scale_factor=2, mode="nearest"), skips[i]], 1))
         # the head in float32 even under autocast, as FPN's (see there)
         with torch.autocast(x.device.type, enabled=False):
-            return self.unfold_out(self.output(y.float()))[..., :h, :w]
+            out = self.unfold_out(self.output(y.float()))
+        if hasattr(self, "refine"):
+            out = out + self.refine(torch.cat([x, self.unfold_out(self.to_full(y))], 1)).float()
+        return out[..., :h, :w]
 
 
 class PiscisNet(nn.Module):
@@ -351,6 +378,8 @@ class PiscisNet(nn.Module):
                 nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        if cfg.body == "folded":
+            self.fpn.zero_refinement()
 
     def heads(self, x):
         """Un-pooled label probabilities (B, H, W) and displacements (B, 2, H, W)."""
