@@ -4,7 +4,8 @@ Proposals are peaks of the multi-scale LoG response of the plane (in noise units
 response; every candidate gets the scale-free features the rescorer reads (:data:`..models.rescorer.FEATURES`).
 A plane is read in bands of rows, in two passes: its noise and maximum first (the LoG maps are in noise
 units), then each band's maps and the features of the candidates it owns, with the whole plane's numbers.
-With a CUDA model the band filters run there (:mod:`.device_filters`). Scoring is :mod:`.rescore`.
+Each band is filtered through one FFT (:mod:`.fft_filters`), or with a CUDA model on its GPU
+(:mod:`.device_filters`). Scoring is :mod:`.rescore`.
 """
 
 from __future__ import annotations
