@@ -244,7 +244,6 @@ class ChannelAffine(nn.Module):
         return torch.addcmul(b, x, self.scale)
 
 
-@torch.no_grad()
 def with_refinement(net: PiscisNet, channels: int) -> PiscisNet:
     """A copy of a folded-body ``net`` with a full-size refinement of ``channels`` (``PiscisConfig.refine``),
     its other weights ``net``'s and the refinement starting at zero: the same maps until it is trained."""
@@ -257,6 +256,7 @@ def with_refinement(net: PiscisNet, channels: int) -> PiscisNet:
     return out.to(next(net.parameters()).device)
 
 
+@torch.no_grad()
 def fold_batchnorm(net: PiscisNet) -> PiscisNet:
     """An inference copy of ``net`` with its BatchNorms folded away, outputs equal up to float rounding.
 
