@@ -17,6 +17,8 @@ import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage
 
+from ..io.image_sources import mirror_index
+
 #: scipy's default: a Gaussian's kernel reaches truncate * sigma pixels
 TRUNCATE = 4.0
 #: the high-pass is the plane minus its blur by this sigma
@@ -45,22 +47,18 @@ def _transfer(sigma: float, order: int, n: int, half: bool) -> np.ndarray:
 
 
 def _separable(sigma: float, orders: tuple, shape: tuple) -> np.ndarray:
-    """The 2-D transfer of a (rows: order 0, columns: order 1) Gaussian on an rfft2 of ``shape``."""
+    """The 2-D transfer, on an rfft2 of ``shape``, of a Gaussian of derivative order ``orders[0]`` along the
+    rows' axis (0) and ``orders[1]`` along the columns' (1)."""
     return _transfer(sigma, orders[0], shape[0], False)[:, None] * _transfer(sigma, orders[1], shape[1], True)[None]
 
 
-def _mirror(n: int, before: int, total: int) -> np.ndarray:
-    """Indices of a length-``total`` axis holding 0..n-1 after ``before`` mirrored pixels (numpy 'symmetric')."""
-    m = np.mod(np.arange(-before, total - before), 2 * n)
-    return np.where(m < n, m, 2 * n - 1 - m)
-
-
 def _spectrum(x: np.ndarray, reach: int, workers: int):
-    """(rfft2 of ``x`` mirrored by at least ``reach`` px on every side, its padded shape, a function taking a
-    transfer to the filtered plane, cropped back to ``x``)."""
+    """``x`` mirrored by at least ``reach`` px on every side and transformed: (its padded shape, a function that
+    takes a transfer function to the filtered plane, cropped back to ``x``)."""
     h, w = x.shape
     shape = (sfft.next_fast_len(h + 2 * reach), sfft.next_fast_len(w + 2 * reach, real=True))
-    spectrum = sfft.rfft2(x[np.ix_(_mirror(h, reach, shape[0]), _mirror(w, reach, shape[1]))], workers=workers)
+    rows, cols = (mirror_index(np.arange(-reach, n - reach), m) for n, m in zip(shape, (h, w)))
+    spectrum = sfft.rfft2(x[np.ix_(rows, cols)], workers=workers)
 
     def back(transfer):
         return sfft.irfft2(spectrum * transfer, s=shape, workers=workers)[reach:reach + h, reach:reach + w]
