@@ -1,4 +1,4 @@
-"""The second stage's whole-band filters on the CPU, through one FFT: scipy's maps to rounding, 3-4x sooner.
+"""The second stage's whole-band filters on the CPU, through one FFT: scipy's maps to rounding, sooner.
 
 Why: the second stage's proposals (:mod:`.proposals`) take a high-pass and five LoG scales of every plane. As
 scipy's separable filters that is 22 passes over the plane, with kernels up to 33 taps, about a third of fast
@@ -6,7 +6,9 @@ detection's time on a 1024^2 image. Every one of them is a convolution of the sa
 transformed once, each filter is a product with its transfer function (the outer product of scipy's own 1-D
 kernels' transforms), and each map one inverse transform. The plane is padded with scipy's 'reflect' edges by at
 least the widest kernel's reach on every side, so the circular convolution equals scipy's in the plane
-(float64: about 1e-15 relative, ``tests/core/detection/test_fft_filters.py``). numpy and scipy only.
+(float64: about 1e-15 relative, ``tests/core/detection/test_fft_filters.py``). On a 1024^2 plane the whole
+second stage took 0.27 s with these maps against 0.42-0.43 s with scipy's filters (README, *Performance*).
+numpy and scipy only.
 """
 
 from __future__ import annotations

@@ -112,6 +112,11 @@ BAND_MARGIN = 20
 PLANE_SAMPLE = 1 << 23
 
 
+def _threads_per_band(bands: list) -> int:
+    """Threads each band's transforms may use, the bands themselves running side by side (:func:`thread_map`)."""
+    return max(1, cpu_workers() // len(bands))
+
+
 def _row_bands(h: int, w: int) -> list:
     """(r0, r1, a, b): bands of core rows r0..r1 covering the plane, each read as rows a..b."""
     rows = max(64, min(BAND_ROWS, BAND_PIXELS // max(1, w)))
@@ -131,7 +136,7 @@ def plane_noise_top_median(plane, bands: list) -> tuple[float, float, float, tup
     ``rows``: a plane read as one band gives its pixels and their high-pass, for the maps to reuse (else None)."""
     h, w = (int(v) for v in plane.shape[-2:])
     step = max(1, -(-h * w // PLANE_SAMPLE))
-    workers = max(1, cpu_workers() // len(bands))
+    workers = _threads_per_band(bands)
 
     def one(band):
         r0, r1, a, b = band
@@ -215,7 +220,7 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     h, w = (int(v) for v in plane.shape[-2:])
     bands = _row_bands(h, w)
     noise, top, med, rows = plane_noise_top_median(plane, bands)  # one band: read and high-pass once
-    workers = max(1, cpu_workers() // len(bands))  # threads for each band's transforms
+    workers = _threads_per_band(bands)
     yx = np.asarray(yx, dtype=np.float64).reshape(-1, 2)
     net_scores = np.asarray(net_scores, dtype=np.float64).reshape(-1)
     net_rc = np.rint(yx).astype(np.int64)
