@@ -187,6 +187,9 @@ def main(argv=None):
                     help="score the result on the real val split of this folder and put it in the card")
     ap.add_argument("--report-images", type=int, default=None, help="at most this many val images per source")
     ap.add_argument("--tiny", action="store_true", help="a few steps on a few images (CI's end-to-end check)")
+    ap.add_argument("--teacher", default=None, help="also teach the network this model's maps (a model file or "
+                    "'default'; core/training/distill.py)")
+    ap.add_argument("--distill-weight", type=float, default=1.0, help="weight of the teacher's term")
     ap.add_argument("--work", default="runs/default_model")
     ap.add_argument("--out", default="src/napari_spotdetect/data/default_model.pt")
     a = ap.parse_args(argv)
@@ -215,7 +218,7 @@ def main(argv=None):
                       l2_weight=a.l2_weight,
                       weight_decay=0.0, warmup_fraction=0.02, decay_fraction=0.5, decay_steps=5, decay_factor=0.5,
                       seed=a.seed, ema=a.ema, select=a.select, normalization=a.normalization,
-                      val_radius=a.val_radius)
+                      val_radius=a.val_radius, teacher=a.teacher, distill_weight=a.distill_weight)
     deadline = t0 + a.minutes * 60
     data_info = {"source": "napari_spotdetect.core.training.synthetic.synthetic_dataset", "kind": "train",
                  "n_images": a.n_train, "seed": TRAIN_SEED, "validation": {"n_images": a.n_val, "seed": VAL_SEED}}

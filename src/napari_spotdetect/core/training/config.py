@@ -50,6 +50,10 @@ class TrainConfig:
     # fine-tune only the decoder and heads: the encoder's weights and every BatchNorm statistic stay as loaded
     # (no backward pass through the encoder, no recalibration): the fast one-region preset
     freeze_encoder: bool = False
+    # a Piscis-architecture model file (or zoo name) whose maps the network is also taught to reproduce
+    # (:mod:`.distill`), with this weight against the annotations' loss
+    teacher: str | None = None
+    distill_weight: float = 1.0
 
     def check(self) -> None:
         """Refuse settings no run can use, with the fix (the :class:`~.train.Trainer` calls it first)."""

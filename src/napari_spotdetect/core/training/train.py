@@ -75,6 +75,8 @@ class Trainer(EpochJudge):
         self.train_raw, self.val, self.val_boxes = train, val, val_boxes
         torch.manual_seed(c.seed)  # a new network's initial weights
         self.recipe, self.mode = recipe_for(model, c.loss, c.l2_weight, c.normalization)
+        if c.teacher is not None:
+            self.recipe.teacher = _teacher(c, self.recipe)
         # a region is normalised with its whole image (as detection sees it), then cut out: outside is unknown
         self.train = [_cut(self.recipe.prepare(im), pts, box) for (im, pts), box in zip(train, train_boxes)]
         self.base_card: dict = {}
@@ -85,6 +87,8 @@ class Trainer(EpochJudge):
         info = ModelInfo(name=name, arch=self.recipe.arch)
         self.device = select_device(c.device)  # None/"auto": the best device here, as the settings check said
         self.net = net.to(self.device)
+        if getattr(self.recipe, "teacher", None) is not None:
+            self.recipe.teacher.to(self.device)
         self.frozen_bn = self.recipe.freeze_batchnorm or c.freeze_encoder
         if c.freeze_encoder:
             encoder = getattr(getattr(net, "fpn", None), "encoder", None)
@@ -312,6 +316,16 @@ class Trainer(EpochJudge):
     def fit(self, progress=None) -> TrainResult:
         """Run :meth:`iter_fit` to the end; ``progress`` is called with every event."""
         return run_steps(self.iter_fit(), progress)
+
+
+def _teacher(c: TrainConfig, recipe):
+    from ..models.zoo import load_model
+    from .distill import Teacher
+
+    if not hasattr(recipe, "teacher"):
+        raise SpotDetectError("Only a Piscis-architecture network can be taught by a teacher's maps.",
+                              "leave the teacher out for DeepSpot models.")
+    return Teacher(load_model(c.teacher, device="cpu"), recipe.adjustment, c.distill_weight)
 
 
 def _cut(prepared: np.ndarray, pts: np.ndarray, box) -> tuple:

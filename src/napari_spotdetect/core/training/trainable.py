@@ -70,6 +70,8 @@ class PiscisRecipe(Recipe):
                  ignore_bright_regions: bool = True):
         super().__init__(net, adjustment)
         self.criterion = PiscisLoss(loss, l2_weight)
+        #: a :class:`.distill.Teacher` whose maps the network is also taught (None: the annotations alone)
+        self.teacher = None
         # a percentile model trains on planes normalised as it detects, bright-region rule included
         self.ignore_bright_regions = bool(ignore_bright_regions)
         if adjustment == "percentile":
@@ -91,7 +93,12 @@ class PiscisRecipe(Recipe):
     def loss(self, x, target):
         labels, deltas = self.net.heads(x)
         pooled = deformable_pool(labels, deltas, self.net.cfg.kernel_size, "max")
-        return self.criterion(labels, pooled, deltas, target)
+        total, parts = self.criterion(labels, pooled, deltas, target)
+        if self.teacher is not None:
+            extra, more = self.teacher.loss(x, pooled, deltas)
+            total = total + extra
+            parts = {**parts, **more, "loss": float(total.detach())}
+        return total, parts
 
     def wrap(self, net, info, tile_size, threshold, device):
         model = PiscisModel(net, info, adjustment=self.adjustment, tile_size=tile_size, default_threshold=threshold,
