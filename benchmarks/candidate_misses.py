@@ -72,6 +72,7 @@ def misses(model, im) -> tuple[int, dict]:
     from scipy import ndimage
     from scipy.spatial import cKDTree
 
+    from napari_spotdetect.core.detection import fft_filters
     from napari_spotdetect.core.detection import proposals as rs
     from napari_spotdetect.core.groundtruth.metrics import match_spots
 
@@ -86,7 +87,7 @@ def misses(model, im) -> tuple[int, dict]:
     found[kept.true_matched] = True
     raw = np.zeros(len(truth), dtype=bool)
     raw[match_spots(coords, truth, 3.0).true_matched] = True
-    resp = rs.log_response(x / rs._noise(rs._highpass(x)))
+    resp = rs.log_response(x / rs._noise(fft_filters.highpass(x)))
     pk = np.argwhere((resp == ndimage.maximum_filter(resp, 3, mode="nearest")) & (resp > 0))
     peaks = (cKDTree(pk), pk) if len(pk) else None
     ttree, ctree = cKDTree(truth), cKDTree(coords) if len(coords) else None

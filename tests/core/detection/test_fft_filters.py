@@ -10,7 +10,7 @@ from napari_spotdetect.core.detection.proposals import LOCAL_WINDOW, SIGMAS, can
 from napari_spotdetect.core.training.synthetic import synthetic_image
 
 
-def scipy_maps(x, noise, sigmas, local_window, workers=1, hp=None):
+def scipy_maps(x, noise, sigmas, local_window, workers=1, hp=None, spectrum=None):
     """The maps as scipy's separable filters give them (what the second stage ran before the FFT)."""
     hp = x - ndimage.gaussian_filter(x, fft_filters.HIGHPASS_SIGMA) if hp is None else hp
     stack = np.stack([-ndimage.gaussian_laplace(x / noise, s) * s * s for s in sigmas])
@@ -42,7 +42,9 @@ def test_candidates_and_features_are_those_of_scipys_filters(monkeypatch):
     net = np.linspace(0.05, 0.95, len(yx))
     fast = candidate_features(img, yx, net, 2.0, 2.0, 1.5)
     monkeypatch.setattr(proposals.fft_filters, "band_maps", scipy_maps)
-    monkeypatch.setattr(proposals, "_highpass", lambda x, workers=1: x - ndimage.gaussian_filter(x, 2.0))
+    monkeypatch.setattr(proposals.fft_filters, "band_spectrum", lambda x, sigmas, workers=1: None)
+    monkeypatch.setattr(proposals.fft_filters, "highpass",
+                        lambda x, workers=1, spectrum=None: x - ndimage.gaussian_filter(x, 2.0))
     slow = candidate_features(img, yx, net, 2.0, 2.0, 1.5)
     assert len(slow[0]) > len(yx)  # proposals too
     assert len(fast[0]) == len(slow[0])

@@ -193,10 +193,13 @@ def test_stack_proposals_touching_a_network_voxel_are_part_of_its_spot():
     assert got == {(2, 10, 13), (0, 10, 10), (3, 11, 12)}
 
 
-def test_the_second_stage_reads_a_large_plane_in_bands_with_the_whole_planes_numbers(default_model, monkeypatch):
+@pytest.mark.parametrize("keep", [True, False])
+def test_the_second_stage_reads_a_large_plane_in_bands_with_the_whole_planes_numbers(default_model, monkeypatch,
+                                                                                      keep):
     """A plane bigger than a band is never read whole by the second stage (its maps are ~110 bytes a pixel:
     29 GB for a 16384^2 plane at once); the candidates are those of the whole plane at once, positions exactly,
-    scores to the rounding of a running sum."""
+    scores to the rounding of a running sum. A plane up to KEEP_PIXELS keeps its bands from the first pass to the
+    second (each read once there); a larger one reads them again: the same numbers."""
     from napari_spotdetect.core.detection import proposals, rescore
 
     (img, _, _), _ = smfish_2d()
@@ -219,7 +222,12 @@ def test_the_second_stage_reads_a_large_plane_in_bands_with_the_whole_planes_num
 
     monkeypatch.setattr(proposals, "BAND_PIXELS", 64 * img.shape[1])  # 64 rows a band: 8 bands
     monkeypatch.setattr(contrast, "BAND_ROWS", 64)  # (the contrast pass has bands of its own)
+    monkeypatch.setattr(proposals, "KEEP_PIXELS", img.size if keep else img.size - 1)
     yx, prob, extra = rescore.rescore_candidates(default_model.rescorer, Lazy(), np.zeros((0, 2)), np.zeros(0))
+    n_bands = len(proposals._row_bands(*img.shape))
+    n_contrast = len(list(contrast._band_ranges(img.shape[0])))
+    # first pass, second pass (unless kept), the contrast pass (its high-pass from the first pass when kept)
+    assert len(reads) == n_bands * (1 if keep else 2) + n_contrast
     in_memory = rescore.rescore_candidates(default_model.rescorer, img, np.zeros((0, 2)), np.zeros(0))
     assert reads and max(b - a for a, b in reads) <= 64 + 2 * max(proposals.BAND_MARGIN, contrast._MARGIN)
     # the same candidates; positions and scores to rounding (each band's transform has a length of its own)
@@ -229,3 +237,16 @@ def test_the_second_stage_reads_a_large_plane_in_bands_with_the_whole_planes_num
     banded = detect(img, default_model, threshold=0.001).candidates
     np.testing.assert_allclose(banded[["y", "x"]].to_numpy(), whole[["y", "x"]].to_numpy(), rtol=0, atol=1e-9)
     np.testing.assert_allclose(banded["score"], whole["score"], rtol=1e-9, atol=1e-12)
+
+
+def test_a_large_planes_noise_sample_reads_every_column():
+    """Above PLANE_SAMPLE pixels the noise comes from an even sample; its stride is prime to the width, so a
+    camera's column pattern cannot select which columns speak for the plane."""
+    from napari_spotdetect.core.detection import proposals
+
+    for h, w in ((2048, 2048), (3000, 1500), (1024, 1024), (4096, 4100)):
+        step = proposals._sample_step(h, w)
+        assert h * w / step <= proposals.PLANE_SAMPLE * 1.01 or step == 1
+        cols = (np.arange(0, h * w, step) % w)
+        assert len(np.unique(cols)) == w
+    assert proposals._sample_step(1024, 1024) == 1  # a 1024^2 plane: every pixel

@@ -72,26 +72,42 @@ def _reach(sigma: float) -> int:
     return int(TRUNCATE * float(sigma) + 0.5)
 
 
+def band_spectrum(x: np.ndarray, sigmas, workers: int = 1):
+    """A band's transform, mirrored for the widest of ``sigmas`` and the high-pass: what :func:`band_maps` and
+    :func:`highpass` filter, so a caller that needs both (the second stage's two passes) transforms once."""
+    x = np.asarray(x, dtype=np.float64)
+    return _spectrum(x, max(_reach(s) for s in (*sigmas, HIGHPASS_SIGMA)), workers)
+
+
 def band_maps(x: np.ndarray, noise: float, sigmas, local_window: int, workers: int = 1,
-              hp: np.ndarray | None = None) -> dict:
+              hp: np.ndarray | None = None, spectrum=None) -> dict:
     """A band's maps, as :func:`.proposals._band_pass` computed them with scipy: ``hp`` (minus its sigma-2 blur),
     ``stack`` (scale-normalised LoG per sigma, on the band over ``noise``), ``resp`` (its max over the scales)
-    and ``local`` (the local high-pass RMS over ``local_window``, scipy's uniform filter). float64. ``hp``: the
-    band's high-pass where the caller has it already (:func:`highpass` gives the same)."""
+    and ``local`` (the local high-pass RMS over ``local_window``, scipy's uniform filter). float64. ``hp``,
+    ``spectrum``: the band's high-pass and :func:`band_spectrum` where the caller has them already."""
     x = np.asarray(x, dtype=np.float64)
-    shape, back = _spectrum(x, max(_reach(s) for s in (*sigmas, HIGHPASS_SIGMA)), workers)
+    shape, back = spectrum if spectrum is not None else band_spectrum(x, sigmas, workers)
     hp = x - back(_separable(HIGHPASS_SIGMA, (0, 0), shape)) if hp is None else hp
-    stack = np.stack([back((_separable(s, (2, 0), shape) + _separable(s, (0, 2), shape)) * (-s * s / noise))
-                      for s in sigmas])
+    stack = np.stack([back(_log_transfer(s, shape)) * (1.0 / noise) for s in sigmas])
     local = np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, local_window, mode="reflect"), 0))
     return {"hp": hp, "stack": stack, "resp": stack.max(0), "local": local}
 
 
-def highpass(x: np.ndarray, workers: int = 1) -> np.ndarray:
-    """The plane minus its sigma-2 blur (scipy's ``gaussian_filter``, 'reflect' edges) through one FFT."""
+@lru_cache(maxsize=32)
+def _log_transfer(sigma: float, shape: tuple) -> np.ndarray:
+    """The scale-normalised, sign-flipped LoG's transfer (-sigma^2 times the sum of the two second
+    derivatives), kept: every band of a plane has the same padded shape."""
+    out = (_separable(sigma, (2, 0), shape) + _separable(sigma, (0, 2), shape)) * (-sigma * sigma)
+    out.setflags(write=False)
+    return out
+
+
+def highpass(x: np.ndarray, workers: int = 1, spectrum=None) -> np.ndarray:
+    """The plane minus its sigma-2 blur (scipy's ``gaussian_filter``, 'reflect' edges) through one FFT
+    (``spectrum``: the band's :func:`band_spectrum`, where the caller has it)."""
     x = np.asarray(x, dtype=np.float64)
-    shape, back = _spectrum(x, _reach(HIGHPASS_SIGMA), workers)
+    shape, back = spectrum if spectrum is not None else _spectrum(x, _reach(HIGHPASS_SIGMA), workers)
     return x - back(_separable(HIGHPASS_SIGMA, (0, 0), shape))
 
 
-__all__ = ["HIGHPASS_SIGMA", "TRUNCATE", "band_maps", "highpass", "kernel_1d"]
+__all__ = ["HIGHPASS_SIGMA", "TRUNCATE", "band_maps", "band_spectrum", "highpass", "kernel_1d"]

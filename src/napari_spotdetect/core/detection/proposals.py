@@ -28,11 +28,6 @@ NEIGHBOUR_RADIUS = 3.0
 LOCAL_WINDOW = 15
 
 
-def _highpass(x: np.ndarray, workers: int = 1) -> np.ndarray:
-    """The plane minus its sigma-2 blur: what the noise and the local noise are measured on."""
-    return fft_filters.highpass(x, workers)
-
-
 def _noise(hp: np.ndarray) -> float:
     """The plane's noise: a robust (MAD) scale of its high-pass."""
     return max(1.4826 * float(np.median(np.abs(hp - np.median(hp)))), 1e-12)
@@ -108,8 +103,13 @@ BAND_ROWS = 512
 #: it, and a point that sub-pixel refinement moved one row out of the band (the high-pass and the local noise
 #: window reach 15 px)
 BAND_MARGIN = 20
-#: the plane's noise and median come from at most about this many pixels (every pixel of a smaller plane)
-PLANE_SAMPLE = 1 << 23
+#: the plane's noise and median come from at most about this many pixels (every pixel of a smaller plane): a MAD
+#: of a million pixels is within a fraction of a percent of the whole plane's, and its medians cost a quarter of
+#: the whole second stage's time on a 2048^2 plane when taken over every pixel
+PLANE_SAMPLE = 1 << 20
+#: a plane of at most this many pixels keeps each band's pixels, high-pass and transform (about 25 bytes per
+#: pixel) from the first pass for the second, which then reads and transforms nothing again
+KEEP_PIXELS = 1 << 22
 
 
 def _threads_per_band(bands: list) -> int:
@@ -130,24 +130,37 @@ def _rows(plane, a: int, b: int) -> np.ndarray:
     return np.asarray(read(plane[a:b]), dtype=np.float64)
 
 
-def plane_noise_top_median(plane, bands: list) -> tuple[float, float, float, tuple | None]:
-    """(noise, maximum, median, rows) of a plane, band by band: exact up to :data:`PLANE_SAMPLE` pixels, from an
-    even sample of that many above (the noise is a MAD, the median only tells whether the maximum is a clip).
-    ``rows``: a plane read as one band gives its pixels and their high-pass, for the maps to reuse (else None)."""
-    h, w = (int(v) for v in plane.shape[-2:])
+def _sample_step(h: int, w: int) -> int:
+    """The stride of an even sample of at most about :data:`PLANE_SAMPLE` of a plane's h x w pixels, prime to
+    ``w`` so that it does not read the same few columns of every row (a camera's column pattern)."""
     step = max(1, -(-h * w // PLANE_SAMPLE))
+    while step > 1 and np.gcd(step, w) > 1:
+        step += 1
+    return step
+
+
+def plane_noise_top_median(plane, bands: list, spectra: bool = True) -> tuple[float, float, float, list | None]:
+    """(noise, maximum, median, kept) of a plane, band by band: exact up to :data:`PLANE_SAMPLE` pixels, from an
+    even sample of that many above (the noise is a MAD, the median only tells whether the maximum is a clip).
+    ``kept``: per band, its pixels, their high-pass and (with ``spectra``) its :func:`.fft_filters.band_spectrum`,
+    for the second pass to reuse, where the plane has at most :data:`KEEP_PIXELS` pixels (else None)."""
+    h, w = (int(v) for v in plane.shape[-2:])
+    step = _sample_step(h, w)
     workers = _threads_per_band(bands)
+    keep = h * w <= KEEP_PIXELS
 
     def one(band):
         r0, r1, a, b = band
         x = _rows(plane, a, b)
         core = slice(r0 - a, r1 - a)
-        hp = _highpass(x, workers)
-        return hp[core].ravel()[::step], x[core].ravel()[::step], float(x[core].max()), (x, hp)
+        spec = fft_filters.band_spectrum(x, SIGMAS, workers) if spectra else None
+        hp = fft_filters.highpass(x, workers, spec)
+        return (hp[core].ravel()[::step], x[core].ravel()[::step], float(x[core].max()),
+                (x, hp, spec) if keep else None)
 
     parts = thread_map(one, bands)
     return (_noise(np.concatenate([p[0] for p in parts])), max(p[2] for p in parts),
-            float(np.median(np.concatenate([p[1] for p in parts]))), parts[0][3] if len(parts) == 1 else None)
+            float(np.median(np.concatenate([p[1] for p in parts]))), [p[3] for p in parts] if keep else None)
 
 
 def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_cut: float | None,
@@ -156,7 +169,8 @@ def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_c
     sub-pixel position) and the LoG features of the points whose rows it owns: the network's candidates
     (``net_rc``, integer) and its own peaks (at their refined positions, which may sit one row outside).
     ``device``: a torch device to filter on (:mod:`.device_filters`) instead of the CPU (``workers`` threads
-    there). ``rows``: the band's pixels (float64) and their high-pass where the caller has them already."""
+    there). ``rows``: the band's pixels (float64), their high-pass and transform, where the caller has them
+    already (:func:`plane_noise_top_median`)."""
     r0, r1, a, b = band
     if device is not None:
         from .device_filters import band_maps
@@ -164,8 +178,8 @@ def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_c
         x = rows[0] if rows is not None else _rows(plane, a, b)
         maps = band_maps(x, noise, SIGMAS, LOCAL_WINDOW, device)
     else:  # one transform of the band for all its maps (:mod:`.fft_filters`), the same maps as scipy's
-        x, hp = rows if rows is not None else (_rows(plane, a, b), None)
-        maps = fft_filters.band_maps(x, noise, SIGMAS, LOCAL_WINDOW, workers, hp)
+        x, hp, spec = rows if rows is not None else (_rows(plane, a, b), None, None)
+        maps = fft_filters.band_maps(x, noise, SIGMAS, LOCAL_WINDOW, workers, hp, spec)
     hp, stack, resp, local = (maps[k] for k in ("hp", "stack", "resp", "local"))
     clipped = x >= top if top is not None else None  # the plane's saturated pixels (None: it has none)
     flat = ndimage.binary_dilation(clipped, iterations=FLAT_RIM) if clipped is not None and FLAT_RIM else clipped
@@ -219,18 +233,19 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
 
     h, w = (int(v) for v in plane.shape[-2:])
     bands = _row_bands(h, w)
-    noise, top, med, rows = plane_noise_top_median(plane, bands)  # one band: read and high-pass once
+    # a plane of up to KEEP_PIXELS: each band read and transformed once, for both passes
+    noise, top, med, kept = plane_noise_top_median(plane, bands, spectra=device is None)
     workers = _threads_per_band(bands)
     yx = np.asarray(yx, dtype=np.float64).reshape(-1, 2)
     net_scores = np.asarray(net_scores, dtype=np.float64).reshape(-1)
     net_rc = np.rint(yx).astype(np.int64)
     net_rc[:, 0] = np.clip(net_rc[:, 0], 0, h - 1)
     net_rc[:, 1] = np.clip(net_rc[:, 1], 0, w - 1)
-    def one(band):
-        return _band_pass(plane, band, noise, top if top > med else None, proposal_cut, scale_cut, net_rc, device,
-                          rows, workers)
+    def one(i):
+        return _band_pass(plane, bands[i], noise, top if top > med else None, proposal_cut, scale_cut, net_rc,
+                          device, kept[i] if kept is not None else None, workers)
 
-    parts = [one(band) for band in bands] if device is not None else thread_map(one, bands)
+    parts = [one(i) for i in range(len(bands))] if device is not None else thread_map(one, range(len(bands)))
     # proposals: LoG peaks in 3 x 3 (close pairs stay two) above the cut, in the order of the whole plane's maps
     n_maps = len(parts[0]["peaks"])
     cols = [np.concatenate([np.concatenate([pt["peaks"][k][i] for pt in parts]) for k in range(n_maps)])
@@ -257,7 +272,8 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     f = np.concatenate([nfeat, pfeat.reshape(-1, 5)])
     at_resp, at_sigma, local, sat, pixel = f.T
     net = np.concatenate([net_scores, np.zeros(len(coords) - n_net)])
-    contrast, _, peak_c, _ = contrast_features(plane, coords, rows[1] if rows is not None else None)
+    hp = None if kept is None else np.concatenate([k[1][r0 - a:r1 - a] for k, (r0, r1, a, _) in zip(kept, bands)])
+    contrast, _, peak_c, _ = contrast_features(plane, coords, hp)
     e = elbow(peak_c)
     rel = contrast / e if np.isfinite(e) and e > 0 else np.full(len(coords), np.inf)
     rel_for_feat = contrast / (e if np.isfinite(e) and e > 0 else 10.0)
