@@ -16,7 +16,7 @@ Measured once beside it, outside the rounds: ``torch.jit`` trace + freeze + ``op
 with its BatchNorms folded, exported to ONNX and run by ONNX Runtime, U-FISH's engine (``--onnx``; needs the
 ``onnx`` and ``onnxruntime`` packages, which the plugin does not use), each with its build time. int8 dynamic
 quantisation is not a variant: PyTorch quantises only Linear and recurrent layers
-dynamically, and this network is convolutions.
+dynamically, and this network is convolutions; static int8 is ``bench_int8.py``.
 
     python benchmarks/bench_fast_variants.py [--repeats 3] [--threads 1] [--jit] [--compile] [--onnx] [--model F]
 

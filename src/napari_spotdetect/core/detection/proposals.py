@@ -4,7 +4,8 @@ Proposals are peaks of the multi-scale LoG response of the plane (in noise units
 response; every candidate gets the scale-free features the rescorer reads (:data:`..models.rescorer.FEATURES`).
 A plane is read in bands of rows, in two passes: its noise and maximum first (the LoG maps are in noise
 units), then each band's maps and the features of the candidates it owns, with the whole plane's numbers.
-Each band is filtered through one FFT (:mod:`.fft_filters`), or with a CUDA model on its GPU
+A plane of up to :data:`KEEP_PIXELS` keeps its bands (pixels, high-pass, transform) from the first pass to the
+second. Each band is filtered through one FFT (:mod:`.fft_filters`), or with a CUDA model on its GPU
 (:mod:`.device_filters`). Scoring is :mod:`.rescore`.
 """
 
