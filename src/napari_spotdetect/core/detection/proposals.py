@@ -154,7 +154,7 @@ def plane_noise_top_median(plane, bands: list, spectra: bool = True) -> tuple[fl
         r0, r1, a, b = band
         x = _rows(plane, a, b)
         core = slice(r0 - a, r1 - a)
-        spec = fft_filters.band_spectrum(x, SIGMAS, workers) if spectra else None
+        spec = fft_filters.band_spectrum(x, SIGMAS, workers) if spectra and keep else None
         hp = fft_filters.highpass(x, workers, spec)
         return (hp[core].ravel()[::step], x[core].ravel()[::step], float(x[core].max()),
                 (x, hp, spec) if keep else None)
