@@ -104,9 +104,9 @@ BAND_ROWS = 512
 #: it, and a point that sub-pixel refinement moved one row out of the band (the high-pass and the local noise
 #: window reach 15 px)
 BAND_MARGIN = 20
-#: the plane's noise and median come from at most about this many pixels (every pixel of a smaller plane): a MAD
-#: of a million pixels is within a fraction of a percent of the whole plane's, and its medians cost a quarter of
-#: the whole second stage's time on a 2048^2 plane when taken over every pixel
+#: the plane's noise and median come from at most about this many pixels (every pixel of a smaller plane): on a
+#: 2048^2 plane a MAD of a million of them is within 0.13 % of all 4.2 M pixels', and the three medians over every
+#: pixel took about 0.15 s, a sixth of the second stage
 PLANE_SAMPLE = 1 << 20
 #: a plane of at most this many pixels keeps each band's pixels, high-pass and transform (about 25 bytes per
 #: pixel) from the first pass for the second, which then reads and transforms nothing again
