@@ -35,7 +35,6 @@ def plain_body(net):
     """The network's body as a module FX can trace: no autocast block, no padding branch (tiles are multiples
     of the body's size), logits out."""
     import torch
-    import torch.nn.functional as F
 
     body = net.fpn
 
@@ -45,13 +44,8 @@ def plain_body(net):
             self.b = body
 
         def forward(self, x):
-            b, skips = self.b, []
-            y = b.fold_in(x)
-            for i, down in enumerate(b.down):
-                y = down(y if i == 0 else F.max_pool2d(y, 2))
-                skips.append(y)
-            for i in reversed(range(len(b.up))):
-                y = b.up[i](torch.cat([F.interpolate(y, scale_factor=2.0, mode="nearest"), skips[i]], 1))
+            b = self.b
+            y = b.trunk(x)
             out = b.unfold_out(b.output(y))
             if hasattr(b, "refine"):
                 out = out + b.refine(torch.cat([x, b.unfold_out(b.to_full(y))], 1))
@@ -171,7 +165,7 @@ def measure(path: str, a) -> dict:
                 v(inp)
                 times[k].append(time.perf_counter() - t0)
     rows = {k: {"s_per_tile": float(np.median(t))} for k, t in times.items()}
-    for k, r in rows.items():
+    for r in rows.values():
         r["x_bfloat16"] = rows["bfloat16"]["s_per_tile"] / r["s_per_tile"]
     if model.cfg.body == "folded":
         for k in [k for k in rows if k.startswith("int8")]:

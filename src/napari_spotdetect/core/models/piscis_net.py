@@ -344,10 +344,8 @@ class FoldedUNet(nn.Module):
             nn.init.zeros_(self.refine[-1].weight)
             nn.init.zeros_(self.refine[-1].bias)
 
-    def forward(self, x):
-        h, w = x.shape[-2:]
-        m = self.multiple
-        x = F.pad(x, (0, -w % m, 0, -h % m), mode="reflect") if (h % m or w % m) else x
+    def trunk(self, x):
+        """The U-Net on the folded image (H, W multiples of :attr:`multiple`): the first level's features."""
         skips = []
         y = self.fold_in(x)
         for i, down in enumerate(self.down):
@@ -355,6 +353,13 @@ class FoldedUNet(nn.Module):
             skips.append(y)
         for i in reversed(range(len(self.up))):
             y = self.up[i](torch.cat([F.interpolate(y, scale_factor=2, mode="nearest"), skips[i]], 1))
+        return y
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        m = self.multiple
+        x = F.pad(x, (0, -w % m, 0, -h % m), mode="reflect") if (h % m or w % m) else x
+        y = self.trunk(x)
         # the head in float32 even under autocast, as FPN's (see there)
         with torch.autocast(x.device.type, enabled=False):
             out = self.unfold_out(self.output(y.float()))
