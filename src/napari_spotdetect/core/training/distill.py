@@ -10,6 +10,10 @@ teacher's spot mass), and displacements (squared error, weighted by the teacher'
 only matters where a spot is). Not the un-pooled maps: SmoothF1 scores only the pooled ones, so two
 networks can reach the same pooled map from quite different un-pooled ones.
 
+Measured on the folded network with the bundled one as teacher (README, *A folded network*): it moves the
+student towards the teacher on the trainer's validation images, but not on the synthetic held-out images or
+the real ones the second stage is fitted on, so no shipped model uses it yet.
+
 The teacher sees exactly the student's input (the same normalised, augmented crop), so it must normalise
 images as the student does. It runs without gradients, in float32, on the trainer's device.
 """
