@@ -83,32 +83,25 @@ def quantised(body, calibration, float_ends: bool):
 
 
 def as_piscis_net(q, net):
-    """The int8 body behind a PiscisNet's interface (``heads``, ``forward``), float32 in and out."""
+    """A copy of ``net`` whose body is the int8 one (float32 in and out): PiscisNet's own heads and pooling."""
     import torch
     import torch.nn.functional as F
 
-    from napari_spotdetect.core.models.ops import deformable_pool
-
     mult = net.fpn.multiple
 
-    class Int8Net(torch.nn.Module):
+    class Padded(torch.nn.Module):  # the folded body's padding to its multiple, which the traced body lacks
         def __init__(self):
             super().__init__()
-            self.q, self.cfg = q, net.cfg
-
-        def heads(self, x):
-            h, w = x.shape[-2:]
-            x = x.float().contiguous()
-            if h % mult or w % mult:
-                x = F.pad(x, (0, -w % mult, 0, -h % mult), mode="reflect")
-            logits = self.q(x)[..., :h, :w].float()
-            return torch.sigmoid(logits[:, 0]), logits[:, 1:]
+            self.q = q
 
         def forward(self, x):
-            labels, deltas = self.heads(x)
-            return deformable_pool(labels, deltas, self.cfg.kernel_size, self.cfg.pooling), deltas
+            h, w = x.shape[-2:]
+            x = F.pad(x.float().contiguous(), (0, -w % mult, 0, -h % mult), mode="reflect")
+            return self.q(x)[..., :h, :w]
 
-    return Int8Net().eval()
+    out = copy.deepcopy(net)  # (a shallow copy would share, and so replace, net's own body)
+    out.fpn = Padded()
+    return out.eval()
 
 
 def spots_f1(model, int8_net, n_images: int) -> list:

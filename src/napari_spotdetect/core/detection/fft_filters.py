@@ -93,13 +93,11 @@ def band_maps(x: np.ndarray, noise: float, sigmas, local_window: int, workers: i
     return {"hp": hp, "stack": stack, "resp": stack.max(0), "local": local}
 
 
-@lru_cache(maxsize=32)
 def _log_transfer(sigma: float, shape: tuple) -> np.ndarray:
     """The scale-normalised, sign-flipped LoG's transfer (-sigma^2 times the sum of the two second
-    derivatives), kept: every band of a plane has the same padded shape."""
-    out = (_separable(sigma, (2, 0), shape) + _separable(sigma, (0, 2), shape)) * (-sigma * sigma)
-    out.setflags(write=False)
-    return out
+    derivatives). Not cached: a band's is megabytes, and building it costs nothing measurable beside the
+    inverse transform."""
+    return (_separable(sigma, (2, 0), shape) + _separable(sigma, (0, 2), shape)) * (-sigma * sigma)
 
 
 def highpass(x: np.ndarray, workers: int = 1, spectrum=None) -> np.ndarray:

@@ -15,7 +15,7 @@ student towards the teacher on the trainer's validation images, but not on the s
 the real ones the second stage is fitted on, so no shipped model uses it yet.
 
 The teacher sees exactly the student's input (the same normalised, augmented crop), so it must normalise
-images as the student does. It runs without gradients, in float32, on the trainer's device.
+images as the student does. It runs without gradients, in float32, loaded onto the trainer's device.
 """
 
 from __future__ import annotations
@@ -48,10 +48,6 @@ class Teacher:
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.weight = float(weight)
-
-    def to(self, device) -> Teacher:
-        self.net.to(device)
-        return self
 
     def loss(self, x: torch.Tensor, pooled: torch.Tensor, deltas: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """(weighted distillation loss, its parts) of the student's pooled labels ``pooled`` (B, H, W) and

@@ -75,8 +75,9 @@ class Trainer(EpochJudge):
         self.train_raw, self.val, self.val_boxes = train, val, val_boxes
         torch.manual_seed(c.seed)  # a new network's initial weights
         self.recipe, self.mode = recipe_for(model, c.loss, c.l2_weight, c.normalization)
+        self.device = select_device(c.device)  # None/"auto": the best device here, as the settings check said
         if c.teacher is not None:
-            self.recipe.teacher = _teacher(c, self.recipe)
+            self.recipe.teacher = _teacher(c, self.recipe, self.device)
         # a region is normalised with its whole image (as detection sees it), then cut out: outside is unknown
         self.train = [_cut(self.recipe.prepare(im), pts, box) for (im, pts), box in zip(train, train_boxes)]
         self.base_card: dict = {}
@@ -85,10 +86,7 @@ class Trainer(EpochJudge):
                               "base_model_source": model.info.source}
         net = self.recipe.net
         info = ModelInfo(name=name, arch=self.recipe.arch)
-        self.device = select_device(c.device)  # None/"auto": the best device here, as the settings check said
         self.net = net.to(self.device)
-        if getattr(self.recipe, "teacher", None) is not None:
-            self.recipe.teacher.to(self.device)
         self.frozen_bn = self.recipe.freeze_batchnorm or c.freeze_encoder
         if c.freeze_encoder:
             encoder = getattr(getattr(net, "fpn", None), "encoder", None)
@@ -318,14 +316,14 @@ class Trainer(EpochJudge):
         return run_steps(self.iter_fit(), progress)
 
 
-def _teacher(c: TrainConfig, recipe):
+def _teacher(c: TrainConfig, recipe, device):
     from ..models.zoo import load_model
     from .distill import Teacher
 
     if not hasattr(recipe, "teacher"):
         raise SpotDetectError("Only a Piscis-architecture network can be taught by a teacher's maps.",
                               "leave the teacher out for DeepSpot models.")
-    return Teacher(load_model(c.teacher, device="cpu"), recipe.adjustment, c.distill_weight)
+    return Teacher(load_model(c.teacher, device=device), recipe.adjustment, c.distill_weight)
 
 
 def _cut(prepared: np.ndarray, pts: np.ndarray, box) -> tuple:
