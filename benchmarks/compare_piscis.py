@@ -20,6 +20,7 @@ recorded.
 
     python benchmarks/compare_piscis.py [--sizes 1024 2048 4096] [--repeats 3] [--threads 2] [--default-model F]
         [--engines piscis exact fast default default-fast ufish] [--device cpu] [--out PATH]
+        [--candidate F --engines default-fast candidate-fast ufish]   (a model file beside the bundled one)
 
 Prints a table and writes benchmarks/results/compare_piscis.json.
 """
@@ -53,6 +54,8 @@ ENGINES = {
     "fast": ("ours", "fixture", "fast"),
     "default": ("ours", "default", "exact"),
     "default-fast": ("ours", "default", "fast"),
+    "candidate": ("ours", "candidate", "exact"),
+    "candidate-fast": ("ours", "candidate", "fast"),
     "ufish": ("ufish", "ufish", None),
 }
 
@@ -267,7 +270,7 @@ def start_worker(name: str, image: Path, threads: int, device: str) -> Worker:
         return Worker(name, [piscis_python(), "-c", PISCIS_WORKER, threads, device, image], env)
     if kind == "ufish":
         return Worker(name, [ufish_python(), "-c", UFISH_WORKER, threads, image], env)
-    path = str(fixture_model()) if model == "fixture" else DEFAULT_MODEL.get("path", model)
+    path = str(fixture_model()) if model == "fixture" else DEFAULT_MODEL.get(model, model)
     return Worker(name, [sys.executable, __file__, "--_worker", path, speed, str(threads), device, str(image)], env)
 
 
@@ -434,13 +437,16 @@ def probe_share(row: dict, rates: dict):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
-    ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
+    ap.add_argument("--engines", nargs="+", default=[e for e in ENGINES if not e.startswith("candidate")],
+                    choices=list(ENGINES))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (piscis and ours; U-FISH stays on CPU)")
     ap.add_argument("--out", default=str(HERE / "results" / "compare_piscis.json"))
     ap.add_argument("--default-model", default=None, help="a model file to run as the 'default' engines instead of "
                     "the bundled model (a candidate replacement)")
+    ap.add_argument("--candidate", default=None, help="a model file for the 'candidate' engines, which take turns "
+                    "with the bundled model's and U-FISH in the same run")
     ap.add_argument("--_worker", nargs=5, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a._worker:
@@ -453,16 +459,23 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(a.threads)
     if a.default_model:
-        DEFAULT_MODEL["path"] = str(Path(a.default_model).resolve())
+        DEFAULT_MODEL["default"] = str(Path(a.default_model).resolve())
+    if a.candidate:
+        DEFAULT_MODEL["candidate"] = str(Path(a.candidate).resolve())
+    elif any(e.startswith("candidate") for e in a.engines):
+        ap.error("the candidate engines need --candidate <model file>")
     fpp = {"fixture": flops_per_pixel(str(fixture_model())),
-           "default": flops_per_pixel(DEFAULT_MODEL.get("path", "default"))}
+           "default": flops_per_pixel(DEFAULT_MODEL.get("default", "default"))}
+    if a.candidate:
+        fpp["candidate"] = flops_per_pixel(DEFAULT_MODEL["candidate"])
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": cpu_facts(),
            "cpu_capability": cpu_capability(), "cpu_native_bf16": cpu_has_native_bf16(),
            "torch_ours": torch.__version__, "threads": a.threads, "device": a.device, "repeats": a.repeats,
            "matmul_gflops": matmul_rates(a.threads),
            "gflop_per_256_tile": {k: v * 256 * 256 / 1e9 for k, v in fpp.items()},
            "uptime_start": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-           "default_model": DEFAULT_MODEL.get("path", "bundled"), "rows": []}
+           "default_model": DEFAULT_MODEL.get("default", "bundled"), "candidate": DEFAULT_MODEL.get("candidate"),
+           "rows": []}
     print(json.dumps({k: res[k] for k in ("machine", "cpu_capability", "matmul_gflops", "gflop_per_256_tile")}),
           flush=True)
     with tempfile.TemporaryDirectory() as tmp:
