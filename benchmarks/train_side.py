@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -24,10 +25,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REAL = HERE.parent.parent / "shared" / "data" / "real"
-#: the fitting images' seeds in ``scripts/fit_rescorer.py`` (SYN_SEED, REALISTIC_SEED)
-SYN_SEED, REALISTIC_SEED = 51, 52
-#: the network's own default threshold before a second stage is fitted (``fit_rescorer.NET_DEFAULT``)
-NET_DEFAULT = 0.05
+sys.path.insert(0, str(HERE.parent / "scripts"))
+# the fitting images' seeds, and the network's own default threshold before a second stage is fitted
+from fit_rescorer import NET_DEFAULT, REALISTIC_SEED, SYN_SEED  # noqa: E402
 
 
 def held_out(model) -> set:
