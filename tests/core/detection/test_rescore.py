@@ -250,3 +250,26 @@ def test_a_large_planes_noise_sample_reads_every_column():
         cols = (np.arange(0, h * w, step) % w)
         assert len(np.unique(cols)) == w
     assert proposals._sample_step(1024, 1024) == 1  # a 1024^2 plane: every pixel
+
+
+def test_whether_a_planes_maximum_is_a_clip_is_counted_as_numpys_median_decides_it():
+    """The plane's median only tells whether its maximum is a clip (above the median); a count answers that
+    without a selection over a million pixels, and must answer exactly as ``top > np.median`` did: odd and even
+    counts, half the pixels at the top, and an even count whose two middle values' mean rounds up to the top."""
+    from napari_spotdetect.core.detection.proposals import median_below
+
+    rng = np.random.default_rng(3)
+    cases = []
+    for n in (1, 2, 3, 4, 7, 10, 1001, 1000):
+        for share in (0.0, 0.3, 0.5, 0.7, 1.0):  # of the values clipped at the top
+            v = rng.normal(100, 10, n)
+            v[rng.random(n) < share] = 400.0
+            v[: n // 2] = np.where(share == 0.5, 400.0, v[: n // 2])  # exactly half at the top, even counts
+            cases.append(np.minimum(v, 400.0))
+    top = 1.0
+    below = np.nextafter(top, 0.0)  # (below + top) / 2 rounds to top in float64
+    cases += [np.array([below, top]), np.array([below, below, top, top]), np.array([0.5, top])]
+    for v in cases:
+        t = float(v.max())
+        assert median_below(v, t) == bool(t > np.median(v)), (len(v), np.count_nonzero(v < t))
+    assert not median_below(np.array([below, top]), top)  # numpy's median of the two is the top itself

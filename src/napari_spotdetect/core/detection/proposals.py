@@ -140,9 +140,23 @@ def _sample_step(h: int, w: int) -> int:
     return step
 
 
-def plane_noise_top_median(plane, bands: list, spectra: bool = True) -> tuple[float, float, float, list | None]:
-    """(noise, maximum, median, kept) of a plane, band by band: exact up to :data:`PLANE_SAMPLE` pixels, from an
-    even sample of that many above (the noise is a MAD, the median only tells whether the maximum is a clip).
+def median_below(values: np.ndarray, top: float) -> bool:
+    """Whether ``np.median(values) < top`` for values of at most ``top``, by a count instead of a selection (the
+    plane's median only tells whether its maximum is a clip): true when more than half the values are below
+    ``top``; with an even count and exactly half, when the mean of the two middle values (the largest below
+    ``top``, and ``top``) rounds below it, as numpy's median computes it."""
+    n = len(values)
+    below = values < top
+    k = int(np.count_nonzero(below))
+    if n % 2 or k != n // 2:
+        return k >= (n + 1) // 2
+    return bool((values[below].max() + top) / 2 < top) if k else False
+
+
+def plane_noise_top_median(plane, bands: list, spectra: bool = True) -> tuple[float, float, bool, list | None]:
+    """(noise, maximum, whether the median is below the maximum, kept) of a plane, band by band: exact up to
+    :data:`PLANE_SAMPLE` pixels, from an even sample of that many above (the noise is a MAD; a maximum above
+    the median is a clip, see :func:`median_below`).
     ``kept``: per band, its pixels, their high-pass and (with ``spectra``) its :func:`.fft_filters.band_spectrum`,
     for the second pass to reuse, where the plane has at most :data:`KEEP_PIXELS` pixels (else None)."""
     h, w = (int(v) for v in plane.shape[-2:])
@@ -160,8 +174,9 @@ def plane_noise_top_median(plane, bands: list, spectra: bool = True) -> tuple[fl
                 (x, hp, spec) if keep else None)
 
     parts = thread_map(one, bands)
-    return (_noise(np.concatenate([p[0] for p in parts])), max(p[2] for p in parts),
-            float(np.median(np.concatenate([p[1] for p in parts]))), [p[3] for p in parts] if keep else None)
+    top = max(p[2] for p in parts)
+    return (_noise(np.concatenate([p[0] for p in parts])), top,
+            median_below(np.concatenate([p[1] for p in parts]), top), [p[3] for p in parts] if keep else None)
 
 
 def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_cut: float | None,
@@ -235,7 +250,7 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     h, w = (int(v) for v in plane.shape[-2:])
     bands = _row_bands(h, w)
     # a plane of up to KEEP_PIXELS: each band read and transformed once, for both passes
-    noise, top, med, kept = plane_noise_top_median(plane, bands, spectra=device is None)
+    noise, top, clips, kept = plane_noise_top_median(plane, bands, spectra=device is None)
     workers = _threads_per_band(bands)
     yx = np.asarray(yx, dtype=np.float64).reshape(-1, 2)
     net_scores = np.asarray(net_scores, dtype=np.float64).reshape(-1)
@@ -243,7 +258,7 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     net_rc[:, 0] = np.clip(net_rc[:, 0], 0, h - 1)
     net_rc[:, 1] = np.clip(net_rc[:, 1], 0, w - 1)
     def one(i):
-        return _band_pass(plane, bands[i], noise, top if top > med else None, proposal_cut, scale_cut, net_rc,
+        return _band_pass(plane, bands[i], noise, top if clips else None, proposal_cut, scale_cut, net_rc,
                           device, kept[i] if kept is not None else None, workers)
 
     parts = [one(i) for i in range(len(bands))] if device is not None else thread_map(one, range(len(bands)))
@@ -317,5 +332,5 @@ def _best_scale_at(resp: np.ndarray, stack: np.ndarray, rc: np.ndarray) -> np.nd
 
 
 __all__ = ["BAND_MARGIN", "BAND_PIXELS", "BAND_ROWS", "DEDUPE_RADIUS", "LOCAL_WINDOW", "NEIGHBOUR_RADIUS",
-           "PLANE_SAMPLE", "candidate_features", "log_response", "log_stack", "peaks_above", "plane_noise_top_median",
-           "window_max_at"]
+           "PLANE_SAMPLE", "candidate_features", "log_response", "log_stack", "median_below", "peaks_above",
+           "plane_noise_top_median", "window_max_at"]
