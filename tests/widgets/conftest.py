@@ -13,7 +13,15 @@ from napari_spotdetect.core.models.piscis import PiscisModel
 from napari_spotdetect.core.models.piscis_net import PiscisConfig, PiscisNet
 from napari_spotdetect.widgets.settings import ENV_VAR
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One torch thread on the test's own thread for every napari test, whatever earlier tests left: a widget
+    run with ``threads`` 1 and a reference ``detect()`` here then sum in the same order."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

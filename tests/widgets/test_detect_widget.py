@@ -36,13 +36,14 @@ def test_detect_2d_sample_gives_aligned_scored_points(detect_widget, qtbot, tiny
     assert widget._choices.axes.value == "yx"
     assert not widget._choices.maps.value  # the score map is off by default: it hides the spots
     widget._choices.maps.value = True
+    widget._choices.threads.value = 1  # as the reference detect() below runs: the same float32 sums
 
     run_and_wait(widget)
 
     points = _spots_layer(viewer)
     expected = detect(image.data, tiny_model).spots
     assert len(points.data) == len(expected) > 0
-    np.testing.assert_allclose(points.data, expected[["y", "x"]].to_numpy(), rtol=0, atol=1e-3)  # float32 order
+    np.testing.assert_allclose(points.data, expected[["y", "x"]].to_numpy())
     assert {"score", "intensity", "source", "model"} <= set(points.features.columns)
     assert (points.features["source"] == "predicted").all()
     assert (points.features["score"] > 0.5).all()
@@ -143,13 +144,13 @@ def test_axes_in_layer_order_and_user_override(detect_widget, qtbot, tiny_model,
     widget._choices.axes.value = "yxc"  # ...until the user says the last axis holds channels
     assert widget._run.enabled
     widget._choices.maps.value = True
+    widget._choices.threads.value = 1  # as the reference detect() below runs: the same float32 sums
     run_and_wait(widget)
     points = _spots_layer(viewer)
     for ch in (0, 1):
         ref = detect(data[..., ch], tiny_model).spots
         mine = points.data[points.data[:, 2] == ch]
-        # the same spots; float32 sums in the widget's worker thread may take another order (up to 1e-4 px seen)
-        np.testing.assert_allclose(mine[:, :2], ref[["y", "x"]].to_numpy(), rtol=0, atol=1e-3)
+        np.testing.assert_allclose(mine[:, :2], ref[["y", "x"]].to_numpy())
     assert _score_map(viewer).data.shape == data.shape
 
 
@@ -233,6 +234,7 @@ def test_augmentation_box_averages_eight_views(detect_widget, tiny_model, run_an
     widget.set_model(tiny_model)
     widget._choices.augment.value = True
     widget._choices.maps.value = True
+    widget._choices.threads.value = 1  # as the reference detect() below runs: the same float32 sums
     passes = []
     hook = tiny_model.net.fpn.register_forward_pre_hook(lambda *_: passes.append(1))
     run_and_wait(widget)
@@ -243,7 +245,7 @@ def test_augmentation_box_averages_eight_views(detect_widget, tiny_model, run_an
     hook.remove()
     assert in_widget == 8 * len(passes) > 0  # eight network passes per tile batch
     expected = detect(image.data, tiny_model, augment=True).spots
-    np.testing.assert_allclose(points.data, expected[["y", "x"]].to_numpy(), rtol=0, atol=1e-3)  # float32 order
+    np.testing.assert_allclose(points.data, expected[["y", "x"]].to_numpy())
     assert not np.array_equal(plain.maps["labels"], points.metadata[K.DETECTIONS].maps["labels"])
     widget._reset.native.click()
     assert widget._choices.augment.value is False
@@ -264,16 +266,17 @@ def test_multiscale_dask_layer_is_detected_lazily_from_full_resolution(detect_wi
     widget.set_image(image)
     widget.set_model(tiny_model)
     widget._choices.maps.value = True
+    widget._choices.threads.value = 1  # as the reference detect() below runs: the same float32 sums
     run_and_wait(widget)
     assert widget._status.value.startswith("Done:"), widget._status.value
     points = _spots_layer(viewer)
     expected = detect(full, tiny_model).spots
     assert len(points.data) == len(expected) > 0
-    np.testing.assert_allclose(points.data, expected[["y", "x"]].to_numpy(), rtol=0, atol=1e-3)  # float32 order
+    np.testing.assert_allclose(points.data, expected[["y", "x"]].to_numpy())
     score_map = next(lay for lay in viewer.layers if K.SCORE_MAP in lay.metadata)
     assert isinstance(score_map.data, da.Array) and score_map.data.shape == full.shape
     ref = detect(full, tiny_model, keep_maps=True).maps["labels"]
-    np.testing.assert_allclose(np.asarray(score_map.data), ref, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(score_map.data), ref)
     widget._threshold.value = 0.3  # re-thresholding works on the compact candidates
     qtbot.waitUntil(lambda: len(points.data) != len(expected), timeout=WAIT_MS)
     assert (points.features["score"] > 0.3).all()
