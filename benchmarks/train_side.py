@@ -26,24 +26,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REAL = HERE.parent.parent / "shared" / "data" / "real"
 sys.path.insert(0, str(HERE.parent / "scripts"))
-# the fitting images' seeds, and the network's own default threshold before a second stage is fitted
-from fit_rescorer import NET_DEFAULT, REALISTIC_SEED, SYN_SEED  # noqa: E402
-
-
-def held_out(model) -> set:
-    """The real ``train`` images the model's network did not train on, as ``source/stem`` (its card's list)."""
-    card = model.info.card or {}
-    return set((((card.get("training_data") or {}).get("real") or {}).get("held_out_for_validation")) or [])
-
-
-def fitting_images(real_root, held: set, n_synthetic: int) -> list:
-    from real_data import load_annotated, synthetic_source
-
-    from napari_spotdetect.core.training.synthetic import realistic_dataset, synthetic_dataset
-
-    real = [im for im in load_annotated(real_root, split="train", ndim=2) if f"{im.source}/{im.stem}" in held]
-    return (real + synthetic_source(synthetic_dataset(n_synthetic, kind="train", seed=SYN_SEED), "synthetic")
-            + synthetic_source(realistic_dataset(n_synthetic, seed=REALISTIC_SEED), "realistic"))
+# the held-out images and the fitting images as fit_rescorer.py chooses them; the network's own default threshold
+from fit_rescorer import NET_DEFAULT, REALISTIC_SEED, SYN_SEED, fitting_images, held_out  # noqa: E402
 
 
 def main(argv=None) -> int:

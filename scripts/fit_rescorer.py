@@ -65,6 +65,30 @@ def collect(model, images, net_floor: float, proposal_cut: float, scale_cut=None
     return out
 
 
+def held_out(model) -> set:
+    """The real ``train`` images the model's network did not train on, as ``source/stem`` (its card's list)."""
+    card = model.info.card or {}
+    return set((((card.get("training_data") or {}).get("real") or {}).get("held_out_for_validation")) or [])
+
+
+def fitting_images(real_root, held: set, n_synthetic: int, extras=(), all_real: bool = False, every: int = 2):
+    """The images the second stage is fitted on: the real ``train`` images in ``held`` (with ``all_real`` or
+    none held, every one but only each ``every``-th pia_spots frame), then ``n_synthetic`` synthetic and
+    realistic synthetic ones (seeds no benchmark uses). ``benchmarks/train_side.py`` scores models on them."""
+    from real_data import load_annotated, synthetic_source
+
+    from napari_spotdetect.core.training.synthetic import realistic_dataset, synthetic_dataset
+
+    real = load_annotated(real_root, split="train", ndim=2)
+    if held and not all_real:  # the network's scores on images it trained on would be too good
+        real = [im for im in real if f"{im.source}/{im.stem}" in held]
+    else:
+        real = [im for i, im in enumerate(real) if im.source != "pia_spots" or i % every == 0]
+    syn = synthetic_source(synthetic_dataset(n_synthetic, kind="train", seed=SYN_SEED), "synthetic")
+    rea = synthetic_source(realistic_dataset(n_synthetic, seed=REALISTIC_SEED, extras=extras), "realistic")
+    return real + syn + rea
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(ROOT / "src" / "napari_spotdetect" / "data" / "default_model.pt"))
@@ -97,8 +121,6 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
 
-    from real_data import load_annotated, synthetic_source
-
     from napari_spotdetect import load_model
     from napari_spotdetect.core.detection.rescore import (
         FEATURES,
@@ -109,7 +131,7 @@ def main(argv=None) -> int:
         fit_logistic,
     )
     from napari_spotdetect.core.groundtruth.metrics import match_spots
-    from napari_spotdetect.core.training.synthetic import realistic_dataset, synthetic_dataset
+    from napari_spotdetect.core.training.synthetic import synthetic_dataset
     from napari_spotdetect.core.weights.native import save_model
 
     model = load_model(a.model, device="cpu")
@@ -119,16 +141,8 @@ def main(argv=None) -> int:
         z = np.load(a.cache, allow_pickle=True)
         data = list(z["data"])
     else:
-        real = load_annotated(a.data, split="train", ndim=2)
-        held = {h for h in ((model.info.card.get("training_data") or {}).get("real") or {}).get(
-            "held_out_for_validation", [])}
-        if held and not a.all_real:  # the network's scores on images it trained on would be too good
-            real = [im for im in real if f"{im.source}/{im.stem}" in held]
-        else:
-            real = [im for i, im in enumerate(real) if im.source != "pia_spots" or i % a.every == 0]
-        syn = synthetic_source(synthetic_dataset(a.n_synthetic, kind="train", seed=SYN_SEED), "synthetic")
-        rea = synthetic_source(realistic_dataset(a.n_synthetic, seed=REALISTIC_SEED, extras=a.extras), "realistic")
-        data = collect(model, real + syn + rea, a.net_floor, a.proposal_cut, scale_cut, a.merge_radius)
+        images = fitting_images(a.data, held_out(model), a.n_synthetic, a.extras, a.all_real, a.every)
+        data = collect(model, images, a.net_floor, a.proposal_cut, scale_cut, a.merge_radius)
         if a.cache:
             np.savez(a.cache, data=np.array(data, dtype=object))
     print(f"collected {sum(len(d[2]) for d in data)} candidates on {len(data)} images ({time.time() - t0:.0f} s)")
