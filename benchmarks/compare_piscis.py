@@ -59,8 +59,9 @@ ENGINES = {
     "ufish": ("ufish", "ufish", None),
 }
 
-#: ``--default-model``: another file for the bundled model's engines (a candidate, side by side with U-FISH)
-DEFAULT_MODEL: dict = {}
+#: model files by engine model: ``"default"`` (``--default-model``, in place of the bundled one) and
+#: ``"candidate"`` (``--candidate``, beside it); a name missing here is a zoo name (``"default"``: bundled)
+MODEL_FILES: dict = {}
 
 PEAK_RSS = r'''
 def _peak_rss_mb():
@@ -270,7 +271,7 @@ def start_worker(name: str, image: Path, threads: int, device: str) -> Worker:
         return Worker(name, [piscis_python(), "-c", PISCIS_WORKER, threads, device, image], env)
     if kind == "ufish":
         return Worker(name, [ufish_python(), "-c", UFISH_WORKER, threads, image], env)
-    path = str(fixture_model()) if model == "fixture" else DEFAULT_MODEL.get(model, model)
+    path = str(fixture_model()) if model == "fixture" else MODEL_FILES.get(model, model)
     return Worker(name, [sys.executable, __file__, "--_worker", path, speed, str(threads), device, str(image)], env)
 
 
@@ -459,22 +460,22 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(a.threads)
     if a.default_model:
-        DEFAULT_MODEL["default"] = str(Path(a.default_model).resolve())
+        MODEL_FILES["default"] = str(Path(a.default_model).resolve())
     if a.candidate:
-        DEFAULT_MODEL["candidate"] = str(Path(a.candidate).resolve())
+        MODEL_FILES["candidate"] = str(Path(a.candidate).resolve())
     elif any(e.startswith("candidate") for e in a.engines):
         ap.error("the candidate engines need --candidate <model file>")
     fpp = {"fixture": flops_per_pixel(str(fixture_model())),
-           "default": flops_per_pixel(DEFAULT_MODEL.get("default", "default"))}
+           "default": flops_per_pixel(MODEL_FILES.get("default", "default"))}
     if a.candidate:
-        fpp["candidate"] = flops_per_pixel(DEFAULT_MODEL["candidate"])
+        fpp["candidate"] = flops_per_pixel(MODEL_FILES["candidate"])
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": cpu_facts(),
            "cpu_capability": cpu_capability(), "cpu_native_bf16": cpu_has_native_bf16(),
            "torch_ours": torch.__version__, "threads": a.threads, "device": a.device, "repeats": a.repeats,
            "matmul_gflops": matmul_rates(a.threads),
            "gflop_per_256_tile": {k: v * 256 * 256 / 1e9 for k, v in fpp.items()},
            "uptime_start": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-           "default_model": DEFAULT_MODEL.get("default", "bundled"), "candidate": DEFAULT_MODEL.get("candidate"),
+           "default_model": MODEL_FILES.get("default", "bundled"), "candidate": MODEL_FILES.get("candidate"),
            "rows": []}
     print(json.dumps({k: res[k] for k in ("machine", "cpu_capability", "matmul_gflops", "gflop_per_256_tile")}),
           flush=True)

@@ -29,7 +29,7 @@ def test_a_candidate_runs_its_own_file_and_the_default_engines_keep_the_bundled_
             started.append((name, [str(a) for a in argv]))
 
     monkeypatch.setattr(compare_piscis, "Worker", FakeWorker)
-    monkeypatch.setitem(compare_piscis.DEFAULT_MODEL, "candidate", str(tmp_path / "cand.pt"))
+    monkeypatch.setitem(compare_piscis.MODEL_FILES, "candidate", str(tmp_path / "cand.pt"))
     for name in ("default-fast", "candidate-fast", "candidate"):
         compare_piscis.start_worker(name, tmp_path / "img.npy", 1, "cpu")
     paths = {name: argv[argv.index("--_worker") + 1] for name, argv in started}
