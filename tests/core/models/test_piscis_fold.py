@@ -77,3 +77,43 @@ def test_exact_mode_follows_weight_changes(change):
     want = _reference_maps(model.net, x)
     assert _close(after, want)
     assert (after - before).abs().max() > 1e-3  # the change shows
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_reduced_precision_affine_is_the_float32_one_rounded(batch):
+    """Fast mode's folded BatchNorms run in bfloat16 through BatchNorm's own kernel (addcmul is several times
+    slower there): the same per-channel affine, with each image's own style bias, to bfloat16 rounding."""
+    from napari_spotdetect.core.models.piscis_net import ChannelAffine
+
+    torch.manual_seed(7)
+    bn = randomise_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(16)))[0].eval()
+    aff = ChannelAffine(bn)
+    x = torch.randn(batch, 16, 20, 24).contiguous(memory_format=torch.channels_last)
+    style = torch.randn(batch, 16) * 3
+    low = ChannelAffine(bn).to(torch.bfloat16)
+    for shift in (None, style):
+        want = aff(x.bfloat16().float(), shift)
+        got = low(x.bfloat16(), None if shift is None else shift.bfloat16())
+        assert got.dtype == torch.bfloat16 and got.is_contiguous(memory_format=torch.channels_last)
+        err = (got.float() - want).abs()
+        # bfloat16 scale/shift and output: a few units in the last place of the result
+        assert (err <= 0.03 * want.abs() + 0.05).all()
+        if shift is not None and batch > 1:  # each image its own bias: swapping the styles changes the maps
+            other = low(x.bfloat16(), shift.flip(0).bfloat16())
+            assert (other.float() - got.float()).abs().max() > 1.0
+
+
+def test_fast_mode_copy_has_its_batchnorms_folded():
+    """The bfloat16 copy is built from the folded network: no separate BatchNorm pass over any map."""
+    net = _net(6)
+    model = PiscisModel(net, ModelInfo(name="t", arch="piscis", source="test"), tile_size=(64, 64), device="cpu")
+    if not model.runs_in(torch.bfloat16):
+        pytest.skip("bfloat16 copies are made on a CPU only")
+    x = _image(8).bfloat16()
+    low = model._net_for(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in low.modules())
+    with torch.inference_mode():
+        got = model.forward_maps(x)
+        exact = model.forward_maps(x.float())
+    assert got.shape == exact.shape
+    assert torch.allclose(got[:, 0], exact[:, 0], atol=0.1)  # pooled probabilities, to bfloat16's rounding

@@ -208,8 +208,8 @@ class PiscisModel(SpotModel):
         key = (id(self.net), x.dtype, x.device.type, weights_version([*self.net.parameters(), *self.net.buffers()]))
         if key not in cache:
             cache.clear()
-            if low:
-                net = copy.deepcopy(self.net).to(x.dtype)
+            if low:  # BatchNorms folded, as in float32 (each a pass over a full-size map fewer)
+                net = fold_batchnorm(self.net).to(x.dtype)
                 net.fpn.output.float()  # the 1x1 head in float32, as under autocast (it casts its input itself)
             else:
                 net = fold_batchnorm(self.net)

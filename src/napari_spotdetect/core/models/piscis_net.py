@@ -240,8 +240,28 @@ class ChannelAffine(nn.Module):
 
     def forward(self, x, shift=None):
         # BN(x + s) = x * scale + (shift + s * scale): one pass over x instead of an add and a BN
+        if x.dtype in (torch.bfloat16, torch.float16) and x.device.type == "cpu":
+            return self._affine_low(x, shift)
         b = self.shift if shift is None else self.shift + shift[:, :, None, None] * self.scale
         return torch.addcmul(b, x, self.scale)
+
+    def _affine_low(self, x, shift):
+        """The same affine through BatchNorm's inference kernel (mean 0, variance 1): on a CPU, addcmul and
+        broadcast adds in bfloat16 over channels-last maps of 16 channels take 4-9x its time (an inner loop of
+        16 elements), a third of the bundled network's time in fast mode. Per image where the style bias
+        differs between the images of a batch."""
+        scale = self.scale.reshape(-1).float()
+        base = self.shift.reshape(-1).float()
+        zeros, ones = torch.zeros_like(scale), torch.ones_like(scale)
+        if shift is None:
+            return F.batch_norm(x, zeros, ones, scale, base, False, 0.0, 0.0)
+        bias = base + shift.float() * scale
+        if len(x) == 1:
+            return F.batch_norm(x, zeros, ones, scale, bias[0], False, 0.0, 0.0)
+        out = torch.empty_like(x)
+        for i in range(len(x)):
+            out[i:i + 1] = F.batch_norm(x[i:i + 1], zeros, ones, scale, bias[i], False, 0.0, 0.0)
+        return out
 
 
 def with_refinement(net: PiscisNet, channels: int) -> PiscisNet:
