@@ -76,7 +76,7 @@ import torch
 from napari_spotdetect import load_model
 from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.groundtruth.metrics import evaluate
-from napari_spotdetect.core.models.piscis_net import PiscisConfig, with_refinement
+from napari_spotdetect.core.models.piscis_net import PiscisConfig, with_refinement, with_style
 from napari_spotdetect.core.training.synthetic import EXTRAS, INGREDIENTS, realistic_dataset, synthetic_dataset
 from napari_spotdetect.core.training.train import TrainConfig, Trainer
 from napari_spotdetect.core.weights.native import save_model
@@ -148,6 +148,19 @@ def benchmark(model, pairs, scale: float = 1.0) -> dict:
     return {k: float(np.mean([m[k] for m in per])) for k in ("precision", "recall", "f1", "f1_integral")}
 
 
+def _start(a):
+    """The network to train: a new one of the asked architecture, or ``--init``'s with the asked parts added."""
+    if not a.init:
+        return PiscisConfig(**{**ARCH.to_dict(), "widths": tuple(a.widths), "body": a.body, "fold": a.fold,
+                               "refine": a.refine, "style": a.style})
+    start = load_model(a.init, device="cpu")
+    if a.refine and start.net.cfg.refine != a.refine:
+        start.net = with_refinement(start.net, a.refine)
+    if a.style and not start.net.cfg.style:
+        start.net = with_style(start.net)
+    return start
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=42.0, help="wall-clock budget for training")
@@ -164,6 +177,8 @@ def main(argv=None):
     ap.add_argument("--fold", type=int, default=ARCH.fold, help="with --body folded: fold the image k x k")
     ap.add_argument("--refine", type=int, default=0, help="with --body folded (or an --init model with it): add "
                     "a full-size refinement of this many channels (it starts at zero)")
+    ap.add_argument("--style", action="store_true", help="with --body folded (or an --init model with it): add "
+                    "style biases, the tile's deepest features' mean into every decoder level (they start at zero)")
     ap.add_argument("--ema", type=float, default=None, help="average the weights with this decay (e.g. 0.998)")
     ap.add_argument("--select", default="f1", choices=("f1", "f1_integral"), help="metric that picks the best epoch")
     ap.add_argument("--seed", type=int, default=0, help="seed of the crop/augmentation stream")
@@ -229,11 +244,7 @@ def main(argv=None):
                                             "validation": {"n_images": max(2, a.n_val // 2), "seed": REAL_VAL_SEED}}
     if real_info:
         data_info["real"] = real_info
-    arch = PiscisConfig(**{**ARCH.to_dict(), "widths": tuple(a.widths), "body": a.body, "fold": a.fold,
-                           "refine": a.refine})
-    start = load_model(a.init, device="cpu") if a.init else arch
-    if a.init and a.refine and start.net.cfg.refine != a.refine:
-        start.net = with_refinement(start.net, a.refine)
+    start = _start(a)
     prev = start.info.card if a.init else {}
     stages = [dict(st) for st in prev.get("stages") or ([{"train_config": prev.get("train_config"),
                                                            "training_seconds": prev.get("training_seconds")}]

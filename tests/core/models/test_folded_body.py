@@ -1,6 +1,8 @@
 """The folded body of the Piscis network (``PiscisConfig(body="folded")``): any tile size, the same maps as
 the FPN body gives, exact and fast modes, a model file round trip, and a clear error for an unknown body."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,44 @@ def test_a_refinement_continues_a_network_unchanged_then_learns_and_is_kept_in_i
                                exact.maps["labels"], atol=1e-6)
     with pytest.raises(ValueError, match="folded body only"):
         with_refinement(PiscisNet(PiscisConfig(widths=(8, 16, 16, 32))), 4)
+
+
+def test_style_biases_continue_a_network_unchanged_then_tell_tiles_apart_and_are_kept_in_its_file(tmp_path):
+    from napari_spotdetect.core.models.piscis_net import with_style
+
+    net = _net()
+    styled = with_style(net).eval()
+    assert styled.cfg.style and len(styled.fpn.style) == len(styled.cfg.widths) - 1
+    x = torch.randn(2, 1, 72, 88)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(styled.fpn(x).numpy(), net.fpn(x).numpy())  # zero at first
+    styled.train()
+    opt = torch.optim.SGD(styled.parameters(), lr=0.1)
+    labels, deltas = styled.heads(x)
+    ((labels - 1.0) ** 2).mean().add(deltas.pow(2).mean()).backward()
+    opt.step()
+    styled.eval()
+    # the bias now depends on the tile: two tiles' deepest features give two different biases
+    with torch.inference_mode():
+        first = styled.fpn.style[0](torch.nn.functional.normalize(torch.randn(1, 32), dim=1))
+        second = styled.fpn.style[0](torch.nn.functional.normalize(torch.randn(1, 32), dim=1))
+    assert (first - second).abs().max() > 0
+    model = PiscisModel(styled, ModelInfo(name="styled", arch="piscis", source="test"), adjustment="percentile")
+    img, _ = synthetic_image((96, 112), n_spots=12, seed=0)
+    exact = detect(img, model, threshold=0.0, keep_maps=True, speed="exact")
+    fast = detect(img, model, threshold=0.0, keep_maps=True, speed="fast")
+    # fast mode (its own tiles, the bfloat16 copy) keeps the style: without it its maps change
+    assert fast.maps["labels"].shape == exact.maps["labels"].shape
+    plain = PiscisModel(copy.deepcopy(styled), ModelInfo(name="plain", arch="piscis", source="test"),
+                        adjustment="percentile")
+    plain.net.fpn.zero_refinement()
+    unstyled = detect(img, plain, threshold=0.0, keep_maps=True, speed="fast").maps["labels"]
+    assert np.abs(unstyled - fast.maps["labels"]).max() > 1e-3
+    from napari_spotdetect import load_model
+
+    again = load_model(save_model(model, tmp_path / "styled.pt"), device="cpu")
+    assert again.net.cfg.style
+    np.testing.assert_allclose(detect(img, again, threshold=0.0, keep_maps=True).maps["labels"],
+                               exact.maps["labels"], atol=1e-6)
+    with pytest.raises(ValueError, match="folded body only"):
+        with_style(PiscisNet(PiscisConfig(widths=(8, 16, 16, 32))))

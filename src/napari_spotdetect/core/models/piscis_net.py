@@ -37,6 +37,7 @@ class PiscisConfig:
     body: str = "fpn"  # "fpn": piscis's; "folded": our faster U-Net on the image folded into channels
     fold: int = 2  # "folded": the image is folded fold x fold into channels (nothing else runs at full size)
     refine: int = 0  # "folded": channels of a full-size refinement that sees the image itself (0: none)
+    style: bool = False  # "folded": a style bias per decoder level from the tile's deepest features, as FPN's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -267,12 +268,21 @@ class ChannelAffine(nn.Module):
 def with_refinement(net: PiscisNet, channels: int) -> PiscisNet:
     """A copy of a folded-body ``net`` with a full-size refinement of ``channels`` (``PiscisConfig.refine``),
     its other weights ``net``'s and the refinement starting at zero: the same maps until it is trained."""
+    return _grown(net, "a full-size refinement", ("fpn.to_full.", "fpn.refine."), refine=int(channels))
+
+
+def with_style(net: PiscisNet) -> PiscisNet:
+    """A copy of a folded-body ``net`` with style biases (``PiscisConfig.style``), starting at zero."""
+    return _grown(net, "style biases", ("fpn.style.",), style=True)
+
+
+def _grown(net: PiscisNet, what: str, new_keys: tuple, **change) -> PiscisNet:
     if net.cfg.body != "folded":
-        raise ValueError("a full-size refinement is for the folded body only (the FPN decoder is full size)")
-    out = PiscisNet(PiscisConfig(**{**net.cfg.to_dict(), "refine": int(channels)}))
+        raise ValueError(f"{what} is for the folded body only (the FPN decoder has its own)")
+    out = PiscisNet(PiscisConfig(**{**net.cfg.to_dict(), **change}))
     missing, unexpected = out.load_state_dict(net.state_dict(), strict=False)
-    if unexpected or any(not k.startswith(("fpn.to_full.", "fpn.refine.")) for k in missing):
-        raise ValueError(f"cannot add a refinement to this network (missing {missing}, unexpected {unexpected})")
+    if unexpected or any(not k.startswith(new_keys) for k in missing):
+        raise ValueError(f"cannot add {what} to this network (missing {missing}, unexpected {unexpected})")
     return out.to(next(net.parameters()).device)
 
 
@@ -352,6 +362,8 @@ class FoldedUNet(nn.Module):
         self.down = nn.ModuleList(block(chans[i], chans[i + 1]) for i in range(len(w)))
         self.up = nn.ModuleList(block(w[i + 1] + w[i], w[i]) for i in range(len(w) - 1))
         self.output = nn.Conv2d(w[0], 3 * f * f, 1)
+        if cfg.style:  # what the whole tile looks like (noise, background, crowding) as a bias per level
+            self.style = nn.ModuleList(nn.Linear(w[-1], w[i]) for i in range(len(w) - 1))
         k = int(cfg.refine)
         if k:  # features unfolded to full size, beside the image: a 3x3 conv there corrects the three maps
             self.to_full = nn.Conv2d(w[0], k * f * f, 1)
@@ -359,10 +371,11 @@ class FoldedUNet(nn.Module):
                                         nn.Conv2d(k, 3, 1))
 
     def zero_refinement(self) -> None:
-        """Start the refinement at zero, so a network continued from one without it gives the same maps."""
-        if hasattr(self, "refine"):
-            nn.init.zeros_(self.refine[-1].weight)
-            nn.init.zeros_(self.refine[-1].bias)
+        """Start the refinement and the style biases at zero, so a network continued from one without them gives
+        the same maps."""
+        for m in ([self.refine[-1]] if hasattr(self, "refine") else []) + list(getattr(self, "style", [])):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
 
     def trunk(self, x):
         """The U-Net on the folded image (H, W multiples of :attr:`multiple`): the first level's features."""
@@ -371,8 +384,14 @@ class FoldedUNet(nn.Module):
         for i, down in enumerate(self.down):
             y = down(y if i == 0 else F.max_pool2d(y, 2))
             skips.append(y)
+        style = None
+        if hasattr(self, "style"):  # FPN's style vector: the deepest features' mean, unit length
+            style = y.mean(dim=(2, 3))
+            style = style / torch.linalg.vector_norm(style, dim=1, keepdim=True).clamp_min(1e-12)
         for i in reversed(range(len(self.up))):
             y = self.up[i](torch.cat([F.interpolate(y, scale_factor=2, mode="nearest"), skips[i]], 1))
+            if style is not None:
+                y = y + self.style[i](style)[:, :, None, None]
         return y
 
     def forward(self, x):
