@@ -15,6 +15,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..common.parallel import cpu_workers, thread_map
+from ..models.ops import neighbours_nearest_first as _window
+from ..models.ops import peaks_above
 from ..models.rescorer import SIGMAS, logit
 from . import fft_filters
 from .contrast import contrast_features, elbow
@@ -44,30 +46,6 @@ def log_response(z: np.ndarray, stack: np.ndarray | None = None) -> np.ndarray:
     """The scale-normalised LoG response (max over :data:`SIGMAS`) of a noise-unit plane (its best scale is read
     at the candidates only, :func:`_best_scale_at`)."""
     return (log_stack(z) if stack is None else stack).max(0)
-
-
-def _window(size: int) -> list:
-    """The offsets of a size x size window but its centre, nearest first (they reject the most points soonest)."""
-    r = size // 2
-    return sorted(((dr, dc) for dr in range(-r, r + 1) for dc in range(-r, r + 1) if dr or dc),
-                  key=lambda o: (abs(o[0]) + abs(o[1]), o))
-
-
-def peaks_above(m: np.ndarray, cut: float, where: np.ndarray | None = None, size: int = 3) -> np.ndarray:
-    """(row, col), row-major, of the pixels of ``m`` above ``cut`` (and in ``where``) that are the maximum of their
-    ``size`` x ``size`` window, edges as ``ndimage.maximum_filter(mode="nearest")``: the same pixels as
-    ``argwhere((m == maximum_filter(m, size)) & (m > cut) & where)``, but only the pixels above the cut are
-    compared, a neighbour at a time, so a map whose pixels mostly sit below it costs a fraction of a filter."""
-    h, w = m.shape
-    above = m > cut
-    rc = np.argwhere(above & where if where is not None else above)
-    v = m[rc[:, 0], rc[:, 1]]
-    for dr, dc in _window(size):
-        if not len(rc):
-            break
-        keep = v >= m[np.clip(rc[:, 0] + dr, 0, h - 1), np.clip(rc[:, 1] + dc, 0, w - 1)]
-        rc, v = rc[keep], v[keep]
-    return rc
 
 
 def window_max_at(m: np.ndarray, rc: np.ndarray, size: int = 3) -> np.ndarray:
