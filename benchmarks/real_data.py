@@ -117,8 +117,31 @@ def candidates_at(cand, threshold: float):
     return c[keep], s[keep]
 
 
-def separation(cands, images, radius: float = REAL_RADIUS) -> float:
-    """P(a true candidate outscores a false one), matched at ``radius``, pooled over images (AUC)."""
+def matched_by_score(coords: np.ndarray, scores: np.ndarray, truth: np.ndarray, radius: float) -> np.ndarray:
+    """Which candidates are true when each, strongest first, takes the nearest annotated spot within ``radius``
+    that no stronger one took (how detection benchmarks rank, e.g. PASCAL VOC's average precision)."""
+    from scipy.spatial import cKDTree
+
+    is_tp = np.zeros(len(coords), dtype=bool)
+    if not len(coords) or not len(truth):
+        return is_tp
+    taken = np.zeros(len(truth), dtype=bool)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    for i, near in zip(order, cKDTree(truth).query_ball_point(coords[order], radius)):
+        free = [j for j in near if not taken[j]]
+        if free:
+            j = free[int(np.argmin(np.linalg.norm(truth[free] - coords[i], axis=1)))]
+            taken[j] = is_tp[i] = True
+    return is_tp
+
+
+def separation(cands, images, radius: float = REAL_RADIUS, by_score: bool = False) -> float:
+    """P(a true candidate outscores a false one), matched at ``radius``, pooled over images (AUC).
+
+    A candidate is true when the one-to-one matching of all candidates by distance alone takes it (default), or
+    with ``by_score`` when it takes an annotated spot before any weaker candidate does (:func:`matched_by_score`):
+    by distance, a weak candidate nearer an annotation takes it from a strong one, and both count against the
+    ranking."""
     from scipy.stats import mannwhitneyu
 
     from napari_spotdetect.core.groundtruth.metrics import match_spots
@@ -126,7 +149,8 @@ def separation(cands, images, radius: float = REAL_RADIUS) -> float:
     tp, fp = [], []
     for cand, im in zip(cands, images):
         c, s = candidates_at(cand, -np.inf)
-        is_tp = match_spots(c, im.spots, radius).pred_is_tp(len(c))
+        is_tp = (matched_by_score(c, s, im.spots, radius) if by_score
+                 else match_spots(c, im.spots, radius).pred_is_tp(len(c)))
         tp.append(s[is_tp])
         fp.append(s[~is_tp])
     tp, fp = np.concatenate(tp), np.concatenate(fp)
@@ -186,7 +210,8 @@ def score_sources(cands, images, threshold: float, radius: float = REAL_RADIUS) 
         row.update(best_threshold=float(SWEEP[b]), f1_at_best=float(sweep[b]),
                    f1_integral_at_best=float(np.mean([f1_integral(candidates_at(cand, SWEEP[b])[0], im.spots)
                                                       for cand, im in zip(cs, ims)])),
-                   separation=separation(cs, ims, radius), images=len(ims))
+                   separation=separation(cs, ims, radius),
+                   separation_by_score=separation(cs, ims, radius, by_score=True), images=len(ims))
         out[src] = row
     srcs = list(out)
     out["mean"] = {k: float(np.mean([out[s][k] for s in srcs]))

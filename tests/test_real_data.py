@@ -7,7 +7,7 @@ import copy
 
 import numpy as np
 import pytest
-from benchmarks.real_data import AnnotatedImage, load_annotated, score_sources
+from benchmarks.real_data import AnnotatedImage, load_annotated, matched_by_score, score_sources, separation
 
 from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.errors import ModelFileError, SpotDetectError
@@ -158,6 +158,20 @@ def test_score_sources_perfect_and_poor_detectors():
     assert res["a"]["count_ratio"] == 2.0 and res["a"]["precision"] < 0.6
     assert 0.3 <= res["a"]["best_threshold"] < 0.9 and res["a"]["f1_at_best"] == 1.0
     assert res["a"]["separation"] == 1.0
+
+
+def test_separation_by_score_lets_the_stronger_of_two_near_candidates_take_the_spot():
+    """By distance alone, a weak candidate 0.3 px from an annotation takes it from a strong one 1.5 px away, and
+    both count against the ranking; matched strongest first, the strong one is the true one."""
+    spots = np.array([[10.0, 10.0], [30.0, 30.0], [50.0, 20.0]])
+    im = AnnotatedImage("a", "a0", "val", np.zeros((64, 64)), spots)
+    coords = np.concatenate([spots + [1.5, 0.0], spots + [0.0, 0.3], [[40.0, 50.0]]])
+    scores = np.r_[0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.5]
+    cands = [(coords, scores)]
+    assert separation(cands, [im]) < 0.3
+    assert separation(cands, [im], by_score=True) == 1.0
+    assert matched_by_score(coords, scores, spots, 3.0).tolist() == [True] * 3 + [False] * 4
+    assert score_sources(cands, [im], 0.5)["a"]["separation_by_score"] == 1.0
 
 
 def test_real_folder_reader_matches_the_data_readme():
