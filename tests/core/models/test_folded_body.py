@@ -69,22 +69,27 @@ def test_an_unknown_body_is_refused_by_name():
         PiscisNet(PiscisConfig(widths=(8, 16, 16, 32), body="glass"))
 
 
+def _same_then_one_step(net, grown):
+    """``grown`` (``net`` with a part added at zero) gives ``net``'s maps; then one SGD step on it."""
+    x = torch.randn(2, 1, 72, 88)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(grown.fpn(x).numpy(), net.fpn(x).numpy())
+    grown.train()
+    opt = torch.optim.SGD(grown.parameters(), lr=0.1)
+    labels, deltas = grown.heads(x)
+    ((labels - 1.0) ** 2).mean().add(deltas.pow(2).mean()).backward()
+    opt.step()
+    grown.eval()
+
+
 def test_a_refinement_continues_a_network_unchanged_then_learns_and_is_kept_in_its_file(tmp_path):
     from napari_spotdetect.core.models.piscis_net import with_refinement
 
     net = _net()
     refined = with_refinement(net, 4).eval()
     assert refined.cfg.refine == 4 and refined.fpn.refine[0].in_channels == 1 + 4
-    x = torch.randn(2, 1, 72, 88)
-    with torch.inference_mode():
-        np.testing.assert_array_equal(refined.fpn(x).numpy(), net.fpn(x).numpy())  # zero at first
-    # one step of training moves the refinement off zero, so its full-size maps now differ
-    refined.train()
-    opt = torch.optim.SGD(refined.parameters(), lr=0.1)
-    labels, deltas = refined.heads(x)
-    ((labels - 1.0) ** 2).mean().add(deltas.pow(2).mean()).backward()
-    opt.step()
-    refined.eval()
+    # the same maps at first; one step of training moves the refinement off zero, so its full-size maps differ
+    _same_then_one_step(net, refined)
     with torch.inference_mode():
         assert refined.fpn.refine(torch.zeros(1, 5, 8, 8)).abs().max() > 0
     model = PiscisModel(refined, ModelInfo(name="refined", arch="piscis", source="test"), adjustment="percentile")
@@ -108,15 +113,7 @@ def test_style_biases_continue_a_network_unchanged_then_tell_tiles_apart_and_are
     net = _net()
     styled = with_style(net).eval()
     assert styled.cfg.style and len(styled.fpn.style) == len(styled.cfg.widths) - 1
-    x = torch.randn(2, 1, 72, 88)
-    with torch.inference_mode():
-        np.testing.assert_array_equal(styled.fpn(x).numpy(), net.fpn(x).numpy())  # zero at first
-    styled.train()
-    opt = torch.optim.SGD(styled.parameters(), lr=0.1)
-    labels, deltas = styled.heads(x)
-    ((labels - 1.0) ** 2).mean().add(deltas.pow(2).mean()).backward()
-    opt.step()
-    styled.eval()
+    _same_then_one_step(net, styled)
     # the bias now depends on the tile: two tiles' deepest features give two different biases
     with torch.inference_mode():
         first = styled.fpn.style[0](torch.nn.functional.normalize(torch.randn(1, 32), dim=1))
