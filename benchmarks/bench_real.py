@@ -28,7 +28,7 @@ Per-source numbers are means over that source's images; "mean" is the mean over 
 Our models run at their own contrast floor (:mod:`napari_spotdetect.core.detection.contrast`); ``--contrast-floor K``
 scores them again at another (``0``: without one).
 
-    python benchmarks/bench_real.py [--model default] [--model runs/x.pt] [--augment] [--contrast-floor 0]
+    python benchmarks/bench_real.py [--model default] [--model runs/x.pt] [--augment] [--contrast-floor 0] [--speed exact fast]
                                     [--no-ufish] [--spotiflow runs/spotiflow] [--threads 2]
 
 Prints a table and writes benchmarks/results/real.json (``--out``).
@@ -200,6 +200,8 @@ def main(argv=None) -> int:
                          "when its predictions exist)")
     ap.add_argument("--contrast-floor", type=float, action="append", default=None, metavar="K",
                     help="also score each model with this contrast floor (repeatable; e.g. 0 to see it without)")
+    ap.add_argument("--speed", nargs="+", default=["exact"], choices=("exact", "fast"),
+                    help="run our models in these speed modes (default exact; 'exact fast' scores both)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", default=str(REAL))
     ap.add_argument("--out", default=str(HERE / "results" / "real.json"))
@@ -217,13 +219,16 @@ def main(argv=None) -> int:
     results = {}
     for spec in a.model or ["default"]:
         model = load_model(spec, device="cpu")
-        runs = [(aug, None) for aug in ([False, True] if a.augment else [False])]
-        runs += [(False, k) for k in a.contrast_floor or [] if k != model.default_contrast_floor]
-        for aug, floor in runs:
+        runs = [(aug, None, "exact") for aug in ([False, True] if a.augment else [False])]
+        runs += [(False, k, "exact") for k in a.contrast_floor or [] if k != model.default_contrast_floor]
+        runs = [(aug, floor, sp) for sp in a.speed for aug, floor, _ in runs]
+        for aug, floor, speed in runs:
             t0 = time.time()
-            cands = model_candidates(model, images, augment=aug, contrast_floor=floor)
-            name = f"{spec}{' +augment' if aug else ''}{f' (contrast floor {floor:g})' if floor is not None else ''}"
-            results[name] = {"kind": "model", "model": spec, "augment": aug, "threshold": model.default_threshold,
+            cands = model_candidates(model, images, augment=aug, contrast_floor=floor, speed=speed)
+            name = (f"{spec}{' +augment' if aug else ''}{f' (contrast floor {floor:g})' if floor is not None else ''}"
+                    f"{' fast' if speed == 'fast' else ''}")
+            results[name] = {"kind": "model", "model": spec, "augment": aug, "speed": speed,
+                             "threshold": model.default_threshold,
                              "contrast_floor": model.default_contrast_floor if floor is None else floor,
                              "card_threshold": model.info.card.get("threshold_calibration"),
                              "seconds": round(time.time() - t0, 1),

@@ -90,16 +90,17 @@ class StackCandidates:
         return sp[cols].to_numpy(), sp["score"].to_numpy()
 
 
-def model_candidates(model, images, augment: bool = False, contrast_floor: float | None = None) -> list:
+def model_candidates(model, images, augment: bool = False, contrast_floor: float | None = None,
+                     speed: str = "exact") -> list:
     """Every image's candidates at the model's lowest threshold that pass the contrast floor (the model's own
-    unless given): (coords, scores) or :class:`StackCandidates`."""
+    unless given), in ``speed`` mode: (coords, scores) or :class:`StackCandidates`."""
     from napari_spotdetect.core.detection.detect import detect
 
     floor = float(model.threshold_range[0])
     out = []
     for im in images:
         det = detect(im.image, model, threshold=floor, axes=im.axes, keep_maps=False, augment=augment,
-                     contrast_floor=contrast_floor)
+                     contrast_floor=contrast_floor, speed=speed)
         if det.stack:
             out.append(StackCandidates(det))
         else:
