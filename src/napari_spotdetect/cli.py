@@ -316,8 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-distance", type=int, default=1,
                    help="smallest distance between two spots, in pixels (default: %(default)s)")
     p.add_argument("--augment", action="store_true",
-                   help="average the network over the 8 flips/rotations of every tile (about 8x slower, a little "
-                        "more accurate)")
+                   help="average the network over the 8 flips/rotations of every tile (about 7x slower; on real images "
+                        "no more accurate, its ranking a little better)")
     p.add_argument("--speed", default="exact", choices=["exact", "fast"],
                    help="exact: the model's own tiles in float32 (piscis's spots); fast: larger tiles without "
                         "wasted overlap and bfloat16/float16 where the hardware has it, about 2x faster, F1 >= 0.99 "

@@ -45,7 +45,7 @@ TIPS = {
             "Smaller tiles need less memory; the result is the same.",
     "maps": "Also add the model's score map as an image layer, aligned with the image.",
     "augment": "Run the network on the 8 flips and rotations of every tile and average what it sees:\n"
-               "slightly more accurate positions and fewer misses, about 8x slower.",
+               "about 7x slower; on real images no more accurate, its scores rank a little better.",
     "speed": "exact: the model's own tiles in float32 (identical to piscis on piscis files).\n"
              "fast: fewer, larger tiles and bfloat16 where the CPU or GPU has it natively: 2-3x faster,\n"
              "the same spots to within 0.2 px (F1 >= 0.99 against exact, measured).",

@@ -299,8 +299,8 @@ def detect(image, model, options: DetectOptions | float | None = None, *, thresh
         min_distance: two spots closer than this (px) count as one (default 1).
         keep_maps: False (no maps, the default); True or ``"float32"``, ``"float16"``: in memory; a path, zarr
             group or store: written there.
-        augment: average the maps over the 8 flips and transposes of each tile (about 8x slower, slightly
-            more accurate).
+        augment: average the maps over the 8 flips and transposes of each tile (about 7x slower; on real images
+            no more accurate, its ranking a little better: README, *Accuracy on real images*).
         speed: ``"exact"``, the default (the model's own tiles in float32, piscis's spots), or ``"fast"``
             (larger tiles without wasted overlap, bfloat16/float16 where the hardware has it, about 2x faster,
             F1 >= 0.99 against exact; :mod:`napari_spotdetect.core.detection.speed`).
