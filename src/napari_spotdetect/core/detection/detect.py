@@ -302,8 +302,8 @@ def detect(image, model, options: DetectOptions | float | None = None, *, thresh
         augment: average the maps over the 8 flips and transposes of each tile (about 7x slower; on real images
             no more accurate, its ranking a little better: README, *Accuracy on real images*).
         speed: ``"exact"``, the default (the model's own tiles in float32, piscis's spots), or ``"fast"``
-            (larger tiles without wasted overlap, bfloat16/float16 where the hardware has it, about 2x faster,
-            F1 >= 0.99 against exact; :mod:`napari_spotdetect.core.detection.speed`).
+            (larger tiles without wasted overlap, bfloat16/float16 where the hardware has it, 1.3-4x faster,
+            as accurate on annotated real images; :mod:`napari_spotdetect.core.detection.speed`).
         contrast_floor: drop spots dimmer than this fraction of their plane's elbow contrast
             (:mod:`napari_spotdetect.core.detection.contrast`; default the model's own, 0 for piscis and DeepSpot
             files; 2-D planes only).
