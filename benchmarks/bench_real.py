@@ -28,8 +28,8 @@ Per-source numbers are means over that source's images; "mean" is the mean over 
 Our models run at their own contrast floor (:mod:`napari_spotdetect.core.detection.contrast`); ``--contrast-floor K``
 scores them again at another (``0``: without one).
 
-    python benchmarks/bench_real.py [--model default] [--model runs/x.pt] [--augment] [--contrast-floor 0] [--speed exact fast]
-                                    [--no-ufish] [--spotiflow runs/spotiflow] [--threads 2]
+    python benchmarks/bench_real.py [--model default] [--model runs/x.pt] [--augment] [--contrast-floor 0]
+                                    [--speed exact fast] [--no-ufish] [--spotiflow runs/spotiflow] [--threads 2]
 
 Prints a table and writes benchmarks/results/real.json (``--out``).
 """
@@ -37,6 +37,7 @@ Prints a table and writes benchmarks/results/real.json (``--out``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -219,10 +220,9 @@ def main(argv=None) -> int:
     results = {}
     for spec in a.model or ["default"]:
         model = load_model(spec, device="cpu")
-        runs = [(aug, None, "exact") for aug in ([False, True] if a.augment else [False])]
-        runs += [(False, k, "exact") for k in a.contrast_floor or [] if k != model.default_contrast_floor]
-        runs = [(aug, floor, sp) for sp in a.speed for aug, floor, _ in runs]
-        for aug, floor, speed in runs:
+        settings = [(aug, None) for aug in ([False, True] if a.augment else [False])]
+        settings += [(False, k) for k in a.contrast_floor or [] if k != model.default_contrast_floor]
+        for speed, (aug, floor) in itertools.product(a.speed, settings):
             t0 = time.time()
             cands = model_candidates(model, images, augment=aug, contrast_floor=floor, speed=speed)
             name = (f"{spec}{' +augment' if aug else ''}{f' (contrast floor {floor:g})' if floor is not None else ''}"
