@@ -60,7 +60,8 @@ def main(argv=None) -> int:
         variants = [(spec, saved)]
         if a.network_only and model.rescorer is not None:  # as before its second stage was fitted
             variants.append((f"{spec} (network only)", (None, NET_DEFAULT, (model.rescorer.net_floor, 1.0))))
-        for label, (model.rescorer, model.default_threshold, model.threshold_range) in variants:
+        for label, setting in variants:
+            model.rescorer, model.default_threshold, model.threshold_range = setting
             t0 = time.time()
             threshold = float(model.default_threshold)
             rows = score_sources(model_candidates(model, images), images, threshold)
