@@ -15,8 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..common.parallel import cpu_workers, thread_map
-from ..models.ops import neighbours_nearest_first as _window
-from ..models.ops import peaks_above
+from ..models.ops import neighbours_nearest_first, peaks_above
 from ..models.rescorer import SIGMAS, logit
 from . import fft_filters
 from .contrast import contrast_features, elbow
@@ -52,7 +51,7 @@ def window_max_at(m: np.ndarray, rc: np.ndarray, size: int = 3) -> np.ndarray:
     """``ndimage.maximum_filter(m, size, mode="nearest")`` read at the (row, col) points ``rc`` only."""
     h, w = m.shape
     out = m[rc[:, 0], rc[:, 1]].copy()
-    for dr, dc in _window(size):
+    for dr, dc in neighbours_nearest_first(size):
         np.maximum(out, m[np.clip(rc[:, 0] + dr, 0, h - 1), np.clip(rc[:, 1] + dc, 0, w - 1)], out=out)
     return out
 

@@ -208,11 +208,10 @@ class PiscisModel(SpotModel):
         key = (id(self.net), x.dtype, x.device.type, weights_version([*self.net.parameters(), *self.net.buffers()]))
         if key not in cache:
             cache.clear()
-            if low:  # BatchNorms folded, as in float32 (each a pass over a full-size map fewer)
-                net = fold_batchnorm(self.net).to(x.dtype)
+            net = fold_batchnorm(self.net)  # each BatchNorm a pass over a full-size map fewer, in either precision
+            if low:
+                net = net.to(x.dtype)
                 net.fpn.output.float()  # the 1x1 head in float32, as under autocast (it casts its input itself)
-            else:
-                net = fold_batchnorm(self.net)
             cache[key] = net.eval()
         return cache[key]
 
