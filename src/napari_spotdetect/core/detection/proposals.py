@@ -19,6 +19,7 @@ from ..models.ops import neighbours_nearest_first, peaks_above
 from ..models.rescorer import SIGMAS, logit
 from . import fft_filters
 from .contrast import contrast_features, elbow
+from .hot_pixels import hot_pixel_at
 
 #: proposals within this distance (px) of a stronger one are the same spot
 DEDUPE_RADIUS = 1.5
@@ -28,6 +29,8 @@ FLAT_RIM = 0
 NEIGHBOUR_RADIUS = 3.0
 #: the local noise is taken over a square window of this side (px)
 LOCAL_WINDOW = 15
+#: per-point numbers a band pass reads (``_band_pass``'s ``feats``)
+N_BAND_FEATURES = 6
 
 
 def _noise(hp: np.ndarray) -> float:
@@ -185,10 +188,12 @@ def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_c
     h = int(plane.shape[-2])
 
     def feats(rc_local):
-        """LoG response and best scale within 3 x 3, local noise, saturation and raw value at band rows."""
+        """LoG response and best scale within 3 x 3, local noise, saturation, raw value and whether it is a hot
+        pixel, at band rows."""
         r, c = rc_local[:, 0], rc_local[:, 1]
         return np.column_stack([window_max_at(resp, rc_local), np.array(SIGMAS)[_best_scale_at(resp, stack, rc_local)],
-                                local[r, c], sat[r, c] if sat is not None else np.zeros(len(r)), x[r, c]])
+                                local[r, c], sat[r, c] if sat is not None else np.zeros(len(r)), x[r, c],
+                                hot_pixel_at(x, rc_local, noise)])
 
     out_peaks = []
     for p in peaks:
@@ -215,7 +220,8 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     spot), and any within ``merge_radius`` of a network candidate.
 
     Returns (coords (N, 2), features (N, len(FEATURES)), extras: ``contrast`` and ``relative_contrast`` as
-    the contrast floor uses them, ``is_proposal``, ``intensity`` (the raw value at each one's pixel)).
+    the contrast floor uses them, ``is_proposal``, ``intensity`` (the raw value at each one's pixel),
+    ``hot_pixel`` (its brightest pixel is a camera's hot pixel, :mod:`.hot_pixels`: no spot)).
 
     The plane is read in bands of rows (:data:`BAND_PIXELS`; a lazy plane is never read whole), side by side
     where there are threads for it; the numbers are those of the whole plane at once (its noise from a sample
@@ -256,14 +262,14 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
         d, _ = cKDTree(yx).query(prc, k=1)
         away = d > merge_radius
         psub, pfeat = psub[away], pfeat[away]
-    nfeat = np.zeros((len(yx), 5))
+    nfeat = np.zeros((len(yx), N_BAND_FEATURES))
     for pt in parts:
         idx, f = pt["net"]
         nfeat[idx] = f
     coords = np.concatenate([yx, psub.reshape(-1, 2)])
     n_net = len(yx)
-    f = np.concatenate([nfeat, pfeat.reshape(-1, 5)])
-    at_resp, at_sigma, local, sat, pixel = f.T
+    f = np.concatenate([nfeat, pfeat.reshape(-1, N_BAND_FEATURES)])
+    at_resp, at_sigma, local, sat, pixel, hot = f.T
     net = np.concatenate([net_scores, np.zeros(len(coords) - n_net)])
     hp = None if kept is None else np.concatenate([k[1][r0 - a:r1 - a] for k, (r0, r1, a, _) in zip(kept, bands)])
     contrast, _, peak_c, _ = contrast_features(plane, coords, hp)
@@ -287,7 +293,7 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
         np.log(np.clip(rel_for_feat, 1e-3, 1e3)), np.log1p(np.maximum(local_snr, 0)), sat,
         np.log(np.clip(dom, 1e-3, 1.0)), np.log(np.clip(np.maximum(at_resp, 1e-3) / le, 1e-3, 1e3))])
     extra = {"contrast": contrast, "relative_contrast": rel, "is_proposal": np.arange(len(coords)) >= n_net,
-             "intensity": pixel}
+             "intensity": pixel, "hot_pixel": hot > 0}
     return coords, feats, extra
 
 

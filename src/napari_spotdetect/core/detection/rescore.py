@@ -15,7 +15,8 @@ Gaussian (LoG) response does. This stage
    (``scripts/fit_rescorer.py``, :mod:`.rescore_fit`), so ``score`` is the probability that a candidate is an
    annotated spot.
 
-Everything is per 2-D plane. Z-stacks keep the network's voxel scores, shifted in logit
+Candidates whose brightest pixel is a camera's hot pixel are dropped (:mod:`.hot_pixels`). Everything is per
+2-D plane. Z-stacks keep the network's voxel scores, shifted in logit
 (:meth:`Rescorer.calibrate_voxels`) so that the model's default threshold keeps the voxels the network's own
 default kept, and each plane's proposals join them as voxels (:func:`stack_plane_proposals`,
 :func:`merge_stack_proposals`), so a spot the network misses in every plane is still a 3-D component. A
@@ -31,8 +32,8 @@ from .proposals import candidate_features
 from .rescore_fit import auc, fit_boosted_trees, fit_logistic
 
 __all__ = ["FEATURES", "LOWEST_THRESHOLD", "NET_CLIP", "SIGMAS", "BoostedTrees", "Rescorer", "auc",
-           "candidate_features", "fit_boosted_trees", "fit_logistic", "merge_stack_proposals", "rescore_candidates",
-           "rescore_frame", "rescore_voxels", "stack_plane_proposals"]
+           "candidate_features", "drop_hot_voxels", "fit_boosted_trees", "fit_logistic", "merge_stack_proposals",
+           "rescore_candidates", "rescore_frame", "rescore_voxels", "stack_plane_proposals"]
 
 #: z-stack voxels at or below this network score are no candidates (stacks get no proposals)
 STACK_NET_FLOOR = 0.01
@@ -55,13 +56,14 @@ def filter_device(device):
 
 def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float, device=None):
     """A plane's network candidates (a DataFrame with ``y, x, score``, or None) -> the rescored candidates
-    (proposals added, ``score`` calibrated, ``contrast`` and ``relative_contrast`` added) above ``floor``."""
+    (proposals added, ``score`` calibrated, ``contrast`` and ``relative_contrast`` added) above ``floor``, less
+    the camera's hot pixels (:mod:`.hot_pixels`), which are no spots at any threshold."""
     import pandas as pd
 
     yx = frame[["y", "x"]].to_numpy() if frame is not None else np.zeros((0, 2))
     net = frame["score"].to_numpy() if frame is not None else np.zeros(0)
     coords, prob, extra = rescore_candidates(rescorer, plane, yx, net, filter_device(device))
-    keep = prob > floor
+    keep = (prob > floor) & ~extra["hot_pixel"]
     coords = coords[keep]
     n = len(coords)
     return pd.DataFrame({**{a: np.full(n, i) for a, i in outer.items()}, "y": coords[:, 0], "x": coords[:, 1],
@@ -72,7 +74,9 @@ def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float, d
 def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net_scores: np.ndarray,
                           floor: float, outer: dict, device=None):
     """A z-stack plane's LoG proposals (:func:`candidate_features`) that no network peak of that plane sits
-    near, as voxels (``z, row, col, score, dy, dx, intensity``) scored by the rescorer above ``floor``.
+    near, as voxels (``z, row, col, score, dy, dx, intensity``) scored by the rescorer above ``floor``, and the
+    (row, col) of the plane's network peaks that are a camera's hot pixels (:mod:`.hot_pixels`; the caller
+    drops the network's voxels there, :func:`drop_hot_voxels`).
 
     Why: in a stack the network's voxels make the spots (3-D components), so a spot it scores near 0 in every
     plane (saturated, flat-topped, wide) had no voxel at all; a proposal's voxels in consecutive planes join
@@ -82,7 +86,9 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     import pandas as pd
 
     coords, prob, extra = rescore_candidates(rescorer, plane, yx, net_scores, filter_device(device))
-    keep = extra["is_proposal"] & (prob > floor)
+    net_hot = ~extra["is_proposal"] & extra["hot_pixel"]
+    hot_rc = np.rint(coords[net_hot]).astype(np.int64)
+    keep = extra["is_proposal"] & (prob > floor) & ~extra["hot_pixel"]
     coords, prob = coords[keep], prob[keep]
     h, w = (int(v) for v in plane.shape[-2:])
     r = np.clip(np.rint(coords[:, 0]).astype(np.int64), 0, h - 1)
@@ -91,7 +97,24 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     return pd.DataFrame({**{a: np.full(n, i) for a, i in outer.items()}, "z": np.full(n, z, dtype=np.int32),
                          "row": r.astype(np.int32), "col": c.astype(np.int32), "score": prob.astype(np.float32),
                          "dy": (coords[:, 0] - r).astype(np.float32), "dx": (coords[:, 1] - c).astype(np.float32),
-                         "intensity": extra["intensity"][keep]})
+                         "intensity": extra["intensity"][keep]}), hot_rc
+
+
+#: a hot pixel's network voxels reach this far (px, in rows and columns) from it
+HOT_REACH = 2
+
+
+def drop_hot_voxels(voxels, hot_rc: np.ndarray):
+    """A plane's network voxels (``row``, ``col`` columns) less those within :data:`HOT_REACH` of a hot pixel."""
+    if voxels is None or not len(voxels) or not len(hot_rc):
+        return voxels
+    from scipy.spatial import cKDTree
+
+    rc = np.column_stack([voxels["row"].to_numpy(), voxels["col"].to_numpy()]).astype(np.float64)
+    d, _ = cKDTree(np.asarray(hot_rc, dtype=np.float64)).query(rc, k=1, p=np.inf)
+    return voxels[d > HOT_REACH].reset_index(drop=True)
+
+
 
 
 def merge_stack_proposals(voxels, proposals, floor: float, axes: list, shape: tuple):
