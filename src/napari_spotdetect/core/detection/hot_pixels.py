@@ -31,24 +31,28 @@ def hot_pixel_at(x: np.ndarray, rc: np.ndarray, noise: float) -> np.ndarray:
     if not len(rc):
         return np.zeros(0, dtype=bool)
 
-    def at(r, c):
-        return x[np.clip(r, 0, h - 1), np.clip(c, 0, w - 1)].astype(np.float64)
+    def window(centre, k):
+        """The k x k values around each centre (N, k * k), row-major, edges clamped."""
+        d = np.arange(k) - k // 2
+        r = np.clip(centre[:, :1] + d, 0, h - 1)[:, :, None]
+        c = np.clip(centre[:, 1:] + d, 0, w - 1)[:, None, :]
+        return x[r, c].reshape(len(centre), k * k).astype(np.float64)
 
-    best = np.full(len(rc), -np.inf)
-    centre = rc.copy()
-    for dr in (-1, 0, 1):
-        for dc in (-1, 0, 1):
-            v = at(rc[:, 0] + dr, rc[:, 1] + dc)
-            up = v > best
-            best[up] = v[up]
-            centre[up] = rc[up] + (dr, dc)
-    ring = np.median([at(centre[:, 0] + dr, centre[:, 1] + dc) for dr in range(-2, 3) for dc in range(-2, 3)
-                      if max(abs(dr), abs(dc)) == 2], axis=0)
-    near = np.stack([at(centre[:, 0] + dr, centre[:, 1] + dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)
-                     if dr or dc])
+    first = window(rc, 3).argmax(1)  # the brightest pixel of the 3 x 3, the first on a tie
+    centre = rc + np.stack([first // 3 - 1, first % 3 - 1], 1)
+    v = window(centre, 5)
+    best = v[:, 12]
+    near = v[:, _NEAR]
+    ring = np.median(v[:, _RING], axis=1)
     excess = best - ring
-    return ((excess >= MIN_EXCESS * noise) & (near.mean(0) - ring <= MAX_SPREAD * excess)
-            & (best - near.max(0) > 0.5 * excess))
+    return ((excess >= MIN_EXCESS * noise) & (near.mean(1) - ring <= MAX_SPREAD * excess)
+            & (best - near.max(1) > 0.5 * excess))
+
+
+_GRID = np.array([(r, c) for r in range(-2, 3) for c in range(-2, 3)])
+#: positions in a 5 x 5 window (row-major) of the 8 neighbours and of the ring of 16 at distance 2
+_NEAR = np.flatnonzero(np.abs(_GRID).max(1) == 1)
+_RING = np.flatnonzero(np.abs(_GRID).max(1) == 2)
 
 
 __all__ = ["MAX_SPREAD", "MIN_EXCESS", "hot_pixel_at"]
