@@ -15,7 +15,8 @@ Gaussian (LoG) response does. This stage
    (``scripts/fit_rescorer.py``, :mod:`.rescore_fit`), so ``score`` is the probability that a candidate is an
    annotated spot.
 
-Candidates whose brightest pixel is a camera's hot pixel are dropped (:mod:`.hot_pixels`). Everything is per
+Candidates whose brightest pixel is a camera's hot pixel are dropped (:mod:`.hot_pixels`), and on planes the
+dim second calls an aberrated PSF puts beside every bright spot at one offset (:mod:`.echoes`). Everything is per
 2-D plane. Z-stacks keep the network's voxel scores, shifted in logit
 (:meth:`Rescorer.calibrate_voxels`) so that the model's default threshold keeps the voxels the network's own
 default kept, and each plane's proposals join them as voxels (:func:`stack_plane_proposals`,
@@ -28,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..models.rescorer import FEATURES, LOWEST_THRESHOLD, NET_CLIP, SIGMAS, BoostedTrees, Rescorer
+from .echoes import psf_echoes
 from .proposals import candidate_features
 from .rescore_fit import auc, fit_boosted_trees, fit_logistic
 
@@ -35,6 +37,8 @@ __all__ = ["FEATURES", "LOWEST_THRESHOLD", "NET_CLIP", "SIGMAS", "BoostedTrees",
            "candidate_features", "drop_hot_voxels", "fit_boosted_trees", "fit_logistic", "merge_stack_proposals",
            "rescore_candidates", "rescore_frame", "rescore_voxels", "stack_plane_proposals"]
 
+#: candidates scoring above this make the pairs that show a PSF's echoes (:func:`.echoes.psf_echoes`)
+ECHO_ELIGIBLE = 0.05
 #: z-stack voxels at or below this network score are no candidates (stacks get no proposals)
 STACK_NET_FLOOR = 0.01
 
@@ -57,13 +61,15 @@ def filter_device(device):
 def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float, device=None):
     """A plane's network candidates (a DataFrame with ``y, x, score``, or None) -> the rescored candidates
     (proposals added, ``score`` calibrated, ``contrast`` and ``relative_contrast`` added) above ``floor``, less
-    the camera's hot pixels (:mod:`.hot_pixels`), which are no spots at any threshold."""
+    the camera's hot pixels (:mod:`.hot_pixels`) and the PSF's echoes (:mod:`.echoes`), which are no spots at
+    any threshold."""
     import pandas as pd
 
     yx = frame[["y", "x"]].to_numpy() if frame is not None else np.zeros((0, 2))
     net = frame["score"].to_numpy() if frame is not None else np.zeros(0)
     coords, prob, extra = rescore_candidates(rescorer, plane, yx, net, filter_device(device))
     keep = (prob > floor) & ~extra["hot_pixel"]
+    keep &= ~psf_echoes(coords, extra["contrast"], keep & (prob > ECHO_ELIGIBLE))
     coords = coords[keep]
     n = len(coords)
     return pd.DataFrame({**{a: np.full(n, i) for a, i in outer.items()}, "y": coords[:, 0], "x": coords[:, 1],
