@@ -37,7 +37,7 @@ def psf_echoes(coords: np.ndarray, contrast: np.ndarray, eligible: np.ndarray | 
     idx = np.flatnonzero(eligible) if eligible is not None else np.arange(len(coords))
     if len(idx) < MIN_PAIRS + 1:
         return out
-    pairs = np.array(sorted(cKDTree(coords[idx]).query_pairs(RADIUS)), dtype=np.int64).reshape(-1, 2)
+    pairs = cKDTree(coords[idx]).query_pairs(RADIUS, output_type="ndarray").reshape(-1, 2)
     if not len(pairs):
         return out
     a, b = idx[pairs[:, 0]], idx[pairs[:, 1]]
@@ -51,7 +51,7 @@ def psf_echoes(coords: np.ndarray, contrast: np.ndarray, eligible: np.ndarray | 
     bright, dim, offset = bright[keep], dim[keep], offset[keep]
     # how many pairs share each pair's offset, against what offsets spread over the ring of allowed lengths
     # would put within TOLERANCE of a point
-    shared = np.array([len(n) for n in cKDTree(offset).query_ball_point(offset, TOLERANCE)])
+    shared = np.asarray(cKDTree(offset).query_ball_point(offset, TOLERANCE, return_length=True))
     chance = len(offset) * TOLERANCE ** 2 / (RADIUS ** 2 - MIN_OFFSET ** 2)
     pile = shared >= max(MIN_PAIRS, MIN_EXCESS * chance)
     out[dim[pile]] = True
