@@ -26,6 +26,19 @@ def test_dim_calls_at_one_repeated_offset_are_echoes_and_random_neighbours_are_n
     assert not psf_echoes(coords, contrast, (np.arange(len(coords)) >= 25) & (np.arange(len(coords)) < 50)).any()
 
 
+def test_doublets_at_one_distance_in_every_direction_are_no_echoes():
+    """Sister loci: a dim partner 2.5 px from each of 200 spots, in any direction (a ring of offsets)."""
+    rng = np.random.default_rng(4)
+    first = separated_points(200, (600, 600), 10, 12.0, seed=6)
+    angle = rng.uniform(0, 2 * np.pi, len(first))
+    second = first + 2.5 * np.stack([np.sin(angle), np.cos(angle)], 1)
+    coords = np.vstack([first, second])
+    assert not psf_echoes(coords, np.concatenate([np.full(200, 100.0), np.full(200, 40.0)])).any()
+    # the same partners all in one direction are a lobe
+    lobe = first + (1.8, 1.7)
+    assert psf_echoes(np.vstack([first, lobe]), np.concatenate([np.full(200, 100.0), np.full(200, 40.0)]))[200:].all()
+
+
 def test_a_crowd_of_spots_at_random_places_has_no_echoes():
     rng = np.random.default_rng(3)
     coords = rng.uniform(0, 120, (900, 2))  # about 60 neighbours within 5 px per point: many pairs by chance

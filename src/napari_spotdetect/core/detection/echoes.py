@@ -6,7 +6,8 @@ both the network and the LoG proposals call it; on a bead image of issue 24, 72 
 such second calls about 3 px from a bead on one diagonal, and on a synthetic one with a lobe of a fifth of
 the peak 2.4 px away every bead got one, scored 0.9-0.99. One image cannot tell a lobe from a dim neighbour
 by its shape, but it can by repetition: neighbours of real spots sit at random offsets, so their offset
-vectors (from the brighter to the dimmer) spread over the disc, while a lobe's pile up at one point. A dimmer
+vectors (from the brighter to the dimmer) spread over the disc (or, for doublets at one distance, around a
+ring), while a lobe's pile up at one point. A dimmer
 candidate whose offset from a brighter one falls in such a pile, far beyond chance, is dropped
 (:func:`psf_echoes`).
 """
@@ -49,11 +50,17 @@ def psf_echoes(coords: np.ndarray, contrast: np.ndarray, eligible: np.ndarray | 
     if keep.sum() < MIN_PAIRS:
         return out
     bright, dim, offset = bright[keep], dim[keep], offset[keep]
-    # how many pairs share each pair's offset, against what offsets spread over the ring of allowed lengths
-    # would put within TOLERANCE of a point
+    # how many pairs share each pair's offset, against what chance would put within TOLERANCE of it: offsets
+    # spread over the disc of allowed lengths, or over every direction at this length (pairs at one distance,
+    # e.g. doublets, pile up on a ring, not at a point)
     shared = np.asarray(cKDTree(offset).query_ball_point(offset, TOLERANCE, return_length=True))
-    chance = len(offset) * TOLERANCE ** 2 / (RADIUS ** 2 - MIN_OFFSET ** 2)
-    pile = shared >= max(MIN_PAIRS, MIN_EXCESS * chance)
+    length = length[keep]
+    lengths = np.sort(length)
+    same_length = (np.searchsorted(lengths, length + TOLERANCE, side="right")
+                   - np.searchsorted(lengths, length - TOLERANCE, side="left"))
+    chance = np.maximum(len(offset) * TOLERANCE ** 2 / (RADIUS ** 2 - MIN_OFFSET ** 2),
+                        same_length * TOLERANCE / (4 * length))
+    pile = shared >= np.maximum(MIN_PAIRS, MIN_EXCESS * chance)
     out[dim[pile]] = True
     return out
 
