@@ -17,7 +17,7 @@ from scipy import ndimage
 from ..common.parallel import cpu_workers, thread_map
 from ..models.ops import neighbours_nearest_first, peaks_above
 from ..models.rescorer import SIGMAS, logit
-from . import fft_filters
+from . import edges, fft_filters
 from .contrast import contrast_features, elbow
 from .hot_pixels import hot_pixel_at
 
@@ -30,7 +30,7 @@ NEIGHBOUR_RADIUS = 3.0
 #: the local noise is taken over a square window of this side (px)
 LOCAL_WINDOW = 15
 #: per-point numbers a band pass reads (``_band_pass``'s ``feats``)
-N_BAND_FEATURES = 6
+N_BAND_FEATURES = 7
 
 
 def _noise(hp: np.ndarray) -> float:
@@ -186,14 +186,15 @@ def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_c
     peaks = thread_map(lambda k: peaks_above(*maps[k]), range(len(maps)))
     sat = ndimage.uniform_filter(clipped.astype(np.float64), 3, mode="nearest") if clipped is not None else None
     h = int(plane.shape[-2])
+    smoothed = edges.smooth(x)
 
     def feats(rc_local):
-        """LoG response and best scale within 3 x 3, local noise, saturation, raw value and whether it is a hot
-        pixel, at band rows."""
+        """LoG response and best scale within 3 x 3, local noise, saturation, raw value, whether it is a hot
+        pixel, and its margin over its ring (:mod:`.edges`), at band rows."""
         r, c = rc_local[:, 0], rc_local[:, 1]
         return np.column_stack([window_max_at(resp, rc_local), np.array(SIGMAS)[_best_scale_at(resp, stack, rc_local)],
                                 local[r, c], sat[r, c] if sat is not None else np.zeros(len(r)), x[r, c],
-                                hot_pixel_at(x, rc_local, noise)])
+                                hot_pixel_at(x, rc_local, noise), edges.ring_margin(smoothed, rc_local, noise)])
 
     out_peaks = []
     for p in peaks:
@@ -221,7 +222,8 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
 
     Returns (coords (N, 2), features (N, len(FEATURES)), extras: ``contrast`` and ``relative_contrast`` as
     the contrast floor uses them, ``is_proposal``, ``intensity`` (the raw value at each one's pixel),
-    ``hot_pixel`` (its brightest pixel is a camera's hot pixel, :mod:`.hot_pixels`: no spot)).
+    ``hot_pixel`` (its brightest pixel is a camera's hot pixel, :mod:`.hot_pixels`: no spot), ``edge`` (a
+    point on the rim of a bright object, :mod:`.edges`: no spot)).
 
     The plane is read in bands of rows (:data:`BAND_PIXELS`; a lazy plane is never read whole), side by side
     where there are threads for it; the numbers are those of the whole plane at once (its noise from a sample
@@ -269,7 +271,7 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     coords = np.concatenate([yx, psub.reshape(-1, 2)])
     n_net = len(yx)
     f = np.concatenate([nfeat, pfeat.reshape(-1, N_BAND_FEATURES)])
-    at_resp, at_sigma, local, sat, pixel, hot = f.T
+    at_resp, at_sigma, local, sat, pixel, hot, margin = f.T
     net = np.concatenate([net_scores, np.zeros(len(coords) - n_net)])
     hp = None if kept is None else np.concatenate([k[1][r0 - a:r1 - a] for k, (r0, r1, a, _) in zip(kept, bands)])
     contrast, _, peak_c, _ = contrast_features(plane, coords, hp)
@@ -293,7 +295,7 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
         np.log(np.clip(rel_for_feat, 1e-3, 1e3)), np.log1p(np.maximum(local_snr, 0)), sat,
         np.log(np.clip(dom, 1e-3, 1.0)), np.log(np.clip(np.maximum(at_resp, 1e-3) / le, 1e-3, 1e3))])
     extra = {"contrast": contrast, "relative_contrast": rel, "is_proposal": np.arange(len(coords)) >= n_net,
-             "intensity": pixel, "hot_pixel": hot > 0}
+             "intensity": pixel, "hot_pixel": hot > 0, "edge": edges.on_edge(margin, net, sat)}
     return coords, feats, extra
 
 

@@ -15,7 +15,8 @@ Gaussian (LoG) response does. This stage
    (``scripts/fit_rescorer.py``, :mod:`.rescore_fit`), so ``score`` is the probability that a candidate is an
    annotated spot.
 
-Candidates whose brightest pixel is a camera's hot pixel are dropped (:mod:`.hot_pixels`), and on planes the
+Candidates whose brightest pixel is a camera's hot pixel are dropped (:mod:`.hot_pixels`), so are points on the
+rim of a bright object that the network doubts (:mod:`.edges`), and on planes the
 dim second calls an aberrated PSF puts beside every bright spot at one offset (:mod:`.echoes`). Everything is per
 2-D plane. Z-stacks keep the network's voxel scores, shifted in logit
 (:meth:`Rescorer.calibrate_voxels`) so that the model's default threshold keeps the voxels the network's own
@@ -61,14 +62,14 @@ def filter_device(device):
 def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float, device=None):
     """A plane's network candidates (a DataFrame with ``y, x, score``, or None) -> the rescored candidates
     (proposals added, ``score`` calibrated, ``contrast`` and ``relative_contrast`` added) above ``floor``, less
-    the camera's hot pixels (:mod:`.hot_pixels`) and the PSF's echoes (:mod:`.echoes`), which are no spots at
-    any threshold."""
+    the camera's hot pixels (:mod:`.hot_pixels`), points on a bright object's rim (:mod:`.edges`) and the PSF's
+    echoes (:mod:`.echoes`), which are no spots at any threshold."""
     import pandas as pd
 
     yx = frame[["y", "x"]].to_numpy() if frame is not None else np.zeros((0, 2))
     net = frame["score"].to_numpy() if frame is not None else np.zeros(0)
     coords, prob, extra = rescore_candidates(rescorer, plane, yx, net, filter_device(device))
-    keep = (prob > floor) & ~extra["hot_pixel"]
+    keep = (prob > floor) & ~extra["hot_pixel"] & ~extra["edge"]
     keep &= ~psf_echoes(coords, extra["contrast"], keep & (prob > ECHO_ELIGIBLE))
     coords = coords[keep]
     n = len(coords)
@@ -94,7 +95,7 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     coords, prob, extra = rescore_candidates(rescorer, plane, yx, net_scores, filter_device(device))
     net_hot = ~extra["is_proposal"] & extra["hot_pixel"]
     hot_rc = np.rint(coords[net_hot]).astype(np.int64)
-    keep = extra["is_proposal"] & (prob > floor) & ~extra["hot_pixel"]
+    keep = extra["is_proposal"] & (prob > floor) & ~extra["hot_pixel"] & ~extra["edge"]
     coords, prob = coords[keep], prob[keep]
     h, w = (int(v) for v in plane.shape[-2:])
     r = np.clip(np.rint(coords[:, 0]).astype(np.int64), 0, h - 1)
