@@ -6,7 +6,7 @@ import pytest
 from scipy import ndimage
 
 from napari_spotdetect.core.detection.detect import detect
-from napari_spotdetect.core.detection.edges import on_edge, ring_margin, smooth
+from napari_spotdetect.core.detection.edges import capped_scores, on_edge, ring_margin, smooth
 from napari_spotdetect.core.models.zoo import bundled_path, load_model
 
 
@@ -25,9 +25,12 @@ def test_a_rim_point_has_no_margin_and_a_spot_alone_or_in_a_crowd_has():
     assert (margin[:3] < 1).all()  # just inside the rim, on three sides
     assert (margin[3:] > 20).all()  # alone, and in the crowd
     assert ring_margin(smooth(img), np.zeros((0, 2)), 5.0).shape == (0,)
-    # the rule needs the network's doubt too, and never takes a clipped spot
-    assert on_edge(np.array([0.2, 0.2, 0.2, 3.0]), np.array([0.1, 0.9, 0.1, 0.1]),
-                   np.array([0.0, 0.0, 0.5, 0.0])).tolist() == [True, False, False, False]
+    # a clipped spot is flat on top, never one-sided
+    edge = on_edge(np.array([0.2, 0.2, 3.0]), np.array([0.0, 0.5, 0.0]))
+    assert edge.tolist() == [True, False, False]
+    # a one-sided candidate keeps the network's score, but stays a candidate
+    capped = capped_scores(np.array([0.9, 0.9, 0.9]), edge, np.array([0.0, 0.1, 0.1]), 0.002)
+    assert capped.tolist() == [0.002, 0.9, 0.9]
 
 
 @pytest.fixture(scope="module")

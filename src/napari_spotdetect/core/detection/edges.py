@@ -3,11 +3,12 @@
 Why: the second stage's contrast takes a candidate's background from a low percentile of the window around it,
 so beside a sharp edge (a bright cell, nucleus, bead cluster or debris in focus) the dark outside sets the
 background and every noise bump along the inner rim looks like a bright spot. The network scores those points
-low (median 0.07 on a synthetic bright disc with a rim of 1 px blur), but the features raised 94 of them above
+low (median 0.07 on a synthetic bright disc with a rim of 1 px blur), but the features raised 88 of them above
 the default threshold, a ring of false spots along the rim. A spot is brighter than its surroundings in every
 direction; a point on a rim is not brighter than the object's side. :func:`ring_margin` measures by how much a
 candidate's peak stands above the third-brightest of eight directions around it (a neighbouring spot or two
-may fill one or two directions; an edge fills about half of them).
+may fill one or two directions; an edge fills about half of them); where that is within the noise, the
+contrast evidence is one-sided and the network's score stands (:func:`capped_scores`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import numpy as np
 #: the ring of pixels around a candidate (px, from-to), its sectors, and the Gaussian the image is smoothed with
 #: (px)
 RING_RADII, SECTORS, SMOOTH = (3.0, 4.0), 8, 1.0
-#: a candidate whose peak stands less than this many noise units above its third-brightest sector, whose
-#: network score is below NET_DOUBT and with no clipped pixel, is on an edge
-MIN_MARGIN, NET_DOUBT = 1.0, 0.5
+#: a candidate whose peak stands less than this many noise units above its third-brightest sector (and with no
+#: clipped pixel) is one-sided: its score is held to the network's (:func:`capped_scores`)
+MIN_MARGIN = 1.0
 
 
 def _ring_offsets():
@@ -64,10 +65,17 @@ def ring_margin(smoothed: np.ndarray, rc: np.ndarray, noise: float) -> np.ndarra
     return (peak - np.sort(sectors, axis=1)[:, -3]) / noise
 
 
-def on_edge(margin: np.ndarray, net_scores: np.ndarray, saturated: np.ndarray) -> np.ndarray:
-    """Which candidates are edge points: little above their third-brightest direction, doubted by the network
-    (a proposal has no network score: 0), and with no clipped pixel (a clipped spot is flat on top)."""
-    return (margin < MIN_MARGIN) & (net_scores < NET_DOUBT) & (saturated <= 0)
+def on_edge(margin: np.ndarray, saturated: np.ndarray) -> np.ndarray:
+    """Which candidates are one-sided: little above their third-brightest direction, and with no clipped pixel
+    (a clipped spot is flat on top)."""
+    return (margin < MIN_MARGIN) & (saturated <= 0)
 
 
-__all__ = ["MIN_MARGIN", "NET_DOUBT", "RING_RADII", "SECTORS", "SMOOTH", "on_edge", "ring_margin", "smooth"]
+def capped_scores(prob: np.ndarray, edge: np.ndarray, net_scores: np.ndarray, least: float) -> np.ndarray:
+    """The second stage's scores with a one-sided candidate's held to the network's own (which knows rims),
+    but at least ``least`` (the network's candidate floor), so it stays a candidate: a dim spot beside
+    brighter ones that looks one-sided still comes back at the slider's minimum."""
+    return np.where(edge, np.minimum(prob, np.maximum(net_scores, least)), prob)
+
+
+__all__ = ["MIN_MARGIN", "capped_scores", "RING_RADII", "SECTORS", "SMOOTH", "on_edge", "ring_margin", "smooth"]

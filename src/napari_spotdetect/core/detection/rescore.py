@@ -15,8 +15,8 @@ Gaussian (LoG) response does. This stage
    (``scripts/fit_rescorer.py``, :mod:`.rescore_fit`), so ``score`` is the probability that a candidate is an
    annotated spot.
 
-Candidates whose brightest pixel is a camera's hot pixel are dropped (:mod:`.hot_pixels`), so are points on the
-rim of a bright object that the network doubts (:mod:`.edges`), and on planes the
+Candidates whose brightest pixel is a camera's hot pixel are dropped (:mod:`.hot_pixels`), a point on the rim of a
+bright object keeps the network's own score (:mod:`.edges`), and on planes the
 dim second calls an aberrated PSF puts beside every bright spot at one offset (:mod:`.echoes`). Everything is per
 2-D plane. Z-stacks keep the network's voxel scores, shifted in logit
 (:meth:`Rescorer.calibrate_voxels`) so that the model's default threshold keeps the voxels the network's own
@@ -31,6 +31,7 @@ import numpy as np
 
 from ..models.rescorer import FEATURES, LOWEST_THRESHOLD, NET_CLIP, SIGMAS, BoostedTrees, Rescorer
 from .echoes import psf_echoes
+from .edges import capped_scores
 from .proposals import candidate_features
 from .rescore_fit import auc, fit_boosted_trees, fit_logistic
 
@@ -46,10 +47,12 @@ STACK_NET_FLOOR = 0.01
 
 def rescore_candidates(rescorer: Rescorer, plane, yx: np.ndarray, net_scores: np.ndarray, device=None):
     """(coords, calibrated scores, extras of :func:`candidate_features`) of the network's candidates plus the
-    plane's proposals (filtered on ``device``, see :func:`candidate_features`)."""
+    plane's proposals (filtered on ``device``, see :func:`candidate_features`); a one-sided candidate's score is
+    held to the network's (:func:`.edges.capped_scores`)."""
     yx, feats, extra = candidate_features(plane, yx, net_scores, rescorer.proposal_cut, rescorer.scale_cut,
                                           rescorer.merge_radius, device)
-    return yx, rescorer.probability(feats), extra
+    prob = capped_scores(rescorer.probability(feats), extra["edge"], extra["network_score"], rescorer.net_floor)
+    return yx, prob, extra
 
 
 # -- what detect() calls -----------------------------------------------------------------------------------
@@ -62,14 +65,14 @@ def filter_device(device):
 def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float, device=None):
     """A plane's network candidates (a DataFrame with ``y, x, score``, or None) -> the rescored candidates
     (proposals added, ``score`` calibrated, ``contrast`` and ``relative_contrast`` added) above ``floor``, less
-    the camera's hot pixels (:mod:`.hot_pixels`), points on a bright object's rim (:mod:`.edges`) and the PSF's
-    echoes (:mod:`.echoes`), which are no spots at any threshold."""
+    the camera's hot pixels (:mod:`.hot_pixels`) and the PSF's echoes (:mod:`.echoes`), which are no spots at
+    any threshold."""
     import pandas as pd
 
     yx = frame[["y", "x"]].to_numpy() if frame is not None else np.zeros((0, 2))
     net = frame["score"].to_numpy() if frame is not None else np.zeros(0)
     coords, prob, extra = rescore_candidates(rescorer, plane, yx, net, filter_device(device))
-    keep = (prob > floor) & ~extra["hot_pixel"] & ~extra["edge"]
+    keep = (prob > floor) & ~extra["hot_pixel"]
     keep &= ~psf_echoes(coords, extra["contrast"], keep & (prob > ECHO_ELIGIBLE))
     coords = coords[keep]
     n = len(coords)
@@ -95,7 +98,7 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     coords, prob, extra = rescore_candidates(rescorer, plane, yx, net_scores, filter_device(device))
     net_hot = ~extra["is_proposal"] & extra["hot_pixel"]
     hot_rc = np.rint(coords[net_hot]).astype(np.int64)
-    keep = extra["is_proposal"] & (prob > floor) & ~extra["hot_pixel"] & ~extra["edge"]
+    keep = extra["is_proposal"] & (prob > floor) & ~extra["hot_pixel"]
     coords, prob = coords[keep], prob[keep]
     h, w = (int(v) for v in plane.shape[-2:])
     r = np.clip(np.rint(coords[:, 0]).astype(np.int64), 0, h - 1)
