@@ -26,7 +26,8 @@ def test_torch_maps_are_scipys_to_rounding():
     resp = log_response(None, stack)
     hp = x - ndimage.gaussian_filter(x, 2.0)
     want = {"hp": hp, "stack": stack, "resp": resp,
-            "local": np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0))}
+            "local": np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, LOCAL_WINDOW, mode="reflect"), 0)),
+            "smooth": ndimage.gaussian_filter(x, 1.0)}
     for k, v in want.items():
         assert got[k].shape == v.shape, k
         np.testing.assert_allclose(got[k], v, rtol=1e-10, atol=1e-10 * np.abs(v).max(), err_msg=k)
@@ -41,6 +42,7 @@ def test_candidates_filtered_with_torch_are_scipys():
     assert len(a[0]) > len(yx)  # proposals too
     np.testing.assert_allclose(b[0], a[0], atol=1e-9)
     np.testing.assert_allclose(b[1], a[1], rtol=1e-8, atol=1e-9)
+    assert (a[2]["edge"] == b[2]["edge"]).all()
     # detection filters on a CUDA model's GPU, else with scipy (MPS has no float64)
     assert filter_device(torch.device("cpu")) is None and filter_device(torch.device("mps")) is None
     assert filter_device(torch.device("cuda", 0)) == torch.device("cuda", 0)

@@ -15,7 +15,8 @@ def scipy_maps(x, noise, sigmas, local_window, workers=1, hp=None, spectrum=None
     hp = x - ndimage.gaussian_filter(x, fft_filters.HIGHPASS_SIGMA) if hp is None else hp
     stack = np.stack([-ndimage.gaussian_laplace(x / noise, s) * s * s for s in sigmas])
     local = np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, local_window, mode="reflect"), 0))
-    return {"hp": hp, "stack": stack, "resp": stack.max(0), "local": local}
+    return {"hp": hp, "stack": stack, "resp": stack.max(0), "local": local,
+            "smooth": ndimage.gaussian_filter(x, fft_filters.SMOOTH_SIGMA)}
 
 
 @pytest.mark.parametrize("shape", [(150, 97), (5, 37), (1, 1), (64, 3)])
@@ -51,3 +52,4 @@ def test_candidates_and_features_are_those_of_scipys_filters(monkeypatch):
     np.testing.assert_allclose(fast[0], slow[0], rtol=0, atol=1e-9)
     np.testing.assert_allclose(fast[1], slow[1], rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(fast[2]["contrast"], slow[2]["contrast"], rtol=1e-9, atol=1e-9)
+    assert (fast[2]["edge"] == slow[2]["edge"]).all() and (fast[2]["hot_pixel"] == slow[2]["hot_pixel"]).all()

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..io.image_sources import mirror_index
-from .fft_filters import kernel_1d
+from .fft_filters import SMOOTH_SIGMA, kernel_1d
 
 
 def _weights(sigma: float, order: int) -> torch.Tensor:
@@ -50,7 +50,8 @@ def _gaussian(x: torch.Tensor, sigma: float, orders=(0, 0)) -> torch.Tensor:
 def band_maps(x: np.ndarray, noise: float, sigmas, local_window: int, device: torch.device) -> dict:
     """A band's maps, as :func:`.proposals._band_pass` computes them with scipy: ``hp`` (minus its sigma-2 blur),
     ``stack`` (scale-normalised LoG per sigma, on the band over ``noise``), ``resp`` (its max over the scales)
-    and ``local`` (the local high-pass RMS over ``local_window``). numpy float64 out."""
+    ``local`` (the local high-pass RMS over ``local_window``) and ``smooth`` (the band blurred by
+    :data:`.fft_filters.SMOOTH_SIGMA`). numpy float64 out."""
     with torch.inference_mode():
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)).to(device)[None]
         hp = t - _gaussian(t, 2.0)
@@ -59,7 +60,8 @@ def band_maps(x: np.ndarray, noise: float, sigmas, local_window: int, device: to
         r = (local_window - 1) // 2
         sq = _pad_reflect(_pad_reflect(hp * hp, r, 1), r, 2)
         local = torch.sqrt(torch.clamp(F.avg_pool2d(sq[:, None], local_window, stride=1)[:, 0], min=0))
-        out = {"hp": hp[0], "stack": stack, "resp": stack.max(0).values, "local": local[0]}
+        out = {"hp": hp[0], "stack": stack, "resp": stack.max(0).values, "local": local[0],
+               "smooth": _gaussian(t, SMOOTH_SIGMA)[0]}
         return {k: v.cpu().numpy() for k, v in out.items()}
 
 

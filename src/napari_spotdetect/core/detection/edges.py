@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .fft_filters import SMOOTH_SIGMA
+
 #: the ring of pixels around a candidate (px, from-to), its sectors, and the Gaussian the image is smoothed with
 #: (px)
-RING_RADII, SECTORS, SMOOTH = (3.0, 4.0), 8, 1.0
+RING_RADII, SECTORS, SMOOTH = (3.0, 4.0), 8, SMOOTH_SIGMA
 #: a candidate whose peak stands less than this many noise units above its third-brightest sector (and with no
 #: clipped pixel) is one-sided: its score is held to the network's (:func:`capped_scores`)
 MIN_MARGIN = 1.0
@@ -39,7 +41,8 @@ _PEAK = np.stack([a.ravel() for a in np.meshgrid([-1, 0, 1], [-1, 0, 1], indexin
 
 
 def smooth(x: np.ndarray) -> np.ndarray:
-    """The image as :func:`ring_margin` reads it (a band's once for all its points)."""
+    """The image as :func:`ring_margin` reads it (the second stage takes it from its band maps instead, the
+    same to rounding)."""
     from scipy import ndimage
 
     return ndimage.gaussian_filter(np.asarray(x, dtype=np.float64), SMOOTH, truncate=4.0)

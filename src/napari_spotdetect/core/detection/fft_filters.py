@@ -25,6 +25,8 @@ from ..io.image_sources import mirror_index
 TRUNCATE = 4.0
 #: the high-pass is the plane minus its blur by this sigma
 HIGHPASS_SIGMA = 2.0
+#: the blur :mod:`.edges` compares a candidate's peak with its ring in (its ``SMOOTH``)
+SMOOTH_SIGMA = 1.0
 
 
 def kernel_1d(sigma: float, order: int) -> np.ndarray:
@@ -83,14 +85,16 @@ def band_maps(x: np.ndarray, noise: float, sigmas, local_window: int, workers: i
               hp: np.ndarray | None = None, spectrum=None) -> dict:
     """A band's maps, as :func:`.proposals._band_pass` computed them with scipy: ``hp`` (minus its sigma-2 blur),
     ``stack`` (scale-normalised LoG per sigma, on the band over ``noise``), ``resp`` (its max over the scales)
-    and ``local`` (the local high-pass RMS over ``local_window``, scipy's uniform filter). float64. ``hp``,
+    ``local`` (the local high-pass RMS over ``local_window``, scipy's uniform filter) and ``smooth`` (the band
+    blurred by :data:`SMOOTH_SIGMA`, what :mod:`.edges` reads). float64. ``hp``,
     ``spectrum``: the band's high-pass and :func:`band_spectrum` where the caller has them already."""
     x = np.asarray(x, dtype=np.float64)
     shape, back = spectrum if spectrum is not None else band_spectrum(x, sigmas, workers)
     hp = x - back(_separable(HIGHPASS_SIGMA, (0, 0), shape)) if hp is None else hp
     stack = np.stack([back(_log_transfer(s, shape)) * (1.0 / noise) for s in sigmas])
     local = np.sqrt(np.maximum(ndimage.uniform_filter(hp * hp, local_window, mode="reflect"), 0))
-    return {"hp": hp, "stack": stack, "resp": stack.max(0), "local": local}
+    return {"hp": hp, "stack": stack, "resp": stack.max(0), "local": local,
+            "smooth": back(_separable(SMOOTH_SIGMA, (0, 0), shape))}
 
 
 def _log_transfer(sigma: float, shape: tuple) -> np.ndarray:
@@ -108,4 +112,4 @@ def highpass(x: np.ndarray, workers: int = 1, spectrum=None) -> np.ndarray:
     return x - back(_separable(HIGHPASS_SIGMA, (0, 0), shape))
 
 
-__all__ = ["HIGHPASS_SIGMA", "TRUNCATE", "band_maps", "band_spectrum", "highpass", "kernel_1d"]
+__all__ = ["HIGHPASS_SIGMA", "SMOOTH_SIGMA", "TRUNCATE", "band_maps", "band_spectrum", "highpass", "kernel_1d"]

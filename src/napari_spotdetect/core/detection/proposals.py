@@ -176,7 +176,7 @@ def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_c
     else:  # one transform of the band for all its maps (:mod:`.fft_filters`), the same maps as scipy's
         x, hp, spec = rows if rows is not None else (_rows(plane, a, b), None, None)
         maps = fft_filters.band_maps(x, noise, SIGMAS, LOCAL_WINDOW, workers, hp, spec)
-    hp, stack, resp, local = (maps[k] for k in ("hp", "stack", "resp", "local"))
+    hp, stack, resp, local, smoothed = (maps[k] for k in ("hp", "stack", "resp", "local", "smooth"))
     clipped = x >= top if top is not None else None  # the plane's saturated pixels (None: it has none)
     flat = ndimage.binary_dilation(clipped, iterations=FLAT_RIM) if clipped is not None and FLAT_RIM else clipped
     core = np.zeros(resp.shape, dtype=bool)
@@ -186,7 +186,6 @@ def _band_pass(plane, band, noise: float, top: float | None, cut: float, scale_c
     peaks = thread_map(lambda k: peaks_above(*maps[k]), range(len(maps)))
     sat = ndimage.uniform_filter(clipped.astype(np.float64), 3, mode="nearest") if clipped is not None else None
     h = int(plane.shape[-2])
-    smoothed = edges.smooth(x)
 
     def feats(rc_local):
         """LoG response and best scale within 3 x 3, local noise, saturation, raw value, whether it is a hot
