@@ -54,6 +54,16 @@ def randomise_batchnorm(net):
     return net
 
 
+@pytest.fixture(scope="module")
+def default_model():
+    """The bundled default model on the CPU (one per test module: some tests change its settings)."""
+    from napari_spotdetect.core.models.zoo import bundled_path, load_model
+
+    if not bundled_path("default").exists():
+        pytest.skip("the bundled default model is not in this checkout")
+    return load_model("default", device="cpu")
+
+
 @pytest.fixture(scope="session")
 def mhybrid() -> Path:
     """The published DeepSpot SavedModel folder (downloaded once from PyPI into the cache)."""

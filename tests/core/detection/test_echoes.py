@@ -2,11 +2,9 @@
 dim neighbours at random offsets, and bright pairs, stay."""
 
 import numpy as np
-import pytest
 
 from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.detection.echoes import psf_echoes
-from napari_spotdetect.core.models.zoo import bundled_path, load_model
 from tests.conftest import separated_points
 
 
@@ -44,13 +42,6 @@ def test_a_crowd_of_spots_at_random_places_has_no_echoes():
     coords = rng.uniform(0, 120, (900, 2))  # about 60 neighbours within 5 px per point: many pairs by chance
     assert not psf_echoes(coords, rng.lognormal(3, 1, len(coords))).any()
     assert not psf_echoes(coords[:3], np.ones(3)).any()
-
-
-@pytest.fixture(scope="module")
-def default_model():
-    if not bundled_path("default").exists():
-        pytest.skip("the bundled default model is not in this checkout")
-    return load_model("default", device="cpu")
 
 
 def test_the_bundled_model_calls_each_bead_of_an_aberrated_psf_once(default_model):

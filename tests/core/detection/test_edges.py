@@ -2,12 +2,10 @@
 it and in a crowd stay."""
 
 import numpy as np
-import pytest
 from scipy import ndimage
 
 from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.detection.edges import capped_scores, on_edge, ring_margin, smooth
-from napari_spotdetect.core.models.zoo import bundled_path, load_model
 
 
 def _gauss(shape, centres, amp, sigma=1.2):
@@ -31,13 +29,6 @@ def test_a_rim_point_has_no_margin_and_a_spot_alone_or_in_a_crowd_has():
     # a one-sided candidate keeps the network's score, but stays a candidate
     capped = capped_scores(np.array([0.9, 0.9, 0.9]), edge, np.array([0.0, 0.1, 0.1]), 0.002)
     assert capped.tolist() == [0.002, 0.9, 0.9]
-
-
-@pytest.fixture(scope="module")
-def default_model():
-    if not bundled_path("default").exists():
-        pytest.skip("the bundled default model is not in this checkout")
-    return load_model("default", device="cpu")
 
 
 def test_the_bundled_model_calls_no_spots_along_a_bright_objects_rim(default_model):

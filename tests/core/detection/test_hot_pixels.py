@@ -2,11 +2,9 @@
 as a coarsely sampled PSF, clipped plateaus and dim specks are left to the score."""
 
 import numpy as np
-import pytest
 
 from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.detection.hot_pixels import hot_pixel_at
-from napari_spotdetect.core.models.zoo import bundled_path, load_model
 from tests.conftest import separated_points
 
 
@@ -34,13 +32,6 @@ def test_a_lone_bright_pixel_is_hot_and_a_narrow_spot_a_plateau_or_a_dim_speck_i
     # the same spike found from a neighbouring pixel (a candidate's rounding is off by one)
     assert hot_pixel_at(img, np.array([[49, 11], [51, 9]]), noise).all()
     assert hot_pixel_at(img, np.zeros((0, 2)), noise).shape == (0,)
-
-
-@pytest.fixture(scope="module")
-def default_model():
-    if not bundled_path("default").exists():
-        pytest.skip("the bundled default model is not in this checkout")
-    return load_model("default", device="cpu")
 
 
 def test_the_bundled_model_calls_no_hot_pixel_and_still_finds_the_spots_around_them(default_model):

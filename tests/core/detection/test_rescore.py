@@ -16,15 +16,8 @@ from napari_spotdetect.core.detection.rescore import (
 )
 from napari_spotdetect.core.errors import ModelFileError
 from napari_spotdetect.core.groundtruth.metrics import match_spots
-from napari_spotdetect.core.models.zoo import bundled_path, load_model
+from napari_spotdetect.core.models.zoo import load_model
 from napari_spotdetect.core.weights.native import model_to_state
-
-
-@pytest.fixture(scope="module")
-def default_model():
-    if not bundled_path("default").exists():
-        pytest.skip("the bundled default model is not in this checkout")
-    return load_model("default", device="cpu")
 
 
 @pytest.fixture(scope="module")

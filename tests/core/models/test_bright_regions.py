@@ -10,7 +10,6 @@ from napari_spotdetect._sample_data import smfish_2d
 from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.groundtruth.metrics import match_spots
 from napari_spotdetect.core.models.piscis import percentile_limits
-from napari_spotdetect.core.models.zoo import bundled_path, load_model
 from napari_spotdetect.core.training.synthetic import synthetic_dataset, with_bright_patch
 
 REAL = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "real"
@@ -19,13 +18,6 @@ REAL = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "real"
 def outside(yx: np.ndarray, mask: np.ndarray) -> np.ndarray:
     rc = np.clip(np.round(yx).astype(int), 0, np.array(mask.shape) - 1)
     return yx[~mask[rc[:, 0], rc[:, 1]]]
-
-
-@pytest.fixture(scope="module")
-def default_model():
-    if not bundled_path("default").exists():
-        pytest.skip("the bundled default model is not in this checkout")
-    return load_model("default", device="cpu")
 
 
 def _found_outside(model, image, truth, mask) -> float:

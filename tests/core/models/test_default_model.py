@@ -1,19 +1,11 @@
 """The bundled default model: loads, documents itself, detects well on its kind, ignores intensity scale."""
 
 import numpy as np
-import pytest
 
 from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.groundtruth.metrics import evaluate
-from napari_spotdetect.core.models.zoo import bundled_path, load_model
+from napari_spotdetect.core.models.zoo import bundled_path
 from napari_spotdetect.core.training.synthetic import synthetic_dataset
-
-
-@pytest.fixture(scope="module")
-def default_model():
-    if not bundled_path("default").exists():
-        pytest.skip("the bundled default model is not in this checkout")
-    return load_model("default", device="cpu")
 
 
 def test_card_records_training_and_scores(default_model):
