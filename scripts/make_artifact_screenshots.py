@@ -62,6 +62,7 @@ def main():
     args = ap.parse_args()
     import napari
     import torch
+    from make_bright_region_screenshots import show_detected
 
     from napari_spotdetect import detect, load_model
 
@@ -83,11 +84,7 @@ def main():
         with rules_off() if off else contextlib.nullcontext():
             found = [detect(img.astype(np.uint16), model, keep_maps=False).spots[["y", "x"]].to_numpy() + s
                      for (img, _), s in zip(sc, shift)]
-        if "detected" in viewer.layers:
-            viewer.layers.remove("detected")
-        viewer.add_points(np.vstack(found), name="detected", size=5, face_color="yellow", border_width=0)
-        viewer.reset_view()
-        viewer.screenshot(str(Path(args.out) / name), canvas_only=True)
+        show_detected(viewer, np.vstack(found), Path(args.out) / name, size=5)
         print(f"{name}: spots per scene {[len(f) for f in found]}, true {[len(t) for _, t in sc]}")
     viewer.close()
 

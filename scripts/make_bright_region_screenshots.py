@@ -18,6 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real"
 
 
+def show_detected(viewer, spots, path: Path, size: float) -> None:
+    """Replace the viewer's ``detected`` points with ``spots`` (yellow dots) and save the canvas to ``path``."""
+    if "detected" in viewer.layers:
+        viewer.layers.remove("detected")
+    viewer.add_points(spots, name="detected", size=size, face_color="yellow", border_width=0)
+    viewer.reset_view()
+    viewer.screenshot(str(path), canvas_only=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "docs"))
@@ -43,11 +52,7 @@ def main():
                       border_width=0.1)
     for rule, name in ((False, "bright_region_before.png"), (True, "bright_region_after.png")):
         spots = detect(img, model.with_bright_region_rule(rule)).spots[["y", "x"]].to_numpy()
-        if "detected" in viewer.layers:
-            viewer.layers.remove("detected")
-        viewer.add_points(spots, name="detected", size=6, face_color="yellow", border_width=0)
-        viewer.reset_view()
-        viewer.screenshot(str(Path(args.out) / name), canvas_only=True)
+        show_detected(viewer, spots, Path(args.out) / name, size=6)
         print(f"{name}: {len(spots)} spots ({len(im.spots)} annotated)")
     viewer.close()
 
