@@ -32,7 +32,7 @@ is a second pass over each plane on the CPU (about 0.1 s per megapixel), so it i
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -77,6 +77,8 @@ class Run:
     nz: int
     whole_planes: bool  # read each plane whole (in memory, or a model with whole-plane pre-processing)
     maps: dict
+    #: candidates above the floor that the second stage's rules left out as no spots, by rule (:mod:`.rescore`)
+    left_out: dict = field(default_factory=lambda: {"hot_pixels": 0, "psf_echoes": 0})
 
     @property
     def n_planes(self) -> int:
@@ -212,6 +214,7 @@ def _provenance(run: Run) -> dict:
         "min_distance": int(run.min_distance),
         "contrast_floor": run.contrast_floor if run.can_contrast else "not applied (z-stack or channels fed together)",
         "test_time_augmentation": bool(run.augment),
+        **({"left_out_as_no_spots": dict(run.left_out)} if run.rescorer is not None else {}),
         "normalization": run.model.normalization(),
         "axes": run.axes,
         "image_shape": [int(v) for v in run.arr.shape],  # checks labels and exports against the image's grid

@@ -86,7 +86,7 @@ def plane_spots(run: Run, src, oidx: tuple, z: int, plane_index: int):
         yx = np.concatenate([c.pop("_yx2d") for c in cands]) if cands else np.zeros((0, 2))
         net = np.concatenate([c.pop("_score2d") for c in cands]) if cands else np.zeros(0)
         props, hot = stack_plane_proposals(run.rescorer, src[0], z, yx, net, run.floor,
-                                           dict(zip(run.outer_axes, oidx)), run.model.device)
+                                           dict(zip(run.outer_axes, oidx)), run.model.device, run.left_out)
         frame = drop_hot_voxels(plane_frame(run, cands, oidx), hot)
         if not len(props):
             return frame
@@ -95,7 +95,7 @@ def plane_spots(run: Run, src, oidx: tuple, z: int, plane_index: int):
     frame = plane_frame(run, cands, oidx)
     if run.rescorer is not None and run.can_contrast:
         frame = rescore_frame(run.rescorer, frame, src[0], dict(zip(run.outer_axes, oidx)), run.floor,
-                              run.model.device)
+                              run.model.device, run.left_out)
     elif frame is not None and run.contrasts:
         add_contrast(frame, src[0])
     return frame

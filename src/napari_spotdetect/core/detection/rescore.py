@@ -62,18 +62,24 @@ def filter_device(device):
     return device if device is not None and getattr(device, "type", None) == "cuda" else None
 
 
-def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float, device=None):
+def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float, device=None,
+                  left_out: dict | None = None):
     """A plane's network candidates (a DataFrame with ``y, x, score``, or None) -> the rescored candidates
     (proposals added, ``score`` calibrated, ``contrast`` and ``relative_contrast`` added) above ``floor``, less
     the camera's hot pixels (:mod:`.hot_pixels`) and the PSF's echoes (:mod:`.echoes`), which are no spots at
-    any threshold."""
+    any threshold; ``left_out``: a count by rule (``hot_pixels``, ``psf_echoes``) to add those to."""
     import pandas as pd
 
     yx = frame[["y", "x"]].to_numpy() if frame is not None else np.zeros((0, 2))
     net = frame["score"].to_numpy() if frame is not None else np.zeros(0)
     coords, prob, extra = rescore_candidates(rescorer, plane, yx, net, filter_device(device))
-    keep = (prob > floor) & ~extra["hot_pixel"]
-    keep &= ~psf_echoes(coords, extra["contrast"], keep & (prob > ECHO_ELIGIBLE))
+    above = prob > floor
+    keep = above & ~extra["hot_pixel"]
+    echo = psf_echoes(coords, extra["contrast"], keep & (prob > ECHO_ELIGIBLE))
+    if left_out is not None:
+        left_out["hot_pixels"] += int((above & extra["hot_pixel"]).sum())
+        left_out["psf_echoes"] += int((keep & echo).sum())
+    keep &= ~echo
     coords = coords[keep]
     n = len(coords)
     return pd.DataFrame({**{a: np.full(n, i) for a, i in outer.items()}, "y": coords[:, 0], "x": coords[:, 1],
@@ -82,7 +88,7 @@ def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float, d
 
 
 def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net_scores: np.ndarray,
-                          floor: float, outer: dict, device=None):
+                          floor: float, outer: dict, device=None, left_out: dict | None = None):
     """A z-stack plane's LoG proposals (:func:`candidate_features`) that no network peak of that plane sits
     near, as voxels (``z, row, col, score, dy, dx, intensity``) scored by the rescorer above ``floor``, and the
     (row, col) of the plane's network peaks that are a camera's hot pixels (:mod:`.hot_pixels`; the caller
@@ -99,6 +105,8 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     net_hot = ~extra["is_proposal"] & extra["hot_pixel"]
     hot_rc = np.rint(coords[net_hot]).astype(np.int64)
     keep = extra["is_proposal"] & (prob > floor) & ~extra["hot_pixel"]
+    if left_out is not None:  # per plane: a hot pixel through the stack counts once in each plane it is found
+        left_out["hot_pixels"] += int(((prob > floor) & extra["hot_pixel"]).sum())
     coords, prob = coords[keep], prob[keep]
     h, w = (int(v) for v in plane.shape[-2:])
     r = np.clip(np.rint(coords[:, 0]).astype(np.int64), 0, h - 1)
