@@ -4,12 +4,11 @@ Why: an aberrated point-spread function (coma, astigmatism, a misaligned pinhole
 bright spot, always in the same direction and at the same distance. The lobe is a local maximum of its own, so
 both the network and the LoG proposals call it; on a bead image of issue 24, 72 of the 82 false spots were
 such second calls about 3 px from a bead on one diagonal, and on a synthetic one with a lobe of a fifth of
-the peak 2.4 px away every bead got one, scored 0.9-0.99. One image cannot tell a lobe from a dim neighbour
+the peak 3.1 px away every bead got one, scored 0.9-0.99. One image cannot tell a lobe from a dim neighbour
 by its shape, but it can by repetition: neighbours of real spots sit at random offsets, so their offset
 vectors (from the brighter to the dimmer) spread over the disc (or, for doublets at one distance, around a
-ring), while a lobe's pile up at one point. A dimmer
-candidate whose offset from a brighter one falls in such a pile, far beyond chance, is dropped
-(:func:`psf_echoes`).
+ring), while a lobe's pile up at one point. A dimmer candidate whose offset from a brighter one falls in such
+a pile, far beyond chance, is dropped (:func:`psf_echoes`).
 """
 
 from __future__ import annotations

@@ -81,4 +81,4 @@ def capped_scores(prob: np.ndarray, edge: np.ndarray, net_scores: np.ndarray, le
     return np.where(edge, np.minimum(prob, np.maximum(net_scores, least)), prob)
 
 
-__all__ = ["MIN_MARGIN", "capped_scores", "RING_RADII", "SECTORS", "SMOOTH", "on_edge", "ring_margin", "smooth"]
+__all__ = ["MIN_MARGIN", "RING_RADII", "SECTORS", "SMOOTH", "capped_scores", "on_edge", "ring_margin", "smooth"]

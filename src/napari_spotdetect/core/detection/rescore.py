@@ -15,10 +15,10 @@ Gaussian (LoG) response does. This stage
    (``scripts/fit_rescorer.py``, :mod:`.rescore_fit`), so ``score`` is the probability that a candidate is an
    annotated spot.
 
-Candidates whose brightest pixel is a camera's hot pixel are dropped (:mod:`.hot_pixels`), a point on the rim of a
-bright object keeps the network's own score (:mod:`.edges`), and on planes the
-dim second calls an aberrated PSF puts beside every bright spot at one offset (:mod:`.echoes`). Everything is per
-2-D plane. Z-stacks keep the network's voxel scores, shifted in logit
+Candidates whose brightest pixel is a camera's hot pixel are dropped (:mod:`.hot_pixels`), and on planes so are
+the dim second calls an aberrated PSF puts beside every bright spot at one offset (:mod:`.echoes`); a point on the
+rim of a bright object keeps the network's own score (:mod:`.edges`). Everything is per 2-D plane. Z-stacks keep
+the network's voxel scores, shifted in logit
 (:meth:`Rescorer.calibrate_voxels`) so that the model's default threshold keeps the voxels the network's own
 default kept, and each plane's proposals join them as voxels (:func:`stack_plane_proposals`,
 :func:`merge_stack_proposals`), so a spot the network misses in every plane is still a 3-D component. A
@@ -131,7 +131,6 @@ def drop_hot_voxels(voxels, hot_rc: np.ndarray):
     rc = np.column_stack([voxels["row"].to_numpy(), voxels["col"].to_numpy()]).astype(np.float64)
     d, _ = cKDTree(np.asarray(hot_rc, dtype=np.float64)).query(rc, k=1, p=np.inf)
     return voxels[d > HOT_REACH].reset_index(drop=True)
-
 
 
 
