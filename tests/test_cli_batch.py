@@ -134,3 +134,26 @@ def test_bad_dask_options_are_explained(tmp_path, tiny_file, capsys, extra, mess
                  *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and "Fix:" in err
+
+
+def test_predict_says_what_the_bundled_model_left_out(tmp_path, capsys, default_model):
+    """A camera's hot pixels: the log line and the saved provenance count them; no spot sits on one."""
+    from napari_spotdetect.core.io.spots_io import provenance_path
+    from tests.conftest import separated_points
+
+    rng = np.random.default_rng(0)
+    pts = separated_points(10, (128, 128), 8, 14.0, seed=2)
+    spots, hot = pts[:6], np.rint(pts[6:]).astype(int)
+    yy, xx = np.mgrid[:128, :128]
+    img = rng.poisson(800 + sum(1200 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 3.4) for y, x in spots))
+    img = img.astype(np.float64)
+    img[hot[:, 0], hot[:, 1]] += 2500
+    tifffile.imwrite(tmp_path / "camera.tif", img.astype(np.uint16))
+    assert main(["predict", str(tmp_path / "camera.tif"), "--model", "default", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "camera.tif: 6 spots" in err and "left out as no spots: 4 hot pixels." in err, err
+    csv = tmp_path / "out" / "camera.csv"
+    table = pd.read_csv(csv, comment="#")
+    assert not any(np.hypot(table.y - y, table.x - x).min() < 2 for y, x in hot)
+    prov = json.loads(provenance_path(csv).read_text())
+    assert prov["left_out_as_no_spots"] == {"hot_pixels": 4, "psf_echoes": 0}

@@ -117,6 +117,8 @@ class _Bar:
                 else f"{name}: FAILED: {cli_syntax(row['error'])}")
         if row.get("axes_from_file") and len(row["axes_from_file"]) > 2:
             line += f"; axes {row['axes_from_file']} (from the file's metadata)"
+        if row.get("left_out"):
+            line += f"; {row['left_out'][0].lower()}{row['left_out'][1:]}"
         if self.bar is None or self.bar.disable:
             print(line, file=sys.stderr, flush=True)
         else:

@@ -12,6 +12,7 @@ import time
 from qtpy.QtCore import QTimer
 
 from .. import layer_keys as K
+from ..core.detection.detections import left_out_text
 from ..core.errors import SpotDetectError
 from . import layers as L
 from ._ui import show_status
@@ -160,15 +161,9 @@ class Rethreshold:
         prov = self._target.metadata[K.PROVENANCE]
         floor = prov.get("contrast_floor")
         at_floor = f", contrast floor {floor:.2f}" if isinstance(floor, float) and floor > 0 else ""
+        left = left_out_text(prov)
         return (f"Done: {len(self._target.data):,} spots at threshold {prov['threshold']:.2f}{at_floor} "
-                f"with {prov['model']} on {prov['device']}.{_left_out(prov.get('left_out_as_no_spots'))}")
-
-
-def _left_out(counts) -> str:
-    """What the second stage left out as no spots, for the summary ("" when nothing)."""
-    names = {"hot_pixels": ("hot pixel", "hot pixels"), "psf_echoes": ("PSF echo", "PSF echoes")}
-    parts = [f"{n:,} {names[k][n != 1]}" for k, n in (counts or {}).items() if k in names and n]
-    return f" Left out as no spots: {', '.join(parts)}." if parts else ""
+                f"with {prov['model']} on {prov['device']}." + (f" {left}" if left else ""))
 
 
 def _short(name: str, keep: int = 14) -> str:

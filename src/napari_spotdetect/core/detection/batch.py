@@ -22,6 +22,7 @@ from ..errors import SpotDetectError
 from ..io.image_sources import image_name, opened_image
 from ..io.spots_io import atomic_write_text, provenance_path, write_spots_csv
 from ..io.units import pixel_size_um
+from .detections import left_out_text
 from .options import DetectOptions
 
 #: the summary table written beside the spot tables
@@ -147,7 +148,8 @@ def predict_image(path, model, options: PredictOptions, out_dir, progress=None) 
             **note, "settings": settings_record(options)}
     csv = write_spots_csv(spots, output_csv(path, out_dir), provenance=prov)
     return {"image": str(path), "spots": len(spots), "seconds": round(seconds, 3), "status": "done",
-            "error": "", "csv": str(csv), "axes_from_file": info.axes if not options.detection.axes else None}
+            "error": "", "csv": str(csv), "axes_from_file": info.axes if not options.detection.axes else None,
+            "left_out": left_out_text(det.provenance)}
 
 
 @contextlib.contextmanager

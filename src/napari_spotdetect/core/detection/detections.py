@@ -207,3 +207,12 @@ def concat_spots(frames, lead, extra=()):
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in cols})
     return pd.concat(frames, ignore_index=True)[cols]
+
+
+def left_out_text(provenance: dict) -> str:
+    """What a detection's second stage left out as no spots, as a sentence for a status line or a log ("" when
+    nothing), from its provenance's ``left_out_as_no_spots``."""
+    names = {"hot_pixels": ("hot pixel", "hot pixels"), "psf_echoes": ("PSF echo", "PSF echoes")}
+    counts = provenance.get("left_out_as_no_spots") or {}
+    parts = [f"{n:,} {names[k][n != 1]}" for k, n in counts.items() if k in names and n]
+    return f"Left out as no spots: {', '.join(parts)}." if parts else ""
