@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..models.ops import values_around
 from .fft_filters import SMOOTH_SIGMA
 
 #: the ring of pixels around a candidate (px, from-to), its sectors, and the Gaussian the image is smoothed with
@@ -53,17 +54,10 @@ def ring_margin(smoothed: np.ndarray, rc: np.ndarray, noise: float) -> np.ndarra
     third-brightest sector of the ring (the pixels 3-4 px away), in ``noise`` units (edges of the image
     clamped)."""
     rc = np.asarray(rc, dtype=np.int64).reshape(-1, 2)
-    h, w = smoothed.shape
     if not len(rc):
         return np.zeros(0)
-
-    def at(offsets):
-        r = np.clip(rc[:, :1] + offsets[:, 0], 0, h - 1)
-        c = np.clip(rc[:, 1:] + offsets[:, 1], 0, w - 1)
-        return smoothed.ravel()[r * w + c]
-
-    peak = at(_PEAK).max(1)
-    ring = at(_RING)
+    peak = values_around(smoothed, rc, _PEAK).max(1)
+    ring = values_around(smoothed, rc, _RING)
     sectors = np.stack([ring[:, _SECTOR == k].mean(1) for k in range(SECTORS)], 1)
     return (peak - np.sort(sectors, axis=1)[:, -3]) / noise
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..models.ops import values_around
+
 #: a spike's 8 neighbours hold at most this fraction of its excess over the background (mean of the 8)
 MAX_SPREAD = 0.06
 #: and it stands at least this many noise units above the background (dimmer ones are left to the score)
@@ -27,20 +29,11 @@ def hot_pixel_at(x: np.ndarray, rc: np.ndarray, noise: float) -> np.ndarray:
     neighbour, is never one)."""
     x = np.asarray(x)
     rc = np.asarray(rc, dtype=np.int64).reshape(-1, 2)
-    h, w = x.shape
     if not len(rc):
         return np.zeros(0, dtype=bool)
-
-    def window(centre, k):
-        """The k x k values around each centre (N, k * k), row-major, edges clamped."""
-        d = np.arange(k) - k // 2
-        r = np.clip(centre[:, :1] + d, 0, h - 1)[:, :, None]
-        c = np.clip(centre[:, 1:] + d, 0, w - 1)[:, None, :]
-        return x[r, c].reshape(len(centre), k * k).astype(np.float64)
-
-    first = window(rc, 3).argmax(1)  # the brightest pixel of the 3 x 3, the first on a tie
-    centre = rc + np.stack([first // 3 - 1, first % 3 - 1], 1)
-    v = window(centre, 5)
+    first = values_around(x, rc, _GRID[_NEAR_OR_CENTRE]).argmax(1)  # the brightest of the 3 x 3, first on a tie
+    centre = rc + _GRID[_NEAR_OR_CENTRE][first]
+    v = values_around(x, centre, _GRID).astype(np.float64)
     best = v[:, 12]
     near = v[:, _NEAR]
     ring = np.median(v[:, _RING], axis=1)
@@ -50,7 +43,8 @@ def hot_pixel_at(x: np.ndarray, rc: np.ndarray, noise: float) -> np.ndarray:
 
 
 _GRID = np.array([(r, c) for r in range(-2, 3) for c in range(-2, 3)])
-#: positions in a 5 x 5 window (row-major) of the 8 neighbours and of the ring of 16 at distance 2
+#: positions in the 5 x 5 window (row-major) of the 3 x 3, of the 8 neighbours and of the ring of 16 at distance 2
+_NEAR_OR_CENTRE = np.flatnonzero(np.abs(_GRID).max(1) <= 1)
 _NEAR = np.flatnonzero(np.abs(_GRID).max(1) == 1)
 _RING = np.flatnonzero(np.abs(_GRID).max(1) == 2)
 

@@ -65,6 +65,15 @@ def neighbours_nearest_first(size: int) -> list:
                   key=lambda o: (abs(o[0]) + abs(o[1]), o))
 
 
+def values_around(m: np.ndarray, rc: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``m`` at each point of ``rc`` (N, 2 rows and cols) moved by each of ``offsets`` (K, 2): (N, K), the image's
+    edges clamped (as ``mode="nearest"``). One gather for a window or a ring around many points."""
+    h, w = m.shape
+    r = np.clip(rc[:, :1] + offsets[:, 0], 0, h - 1)
+    c = np.clip(rc[:, 1:] + offsets[:, 1], 0, w - 1)
+    return m[r, c]
+
+
 def peaks_above(m: np.ndarray, cut: float, where: np.ndarray | None = None, size: int = 3) -> np.ndarray:
     """(row, col), row-major, of the pixels of ``m`` above ``cut`` (and in ``where``) that are the maximum of their
     ``size`` x ``size`` window, edges as ``ndimage.maximum_filter(mode="nearest")``: the same pixels as
