@@ -16,11 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..models.ops import values_around
-from .fft_filters import SMOOTH_SIGMA
 
-#: the ring of pixels around a candidate (px, from-to), its sectors, and the Gaussian the image is smoothed with
-#: (px)
-RING_RADII, SECTORS, SMOOTH = (3.0, 4.0), 8, SMOOTH_SIGMA
+#: the ring of pixels around a candidate (px, from-to) and its sectors, read in the band's ``smooth`` map (the image
+#: blurred by :data:`.fft_filters.SMOOTH_SIGMA`, :func:`.fft_filters.band_maps`)
+RING_RADII, SECTORS = (3.0, 4.0), 8
 #: a candidate whose peak stands less than this many noise units above its third-brightest sector (and with no
 #: clipped pixel) is one-sided: its score is held to the network's (:func:`capped_scores`)
 MIN_MARGIN = 1.0
@@ -41,16 +40,8 @@ _RING, _SECTOR = _ring_offsets()
 _PEAK = np.stack([a.ravel() for a in np.meshgrid([-1, 0, 1], [-1, 0, 1], indexing="ij")], 1)
 
 
-def smooth(x: np.ndarray) -> np.ndarray:
-    """The image as :func:`ring_margin` reads it (the second stage takes it from its band maps instead, the
-    same to rounding)."""
-    from scipy import ndimage
-
-    return ndimage.gaussian_filter(np.asarray(x, dtype=np.float64), SMOOTH, truncate=4.0)
-
-
 def ring_margin(smoothed: np.ndarray, rc: np.ndarray, noise: float) -> np.ndarray:
-    """Per point (rows, cols ``rc`` of the :func:`smooth` image): its peak in the 3 x 3 minus the mean of its
+    """Per point (rows, cols ``rc`` of the ``smoothed`` image): its peak in the 3 x 3 minus the mean of its
     third-brightest sector of the ring (the pixels 3-4 px away), in ``noise`` units (edges of the image
     clamped)."""
     rc = np.asarray(rc, dtype=np.int64).reshape(-1, 2)
@@ -75,4 +66,4 @@ def capped_scores(prob: np.ndarray, edge: np.ndarray, net_scores: np.ndarray, le
     return np.where(edge, np.minimum(prob, np.maximum(net_scores, least)), prob)
 
 
-__all__ = ["MIN_MARGIN", "RING_RADII", "SECTORS", "SMOOTH", "capped_scores", "on_edge", "ring_margin", "smooth"]
+__all__ = ["MIN_MARGIN", "RING_RADII", "SECTORS", "capped_scores", "on_edge", "ring_margin"]

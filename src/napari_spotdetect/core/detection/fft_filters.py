@@ -25,7 +25,7 @@ from ..io.image_sources import mirror_index
 TRUNCATE = 4.0
 #: the high-pass is the plane minus its blur by this sigma
 HIGHPASS_SIGMA = 2.0
-#: the blur :mod:`.edges` compares a candidate's peak with its ring in (its ``SMOOTH``)
+#: the blur :mod:`.edges` compares a candidate's peak with its ring in (the ``smooth`` map)
 SMOOTH_SIGMA = 1.0
 
 
