@@ -42,7 +42,7 @@ from ..common.steps import run_steps
 from ..common.validate import check_image
 from ..errors import SpotDetectError
 from ..models.base import SpotModel
-from .detections import Detections, Progress, concat_spots
+from .detections import LEFT_OUT, Detections, Progress, concat_spots
 from .maps import check_map_memory, in_memory, map_sink
 from .options import OPTION_NAMES, DetectOptions, check_tile, resolve
 from .planes import CONTRAST_COLUMNS, iter_planes, plane_spots
@@ -78,7 +78,7 @@ class Run:
     whole_planes: bool  # read each plane whole (in memory, or a model with whole-plane pre-processing)
     maps: dict
     #: candidates above the floor that the second stage's rules left out as no spots, by rule (:mod:`.rescore`)
-    left_out: dict = field(default_factory=lambda: {"hot_pixels": 0, "psf_echoes": 0})
+    left_out: dict = field(default_factory=lambda: dict.fromkeys(LEFT_OUT, 0))
 
     @property
     def n_planes(self) -> int:

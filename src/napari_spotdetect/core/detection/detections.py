@@ -209,10 +209,14 @@ def concat_spots(frames, lead, extra=()):
     return pd.concat(frames, ignore_index=True)[cols]
 
 
+#: what the second stage leaves out as no spots (:mod:`.rescore`), by the key a detection counts it under: its
+#: name, one and many
+LEFT_OUT = {"hot_pixels": ("hot pixel", "hot pixels"), "psf_echoes": ("PSF echo", "PSF echoes")}
+
+
 def left_out_text(provenance: dict) -> str:
     """What a detection's second stage left out as no spots, as a sentence for a status line or a log ("" when
     nothing), from its provenance's ``left_out_as_no_spots``."""
-    names = {"hot_pixels": ("hot pixel", "hot pixels"), "psf_echoes": ("PSF echo", "PSF echoes")}
     counts = provenance.get("left_out_as_no_spots") or {}
-    parts = [f"{n:,} {names[k][n != 1]}" for k, n in counts.items() if k in names and n]
+    parts = [f"{n:,} {LEFT_OUT[k][n != 1]}" for k, n in counts.items() if k in LEFT_OUT and n]
     return f"Left out as no spots: {', '.join(parts)}." if parts else ""
