@@ -40,6 +40,19 @@ def separated_points(n: int, shape, margin: int, min_distance: float, seed: int 
     return np.array(pts)
 
 
+def gaussian_spots(shape, centres, amplitudes, sigmas=1.2, background=0.0):
+    """``background`` (a number or an array of ``shape``) plus a Gaussian spot of each amplitude and sigma (one or
+    one per spot) at each (y, x) of ``centres``, added one after another."""
+    import numpy as np
+
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    img = np.zeros(shape) + background
+    n = len(centres)
+    for (y, x), a, s in zip(centres, np.broadcast_to(amplitudes, (n,)), np.broadcast_to(sigmas, (n,)), strict=True):
+        img += a * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * s ** 2))
+    return img
+
+
 def randomise_batchnorm(net):
     """Give every BatchNorm of ``net`` non-trivial statistics and affine weights (so folding them shows)."""
     import torch

@@ -7,14 +7,12 @@ from benchmarks.annotation_limits import (
     unannotated_contrast,
 )
 
+from tests.conftest import gaussian_spots
+
 
 def _gauss_spots(shape, centres, amplitudes, sigma=1.2, noise=10.0, seed=0):
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    img = 500.0 + rng.normal(0, noise, shape)
-    for (cy, cx), a in zip(centres, amplitudes, strict=True):
-        img += a * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
-    return img
+    return gaussian_spots(shape, centres, amplitudes, sigma, 500.0 + rng.normal(0, noise, shape))
 
 
 @pytest.fixture(scope="module")

@@ -139,14 +139,12 @@ def test_bad_dask_options_are_explained(tmp_path, tiny_file, capsys, extra, mess
 def test_predict_says_what_the_bundled_model_left_out(tmp_path, capsys, default_model):
     """A camera's hot pixels: the log line and the saved provenance count them; no spot sits on one."""
     from napari_spotdetect.core.io.spots_io import provenance_path
-    from tests.conftest import separated_points
+    from tests.conftest import gaussian_spots, separated_points
 
     rng = np.random.default_rng(0)
     pts = separated_points(10, (128, 128), 8, 14.0, seed=2)
     spots, hot = pts[:6], np.rint(pts[6:]).astype(int)
-    yy, xx = np.mgrid[:128, :128]
-    img = rng.poisson(800 + sum(1200 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 3.4) for y, x in spots))
-    img = img.astype(np.float64)
+    img = rng.poisson(gaussian_spots((128, 128), spots, 1200.0, 1.3, 800.0)).astype(np.float64)
     img[hot[:, 0], hot[:, 1]] += 2500
     tifffile.imwrite(tmp_path / "camera.tif", img.astype(np.uint16))
     assert main(["predict", str(tmp_path / "camera.tif"), "--model", "default", "--out", str(tmp_path / "out")]) == 0

@@ -2,7 +2,7 @@
 provenance keeps it for saved tables."""
 
 import numpy as np
-from tests.conftest import separated_points
+from tests.conftest import gaussian_spots, separated_points
 
 
 def test_the_panel_says_how_many_hot_pixels_it_left_out(detect_widget, run_and_wait):
@@ -10,9 +10,7 @@ def test_the_panel_says_how_many_hot_pixels_it_left_out(detect_widget, run_and_w
     rng = np.random.default_rng(0)
     pts = separated_points(11, (128, 128), 8, 14.0, seed=1)
     spots, hot = pts[:6], np.rint(pts[6:]).astype(int)
-    yy, xx = np.mgrid[:128, :128]
-    img = 800 + sum(1200 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.3 ** 2)) for y, x in spots)
-    img = rng.poisson(img).astype(np.float64)
+    img = rng.poisson(gaussian_spots((128, 128), spots, 1200.0, 1.3, 800.0)).astype(np.float64)
     img[hot[:, 0], hot[:, 1]] += 2500
     viewer.add_image(img.astype(np.uint16), name="camera")
     widget._choices.model_kind.value = "default"

@@ -7,11 +7,7 @@ from scipy import ndimage
 from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.detection.edges import capped_scores, on_edge, ring_margin
 from napari_spotdetect.core.detection.fft_filters import SMOOTH_SIGMA
-
-
-def _gauss(shape, centres, amp, sigma=1.2):
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
-    return sum(amp * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma ** 2)) for y, x in centres)
+from tests.conftest import gaussian_spots
 
 
 def test_a_rim_point_has_no_margin_and_a_spot_alone_or_in_a_crowd_has():
@@ -19,7 +15,7 @@ def test_a_rim_point_has_no_margin_and_a_spot_alone_or_in_a_crowd_has():
     yy, xx = np.mgrid[:96, :96]
     disc = ndimage.gaussian_filter(2000.0 * (np.hypot(yy - 48, xx - 48) < 30), 1.0)
     crowd = [(15, 80), (15, 83.5), (18.5, 80)]  # a spot with two neighbours 3.5 px away
-    img = 300 + disc + _gauss((96, 96), [(85, 85), *crowd], 800.0) + rng.normal(0, 5, (96, 96))
+    img = 300 + disc + gaussian_spots((96, 96), [(85, 85), *crowd], 800.0) + rng.normal(0, 5, (96, 96))
     smoothed = ndimage.gaussian_filter(img, SMOOTH_SIGMA)  # as the second stage's band maps hold it
     margin = ring_margin(smoothed, np.array([[48, 19], [48, 77], [20, 48], [85, 85], [15, 80]]), 5.0)
     assert (margin[:3] < 1).all()  # just inside the rim, on three sides
@@ -39,7 +35,7 @@ def test_the_bundled_model_calls_no_spots_along_a_bright_objects_rim(default_mod
     yy, xx = np.mgrid[:256, :256]
     body = ndimage.gaussian_filter(500 + 2500.0 * (np.hypot(yy - 128, xx - 128) < 80), 1.5)
     spots = [(128 + 105 * np.sin(a), 128 + 105 * np.cos(a)) for a in np.linspace(0.2, 2 * np.pi, 8, endpoint=False)]
-    img = rng.poisson(body + _gauss((256, 256), spots, 600.0)).astype(np.uint16)
+    img = rng.poisson(body + gaussian_spots((256, 256), spots, 600.0)).astype(np.uint16)
     yx = detect(img, default_model, keep_maps=False).spots[["y", "x"]].to_numpy()
     rim = np.abs(np.hypot(yx[:, 0] - 128, yx[:, 1] - 128) - 80) < 5
     assert rim.sum() == 0, f"{rim.sum()} spots on the rim"

@@ -5,15 +5,7 @@ import numpy as np
 
 from napari_spotdetect.core.detection.detect import detect
 from napari_spotdetect.core.detection.hot_pixels import hot_pixel_at
-from tests.conftest import separated_points
-
-
-def _spots(shape, centres, sigmas, amps, background=1000.0):
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
-    img = np.full(shape, background)
-    for (y, x), s, a in zip(centres, sigmas, amps):
-        img += a * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * s * s))
-    return img
+from tests.conftest import gaussian_spots, separated_points
 
 
 def test_a_lone_bright_pixel_is_hot_and_a_narrow_spot_a_plateau_or_a_dim_speck_is_not():
@@ -21,7 +13,7 @@ def test_a_lone_bright_pixel_is_hot_and_a_narrow_spot_a_plateau_or_a_dim_speck_i
     noise = 5.0
     # spots of sigma 0.5-1 px (0.5: coarser than Nyquist), anywhere within their pixel
     centres = np.array([[10.3, 10.0], [10.0, 30.4], [30.5, 10.5], [30.0, 30.0], [50.2, 49.7]])
-    img = _spots((64, 64), centres, [0.5, 0.5, 0.6, 0.8, 1.0], [400, 2000, 800, 300, 600])
+    img = gaussian_spots((64, 64), centres, [400, 2000, 800, 300, 600], [0.5, 0.5, 0.6, 0.8, 1.0], 1000.0)
     img += rng.normal(0, noise, img.shape)
     img[50, 10] += 1500  # hot
     img[10, 50] += 5 * noise  # a spike, but within the noise: left to the score
@@ -38,7 +30,8 @@ def test_the_bundled_model_calls_no_hot_pixel_and_still_finds_the_spots_around_t
     rng = np.random.default_rng(0)
     pts = separated_points(40, (160, 160), 8, 9.0, seed=3)
     centres, hot = pts[:28], np.rint(pts[28:]).astype(int)
-    clean = _spots((160, 160), centres, rng.choice([0.7, 1.0, 1.5], len(centres)), rng.uniform(300, 1500, len(centres)))
+    sigmas = rng.choice([0.7, 1.0, 1.5], len(centres))
+    clean = gaussian_spots((160, 160), centres, rng.uniform(300, 1500, len(centres)), sigmas, 1000.0)
     clean = rng.poisson(clean).astype(np.float64)
     dirty = clean.copy()
     dirty[hot[:, 0], hot[:, 1]] += rng.uniform(500, 3000, len(hot))
