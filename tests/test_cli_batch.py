@@ -154,4 +154,4 @@ def test_predict_says_what_the_bundled_model_left_out(tmp_path, capsys, default_
     table = pd.read_csv(csv, comment="#")
     assert not any(np.hypot(table.y - y, table.x - x).min() < 2 for y, x in hot)
     prov = json.loads(provenance_path(csv).read_text())
-    assert prov["left_out_as_no_spots"] == {"hot_pixels": 4, "psf_echoes": 0}
+    assert prov["left_out_as_no_spots"] == {"hot_pixels": 4, "psf_echoes": 0, "plateau_repeats": 0}

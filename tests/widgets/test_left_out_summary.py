@@ -19,5 +19,6 @@ def test_the_panel_says_how_many_hot_pixels_it_left_out(detect_widget, run_and_w
     layer = next(lay for lay in viewer.layers if "spotdetect" in lay.metadata)
     assert len(layer.data) == 6
     assert not any(np.hypot(*(layer.data - h).T).min() < 2 for h in hot)
-    assert layer.metadata["spotdetect"]["left_out_as_no_spots"] == {"hot_pixels": 5, "psf_echoes": 0}
+    left_out = layer.metadata["spotdetect"]["left_out_as_no_spots"]
+    assert left_out == {"hot_pixels": 5, "psf_echoes": 0, "plateau_repeats": 0}
     assert widget._status.value.endswith("Left out as no spots: 5 hot pixels."), widget._status.value

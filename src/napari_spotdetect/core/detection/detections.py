@@ -211,7 +211,8 @@ def concat_spots(frames, lead, extra=()):
 
 #: what the second stage leaves out as no spots (:mod:`.rescore`), by the key a detection counts it under: its
 #: name, one and many
-LEFT_OUT = {"hot_pixels": ("hot pixel", "hot pixels"), "psf_echoes": ("PSF echo", "PSF echoes")}
+LEFT_OUT = {"hot_pixels": ("hot pixel", "hot pixels"), "psf_echoes": ("PSF echo", "PSF echoes"),
+            "plateau_repeats": ("repeat call on a clipped spot", "repeat calls on clipped spots")}
 
 
 def left_out_text(provenance: dict) -> str:

@@ -222,7 +222,9 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
     Returns (coords (N, 2), features (N, len(FEATURES)), extras: ``contrast`` and ``relative_contrast`` as
     the contrast floor uses them, ``is_proposal``, ``intensity`` (the raw value at each one's pixel),
     ``hot_pixel`` (its brightest pixel is a camera's hot pixel, :mod:`.hot_pixels`: no spot), ``edge`` (a
-    one-sided point, as on the rim of a bright object, :mod:`.edges`), ``network_score`` (0 for proposals)).
+    one-sided point, as on the rim of a bright object, :mod:`.edges`), ``network_score`` (0 for proposals),
+    ``saturated`` (the share of clipped pixels in its 3 x 3 neighbourhood) and ``clip_level`` (the plane's
+    clipping level, a number, or None where it has none)).
 
     The plane is read in bands of rows (:data:`BAND_PIXELS`; a lazy plane is never read whole), side by side
     where there are threads for it; the numbers are those of the whole plane at once (its noise from a sample
@@ -295,7 +297,7 @@ def candidate_features(plane, yx: np.ndarray, net_scores: np.ndarray, proposal_c
         np.log(np.clip(dom, 1e-3, 1.0)), np.log(np.clip(np.maximum(at_resp, 1e-3) / le, 1e-3, 1e3))])
     extra = {"contrast": contrast, "relative_contrast": rel, "is_proposal": np.arange(len(coords)) >= n_net,
              "intensity": pixel, "hot_pixel": hot > 0, "edge": edges.on_edge(margin, sat),
-             "network_score": net}
+             "network_score": net, "saturated": sat, "clip_level": top if clips else None}
     return coords, feats, extra
 
 

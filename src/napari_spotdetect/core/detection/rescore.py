@@ -16,8 +16,9 @@ Gaussian (LoG) response does. This stage
    annotated spot.
 
 Candidates whose brightest pixel is a camera's hot pixel are dropped (:mod:`.hot_pixels`), and on planes so are
-the dim second calls an aberrated PSF puts beside every bright spot at one offset (:mod:`.echoes`); a point on the
-rim of a bright object keeps the network's own score (:mod:`.edges`). Everything is per 2-D plane. Z-stacks keep
+the dim second calls an aberrated PSF puts beside every bright spot at one offset (:mod:`.echoes`), and a round
+clipped spot keeps one call, at its centre (:mod:`.plateaus`); a point on the rim of a bright object keeps the
+network's own score (:mod:`.edges`). Everything is per 2-D plane. Z-stacks keep
 the network's voxel scores, shifted in logit
 (:meth:`Rescorer.calibrate_voxels`) so that the model's default threshold keeps the voxels the network's own
 default kept, and each plane's proposals join them as voxels (:func:`stack_plane_proposals`,
@@ -32,6 +33,7 @@ import numpy as np
 from ..models.rescorer import FEATURES, LOWEST_THRESHOLD, NET_CLIP, SIGMAS, BoostedTrees, Rescorer
 from .echoes import psf_echoes
 from .edges import capped_scores
+from .plateaus import round_plateau_repeats
 from .proposals import candidate_features
 from .rescore_fit import auc, fit_boosted_trees, fit_logistic
 
@@ -66,8 +68,10 @@ def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float, d
                   left_out: dict | None = None):
     """A plane's network candidates (a DataFrame with ``y, x, score``, or None) -> the rescored candidates
     (proposals added, ``score`` calibrated, ``contrast`` and ``relative_contrast`` added) above ``floor``, less
-    the camera's hot pixels (:mod:`.hot_pixels`) and the PSF's echoes (:mod:`.echoes`), which are no spots at
-    any threshold; ``left_out``: a count by rule (``hot_pixels``, ``psf_echoes``) to add those to."""
+    the camera's hot pixels (:mod:`.hot_pixels`), the PSF's echoes (:mod:`.echoes`) and the repeat calls on a
+    round clipped spot (:mod:`.plateaus`, whose best call moves to its centre), which are no spots at any
+    threshold; ``left_out``: a count by rule (``hot_pixels``, ``psf_echoes``, ``plateau_repeats``) to add
+    those to."""
     import pandas as pd
 
     yx = frame[["y", "x"]].to_numpy() if frame is not None else np.zeros((0, 2))
@@ -80,6 +84,11 @@ def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float, d
         left_out["hot_pixels"] += int((above & extra["hot_pixel"]).sum())
         left_out["psf_echoes"] += int((keep & echo).sum())
     keep &= ~echo
+    coords, repeat = round_plateau_repeats(plane, coords, prob, np.where(keep, extra["saturated"], 0.0),
+                                           extra["clip_level"])
+    if left_out is not None:
+        left_out["plateau_repeats"] += int((keep & repeat).sum())
+    keep &= ~repeat
     coords = coords[keep]
     n = len(coords)
     return pd.DataFrame({**{a: np.full(n, i) for a, i in outer.items()}, "y": coords[:, 0], "x": coords[:, 1],

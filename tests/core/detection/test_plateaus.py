@@ -1,0 +1,63 @@
+"""Round clipped spots (core/detection/plateaus.py): one call each, at the centre, while plateaus that several
+spots merged into, small ones and those cut by the plane's edge keep their calls."""
+
+import numpy as np
+
+from napari_spotdetect.core.detection import rescore
+from napari_spotdetect.core.detection.detect import detect
+from napari_spotdetect.core.detection.detections import left_out_text
+from napari_spotdetect.core.detection.plateaus import MIN_AREA, ROUNDNESS, round_plateau_repeats, roundness
+from tests.conftest import gaussian_spots, separated_points
+
+
+def _disc(shape, centre, r):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= r * r
+
+
+def test_a_disc_is_round_and_an_ellipse_or_two_merged_discs_are_not():
+    assert roundness(_disc((21, 21), (10, 10), 6)) > 0.95
+    yy, xx = np.mgrid[:21, :31]
+    assert roundness(((yy - 10) / 4.0) ** 2 + ((xx - 15) / 8.0) ** 2 <= 1) < ROUNDNESS
+    assert roundness(_disc((21, 31), (10, 11), 4.5) | _disc((21, 31), (10, 19), 4.5)) < ROUNDNESS
+
+
+def test_the_calls_on_a_round_plateau_become_its_best_one_at_its_centre():
+    img = np.full((64, 64), 100.0)
+    round_one = _disc(img.shape, (30.3, 20.6), 4)
+    img[round_one] = 4095  # a round plateau
+    both = _disc(img.shape, (30, 44), 3.5) | _disc(img.shape, (30, 50), 3.5)
+    img[both] = 4095  # two spots merged: not round
+    img[_disc(img.shape, (10, 10), 1.2)] = 4095  # too small to judge
+    img[_disc(img.shape, (62, 40), 4)] = 4095  # cut by the edge
+    assert (img[8:13, 8:13] == 4095).sum() < MIN_AREA
+    coords = np.array([[30.3, 20.6], [27.5, 20.0], [32.8, 22.9], [30.0, 17.2],  # the round one: centre and rim
+                       [30.0, 44.0], [30.0, 50.0], [10.0, 10.0], [10.8, 9.4], [62.0, 40.0], [60.0, 38.5]])
+    scores = np.array([0.6, 0.9, 0.7, 0.2, 0.8, 0.8, 0.5, 0.5, 0.5, 0.5])
+    sat = np.ones(len(coords))
+    moved, repeat = round_plateau_repeats(img, coords, scores, sat, 4095.0)
+    assert repeat.tolist() == [True, False, True, True] + [False] * 6
+    np.testing.assert_allclose(moved[1], np.argwhere(round_one).mean(0))  # the best-scored call, at the centroid
+    np.testing.assert_array_equal(moved[4:], coords[4:])
+    # a plane without clipped pixels, or calls not on one, change nothing
+    assert not round_plateau_repeats(img, coords, scores, sat, None)[1].any()
+    assert not round_plateau_repeats(img, coords, scores, np.zeros(len(coords)), 4095.0)[1].any()
+
+
+def test_the_bundled_model_calls_each_clipped_spot_once_at_its_centre(default_model, monkeypatch):
+    rng = np.random.default_rng(4)
+    centres = separated_points(12, (160, 160), 10, 16.0, seed=5)
+    clean = gaussian_spots((160, 160), centres, rng.uniform(6000, 12000, len(centres)), 2.0, 200.0)
+    img = np.minimum(rng.poisson(clean), 1500).astype(np.uint16)  # every spot clipped to a plateau
+    det = detect(img, default_model, keep_maps=False)
+    spots = det.spots[["y", "x"]].to_numpy()
+    d = np.hypot(*(spots[:, None, :] - centres[None]).transpose(2, 0, 1))
+    assert (d < 4).sum(0).tolist() == [1] * len(centres)  # one call per spot
+    assert d.min(0).max() < 0.4  # at its centre
+    assert len(spots) == len(centres)
+    assert "repeat calls on clipped spots" in left_out_text(det.provenance)
+    # without the rule the same spots get a cluster of calls each
+    monkeypatch.setattr(rescore, "round_plateau_repeats",
+                        lambda plane, coords, *a: (coords, np.zeros(len(coords), dtype=bool)))
+    before = detect(img, default_model, keep_maps=False).spots[["y", "x"]].to_numpy()
+    assert len(before) > len(centres) + 5
