@@ -1,8 +1,9 @@
-"""Screenshots of the bundled model on three things that are no spots, before and with the second stage's rules:
-a camera's hot pixels, an aberrated PSF's echoes beside bright beads, and the rim of a bright body.
+"""Screenshots of the bundled model on four things that are no spots, before and with the second stage's rules:
+a camera's hot pixels, an aberrated PSF's echoes beside bright beads, the rim of a bright body, and the repeat
+calls on the flat tops of clipped spots.
 
-Three synthetic 256^2 scenes side by side (each detected on its own), detections as yellow dots, the true spots
-as magenta rings. "Before" turns the three rules off for the picture only (it patches them out of
+Four synthetic 256^2 scenes side by side (each detected on its own), detections as yellow dots, the true spots
+as magenta rings. "Before" turns the four rules off for the picture only (it patches them out of
 :mod:`napari_spotdetect.core.detection`). Needs a display:
     xvfb-run -a -s "-screen 0 1280x1024x24" python scripts/make_artifact_screenshots.py [--out docs]
 """
@@ -26,7 +27,7 @@ def _gauss(centres, amp, sigma=1.2):
 
 
 def scenes(seed: int = 0) -> list:
-    """(image, true spots) of the three scenes."""
+    """(image, true spots) of the four scenes."""
     rng = np.random.default_rng(seed)
     grid = np.array([(y, x) for y in range(28, SIZE - 20, 40) for x in range(28, SIZE - 20, 40)], dtype=float)
     grid += rng.uniform(-4, 4, grid.shape)
@@ -38,22 +39,25 @@ def scenes(seed: int = 0) -> list:
     angles = np.linspace(0.2, 2 * np.pi, 10, endpoint=False)
     rim_spots = [(128 + 112 * np.sin(a), 128 + 112 * np.cos(a)) for a in angles]
     body = ndimage.gaussian_filter(500 + 2500.0 * (np.hypot(yy - 128, xx - 128) < 80), 1.5)
+    flat = np.random.default_rng(seed + 1).poisson(200 + _gauss(grid, 8000, 2.0))  # clipped: flat tops
+    clipped = np.minimum(flat, 1500).astype(np.float64)
     return [(hot, grid[::2]), (rng.poisson(beads).astype(np.float64), grid),
-            (rng.poisson(body + _gauss(rim_spots, 600)).astype(np.float64), np.array(rim_spots))]
+            (rng.poisson(body + _gauss(rim_spots, 600)).astype(np.float64), np.array(rim_spots)), (clipped, grid)]
 
 
 @contextlib.contextmanager
 def rules_off():
     from napari_spotdetect.core.detection import edges, proposals, rescore
 
-    saved = proposals.hot_pixel_at, rescore.psf_echoes, edges.on_edge
+    saved = proposals.hot_pixel_at, rescore.psf_echoes, edges.on_edge, rescore.round_plateau_repeats
     proposals.hot_pixel_at = lambda x, rc, noise: np.zeros(len(rc), dtype=bool)
     rescore.psf_echoes = lambda coords, contrast, eligible=None: np.zeros(len(coords), dtype=bool)
     edges.on_edge = lambda margin, saturated: np.zeros(len(margin), dtype=bool)
+    rescore.round_plateau_repeats = lambda plane, coords, *a: (coords, np.zeros(len(coords), dtype=bool))
     try:
         yield
     finally:
-        proposals.hot_pixel_at, rescore.psf_echoes, edges.on_edge = saved
+        proposals.hot_pixel_at, rescore.psf_echoes, edges.on_edge, rescore.round_plateau_repeats = saved
 
 
 def main():
@@ -75,8 +79,9 @@ def main():
         lo, hi = np.percentile(img, [1, 99.8])
         canvas[:, int(s[1]):int(s[1]) + SIZE] = (img - lo) / (hi - lo)
     viewer = napari.Viewer(show=True)
-    viewer.window.resize(1400, 620)
-    viewer.add_image(np.nan_to_num(canvas, nan=0.0), name="hot pixels | PSF echoes | bright rim", colormap="gray",
+    viewer.window.resize(1800, 620)
+    viewer.add_image(np.nan_to_num(canvas, nan=0.0), name="hot pixels | PSF echoes | bright rim | clipped spots",
+                     colormap="gray",
                      contrast_limits=[0.0, 1.0])
     viewer.add_points(np.vstack([t + s for (_, t), s in zip(sc, shift)]), name="true spots", size=14,
                       face_color="transparent", border_color="magenta", border_width=0.1)
