@@ -61,3 +61,26 @@ def test_the_bundled_model_calls_each_clipped_spot_once_at_its_centre(default_mo
                         lambda plane, coords, *a: (coords, np.zeros(len(coords), dtype=bool)))
     before = detect(img, default_model, keep_maps=False).spots[["y", "x"]].to_numpy()
     assert len(before) > len(centres) + 5
+
+
+def test_a_clipped_spot_of_a_z_stack_is_one_spot_at_its_centre(default_model, monkeypatch):
+    """In a stack the network's and the LoG's voxels ring each plane's flat top in pieces (2-7 spots per clipped
+    spot before); each round plateau now becomes one voxel set whose offsets point at its centroid."""
+    from napari_spotdetect.core.detection import planes
+
+    rng = np.random.default_rng(4)
+    centres = separated_points(12, (128, 128), 10, 16.0, seed=5)
+    zz, yy, xx = np.mgrid[:7, :128, :128]
+    img = np.full((7, 128, 128), 200.0)
+    for y, x in centres:
+        img += rng.uniform(6000, 12000) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 8.0 - (zz - 3) ** 2 / 4.5)
+    img = np.minimum(rng.poisson(img), 1500).astype(np.uint16)  # clipped in planes 1-5
+    det = detect(img, default_model, axes="zyx", keep_maps=False)
+    spots = det.spots
+    d = np.hypot(*(spots[["y", "x"]].to_numpy()[:, None, :] - centres[None]).transpose(2, 0, 1))
+    assert (d < 4).sum(0).tolist() == [1] * len(centres) and len(spots) == len(centres)
+    assert d.min(0).max() < 0.4
+    assert set(spots["z"].tolist()) <= {2.0, 3.0}  # the centroid's plane, truncated as piscis does
+    assert det.provenance["left_out_as_no_spots"]["plateau_repeats"] > 0
+    monkeypatch.setattr(planes, "fill_round_plateaus", lambda voxels, proposals, *a: (voxels, proposals))
+    assert len(detect(img, default_model, axes="zyx", keep_maps=False).spots) > len(centres) + 10

@@ -9,7 +9,8 @@ plateau's centroid, which for a symmetric spot is its centre. A plateau that is 
 merged, or not a spot at all, and keeps its calls; so do small ones (fewer than :data:`MIN_AREA` pixels: too few
 to judge their shape), those wider than a diffraction-limited spot (:data:`MAX_RADIUS`) and those cut by the
 plane's edge. Chosen on the 2-D sample, the two piscis_panels ``train`` images and realistic synthetic images
-with clipped spots (README, *One call per clipped spot*).
+with clipped spots (README, *A clipped spot is one spot*). In a z-stack each plane's round plateau becomes one
+voxel set pointing at its centroid (:func:`..rescore.fill_round_plateaus`), so the spot is one 3-D component.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def roundness(mask: np.ndarray) -> float:
 
 
 def _plateau_at(plane, rc: np.ndarray, top: float):
-    """The clipped plateau touching pixel ``rc``'s 3 x 3 neighbourhood: (its centroid, area) in plane
-    coordinates, or None where there is none or it is cut by the plane's edge or too large to be a spot."""
+    """The clipped plateau touching pixel ``rc``'s 3 x 3 neighbourhood: (its centroid, its pixels (n, 2)) in plane
+    coordinates, or None where there is none, or it is small, not round, cut by the plane's edge or too large to
+    be a spot."""
     from ..io.image_sources import read
 
     h, w = (int(v) for v in plane.shape[-2:])
@@ -61,48 +63,55 @@ def _plateau_at(plane, rc: np.ndarray, top: float):
         return None
     if area < MIN_AREA or np.sqrt(area / np.pi) > MAX_RADIUS:
         return None
-    box = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    if roundness(box) < ROUNDNESS:
+    if roundness(mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]) < ROUNDNESS:
         return None
-    centre = np.array(ndimage.center_of_mass(mask)) + (r0, c0)
-    return centre, area
+    pixels = np.argwhere(mask) + (r0, c0)
+    return pixels.mean(0), pixels
 
 
-def round_plateau_repeats(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.ndarray,
-                          top: float | None):
-    """(coords with each round plateau's kept call moved to its centroid, a mask of the repeat calls to drop).
+def round_plateaus(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.ndarray, top: float | None):
+    """The round clipped plateaus the calls sit on: a list of (centroid (2,), pixels (n, 2), the indices of the
+    calls within the disc of the plateau's area around its centroid, best-scored first).
 
     ``saturated``: each call's share of clipped pixels in its 3 x 3 neighbourhood (only these start a look at
-    the plane); ``top``: the plane's clipping level (None: it has no clipped pixels, nothing changes)."""
-    coords = np.array(coords, dtype=np.float64, copy=True).reshape(-1, 2)
-    repeat = np.zeros(len(coords), dtype=bool)
+    the plane); ``top``: the plane's clipping level (None: it has no clipped pixels, there are none)."""
+    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+    scores, saturated = np.asarray(scores), np.asarray(saturated)
     if top is None or not len(coords):
-        return coords, repeat
+        return []
     h, w = (int(v) for v in plane.shape[-2:])
     rc = np.rint(coords).astype(np.int64)
     rc[:, 0] = np.clip(rc[:, 0], 0, h - 1)
     rc[:, 1] = np.clip(rc[:, 1], 0, w - 1)
     done = np.zeros(len(coords), dtype=bool)
-    for i in np.flatnonzero(np.asarray(saturated) > 0)[np.argsort(-scores[np.asarray(saturated) > 0],
-                                                                   kind="stable")]:
+    out = []
+    for i in np.flatnonzero(saturated > 0)[np.argsort(-scores[saturated > 0], kind="stable")]:
         if done[i]:
             continue
+        done[i] = True
         found = _plateau_at(plane, rc[i], top)
         if found is None:
-            done[i] = True
             continue
-        centre, area = found
-        group = np.flatnonzero(np.hypot(*(coords - centre).T) <= np.sqrt(area / np.pi))
-        group = group[~done[group]]
-        done[i] = True
+        centre, pixels = found
+        group = np.flatnonzero(np.hypot(*(coords - centre).T) <= np.sqrt(len(pixels) / np.pi))
+        group = group[~done[group] | (group == i)]
         if not len(group):
             continue
         done[group] = True
-        best = group[np.argmax(scores[group])]
-        repeat[group] = True
-        repeat[best] = False
-        coords[best] = centre
+        out.append((centre, pixels, group[np.argsort(-scores[group], kind="stable")]))
+    return out
+
+
+def round_plateau_repeats(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.ndarray,
+                          top: float | None):
+    """(coords with each round plateau's best call moved to its centroid, a mask of the other calls on it: the
+    repeats to drop), for the calls of a plane (:func:`round_plateaus`)."""
+    coords = np.array(coords, dtype=np.float64, copy=True).reshape(-1, 2)
+    repeat = np.zeros(len(coords), dtype=bool)
+    for centre, _, group in round_plateaus(plane, coords, scores, saturated, top):
+        repeat[group[1:]] = True
+        coords[group[0]] = centre
     return coords, repeat
 
 
-__all__ = ["MAX_RADIUS", "MIN_AREA", "ROUNDNESS", "round_plateau_repeats", "roundness"]
+__all__ = ["MAX_RADIUS", "MIN_AREA", "ROUNDNESS", "round_plateau_repeats", "round_plateaus", "roundness"]

@@ -17,13 +17,13 @@ Gaussian (LoG) response does. This stage
 
 Candidates whose brightest pixel is a camera's hot pixel are dropped (:mod:`.hot_pixels`), and on planes so are
 the dim second calls an aberrated PSF puts beside every bright spot at one offset (:mod:`.echoes`), and a round
-clipped spot keeps one call, at its centre (:mod:`.plateaus`); a point on the rim of a bright object keeps the
-network's own score (:mod:`.edges`). Everything is per 2-D plane. Z-stacks keep
-the network's voxel scores, shifted in logit
-(:meth:`Rescorer.calibrate_voxels`) so that the model's default threshold keeps the voxels the network's own
-default kept, and each plane's proposals join them as voxels (:func:`stack_plane_proposals`,
-:func:`merge_stack_proposals`), so a spot the network misses in every plane is still a 3-D component. A
-model file carries it as its optional ``"rescore"`` entry (:mod:`..weights.native`).
+clipped spot keeps one call, at its centre (:mod:`.plateaus`; in stacks too, :func:`fill_round_plateaus`); a
+point on the rim of a bright object keeps the network's own score (:mod:`.edges`). Everything is per 2-D plane.
+Z-stacks keep the network's voxel scores, shifted in logit (:meth:`Rescorer.calibrate_voxels`) so that the
+model's default threshold keeps the voxels the network's own default kept, and each plane's proposals join them
+as voxels (:func:`stack_plane_proposals`, :func:`merge_stack_proposals`), so a spot the network misses in every
+plane is still a 3-D component. A model file carries it as its optional ``"rescore"`` entry
+(:mod:`..weights.native`).
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ import numpy as np
 from ..models.rescorer import FEATURES, LOWEST_THRESHOLD, NET_CLIP, SIGMAS, BoostedTrees, Rescorer
 from .echoes import psf_echoes
 from .edges import capped_scores
-from .plateaus import round_plateau_repeats
+from .plateaus import round_plateau_repeats, round_plateaus
 from .proposals import candidate_features
 from .rescore_fit import auc, fit_boosted_trees, fit_logistic
 
 __all__ = ["FEATURES", "LOWEST_THRESHOLD", "NET_CLIP", "SIGMAS", "BoostedTrees", "Rescorer", "auc",
-           "candidate_features", "drop_hot_voxels", "fit_boosted_trees", "fit_logistic", "merge_stack_proposals",
-           "rescore_candidates", "rescore_frame", "rescore_voxels", "stack_plane_proposals"]
+           "candidate_features", "drop_hot_voxels", "fill_round_plateaus", "fit_boosted_trees", "fit_logistic",
+           "merge_stack_proposals", "rescore_candidates", "rescore_frame", "rescore_voxels", "stack_plane_proposals"]
 
 #: candidates scoring above this make the pairs that show a PSF's echoes (:func:`.echoes.psf_echoes`)
 ECHO_ELIGIBLE = 0.05
@@ -101,7 +101,9 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     """A z-stack plane's LoG proposals (:func:`candidate_features`) that no network peak of that plane sits
     near, as voxels (``z, row, col, score, dy, dx, intensity``) scored by the rescorer above ``floor``, and the
     (row, col) of the plane's network peaks that are a camera's hot pixels (:mod:`.hot_pixels`; the caller
-    drops the network's voxels there, :func:`drop_hot_voxels`).
+    drops the network's voxels there, :func:`drop_hot_voxels`), and the plane's round clipped plateaus as
+    (centroid, pixels, the best score of the candidates on it, the clipped value) (:mod:`.plateaus`; the caller
+    makes each one voxel set, :func:`fill_round_plateaus`).
 
     Why: in a stack the network's voxels make the spots (3-D components), so a spot it scores near 0 in every
     plane (saturated, flat-topped, wide) had no voxel at all; a proposal's voxels in consecutive planes join
@@ -114,8 +116,12 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     net_hot = ~extra["is_proposal"] & extra["hot_pixel"]
     hot_rc = np.rint(coords[net_hot]).astype(np.int64)
     keep = extra["is_proposal"] & (prob > floor) & ~extra["hot_pixel"]
+    live = (prob > floor) & ~extra["hot_pixel"]
+    found = round_plateaus(plane, coords, prob, np.where(live, extra["saturated"], 0.0), extra["clip_level"])
+    plateaus = [(centre, pixels, float(prob[group].max()), extra["clip_level"]) for centre, pixels, group in found]
     if left_out is not None:  # per plane: a hot pixel through the stack counts once in each plane it is found
         left_out["hot_pixels"] += int(((prob > floor) & extra["hot_pixel"]).sum())
+        left_out["plateau_repeats"] += sum(max(int(live[group].sum()) - 1, 0) for *_, group in found)
     coords, prob = coords[keep], prob[keep]
     h, w = (int(v) for v in plane.shape[-2:])
     r = np.clip(np.rint(coords[:, 0]).astype(np.int64), 0, h - 1)
@@ -124,7 +130,46 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     return pd.DataFrame({**{a: np.full(n, i) for a, i in outer.items()}, "z": np.full(n, z, dtype=np.int32),
                          "row": r.astype(np.int32), "col": c.astype(np.int32), "score": prob.astype(np.float32),
                          "dy": (coords[:, 0] - r).astype(np.float32), "dx": (coords[:, 1] - c).astype(np.float32),
-                         "intensity": extra["intensity"][keep]}), hot_rc
+                         "intensity": extra["intensity"][keep]}), hot_rc, plateaus
+
+
+#: a round plateau's voxels replace the plane's voxels up to this far (px) outside the disc of its area
+PLATEAU_REACH = 2.0
+
+
+def fill_round_plateaus(voxels, proposals, plateaus: list, z: int, outer: dict):
+    """A stack plane's network voxels and proposal voxels with each round clipped plateau (of
+    :func:`stack_plane_proposals`) made one voxel set: every voxel within :data:`PLATEAU_REACH` px of the disc
+    of its area goes, and each of its pixels becomes a voxel at the best score there, its offsets pointing at
+    the plateau's centroid. Why: the network's and the LoG's voxels ring a flat top in pieces, so a clipped
+    spot became 2-7 spots of the stack; filled, it is one 3-D component, centred where its plateau is."""
+    import pandas as pd
+
+    if not plateaus:
+        return voxels, proposals
+    frames = [f for f in (voxels, proposals) if f is not None and len(f)]
+    drop = [np.zeros(len(f), dtype=bool) for f in frames]
+    new = []
+    for centre, pixels, score, value in plateaus:
+        reach = np.sqrt(len(pixels) / np.pi) + PLATEAU_REACH
+        for k, f in enumerate(frames):
+            d = np.hypot(f["row"].to_numpy() - centre[0], f["col"].to_numpy() - centre[1])
+            inside = (d <= reach) & ~drop[k]
+            score = max(score, float(f["score"].to_numpy()[inside].max(initial=-np.inf)))
+            drop[k] |= inside
+        n = len(pixels)
+        new.append(pd.DataFrame({**{a: np.full(n, i) for a, i in outer.items()}, "z": np.full(n, z, dtype=np.int32),
+                                 "row": pixels[:, 0].astype(np.int32), "col": pixels[:, 1].astype(np.int32),
+                                 "score": np.full(n, score, dtype=np.float32),
+                                 "dy": (centre[0] - pixels[:, 0]).astype(np.float32),
+                                 "dx": (centre[1] - pixels[:, 1]).astype(np.float32),
+                                 "intensity": np.full(n, float(value))}))
+    kept = {id(f): f[~m] for f, m in zip(frames, drop)}
+    voxels = kept.get(id(voxels), voxels)
+    proposals = kept.get(id(proposals), proposals)
+    filled = pd.concat(new, ignore_index=True)
+    voxels = filled if voxels is None or not len(voxels) else pd.concat([voxels, filled], ignore_index=True)
+    return voxels, proposals
 
 
 #: a hot pixel's network voxels reach this far (px, in rows and columns) from it
