@@ -147,16 +147,20 @@ def fill_round_plateaus(voxels, proposals, plateaus: list, z: int, outer: dict):
 
     if not plateaus:
         return voxels, proposals
+    from scipy.spatial import cKDTree
+
     frames = [f for f in (voxels, proposals) if f is not None and len(f)]
     drop = [np.zeros(len(f), dtype=bool) for f in frames]
+    trees = [cKDTree(np.column_stack([f["row"].to_numpy(), f["col"].to_numpy()]).astype(np.float64))
+             for f in frames]
     new = []
     for centre, pixels, score, value in plateaus:
         reach = np.sqrt(len(pixels) / np.pi) + PLATEAU_REACH
-        for k, f in enumerate(frames):
-            d = np.hypot(f["row"].to_numpy() - centre[0], f["col"].to_numpy() - centre[1])
-            inside = (d <= reach) & ~drop[k]
+        for k, (f, tree) in enumerate(zip(frames, trees)):
+            inside = np.asarray(tree.query_ball_point(centre, reach), dtype=np.int64)
+            inside = inside[~drop[k][inside]]
             score = max(score, float(f["score"].to_numpy()[inside].max(initial=-np.inf)))
-            drop[k] |= inside
+            drop[k][inside] = True
         n = len(pixels)
         new.append(pd.DataFrame({**{a: np.full(n, i) for a, i in outer.items()}, "z": np.full(n, z, dtype=np.int32),
                                  "row": pixels[:, 0].astype(np.int32), "col": pixels[:, 1].astype(np.int32),
