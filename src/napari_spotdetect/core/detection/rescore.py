@@ -84,8 +84,9 @@ def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float, d
         left_out["hot_pixels"] += int((above & extra["hot_pixel"]).sum())
         left_out["psf_echoes"] += int((keep & echo).sum())
     keep &= ~echo
-    coords, repeat = round_plateau_repeats(plane, coords, prob, np.where(keep, extra["saturated"], 0.0),
-                                           extra["clip_level"])
+    # only the calls still kept take part (a dropped one is never a plateau's best)
+    coords, repeat = round_plateau_repeats(plane, coords, np.where(keep, prob, -np.inf),
+                                           np.where(keep, extra["saturated"], 0.0), extra["clip_level"])
     if left_out is not None:
         left_out["plateau_repeats"] += int((keep & repeat).sum())
     keep &= ~repeat
@@ -117,8 +118,9 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     hot_rc = np.rint(coords[net_hot]).astype(np.int64)
     keep = extra["is_proposal"] & (prob > floor) & ~extra["hot_pixel"]
     live = (prob > floor) & ~extra["hot_pixel"]
-    found = round_plateaus(plane, coords, prob, np.where(live, extra["saturated"], 0.0), extra["clip_level"])
-    plateaus = [(centre, pixels, float(prob[group].max()), extra["clip_level"]) for centre, pixels, group in found]
+    live_prob = np.where(live, prob, -np.inf)
+    found = round_plateaus(plane, coords, live_prob, np.where(live, extra["saturated"], 0.0), extra["clip_level"])
+    plateaus = [(centre, pixels, float(live_prob[group[0]]), extra["clip_level"]) for centre, pixels, group in found]
     if left_out is not None:  # per plane: a hot pixel through the stack counts once in each plane it is found
         left_out["hot_pixels"] += int(((prob > floor) & extra["hot_pixel"]).sum())
         left_out["plateau_repeats"] += sum(max(int(live[group].sum()) - 1, 0) for *_, group in found)
