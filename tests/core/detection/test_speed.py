@@ -62,7 +62,9 @@ def test_fast_mode_agrees_with_exact_on_the_default_model():
     image, truth = synthetic_image((600, 560), n_spots=220, seed=3, amplitude=(400, 1000))
     exact = detect(image, model, speed="exact")
     fast = detect(image, model, speed="fast")
-    assert fast.provenance["tiling"]["n_tiles"] < exact.provenance["tiling"]["n_tiles"]
+    # the package's own model plans the same even tiles in both modes: they differ by precision alone
+    assert fast.provenance["tiling"]["tile"] == exact.provenance["tiling"]["tile"]
+    assert fast.provenance["tiling"]["n_tiles"] == exact.provenance["tiling"]["n_tiles"] == 4
     assert fast.provenance["precision"] == ("bfloat16" if cpu_has_native_bf16() else "float32")
     f1 = match_spots(fast.spots[["y", "x"]].to_numpy(), exact.spots[["y", "x"]].to_numpy(), 1.0).f1
     assert f1 >= 0.99
@@ -99,3 +101,11 @@ def test_fast_mode_on_a_bf16_cpu_runs_a_bfloat16_copy_that_follows_weight_change
     with torch.no_grad():
         next(model.net.parameters()).mul_(1.01)  # weights changed in place: a new copy
     assert model._net_for(x) is not low
+
+
+def test_a_piscis_file_keeps_piscis_tiles_in_exact_mode_and_fast_mode_plans_fewer(piscis_model):
+    image, _ = synthetic_image((600, 560), n_spots=50, seed=3)
+    exact = detect(image, piscis_model, speed="exact")
+    fast = detect(image, piscis_model, speed="fast")
+    assert exact.provenance["tiling"]["tile"] == [256, 256] and exact.provenance["tiling"]["n_tiles"] == 9
+    assert fast.provenance["tiling"]["n_tiles"] < exact.provenance["tiling"]["n_tiles"]

@@ -107,3 +107,25 @@ def test_another_architecture_plugs_in(tmp_path):
         assert type(back) is Wrapped and back.info.arch == "wrapped" and back.default_threshold == pytest.approx(0.2)
     finally:
         native.ARCHS.pop("wrapped")
+
+
+def test_a_model_files_tile_plan_survives_it_and_the_bundled_one_plans_even_tiles(tmp_path):
+    """Exact mode's tiles are part of what a model gives: a model saved with piscis's fixed tiles loads with them,
+    one with the even plan (the package's own) with that, and files without the key are the package's own."""
+    from napari_spotdetect.core.detection.detect import detect
+    from napari_spotdetect.core.training.trainable import recipe_for
+
+    img = np.random.default_rng(3).random((150, 150)).astype(np.float32)
+    for even in (False, True):
+        m = _tiny()
+        m.even_tiles = even
+        again = load_model(native.save_model(m, tmp_path / f"m{even}.pt"), device="cpu")
+        assert again.even_tiles is even
+        plans = [detect(img, x, threshold=0.2).provenance["tiling"] for x in (m, again)]
+        assert plans[0] == plans[1]
+        assert plans[0]["tile"] == ([64, 64] if not even else [80, 80])  # piscis's tile, or 2 x 2 even ones
+        assert recipe_for(m)[0].even_tiles is even  # fine-tuning keeps its base model's plan
+    obj = native.model_to_state(_tiny())
+    del obj["even_tiles"]
+    assert native.native_from_state(obj).even_tiles is True
+    assert load_model("default").even_tiles is True

@@ -179,9 +179,10 @@ def _check_channels(model, arr, axes: str) -> bool:
 
 
 def _plan(model, hw, tile, overlap, settings, user_tile: bool):
-    """The tile plan, the (maybe shrunk) tile and, in fast mode on a CPU, the batch size it wants (else None)."""
+    """The tile plan, the (maybe shrunk) tile and, for an even plan (fast mode, or a model whose own plan it is)
+    on a CPU, the batch size it wants (else None)."""
     m = model.size_multiple
-    if settings.name == "fast":
+    if settings.name == "fast" or model.even_tiles:
         max_tile = tile if user_tile else tuple(FAST_TILE_FACTOR * t for t in tile)
         plan = plan_tiles_even(hw, max_tile, int(np.rint(overlap * min(tile))), m)
         batch = max(1, FAST_BATCH_PIXELS // (plan.tile[0] * plan.tile[1])) if model.device.type == "cpu" else None

@@ -50,6 +50,12 @@ class SpotModel(abc.ABC):
     #: shrink tiles to the image (rounded up to ``size_multiple``) and end the last tile at the image edge,
     #: instead of padding; for networks whose output depends on what lies far past a tile's edge
     fit_tiles_to_image: bool = False
+    #: exact mode plans tiles as fast mode does (the fewest equal tiles of up to twice the model's tile, none
+    #: sticking out of the image, :func:`..detection.tiling.plan_tiles_even`) instead of piscis's fixed tiles with
+    #: a padded last one, so that fast mode differs from exact mode by its precision alone. Set by the package's
+    #: own model files (kept in them, :mod:`..weights.native`) and the models it trains; a piscis file keeps
+    #: piscis's tiles, so exact mode gives piscis's spots (README, *One tile plan for both speeds*)
+    even_tiles: bool = False
     #: names of the (row, column) displacement maps, which turn with the image under test-time augmentation
     vector_maps: tuple[str, str] | None = None
     #: candidates dimmer than this fraction of their plane's elbow contrast are dropped (:mod:`..contrast`);

@@ -67,8 +67,11 @@ class PiscisRecipe(Recipe):
     arch = "piscis"
 
     def __init__(self, net: PiscisNet, adjustment: str | None, loss: str, l2_weight: float,
-                 ignore_bright_regions: bool = True):
+                 ignore_bright_regions: bool = True, even_tiles: bool = True):
         super().__init__(net, adjustment)
+        #: the trained model's tile plan (:attr:`..models.base.SpotModel.even_tiles`): its base model's when
+        #: fine-tuning, so its epoch 0 is the base model's own detection; even for a new network
+        self.even_tiles = bool(even_tiles)
         self.criterion = PiscisLoss(loss, l2_weight)
         #: a :class:`.distill.Teacher` whose maps the network is also taught (None: the annotations alone)
         self.teacher = None
@@ -103,6 +106,7 @@ class PiscisRecipe(Recipe):
     def wrap(self, net, info, tile_size, threshold, device):
         model = PiscisModel(net, info, adjustment=self.adjustment, tile_size=tile_size, default_threshold=threshold,
                             device=device)
+        model.even_tiles = self.even_tiles
         if self.adjustment == "percentile":
             model.ignore_bright_regions = self.ignore_bright_regions
         return model
@@ -181,4 +185,5 @@ def recipe_for(model, loss: str = "smoothf1", l2_weight: float = 0.25,
     if net.cfg.in_channels != 1:
         raise SpotDetectError("Training currently supports single-channel models.", "use in_channels=1.")
     rule = model.ignore_bright_regions if isinstance(model, PiscisModel) else True
-    return PiscisRecipe(net, adjustment, loss, l2_weight, rule), mode
+    even = model.even_tiles if isinstance(model, PiscisModel) else True
+    return PiscisRecipe(net, adjustment, loss, l2_weight, rule, even), mode

@@ -46,7 +46,8 @@ def register_arch(name: str, spec: ArchSpec) -> None:
 
 def _piscis_describe(model) -> dict:
     out = {"config": _plain(model.cfg.to_dict()), "state_dict": model.net.state_dict(),
-           "normalization": model.adjustment, "tile_size": list(model.tile_size)}
+           "normalization": model.adjustment, "tile_size": list(model.tile_size),
+           "even_tiles": bool(model.even_tiles)}
     if model.rescorer is not None:
         out["rescore"] = _plain(model.rescorer.to_dict())
     return out
@@ -63,9 +64,12 @@ def _piscis_build(obj: dict, info: ModelInfo, device) -> SpotModel:
         from ..models.rescorer import Rescorer
 
         rescorer = Rescorer.from_dict(obj["rescore"])
-    return PiscisModel(net, info, adjustment=obj.get("normalization", "standardize"),
-                       tile_size=tuple(obj.get("tile_size", (256, 256))), default_threshold=obj.get("threshold"),
-                       device=device, rescorer=rescorer)
+    model = PiscisModel(net, info, adjustment=obj.get("normalization", "standardize"),
+                        tile_size=tuple(obj.get("tile_size", (256, 256))), default_threshold=obj.get("threshold"),
+                        device=device, rescorer=rescorer)
+    # a file without the key (the bundled model's, and files saved before it) is one of the package's own models
+    model.even_tiles = bool(obj.get("even_tiles", True))
+    return model
 
 
 def _deepspot_describe(model) -> dict:
@@ -129,7 +133,8 @@ def model_to_state(model: SpotModel, card: dict | None = None, half: bool = Fals
             "config": d["config"], "state_dict": state, "normalization": d["normalization"],
             "tile_size": d["tile_size"], "threshold": float(model.default_threshold),
             "contrast_floor": float(model.default_contrast_floor), "card": _plain(card),
-            **({"rescore": d["rescore"]} if "rescore" in d else {})}
+            **({"rescore": d["rescore"]} if "rescore" in d else {}),
+            **({"even_tiles": d["even_tiles"]} if "even_tiles" in d else {})}
 
 
 def atomic_torch_save(obj, path) -> Path:
