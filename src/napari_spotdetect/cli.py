@@ -321,9 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average the network over the 8 flips/rotations of every tile (about 7x slower; on real images "
                         "no more accurate, its ranking a little better)")
     p.add_argument("--speed", default="exact", choices=["exact", "fast"],
-                   help="exact: the model's own tiles in float32 (piscis's spots); fast: larger tiles without "
-                        "wasted overlap and bfloat16/float16 where the hardware has it, 1.3-4x faster, as accurate on "
-                        "annotated real images (default: %(default)s)")
+                   help="exact: the model's own tiles in float32 (piscis's spots on piscis files); fast: "
+                        "bfloat16/float16 where the hardware has it (and larger tiles without wasted overlap on "
+                        "piscis files, which the package's own models use in both modes), 1.3-4x faster, as accurate "
+                        "on annotated real images (default: %(default)s)")
     p.add_argument("--contrast-floor", type=float, default=None, metavar="K",
                    help="drop spots dimmer than K x where the image's spots stand out from its texture (the elbow of "
                         "its peaks' contrasts; 2-D planes), e.g. 0.35; 0 keeps all (default: the model's own, 0 for "

@@ -47,9 +47,9 @@ TIPS = {
     "augment": "Run the network on the 8 flips and rotations of every tile and average what it sees:\n"
                "about 7x slower; on real images no more accurate, its scores rank a little better.",
     "speed": "exact: the model's own tiles in float32 (identical to piscis on piscis files).\n"
-             "fast: fewer, larger tiles and bfloat16 where the CPU or GPU has it natively: 1.3-4x faster.\n"
-             "Where many spots sit near the threshold its other tiles move a few of them across it, but\n"
-             "against annotated real images both modes measured equally accurate.",
+             "fast: bfloat16 where the CPU or GPU has it natively (and fewer, larger tiles on piscis\n"
+             "files): 1.3-4x faster. The bundled and your own models plan the same tiles in both modes,\n"
+             "so their spots differ by precision alone; against annotated real images both measured alike.",
     "threshold": "Spots whose score is above this value are kept. Moving it does not run the network again.",
     "contrast_floor": "Drop spots dimmer than this fraction of where this image's spots stand out from its\n"
                       "texture (the elbow of its peaks' contrasts). 0 keeps every spot the threshold keeps.\n"

@@ -1,8 +1,9 @@
 """Speed modes of detection: ``"exact"`` (the model's own tiles, full precision) or ``"fast"``.
 
-``exact`` reproduces piscis's tiling and per-tile normalisation, so its spots are piscis's (float noise
-only). ``fast`` trades bit-parity for throughput, with each choice measured by
-``benchmarks/compare_piscis.py``:
+``exact`` on a file piscis saved reproduces piscis's tiling and per-tile normalisation, so its spots are piscis's
+(float noise only); the package's own models plan the even tiles below in exact mode too
+(:attr:`..models.base.SpotModel.even_tiles`), so for them fast mode differs by precision alone. ``fast`` trades
+bit-parity for throughput, with each choice measured by ``benchmarks/compare_piscis.py``:
 
 - a tile plan without waste: the fewest equal tiles of up to :data:`FAST_TILE_FACTOR` times the model's
   tile that cover the image with the model's overlap (in pixels) as shared context, none sticking out of the
@@ -13,10 +14,10 @@ only). ``fast`` trades bit-parity for throughput, with each choice measured by
 - reduced precision where the hardware does it natively: bfloat16 on CPUs with AVX-512 BF16 or AMX (via
   oneDNN), bfloat16 or float16 on CUDA GPUs, float16 on Apple GPUs. Elsewhere float32.
 
-Larger tiles change the statistics that per-tile normalisation and Piscis's style vector see, so spots can
-differ slightly from exact mode: the tests require F1 >= 0.99 against it on synthetic images; on real frames whose
-candidates crowd the threshold (pia_spots) it is about 0.94, and against their annotations both modes score alike
-(``benchmarks/bench_real.py --speed exact fast``).
+Other tiles change the statistics that per-tile normalisation and Piscis's style vector see, so on a piscis file
+fast mode's spots can differ slightly from exact mode's; the tests require F1 >= 0.99 against it on synthetic
+images. With the same plan (the package's own models) only precision differs: F1 0.99 on the real pia_spots
+frames whose candidates crowd the threshold, 0.94 when the plans differed (``benchmarks/fast_agreement.py``).
 """
 
 from __future__ import annotations
