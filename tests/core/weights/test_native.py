@@ -129,3 +129,11 @@ def test_a_model_files_tile_plan_survives_it_and_the_bundled_one_plans_even_tile
     del obj["even_tiles"]
     assert native.native_from_state(obj).even_tiles is True
     assert load_model("default").even_tiles is True
+
+
+def test_a_tile_plan_that_is_no_yes_or_no_is_refused_with_the_file_named(tmp_path):
+    obj = native.model_to_state(_tiny())
+    obj["even_tiles"] = "sometimes"
+    torch.save(obj, tmp_path / "odd.pt")
+    with pytest.raises(ModelFileError, match="odd.pt.*even_tiles"):
+        load_model(tmp_path / "odd.pt")

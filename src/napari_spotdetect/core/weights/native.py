@@ -68,7 +68,10 @@ def _piscis_build(obj: dict, info: ModelInfo, device) -> SpotModel:
                         tile_size=tuple(obj.get("tile_size", (256, 256))), default_threshold=obj.get("threshold"),
                         device=device, rescorer=rescorer)
     # a file without the key (the bundled model's, and files saved before it) is one of the package's own models
-    model.even_tiles = bool(obj.get("even_tiles", True))
+    even = obj.get("even_tiles", True)
+    if not isinstance(even, bool):
+        raise TypeError(f"its tile plan 'even_tiles' is {even!r}, not true or false")
+    model.even_tiles = even
     return model
 
 
