@@ -69,12 +69,14 @@ def _plateau_at(plane, rc: np.ndarray, top: float):
     return pixels.mean(0), pixels
 
 
-def round_plateaus(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.ndarray, top: float | None):
+def round_plateaus(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.ndarray, top: float | None,
+                   eligible: np.ndarray | None = None):
     """The round clipped plateaus the calls sit on: a list of (centroid (2,), pixels (n, 2), the indices of the
-    calls within the disc of the plateau's area around its centroid, best-scored first).
+    eligible calls within the disc of the plateau's area around its centroid, best-scored first).
 
     ``saturated``: each call's share of clipped pixels in its 3 x 3 neighbourhood (only these start a look at
-    the plane); ``top``: the plane's clipping level (None: it has no clipped pixels, there are none)."""
+    the plane); ``top``: the plane's clipping level (None: it has no clipped pixels, there are none);
+    ``eligible``: the calls that take part (default: all), so a dropped one is never a plateau's best."""
     coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
     scores, saturated = np.asarray(scores), np.asarray(saturated)
     if top is None or not len(coords):
@@ -83,7 +85,7 @@ def round_plateaus(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.
     rc = np.rint(coords).astype(np.int64)
     rc[:, 0] = np.clip(rc[:, 0], 0, h - 1)
     rc[:, 1] = np.clip(rc[:, 1], 0, w - 1)
-    done = np.zeros(len(coords), dtype=bool)
+    done = np.zeros(len(coords), dtype=bool) if eligible is None else ~np.asarray(eligible, dtype=bool)
     out = []
     for i in np.flatnonzero(saturated > 0)[np.argsort(-scores[saturated > 0], kind="stable")]:
         if done[i]:
@@ -103,12 +105,12 @@ def round_plateaus(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.
 
 
 def round_plateau_repeats(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.ndarray,
-                          top: float | None):
-    """(coords with each round plateau's best call moved to its centroid, a mask of the other calls on it: the
-    repeats to drop), for the calls of a plane (:func:`round_plateaus`)."""
+                          top: float | None, eligible: np.ndarray | None = None):
+    """(coords with each round plateau's best call moved to its centroid, a mask of the other eligible calls on
+    it: the repeats to drop), for the calls of a plane (:func:`round_plateaus`)."""
     coords = np.array(coords, dtype=np.float64, copy=True).reshape(-1, 2)
     repeat = np.zeros(len(coords), dtype=bool)
-    for centre, _, group in round_plateaus(plane, coords, scores, saturated, top):
+    for centre, _, group in round_plateaus(plane, coords, scores, saturated, top, eligible):
         repeat[group[1:]] = True
         coords[group[0]] = centre
     return coords, repeat

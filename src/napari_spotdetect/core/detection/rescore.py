@@ -84,11 +84,9 @@ def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float, d
         left_out["hot_pixels"] += int((above & extra["hot_pixel"]).sum())
         left_out["psf_echoes"] += int((keep & echo).sum())
     keep &= ~echo
-    # only the calls still kept take part (a dropped one is never a plateau's best)
-    coords, repeat = round_plateau_repeats(plane, coords, np.where(keep, prob, -np.inf),
-                                           np.where(keep, extra["saturated"], 0.0), extra["clip_level"])
+    coords, repeat = round_plateau_repeats(plane, coords, prob, extra["saturated"], extra["clip_level"], keep)
     if left_out is not None:
-        left_out["plateau_repeats"] += int((keep & repeat).sum())
+        left_out["plateau_repeats"] += int(repeat.sum())
     keep &= ~repeat
     coords = coords[keep]
     n = len(coords)
@@ -116,14 +114,13 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     coords, prob, extra = rescore_candidates(rescorer, plane, yx, net_scores, filter_device(device))
     net_hot = ~extra["is_proposal"] & extra["hot_pixel"]
     hot_rc = np.rint(coords[net_hot]).astype(np.int64)
-    keep = extra["is_proposal"] & (prob > floor) & ~extra["hot_pixel"]
     live = (prob > floor) & ~extra["hot_pixel"]
-    live_prob = np.where(live, prob, -np.inf)
-    found = round_plateaus(plane, coords, live_prob, np.where(live, extra["saturated"], 0.0), extra["clip_level"])
-    plateaus = [(centre, pixels, float(live_prob[group[0]]), extra["clip_level"]) for centre, pixels, group in found]
+    keep = extra["is_proposal"] & live
+    found = round_plateaus(plane, coords, prob, extra["saturated"], extra["clip_level"], live)
+    plateaus = [(centre, pixels, float(prob[group[0]]), extra["clip_level"]) for centre, pixels, group in found]
     if left_out is not None:  # per plane: a hot pixel through the stack counts once in each plane it is found
         left_out["hot_pixels"] += int(((prob > floor) & extra["hot_pixel"]).sum())
-        left_out["plateau_repeats"] += sum(max(int(live[group].sum()) - 1, 0) for *_, group in found)
+        left_out["plateau_repeats"] += sum(len(group) - 1 for *_, group in found)
     coords, prob = coords[keep], prob[keep]
     h, w = (int(v) for v in plane.shape[-2:])
     r = np.clip(np.rint(coords[:, 0]).astype(np.int64), 0, h - 1)
@@ -151,29 +148,33 @@ def fill_round_plateaus(voxels, proposals, plateaus: list, z: int, outer: dict):
         return voxels, proposals
     from scipy.spatial import cKDTree
 
-    frames = [f for f in (voxels, proposals) if f is not None and len(f)]
-    drop = [np.zeros(len(f), dtype=bool) for f in frames]
-    trees = [cKDTree(np.column_stack([f["row"].to_numpy(), f["col"].to_numpy()]).astype(np.float64))
-             for f in frames]
-    new = []
-    for centre, pixels, score, value in plateaus:
-        reach = np.sqrt(len(pixels) / np.pi) + PLATEAU_REACH
-        for k, (f, tree) in enumerate(zip(frames, trees)):
-            inside = np.asarray(tree.query_ball_point(centre, reach), dtype=np.int64)
-            inside = inside[~drop[k][inside]]
-            score = max(score, float(f["score"].to_numpy()[inside].max(initial=-np.inf)))
-            drop[k][inside] = True
-        n = len(pixels)
-        new.append(pd.DataFrame({**{a: np.full(n, i) for a, i in outer.items()}, "z": np.full(n, z, dtype=np.int32),
-                                 "row": pixels[:, 0].astype(np.int32), "col": pixels[:, 1].astype(np.int32),
-                                 "score": np.full(n, score, dtype=np.float32),
-                                 "dy": (centre[0] - pixels[:, 0]).astype(np.float32),
-                                 "dx": (centre[1] - pixels[:, 1]).astype(np.float32),
-                                 "intensity": np.full(n, float(value))}))
-    kept = {id(f): f[~m] for f, m in zip(frames, drop)}
-    voxels = kept.get(id(voxels), voxels)
-    proposals = kept.get(id(proposals), proposals)
-    filled = pd.concat(new, ignore_index=True)
+    reach = [np.sqrt(len(pixels) / np.pi) + PLATEAU_REACH for _, pixels, _, _ in plateaus]
+    best = [score for _, _, score, _ in plateaus]
+
+    def outside(f):
+        """``f`` less its voxels near a plateau (each goes to the first plateau that reaches it), whose scores
+        raise that plateau's best."""
+        if f is None or not len(f):
+            return f
+        tree = cKDTree(np.column_stack([f["row"].to_numpy(), f["col"].to_numpy()]).astype(np.float64))
+        scores = f["score"].to_numpy()
+        drop = np.zeros(len(f), dtype=bool)
+        for k, (centre, *_) in enumerate(plateaus):
+            inside = np.asarray(tree.query_ball_point(centre, reach[k]), dtype=np.int64)
+            inside = inside[~drop[inside]]
+            best[k] = max(best[k], float(scores[inside].max(initial=-np.inf)))
+            drop[inside] = True
+        return f[~drop]
+
+    voxels, proposals = outside(voxels), outside(proposals)
+    filled = pd.concat([pd.DataFrame({**{a: np.full(len(pixels), i) for a, i in outer.items()},
+                                      "z": np.full(len(pixels), z, dtype=np.int32),
+                                      "row": pixels[:, 0].astype(np.int32), "col": pixels[:, 1].astype(np.int32),
+                                      "score": np.full(len(pixels), score, dtype=np.float32),
+                                      "dy": (centre[0] - pixels[:, 0]).astype(np.float32),
+                                      "dx": (centre[1] - pixels[:, 1]).astype(np.float32),
+                                      "intensity": np.full(len(pixels), float(value))})
+                        for (centre, pixels, _, value), score in zip(plateaus, best)], ignore_index=True)
     voxels = filled if voxels is None or not len(voxels) else pd.concat([voxels, filled], ignore_index=True)
     return voxels, proposals
 
