@@ -49,15 +49,16 @@ def scenes(seed: int = 0) -> list:
 def rules_off():
     from napari_spotdetect.core.detection import edges, proposals, rescore
 
-    saved = proposals.hot_pixel_at, rescore.psf_echoes, edges.on_edge, rescore.round_plateau_repeats
+    saved = proposals.hot_pixel_at, rescore.psf_echoes, edges.on_edge, rescore.clipped_spot_calls
     proposals.hot_pixel_at = lambda x, rc, noise: np.zeros(len(rc), dtype=bool)
     rescore.psf_echoes = lambda coords, contrast, eligible=None: np.zeros(len(coords), dtype=bool)
     edges.on_edge = lambda margin, saturated: np.zeros(len(margin), dtype=bool)
-    rescore.round_plateau_repeats = lambda plane, coords, *a: (coords, np.zeros(len(coords), dtype=bool))
+    rescore.clipped_spot_calls = lambda plane, coords, *a, **k: (coords, np.zeros(len(coords), dtype=bool),
+                                                                 np.zeros((0, 2)), np.zeros(0, dtype=np.int64))
     try:
         yield
     finally:
-        proposals.hot_pixel_at, rescore.psf_echoes, edges.on_edge, rescore.round_plateau_repeats = saved
+        proposals.hot_pixel_at, rescore.psf_echoes, edges.on_edge, rescore.clipped_spot_calls = saved
 
 
 def main():

@@ -33,25 +33,21 @@ def test_bundled_model_rescores_and_its_slider_reaches_well_below_its_default(de
 
 
 def test_every_saturated_spot_of_the_2d_sample_is_found_at_the_default_threshold(default_model, sample_detections):
-    """The sample's brightest spots are clipped plateaus the network alone scores near 0 (13 were missed)."""
+    """The sample's brightest spots are clipped plateaus the network alone scores near 0 (13 were missed); 10 of
+    them share a plateau with one to three others (the last one missed was among them)."""
     from scipy import ndimage
 
     img, truth, det = sample_detections
     rc = np.rint(truth).astype(int)
     saturated = img[rc[:, 0], rc[:, 1]] >= img.max()
     assert saturated.sum() >= 20
-    spots = det.rethreshold(default_model.default_threshold)[["y", "x"]].to_numpy()
-    # a plateau that several spots' centres fall into is one flat region: which of them is "the" spot there
-    # cannot be told from the pixels, so those spots only count together
     plateaus, _ = ndimage.label(img >= img.max())
     ids = plateaus[rc[saturated, 0], rc[saturated, 1]]
-    uid, n = np.unique(ids, return_counts=True)
-    alone = np.isin(ids, uid[n == 1])
-    assert alone.sum() >= 0.7 * saturated.sum()
-    assert match_spots(spots, truth[saturated][alone], 3.0).tp == alone.sum()
-    assert match_spots(spots, truth[saturated], 3.0).tp >= saturated.sum() - (~alone).sum() // 2
-    # and each round clipped spot once (:mod:`.plateaus`): its repeat calls made 54 of 241 calls false before
-    assert match_spots(spots, truth, 3.0).precision >= 0.9
+    assert (np.unique(ids, return_counts=True)[1] >= 4).any()  # four spots merged into one flat region
+    spots = det.rethreshold(default_model.default_threshold)[["y", "x"]].to_numpy()
+    assert match_spots(spots, truth[saturated], 3.0).tp == saturated.sum()
+    # and each clipped spot once (:mod:`.plateaus`): its repeat calls made 54 of 241 calls false before
+    assert match_spots(spots, truth, 3.0).precision >= 0.93
     every = match_spots(det.candidates[["y", "x"]].to_numpy(), truth, 3.0)
     assert every.tp >= 0.95 * len(truth)  # nearly every spot is a candidate at the lowest threshold
 

@@ -24,6 +24,10 @@ MIN_AREA = 12
 MAX_RADIUS = 8.0
 #: a plateau is round when its intersection over union with the disc of its own area at its centroid is this
 ROUNDNESS = 0.85
+#: a plateau that is not round is parted into at most this many spots (:func:`_merged_parts`)
+MAX_PARTS = 6
+#: k-means starts per number of parts (seeded: the same plane always gives the same parts)
+KMEANS_STARTS = 8
 
 
 def roundness(mask: np.ndarray) -> float:
@@ -38,14 +42,49 @@ def roundness(mask: np.ndarray) -> float:
     return float((disc & region).sum() / (disc | region).sum())
 
 
-def _plateau_at(plane, rc: np.ndarray, top: float):
-    """The clipped plateau touching pixel ``rc``'s 3 x 3 neighbourhood: (its centroid, its pixels (n, 2)) in plane
-    coordinates, or None where there is none, or it is small, not round, cut by the plane's edge or too large to
-    be a spot."""
+def _merged_parts(pts: np.ndarray):
+    """The discs a clipped plateau that is not round is the union of: a list of (centre, the indices of its
+    pixels) for the fewest parts (2 to :data:`MAX_PARTS`, each of at least :data:`MIN_AREA` pixels and no wider
+    than a spot) whose discs of their own areas cover the plateau with an intersection over union of
+    :data:`ROUNDNESS`, or None where no such parts exist (then the plateau is no set of spots that can be told
+    apart, and keeps its calls)."""
+    from scipy.cluster.vq import kmeans2
+
+    lo = pts.min(0) - MAX_RADIUS - 1
+    shape = tuple((pts.max(0) - lo + MAX_RADIUS + 2).astype(np.int64))
+    region = np.zeros(shape, dtype=bool)
+    region[tuple((pts - lo).astype(np.int64).T)] = True
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    for k in range(2, MAX_PARTS + 1):
+        if len(pts) < k * MIN_AREA:
+            return None
+        best, parts = -1.0, None
+        for seed in range(KMEANS_STARTS):
+            _, labels = kmeans2(pts, k, minit="++", seed=seed)
+            sizes = np.bincount(labels, minlength=k)
+            if sizes.min() < MIN_AREA or np.sqrt(sizes.max() / np.pi) > MAX_RADIUS:
+                continue
+            centres = np.array([pts[labels == j].mean(0) for j in range(k)])
+            cover = np.zeros(shape, dtype=bool)
+            for c, size in zip(centres - lo, sizes):
+                cover |= (yy - c[0]) ** 2 + (xx - c[1]) ** 2 <= size / np.pi
+            iou = (cover & region).sum() / (cover | region).sum()
+            if iou > best:
+                best, parts = iou, [(centres[j], np.flatnonzero(labels == j)) for j in range(k)]
+        if best >= ROUNDNESS:
+            return parts
+    return None
+
+
+def _plateau_at(plane, rc: np.ndarray, top: float, merged: bool = False):
+    """The clipped plateau touching pixel ``rc``'s 3 x 3 neighbourhood, as the spots it holds: (its pixels
+    (n, 2), a list of (centre, the pixels of that spot (m, 2))) in plane coordinates: one spot where the
+    plateau is round; where it is not and ``merged``, the spots of :func:`_merged_parts`. None where there is
+    none, or it is small, cut by the plane's edge, too large for its spots, or not round and not parted."""
     from ..io.image_sources import read
 
     h, w = (int(v) for v in plane.shape[-2:])
-    reach = int(2 * MAX_RADIUS) + 2
+    reach = int((MAX_PARTS if merged else 2) * MAX_RADIUS) + 2
     r0, r1 = max(rc[0] - reach, 0), min(rc[0] + reach + 1, h)
     c0, c1 = max(rc[1] - reach, 0), min(rc[1] + reach + 1, w)
     lab, n = ndimage.label(np.asarray(read(plane[r0:r1, c0:c1])) >= top)
@@ -61,22 +100,32 @@ def _plateau_at(plane, rc: np.ndarray, top: float):
     # touching the window's edge: cut by the plane's edge, or too large for the window (no spot)
     if rows[0] == 0 or cols[0] == 0 or rows[-1] == mask.shape[0] - 1 or cols[-1] == mask.shape[1] - 1:
         return None
-    if area < MIN_AREA or np.sqrt(area / np.pi) > MAX_RADIUS:
-        return None
-    if roundness(mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]) < ROUNDNESS:
+    if area < MIN_AREA or area > MAX_PARTS * np.pi * MAX_RADIUS ** 2:
         return None
     pixels = np.argwhere(mask) + (r0, c0)
-    return pixels.mean(0), pixels
+    if np.sqrt(area / np.pi) <= MAX_RADIUS and roundness(mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]) >= ROUNDNESS:
+        return pixels, [(pixels.mean(0), pixels)]
+    if not merged:
+        return None
+    parts = _merged_parts(pixels.astype(np.float64))
+    return None if parts is None else (pixels, [(centre, pixels[idx]) for centre, idx in parts])
 
 
 def round_plateaus(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.ndarray, top: float | None,
-                   eligible: np.ndarray | None = None):
-    """The round clipped plateaus the calls sit on: a list of (centroid (2,), pixels (n, 2), the indices of the
-    eligible calls within the disc of the plateau's area around its centroid, best-scored first).
+                   eligible: np.ndarray | None = None, merged: bool = False):
+    """The clipped spots the calls sit on: a list of (centre (2,), pixels (n, 2), the indices of the eligible
+    calls that belong to it, best-scored first; the best-scored call on its plateau), one per round clipped
+    plateau, and, with ``merged``, one per spot of a plateau several spots merged into (:func:`_merged_parts`),
+    whether a call sits on it or not (then its calls are empty).
 
-    ``saturated``: each call's share of clipped pixels in its 3 x 3 neighbourhood (only these start a look at
-    the plane); ``top``: the plane's clipping level (None: it has no clipped pixels, there are none);
-    ``eligible``: the calls that take part (default: all), so a dropped one is never a plateau's best."""
+    A round plateau's calls are those within the disc of its area around its centroid. A merged plateau's are
+    those touching it, each spot taking the nearest one no other spot takes (so as many spots as can get a call
+    get one) and the rest going to their nearest spot. ``saturated``: each call's share of clipped pixels in
+    its 3 x 3 neighbourhood (only these start a look at the plane); ``top``: the plane's clipping level (None:
+    it has no clipped pixels, there are none); ``eligible``: the calls that take part (default: all), so a
+    dropped one is never a spot's best."""
+    from scipy.optimize import linear_sum_assignment
+
     coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
     scores, saturated = np.asarray(scores), np.asarray(saturated)
     if top is None or not len(coords):
@@ -91,29 +140,53 @@ def round_plateaus(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.
         if done[i]:
             continue
         done[i] = True
-        found = _plateau_at(plane, rc[i], top)
+        found = _plateau_at(plane, rc[i], top, merged)
         if found is None:
             continue
-        centre, pixels = found
-        group = np.flatnonzero(np.hypot(*(coords - centre).T) <= np.sqrt(len(pixels) / np.pi))
-        group = group[~done[group] | (group == i)]
-        if not len(group):
+        pixels, spots = found
+        if len(spots) == 1:
+            centre = spots[0][0]
+            group = np.flatnonzero(np.hypot(*(coords - centre).T) <= np.sqrt(len(pixels) / np.pi))
+            group = group[~done[group] | (group == i)]
+            if len(group):
+                done[group] = True
+                group = group[np.argsort(-scores[group], kind="stable")]
+                out.append((centre, pixels, group, int(group[0])))
             continue
+        # a merged plateau's calls: those whose 3 x 3 neighbourhood touches it
+        lo, hi = pixels.min(0) - 1, pixels.max(0) + 1
+        group = np.flatnonzero((rc >= lo).all(1) & (rc <= hi).all(1) & (~done | (np.arange(len(coords)) == i)))
+        group = group[np.abs(rc[group, None, :] - pixels[None]).max(-1).min(1) <= 1]
         done[group] = True
-        out.append((centre, pixels, group[np.argsort(-scores[group], kind="stable")]))
+        centres = np.array([centre for centre, _ in spots])
+        dist = np.hypot(*(coords[group, None, :] - centres[None]).transpose(2, 0, 1))
+        owner = dist.argmin(1)
+        taken, part = linear_sum_assignment(dist)
+        owner[taken] = part
+        best = int(group[np.argmax(scores[group])])  # i is among them: never empty
+        for j, (centre, own) in enumerate(spots):
+            mine = group[owner == j]
+            out.append((centre, own, mine[np.argsort(-scores[mine], kind="stable")], best))
     return out
 
 
-def round_plateau_repeats(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.ndarray,
-                          top: float | None, eligible: np.ndarray | None = None):
-    """(coords with each round plateau's best call moved to its centroid, a mask of the other eligible calls on
-    it: the repeats to drop), for the calls of a plane (:func:`round_plateaus`)."""
+def clipped_spot_calls(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.ndarray,
+                       top: float | None, eligible: np.ndarray | None = None, merged: bool = False):
+    """One call per clipped spot of a plane (:func:`round_plateaus`): (coords with each spot's best call moved
+    to its centre, a mask of the other eligible calls on it: the repeats to drop, the centres (m, 2) of the
+    merged plateaus' spots that no call sat on: calls to add, and for each the call whose score and features
+    it takes: its plateau's best)."""
     coords = np.array(coords, dtype=np.float64, copy=True).reshape(-1, 2)
     repeat = np.zeros(len(coords), dtype=bool)
-    for centre, _, group in round_plateaus(plane, coords, scores, saturated, top, eligible):
+    added, donors = [], []
+    for centre, _, group, best in round_plateaus(plane, coords, scores, saturated, top, eligible, merged):
+        if not len(group):
+            added.append(centre)
+            donors.append(best)
+            continue
         repeat[group[1:]] = True
         coords[group[0]] = centre
-    return coords, repeat
+    return coords, repeat, np.reshape(np.array(added, dtype=np.float64), (-1, 2)), np.array(donors, dtype=np.int64)
 
 
-__all__ = ["MAX_RADIUS", "MIN_AREA", "ROUNDNESS", "round_plateau_repeats", "round_plateaus", "roundness"]
+__all__ = ["MAX_PARTS", "MAX_RADIUS", "MIN_AREA", "ROUNDNESS", "clipped_spot_calls", "round_plateaus", "roundness"]

@@ -33,7 +33,7 @@ import numpy as np
 from ..models.rescorer import FEATURES, LOWEST_THRESHOLD, NET_CLIP, SIGMAS, BoostedTrees, Rescorer
 from .echoes import psf_echoes
 from .edges import capped_scores
-from .plateaus import round_plateau_repeats, round_plateaus
+from .plateaus import clipped_spot_calls, round_plateaus
 from .proposals import candidate_features
 from .rescore_fit import auc, fit_boosted_trees, fit_logistic
 
@@ -69,9 +69,9 @@ def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float, d
     """A plane's network candidates (a DataFrame with ``y, x, score``, or None) -> the rescored candidates
     (proposals added, ``score`` calibrated, ``contrast`` and ``relative_contrast`` added) above ``floor``, less
     the camera's hot pixels (:mod:`.hot_pixels`), the PSF's echoes (:mod:`.echoes`) and the repeat calls on a
-    round clipped spot (:mod:`.plateaus`, whose best call moves to its centre), which are no spots at any
-    threshold; ``left_out``: a count by rule (``hot_pixels``, ``psf_echoes``, ``plateau_repeats``) to add
-    those to."""
+    clipped spot (:mod:`.plateaus`: each spot of a clipped plateau has one call, at its centre), which are no
+    spots at any threshold; ``left_out``: a count by rule (``hot_pixels``, ``psf_echoes``, ``plateau_repeats``)
+    to add those to."""
     import pandas as pd
 
     yx = frame[["y", "x"]].to_numpy() if frame is not None else np.zeros((0, 2))
@@ -84,7 +84,14 @@ def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float, d
         left_out["hot_pixels"] += int((above & extra["hot_pixel"]).sum())
         left_out["psf_echoes"] += int((keep & echo).sum())
     keep &= ~echo
-    coords, repeat = round_plateau_repeats(plane, coords, prob, extra["saturated"], extra["clip_level"], keep)
+    coords, repeat, added, donors = clipped_spot_calls(plane, coords, prob, extra["saturated"],
+                                                       extra["clip_level"], keep, merged=True)
+    if len(added):  # the spots of a merged plateau without a call: each takes the plateau's best call's scores
+        coords, prob = np.concatenate([coords, added]), np.concatenate([prob, prob[donors]])
+        repeat = np.concatenate([repeat, np.zeros(len(added), dtype=bool)])
+        keep = np.concatenate([keep, np.ones(len(added), dtype=bool)])
+        extra = {k: np.concatenate([extra[k], extra[k][donors]])
+                 for k in ("intensity", "contrast", "relative_contrast")}
     if left_out is not None:
         left_out["plateau_repeats"] += int(repeat.sum())
     keep &= ~repeat
@@ -117,10 +124,10 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     live = (prob > floor) & ~extra["hot_pixel"]
     keep = extra["is_proposal"] & live
     found = round_plateaus(plane, coords, prob, extra["saturated"], extra["clip_level"], live)
-    plateaus = [(centre, pixels, float(prob[group[0]]), extra["clip_level"]) for centre, pixels, group in found]
+    plateaus = [(centre, pixels, float(prob[group[0]]), extra["clip_level"]) for centre, pixels, group, _ in found]
     if left_out is not None:  # per plane: a hot pixel through the stack counts once in each plane it is found
         left_out["hot_pixels"] += int(((prob > floor) & extra["hot_pixel"]).sum())
-        left_out["plateau_repeats"] += sum(len(group) - 1 for *_, group in found)
+        left_out["plateau_repeats"] += sum(len(group) - 1 for *_, group, _ in found)
     coords, prob = coords[keep], prob[keep]
     h, w = (int(v) for v in plane.shape[-2:])
     r = np.clip(np.rint(coords[:, 0]).astype(np.int64), 0, h - 1)
