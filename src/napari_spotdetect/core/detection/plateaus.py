@@ -1,4 +1,4 @@
-"""One call per round clipped spot: a saturated spot's flat top gets one point, at its centre.
+"""One call per clipped spot: a saturated spot's flat top gets one point, at its centre.
 
 Why: where the camera clips a bright spot its top is a flat plateau with no gradient, so the network's
 displacements do not converge there and the LoG finds a ring of peaks on its edge; the 2-D sample's 76 clipped
@@ -6,11 +6,14 @@ spots got 129 calls between them, a cluster of 2-4 points on the very spots a us
 plateau that is round (its overlap with the disc of its own area, centred on it, is at least
 :data:`ROUNDNESS`) is one spot, so the calls on it (within that disc) become one: the best-scored, moved to the
 plateau's centroid, which for a symmetric spot is its centre. A plateau that is not round is several spots
-merged, or not a spot at all, and keeps its calls; so do small ones (fewer than :data:`MIN_AREA` pixels: too few
-to judge their shape), those wider than a diffraction-limited spot (:data:`MAX_RADIUS`) and those cut by the
-plane's edge. Chosen on the 2-D sample, the two piscis_panels ``train`` images and realistic synthetic images
-with clipped spots (README, *A clipped spot is one spot*). In a z-stack each plane's round plateau becomes one
-voxel set pointing at its centroid (:func:`..rescore.fill_round_plateaus`), so the spot is one 3-D component.
+merged where the fewest discs of spot size that cover it as well (:func:`_merged_parts`) exist: then each disc
+is a spot, with one call at its centre (a call moved there, or one added where none sat on it: the sample's
+last missed saturated spot shared a plateau with three others). Plateaus that no such discs explain keep their
+calls, and so do small ones (fewer than :data:`MIN_AREA` pixels: too few to judge their shape) and those cut by
+the plane's edge. Chosen on the 2-D sample, the two piscis_panels ``train`` images and synthetic images with
+clipped spots, merged and alone (README, *A clipped spot is one spot*). In a z-stack each plane's round plateau
+becomes one voxel set pointing at its centroid (:func:`..rescore.fill_round_plateaus`), so the spot is one 3-D
+component; merged plateaus are not parted there (the parts' voxels would touch and join again).
 """
 
 from __future__ import annotations
