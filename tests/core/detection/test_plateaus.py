@@ -58,11 +58,13 @@ def test_a_plateau_of_merged_spots_gets_one_call_per_spot_at_its_centre():
     for c in pair + four:
         img[_disc(img.shape, c, 3.6)] = 4095
     img[12:30, 68:70] = img[28:30, 68:84] = 4095  # a thin bright L: no set of spot-sized discs covers it
+    img[_disc(img.shape, (25, 45), 12)] = 4095  # a clipped cell body: no six spot-sized discs cover it
     assert roundness(_disc(img.shape, pair[0], 3.6) | _disc(img.shape, pair[1], 3.6)) < ROUNDNESS
     coords = np.array([[29.0, 17.0], [30.5, 23.5], [32.0, 21.0],  # the pair: three calls
                        [60.0, 57.0], [61.0, 63.5],  # four spots merged: two calls
-                       [20.0, 69.0], [29.0, 76.0]])  # the L's two calls
-    scores = np.array([0.5, 0.9, 0.7, 0.6, 0.8, 0.5, 0.4])
+                       [20.0, 69.0], [29.0, 76.0],  # the L's two calls
+                       [14.0, 45.0], [25.0, 35.0]])  # the cell's
+    scores = np.array([0.5, 0.9, 0.7, 0.6, 0.8, 0.5, 0.4, 0.9, 0.9])
     sat = np.ones(len(coords))
     moved, repeat, added, donors = clipped_spot_calls(img, coords, scores, sat, 4095.0, merged=True)
     kept = np.concatenate([moved[~repeat], added])
@@ -72,7 +74,7 @@ def test_a_plateau_of_merged_spots_gets_one_call_per_spot_at_its_centre():
         assert ((d < 6).any(1) & ~(d < 0.6).any(1)).sum() == 0
     assert repeat.tolist()[:3].count(True) == 1 and not repeat[3:].any()
     assert len(added) == 2 and donors.tolist() == [4, 4]  # the four's missing spots take its best call's scores
-    np.testing.assert_array_equal(moved[5:], coords[5:])  # the L keeps its calls
+    np.testing.assert_array_equal(moved[5:], coords[5:])  # the L and the cell keep their calls
     # without ``merged`` (z-stacks) a plateau that is not round keeps its calls
     moved, repeat, added, _ = clipped_spot_calls(img, coords, scores, sat, 4095.0)
     assert not repeat.any() and not len(added)
