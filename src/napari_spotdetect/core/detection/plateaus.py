@@ -30,7 +30,7 @@ ROUNDNESS = 0.85
 #: a plateau that is not round is parted into at most this many spots (:func:`_merged_parts`)
 MAX_PARTS = 6
 #: k-means starts per number of parts (seeded: the same plane always gives the same parts)
-KMEANS_STARTS = 8
+KMEANS_STARTS = 12
 
 
 def roundness(mask: np.ndarray) -> float:
@@ -45,14 +45,35 @@ def roundness(mask: np.ndarray) -> float:
     return float((disc & region).sum() / (disc | region).sum())
 
 
+def _kmeans(pts: np.ndarray, k: int, rng: np.random.Generator, iterations: int = 30) -> np.ndarray:
+    """Each point's cluster (k-means from a k-means++ start): a few hundred points at most, so plain numpy
+    (scipy's ``kmeans2`` spent most of its time checking its inputs, thousands of times on a saturated image)."""
+    centres = np.empty((k, 2))
+    centres[0] = pts[rng.integers(len(pts))]
+    d2 = ((pts - centres[0]) ** 2).sum(1)
+    for j in range(1, k):
+        total = d2.sum()
+        centres[j] = pts[rng.choice(len(pts), p=d2 / total) if total > 0 else rng.integers(len(pts))]
+        d2 = np.minimum(d2, ((pts - centres[j]) ** 2).sum(1))
+    labels = np.full(len(pts), -1)
+    for _ in range(iterations):
+        new = ((pts[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        counts = np.bincount(labels, minlength=k)
+        filled = counts > 0
+        for axis in (0, 1):
+            centres[filled, axis] = np.bincount(labels, pts[:, axis], minlength=k)[filled] / counts[filled]
+    return labels
+
+
 def _merged_parts(pts: np.ndarray):
     """The discs a clipped plateau that is not round is the union of: a list of (centre, the indices of its
     pixels) for the fewest parts (2 to :data:`MAX_PARTS`, each of at least :data:`MIN_AREA` pixels and no wider
     than a spot) whose discs of their own areas cover the plateau with an intersection over union of
     :data:`ROUNDNESS`, or None where no such parts exist (then the plateau is no set of spots that can be told
     apart, and keeps its calls)."""
-    from scipy.cluster.vq import kmeans2
-
     lo = pts.min(0) - MAX_RADIUS - 1
     shape = tuple((pts.max(0) - lo + MAX_RADIUS + 2).astype(np.int64))
     region = np.zeros(shape, dtype=bool)
@@ -62,8 +83,9 @@ def _merged_parts(pts: np.ndarray):
         if len(pts) < k * MIN_AREA:
             return None
         best, parts = -1.0, None
-        for seed in range(KMEANS_STARTS):
-            _, labels = kmeans2(pts, k, minit="++", seed=seed)
+        rng = np.random.default_rng(k)
+        for _ in range(KMEANS_STARTS):
+            labels = _kmeans(pts, k, rng)
             sizes = np.bincount(labels, minlength=k)
             if sizes.min() < MIN_AREA or np.sqrt(sizes.max() / np.pi) > MAX_RADIUS:
                 continue
@@ -79,15 +101,12 @@ def _merged_parts(pts: np.ndarray):
     return None
 
 
-def _plateau_at(plane, rc: np.ndarray, top: float, merged: bool = False):
-    """The clipped plateau touching pixel ``rc``'s 3 x 3 neighbourhood, as the spots it holds: (its pixels
-    (n, 2), a list of (centre, the pixels of that spot (m, 2))) in plane coordinates: one spot where the
-    plateau is round; where it is not and ``merged``, the spots of :func:`_merged_parts`. None where there is
-    none, or it is small, cut by the plane's edge, too large for its spots, or not round and not parted."""
+def _clipped_region(plane, rc: np.ndarray, top: float, reach: int):
+    """The clipped region touching pixel ``rc``'s 3 x 3 neighbourhood within ``reach`` px of it: (its mask in the
+    window, the window's corner, whether it touches the window's edge), or None where there is none."""
     from ..io.image_sources import read
 
     h, w = (int(v) for v in plane.shape[-2:])
-    reach = int((MAX_PARTS if merged else 2) * MAX_RADIUS) + 2
     r0, r1 = max(rc[0] - reach, 0), min(rc[0] + reach + 1, h)
     c0, c1 = max(rc[1] - reach, 0), min(rc[1] + reach + 1, w)
     lab, n = ndimage.label(np.asarray(read(plane[r0:r1, c0:c1])) >= top)
@@ -98,20 +117,32 @@ def _plateau_at(plane, rc: np.ndarray, top: float, merged: bool = False):
     if not len(ids):
         return None
     mask = lab == ids[np.argmax(counts)]
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    area = int(mask.sum())
+    edge = mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
+    return mask, (r0, c0), edge
+
+
+def _plateau_at(plane, rc: np.ndarray, top: float, merged: bool = False):
+    """The clipped plateau touching pixel ``rc``'s 3 x 3 neighbourhood: (its first pixel, its pixels (n, 2), the
+    spots it holds as a list of (centre, the pixels of that spot (m, 2))) in plane coordinates, or None where
+    there is none. One spot where the plateau is round; where it is not and ``merged``, the spots of
+    :func:`_merged_parts`; no spots (None) where it is small, cut by the plane's edge, too large for its spots,
+    or not round and not parted."""
+    found = _clipped_region(plane, rc, top, int(2 * MAX_RADIUS) + 2)
+    if found is not None and found[2] and merged:  # a round spot fits that window: look wider for merged ones
+        found = _clipped_region(plane, rc, top, int(MAX_PARTS * MAX_RADIUS) + 2)
+    if found is None:
+        return None
+    mask, corner, edge = found
+    pixels = np.argwhere(mask) + corner
+    area = len(pixels)
     # touching the window's edge: cut by the plane's edge, or too large for the window (no spot)
-    if rows[0] == 0 or cols[0] == 0 or rows[-1] == mask.shape[0] - 1 or cols[-1] == mask.shape[1] - 1:
-        return None
-    if area < MIN_AREA or area > MAX_PARTS * np.pi * MAX_RADIUS ** 2:
-        return None
-    pixels = np.argwhere(mask) + (r0, c0)
+    if edge or area < MIN_AREA or area > MAX_PARTS * np.pi * MAX_RADIUS ** 2:
+        return tuple(pixels[0]), pixels, None
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if np.sqrt(area / np.pi) <= MAX_RADIUS and roundness(mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]) >= ROUNDNESS:
-        return pixels, [(pixels.mean(0), pixels)]
-    if not merged:
-        return None
-    parts = _merged_parts(pixels.astype(np.float64))
-    return None if parts is None else (pixels, [(centre, pixels[idx]) for centre, idx in parts])
+        return tuple(pixels[0]), pixels, [(pixels.mean(0), pixels)]
+    parts = _merged_parts(pixels.astype(np.float64)) if merged else None
+    return tuple(pixels[0]), pixels, None if parts is None else [(centre, pixels[idx]) for centre, idx in parts]
 
 
 def round_plateaus(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.ndarray, top: float | None,
@@ -138,18 +169,25 @@ def round_plateaus(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.
     rc[:, 0] = np.clip(rc[:, 0], 0, h - 1)
     rc[:, 1] = np.clip(rc[:, 1], 0, w - 1)
     done = np.zeros(len(coords), dtype=bool) if eligible is None else ~np.asarray(eligible, dtype=bool)
-    out = []
+    out, seen, tree = [], set(), None
     for i in np.flatnonzero(saturated > 0)[np.argsort(-scores[saturated > 0], kind="stable")]:
         if done[i]:
             continue
         done[i] = True
         found = _plateau_at(plane, rc[i], top, merged)
-        if found is None:
+        if found is None or found[0] in seen:  # a plateau is looked at once: its calls' first
             continue
-        pixels, spots = found
+        key, pixels, spots = found
+        seen.add(key)
+        if spots is None:
+            continue
+        if tree is None:
+            from scipy.spatial import cKDTree
+
+            tree = cKDTree(coords)
         if len(spots) == 1:
             centre = spots[0][0]
-            group = np.flatnonzero(np.hypot(*(coords - centre).T) <= np.sqrt(len(pixels) / np.pi))
+            group = np.sort(np.asarray(tree.query_ball_point(centre, np.sqrt(len(pixels) / np.pi)), dtype=np.int64))
             group = group[~done[group] | (group == i)]
             if len(group):
                 done[group] = True
@@ -158,7 +196,8 @@ def round_plateaus(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.
             continue
         # a merged plateau's calls: those whose 3 x 3 neighbourhood touches it
         lo, hi = pixels.min(0) - 1, pixels.max(0) + 1
-        group = np.flatnonzero((rc >= lo).all(1) & (rc <= hi).all(1) & (~done | (np.arange(len(coords)) == i)))
+        group = np.sort(np.asarray(tree.query_ball_point((lo + hi) / 2, np.hypot(*(hi - lo)) / 2 + 1), dtype=np.int64))
+        group = group[(rc[group] >= lo).all(1) & (rc[group] <= hi).all(1) & (~done[group] | (group == i))]
         group = group[np.abs(rc[group, None, :] - pixels[None]).max(-1).min(1) <= 1]
         done[group] = True
         centres = np.array([centre for centre, _ in spots])
