@@ -157,7 +157,7 @@ def test_a_z_stack_finds_the_saturated_spots_its_network_misses(default_model):
     saturated = truth[img[rc[:, 0], rc[:, 1]] >= img.max()]
     spots = detect(stack, default_model, axes="zyx").spots
     yx = spots[["y", "x"]].to_numpy()
-    assert match_spots(yx, saturated, 3.0).tp >= 0.95 * len(saturated)
+    assert match_spots(yx, saturated, 3.0).tp == len(saturated)  # also the four of one merged plateau
     assert set(spots["z"]) == {1.0}  # the dim planes' proposals joined their spot's component
     m = match_spots(yx, truth, 3.0)
     assert m.tp >= 0.97 * len(truth) and len(yx) - m.tp <= 0.25 * len(truth)

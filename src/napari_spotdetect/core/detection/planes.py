@@ -20,7 +20,7 @@ from ..models.base import SpotModel
 from .contrast import contrast_features, elbow
 from .detections import Progress
 from .maps import check_plane_memory
-from .rescore import drop_hot_voxels, fill_round_plateaus, rescore_frame, rescore_voxels, stack_plane_proposals
+from .rescore import drop_hot_voxels, fill_clipped_spots, rescore_frame, rescore_voxels, stack_plane_proposals
 from .tiling import extract_tile
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def plane_spots(run: Run, src, oidx: tuple, z: int, plane_index: int):
         outer = dict(zip(run.outer_axes, oidx))
         props, hot, plateaus = stack_plane_proposals(run.rescorer, src[0], z, yx, net, run.floor, outer,
                                                      run.model.device, run.left_out)
-        frame, props = fill_round_plateaus(drop_hot_voxels(plane_frame(run, cands, oidx), hot), props, plateaus, z,
+        frame, props = fill_clipped_spots(drop_hot_voxels(plane_frame(run, cands, oidx), hot), props, plateaus, z,
                                            outer)
         if not len(props):
             return frame

@@ -11,12 +11,15 @@ is a spot, with one call at its centre (a call moved there, or one added where n
 last missed saturated spot shared a plateau with three others). Plateaus that no such discs explain keep their
 calls, and so do small ones (fewer than :data:`MIN_AREA` pixels: too few to judge their shape) and those cut by
 the plane's edge. Chosen on the 2-D sample, the two piscis_panels ``train`` images and synthetic images with
-clipped spots, merged and alone (README, *A clipped spot is one spot*). In a z-stack each plane's round plateau
-becomes one voxel set pointing at its centroid (:func:`..rescore.fill_round_plateaus`), so the spot is one 3-D
-component; merged plateaus are not parted there (the parts' voxels would touch and join again).
+clipped spots, merged and alone (README, *A clipped spot is one spot*). In a z-stack each clipped spot of a
+plane becomes one voxel set pointing at its centre (:func:`..rescore.fill_clipped_spots`), so the spot is one
+3-D component; a merged plateau's spots give up the pixels near each other's (:data:`GAP`), so that their voxel
+sets do not touch and join into one again.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -31,6 +34,8 @@ ROUNDNESS = 0.85
 MAX_PARTS = 6
 #: k-means starts per number of parts (seeded: the same plane always gives the same parts)
 KMEANS_STARTS = 12
+#: in a stack, a merged plateau's spots give up their pixels within this distance (px) of another's
+GAP = 2
 
 
 def roundness(mask: np.ndarray) -> float:
@@ -121,12 +126,22 @@ def _clipped_region(plane, rc: np.ndarray, top: float, reach: int):
     return mask, (r0, c0), edge
 
 
+class ClippedSpot(NamedTuple):
+    """One spot of a clipped plateau, and the calls on it."""
+
+    centre: np.ndarray  # (2,): a round plateau's centroid, or the centre of a merged plateau's disc
+    radius: float  # of the disc of its pixels' area (px): the calls within it are a round plateau's
+    pixels: np.ndarray  # (n, 2): its voxels in a stack (a merged plateau's spot less those touching another's)
+    calls: np.ndarray  # the eligible calls that belong to it, best-scored first (empty: none sat on it)
+    best: int  # the best-scored call on its plateau: what a spot without a call takes its scores from
+
+
 def _plateau_at(plane, rc: np.ndarray, top: float, merged: bool = False):
     """The clipped plateau touching pixel ``rc``'s 3 x 3 neighbourhood: (its first pixel, its pixels (n, 2), the
-    spots it holds as a list of (centre, the pixels of that spot (m, 2))) in plane coordinates, or None where
-    there is none. One spot where the plateau is round; where it is not and ``merged``, the spots of
-    :func:`_merged_parts`; no spots (None) where it is small, cut by the plane's edge, too large for its spots,
-    or not round and not parted."""
+    spots it holds as a list of (centre, radius, pixels) as :class:`ClippedSpot` has them) in plane
+    coordinates, or None where there is none. One spot where the plateau is round; where it is not and
+    ``merged``, the spots of :func:`_merged_parts`; no spots (None) where it is small, cut by the plane's
+    edge, too large for its spots, or not round and not parted."""
     found = _clipped_region(plane, rc, top, int(2 * MAX_RADIUS) + 2)
     if found is not None and found[2] and merged:  # a round spot fits that window: look wider for merged ones
         found = _clipped_region(plane, rc, top, int(MAX_PARTS * MAX_RADIUS) + 2)
@@ -140,17 +155,28 @@ def _plateau_at(plane, rc: np.ndarray, top: float, merged: bool = False):
         return tuple(pixels[0]), pixels, None
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if np.sqrt(area / np.pi) <= MAX_RADIUS and roundness(mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]) >= ROUNDNESS:
-        return tuple(pixels[0]), pixels, [(pixels.mean(0), pixels)]
+        return tuple(pixels[0]), pixels, [(pixels.mean(0), np.sqrt(area / np.pi), pixels)]
     parts = _merged_parts(pixels.astype(np.float64)) if merged else None
-    return tuple(pixels[0]), pixels, None if parts is None else [(centre, pixels[idx]) for centre, idx in parts]
+    if parts is None:
+        return tuple(pixels[0]), pixels, None
+    # each spot's pixels less those within GAP px of another spot's, so that their voxels in a stack, where the
+    # parting may shift by a pixel from plane to plane, stay apart (26-connected components)
+    label = np.zeros(mask.shape, dtype=np.int64)
+    local = pixels - corner
+    for j, (_, idx) in enumerate(parts):
+        label[local[idx, 0], local[idx, 1]] = j + 1
+    size, none = 2 * GAP + 1, len(parts) + 1
+    apart = ((ndimage.maximum_filter(label, size, mode="constant") == label)
+             & (ndimage.minimum_filter(np.where(label > 0, label, none), size, mode="constant", cval=none) == label))
+    return tuple(pixels[0]), pixels, [(centre, np.sqrt(len(idx) / np.pi), pixels[idx][apart[tuple(local[idx].T)]])
+                                      for centre, idx in parts]
 
 
-def round_plateaus(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.ndarray, top: float | None,
-                   eligible: np.ndarray | None = None, merged: bool = False):
-    """The clipped spots the calls sit on: a list of (centre (2,), pixels (n, 2), the indices of the eligible
-    calls that belong to it, best-scored first; the best-scored call on its plateau), one per round clipped
-    plateau, and, with ``merged``, one per spot of a plateau several spots merged into (:func:`_merged_parts`),
-    whether a call sits on it or not (then its calls are empty).
+def clipped_spots(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.ndarray, top: float | None,
+                   eligible: np.ndarray | None = None, merged: bool = False) -> list[ClippedSpot]:
+    """The clipped spots the calls sit on (:class:`ClippedSpot`): one per round clipped plateau, and, with
+    ``merged``, one per spot of a plateau several spots merged into (:func:`_merged_parts`), whether a call
+    sits on it or not.
 
     A round plateau's calls are those within the disc of its area around its centroid. A merged plateau's are
     those touching it, each spot taking the nearest one no other spot takes (so as many spots as can get a call
@@ -186,13 +212,13 @@ def round_plateaus(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.
 
             tree = cKDTree(coords)
         if len(spots) == 1:
-            centre = spots[0][0]
-            group = np.sort(np.asarray(tree.query_ball_point(centre, np.sqrt(len(pixels) / np.pi)), dtype=np.int64))
+            centre, radius, _ = spots[0]
+            group = np.sort(np.asarray(tree.query_ball_point(centre, radius), dtype=np.int64))
             group = group[~done[group] | (group == i)]
             if len(group):
                 done[group] = True
                 group = group[np.argsort(-scores[group], kind="stable")]
-                out.append((centre, pixels, group, int(group[0])))
+                out.append(ClippedSpot(centre, radius, pixels, group, int(group[0])))
             continue
         # a merged plateau's calls: those whose 3 x 3 neighbourhood touches it
         lo, hi = pixels.min(0) - 1, pixels.max(0) + 1
@@ -200,35 +226,36 @@ def round_plateaus(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.
         group = group[(rc[group] >= lo).all(1) & (rc[group] <= hi).all(1) & (~done[group] | (group == i))]
         group = group[np.abs(rc[group, None, :] - pixels[None]).max(-1).min(1) <= 1]
         done[group] = True
-        centres = np.array([centre for centre, _ in spots])
+        centres = np.array([centre for centre, _, _ in spots])
         dist = np.hypot(*(coords[group, None, :] - centres[None]).transpose(2, 0, 1))
         owner = dist.argmin(1)
         taken, part = linear_sum_assignment(dist)
         owner[taken] = part
         best = int(group[np.argmax(scores[group])])  # i is among them: never empty
-        for j, (centre, own) in enumerate(spots):
+        for j, (centre, radius, own) in enumerate(spots):
             mine = group[owner == j]
-            out.append((centre, own, mine[np.argsort(-scores[mine], kind="stable")], best))
+            out.append(ClippedSpot(centre, radius, own, mine[np.argsort(-scores[mine], kind="stable")], best))
     return out
 
 
 def clipped_spot_calls(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.ndarray,
                        top: float | None, eligible: np.ndarray | None = None, merged: bool = False):
-    """One call per clipped spot of a plane (:func:`round_plateaus`): (coords with each spot's best call moved
+    """One call per clipped spot of a plane (:func:`clipped_spots`): (coords with each spot's best call moved
     to its centre, a mask of the other eligible calls on it: the repeats to drop, the centres (m, 2) of the
     merged plateaus' spots that no call sat on: calls to add, and for each the call whose score and features
     it takes: its plateau's best)."""
     coords = np.array(coords, dtype=np.float64, copy=True).reshape(-1, 2)
     repeat = np.zeros(len(coords), dtype=bool)
     added, donors = [], []
-    for centre, _, group, best in round_plateaus(plane, coords, scores, saturated, top, eligible, merged):
-        if not len(group):
-            added.append(centre)
-            donors.append(best)
+    for spot in clipped_spots(plane, coords, scores, saturated, top, eligible, merged):
+        if not len(spot.calls):
+            added.append(spot.centre)
+            donors.append(spot.best)
             continue
-        repeat[group[1:]] = True
-        coords[group[0]] = centre
+        repeat[spot.calls[1:]] = True
+        coords[spot.calls[0]] = spot.centre
     return coords, repeat, np.reshape(np.array(added, dtype=np.float64), (-1, 2)), np.array(donors, dtype=np.int64)
 
 
-__all__ = ["MAX_PARTS", "MAX_RADIUS", "MIN_AREA", "ROUNDNESS", "clipped_spot_calls", "round_plateaus", "roundness"]
+__all__ = ["GAP", "MAX_PARTS", "MAX_RADIUS", "MIN_AREA", "ROUNDNESS", "ClippedSpot", "clipped_spot_calls",
+           "clipped_spots", "roundness"]

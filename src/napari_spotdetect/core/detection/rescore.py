@@ -17,7 +17,7 @@ Gaussian (LoG) response does. This stage
 
 Candidates whose brightest pixel is a camera's hot pixel are dropped (:mod:`.hot_pixels`), and on planes so are
 the dim second calls an aberrated PSF puts beside every bright spot at one offset (:mod:`.echoes`), and a round
-clipped spot keeps one call, at its centre (:mod:`.plateaus`; in stacks too, :func:`fill_round_plateaus`); a
+clipped spot keeps one call, at its centre (:mod:`.plateaus`; in stacks too, :func:`fill_clipped_spots`); a
 point on the rim of a bright object keeps the network's own score (:mod:`.edges`). Everything is per 2-D plane.
 Z-stacks keep the network's voxel scores, shifted in logit (:meth:`Rescorer.calibrate_voxels`) so that the
 model's default threshold keeps the voxels the network's own default kept, and each plane's proposals join them
@@ -33,12 +33,12 @@ import numpy as np
 from ..models.rescorer import FEATURES, LOWEST_THRESHOLD, NET_CLIP, SIGMAS, BoostedTrees, Rescorer
 from .echoes import psf_echoes
 from .edges import capped_scores
-from .plateaus import clipped_spot_calls, round_plateaus
+from .plateaus import clipped_spot_calls, clipped_spots
 from .proposals import candidate_features
 from .rescore_fit import auc, fit_boosted_trees, fit_logistic
 
 __all__ = ["FEATURES", "LOWEST_THRESHOLD", "NET_CLIP", "SIGMAS", "BoostedTrees", "Rescorer", "auc",
-           "candidate_features", "drop_hot_voxels", "fill_round_plateaus", "fit_boosted_trees", "fit_logistic",
+           "candidate_features", "drop_hot_voxels", "fill_clipped_spots", "fit_boosted_trees", "fit_logistic",
            "merge_stack_proposals", "rescore_candidates", "rescore_frame", "rescore_voxels", "stack_plane_proposals"]
 
 #: candidates scoring above this make the pairs that show a PSF's echoes (:func:`.echoes.psf_echoes`)
@@ -107,9 +107,9 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     """A z-stack plane's LoG proposals (:func:`candidate_features`) that no network peak of that plane sits
     near, as voxels (``z, row, col, score, dy, dx, intensity``) scored by the rescorer above ``floor``, and the
     (row, col) of the plane's network peaks that are a camera's hot pixels (:mod:`.hot_pixels`; the caller
-    drops the network's voxels there, :func:`drop_hot_voxels`), and the plane's round clipped plateaus as
-    (centroid, pixels, the best score of the candidates on it, the clipped value) (:mod:`.plateaus`; the caller
-    makes each one voxel set, :func:`fill_round_plateaus`).
+    drops the network's voxels there, :func:`drop_hot_voxels`), and the plane's clipped spots (round plateaus
+    and each spot of a merged one) as (centre, radius, pixels, the best score of the candidates on it, the
+    clipped value) (:mod:`.plateaus`; the caller makes each one voxel set, :func:`fill_clipped_spots`).
 
     Why: in a stack the network's voxels make the spots (3-D components), so a spot it scores near 0 in every
     plane (saturated, flat-topped, wide) had no voxel at all; a proposal's voxels in consecutive planes join
@@ -123,11 +123,12 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     hot_rc = np.rint(coords[net_hot]).astype(np.int64)
     live = (prob > floor) & ~extra["hot_pixel"]
     keep = extra["is_proposal"] & live
-    found = round_plateaus(plane, coords, prob, extra["saturated"], extra["clip_level"], live)
-    plateaus = [(centre, pixels, float(prob[group[0]]), extra["clip_level"]) for centre, pixels, group, _ in found]
+    found = clipped_spots(plane, coords, prob, extra["saturated"], extra["clip_level"], live, merged=True)
+    plateaus = [(spot.centre, spot.radius, spot.pixels, float(prob[spot.calls[0] if len(spot.calls) else spot.best]),
+                 extra["clip_level"]) for spot in found if len(spot.pixels)]
     if left_out is not None:  # per plane: a hot pixel through the stack counts once in each plane it is found
         left_out["hot_pixels"] += int(((prob > floor) & extra["hot_pixel"]).sum())
-        left_out["plateau_repeats"] += sum(len(group) - 1 for *_, group, _ in found)
+        left_out["plateau_repeats"] += sum(max(len(spot.calls) - 1, 0) for spot in found)
     coords, prob = coords[keep], prob[keep]
     h, w = (int(v) for v in plane.shape[-2:])
     r = np.clip(np.rint(coords[:, 0]).astype(np.int64), 0, h - 1)
@@ -139,24 +140,25 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
                          "intensity": extra["intensity"][keep]}), hot_rc, plateaus
 
 
-#: a round plateau's voxels replace the plane's voxels up to this far (px) outside the disc of its area
+#: a clipped spot's voxels replace the plane's voxels up to this far (px) outside the disc of its area
 PLATEAU_REACH = 2.0
 
 
-def fill_round_plateaus(voxels, proposals, plateaus: list, z: int, outer: dict):
-    """A stack plane's network voxels and proposal voxels with each round clipped plateau (of
+def fill_clipped_spots(voxels, proposals, plateaus: list, z: int, outer: dict):
+    """A stack plane's network voxels and proposal voxels with each clipped spot (of
     :func:`stack_plane_proposals`) made one voxel set: every voxel within :data:`PLATEAU_REACH` px of the disc
     of its area goes, and each of its pixels becomes a voxel at the best score there, its offsets pointing at
-    the plateau's centroid. Why: the network's and the LoG's voxels ring a flat top in pieces, so a clipped
-    spot became 2-7 spots of the stack; filled, it is one 3-D component, centred where its plateau is."""
+    its centre. Why: the network's and the LoG's voxels ring a flat top in pieces, so a clipped spot became 2-7
+    spots of the stack; filled, it is one 3-D component, centred where its plateau is (a merged plateau's
+    spots are filled a gap apart, :data:`.plateaus.GAP`, so each stays its own component)."""
     import pandas as pd
 
     if not plateaus:
         return voxels, proposals
     from scipy.spatial import cKDTree
 
-    reach = [np.sqrt(len(pixels) / np.pi) + PLATEAU_REACH for _, pixels, _, _ in plateaus]
-    best = [score for _, _, score, _ in plateaus]
+    reach = [radius + PLATEAU_REACH for _, radius, *_ in plateaus]
+    best = [score for *_, score, _ in plateaus]
 
     def outside(f):
         """``f`` less its voxels near a plateau (each goes to the first plateau that reaches it), whose scores
@@ -181,7 +183,7 @@ def fill_round_plateaus(voxels, proposals, plateaus: list, z: int, outer: dict):
                                       "dy": (centre[0] - pixels[:, 0]).astype(np.float32),
                                       "dx": (centre[1] - pixels[:, 1]).astype(np.float32),
                                       "intensity": np.full(len(pixels), float(value))})
-                        for (centre, pixels, _, value), score in zip(plateaus, best)], ignore_index=True)
+                        for (centre, _, pixels, _, value), score in zip(plateaus, best)], ignore_index=True)
     voxels = filled if voxels is None or not len(voxels) else pd.concat([voxels, filled], ignore_index=True)
     return voxels, proposals
 
