@@ -22,25 +22,24 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
 
 def clusters(seed: int, stretch: float = 1.0, planes: int = 0, size: int = 256):
-    """(image, true (y, x) centres) of clipped groups; ``planes`` > 0 makes a z-stack."""
-    from tests.conftest import separated_points
-
+    """(image, true (y, x) centres) of clipped groups, one per cell of a 4 x 3 grid (3 x 3 for stacks), moved
+    up to 5 px; ``planes`` > 0 makes a z-stack."""
     rng = np.random.default_rng(seed)
     nz = max(planes, 1)
     zz, yy, xx = np.mgrid[:nz, :size, :size]
     img, truth = np.full((nz, size, size), 200.0), []
-    for c in separated_points(12 if not planes else 8, (size, size), 24, 30.0, seed=seed + 100):
+    rows, cols = (3, 3) if planes else (3, 4)
+    cells = [((i + 0.5) * size / rows, (j + 0.5) * size / cols) for i in range(rows) for j in range(cols)]
+    for c in np.array(cells) + rng.uniform(-5, 5, (len(cells), 2)):
         for j in range(rng.choice([1, 2, 2, 3])):
             angle = rng.uniform(0, 2 * np.pi)
             p = c + (rng.uniform(4, 7) * np.array([np.cos(angle), np.sin(angle)]) if j else 0)
