@@ -20,14 +20,16 @@ Prints F1, precision and recall at 3 px (spots against the true centres, in y an
 from __future__ import annotations
 
 import argparse
-import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from result_file import write_result  # noqa: E402
 
 
 def clusters(seed: int, stretch: float = 1.0, planes: int = 0, size: int = 256):
@@ -102,9 +104,7 @@ def main(argv=None) -> int:
             print(f"{name:<10} {rule:<22} {n:>6} {nt:>6} {f1:>6.3f} {p:>6.3f} {r:>6.3f}")
     out = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.processor() or platform.machine(),
            "model": a.model, "radius_px": 3.0, "rows": rows}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=1))
-    print("wrote", a.out)
+    write_result(a.out, out)
     return 0
 
 

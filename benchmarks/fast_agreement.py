@@ -14,7 +14,6 @@ Prints a table and writes ``results/fast_agreement.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -26,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 REAL = HERE.parent.parent / "shared" / "data" / "real"
 sys.path.insert(0, str(HERE.parent / "scripts"))
 from fit_rescorer import fitting_images, held_out  # noqa: E402
+from result_file import write_result  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -62,9 +62,7 @@ def main(argv=None) -> int:
         print(f"{k:<12} mean F1 {v['mean_f1']:.4f}  lowest {v['min_f1']:.4f}  ({v['images']} images)")
     out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.machine(),
            "model": a.model, "threads": a.threads, "radius_px": 1.0, "summary": summary, "images": rows}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=1))
-    print("wrote", a.out)
+    write_result(a.out, out)
     return 0
 
 

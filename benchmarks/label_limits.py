@@ -22,7 +22,6 @@ alone (:mod:`annotation_limits`):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from result_file import write_result  # noqa: E402
+
 REAL = HERE.parent.parent / "shared" / "data" / "real"
 #: contrast cuts tried (noise units)
 CUTS = np.geomspace(1.0, 1000.0, 241)
@@ -114,9 +116,7 @@ def main(argv=None) -> int:
            "mean_oracle_f1_integral": mean_oracle, "common_count_window": common,
            "one_cut": one_cut, "mean_f1_own_best_cut": own,
            "seconds": round(time.perf_counter() - t0, 1)}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=1))
-    print(f"wrote {a.out}")
+    write_result(a.out, out)
     return 0
 
 
