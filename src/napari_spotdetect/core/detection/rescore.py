@@ -18,8 +18,8 @@ Gaussian (LoG) response does. This stage
 Candidates whose brightest pixel is a camera's hot pixel are dropped (:mod:`.hot_pixels`), and on planes so are
 the dim second calls an aberrated PSF puts beside every bright spot at one offset (:mod:`.echoes`), and a
 clipped spot, round or merged with others into one plateau, keeps one call, at its centre (:mod:`.plateaus`; in
-stacks too, :func:`fill_clipped_spots`); a
-point on the rim of a bright object keeps the network's own score (:mod:`.edges`). Everything is per 2-D plane.
+stacks too, :func:`fill_clipped_spots`); a point on the rim of a bright object keeps the network's own score
+(:mod:`.edges`). Everything is per 2-D plane.
 Z-stacks keep the network's voxel scores, shifted in logit (:meth:`Rescorer.calibrate_voxels`) so that the
 model's default threshold keeps the voxels the network's own default kept, and each plane's proposals join them
 as voxels (:func:`stack_plane_proposals`, :func:`merge_stack_proposals`), so a spot the network misses in every
