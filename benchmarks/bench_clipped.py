@@ -9,7 +9,9 @@ is in ``tests/core/detection/test_rescore.py``):
 - ``planes``: 256² planes of 12 groups of one to three spots 4-7 px apart (amplitude 4,000-12,000 counts over
   200, clipped at 2,000, sigma 1.5-2.2 px);
 - ``stretched``: the same with every spot 1.5x wider along one axis (a PSF no disc fits);
-- ``stacks``: 7-plane stacks of such groups (axial sigma 1.5 planes, focus between planes 2.5 and 3.5).
+- ``stacks``: 7-plane stacks of such groups (axial sigma 1.5 planes, focus between planes 2.5 and 3.5);
+- ``edges``: 256² planes of 16 spots centred 0-4 px inside the image's edge, half of them with a neighbour
+  4-7 px away (a plateau cut by the edge, judged with its mirror image).
 
     python benchmarks/bench_clipped.py [--images 8] [--threads 2]
 
@@ -54,8 +56,30 @@ def clusters(seed: int, stretch: float = 1.0, planes: int = 0, size: int = 256):
     return (img if planes else img[0]), np.array(truth)
 
 
+def at_edges(seed: int, size: int = 256):
+    """(image, true (y, x) centres) of clipped spots cut by the plane's edge, four per side."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    img, truth = np.full((size, size), 200.0), []
+    for k in range(16):
+        along, depth = (k // 4 + 0.5) * size / 4 + rng.uniform(-8, 8), rng.uniform(0.0, 4.0)
+        first = np.array([(depth, along), (size - 1 - depth, along), (along, depth), (along, size - 1 - depth)][k % 4])
+        spots = [first]
+        if rng.random() < 0.5:
+            angle = rng.uniform(0, 2 * np.pi)
+            second = first + rng.uniform(4, 7) * np.array([np.cos(angle), np.sin(angle)])
+            if (second >= 0).all() and (second <= size - 1).all():
+                spots.append(second)
+        for p in spots:
+            truth.append(p)
+            img += rng.uniform(4000, 12000) * np.exp(-((yy - p[0]) ** 2 + (xx - p[1]) ** 2)
+                                                     / (2 * rng.uniform(1.5, 2.2) ** 2))
+    return np.minimum(rng.poisson(img), 2000).astype(np.uint16), np.array(truth)
+
+
 def without_parts():
-    """Patch the rule back to round plateaus only (as before merged plateaus were parted); returns an undo."""
+    """Patch the rule back to whole round plateaus only (as before merged and edge-cut plateaus were parted);
+    returns an undo."""
     from napari_spotdetect.core.detection import plateaus, rescore
 
     saved = rescore.clipped_spot_calls, rescore.clipped_spots
@@ -83,11 +107,12 @@ def main(argv=None) -> int:
     model = load_model(a.model, device="cpu")
     sets = {"planes": [clusters(s) for s in range(a.images)],
             "stretched": [clusters(s, stretch=1.5) for s in range(a.images)],
-            "stacks": [clusters(s, planes=7, size=160) for s in range(max(1, a.images // 2))]}
+            "stacks": [clusters(s, planes=7, size=160) for s in range(max(1, a.images // 2))],
+            "edges": [at_edges(s) for s in range(a.images)]}
     rows = []
     print(f"{'set':<10} {'rule':<22} {'spots':>6} {'true':>6} {'F1':>6} {'prec.':>6} {'recall':>6}")
     for name, images in sets.items():
-        for rule in ("round plateaus only", "merged ones parted"):
+        for rule in ("round plateaus only", "parted into spots"):
             undo = without_parts() if rule.startswith("round") else (lambda: None)
             try:
                 tp = n = nt = 0

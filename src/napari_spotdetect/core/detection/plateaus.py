@@ -138,10 +138,12 @@ class ClippedSpot(NamedTuple):
 
 def _plateau_at(plane, rc: np.ndarray, top: float, merged: bool = False):
     """The clipped plateau touching pixel ``rc``'s 3 x 3 neighbourhood: (its first pixel, its pixels (n, 2), the
-    spots it holds as a list of (centre, radius, pixels) as :class:`ClippedSpot` has them) in plane
-    coordinates, or None where there is none. One spot where the plateau is round; where it is not and
-    ``merged``, the spots of :func:`_merged_parts`; no spots (None) where it is small, cut by the plane's
-    edge, too large for its spots, or not round and not parted."""
+    spots it holds as a list of (centre, radius, pixels) as :class:`ClippedSpot` has them, whether it is one
+    whole round spot) in plane coordinates, or None where there is none. One spot where the plateau is round;
+    where it is not and ``merged``, the spots of :func:`_merged_parts`; with ``merged``, a plateau cut by the
+    plane's edge is judged with its mirror image across that edge (:func:`_mirrored`). No spots (None) where
+    it is small, too large for its spots, or not round and not parted."""
+    h, w = (int(v) for v in plane.shape[-2:])
     found = _clipped_region(plane, rc, top, int(2 * MAX_RADIUS) + 2)
     if found is not None and found[2] and merged:  # a round spot fits that window: look wider for merged ones
         found = _clipped_region(plane, rc, top, int(MAX_PARTS * MAX_RADIUS) + 2)
@@ -149,27 +151,64 @@ def _plateau_at(plane, rc: np.ndarray, top: float, merged: bool = False):
         return None
     mask, corner, edge = found
     pixels = np.argwhere(mask) + corner
-    area = len(pixels)
-    # touching the window's edge: cut by the plane's edge, or too large for the window (no spot)
-    if edge or area < MIN_AREA or area > MAX_PARTS * np.pi * MAX_RADIUS ** 2:
-        return tuple(pixels[0]), pixels, None
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if np.sqrt(area / np.pi) <= MAX_RADIUS and roundness(mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]) >= ROUNDNESS:
-        return tuple(pixels[0]), pixels, [(pixels.mean(0), np.sqrt(area / np.pi), pixels)]
-    parts = _merged_parts(pixels.astype(np.float64)) if merged else None
-    if parts is None:
-        return tuple(pixels[0]), pixels, None
-    # each spot's pixels less those within GAP px of another spot's, so that their voxels in a stack, where the
-    # parting may shift by a pixel from plane to plane, stay apart (26-connected components)
+    key, area = tuple(pixels[0]), len(pixels)
+    cut = _cut_sides(mask, corner, h, w) if edge else {}
+    # touching the window's edge elsewhere than the plane's: too large for the window (no spot)
+    if cut is None or (cut and not merged) or area < MIN_AREA or area > MAX_PARTS * np.pi * MAX_RADIUS ** 2:
+        return key, pixels, None, False
+    pts = _mirrored(pixels, cut, h, w) if cut else pixels
+    if np.sqrt(len(pts) / np.pi) <= MAX_RADIUS and roundness(_as_mask(pts)) >= ROUNDNESS:
+        centre = np.clip(pts.mean(0), 0, (h - 1, w - 1))  # a cut spot centred on the edge: the edge's pixel
+        return key, pixels, [(centre, np.sqrt(len(pts) / np.pi), pixels)], not cut
+    parts = _merged_parts(pts.astype(np.float64)) if merged else None
+    inside = (pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)
+    parts = [(c, idx) for c, idx in parts or [] if -0.5 <= c[0] < h - 0.5 and -0.5 <= c[1] < w - 0.5]
+    if not parts:
+        return key, pixels, None, False
+    # each spot's pixels (in the plane) less those within GAP px of another spot's, so that their voxels in a
+    # stack, where the parting may shift by a pixel from plane to plane, stay apart (26-connected components)
     label = np.zeros(mask.shape, dtype=np.int64)
-    local = pixels - corner
     for j, (_, idx) in enumerate(parts):
-        label[local[idx, 0], local[idx, 1]] = j + 1
+        own = pts[idx[inside[idx]]] - corner
+        label[own[:, 0], own[:, 1]] = j + 1
     size, none = 2 * GAP + 1, len(parts) + 1
     apart = ((ndimage.maximum_filter(label, size, mode="constant") == label)
              & (ndimage.minimum_filter(np.where(label > 0, label, none), size, mode="constant", cval=none) == label))
-    return tuple(pixels[0]), pixels, [(centre, np.sqrt(len(idx) / np.pi), pixels[idx][apart[tuple(local[idx].T)]])
-                                      for centre, idx in parts]
+    spots = []
+    for c, idx in parts:
+        own = pts[idx[inside[idx]]]
+        spots.append((c, np.sqrt(len(idx) / np.pi), own[apart[tuple((own - corner).T)]]))
+    return key, pixels, spots, False
+
+
+def _cut_sides(mask: np.ndarray, corner, h: int, w: int) -> dict | None:
+    """The plane's sides a clipped region touching its window's edge is cut by (``{"top": True, ...}``), or None
+    where it touches a side of the window that is no side of the plane (it is larger than the window)."""
+    r0, c0 = corner
+    sides = {"top": (mask[0].any(), r0 == 0), "bottom": (mask[-1].any(), r0 + mask.shape[0] == h),
+             "left": (mask[:, 0].any(), c0 == 0), "right": (mask[:, -1].any(), c0 + mask.shape[1] == w)}
+    if any(touches and not plane_side for touches, plane_side in sides.values()):
+        return None
+    return {side: True for side, (touches, _) in sides.items() if touches}
+
+
+def _mirrored(pixels: np.ndarray, cut: dict, h: int, w: int) -> np.ndarray:
+    """A plateau cut by the plane's edge with its mirror images across the sides it is cut by (and across both
+    at a corner): what the whole spot would look like if it were centred on the edge, and two discs where it
+    is not, the one inside the plane its own."""
+    rows = [lambda r: r] + [f for side, f in (("top", lambda r: -1 - r), ("bottom", lambda r: 2 * h - 1 - r))
+                            if cut.get(side)]
+    cols = [lambda c: c] + [f for side, f in (("left", lambda c: -1 - c), ("right", lambda c: 2 * w - 1 - c))
+                            if cut.get(side)]
+    return np.concatenate([np.column_stack([fr(pixels[:, 0]), fc(pixels[:, 1])]) for fr in rows for fc in cols])
+
+
+def _as_mask(pts: np.ndarray) -> np.ndarray:
+    """Integer points (n, 2) as a boolean mask of their bounding box."""
+    lo = pts.min(0)
+    mask = np.zeros(tuple(pts.max(0) - lo + 1), dtype=bool)
+    mask[tuple((pts - lo).T)] = True
+    return mask
 
 
 def clipped_spots(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.ndarray, top: float | None,
@@ -178,12 +217,12 @@ def clipped_spots(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.n
     ``merged``, one per spot of a plateau several spots merged into (:func:`_merged_parts`), whether a call
     sits on it or not.
 
-    A round plateau's calls are those within the disc of its area around its centroid. A merged plateau's are
-    those touching it, each spot taking the nearest one no other spot takes (so as many spots as can get a call
-    get one) and the rest going to their nearest spot. ``saturated``: each call's share of clipped pixels in
-    its 3 x 3 neighbourhood (only these start a look at the plane); ``top``: the plane's clipping level (None:
-    it has no clipped pixels, there are none); ``eligible``: the calls that take part (default: all), so a
-    dropped one is never a spot's best."""
+    A whole round plateau's calls are those within the disc of its area around its centroid. A merged or cut
+    plateau's are those touching it, each spot taking the nearest one no other spot takes (so as many spots as
+    can get a call get one) and the rest going to their nearest spot. ``saturated``: each call's share of
+    clipped pixels in its 3 x 3 neighbourhood (only these start a look at the plane); ``top``: the plane's
+    clipping level (None: it has no clipped pixels, there are none); ``eligible``: the calls that take part
+    (default: all), so a dropped one is never a spot's best."""
     from scipy.optimize import linear_sum_assignment
 
     coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
@@ -203,7 +242,7 @@ def clipped_spots(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.n
         found = _plateau_at(plane, rc[i], top, merged)
         if found is None or found[0] in seen:  # a plateau is looked at once: its calls' first
             continue
-        key, pixels, spots = found
+        key, pixels, spots, whole = found
         seen.add(key)
         if spots is None:
             continue
@@ -211,7 +250,7 @@ def clipped_spots(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.n
             from scipy.spatial import cKDTree
 
             tree = cKDTree(coords)
-        if len(spots) == 1:
+        if whole:
             centre, radius, _ = spots[0]
             group = np.sort(np.asarray(tree.query_ball_point(centre, radius), dtype=np.int64))
             group = group[~done[group] | (group == i)]
@@ -220,7 +259,7 @@ def clipped_spots(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.n
                 group = group[np.argsort(-scores[group], kind="stable")]
                 out.append(ClippedSpot(centre, radius, pixels, group, int(group[0])))
             continue
-        # a merged plateau's calls: those whose 3 x 3 neighbourhood touches it
+        # a merged or cut plateau's calls: those whose 3 x 3 neighbourhood touches it
         lo, hi = pixels.min(0) - 1, pixels.max(0) + 1
         group = np.sort(np.asarray(tree.query_ball_point((lo + hi) / 2, np.hypot(*(hi - lo)) / 2 + 1), dtype=np.int64))
         group = group[(rc[group] >= lo).all(1) & (rc[group] <= hi).all(1) & (~done[group] | (group == i))]
