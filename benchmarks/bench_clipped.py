@@ -83,8 +83,8 @@ def without_parts():
     from napari_spotdetect.core.detection import plateaus, rescore
 
     saved = rescore.clipped_spot_calls, rescore.clipped_spots
-    rescore.clipped_spot_calls = lambda *a, **k: plateaus.clipped_spot_calls(*a, **{**k, "merged": False})
-    rescore.clipped_spots = lambda *a, **k: plateaus.clipped_spots(*a, **{**k, "merged": False})
+    rescore.clipped_spot_calls = lambda *a, **k: plateaus.clipped_spot_calls(*a, **{**k, "parted": False})
+    rescore.clipped_spots = lambda *a, **k: plateaus.clipped_spots(*a, **{**k, "parted": False})
 
     def undo():
         rescore.clipped_spot_calls, rescore.clipped_spots = saved

@@ -37,7 +37,7 @@ def test_the_calls_on_a_round_plateau_become_its_best_one_at_its_centre():
                        [30.0, 44.0], [30.0, 50.0], [10.0, 10.0], [10.8, 9.4], [62.0, 40.0], [60.0, 38.5]])
     scores = np.array([0.6, 0.9, 0.7, 0.2, 0.8, 0.8, 0.5, 0.5, 0.5, 0.5])
     sat = np.ones(len(coords))
-    moved, repeat, added, _ = clipped_spot_calls(img, coords, scores, sat, 4095.0)
+    moved, repeat, added, _ = clipped_spot_calls(img, coords, scores, sat, 4095.0, parted=False)
     assert not len(added)
     assert repeat.tolist() == [True, False, True, True] + [False] * 6
     np.testing.assert_allclose(moved[1], np.argwhere(round_one).mean(0))  # the best-scored call, at the centroid
@@ -66,7 +66,7 @@ def test_a_plateau_of_merged_spots_gets_one_call_per_spot_at_its_centre():
                        [14.0, 45.0], [25.0, 35.0]])  # the cell's
     scores = np.array([0.5, 0.9, 0.7, 0.6, 0.8, 0.5, 0.4, 0.9, 0.9])
     sat = np.ones(len(coords))
-    moved, repeat, added, donors = clipped_spot_calls(img, coords, scores, sat, 4095.0, merged=True)
+    moved, repeat, added, donors = clipped_spot_calls(img, coords, scores, sat, 4095.0)
     kept = np.concatenate([moved[~repeat], added])
     for truth in (pair, four):  # one call within 0.6 px of each spot's centre, none left elsewhere on it
         d = np.hypot(*(kept[:, None, :] - np.array(truth)[None]).transpose(2, 0, 1))
@@ -75,8 +75,8 @@ def test_a_plateau_of_merged_spots_gets_one_call_per_spot_at_its_centre():
     assert repeat.tolist()[:3].count(True) == 1 and not repeat[3:].any()
     assert len(added) == 2 and donors.tolist() == [4, 4]  # the four's missing spots take its best call's scores
     np.testing.assert_array_equal(moved[5:], coords[5:])  # the L and the cell keep their calls
-    # without ``merged`` (z-stacks) a plateau that is not round keeps its calls
-    moved, repeat, added, _ = clipped_spot_calls(img, coords, scores, sat, 4095.0)
+    # without ``parted`` (the rule before) a plateau that is not round keeps its calls
+    moved, repeat, added, _ = clipped_spot_calls(img, coords, scores, sat, 4095.0, parted=False)
     assert not repeat.any() and not len(added)
     np.testing.assert_array_equal(moved, coords)
 
@@ -96,7 +96,7 @@ def test_the_bundled_model_calls_each_spot_of_a_merged_clipped_plateau_once(defa
     img, truth = np.minimum(rng.poisson(img), 2000).astype(np.uint16), np.array(truth)
     now = match_spots(detect(img, default_model, keep_maps=False).spots[["y", "x"]].to_numpy(), truth, 3.0)
     monkeypatch.setattr(rescore, "clipped_spot_calls", lambda *a, **k: plateaus.clipped_spot_calls(
-        *a, **{**k, "merged": False}))
+        *a, **{**k, "parted": False}))
     before = match_spots(detect(img, default_model, keep_maps=False).spots[["y", "x"]].to_numpy(), truth, 3.0)
     assert now.precision >= 0.9 and now.recall >= 0.85
     assert now.f1 >= before.f1 + 0.08
@@ -160,7 +160,7 @@ def test_the_spots_of_a_merged_clipped_plateau_stay_apart_through_a_z_stack(defa
     img, truth = np.minimum(rng.poisson(img), 2000).astype(np.uint16), np.array(truth)
     now = match_spots(detect(img, default_model, axes="zyx", keep_maps=False).spots[["y", "x"]].to_numpy(),
                       truth, 3.0)
-    monkeypatch.setattr(rescore, "clipped_spots", lambda *a, **k: plateaus.clipped_spots(*a, **{**k, "merged": False}))
+    monkeypatch.setattr(rescore, "clipped_spots", lambda *a, **k: plateaus.clipped_spots(*a, **{**k, "parted": False}))
     before = match_spots(detect(img, default_model, axes="zyx", keep_maps=False).spots[["y", "x"]].to_numpy(),
                          truth, 3.0)
     assert now.recall >= 0.9 and now.precision >= 0.8  # 18 of 18 found, 3 second spots (18 before)
@@ -174,13 +174,13 @@ def test_a_plateau_cut_by_the_image_edge_is_judged_with_its_mirror_image():
     coords = np.array([[0.0, 27.0], [1.0, 33.5], [4.0, 30.0],  # the first one's calls: on its rim, near its centre
                        [37.0, 62.0], [43.0, 62.0]])
     scores = np.array([0.9, 0.8, 0.5, 0.7, 0.6])
-    moved, repeat, added, _ = clipped_spot_calls(img, coords, scores, np.ones(len(coords)), 4095.0, merged=True)
+    moved, repeat, added, _ = clipped_spot_calls(img, coords, scores, np.ones(len(coords)), 4095.0)
     kept = moved[~repeat]
     assert len(kept) == 2 and not len(added)
     d = np.hypot(*(kept[:, None, :] - np.array([[2.0, 30.0], [40.0, 63.0]])[None]).transpose(2, 0, 1))
     assert (d < 0.6).sum(0).tolist() == [1, 1]  # one call each, at its centre (the second on the edge's pixels)
-    # without ``merged`` (the rule before) cut plateaus keep their calls
-    assert not clipped_spot_calls(img, coords, scores, np.ones(len(coords)), 4095.0)[1].any()
+    # without ``parted`` (the rule before) cut plateaus keep their calls
+    assert not clipped_spot_calls(img, coords, scores, np.ones(len(coords)), 4095.0, parted=False)[1].any()
 
 
 def test_the_bundled_model_calls_each_clipped_spot_cut_by_the_edge_once(default_model, monkeypatch):

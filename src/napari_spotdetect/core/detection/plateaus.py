@@ -136,16 +136,16 @@ class ClippedSpot(NamedTuple):
     best: int  # the best-scored call on its plateau: what a spot without a call takes its scores from
 
 
-def _plateau_at(plane, rc: np.ndarray, top: float, merged: bool = False):
+def _plateau_at(plane, rc: np.ndarray, top: float, parted: bool = True):
     """The clipped plateau touching pixel ``rc``'s 3 x 3 neighbourhood: (its first pixel, its pixels (n, 2), the
     spots it holds as a list of (centre, radius, pixels) as :class:`ClippedSpot` has them, whether it is one
     whole round spot) in plane coordinates, or None where there is none. One spot where the plateau is round;
-    where it is not and ``merged``, the spots of :func:`_merged_parts`; with ``merged``, a plateau cut by the
+    where it is not and ``parted``, the spots of :func:`_merged_parts`; with ``parted``, a plateau cut by the
     plane's edge is judged with its mirror image across that edge (:func:`_mirrored`). No spots (None) where
     it is small, too large for its spots, or not round and not parted."""
     h, w = (int(v) for v in plane.shape[-2:])
     found = _clipped_region(plane, rc, top, int(2 * MAX_RADIUS) + 2)
-    if found is not None and found[2] and merged:  # a round spot fits that window: look wider for merged ones
+    if found is not None and found[2] and parted:  # a round spot fits that window: look wider for merged ones
         found = _clipped_region(plane, rc, top, int(MAX_PARTS * MAX_RADIUS) + 2)
     if found is None:
         return None
@@ -154,13 +154,13 @@ def _plateau_at(plane, rc: np.ndarray, top: float, merged: bool = False):
     key, area = tuple(pixels[0]), len(pixels)
     cut = _cut_sides(mask, corner, h, w) if edge else {}
     # touching the window's edge elsewhere than the plane's: too large for the window (no spot)
-    if cut is None or (cut and not merged) or area < MIN_AREA or area > MAX_PARTS * np.pi * MAX_RADIUS ** 2:
+    if cut is None or (cut and not parted) or area < MIN_AREA or area > MAX_PARTS * np.pi * MAX_RADIUS ** 2:
         return key, pixels, None, False
     pts = _mirrored(pixels, cut, h, w) if cut else pixels
     if np.sqrt(len(pts) / np.pi) <= MAX_RADIUS and roundness(_as_mask(pts)) >= ROUNDNESS:
         centre = np.clip(pts.mean(0), 0, (h - 1, w - 1))  # a cut spot centred on the edge: the edge's pixel
         return key, pixels, [(centre, np.sqrt(len(pts) / np.pi), pixels)], not cut
-    parts = _merged_parts(pts.astype(np.float64)) if merged else None
+    parts = _merged_parts(pts.astype(np.float64)) if parted else None
     inside = (pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)
     parts = [(c, idx) for c, idx in parts or [] if -0.5 <= c[0] < h - 0.5 and -0.5 <= c[1] < w - 0.5]
     if not parts:
@@ -212,10 +212,11 @@ def _as_mask(pts: np.ndarray) -> np.ndarray:
 
 
 def clipped_spots(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.ndarray, top: float | None,
-                   eligible: np.ndarray | None = None, merged: bool = False) -> list[ClippedSpot]:
+                   eligible: np.ndarray | None = None, parted: bool = True) -> list[ClippedSpot]:
     """The clipped spots the calls sit on (:class:`ClippedSpot`): one per round clipped plateau, and, with
-    ``merged``, one per spot of a plateau several spots merged into (:func:`_merged_parts`), whether a call
-    sits on it or not.
+    ``parted`` (the default; without it, the rule as it was first), one per spot of a plateau several spots
+    merged into (:func:`_merged_parts`) or that the plane's edge cuts (:func:`_mirrored`), whether a call sits
+    on it or not.
 
     A whole round plateau's calls are those within the disc of its area around its centroid. A merged or cut
     plateau's are those touching it, each spot taking the nearest one no other spot takes (so as many spots as
@@ -239,7 +240,7 @@ def clipped_spots(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.n
         if done[i]:
             continue
         done[i] = True
-        found = _plateau_at(plane, rc[i], top, merged)
+        found = _plateau_at(plane, rc[i], top, parted)
         if found is None or found[0] in seen:  # a plateau is looked at once: its calls' first
             continue
         key, pixels, spots, whole = found
@@ -278,7 +279,7 @@ def clipped_spots(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.n
 
 
 def clipped_spot_calls(plane, coords: np.ndarray, scores: np.ndarray, saturated: np.ndarray,
-                       top: float | None, eligible: np.ndarray | None = None, merged: bool = False):
+                       top: float | None, eligible: np.ndarray | None = None, parted: bool = True):
     """One call per clipped spot of a plane (:func:`clipped_spots`): (coords with each spot's best call moved
     to its centre, a mask of the other eligible calls on it: the repeats to drop, the centres (m, 2) of the
     merged plateaus' spots that no call sat on: calls to add, and for each the call whose score and features
@@ -286,7 +287,7 @@ def clipped_spot_calls(plane, coords: np.ndarray, scores: np.ndarray, saturated:
     coords = np.array(coords, dtype=np.float64, copy=True).reshape(-1, 2)
     repeat = np.zeros(len(coords), dtype=bool)
     added, donors = [], []
-    for spot in clipped_spots(plane, coords, scores, saturated, top, eligible, merged):
+    for spot in clipped_spots(plane, coords, scores, saturated, top, eligible, parted):
         if not len(spot.calls):
             added.append(spot.centre)
             donors.append(spot.best)

@@ -86,7 +86,7 @@ def rescore_frame(rescorer: Rescorer, frame, plane, outer: dict, floor: float, d
         left_out["psf_echoes"] += int((keep & echo).sum())
     keep &= ~echo
     coords, repeat, added, donors = clipped_spot_calls(plane, coords, prob, extra["saturated"],
-                                                       extra["clip_level"], keep, merged=True)
+                                                       extra["clip_level"], keep)
     if len(added):  # the spots of a merged plateau without a call: each takes the plateau's best call's scores
         coords, prob = np.concatenate([coords, added]), np.concatenate([prob, prob[donors]])
         repeat = np.concatenate([repeat, np.zeros(len(added), dtype=bool)])
@@ -124,7 +124,7 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     hot_rc = np.rint(coords[net_hot]).astype(np.int64)
     live = (prob > floor) & ~extra["hot_pixel"]
     keep = extra["is_proposal"] & live
-    found = clipped_spots(plane, coords, prob, extra["saturated"], extra["clip_level"], live, merged=True)
+    found = clipped_spots(plane, coords, prob, extra["saturated"], extra["clip_level"], live)
     plateaus = [(spot.centre, spot.radius, spot.pixels, float(prob[spot.calls[0] if len(spot.calls) else spot.best]),
                  extra["clip_level"]) for spot in found if len(spot.pixels)]
     if left_out is not None:  # per plane: a hot pixel through the stack counts once in each plane it is found
