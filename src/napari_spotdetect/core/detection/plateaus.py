@@ -8,13 +8,14 @@ plateau that is round (its overlap with the disc of its own area, centred on it,
 plateau's centroid, which for a symmetric spot is its centre. A plateau that is not round is several spots
 merged where the fewest discs of spot size that cover it as well (:func:`_merged_parts`) exist: then each disc
 is a spot, with one call at its centre (a call moved there, or one added where none sat on it: the sample's
-last missed saturated spot shared a plateau with three others). Plateaus that no such discs explain keep their
-calls, and so do small ones (fewer than :data:`MIN_AREA` pixels: too few to judge their shape) and those cut by
-the plane's edge. Chosen on the 2-D sample, the two piscis_panels ``train`` images and synthetic images with
-clipped spots, merged and alone (README, *A clipped spot is one spot*). In a z-stack each clipped spot of a
-plane becomes one voxel set pointing at its centre (:func:`..rescore.fill_clipped_spots`), so the spot is one
-3-D component; a merged plateau's spots give up the pixels near each other's (:data:`GAP`), so that their voxel
-sets do not touch and join into one again.
+last missed saturated spot shared a plateau with three others). A plateau cut by the plane's edge is judged so
+with its mirror image across that edge (:func:`_mirrored`). Plateaus that no such discs explain keep their
+calls, and so do small ones (fewer than :data:`MIN_AREA` pixels: too few to judge their shape). Chosen on the
+2-D sample, the two piscis_panels ``train`` images and synthetic images with clipped spots, merged and alone;
+checked on others (``benchmarks/bench_clipped.py``; README, *A clipped spot is one spot*). In a z-stack each
+clipped spot of a plane becomes one voxel set pointing at its centre (:func:`..rescore.fill_clipped_spots`), so
+the spot is one 3-D component; a merged plateau's spots give up the pixels near each other's (:data:`GAP`), so
+that their voxel sets do not touch and join into one again.
 """
 
 from __future__ import annotations
