@@ -33,7 +33,7 @@ def test_bundled_model_rescores_and_its_slider_reaches_well_below_its_default(de
 
 
 def test_every_saturated_spot_of_the_2d_sample_is_found_at_the_default_threshold(default_model, sample_detections):
-    """The sample's brightest spots are clipped plateaus the network alone scores near 0 (13 were missed); 10 of
+    """The sample's brightest spots are clipped plateaus the network alone scores near 0 (13 were missed); 18 of
     them share a plateau with one to three others (the last one missed was among them)."""
     from scipy import ndimage
 
