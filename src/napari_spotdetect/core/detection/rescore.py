@@ -109,8 +109,8 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     near, as voxels (``z, row, col, score, dy, dx, intensity``) scored by the rescorer above ``floor``, and the
     (row, col) of the plane's network peaks that are a camera's hot pixels (:mod:`.hot_pixels`; the caller
     drops the network's voxels there, :func:`drop_hot_voxels`), and the plane's clipped spots (round plateaus
-    and each spot of a merged one) as (centre, radius, pixels, the best score of the candidates on it, the
-    clipped value) (:mod:`.plateaus`; the caller makes each one voxel set, :func:`fill_clipped_spots`).
+    and each spot of a merged or edge-cut one) as (centre, radius, pixels, the best score of the candidates on it,
+    the clipped value) (:mod:`.plateaus`; the caller makes each one voxel set, :func:`fill_clipped_spots`).
 
     Why: in a stack the network's voxels make the spots (3-D components), so a spot it scores near 0 in every
     plane (saturated, flat-topped, wide) had no voxel at all; a proposal's voxels in consecutive planes join
