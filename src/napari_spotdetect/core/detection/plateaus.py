@@ -163,7 +163,9 @@ def _plateau_at(plane, rc: np.ndarray, top: float, parted: bool = True):
         return key, pixels, [(centre, np.sqrt(len(pts) / np.pi), pixels)], not cut
     parts = _merged_parts(pts.astype(np.float64)) if parted else None
     inside = (pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)
-    parts = [(c, idx) for c, idx in parts or [] if -0.5 <= c[0] < h - 0.5 and -0.5 <= c[1] < w - 0.5]
+    # the parts centred in the plane (one centred on the edge itself is called on the edge's pixel)
+    parts = [(np.clip(c, 0, (h - 1, w - 1)), idx) for c, idx in parts or []
+             if -0.5 <= c[0] < h - 0.5 and -0.5 <= c[1] < w - 0.5]
     if not parts:
         return key, pixels, None, False
     # each spot's pixels (in the plane) less those within GAP px of another spot's, so that their voxels in a
