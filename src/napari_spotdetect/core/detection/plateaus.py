@@ -170,18 +170,15 @@ def _plateau_at(plane, rc: np.ndarray, top: float, parted: bool = True):
         return key, pixels, None, False
     # each spot's pixels (in the plane) less those within GAP px of another spot's, so that their voxels in a
     # stack, where the parting may shift by a pixel from plane to plane, stay apart (26-connected components)
+    owns = [pts[idx[inside[idx]]] - corner for _, idx in parts]  # each part's pixels in the plane, in the window
     label = np.zeros(mask.shape, dtype=np.int64)
-    for j, (_, idx) in enumerate(parts):
-        own = pts[idx[inside[idx]]] - corner
+    for j, own in enumerate(owns):
         label[own[:, 0], own[:, 1]] = j + 1
     size, none = 2 * GAP + 1, len(parts) + 1
     apart = ((ndimage.maximum_filter(label, size, mode="constant") == label)
              & (ndimage.minimum_filter(np.where(label > 0, label, none), size, mode="constant", cval=none) == label))
-    spots = []
-    for c, idx in parts:
-        own = pts[idx[inside[idx]]]
-        spots.append((c, np.sqrt(len(idx) / np.pi), own[apart[tuple((own - corner).T)]]))
-    return key, pixels, spots, False
+    return key, pixels, [(c, np.sqrt(len(idx) / np.pi), own[apart[tuple(own.T)]] + corner)
+                         for (c, idx), own in zip(parts, owns)], False
 
 
 def _cut_sides(mask: np.ndarray, corner, h: int, w: int) -> dict | None:

@@ -15,19 +15,20 @@ Gaussian (LoG) response does. This stage
    (``scripts/fit_rescorer.py``, :mod:`.rescore_fit`), so ``score`` is the probability that a candidate is an
    annotated spot.
 
-Candidates whose brightest pixel is a camera's hot pixel are dropped (:mod:`.hot_pixels`), and on planes so are
-the dim second calls an aberrated PSF puts beside every bright spot at one offset (:mod:`.echoes`), and a
-clipped spot, round or merged with others into one plateau, keeps one call, at its centre (:mod:`.plateaus`; in
-stacks too, :func:`fill_clipped_spots`); a point on the rim of a bright object keeps the network's own score
-(:mod:`.edges`). Everything is per 2-D plane.
-Z-stacks keep the network's voxel scores, shifted in logit (:meth:`Rescorer.calibrate_voxels`) so that the
-model's default threshold keeps the voxels the network's own default kept, and each plane's proposals join them
-as voxels (:func:`stack_plane_proposals`, :func:`merge_stack_proposals`), so a spot the network misses in every
-plane is still a 3-D component. A model file carries it as its optional ``"rescore"`` entry
-(:mod:`..weights.native`).
+Candidates whose brightest pixel is a camera's hot pixel are dropped (:mod:`.hot_pixels`), and on planes so are the
+dim second calls an aberrated PSF puts beside every bright spot at one offset (:mod:`.echoes`), and a clipped spot,
+round, merged with others into one plateau or cut by the image's edge, keeps one call, at its centre
+(:mod:`.plateaus`; in stacks too, :func:`fill_clipped_spots`); a point on the rim of a bright object keeps the
+network's own score (:mod:`.edges`). Everything is per 2-D plane. Z-stacks keep the network's voxel scores, shifted
+in logit (:meth:`Rescorer.calibrate_voxels`) so that the model's default threshold keeps the voxels the network's
+own default kept, and each plane's proposals join them as voxels (:func:`stack_plane_proposals`,
+:func:`merge_stack_proposals`), so a spot the network misses in every plane is still a 3-D component. A model file
+carries it as its optional ``"rescore"`` entry (:mod:`..weights.native`).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,7 +41,8 @@ from .rescore_fit import auc, fit_boosted_trees, fit_logistic
 
 __all__ = ["FEATURES", "LOWEST_THRESHOLD", "NET_CLIP", "SIGMAS", "BoostedTrees", "Rescorer", "auc",
            "candidate_features", "drop_hot_voxels", "fill_clipped_spots", "fit_boosted_trees", "fit_logistic",
-           "merge_stack_proposals", "rescore_candidates", "rescore_frame", "rescore_voxels", "stack_plane_proposals"]
+           "merge_stack_proposals", "rescore_candidates", "rescore_frame", "rescore_voxels", "stack_plane_proposals",
+           "StackPlateau"]
 
 #: candidates scoring above this make the pairs that show a PSF's echoes (:func:`.echoes.psf_echoes`)
 ECHO_ELIGIBLE = 0.05
@@ -109,8 +111,8 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     near, as voxels (``z, row, col, score, dy, dx, intensity``) scored by the rescorer above ``floor``, and the
     (row, col) of the plane's network peaks that are a camera's hot pixels (:mod:`.hot_pixels`; the caller
     drops the network's voxels there, :func:`drop_hot_voxels`), and the plane's clipped spots (round plateaus
-    and each spot of a merged or edge-cut one) as (centre, radius, pixels, the best score of the candidates on it,
-    the clipped value) (:mod:`.plateaus`; the caller makes each one voxel set, :func:`fill_clipped_spots`).
+    and each spot of a merged or edge-cut one) as :class:`StackPlateau` (:mod:`.plateaus`; the caller makes each
+    one voxel set, :func:`fill_clipped_spots`).
 
     Why: in a stack the network's voxels make the spots (3-D components), so a spot it scores near 0 in every
     plane (saturated, flat-topped, wide) had no voxel at all; a proposal's voxels in consecutive planes join
@@ -125,8 +127,9 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
     live = (prob > floor) & ~extra["hot_pixel"]
     keep = extra["is_proposal"] & live
     found = clipped_spots(plane, coords, prob, extra["saturated"], extra["clip_level"], live)
-    plateaus = [(spot.centre, spot.radius, spot.pixels, float(prob[spot.calls[0] if len(spot.calls) else spot.best]),
-                 extra["clip_level"]) for spot in found if len(spot.pixels)]
+    plateaus = [StackPlateau(spot.centre, spot.radius, spot.pixels,
+                             float(prob[spot.calls[0] if len(spot.calls) else spot.best]), extra["clip_level"])
+                for spot in found if len(spot.pixels)]
     if left_out is not None:  # per plane: a hot pixel through the stack counts once in each plane it is found
         left_out["hot_pixels"] += int(((prob > floor) & extra["hot_pixel"]).sum())
         left_out["plateau_repeats"] += sum(max(len(spot.calls) - 1, 0) for spot in found)
@@ -145,7 +148,17 @@ def stack_plane_proposals(rescorer: Rescorer, plane, z: int, yx: np.ndarray, net
 PLATEAU_REACH = 2.0
 
 
-def fill_clipped_spots(voxels, proposals, plateaus: list, z: int, outer: dict):
+class StackPlateau(NamedTuple):
+    """A clipped spot of a stack plane, as :func:`fill_clipped_spots` makes it a voxel set."""
+
+    centre: np.ndarray  # (2,) where its voxels' offsets point
+    radius: float  # of the disc of its area (px): the plane's voxels within PLATEAU_REACH of it go
+    pixels: np.ndarray  # (n, 2) its voxels' rows and columns
+    score: float  # the best score of the candidates on it
+    value: float  # the clipped value: its voxels' intensity
+
+
+def fill_clipped_spots(voxels, proposals, plateaus: list[StackPlateau], z: int, outer: dict):
     """A stack plane's network voxels and proposal voxels with each clipped spot (of
     :func:`stack_plane_proposals`) made one voxel set: every voxel within :data:`PLATEAU_REACH` px of the disc
     of its area goes, and each of its pixels becomes a voxel at the best score there, its offsets pointing at
@@ -158,8 +171,7 @@ def fill_clipped_spots(voxels, proposals, plateaus: list, z: int, outer: dict):
         return voxels, proposals
     from scipy.spatial import cKDTree
 
-    reach = [radius + PLATEAU_REACH for _, radius, *_ in plateaus]
-    best = [score for *_, score, _ in plateaus]
+    best = [p.score for p in plateaus]
 
     def outside(f):
         """``f`` less its voxels near a plateau (each goes to the first plateau that reaches it), whose scores
@@ -169,22 +181,22 @@ def fill_clipped_spots(voxels, proposals, plateaus: list, z: int, outer: dict):
         tree = cKDTree(np.column_stack([f["row"].to_numpy(), f["col"].to_numpy()]).astype(np.float64))
         scores = f["score"].to_numpy()
         drop = np.zeros(len(f), dtype=bool)
-        for k, (centre, *_) in enumerate(plateaus):
-            inside = np.asarray(tree.query_ball_point(centre, reach[k]), dtype=np.int64)
+        for k, p in enumerate(plateaus):
+            inside = np.asarray(tree.query_ball_point(p.centre, p.radius + PLATEAU_REACH), dtype=np.int64)
             inside = inside[~drop[inside]]
             best[k] = max(best[k], float(scores[inside].max(initial=-np.inf)))
             drop[inside] = True
         return f[~drop]
 
     voxels, proposals = outside(voxels), outside(proposals)
-    filled = pd.concat([pd.DataFrame({**{a: np.full(len(pixels), i) for a, i in outer.items()},
-                                      "z": np.full(len(pixels), z, dtype=np.int32),
-                                      "row": pixels[:, 0].astype(np.int32), "col": pixels[:, 1].astype(np.int32),
-                                      "score": np.full(len(pixels), score, dtype=np.float32),
-                                      "dy": (centre[0] - pixels[:, 0]).astype(np.float32),
-                                      "dx": (centre[1] - pixels[:, 1]).astype(np.float32),
-                                      "intensity": np.full(len(pixels), float(value))})
-                        for (centre, _, pixels, _, value), score in zip(plateaus, best)], ignore_index=True)
+    filled = pd.concat([pd.DataFrame({**{a: np.full(len(p.pixels), i) for a, i in outer.items()},
+                                      "z": np.full(len(p.pixels), z, dtype=np.int32),
+                                      "row": p.pixels[:, 0].astype(np.int32), "col": p.pixels[:, 1].astype(np.int32),
+                                      "score": np.full(len(p.pixels), score, dtype=np.float32),
+                                      "dy": (p.centre[0] - p.pixels[:, 0]).astype(np.float32),
+                                      "dx": (p.centre[1] - p.pixels[:, 1]).astype(np.float32),
+                                      "intensity": np.full(len(p.pixels), float(p.value))})
+                        for p, score in zip(plateaus, best)], ignore_index=True)
     voxels = filled if voxels is None or not len(voxels) else pd.concat([voxels, filled], ignore_index=True)
     return voxels, proposals
 
