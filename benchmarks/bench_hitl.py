@@ -312,7 +312,7 @@ def grow_region(half, spots, n, rng):
 def main_clicks(args) -> int:
     """Adaptation curves: F1 integral on the unseen half against the spots annotated in a region of the other."""
     import torch
-    from real_data import REAL_RADIUS, SWEEP, load_annotated
+    from real_data import REAL_RADIUS, SWEEP, held_out, load_annotated
 
     from napari_spotdetect.core.detection.detect import detect
     from napari_spotdetect.core.groundtruth.calibration import GRID, calibrate
@@ -325,7 +325,7 @@ def main_clicks(args) -> int:
     model, model_note = _start_model(tmp, args.model)
     sources = args.sources.split(",") if args.sources else None
     if args.split == "train":  # only what the network never trained on, every such image
-        held = set(model.info.card.get("training_data", {}).get("real", {}).get("held_out_for_validation", []))
+        held = held_out(model)
         ims = [im for im in load_annotated(REAL, split="train", ndim=2, sources=sources)
                if f"{im.source}/{im.stem}" in held]
         if args.per_source:

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     import torch
     from bench_hitl import grow_region
-    from real_data import REAL_RADIUS, load_annotated
+    from real_data import REAL_RADIUS, held_out, load_annotated
 
     import napari_spotdetect.core.groundtruth.calibration as cal
     from napari_spotdetect import load_model
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(a.threads)
     model = load_model("default", device="cpu")
-    held = set(model.info.card.get("training_data", {}).get("real", {}).get("held_out_for_validation", []))
+    held = held_out(model)
     variants = list(itertools.product(a.se, a.min_band, a.guard))
     guard = cal.carries_over
     runs = []

@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     import torch
-    from real_data import load_annotated
+    from real_data import held_out, load_annotated
 
     from napari_spotdetect import load_model
 
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"{a.model} has no second stage: its candidates are the network's peaks.")
     images = load_annotated(a.data, split=a.split, ndim=2)
     if a.held_out_only:
-        held = set(((model.info.card.get("training_data") or {}).get("real") or {}).get("held_out_for_validation", []))
+        held = held_out(model)
         images = [im for im in images if f"{im.source}/{im.stem}" in held]
     t0 = time.time()
     by: dict[str, dict] = {}

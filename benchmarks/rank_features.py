@@ -67,7 +67,7 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(ROOT / "scripts"))
     import fit_rescorer
-    from real_data import load_annotated, synthetic_source
+    from real_data import held_out, load_annotated, synthetic_source
 
     from napari_spotdetect import load_model
     from napari_spotdetect.core.detection.rescore import FEATURES, auc
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     resc = model.rescorer
     if resc is None:
         raise SystemExit(f"{a.model} has no second stage to take its candidates from")
-    held = set(((model.info.card.get("training_data") or {}).get("real") or {}).get("held_out_for_validation", []))
+    held = held_out(model)
     real = [im for im in load_annotated(a.data, split="train", ndim=2) if f"{im.source}/{im.stem}" in held]
     images = (real + synthetic_source(synthetic_dataset(24, kind="train", seed=fit_rescorer.SYN_SEED), "synthetic")
               + synthetic_source(realistic_dataset(24, seed=fit_rescorer.REALISTIC_SEED), "realistic"))

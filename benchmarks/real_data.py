@@ -71,6 +71,13 @@ def load_annotated(root, split: str | None = None, sources=None, ndim: int | Non
     return out
 
 
+def held_out(model) -> set:
+    """The real ``train`` images a model's network did not train on, as ``source/stem`` (its card's list): where
+    its scores are honest, so where its second stage is fitted and train-side choices are made."""
+    card = model.info.card or {}
+    return set((((card.get("training_data") or {}).get("real") or {}).get("held_out_for_validation")) or [])
+
+
 # -- scoring a detector on annotated sources -------------------------------------------------------------
 #: match radius (px) of the real-data scores: human clicks and crowd consensus sit up to ~1-2 px off
 REAL_RADIUS = 3.0

@@ -33,6 +33,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # real_data lives with the benchmarks
+from real_data import held_out  # noqa: E402  (here too: train_side.py and fast_agreement.py take it from here)
+
 REAL = ROOT.parent / "shared" / "data" / "real"
 SYN_SEED, REALISTIC_SEED = 51, 52
 #: the lowest threshold a rescored model allows (its slider's minimum)
@@ -63,12 +65,6 @@ def collect(model, images, net_floor: float, proposal_cut: float, scale_cut=None
         model.threshold_range = rng
         model.rescorer = saved
     return out
-
-
-def held_out(model) -> set:
-    """The real ``train`` images the model's network did not train on, as ``source/stem`` (its card's list)."""
-    card = model.info.card or {}
-    return set((((card.get("training_data") or {}).get("real") or {}).get("held_out_for_validation")) or [])
 
 
 def fitting_images(real_root, held: set, n_synthetic: int, extras=(), all_real: bool = False, every: int = 2):
